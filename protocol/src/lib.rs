@@ -1,0 +1,12 @@
+//! Sans-IO core of rtpmidid: RTP-MIDI wire formats (RFC 6295), the AppleMIDI session protocol,
+//! the recovery journal and mDNS discovery.
+//!
+//! Nothing here touches a socket, a clock, a thread or the sound system: time comes in as an
+//! [`time::Instant`] argument, randomness from a caller-given seed, and every state machine gives
+//! back the datagrams it wants sent, the events it produced and its next deadline.
+#![forbid(unsafe_code)]
+
+pub mod midi;
+pub mod rng;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Wire formats: a checked view or `Repr` with `parse`/`emit` per format, byte vectors beside.

@@ -1,0 +1,1 @@
+//! A single-threaded mio poll loop (see the reactor issue).
