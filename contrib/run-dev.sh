@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds rtpmidid on a fresh Debian machine (installing the build dependencies when missing)
+# and runs it in the foreground with the given arguments, e.g. `bash contrib/run-dev.sh -v`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for p in pkg-config libasound2-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+cargo build --release --quiet
+exec target/release/rtpmidid "$@"

@@ -1,0 +1,254 @@
+//! Many sessions on one pair of ports: maps each incoming datagram to its session (by initiator
+//! token for session commands, by the peer's SSRC for CK, RS and RTP, always with the peer's
+//! address), starts responder sessions for new invitations, and answers what has no session.
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::rng::Rng;
+use crate::session::{self, Config, Event, Port, Session, Transmit};
+use crate::time::Instant;
+use crate::wire::applemidi::{self, Command, Invitation};
+use crate::wire::rtp;
+
+/// Names a session for as long as the endpoint lives; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// Who may start a session with us.
+#[derive(Clone, Debug, Default)]
+pub struct AcceptPolicy {
+    /// Refuse new invitations while this many sessions exist.
+    pub max_sessions: Option<usize>,
+    /// Refuse peers whose name contains one of these (case-insensitive).
+    pub refuse_names: Vec<String>,
+    /// Refuse every invitation (a client-only endpoint).
+    pub refuse_all: bool,
+}
+
+impl AcceptPolicy {
+    fn admits(&self, name: &str, sessions: usize) -> bool {
+        let lower = name.to_lowercase();
+        !self.refuse_all
+            && self.max_sessions.is_none_or(|max| sessions < max)
+            && !self
+                .refuse_names
+                .iter()
+                .any(|n| lower.contains(&n.to_lowercase()))
+    }
+}
+
+/// Datagrams that reached no session, by kind; the daemon logs and shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropStats {
+    pub malformed: u64,
+    pub unknown_session: u64,
+    pub refused: u64,
+}
+
+/// Why a datagram was not handed to a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    Malformed,
+    UnknownSession,
+    Refused,
+}
+
+pub struct Endpoint {
+    config: Config,
+    policy: AcceptPolicy,
+    sessions: BTreeMap<SessionId, Session>,
+    next_id: u64,
+    rng: Rng,
+    /// NO answers owed: (destination, token of the refused invitation).
+    rejects: VecDeque<(SocketAddr, u32)>,
+    /// Event order across sessions is kept by polling sessions in id order.
+    events: VecDeque<(SessionId, Event)>,
+    drops: DropStats,
+}
+
+impl Endpoint {
+    pub fn new(config: Config, policy: AcceptPolicy, seed: u64) -> Self {
+        Endpoint {
+            config,
+            policy,
+            sessions: BTreeMap::new(),
+            next_id: 1,
+            rng: Rng::new(seed),
+            rejects: VecDeque::new(),
+            events: VecDeque::new(),
+            drops: DropStats::default(),
+        }
+    }
+
+    pub fn set_policy(&mut self, policy: AcceptPolicy) {
+        self.policy = policy;
+    }
+
+    pub fn drops(&self) -> DropStats {
+        self.drops
+    }
+
+    /// Starts a session that invites `peer_control`.
+    pub fn connect(&mut self, now: Instant, peer_control: SocketAddr) -> SessionId {
+        let seed = self.rng.next_u64();
+        let session = Session::connect(self.config.clone(), now, peer_control, seed);
+        self.insert(session)
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    pub fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
+        self.sessions.get_mut(&id)
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
+        self.sessions.iter().map(|(id, s)| (*id, s))
+    }
+
+    pub fn close_all(&mut self) {
+        self.sessions.values_mut().for_each(Session::close);
+    }
+
+    fn insert(&mut self, session: Session) -> SessionId {
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        self.sessions.insert(id, session);
+        id
+    }
+
+    /// Hands a datagram to its session, or starts one, or answers it. Returns the session that
+    /// took it, or why none did.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        port: Port,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<SessionId, Dropped> {
+        let found = if applemidi::is_applemidi(bytes) {
+            match Command::parse(bytes) {
+                Ok(Command::Invitation(inv)) => {
+                    match self.find(from.ip(), |s| s.token() == inv.token) {
+                        Some(id) => Some(id),
+                        None if port == Port::Control => return self.invited(now, from, &inv),
+                        None => None,
+                    }
+                }
+                Ok(Command::Accept(inv) | Command::Reject(inv)) => {
+                    self.find(from.ip(), |s| s.token() == inv.token)
+                }
+                Ok(Command::End(end)) => self.find(from.ip(), |s| {
+                    s.token() == end.token || s.peer_ssrc() == Some(end.ssrc)
+                }),
+                Ok(Command::Clock(ck)) => self.find(from.ip(), |s| s.peer_ssrc() == Some(ck.ssrc)),
+                Ok(Command::Feedback(fb)) => {
+                    self.find(from.ip(), |s| s.peer_ssrc() == Some(fb.ssrc))
+                }
+                Err(_) => return self.drop(Dropped::Malformed),
+            }
+        } else {
+            match rtp::Packet::new_checked(bytes) {
+                Ok(packet) if port == Port::Data => {
+                    let ssrc = packet.ssrc();
+                    self.find(from.ip(), |s| s.peer_ssrc() == Some(ssrc))
+                }
+                _ => return self.drop(Dropped::Malformed),
+            }
+        };
+        let Some(id) = found else {
+            return self.drop(Dropped::UnknownSession);
+        };
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.handle_datagram(now, port, from, bytes);
+        }
+        Ok(id)
+    }
+
+    fn invited(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        inv: &Invitation<'_>,
+    ) -> Result<SessionId, Dropped> {
+        let name = session::sanitize_name(inv.name.unwrap_or(""));
+        if !self.policy.admits(&name, self.sessions.len()) {
+            self.rejects.push_back((from, inv.token));
+            return self.drop(Dropped::Refused);
+        }
+        let seed = self.rng.next_u64();
+        let session = Session::accept(self.config.clone(), now, from, inv, seed);
+        Ok(self.insert(session))
+    }
+
+    fn drop(&mut self, why: Dropped) -> Result<SessionId, Dropped> {
+        match why {
+            Dropped::Malformed => self.drops.malformed += 1,
+            Dropped::UnknownSession => self.drops.unknown_session += 1,
+            Dropped::Refused => self.drops.refused += 1,
+        }
+        Err(why)
+    }
+
+    fn find(&self, ip: IpAddr, matches: impl Fn(&Session) -> bool) -> Option<SessionId> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| same_host(s.peer_control().ip(), ip) && matches(s))
+            .map(|(id, _)| *id)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for session in self.sessions.values_mut() {
+            if session.poll_timeout().is_some_and(|at| at <= now) {
+                session.handle_timeout(now);
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions.values().filter_map(Session::poll_timeout).min()
+    }
+
+    /// The next datagram from any session (or a NO), written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some((dst, token)) = self.rejects.pop_front() {
+            let inv = Invitation {
+                version: 2,
+                token,
+                ssrc: 0,
+                name: None,
+            };
+            let ssrc = self.rng.next_u32();
+            if let Some(len) = Session::reject(&self.config.name, &inv, ssrc, buf) {
+                return Some(Transmit {
+                    port: Port::Control,
+                    dst,
+                    len,
+                });
+            }
+        }
+        self.sessions
+            .values_mut()
+            .find_map(|s| s.poll_transmit(now, buf))
+    }
+
+    /// The next event of any session; sessions that ended and sent all they had are removed
+    /// after their last event was taken.
+    pub fn poll_event(&mut self) -> Option<(SessionId, Event)> {
+        if self.events.is_empty() {
+            for (id, session) in self.sessions.iter_mut() {
+                while let Some(event) = session.poll_event() {
+                    self.events.push_back((*id, event));
+                }
+            }
+            self.sessions.retain(|_, s| !s.is_drained());
+        }
+        self.events.pop_front()
+    }
+}
+
+/// IPv4 peers may reach a dual-stack socket as IPv4-mapped IPv6 addresses.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}

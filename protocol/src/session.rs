@@ -1,0 +1,887 @@
+//! One AppleMIDI / RTP-MIDI session with one peer, sans-IO in the quinn-proto manner.
+//!
+//! Inputs: [`Session::handle_datagram`] and [`Session::handle_timeout`]; commands:
+//! [`Session::send_midi`], [`Session::close`]; outputs: [`Session::poll_transmit`],
+//! [`Session::poll_event`], [`Session::poll_timeout`]. The caller runs them in that order after
+//! every input.
+//!
+//! The two-port scheme: control port N carries IN/OK/NO/BY (and sometimes CK), data port N+1
+//! carries CK, RS and RTP-MIDI. The initiator invites on control first, then on data.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::journal::{GuardTimer, JournalReceiver, JournalSender};
+use crate::midi::{MidiMessage, ShortMessage};
+use crate::outbox::Outbox;
+use crate::rng::Rng;
+use crate::sysex::SysExAssembler;
+use crate::time::{Duration, Instant};
+use crate::wire::applemidi::{self, Clock, Command, End, Feedback, Invitation};
+use crate::wire::midi_list::{self, CommandKind};
+use crate::wire::rtp::{self, SeqExtender};
+
+/// RTP payload type of RTP-MIDI as AppleMIDI peers use it (dynamic, RFC 6295 §2.1).
+pub const PAYLOAD_TYPE: u8 = 97;
+/// AppleMIDI protocol version in IN/OK/NO/BY.
+const PROTOCOL_VERSION: u32 = 2;
+/// Bytes of the RTP header we emit (no CSRC, no extension).
+const RTP_HEADER_LEN: usize = 12;
+/// A command section of at most this size is always left room for next to the journal.
+const MIN_COMMAND_ROOM: usize = 64;
+
+/// Which of our two local sockets a datagram came in on or must leave from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Port {
+    Control,
+    Data,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Initiator,
+    Responder,
+}
+
+/// Tunables; the defaults are what the daemon uses.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our name as sent in IN and OK.
+    pub name: String,
+    /// Largest UDP payload we send.
+    pub mtu: usize,
+    /// Longest SysEx reassembled from the peer.
+    pub max_sysex: usize,
+    /// First wait for an OK, doubled after each try up to `invite_max_interval`.
+    pub invite_interval: Duration,
+    pub invite_max_interval: Duration,
+    /// Invitations sent on one port before giving up.
+    pub invite_attempts: u32,
+    /// Quick CK rounds after connecting (as initiator), `ck_quick_interval` apart.
+    pub ck_quick_rounds: u32,
+    pub ck_quick_interval: Duration,
+    /// CK period after the quick rounds; Apple asks for at most 60 s.
+    pub ck_interval: Duration,
+    /// Silence (no CK, no data) after which the session ends, as initiator and as responder
+    /// (a responder depends on the peer's CK period, which may be up to 60 s).
+    pub initiator_timeout: Duration,
+    pub responder_timeout: Duration,
+    /// Period of receiver feedback (RS) while MIDI arrives.
+    pub feedback_interval: Duration,
+    /// Send a recovery journal with every packet and guard packets after the stream stops.
+    pub journal: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: String::from("rtpmidid"),
+            mtu: 1400,
+            max_sysex: 64 * 1024,
+            invite_interval: Duration::from_millis(500),
+            invite_max_interval: Duration::from_secs(4),
+            invite_attempts: 8,
+            ck_quick_rounds: 6,
+            ck_quick_interval: Duration::from_millis(1500),
+            ck_interval: Duration::from_secs(10),
+            initiator_timeout: Duration::from_secs(35),
+            responder_timeout: Duration::from_secs(90),
+            feedback_interval: Duration::from_secs(1),
+            journal: true,
+        }
+    }
+}
+
+/// A datagram to send: from our `port`, to `dst`, the first `len` bytes of the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub port: Port,
+    pub dst: SocketAddr,
+    pub len: usize,
+}
+
+/// A MIDI message from the peer with its timing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MidiEvent {
+    /// The packet's RTP timestamp plus the command's delta time: 10 kHz ticks of the peer's
+    /// clock.
+    pub timestamp: u32,
+    pub message: MidiMessage,
+    /// True when the message was not received but reconstructed from a recovery journal.
+    pub recovered: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// We closed it.
+    Closed,
+    /// The peer sent BY.
+    PeerEnded,
+    /// The peer answered our invitation with NO.
+    Rejected,
+    /// No OK to our invitations.
+    InviteTimeout,
+    /// Neither CK nor data within the timeout.
+    Timeout,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Connected {
+        name: String,
+        ssrc: u32,
+        addr: SocketAddr,
+    },
+    Midi(MidiEvent),
+    /// From a CK round: round trip and the peer's clock minus ours, in 100 µs ticks.
+    Latency {
+        rtt: Duration,
+        offset_ticks: i64,
+    },
+    /// Sequence numbers skipped by the peer's packets (lost or late).
+    Loss {
+        lost: u64,
+    },
+    Disconnected {
+        reason: DisconnectReason,
+    },
+}
+
+/// Counters for the status display.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub malformed: u64,
+    pub journal_repairs: u64,
+    pub sysex_dropped: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Initiator: waiting for OK on `port`; `attempts` invitations sent there so far.
+    Inviting { port: Port, attempts: u32 },
+    /// Responder: accepted on control, waiting for the IN on data.
+    AwaitingData,
+    Connected,
+    Closed,
+}
+
+/// Deadlines, one slot per kind (a table beats a heap of anonymous deadlines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    Invite,
+    Clock,
+    Feedback,
+    Idle,
+    Guard,
+}
+const TIMERS: usize = 5;
+
+/// Session commands waiting for `poll_transmit`, kept as values and encoded there.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    Invite(Port),
+    Accept(Port, SocketAddr),
+    End,
+    Clock(Port, SocketAddr, Clock),
+    Feedback(u16),
+}
+
+pub struct Session {
+    config: Config,
+    role: Role,
+    state: State,
+    token: u32,
+    ssrc: u32,
+    rng: Rng,
+    /// Zero of our RTP and CK clocks.
+    origin: Instant,
+    peer_control: SocketAddr,
+    peer_data: SocketAddr,
+    peer_ssrc: Option<u32>,
+    peer_name: String,
+    timers: [Option<Instant>; TIMERS],
+    last_heard: Instant,
+    pending: VecDeque<Pending>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    // Sending: the extended sequence number of our next packet (its low 16 bits go out).
+    next_seq: u64,
+    outbox: Outbox,
+    journal_tx: JournalSender,
+    guard: GuardTimer,
+    journal_scratch: Vec<u8>,
+    ck_rounds: u32,
+    /// ts1 of our CK0 awaiting its CK1.
+    ck_outstanding: Option<u64>,
+    // Receiving.
+    rx_seq: SeqExtender,
+    /// Highest extended sequence number seen, and a bitmap of the 64 below it.
+    rx_highest: Option<u64>,
+    rx_window: u64,
+    peer_sends_journal: bool,
+    feedback_due: bool,
+    assembler: SysExAssembler,
+    journal_rx: JournalReceiver,
+}
+
+impl Session {
+    /// A session we start: invites `peer_control` (data port = control port + 1).
+    pub fn connect(config: Config, now: Instant, peer_control: SocketAddr, seed: u64) -> Self {
+        let mut peer_data = peer_control;
+        peer_data.set_port(peer_control.port().wrapping_add(1));
+        let mut s = Session::new(config, Role::Initiator, now, peer_control, peer_data, seed);
+        s.token = s.rng.next_u32();
+        s.state = State::Inviting {
+            port: Port::Control,
+            attempts: 0,
+        };
+        s.send_invitation(now);
+        s
+    }
+
+    /// A session the peer started with the invitation `inv` that came from `from` on our control
+    /// port. It answers OK at once; call [`Session::reject`] instead to refuse.
+    pub fn accept(
+        config: Config,
+        now: Instant,
+        from: SocketAddr,
+        inv: &Invitation<'_>,
+        seed: u64,
+    ) -> Self {
+        let mut peer_data = from;
+        peer_data.set_port(from.port().wrapping_add(1));
+        let mut s = Session::new(config, Role::Responder, now, from, peer_data, seed);
+        s.token = inv.token;
+        s.peer_ssrc = Some(inv.ssrc);
+        s.peer_name = sanitize_name(inv.name.unwrap_or(""));
+        while s.ssrc == inv.ssrc {
+            s.ssrc = s.rng.next_u32();
+        }
+        s.state = State::AwaitingData;
+        s.pending.push_back(Pending::Accept(Port::Control, from));
+        s.set_timer(Timer::Idle, now + s.config.initiator_timeout);
+        s
+    }
+
+    /// Encodes a NO for the invitation `inv` from `from` into `buf`; no session is kept.
+    pub fn reject(name: &str, inv: &Invitation<'_>, ssrc: u32, buf: &mut [u8]) -> Option<usize> {
+        Command::Reject(Invitation {
+            version: PROTOCOL_VERSION,
+            token: inv.token,
+            ssrc,
+            name: Some(name),
+        })
+        .emit(buf)
+        .ok()
+    }
+
+    fn new(
+        config: Config,
+        role: Role,
+        now: Instant,
+        peer_control: SocketAddr,
+        peer_data: SocketAddr,
+        seed: u64,
+    ) -> Self {
+        let mut rng = Rng::new(seed);
+        let ssrc = rng.next_u32();
+        let next_seq = u64::from(rng.next_u32() as u16);
+        Session {
+            outbox: Outbox::new(),
+            assembler: SysExAssembler::new(config.max_sysex),
+            journal_scratch: vec![0; config.mtu],
+            config,
+            role,
+            state: State::Closed,
+            token: 0,
+            ssrc,
+            rng,
+            origin: now,
+            peer_control,
+            peer_data,
+            peer_ssrc: None,
+            peer_name: String::new(),
+            timers: [None; TIMERS],
+            last_heard: now,
+            pending: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            next_seq,
+            journal_tx: JournalSender::new(),
+            guard: GuardTimer::new(),
+            ck_rounds: 0,
+            ck_outstanding: None,
+            rx_seq: SeqExtender::new(),
+            rx_highest: None,
+            rx_window: 0,
+            peer_sends_journal: false,
+            feedback_due: false,
+            journal_rx: JournalReceiver::new(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn token(&self) -> u32 {
+        self.token
+    }
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+    pub fn peer_ssrc(&self) -> Option<u32> {
+        self.peer_ssrc
+    }
+    pub fn peer_name(&self) -> &str {
+        &self.peer_name
+    }
+    pub fn peer_control(&self) -> SocketAddr {
+        self.peer_control
+    }
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+    /// Closed and nothing left to send: the owner may drop it.
+    pub fn is_drained(&self) -> bool {
+        self.state == State::Closed && self.pending.is_empty() && self.events.is_empty()
+    }
+
+    /// A datagram from `from` arrived on our `port`.
+    pub fn handle_datagram(&mut self, now: Instant, port: Port, from: SocketAddr, bytes: &[u8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        if applemidi::is_applemidi(bytes) {
+            match Command::parse(bytes) {
+                Ok(cmd) => self.handle_command(now, port, from, cmd),
+                Err(_) => self.stats.malformed += 1,
+            }
+        } else if port == Port::Data {
+            self.handle_rtp(now, bytes);
+        } else {
+            self.stats.malformed += 1;
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, port: Port, from: SocketAddr, cmd: Command<'_>) {
+        match cmd {
+            Command::Invitation(inv) if inv.token == self.token => {
+                self.heard(now);
+                match (self.state, port) {
+                    // A repeated IN on control (our OK was lost): answer again.
+                    (State::AwaitingData | State::Connected, Port::Control) => {
+                        self.pending.push_back(Pending::Accept(Port::Control, from))
+                    }
+                    (State::AwaitingData, Port::Data) => {
+                        self.peer_data = from;
+                        self.pending.push_back(Pending::Accept(Port::Data, from));
+                        self.become_connected(now);
+                    }
+                    (State::Connected, Port::Data) => {
+                        self.pending.push_back(Pending::Accept(Port::Data, from))
+                    }
+                    _ => {}
+                }
+            }
+            Command::Accept(inv) if inv.token == self.token => {
+                if let State::Inviting { port: want, .. } = self.state {
+                    if want != port {
+                        return;
+                    }
+                    self.heard(now);
+                    self.peer_ssrc = Some(inv.ssrc);
+                    if let Some(name) = inv.name {
+                        self.peer_name = sanitize_name(name);
+                    }
+                    if port == Port::Control {
+                        self.state = State::Inviting {
+                            port: Port::Data,
+                            attempts: 0,
+                        };
+                        self.send_invitation(now);
+                    } else {
+                        self.become_connected(now);
+                    }
+                }
+            }
+            Command::Reject(inv) if inv.token == self.token => {
+                if matches!(self.state, State::Inviting { .. }) {
+                    self.end(DisconnectReason::Rejected);
+                }
+            }
+            Command::End(end) if end.token == self.token || Some(end.ssrc) == self.peer_ssrc => {
+                self.end(DisconnectReason::PeerEnded);
+            }
+            Command::Clock(ck) if Some(ck.ssrc) == self.peer_ssrc => {
+                self.heard(now);
+                self.handle_clock(now, port, from, ck);
+            }
+            Command::Feedback(fb) if Some(fb.ssrc) == self.peer_ssrc => {
+                self.heard(now);
+                let confirmed = extend_near(self.next_seq, fb.seq);
+                self.journal_tx.confirm(confirmed as u32);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_clock(&mut self, now: Instant, port: Port, from: SocketAddr, ck: Clock) {
+        let local = self.clock_ticks(now);
+        match ck.count {
+            0 => {
+                let mut ts = ck.timestamps;
+                ts[1] = local;
+                self.pending
+                    .push_back(Pending::Clock(port, from, self.clock(1, ts)));
+            }
+            1 if self.ck_outstanding == Some(ck.timestamps[0]) => {
+                self.ck_outstanding = None;
+                let [ts1, ts2, _] = ck.timestamps;
+                let ts3 = local;
+                self.pending
+                    .push_back(Pending::Clock(port, from, self.clock(2, [ts1, ts2, ts3])));
+                let rtt_ticks = ts3.saturating_sub(ts1);
+                // The peer read its clock (ts2) half way through the round trip.
+                let offset_ticks = ts2 as i64 - ((ts1 + ts3) / 2) as i64;
+                self.events.push_back(Event::Latency {
+                    rtt: Duration::from_micros(rtt_ticks * crate::time::MICROS_PER_TICK),
+                    offset_ticks,
+                });
+            }
+            // CK2 ends a round the peer started; it is never answered (a new CK0 here is how
+            // two peers end up ping-ponging forever).
+            _ => {}
+        }
+    }
+
+    fn handle_rtp(&mut self, now: Instant, bytes: &[u8]) {
+        let packet = match rtp::Packet::new_checked(bytes) {
+            Ok(p) if Some(p.ssrc()) == self.peer_ssrc && p.payload_type() == PAYLOAD_TYPE => p,
+            Ok(_) => return,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if self.state == State::AwaitingData {
+            return;
+        }
+        self.heard(now);
+        let seq = self.rx_seq.extend(packet.sequence());
+        let lost = match self.rx_highest {
+            None => 0,
+            Some(high) if seq > high => seq - high - 1,
+            Some(high) => {
+                let bit = high - seq;
+                if bit >= 64 || self.rx_window & (1 << bit) != 0 {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                self.rx_window |= 1 << bit;
+                self.stats.late += 1;
+                // Its content was repaired from the next packet's journal already.
+                if self.peer_sends_journal {
+                    return;
+                }
+                0
+            }
+        };
+        if self.rx_highest.is_none_or(|high| seq > high) {
+            let shift = self.rx_highest.map_or(64, |high| seq - high);
+            self.rx_window = if shift >= 64 { 0 } else { self.rx_window << shift };
+            self.rx_window |= 1;
+            self.rx_highest = Some(seq);
+        }
+        self.stats.packets_received += 1;
+        if lost > 0 {
+            self.stats.packets_lost += lost;
+            self.events.push_back(Event::Loss { lost });
+        }
+        if !self.feedback_due {
+            self.feedback_due = true;
+            self.set_timer(Timer::Feedback, now + self.config.feedback_interval);
+        }
+        let timestamp = packet.timestamp();
+        let (list, journal) = match midi_list::parse(packet.payload()) {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if list.header().journal {
+            self.peer_sends_journal = true;
+            let events = &mut self.events;
+            let mut repaired = 0;
+            let result = self
+                .journal_rx
+                .recover(seq as u32, journal, lost as u32, &mut |bytes: &[u8]| {
+                    if let Ok(message) = MidiMessage::from_bytes(bytes) {
+                        repaired += 1;
+                        events.push_back(Event::Midi(MidiEvent {
+                            timestamp,
+                            message,
+                            recovered: true,
+                        }));
+                    }
+                });
+            if result.is_err() {
+                // The commands stand on their own; only the journal is dropped.
+                self.stats.malformed += 1;
+            }
+            self.stats.journal_repairs += repaired;
+        }
+        let mut delta_sum = 0u32;
+        for command in list.commands() {
+            let command = match command {
+                Ok(c) => c,
+                Err(_) => {
+                    self.stats.malformed += 1;
+                    break;
+                }
+            };
+            delta_sum = delta_sum.wrapping_add(command.delta);
+            let message = match command.kind {
+                CommandKind::Short(m) => MidiMessage::Short(m),
+                CommandKind::SysEx(segment) => match self.assembler.push(segment) {
+                    Some(Ok(whole)) => MidiMessage::SysEx(whole),
+                    Some(Err(_)) => {
+                        self.stats.sysex_dropped += 1;
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            self.journal_rx.observe(message.as_bytes());
+            self.events.push_back(Event::Midi(MidiEvent {
+                timestamp: timestamp.wrapping_add(delta_sum),
+                message,
+                recovered: false,
+            }));
+        }
+    }
+
+    /// Queues MIDI for the peer; it goes out, batched with whatever else is queued, at the next
+    /// `poll_transmit`. Ignored unless connected.
+    pub fn send_midi(&mut self, now: Instant, message: MidiMessage) {
+        if self.state == State::Connected {
+            self.outbox.push(now.ticks_10khz_since(self.origin), message);
+        }
+    }
+
+    /// Convenience for short messages.
+    pub fn send_short(&mut self, now: Instant, message: ShortMessage) {
+        self.send_midi(now, MidiMessage::Short(message));
+    }
+
+    /// Ends the session: BY to the peer, then a `Disconnected { Closed }` event.
+    pub fn close(&mut self) {
+        if self.state != State::Closed {
+            if matches!(self.state, State::Connected | State::AwaitingData)
+                || self.peer_ssrc.is_some()
+            {
+                self.pending.push_back(Pending::End);
+            }
+            self.end(DisconnectReason::Closed);
+        }
+    }
+
+    fn end(&mut self, reason: DisconnectReason) {
+        self.state = State::Closed;
+        self.timers = [None; TIMERS];
+        self.outbox.clear();
+        self.events.push_back(Event::Disconnected { reason });
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (index, kind) in [
+            Timer::Invite,
+            Timer::Clock,
+            Timer::Feedback,
+            Timer::Idle,
+            Timer::Guard,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if self.timers[index].is_some_and(|at| at <= now) {
+                self.timers[index] = None;
+                self.on_timer(now, kind);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Invite => self.send_invitation(now),
+            Timer::Clock => self.start_clock_round(now),
+            Timer::Feedback => {
+                if let Some(high) = self.rx_highest {
+                    self.pending.push_back(Pending::Feedback(high as u16));
+                }
+                self.feedback_due = false;
+            }
+            Timer::Idle => {
+                let limit = self.idle_limit();
+                if now.saturating_duration_since(self.last_heard) >= limit {
+                    self.end(DisconnectReason::Timeout);
+                } else {
+                    self.set_timer(Timer::Idle, self.last_heard + limit);
+                }
+            }
+            Timer::Guard => {
+                // poll_transmit sends the journal-only packet when the guard is due.
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let guard = self.guard_deadline();
+        self.timers.iter().flatten().copied().chain(guard).min()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Writes the next datagram into `buf` (at least `mtu` bytes) and says where it goes.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(pending) = self.pending.pop_front() {
+            if let Some(t) = self.encode_pending(pending, buf) {
+                self.stats.packets_sent += 1;
+                return Some(t);
+            }
+        }
+        if self.state != State::Connected {
+            return None;
+        }
+        let guard_due = self.guard_deadline().is_some_and(|at| at <= now);
+        if self.outbox.is_empty() && !guard_due {
+            return None;
+        }
+        let len = self.encode_rtp(now, buf)?;
+        self.stats.packets_sent += 1;
+        Some(Transmit {
+            port: Port::Data,
+            dst: self.peer_data,
+            len,
+        })
+    }
+
+    /// One RTP-MIDI packet: header, the queued commands that fit, and the journal.
+    fn encode_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let mtu = self.config.mtu.min(buf.len());
+        let ext_seq = self.next_seq as u32;
+        let journal_len = if self.config.journal {
+            let room = mtu.saturating_sub(RTP_HEADER_LEN + MIN_COMMAND_ROOM);
+            let scratch = &mut self.journal_scratch[..room.min(self.journal_scratch.len())];
+            self.journal_tx.emit(ext_seq, scratch)
+        } else {
+            0
+        };
+        let section_room = mtu.checked_sub(RTP_HEADER_LEN + journal_len)?;
+        let journal_tx = &mut self.journal_tx;
+        let section = &mut buf[RTP_HEADER_LEN..RTP_HEADER_LEN + section_room];
+        let emitted = self
+            .outbox
+            .emit_section(section, journal_len > 0, |command| {
+                journal_tx.record(ext_seq, command)
+            });
+        let (section_len, timestamp, had_midi) = match emitted {
+            Some(e) => (e.len, e.timestamp, true),
+            // A guard packet: an empty command list carrying only the journal.
+            None if journal_len > 0 => {
+                let ts = now.ticks_10khz_since(self.origin) as u32;
+                (midi_list::emit_empty(section, true).ok()?, ts, false)
+            }
+            None => return None,
+        };
+        let header = rtp::Repr {
+            marker: true,
+            payload_type: PAYLOAD_TYPE,
+            sequence: self.next_seq as u16,
+            timestamp,
+            ssrc: self.ssrc,
+        };
+        header.emit(&mut buf[..RTP_HEADER_LEN]).ok()?;
+        let end = RTP_HEADER_LEN + section_len;
+        buf[end..end + journal_len].copy_from_slice(&self.journal_scratch[..journal_len]);
+        self.next_seq += 1;
+        self.guard.on_sent(now, had_midi);
+        Some(end + journal_len)
+    }
+
+    fn guard_deadline(&self) -> Option<Instant> {
+        if self.config.journal && self.state == State::Connected && self.journal_tx.has_history()
+        {
+            self.guard.next_guard()
+        } else {
+            None
+        }
+    }
+
+    fn encode_pending(&mut self, pending: Pending, buf: &mut [u8]) -> Option<Transmit> {
+        let invitation = |token, ssrc, name| Invitation {
+            version: PROTOCOL_VERSION,
+            token,
+            ssrc,
+            name,
+        };
+        let (port, dst, command) = match pending {
+            Pending::Invite(port) => (
+                port,
+                self.peer_addr(port),
+                Command::Invitation(invitation(
+                    self.token,
+                    self.ssrc,
+                    Some(self.config.name.as_str()),
+                )),
+            ),
+            Pending::Accept(port, dst) => (
+                port,
+                dst,
+                Command::Accept(invitation(
+                    self.token,
+                    self.ssrc,
+                    Some(self.config.name.as_str()),
+                )),
+            ),
+            Pending::End => (
+                Port::Control,
+                self.peer_control,
+                Command::End(End {
+                    version: PROTOCOL_VERSION,
+                    token: self.token,
+                    ssrc: self.ssrc,
+                }),
+            ),
+            Pending::Clock(port, dst, ck) => (port, dst, Command::Clock(ck)),
+            Pending::Feedback(seq) => (
+                Port::Data,
+                self.peer_data,
+                Command::Feedback(Feedback {
+                    ssrc: self.ssrc,
+                    seq,
+                }),
+            ),
+        };
+        let len = command.emit(buf).ok()?;
+        Some(Transmit { port, dst, len })
+    }
+
+    fn send_invitation(&mut self, now: Instant) {
+        let State::Inviting { port, attempts } = self.state else {
+            return;
+        };
+        if attempts >= self.config.invite_attempts {
+            self.end(DisconnectReason::InviteTimeout);
+            return;
+        }
+        self.pending.push_back(Pending::Invite(port));
+        self.state = State::Inviting {
+            port,
+            attempts: attempts + 1,
+        };
+        let backoff = self
+            .config
+            .invite_interval
+            .saturating_mul(1 << attempts.min(16))
+            .min(self.config.invite_max_interval);
+        self.set_timer(Timer::Invite, now + backoff);
+    }
+
+    fn become_connected(&mut self, now: Instant) {
+        self.state = State::Connected;
+        self.timers[Timer::Invite as usize] = None;
+        self.heard(now);
+        self.set_timer(Timer::Idle, now + self.idle_limit());
+        if self.role == Role::Initiator {
+            self.start_clock_round(now);
+        }
+        let addr = self.peer_control;
+        self.events.push_back(Event::Connected {
+            name: self.peer_name.clone(),
+            ssrc: self.peer_ssrc.unwrap_or(0),
+            addr,
+        });
+    }
+
+    fn start_clock_round(&mut self, now: Instant) {
+        let ts1 = self.clock_ticks(now);
+        self.ck_outstanding = Some(ts1);
+        let ck = self.clock(0, [ts1, 0, 0]);
+        self.pending
+            .push_back(Pending::Clock(Port::Data, self.peer_data, ck));
+        self.ck_rounds += 1;
+        let next = if self.ck_rounds < self.config.ck_quick_rounds {
+            self.config.ck_quick_interval
+        } else {
+            self.config.ck_interval
+        };
+        self.set_timer(Timer::Clock, now + next);
+    }
+
+    fn clock(&self, count: u8, timestamps: [u64; 3]) -> Clock {
+        Clock {
+            ssrc: self.ssrc,
+            count,
+            timestamps,
+        }
+    }
+
+    fn clock_ticks(&self, now: Instant) -> u64 {
+        now.ticks_10khz_since(self.origin)
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    fn idle_limit(&self) -> Duration {
+        match self.role {
+            Role::Initiator => self.config.initiator_timeout,
+            Role::Responder => self.config.responder_timeout,
+        }
+    }
+
+    fn peer_addr(&self, port: Port) -> SocketAddr {
+        match port {
+            Port::Control => self.peer_control,
+            Port::Data => self.peer_data,
+        }
+    }
+
+    fn set_timer(&mut self, timer: Timer, at: Instant) {
+        self.timers[timer as usize] = Some(at);
+    }
+}
+
+/// The 64-bit number nearest to `reference` whose low 16 bits are `seq`.
+fn extend_near(reference: u64, seq: u16) -> u64 {
+    let candidate = (reference & !0xFFFF) | u64::from(seq);
+    [
+        candidate.wrapping_sub(0x1_0000),
+        candidate,
+        candidate + 0x1_0000,
+    ]
+    .into_iter()
+    .min_by_key(|c| c.abs_diff(reference))
+    .unwrap_or(candidate)
+}
+
+/// Peer names go into logs and ALSA port names: printable, trimmed, at most 64 characters.
+pub fn sanitize_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}

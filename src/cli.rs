@@ -1,0 +1,230 @@
+//! The command line: what the user asked for, checked, as a [`Options`] value.
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use getopts::Options as Getopts;
+
+pub const DEFAULT_PORT: u16 = 5004;
+
+/// A `--connect` target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectTarget {
+    pub name: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
+impl ConnectTarget {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, rest) = match text.split_once('@') {
+            Some((name, rest)) if !name.is_empty() => (Some(name.to_string()), rest),
+            Some(_) => return Err(format!("empty name before '@' in {text:?}")),
+            None => (None, text),
+        };
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?} has no :PORT"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{text:?} has no host"));
+        }
+        let port = parse_port(port).map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(ConnectTarget {
+            name,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// 0 = warnings, 1 = info (-v), 2 = debug, 3+ = trace; -q forces errors only.
+    pub verbosity: u8,
+    pub quiet: bool,
+    pub name: Option<String>,
+    pub port: u16,
+    pub bind: Vec<IpAddr>,
+    pub connect: Vec<ConnectTarget>,
+    pub hub: bool,
+    pub no_alsa: bool,
+    pub no_mdns: bool,
+    pub config: Option<PathBuf>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run(Box<Options>),
+    Help(String),
+    Version,
+}
+
+fn getopts() -> Getopts {
+    let mut o = Getopts::new();
+    o.optflagmulti("v", "verbose", "more logging (repeat for more; RUST_LOG also works)");
+    o.optflag("q", "quiet", "log errors only");
+    o.optopt("n", "name", "session name announced to peers (default: host name)", "NAME");
+    o.optopt(
+        "p",
+        "port",
+        "control UDP port; the data port is the next one (default 5004)",
+        "PORT",
+    );
+    o.optmulti(
+        "b",
+        "bind",
+        "address to listen on (repeatable; default: every IPv4 and IPv6 address)",
+        "ADDR",
+    );
+    o.optmulti(
+        "C",
+        "connect",
+        "connect to a peer (repeatable; host names are resolved)",
+        "[NAME@]HOST:PORT",
+    );
+    o.optflag(
+        "",
+        "hub",
+        "forward what each network session sends to every other one",
+    );
+    o.optflag("", "no-alsa", "run without the ALSA sequencer");
+    o.optflag("", "no-mdns", "no mDNS announcements or discovery");
+    o.optopt("c", "config", "configuration file", "FILE");
+    o.optflag("h", "help", "print this help");
+    o.optflag("V", "version", "print the version");
+    o
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(p) if p > 0 && p < u16::MAX => Ok(p),
+        _ => Err(format!("bad port {text:?} (1-65534)")),
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let spec = getopts();
+    let m = spec.parse(args).map_err(|e| e.to_string())?;
+    if m.opt_present("h") {
+        let brief = "Usage: rtpmidid [OPTIONS]\n\nRTP-MIDI (AppleMIDI) network MIDI daemon.";
+        return Ok(Command::Help(spec.usage(brief)));
+    }
+    if m.opt_present("V") {
+        return Ok(Command::Version);
+    }
+    if let Some(extra) = m.free.first() {
+        return Err(format!("unexpected argument {extra:?}"));
+    }
+    let port = m
+        .opt_str("p")
+        .map(|p| parse_port(&p))
+        .transpose()?
+        .unwrap_or(DEFAULT_PORT);
+    let bind = m
+        .opt_strs("b")
+        .iter()
+        .map(|b| {
+            b.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| format!("bad bind address {b:?}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let connect = m
+        .opt_strs("C")
+        .iter()
+        .map(|c| ConnectTarget::parse(c))
+        .collect::<Result<_, _>>()?;
+    let name = m.opt_str("n");
+    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err("the name must not be empty".into());
+    }
+    Ok(Command::Run(Box::new(Options {
+        verbosity: m.opt_count("v").min(u8::MAX as usize) as u8,
+        quiet: m.opt_present("q"),
+        name,
+        port,
+        bind,
+        connect,
+        hub: m.opt_present("hub"),
+        no_alsa: m.opt_present("no-alsa"),
+        no_mdns: m.opt_present("no-mdns"),
+        config: m.opt_str("c").map(PathBuf::from),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(s: &str) -> Options {
+        match parse(&args(s)) {
+            Ok(Command::Run(o)) => *o,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = run("");
+        assert_eq!(o.port, 5004);
+        assert_eq!(o.verbosity, 0);
+        assert!(o.bind.is_empty() && o.connect.is_empty() && !o.hub);
+    }
+
+    #[test]
+    fn every_option() {
+        let o = run("-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
+             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf");
+        assert_eq!(o.verbosity, 2);
+        assert_eq!(o.name.as_deref(), Some("Stage"));
+        assert_eq!(o.port, 6000);
+        assert_eq!(o.bind.len(), 2);
+        assert_eq!(
+            o.connect,
+            vec![
+                ConnectTarget {
+                    name: Some("piano".into()),
+                    host: "10.0.0.2".into(),
+                    port: 5004
+                },
+                ConnectTarget {
+                    name: None,
+                    host: "::1".into(),
+                    port: 5006
+                }
+            ]
+        );
+        assert!(o.hub && o.no_alsa && o.no_mdns);
+        assert_eq!(o.config, Some(PathBuf::from("/etc/rtpmidid.conf")));
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        for (line, needle) in [
+            ("-p 0", "bad port"),
+            ("-p 70000", "bad port"),
+            ("-C host", "no :PORT"),
+            ("-C @h:1", "empty name"),
+            ("-b nonsense", "bad bind"),
+            ("--bogus", "bogus"),
+            ("extra", "unexpected"),
+            ("-n", "name"),
+        ] {
+            let err = parse(&args(line)).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert!(matches!(parse(&args("-h")), Ok(Command::Help(h)) if h.contains("--connect")));
+        assert_eq!(parse(&args("-V")), Ok(Command::Version));
+    }
+}
