@@ -1,0 +1,82 @@
+//! UDP sockets: a control/data pair per bound address.
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Kernel receive buffer we ask for, so a burst (a long SysEx, many peers) is not dropped before
+/// the loop reads it.
+const RECV_BUFFER: usize = 1 << 20;
+
+/// The control socket on port N and the data socket on N+1 for one local address.
+pub struct PortPair {
+    pub control: UdpSocket,
+    pub data: UdpSocket,
+    /// An IPv6 socket, dual-stack when bound to `::`.
+    pub ipv6: bool,
+    pub dual_stack: bool,
+}
+
+impl PortPair {
+    /// Binds `addr:port` and `addr:port+1`. Port 0 is not allowed: the two must be adjacent.
+    pub fn bind(addr: IpAddr, port: u16) -> io::Result<PortPair> {
+        let data_port = port
+            .checked_add(1)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "port too high"))?;
+        let dual_stack = addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        Ok(PortPair {
+            control: bind_udp(SocketAddr::new(addr, port), dual_stack)?,
+            data: bind_udp(SocketAddr::new(addr, data_port), dual_stack)?,
+            ipv6: addr.is_ipv6(),
+            dual_stack,
+        })
+    }
+
+    /// Can this pair send to `dst`?
+    pub fn reaches(&self, dst: &SocketAddr) -> bool {
+        self.dual_stack || dst.is_ipv6() == self.ipv6
+    }
+
+    /// The address to hand the kernel: IPv4 destinations become v4-mapped on an IPv6 socket.
+    pub fn wire_addr(&self, dst: SocketAddr) -> SocketAddr {
+        match dst {
+            SocketAddr::V4(v4) if self.ipv6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            other => other,
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr, dual_stack: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!dual_stack)?;
+    }
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Binds the pairs for `binds`, or for every address when empty: dual-stack `::`, falling back
+/// to `0.0.0.0` on hosts without IPv6.
+pub fn bind_all(binds: &[IpAddr], port: u16) -> io::Result<Vec<PortPair>> {
+    if binds.is_empty() {
+        return match PortPair::bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port) {
+            Ok(pair) => Ok(vec![pair]),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(e),
+            Err(_) => Ok(vec![PortPair::bind(
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                port,
+            )?]),
+        };
+    }
+    binds.iter().map(|&a| PortPair::bind(a, port)).collect()
+}
+
+/// Source addresses as the protocol sees them: v4-mapped IPv6 shown as IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
