@@ -16,6 +16,10 @@
 //!
 //! Signals come through a signalfd ([`Reactor::watch_signals`]).
 //!
+//! Each turn of the loop: arm the timerfd for the nearest deadline, poll, call the handlers of
+//! the fd events of this wakeup (signals included), then fire the timers that are due. Handlers
+//! must not block: everything runs on one thread.
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use reactor::{Context, Reactor};
@@ -112,8 +116,8 @@ impl<S, T: Eq + Hash + Clone> Reactor<S, T> {
     ///
     /// The loop does not interpret signals. For the daemon: the first SIGINT/SIGTERM starts a
     /// graceful shutdown (send BYE, perhaps set a short timer, then [`Context::stop`]); the
-    /// handler counts them in `S` and exits at once on the second. Call it once; a second call
-    /// replaces the set of signals.
+    /// handler counts them in `S` and exits at once on the second. Call it once: a second call
+    /// replaces the signalfd, but signals blocked by the first stay blocked.
     pub fn watch_signals(
         &mut self,
         signals: &[Signal],
