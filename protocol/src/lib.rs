@@ -6,7 +6,9 @@
 //! back the datagrams it wants sent, the events it produced and its next deadline.
 #![forbid(unsafe_code)]
 
+pub mod endpoint;
 pub mod midi;
 pub mod rng;
+pub mod session;
 pub mod time;
 pub mod wire;
