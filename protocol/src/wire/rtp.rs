@@ -17,8 +17,8 @@
 /// RTP version (RFC 3550 §5.1).
 pub const VERSION: u8 = 2;
 
-/// The dynamic payload type Apple and most RTP-MIDI peers use (RFC 6295 §6 leaves it to
-/// signalling; the session protocol fixes 97).
+/// The payload type AppleMIDI sessions use. RTP-MIDI has no static type (RFC 6295 binds a
+/// dynamic one through the session description); Apple's session protocol fixes 97.
 pub const PAYLOAD_TYPE_MIDI: u8 = 97;
 
 /// Octets of the fixed header.
@@ -207,7 +207,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// An RTP-MIDI packet laid out as in RFC 6295 §2.1 Figure 1 (V=2, PT=97, no CSRC) with the
-    /// one-octet command-section header of §3 and a note-on: what macOS sends without journal.
+    /// one-octet command-section header of §3 and a note-on, without journal (J=0).
     const RTP_MIDI_NOTE_ON: [u8; 16] = [
         0x80, 0x61, 0x4A, 0x2F, // V=2 P=0 X=0 CC=0, M=0 PT=97, sequence 0x4A2F
         0x00, 0x0B, 0x71, 0xB0, // timestamp
