@@ -1,1 +1,4 @@
 //! Wire formats: a checked view or `Repr` with `parse`/`emit` per format, byte vectors beside.
+
+pub mod applemidi;
+pub mod rtp;
