@@ -149,9 +149,9 @@ impl Endpoint {
                 Err(_) => return self.drop(Dropped::Malformed),
             }
         } else {
-            match rtp::Packet::new_checked(bytes) {
+            match rtp::Packet::parse(bytes) {
                 Ok(packet) if port == Port::Data => {
-                    let ssrc = packet.ssrc();
+                    let ssrc = packet.header.ssrc;
                     self.find(from.ip(), |s| s.peer_ssrc() == Some(ssrc))
                 }
                 _ => return self.drop(Dropped::Malformed),
@@ -214,7 +214,6 @@ impl Endpoint {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some((dst, token)) = self.rejects.pop_front() {
             let inv = Invitation {
-                version: 2,
                 token,
                 ssrc: 0,
                 name: None,

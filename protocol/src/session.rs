@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use crate::journal::{GuardTimer, JournalReceiver, JournalSender};
 use crate::midi::{MidiMessage, ShortMessage};
 use crate::outbox::Outbox;
 use crate::rng::Rng;
@@ -21,11 +20,9 @@ use crate::wire::midi_list::{self, CommandKind};
 use crate::wire::rtp::{self, SeqExtender};
 
 /// RTP payload type of RTP-MIDI as AppleMIDI peers use it (dynamic, RFC 6295 §2.1).
-pub const PAYLOAD_TYPE: u8 = 97;
-/// AppleMIDI protocol version in IN/OK/NO/BY.
-const PROTOCOL_VERSION: u32 = 2;
+pub const PAYLOAD_TYPE: u8 = rtp::PAYLOAD_TYPE_MIDI;
 /// Bytes of the RTP header we emit (no CSRC, no extension).
-const RTP_HEADER_LEN: usize = 12;
+const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
 /// A command section of at most this size is always left room for next to the journal.
 const MIN_COMMAND_ROOM: usize = 64;
 
@@ -211,9 +208,6 @@ pub struct Session {
     // Sending: the extended sequence number of our next packet (its low 16 bits go out).
     next_seq: u64,
     outbox: Outbox,
-    journal_tx: JournalSender,
-    guard: GuardTimer,
-    journal_scratch: Vec<u8>,
     ck_rounds: u32,
     /// ts1 of our CK0 awaiting its CK1.
     ck_outstanding: Option<u64>,
@@ -225,7 +219,6 @@ pub struct Session {
     peer_sends_journal: bool,
     feedback_due: bool,
     assembler: SysExAssembler,
-    journal_rx: JournalReceiver,
 }
 
 impl Session {
@@ -270,7 +263,6 @@ impl Session {
     /// Encodes a NO for the invitation `inv` from `from` into `buf`; no session is kept.
     pub fn reject(name: &str, inv: &Invitation<'_>, ssrc: u32, buf: &mut [u8]) -> Option<usize> {
         Command::Reject(Invitation {
-            version: PROTOCOL_VERSION,
             token: inv.token,
             ssrc,
             name: Some(name),
@@ -293,7 +285,6 @@ impl Session {
         Session {
             outbox: Outbox::new(),
             assembler: SysExAssembler::new(config.max_sysex),
-            journal_scratch: vec![0; config.mtu],
             config,
             role,
             state: State::Closed,
@@ -311,8 +302,6 @@ impl Session {
             events: VecDeque::new(),
             stats: Stats::default(),
             next_seq,
-            journal_tx: JournalSender::new(),
-            guard: GuardTimer::new(),
             ck_rounds: 0,
             ck_outstanding: None,
             rx_seq: SeqExtender::new(),
@@ -320,7 +309,6 @@ impl Session {
             rx_window: 0,
             peer_sends_journal: false,
             feedback_due: false,
-            journal_rx: JournalReceiver::new(),
         }
     }
 
@@ -425,8 +413,7 @@ impl Session {
             }
             Command::Feedback(fb) if Some(fb.ssrc) == self.peer_ssrc => {
                 self.heard(now);
-                let confirmed = extend_near(self.next_seq, fb.seq);
-                self.journal_tx.confirm(confirmed as u32);
+                let _confirmed = extend_near(self.next_seq, fb.seq);
             }
             _ => {}
         }
@@ -462,8 +449,8 @@ impl Session {
     }
 
     fn handle_rtp(&mut self, now: Instant, bytes: &[u8]) {
-        let packet = match rtp::Packet::new_checked(bytes) {
-            Ok(p) if Some(p.ssrc()) == self.peer_ssrc && p.payload_type() == PAYLOAD_TYPE => p,
+        let packet = match rtp::Packet::parse(bytes) {
+            Ok(p) if Some(p.header.ssrc) == self.peer_ssrc && p.header.payload_type == PAYLOAD_TYPE => p,
             Ok(_) => return,
             Err(_) => {
                 self.stats.malformed += 1;
@@ -474,7 +461,7 @@ impl Session {
             return;
         }
         self.heard(now);
-        let seq = self.rx_seq.extend(packet.sequence());
+        let seq = self.rx_seq.extend(packet.header.sequence);
         let lost = match self.rx_highest {
             None => 0,
             Some(high) if seq > high => seq - high - 1,
@@ -508,8 +495,8 @@ impl Session {
             self.feedback_due = true;
             self.set_timer(Timer::Feedback, now + self.config.feedback_interval);
         }
-        let timestamp = packet.timestamp();
-        let (list, journal) = match midi_list::parse(packet.payload()) {
+        let timestamp = packet.header.timestamp;
+        let (list, journal) = match midi_list::parse(packet.payload) {
             Ok(parsed) => parsed,
             Err(_) => {
                 self.stats.malformed += 1;
@@ -518,25 +505,6 @@ impl Session {
         };
         if list.header().journal {
             self.peer_sends_journal = true;
-            let events = &mut self.events;
-            let mut repaired = 0;
-            let result = self
-                .journal_rx
-                .recover(seq as u32, journal, lost as u32, &mut |bytes: &[u8]| {
-                    if let Ok(message) = MidiMessage::from_bytes(bytes) {
-                        repaired += 1;
-                        events.push_back(Event::Midi(MidiEvent {
-                            timestamp,
-                            message,
-                            recovered: true,
-                        }));
-                    }
-                });
-            if result.is_err() {
-                // The commands stand on their own; only the journal is dropped.
-                self.stats.malformed += 1;
-            }
-            self.stats.journal_repairs += repaired;
         }
         let mut delta_sum = 0u32;
         for command in list.commands() {
@@ -559,7 +527,6 @@ impl Session {
                     None => continue,
                 },
             };
-            self.journal_rx.observe(message.as_bytes());
             self.events.push_back(Event::Midi(MidiEvent {
                 timestamp: timestamp.wrapping_add(delta_sum),
                 message,
@@ -703,7 +670,7 @@ impl Session {
             }
             None => return None,
         };
-        let header = rtp::Repr {
+        let header = rtp::Header {
             marker: true,
             payload_type: PAYLOAD_TYPE,
             sequence: self.next_seq as u16,
@@ -729,7 +696,6 @@ impl Session {
 
     fn encode_pending(&mut self, pending: Pending, buf: &mut [u8]) -> Option<Transmit> {
         let invitation = |token, ssrc, name| Invitation {
-            version: PROTOCOL_VERSION,
             token,
             ssrc,
             name,
@@ -757,8 +723,7 @@ impl Session {
                 Port::Control,
                 self.peer_control,
                 Command::End(End {
-                    version: PROTOCOL_VERSION,
-                    token: self.token,
+                            token: self.token,
                     ssrc: self.ssrc,
                 }),
             ),
