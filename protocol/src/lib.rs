@@ -7,6 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod midi;
+pub mod outbox;
 pub mod rng;
+pub mod stream;
+pub mod sysex;
 pub mod time;
 pub mod wire;

@@ -632,6 +632,53 @@ impl<'a> ListWriter<'a> {
     }
 }
 
+/// Proptest strategies for MIDI messages, shared by the tests of this crate.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use crate::midi::{self, MidiMessage, ShortMessage};
+    use proptest::prelude::*;
+
+    /// Any non-SysEx message: every channel, System Common and Real-time status.
+    pub(crate) fn short_message() -> impl Strategy<Value = ShortMessage> {
+        prop_oneof![
+            (0x80u8..0xF0, any::<u8>(), any::<u8>()).prop_map(|(s, a, b)| ShortMessage::channel(
+                s,
+                s & 0x0F,
+                a,
+                b
+            )),
+            (0xF1u8..=0xFF)
+                .prop_filter("not SysEx end", |&s| s != 0xF7)
+                .prop_flat_map(|s| {
+                    let n = midi::data_len(s).unwrap_or(0);
+                    proptest::collection::vec(0u8..0x80, n).prop_map(move |d| {
+                        let mut v = vec![s];
+                        v.extend(d);
+                        ShortMessage::from_bytes(&v).unwrap()
+                    })
+                }),
+        ]
+    }
+
+    /// A whole SysEx of up to `max_data` data bytes.
+    pub(crate) fn sysex(max_data: usize) -> impl Strategy<Value = MidiMessage> {
+        proptest::collection::vec(0u8..0x80, 0..=max_data).prop_map(|d| {
+            let mut v = vec![0xF0];
+            v.extend(d);
+            v.push(0xF7);
+            MidiMessage::SysEx(v)
+        })
+    }
+
+    /// Any message, SysEx (short ones) included.
+    pub(crate) fn message() -> impl Strategy<Value = MidiMessage> {
+        prop_oneof![
+            6 => short_message().prop_map(MidiMessage::Short),
+            1 => sysex(40),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,7 +912,7 @@ mod tests {
     fn realtime_inside_sysex_is_pulled_out() {
         // `F0 01 F8 02 FE F7`: clock and active sensing inside a whole SysEx, then a note.
         let list = [0xF0, 0x01, 0xF8, 0x02, 0xFE, 0xF7, 0x03, 0x90, 0x3C, 0x64];
-        let mut payload = vec![FLAG_Z | list.len() as u8 + 1, 0x02];
+        let mut payload = vec![FLAG_Z | (list.len() as u8 + 1), 0x02];
         payload.extend_from_slice(&list);
         assert_eq!(
             commands(&payload),
@@ -1055,25 +1102,9 @@ mod tests {
     }
 
     mod prop {
+        use super::super::tests_support::short_message;
         use super::*;
         use proptest::prelude::*;
-
-        pub(crate) fn short_message() -> impl Strategy<Value = ShortMessage> {
-            prop_oneof![
-                (0x80u8..0xF0, any::<u8>(), any::<u8>())
-                    .prop_map(|(s, a, b)| ShortMessage::channel(s, s & 0x0F, a, b)),
-                (0xF1u8..=0xFF)
-                    .prop_filter("not SysEx end", |&s| s != 0xF7)
-                    .prop_flat_map(|s| {
-                        let n = midi::data_len(s).unwrap_or(0);
-                        proptest::collection::vec(0u8..0x80, n).prop_map(move |d| {
-                            let mut v = vec![s];
-                            v.extend(d);
-                            ShortMessage::from_bytes(&v).unwrap()
-                        })
-                    }),
-            ]
-        }
 
         #[derive(Clone, Debug)]
         enum Item {
