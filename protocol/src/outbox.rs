@@ -113,6 +113,11 @@ impl Outbox {
         self.queue.is_empty() && self.split.is_none()
     }
 
+    /// Messages waiting, a SysEx being split counted as one.
+    pub fn len(&self) -> usize {
+        self.queue.len() + usize::from(self.split.is_some())
+    }
+
     /// MIDI bytes waiting, a SysEx being split included.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
@@ -150,7 +155,7 @@ impl Outbox {
     /// go out between its segments, other messages wait for its end. `on_command` sees each
     /// message packed, as complete bytes (status included), or a segment as on the wire.
     /// Returns `None` when nothing is pending or `buf` is too small for the next command (a
-    /// segment needs 9 octets).
+    /// segment may need up to 9 octets, long header and 4-octet delta time included).
     pub fn emit_section(
         &mut self,
         buf: &mut [u8],
@@ -542,6 +547,7 @@ mod tests {
         });
         o.push(0, sysex(6)).unwrap();
         assert_eq!(o.queued_bytes(), 8);
+        assert_eq!(o.len(), 1);
         assert_eq!(o.push(0, short(&[0x90, 1, 2])), Err(PushError::Full));
         o.push(0, short(&[0xC0, 1])).unwrap();
         assert_eq!(

@@ -237,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn pieces_around_realtime_from_a_parsed_list() {
+        // `F0 01 F8 02 F7` in a MIDI list: the parser splits it around the clock.
+        use crate::wire::midi_list::{self, CommandKind};
+        let payload = [0x05, 0xF0, 0x01, 0xF8, 0x02, 0xF7];
+        let (list, _) = midi_list::parse(&payload).unwrap();
+        let mut a = SysExAssembler::default();
+        let mut out = Vec::new();
+        for c in list.commands() {
+            match c.unwrap().kind {
+                CommandKind::Short(m) => out.push(MidiMessage::Short(m)),
+                CommandKind::SysEx(s) => out.extend(a.push(&s).message),
+            }
+        }
+        assert_eq!(
+            out,
+            vec![
+                MidiMessage::from_bytes(&[0xF8]).unwrap(),
+                MidiMessage::SysEx(vec![0xF0, 1, 2, 0xF7])
+            ]
+        );
+    }
+
+    #[test]
     fn bad_data_is_refused() {
         let mut a = SysExAssembler::default();
         assert_eq!(
