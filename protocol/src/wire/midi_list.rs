@@ -749,6 +749,20 @@ mod tests {
     }
 
     #[test]
+    fn mtc_quarter_frames_with_journal() {
+        // Two MTC quarter frames 25 ticks apart, J set: the layout of macOS's MTC packets as
+        // shared/notes/protocol.md describes them (a journal even for MTC); journal bytes made up.
+        let payload = [0x45, 0xF1, 0x01, 0x19, 0xF1, 0x12, 0x00, 0x00, 0x09];
+        let (list, rest) = parse(&payload).unwrap();
+        assert_eq!(rest, &[0x00, 0x00, 0x09]);
+        assert!(list.header().journal);
+        assert_eq!(
+            commands(&payload),
+            vec![(0, 0, short(&[0xF1, 0x01])), (25, 25, short(&[0xF1, 0x12]))]
+        );
+    }
+
+    #[test]
     fn long_header_len_above_15() {
         // B=1, LEN = 0x012 = 18: six note-ons with running status and zero deltas.
         let mut payload = vec![0x80, 0x12, 0x90, 0x3C, 0x64];
