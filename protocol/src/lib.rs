@@ -8,7 +8,10 @@
 
 pub mod endpoint;
 pub mod midi;
+pub mod outbox;
 pub mod rng;
 pub mod session;
+pub mod stream;
+pub mod sysex;
 pub mod time;
 pub mod wire;

@@ -101,8 +101,10 @@ impl ShortMessage {
     pub fn channel(kind: u8, channel: u8, data1: u8, data2: u8) -> Self {
         let status = (kind & 0xF0) | (channel & 0x0F);
         let len = 1 + data_len(status).unwrap_or(0);
+        // Unused bytes stay zero so that equal messages compare equal.
+        let data2 = if len == 3 { data2 & 0x7F } else { 0 };
         ShortMessage {
-            bytes: [status, data1 & 0x7F, data2 & 0x7F],
+            bytes: [status, data1 & 0x7F, data2],
             len: len as u8,
         }
     }
@@ -234,5 +236,6 @@ mod tests {
     fn channel_builder_masks() {
         let m = ShortMessage::channel(status::PROGRAM_CHANGE, 3, 0x85, 99);
         assert_eq!(m.as_bytes(), &[0xC3, 0x05]);
+        assert_eq!(m, ShortMessage::from_bytes(&[0xC3, 0x05]).unwrap());
     }
 }
