@@ -62,9 +62,18 @@ pub enum Command {
 
 fn getopts() -> Getopts {
     let mut o = Getopts::new();
-    o.optflagmulti("v", "verbose", "more logging (repeat for more; RUST_LOG also works)");
+    o.optflagmulti(
+        "v",
+        "verbose",
+        "more logging (repeat for more; RUST_LOG also works)",
+    );
     o.optflag("q", "quiet", "log errors only");
-    o.optopt("n", "name", "session name announced to peers (default: host name)", "NAME");
+    o.optopt(
+        "n",
+        "name",
+        "session name announced to peers (default: host name)",
+        "NAME",
+    );
     o.optopt(
         "p",
         "port",
@@ -180,8 +189,10 @@ mod tests {
 
     #[test]
     fn every_option() {
-        let o = run("-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
-             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf");
+        let o = run(
+            "-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
+             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf",
+        );
         assert_eq!(o.verbosity, 2);
         assert_eq!(o.name.as_deref(), Some("Stage"));
         assert_eq!(o.port, 6000);

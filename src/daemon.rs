@@ -1,12 +1,12 @@
 //! The daemon's glue: sockets in, the protocol endpoint, events out to the hub, the clients'
 //! reconnection and the log.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Instant as StdInstant;
 
-use log::{debug, error, info, trace, warn};
+use log::{debug, error, info, log, trace, warn, Level};
 use protocol::endpoint::{AcceptPolicy, Dropped, Endpoint, SessionId};
 use protocol::session::{self, DisconnectReason, Event, Port};
 use protocol::time::{Duration, Instant};
@@ -87,6 +87,8 @@ pub struct Daemon {
     clients: Vec<Client>,
     /// Peer names by session, for the log.
     names: BTreeMap<SessionId, String>,
+    /// Sessions whose clock was synced at least once.
+    synced: BTreeSet<SessionId>,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
     drops: DropLog,
@@ -124,6 +126,7 @@ impl Daemon {
             hub: settings.hub,
             clients,
             names: BTreeMap::new(),
+            synced: BTreeSet::new(),
             recv_buf: vec![0; MAX_DATAGRAM],
             send_buf: vec![0; MAX_DATAGRAM],
             drops: DropLog::default(),
@@ -244,7 +247,10 @@ impl Daemon {
                 }
             }
             Event::Latency { rtt, offset_ticks } => {
-                debug!(
+                // The first measurement of a session at info level, the rest at debug.
+                let first = self.synced.insert(id);
+                log!(
+                    if first { Level::Info } else { Level::Debug },
                     "clock sync with {}: round trip {:.2} ms, offset {} ticks",
                     name(&self.names),
                     rtt.as_secs_f64() * 1000.0,
@@ -263,6 +269,10 @@ impl Daemon {
                     _ => warn!("session closed: {who}: {reason:?}"),
                 }
                 self.names.remove(&id);
+                self.synced.remove(&id);
+                if self.signals_seen > 0 {
+                    return;
+                }
                 if let Some(client) = self.clients.iter_mut().find(|c| c.session == Some(id)) {
                     client.session = None;
                     client.retry_at = Some(now + client.backoff);

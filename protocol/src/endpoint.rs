@@ -207,7 +207,10 @@ impl Endpoint {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.values().filter_map(Session::poll_timeout).min()
+        self.sessions
+            .values()
+            .filter_map(Session::poll_timeout)
+            .min()
     }
 
     /// The next datagram from any session (or a NO), written into `buf`.

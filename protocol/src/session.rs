@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::midi::{MidiMessage, ShortMessage};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxConfig};
 use crate::rng::Rng;
 use crate::sysex::SysExAssembler;
 use crate::time::{Duration, Instant};
@@ -23,8 +23,6 @@ use crate::wire::rtp::{self, SeqExtender};
 pub const PAYLOAD_TYPE: u8 = rtp::PAYLOAD_TYPE_MIDI;
 /// Bytes of the RTP header we emit (no CSRC, no extension).
 const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
-/// A command section of at most this size is always left room for next to the journal.
-const MIN_COMMAND_ROOM: usize = 64;
 
 /// Which of our two local sockets a datagram came in on or must leave from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -154,12 +152,17 @@ pub struct Stats {
     pub malformed: u64,
     pub journal_repairs: u64,
     pub sysex_dropped: u64,
+    /// Outgoing messages refused: invalid, or the send queue was full.
+    pub send_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Initiator: waiting for OK on `port`; `attempts` invitations sent there so far.
-    Inviting { port: Port, attempts: u32 },
+    Inviting {
+        port: Port,
+        attempts: u32,
+    },
     /// Responder: accepted on control, waiting for the IN on data.
     AwaitingData,
     Connected,
@@ -173,9 +176,8 @@ enum Timer {
     Clock,
     Feedback,
     Idle,
-    Guard,
 }
-const TIMERS: usize = 5;
+const TIMERS: usize = 4;
 
 /// Session commands waiting for `poll_transmit`, kept as values and encoded there.
 #[derive(Clone, Copy, Debug)]
@@ -283,7 +285,10 @@ impl Session {
         let ssrc = rng.next_u32();
         let next_seq = u64::from(rng.next_u32() as u16);
         Session {
-            outbox: Outbox::new(),
+            outbox: Outbox::new(OutboxConfig {
+                mtu: config.mtu,
+                ..OutboxConfig::default()
+            }),
             assembler: SysExAssembler::new(config.max_sysex),
             config,
             role,
@@ -450,7 +455,12 @@ impl Session {
 
     fn handle_rtp(&mut self, now: Instant, bytes: &[u8]) {
         let packet = match rtp::Packet::parse(bytes) {
-            Ok(p) if Some(p.header.ssrc) == self.peer_ssrc && p.header.payload_type == PAYLOAD_TYPE => p,
+            Ok(p)
+                if Some(p.header.ssrc) == self.peer_ssrc
+                    && p.header.payload_type == PAYLOAD_TYPE =>
+            {
+                p
+            }
             Ok(_) => return,
             Err(_) => {
                 self.stats.malformed += 1;
@@ -482,7 +492,11 @@ impl Session {
         };
         if self.rx_highest.is_none_or(|high| seq > high) {
             let shift = self.rx_highest.map_or(64, |high| seq - high);
-            self.rx_window = if shift >= 64 { 0 } else { self.rx_window << shift };
+            self.rx_window = if shift >= 64 {
+                0
+            } else {
+                self.rx_window << shift
+            };
             self.rx_window |= 1;
             self.rx_highest = Some(seq);
         }
@@ -496,7 +510,7 @@ impl Session {
             self.set_timer(Timer::Feedback, now + self.config.feedback_interval);
         }
         let timestamp = packet.header.timestamp;
-        let (list, journal) = match midi_list::parse(packet.payload) {
+        let (list, _journal) = match midi_list::parse(packet.payload) {
             Ok(parsed) => parsed,
             Err(_) => {
                 self.stats.malformed += 1;
@@ -506,7 +520,6 @@ impl Session {
         if list.header().journal {
             self.peer_sends_journal = true;
         }
-        let mut delta_sum = 0u32;
         for command in list.commands() {
             let command = match command {
                 Ok(c) => c,
@@ -515,20 +528,21 @@ impl Session {
                     break;
                 }
             };
-            delta_sum = delta_sum.wrapping_add(command.delta);
             let message = match command.kind {
                 CommandKind::Short(m) => MidiMessage::Short(m),
-                CommandKind::SysEx(segment) => match self.assembler.push(segment) {
-                    Some(Ok(whole)) => MidiMessage::SysEx(whole),
-                    Some(Err(_)) => {
+                CommandKind::SysEx(segment) => {
+                    let pushed = self.assembler.push(&segment);
+                    if pushed.error.is_some() {
                         self.stats.sysex_dropped += 1;
-                        continue;
                     }
-                    None => continue,
-                },
+                    match pushed.message {
+                        Some(message) => message,
+                        None => continue,
+                    }
+                }
             };
             self.events.push_back(Event::Midi(MidiEvent {
-                timestamp: timestamp.wrapping_add(delta_sum),
+                timestamp: timestamp.wrapping_add(command.time),
                 message,
                 recovered: false,
             }));
@@ -539,7 +553,10 @@ impl Session {
     /// `poll_transmit`. Ignored unless connected.
     pub fn send_midi(&mut self, now: Instant, message: MidiMessage) {
         if self.state == State::Connected {
-            self.outbox.push(now.ticks_10khz_since(self.origin), message);
+            let tick = now.ticks_10khz_since(self.origin);
+            if self.outbox.push(tick, message).is_err() {
+                self.stats.send_dropped += 1;
+            }
         }
     }
 
@@ -568,15 +585,9 @@ impl Session {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for (index, kind) in [
-            Timer::Invite,
-            Timer::Clock,
-            Timer::Feedback,
-            Timer::Idle,
-            Timer::Guard,
-        ]
-        .into_iter()
-        .enumerate()
+        for (index, kind) in [Timer::Invite, Timer::Clock, Timer::Feedback, Timer::Idle]
+            .into_iter()
+            .enumerate()
         {
             if self.timers[index].is_some_and(|at| at <= now) {
                 self.timers[index] = None;
@@ -603,15 +614,11 @@ impl Session {
                     self.set_timer(Timer::Idle, self.last_heard + limit);
                 }
             }
-            Timer::Guard => {
-                // poll_transmit sends the journal-only packet when the guard is due.
-            }
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let guard = self.guard_deadline();
-        self.timers.iter().flatten().copied().chain(guard).min()
+        self.timers.iter().flatten().copied().min()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -619,7 +626,7 @@ impl Session {
     }
 
     /// Writes the next datagram into `buf` (at least `mtu` bytes) and says where it goes.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(pending) = self.pending.pop_front() {
             if let Some(t) = self.encode_pending(pending, buf) {
                 self.stats.packets_sent += 1;
@@ -629,11 +636,7 @@ impl Session {
         if self.state != State::Connected {
             return None;
         }
-        let guard_due = self.guard_deadline().is_some_and(|at| at <= now);
-        if self.outbox.is_empty() && !guard_due {
-            return None;
-        }
-        let len = self.encode_rtp(now, buf)?;
+        let len = self.encode_rtp(buf)?;
         self.stats.packets_sent += 1;
         Some(Transmit {
             port: Port::Data,
@@ -642,64 +645,25 @@ impl Session {
         })
     }
 
-    /// One RTP-MIDI packet: header, the queued commands that fit, and the journal.
-    fn encode_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    /// One RTP-MIDI packet: header and the queued commands that fit.
+    fn encode_rtp(&mut self, buf: &mut [u8]) -> Option<usize> {
         let mtu = self.config.mtu.min(buf.len());
-        let ext_seq = self.next_seq as u32;
-        let journal_len = if self.config.journal {
-            let room = mtu.saturating_sub(RTP_HEADER_LEN + MIN_COMMAND_ROOM);
-            let scratch = &mut self.journal_scratch[..room.min(self.journal_scratch.len())];
-            self.journal_tx.emit(ext_seq, scratch)
-        } else {
-            0
-        };
-        let section_room = mtu.checked_sub(RTP_HEADER_LEN + journal_len)?;
-        let journal_tx = &mut self.journal_tx;
-        let section = &mut buf[RTP_HEADER_LEN..RTP_HEADER_LEN + section_room];
-        let emitted = self
-            .outbox
-            .emit_section(section, journal_len > 0, |command| {
-                journal_tx.record(ext_seq, command)
-            });
-        let (section_len, timestamp, had_midi) = match emitted {
-            Some(e) => (e.len, e.timestamp, true),
-            // A guard packet: an empty command list carrying only the journal.
-            None if journal_len > 0 => {
-                let ts = now.ticks_10khz_since(self.origin) as u32;
-                (midi_list::emit_empty(section, true).ok()?, ts, false)
-            }
-            None => return None,
-        };
+        let section = buf.get_mut(RTP_HEADER_LEN..mtu)?;
+        let emitted = self.outbox.emit_section(section, false, |_| {})?;
         let header = rtp::Header {
             marker: true,
             payload_type: PAYLOAD_TYPE,
             sequence: self.next_seq as u16,
-            timestamp,
+            timestamp: emitted.timestamp,
             ssrc: self.ssrc,
         };
         header.emit(&mut buf[..RTP_HEADER_LEN]).ok()?;
-        let end = RTP_HEADER_LEN + section_len;
-        buf[end..end + journal_len].copy_from_slice(&self.journal_scratch[..journal_len]);
         self.next_seq += 1;
-        self.guard.on_sent(now, had_midi);
-        Some(end + journal_len)
-    }
-
-    fn guard_deadline(&self) -> Option<Instant> {
-        if self.config.journal && self.state == State::Connected && self.journal_tx.has_history()
-        {
-            self.guard.next_guard()
-        } else {
-            None
-        }
+        Some(RTP_HEADER_LEN + emitted.len)
     }
 
     fn encode_pending(&mut self, pending: Pending, buf: &mut [u8]) -> Option<Transmit> {
-        let invitation = |token, ssrc, name| Invitation {
-            token,
-            ssrc,
-            name,
-        };
+        let invitation = |token, ssrc, name| Invitation { token, ssrc, name };
         let (port, dst, command) = match pending {
             Pending::Invite(port) => (
                 port,
@@ -723,7 +687,7 @@ impl Session {
                 Port::Control,
                 self.peer_control,
                 Command::End(End {
-                            token: self.token,
+                    token: self.token,
                     ssrc: self.ssrc,
                 }),
             ),

@@ -24,7 +24,8 @@ fn send(p: &mut Pair, node: usize, message: MidiMessage) {
 fn connected_pair(seed: u64, link: LinkConfig) -> Pair {
     let mut p = Pair::new(seed, link);
     p.connect(A, B);
-    assert!(p.run_until(Duration::from_secs(10), |p| p.connected(A) == 1 && p.connected(B) == 1));
+    assert!(p.run_until(Duration::from_secs(10), |p| p.connected(A) == 1
+        && p.connected(B) == 1));
     p
 }
 
@@ -80,7 +81,10 @@ fn refused_invitation_ends_with_rejected() {
     };
     let mut p = Pair::with_configs(2, LinkConfig::default(), named("A"), named("B"), policy);
     p.connect(A, B);
-    assert!(p.run_until(Duration::from_secs(5), |p| disconnect_reason(p, A).is_some()));
+    assert!(
+        p.run_until(Duration::from_secs(5), |p| disconnect_reason(p, A)
+            .is_some())
+    );
     assert_eq!(disconnect_reason(&p, A), Some(DisconnectReason::Rejected));
     assert_eq!(p.nodes[B].endpoint.drops().refused, 1);
     assert_eq!(p.connected(B), 0);
@@ -113,8 +117,14 @@ fn unanswered_invitations_give_up() {
     };
     let mut p = Pair::new(4, link);
     p.connect(A, B);
-    assert!(p.run_until(Duration::from_secs(60), |p| disconnect_reason(p, A).is_some()));
-    assert_eq!(disconnect_reason(&p, A), Some(DisconnectReason::InviteTimeout));
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| disconnect_reason(p, A)
+            .is_some())
+    );
+    assert_eq!(
+        disconnect_reason(&p, A),
+        Some(DisconnectReason::InviteTimeout)
+    );
 }
 
 #[test]
@@ -160,7 +170,10 @@ fn bye_ends_the_peer_session() {
     let mut p = connected_pair(7, LinkConfig::default());
     let id = p.session_id(A);
     p.nodes[A].endpoint.session_mut(id).unwrap().close();
-    assert!(p.run_until(Duration::from_secs(2), |p| disconnect_reason(p, B).is_some()));
+    assert!(
+        p.run_until(Duration::from_secs(2), |p| disconnect_reason(p, B)
+            .is_some())
+    );
     assert_eq!(disconnect_reason(&p, A), Some(DisconnectReason::Closed));
     assert_eq!(disconnect_reason(&p, B), Some(DisconnectReason::PeerEnded));
     p.run_for(Duration::from_secs(1));
@@ -171,7 +184,11 @@ fn bye_ends_the_peer_session() {
 #[test]
 fn midi_arrives_in_order_batched() {
     let mut p = connected_pair(8, LinkConfig::default());
-    let sent_before = p.nodes[A].endpoint.session(p.session_id(A)).unwrap().stats();
+    let sent_before = p.nodes[A]
+        .endpoint
+        .session(p.session_id(A))
+        .unwrap()
+        .stats();
     for n in 0..100 {
         send(&mut p, A, note(n));
     }
@@ -180,7 +197,11 @@ fn midi_arrives_in_order_batched() {
     let want: Vec<Vec<u8>> = (0..100).map(|n| note(n).as_bytes().to_vec()).collect();
     assert_eq!(got, want);
     // A hundred notes sent at once go out in one packet, not a hundred.
-    let sent_after = p.nodes[A].endpoint.session(p.session_id(A)).unwrap().stats();
+    let sent_after = p.nodes[A]
+        .endpoint
+        .session(p.session_id(A))
+        .unwrap()
+        .stats();
     assert!(sent_after.packets_sent - sent_before.packets_sent < 5);
 }
 
@@ -193,7 +214,11 @@ fn sequence_numbers_wrap_without_loss() {
         p.run_for(Duration::from_micros(500));
     }
     p.run_for(Duration::from_millis(20));
-    let stats = p.nodes[B].endpoint.session(p.session_id(B)).unwrap().stats();
+    let stats = p.nodes[B]
+        .endpoint
+        .session(p.session_id(B))
+        .unwrap()
+        .stats();
     assert_eq!(p.midi_received(B).len(), 70_000);
     assert_eq!(stats.packets_lost, 0);
     assert_eq!(stats.duplicates, 0);
@@ -208,7 +233,11 @@ fn long_sysex_crosses_many_packets() {
     send(&mut p, A, MidiMessage::SysEx(sysex.clone()));
     p.run_for(Duration::from_millis(200));
     assert_eq!(p.midi_received(B), vec![sysex]);
-    let sent = p.nodes[A].endpoint.session(p.session_id(A)).unwrap().stats();
+    let sent = p.nodes[A]
+        .endpoint
+        .session(p.session_id(A))
+        .unwrap()
+        .stats();
     assert!(sent.packets_sent > 40, "{} packets", sent.packets_sent);
 }
 
@@ -225,13 +254,13 @@ fn duplicates_are_dropped_and_losses_counted() {
         p.run_for(Duration::from_millis(1));
     }
     p.run_for(Duration::from_millis(20));
-    let stats = p.nodes[B].endpoint.session(p.session_id(B)).unwrap().stats();
+    let stats = p.nodes[B]
+        .endpoint
+        .session(p.session_id(B))
+        .unwrap()
+        .stats();
     assert!(stats.duplicates > 0);
     assert!(stats.packets_lost > 0);
-    let notes_on = p
-        .midi_received(B)
-        .iter()
-        .filter(|m| m[0] == 0x90)
-        .count() as u64;
+    let notes_on = p.midi_received(B).iter().filter(|m| m[0] == 0x90).count() as u64;
     assert!(notes_on <= 2000);
 }

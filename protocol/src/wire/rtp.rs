@@ -189,7 +189,7 @@ impl SeqExtender {
                 highest.saturating_add_signed(i64::from(delta))
             }
         };
-        if self.highest.map_or(true, |h| ext > h) {
+        if self.highest.is_none_or(|h| ext > h) {
             self.highest = Some(ext);
         }
         ext

@@ -11,6 +11,9 @@ use protocol::rng::Rng;
 use protocol::session::{Config, Event, Port};
 use protocol::time::{Duration, Instant};
 
+/// Decides per datagram (sending node, destination port, bytes) whether the link drops it.
+pub type DropFilter = Box<dyn FnMut(usize, Port, &[u8]) -> bool>;
+
 pub const A: usize = 0;
 pub const B: usize = 1;
 
@@ -23,7 +26,7 @@ pub struct LinkConfig {
     pub duplicate: f64,
     /// Lose this many datagrams in a row when a loss happens (bursts).
     pub burst: u32,
-    /// Datagrams dropped when they match this filter (port, payload), for targeted tests.
+    /// Drop everything.
     pub blackhole: bool,
 }
 
@@ -75,7 +78,7 @@ pub struct Pair {
     pub delivered: u64,
     pub dropped: u64,
     /// Drop every datagram for which this returns true (after the seeded faults).
-    pub filter: Option<Box<dyn FnMut(usize, Port, &[u8]) -> bool>>,
+    pub filter: Option<DropFilter>,
 }
 
 pub fn addr(s: &str) -> SocketAddr {
@@ -84,7 +87,13 @@ pub fn addr(s: &str) -> SocketAddr {
 
 impl Pair {
     pub fn new(seed: u64, link: LinkConfig) -> Pair {
-        Pair::with_configs(seed, link, named("Alice"), named("Bob"), AcceptPolicy::default())
+        Pair::with_configs(
+            seed,
+            link,
+            named("Alice"),
+            named("Bob"),
+            AcceptPolicy::default(),
+        )
     }
 
     pub fn with_configs(
