@@ -322,7 +322,7 @@ mod tests {
         cc[0] |= 1;
         for extra in 0..4 {
             let mut b = cc.clone();
-            b.extend(core::iter::repeat(0).take(extra));
+            b.extend(core::iter::repeat_n(0, extra));
             assert_eq!(Packet::parse(&b), Err(Error::Truncated), "csrc +{extra}");
         }
         // X=1: the extension header, then its announced words, cut short.
