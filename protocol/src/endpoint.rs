@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::rng::Rng;
-use crate::session::{self, Config, Event, Port, Session, Transmit};
+use crate::session::{self, Config, Event, Port, Role, Session, Transmit};
 use crate::time::Instant;
 use crate::wire::applemidi::{self, Command, Invitation};
 use crate::wire::rtp;
@@ -176,6 +176,17 @@ impl Endpoint {
         if !self.policy.admits(&name, self.sessions.len()) {
             self.rejects.push_back((from, inv.token));
             return self.drop(Dropped::Refused);
+        }
+        // A peer that restarted invites again with a new token: its old session goes, so it
+        // never shows up twice.
+        for old in self.sessions.values_mut() {
+            let same_peer = old.peer_control() == from
+                || (same_host(old.peer_control().ip(), from.ip())
+                    && !name.is_empty()
+                    && old.peer_name() == name);
+            if old.role() == Role::Responder && same_peer {
+                old.replace();
+            }
         }
         let seed = self.rng.next_u64();
         let session = Session::accept(self.config.clone(), now, from, inv, seed);

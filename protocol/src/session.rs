@@ -56,6 +56,10 @@ pub struct Config {
     pub ck_quick_interval: Duration,
     /// CK period after the quick rounds; Apple asks for at most 60 s.
     pub ck_interval: Duration,
+    /// A CK0 without answer after this long counts as missed and is sent again;
+    /// `ck_max_missed` misses in a row end the session.
+    pub ck_answer_wait: Duration,
+    pub ck_max_missed: u32,
     /// Silence (no CK, no data) after which the session ends, as initiator and as responder
     /// (a responder depends on the peer's CK period, which may be up to 60 s).
     pub initiator_timeout: Duration,
@@ -78,6 +82,8 @@ impl Default for Config {
             ck_quick_rounds: 6,
             ck_quick_interval: Duration::from_millis(1500),
             ck_interval: Duration::from_secs(10),
+            ck_answer_wait: Duration::from_millis(1500),
+            ck_max_missed: 3,
             initiator_timeout: Duration::from_secs(35),
             responder_timeout: Duration::from_secs(90),
             feedback_interval: Duration::from_secs(1),
@@ -115,8 +121,10 @@ pub enum DisconnectReason {
     Rejected,
     /// No OK to our invitations.
     InviteTimeout,
-    /// Neither CK nor data within the timeout.
+    /// Neither CK nor data within the timeout, or CK unanswered.
     Timeout,
+    /// The same peer invited us again (it restarted): this session gave way to the new one.
+    Replaced,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +221,9 @@ pub struct Session {
     ck_rounds: u32,
     /// ts1 of our CK0 awaiting its CK1.
     ck_outstanding: Option<u64>,
+    /// CK0s in a row that got no answer.
+    ck_missed: u32,
+    ck_next_round: Instant,
     // Receiving.
     rx_seq: SeqExtender,
     /// Highest extended sequence number seen, and a bitmap of the 64 below it.
@@ -309,6 +320,8 @@ impl Session {
             next_seq,
             ck_rounds: 0,
             ck_outstanding: None,
+            ck_missed: 0,
+            ck_next_round: now,
             rx_seq: SeqExtender::new(),
             rx_highest: None,
             rx_window: 0,
@@ -435,6 +448,7 @@ impl Session {
             }
             1 if self.ck_outstanding == Some(ck.timestamps[0]) => {
                 self.ck_outstanding = None;
+                self.ck_missed = 0;
                 let [ts1, ts2, _] = ck.timestamps;
                 let ts3 = local;
                 self.pending
@@ -577,6 +591,13 @@ impl Session {
         }
     }
 
+    /// Ends the session without BY: the peer that knew it is gone.
+    pub fn replace(&mut self) {
+        if self.state != State::Closed {
+            self.end(DisconnectReason::Replaced);
+        }
+    }
+
     fn end(&mut self, reason: DisconnectReason) {
         self.state = State::Closed;
         self.timers = [None; TIMERS];
@@ -599,7 +620,7 @@ impl Session {
     fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
             Timer::Invite => self.send_invitation(now),
-            Timer::Clock => self.start_clock_round(now),
+            Timer::Clock => self.on_clock_timer(now),
             Timer::Feedback => {
                 if let Some(high) = self.rx_highest {
                     self.pending.push_back(Pending::Feedback(high as u16));
@@ -742,6 +763,24 @@ impl Session {
         });
     }
 
+    /// The Clock timer: a CK0 unanswered after `ck_answer_wait` is a miss and is sent again;
+    /// `ck_max_missed` misses in a row end the session (a peer that restarted or vanished is
+    /// noticed in seconds, not after the idle timeout). Otherwise it starts the next round when due.
+    fn on_clock_timer(&mut self, now: Instant) {
+        if self.ck_outstanding.is_some() {
+            self.ck_missed += 1;
+            if self.ck_missed >= self.config.ck_max_missed {
+                self.end(DisconnectReason::Timeout);
+                return;
+            }
+            self.start_clock_round(now);
+        } else if now >= self.ck_next_round {
+            self.start_clock_round(now);
+        } else {
+            self.set_timer(Timer::Clock, self.ck_next_round);
+        }
+    }
+
     fn start_clock_round(&mut self, now: Instant) {
         let ts1 = self.clock_ticks(now);
         self.ck_outstanding = Some(ts1);
@@ -749,12 +788,13 @@ impl Session {
         self.pending
             .push_back(Pending::Clock(Port::Data, self.peer_data, ck));
         self.ck_rounds += 1;
-        let next = if self.ck_rounds < self.config.ck_quick_rounds {
+        let period = if self.ck_rounds < self.config.ck_quick_rounds {
             self.config.ck_quick_interval
         } else {
             self.config.ck_interval
         };
-        self.set_timer(Timer::Clock, now + next);
+        self.ck_next_round = now + period;
+        self.set_timer(Timer::Clock, now + self.config.ck_answer_wait.min(period));
     }
 
     fn clock(&self, count: u8, timestamps: [u64; 3]) -> Clock {

@@ -264,3 +264,43 @@ fn duplicates_are_dropped_and_losses_counted() {
     let notes_on = p.midi_received(B).iter().filter(|m| m[0] == 0x90).count() as u64;
     assert!(notes_on <= 2000);
 }
+
+#[test]
+fn unanswered_clock_sync_ends_the_session_quickly() {
+    let mut p = connected_pair(12, LinkConfig::default());
+    p.run_for(Duration::from_secs(30));
+    let cut_at = p.now;
+    // The responder vanishes: nothing it would send arrives any more.
+    p.filter = Some(Box::new(|from, _, _| from == B));
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| disconnect_reason(p, A)
+            .is_some())
+    );
+    assert_eq!(disconnect_reason(&p, A), Some(DisconnectReason::Timeout));
+    // One regular CK period plus three answer waits, far below the idle timeout.
+    assert!(
+        p.now - cut_at <= Duration::from_secs(15),
+        "{:?}",
+        p.now - cut_at
+    );
+}
+
+#[test]
+fn a_restarted_initiator_replaces_its_old_session() {
+    let mut p = connected_pair(13, LinkConfig::default());
+    let old = p.session_id(B);
+    // A restarts: a fresh endpoint (new token, new SSRC) at the same address invites again.
+    p.nodes[A].endpoint =
+        protocol::endpoint::Endpoint::new(named("Alice"), AcceptPolicy::default(), 99);
+    p.connect(A, B);
+    assert!(p.run_until(Duration::from_secs(5), |p| p.connected(B) == 2));
+    p.run_for(Duration::from_secs(1));
+    let ids: Vec<_> = p.nodes[B].endpoint.sessions().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0], old);
+    assert!(p.nodes[B].events.iter().any(|(id, e)| *id == old
+        && *e
+            == Event::Disconnected {
+                reason: DisconnectReason::Replaced
+            }));
+}
