@@ -2,8 +2,10 @@
 /*
  * A node-rtpmidi 1.0.0 session on 127.0.0.1 that reports in JSON lines.
  *
- * Usage: node node_peer.js --port P [--host 127.0.0.1] [--name NAME] [-v] listen
- *        node node_peer.js --port P [--host 127.0.0.1] [--name NAME] [-v] connect HOST:PORT
+ * Usage: node node_peer.js --port P [--host 127.0.0.1|::1] [--name NAME] [-v] listen
+ *        node node_peer.js --port P [--host 127.0.0.1|::1] [--name NAME] [-v] connect HOST:PORT
+ *
+ * HOST may be written [::1]; an IPv6 --host makes a udp6 session.
  *
  * P must be even (node-rtpmidi picks its sending socket by the parity of the
  * remote port); the data port is P+1. mDNS publishing is off.
@@ -15,7 +17,8 @@
  *   {"event":"midi","name":N,"bytes":"90 3c 64"}            one per received command
  *   {"event":"disconnected","name":N,"local":bool}          BY received (local: we sent it)
  *   {"event":"rejected","addr":"h:p"}                       NO received
- *   {"event":"dropped","reason":"unknown-ssrc","ssrc":S}    MIDI from no known stream
+ *   {"event":"dropped","reason":"unknown-ssrc","ssrc":S}    MIDI (or, with "command", a
+ *                                                           session message) no stream owns
  *   {"event":"malformed","error":E}                         node-rtpmidi threw on a datagram
  *   {"event":"sent","bytes":B,"peers":K}                    after a `send` line
  * stdin lines: `send 90 3c 64 ...` (sent to every stream whose latency is known,
@@ -104,7 +107,8 @@ function splitMidi(bytes) {
 }
 
 const ssrc = Math.floor(Math.random() * 0xffffffff); // its own default can be 2**32
-const session = new Session(opts.port, opts.name, opts.name, ssrc, false, 4);
+const ipVersion = opts.host.includes(':') ? 6 : 4;
+const session = new Session(opts.port, opts.name, opts.name, ssrc, false, ipVersion);
 let closing = false;
 
 // node-rtpmidi throws from its dgram handler on short or odd datagrams, which
@@ -115,10 +119,23 @@ for (const channel of [session.controlChannel, session.messageChannel]) {
     try {
       session.handleMessage(msg, rinfo);
     } catch (err) {
-      emit('malformed', { error: String(err), from: `${rinfo.address}:${rinfo.port}` });
+      emit('malformed', { error: String(err), from: addrStr(rinfo.address, rinfo.port) });
     }
   });
 }
+
+// Session.removeStream in 1.0.0 does streams.splice(index) without a count,
+// which also drops every stream added after the one that ended (and the last
+// one when the stream is unknown). Patched, so that one peer leaving does not
+// silently cut off the others; everything else is node-rtpmidi as published.
+const originalRemoveStream = session.removeStream;
+session.removeStream = function removeStream(stream) {
+  const index = this.streams.indexOf(stream);
+  if (index < 0) return;
+  const later = this.streams.slice(index + 1);
+  originalRemoveStream.call(this, stream); // unhooks it, splices from index on
+  this.streams.push(...later);
+};
 
 session.on('error', (err) => {
   emit('error', { error: String(err) });
@@ -127,6 +144,14 @@ session.on('error', (err) => {
 
 session.on('ready', () => emit('ready', { port: opts.port, ssrc: session.ssrc }));
 
+// A session message that matches no stream is ignored by node-rtpmidi; say so.
+session.on('controlMessage', (msg) => {
+  const known = session.streams.some((s) => s.ssrc === msg.ssrc || s.token === msg.token);
+  if (!known && msg.command !== 'invitation') {
+    emit('dropped', { reason: 'unknown-ssrc', command: msg.command, ssrc: msg.ssrc });
+  }
+});
+
 session.on('midi', (msg) => {
   if (msg && !session.streams.some((s) => s.ssrc === msg.ssrc)) {
     emit('dropped', { reason: 'unknown-ssrc', ssrc: msg.ssrc });
@@ -134,6 +159,10 @@ session.on('midi', (msg) => {
 });
 
 // node-rtpmidi keeps the NUL that ends the name in IN/OK: report it without.
+function addrStr(address, port) {
+  return address && address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
 function peerName(stream) {
   return (stream.name || '').replace(/\0+$/, '');
 }
@@ -156,7 +185,7 @@ function watchStream(stream) {
 session.on('streamAdded', ({ stream }) => {
   watchStream(stream);
   const r = stream.rinfo1 || {};
-  emit('connected', { name: peerName(stream), ssrc: stream.ssrc, addr: `${r.address}:${r.port}` });
+  emit('connected', { name: peerName(stream), ssrc: stream.ssrc, addr: addrStr(r.address, r.port) });
 });
 
 session.on('streamRemoved', ({ stream }) => {
@@ -221,7 +250,7 @@ session.messageChannel.bind(opts.port + 1, opts.host);
 
 if (mode === 'connect') {
   const idx = rest[1].lastIndexOf(':');
-  const address = rest[1].slice(0, idx);
+  const address = rest[1].slice(0, idx).replace(/^\[(.*)\]$/, '$1');
   const port = Number(rest[1].slice(idx + 1));
   session.once('ready', () => {
     session.connect({ address, port });

@@ -29,6 +29,8 @@ PEERS_DIR = os.path.dirname(os.path.abspath(__file__))
 VENV_PYTHON = os.path.join(PEERS_DIR, "venv", "bin", "python")
 NODE = "node"
 DEFAULT_TIMEOUT = 20.0
+# Events that mean a peer saw something wrong; a clean run has none.
+PROBLEM_EVENTS = ("malformed", "dropped", "error", "non-json", "rejected", "timeout")
 
 
 class PeerTimeout(AssertionError):
@@ -46,13 +48,14 @@ def setup():
 
 def free_port_pair(host="127.0.0.1"):
     """An even UDP port P with P and P+1 free on host (free when checked)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
+        with socket.socket(family, socket.SOCK_DGRAM) as a:
             a.bind((host, 0))
             port = a.getsockname()[1]
             if port % 2 or port >= 65535:
                 continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            with socket.socket(family, socket.SOCK_DGRAM) as b:
                 try:
                     b.bind((host, port + 1))
                 except OSError:
@@ -163,6 +166,10 @@ class Peer:
             pass
         return [e for e in self.history if event is None or e.get("event") == event]
 
+    def problems(self):
+        """Events that report something wrong (see PROBLEM_EVENTS)."""
+        return [e for e in self.events() if e.get("event") in PROBLEM_EVENTS]
+
     def send_line(self, line):
         try:
             self.proc.stdin.write((line + "\n").encode())
@@ -235,34 +242,47 @@ class PeerGroup:
         self.peers.append(peer)
         return peer
 
-    def pymidi_listener(self, port, name="pymidi", same_ssrc=False, verbose=False):
+    def pymidi_listener(self, port, name="pymidi", same_ssrc=False, host="127.0.0.1",
+                        verbose=False):
+        """pymidi's Server on host:port. same_ssrc: one SSRC for both sockets
+        (needed by node-rtpmidi initiators, see pymidi_listener.py)."""
         argv = [VENV_PYTHON, "-u", os.path.join(PEERS_DIR, "pymidi_listener.py"), str(port),
-                "--name", name]
+                "--name", name, "--host", host]
         if same_ssrc:
             argv.append("--same-ssrc")
         if verbose:
             argv.append("-v")
         return self.start(argv, "pymidi_listener:%d" % port)
 
-    def pymidi_initiator(self, target, name="pymidi-initiator", port=None, verbose=False):
-        host, tport = target
+    def pymidi_initiator(self, target, name="pymidi-initiator", port=None, host="127.0.0.1",
+                         sync=True, verbose=False):
+        """Scripted initiator to target=(host, control port), bound on host."""
+        thost, tport = target
         argv = [VENV_PYTHON, "-u", os.path.join(PEERS_DIR, "pymidi_initiator.py"),
-                "%s:%d" % (host, tport), "--name", name]
+                "%s:%d" % (_bracket(thost), tport), "--name", name, "--host", host]
+        if not sync:
+            argv.append("--no-sync")
         if port is not None:
             argv += ["--port", str(port)]
         if verbose:
             argv.append("-v")
-        return self.start(argv, "pymidi_initiator->%s:%d" % (host, tport))
+        return self.start(argv, "pymidi_initiator->%s:%d" % (_bracket(thost), tport))
 
-    def node_peer(self, mode, port, target=None, name="node-rtpmidi", verbose=False):
+    def node_peer(self, mode, port, target=None, name="node-rtpmidi", host="127.0.0.1",
+                  verbose=False):
+        """node-rtpmidi on host:port (even); mode "listen", or "connect" to target=(host, port)."""
         argv = [NODE, os.path.join(PEERS_DIR, "node_peer.js"), "--port", str(port),
-                "--name", name]
+                "--name", name, "--host", host]
         if verbose:
             argv.append("-v")
         argv.append(mode)
         if mode == "connect":
-            argv.append("%s:%d" % target)
+            argv.append("%s:%d" % (_bracket(target[0]), target[1]))
         return self.start(argv, "node_peer:%d:%s" % (port, mode))
+
+
+def _bracket(host):
+    return "[%s]" % host if ":" in host else host
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A scripted AppleMIDI initiator (pymidi 0.5.0's own Client is a stub).
 
-Usage: venv/bin/python pymidi_initiator.py HOST:PORT [--name NAME] [--port EVEN_PORT]
-                                          [--no-sync] [-v]
+Usage: venv/bin/python pymidi_initiator.py HOST:PORT [--name NAME] [--host 127.0.0.1|::1]
+                                          [--port EVEN_PORT] [--no-sync] [-v]
+HOST may be [::1]; --host is the local address (its family must match HOST's).
 
 Session packets are built and parsed with pymidi.packets; RTP-MIDI with
 midiwire. It binds an even control port and the next odd one (--port, or a
@@ -20,8 +21,10 @@ stdout, one JSON object a line:
   {"event":"malformed","error":E}                           an RTP-MIDI packet we could not parse
   {"event":"sent","bytes":B}
   {"event":"timeout","stage":...}                           no answer to IN; exits 1
-stdin: `send 90 3c 64` (one packet, delta 0 between commands), `quit`; EOF,
-SIGINT and SIGTERM send BY and exit 0.
+stdin: `send 90 3c 64` (one packet, delta 0 between commands);
+`raw ctrl|data HEX [COUNT]` sends the datagram HEX (COUNT times) from the control
+or data socket to the remote's (garbage and flood tests); `quit`; EOF, SIGINT
+and SIGTERM send BY and exit 0.
 """
 
 import argparse
@@ -53,8 +56,9 @@ def emit(event, **fields):
 
 def bind_pair(host, port):
     """Control and data sockets on PORT and PORT+1 (an even free pair if PORT is None)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
-        ctrl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ctrl = socket.socket(family, socket.SOCK_DGRAM)
         try:
             ctrl.bind((host, port or 0))
         except OSError:
@@ -64,7 +68,7 @@ def bind_pair(host, port):
         if port is None and (p % 2 or p >= 65535):
             ctrl.close()
             continue
-        data = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        data = socket.socket(family, socket.SOCK_DGRAM)
         try:
             data.bind((host, p + 1))
         except OSError:
@@ -208,6 +212,13 @@ class Initiator:
         self.data.sendto(packet, self.remote_data)
         emit("sent", bytes=midiwire.to_hex(midi))
 
+    def raw(self, which, datagram, count):
+        sock, dest = (self.ctrl, self.remote_ctrl) if which == "ctrl" else (
+            self.data, self.remote_data)
+        for _ in range(count):
+            sock.sendto(datagram, dest)
+        emit("sent-raw", port=dest[1], count=count, size=len(datagram))
+
     def bye(self):
         if self.stage in ("data", "up"):
             self.ctrl.sendto(self.exchange(b"BY"), self.remote_ctrl)
@@ -227,9 +238,10 @@ def main():
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="pymidi_initiator %(levelname)s %(message)s")
     host, _, port = args.target.rpartition(":")
-    remote = (socket.gethostbyname(host), int(port))
-
+    host = host.strip("[]")
     ctrl, data = bind_pair(args.host, args.port)
+    remote = socket.getaddrinfo(host, int(port), ctrl.family, socket.SOCK_DGRAM)[0][4][:2]
+
     ini = Initiator(remote, args.name, ctrl, data, sync=not args.no_sync)
     emit("ready", port=ctrl.getsockname()[1], ssrc=ini.ssrc)
 
@@ -279,7 +291,16 @@ def handle_line(line, ini):
     if line == "quit":
         return True
     cmd, _, rest = line.partition(" ")
-    if cmd == "send":
+    if cmd == "raw":
+        parts = rest.split()
+        try:
+            if len(parts) not in (2, 3) or parts[0] not in ("ctrl", "data"):
+                raise ValueError("want: raw ctrl|data HEX [COUNT]")
+            count = int(parts[2]) if len(parts) == 3 else 1
+            ini.raw(parts[0], midiwire.parse_hex(parts[1]), count)
+        except ValueError as exc:
+            emit("error", error="bad raw line %r: %s" % (line, exc))
+    elif cmd == "send":
         if ini.stage != "up":
             emit("error", error="not connected")
             return False

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A pymidi 0.5.0 listener (pymidi.server.Server) that reports in JSON lines.
 
-Usage: venv/bin/python pymidi_listener.py PORT [--host 127.0.0.1] [--name pymidi]
+Usage: venv/bin/python pymidi_listener.py PORT [--host 127.0.0.1|::1] [--name pymidi]
                                             [--same-ssrc] [-v]
 
 stdout, one JSON object a line, flushed:
@@ -45,7 +45,8 @@ def emit(event, **fields):
 
 
 def addr_str(addr):
-    return "%s:%d" % (addr[0], addr[1])
+    host = "[%s]" % addr[0] if ":" in addr[0] else addr[0]
+    return "%s:%d" % (host, addr[1])
 
 
 def command_bytes(command):
