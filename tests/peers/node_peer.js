@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /*
- * A node-rtpmidi 1.0.0 session on 127.0.0.1 that reports in JSON lines.
+ * A node-rtpmidi 1.0.0 session on loopback that reports in JSON lines.
  *
  * Usage: node node_peer.js --port P [--host 127.0.0.1|::1] [--name NAME] [-v] listen
  *        node node_peer.js --port P [--host 127.0.0.1|::1] [--name NAME] [-v] connect HOST:PORT
@@ -16,9 +16,10 @@
  *   {"event":"send-ready","name":N,"latency":L}             latency known: sendMessage works
  *   {"event":"midi","name":N,"bytes":"90 3c 64"}            one per received command
  *   {"event":"disconnected","name":N,"local":bool}          BY received (local: we sent it)
- *   {"event":"rejected","addr":"h:p"}                       NO received
+ *   {"event":"rejected","name":N}                           NO received
  *   {"event":"dropped","reason":"unknown-ssrc","ssrc":S}    MIDI (or, with "command", a
  *                                                           session message) no stream owns
+ *   {"event":"ignored","command":"end","ssrc":S}            a BY for no stream (harmless)
  *   {"event":"malformed","error":E}                         node-rtpmidi threw on a datagram
  *   {"event":"sent","bytes":B,"peers":K}                    after a `send` line
  * stdin lines: `send 90 3c 64 ...` (sent to every stream whose latency is known,
@@ -147,7 +148,10 @@ session.on('ready', () => emit('ready', { port: opts.port, ssrc: session.ssrc })
 // A session message that matches no stream is ignored by node-rtpmidi; say so.
 session.on('controlMessage', (msg) => {
   const known = session.streams.some((s) => s.ssrc === msg.ssrc || s.token === msg.token);
-  if (!known && msg.command !== 'invitation') {
+  if (known || msg.command === 'invitation') return;
+  if (msg.command === 'end') {
+    emit('ignored', { command: msg.command, ssrc: msg.ssrc });
+  } else {
     emit('dropped', { reason: 'unknown-ssrc', command: msg.command, ssrc: msg.ssrc });
   }
 });
@@ -158,11 +162,11 @@ session.on('midi', (msg) => {
   }
 });
 
-// node-rtpmidi keeps the NUL that ends the name in IN/OK: report it without.
 function addrStr(address, port) {
   return address && address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
+// node-rtpmidi keeps the NUL that ends the name in IN/OK: report it without.
 function peerName(stream) {
   return (stream.name || '').replace(/\0+$/, '');
 }
@@ -205,8 +209,8 @@ function send(bytes) {
 function shutdown() {
   if (closing) return;
   closing = true;
-  // Session.end skips streams (its removeStream splices every later one too):
-  // send BY to each stream ourselves.
+  // Session.end walks its streams by index while each ending stream removes
+  // itself, so it skips some: send BY to each stream ourselves.
   const streams = session.streams.slice();
   let left = streams.length + 1;
   const done = () => {

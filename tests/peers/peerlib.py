@@ -81,7 +81,8 @@ class Peer:
         self.pid = self.proc.pid
         self.started = time.monotonic()
         self.history = []  # every event, in order, each with "t" (s since start)
-        self._cursor = 0  # expect() looks at history[_cursor:]
+        self._pending = []  # events no expect() has returned yet, in order
+        self._eof = False  # stdout ended and every line is in history
         self._recent = collections.deque(maxlen=60)
         self._queue = queue.Queue()
         self._lock = threading.Lock()
@@ -120,9 +121,8 @@ class Peer:
             self._eof = True
             return None
         self.history.append(item)
+        self._pending.append(item)
         return True
-
-    _eof = False
 
     def recent(self):
         with self._lock:
@@ -135,19 +135,16 @@ class Peer:
         )
 
     def expect(self, event, timeout=DEFAULT_TIMEOUT, **fields):
-        """Wait for the next event named `event` whose fields match; return it.
-
-        Events passed over stay in `history`; the next expect starts after the
-        match.
+        """Wait for the oldest event named `event` whose fields match that no
+        expect has returned yet; return it (and only it: other events stay
+        for later expects, so different kinds may be awaited in any order).
         """
         deadline = time.monotonic() + timeout
         while True:
-            for i in range(self._cursor, len(self.history)):
-                e = self.history[i]
+            for i, e in enumerate(self._pending):
                 if e.get("event") == event and all(e.get(k) == v for k, v in fields.items()):
-                    self._cursor = i + 1
+                    del self._pending[i]
                     return e
-            self._cursor = len(self.history)
             if self._eof:
                 self._fail(PeerExited, "exited (status %s) before %r %r"
                            % (self.proc.poll(), event, fields))

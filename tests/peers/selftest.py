@@ -19,9 +19,11 @@ from midiwire import parse_hex, split_midi, to_hex
 from peerlib import PeerGroup, free_port_pair
 
 # What pymidi understands: note on/off, control change, poly pressure.
-# "90 41 40 42 40" is two notes in running status (sent with it by node-rtpmidi).
+# "90 41 40 42 40" is two notes in running status (sent with it by node-rtpmidi);
+# the chord is a command list longer than 15 bytes (B=1, RFC 6295 3.1).
+CHORD = " ".join("90 %02x 40" % k for k in range(0x30, 0x36))
 PYMIDI_SAFE = ["90 3c 64", "80 3c 00", "90 40 50", "b0 07 64", "a0 40 20", "80 40 00",
-               "90 41 40 42 40", "80 41 00 80 42 00"]
+               "90 41 40 42 40", "80 41 00 80 42 00", CHORD, CHORD.replace("90", "80")]
 # For peers that parse every command; each string is one `send` line (one packet).
 FULL = PYMIDI_SAFE + ["c0 05", "e0 00 40", "d0 33", "90 43 60 80 43 00", "f0 7d 01 02 f7"]
 
