@@ -1,0 +1,221 @@
+"""rtpmidid against third-party RTP-MIDI implementations on loopback (pymidi, node-rtpmidi).
+
+Run with the peers' venv: tests/peers/venv/bin/python -m pytest tests/e2e
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "peers"))
+
+from daemonlib import Daemons  # noqa: E402
+from peerlib import PeerGroup, free_port_pair  # noqa: E402
+
+LOCAL = "127.0.0.1"
+# node-rtpmidi needs ~3 s after connecting before it can send; every wait is generous.
+SLOW = 30
+
+NOTES = ["90 3c 64", "b0 07 50", "80 3c 00", "90 40 7f", "a0 40 20", "80 40 00"]
+
+
+@pytest.fixture
+def peers():
+    with PeerGroup() as group:
+        yield group
+
+
+@pytest.fixture
+def daemons():
+    with Daemons() as group:
+        yield group
+
+
+def send_all(peer, notes):
+    for n in notes:
+        peer.send(n)
+
+
+def assert_received_exactly(peer, notes):
+    """The peer got these MIDI commands in this order, and nothing else so far."""
+    got = peer.expect_midi(len(notes), timeout=SLOW)
+    assert got == notes
+    assert not peer.problems(), peer.problems()
+
+
+def test_node_initiator_through_hub_to_pymidi_listener_and_back(peers, daemons):
+    py_port = free_port_pair()
+    listener = peers.pymidi_listener(py_port, name="pylisten")
+    listener.expect("ready")
+    hub_port = free_port_pair()
+    hub = daemons.start(hub_port, name="hub", args=["--hub", "-C", "%s:%d" % (LOCAL, py_port)])
+    hub.expect_log(r'session opened: "pylisten"')
+    node = peers.node_peer("connect", free_port_pair(), target=(LOCAL, hub_port), name="nodeini")
+    hub.expect_log(r'session opened: "nodeini"', timeout=SLOW)
+    node.expect("send-ready", timeout=SLOW)
+
+    send_all(node, NOTES)
+    assert_received_exactly(listener, NOTES)
+
+    back = ["90 30 40", "80 30 00"]
+    send_all(listener, back)
+    assert_received_exactly(node, back)
+
+    # Nothing else arrives on either side, and nothing echoes to its sender.
+    node.stop()
+    listener.stop()
+    assert [e["bytes"] for e in listener.events("midi")] == NOTES
+    assert [e["bytes"] for e in node.events("midi")] == back
+    assert hub.stop() == 0
+
+
+def test_connect_to_node_listener(peers, daemons):
+    node_port = free_port_pair()
+    node = peers.node_peer("listen", node_port, name="nodelisten")
+    node.expect("ready")
+    hub_port = free_port_pair()
+    hub = daemons.start(hub_port, name="hub", args=["--hub", "-C", "%s:%d" % (LOCAL, node_port)])
+    hub.expect_log(r'session opened: "nodelisten"')
+    node.expect("send-ready", timeout=SLOW)
+    initiator = peers.pymidi_initiator((LOCAL, hub_port), name="pyini")
+    hub.expect_log(r'session opened: "pyini"')
+    initiator.expect("send-ready")
+
+    send_all(initiator, NOTES)
+    assert_received_exactly(node, NOTES)
+    send_all(node, NOTES[:2])
+    assert_received_exactly(initiator, NOTES[:2])
+    initiator.stop()
+    node.stop()
+    assert [e["bytes"] for e in node.events("midi")] == NOTES
+    assert hub.stop() == 0
+
+
+def test_two_daemons_in_a_chain(peers, daemons):
+    a_port = free_port_pair()
+    a = daemons.start(a_port, name="A", args=["--hub"])
+    a.expect_log(r"listening on")
+    b_port = free_port_pair()
+    b = daemons.start(b_port, name="B", args=["--hub", "-C", "%s:%d" % (LOCAL, a_port)])
+    a.expect_log(r'session opened: "B"')
+    b.expect_log(r'session opened: "A"')
+    source = peers.pymidi_initiator((LOCAL, b_port), name="source")
+    sink = peers.pymidi_initiator((LOCAL, a_port), name="sink")
+    source.expect("send-ready")
+    sink.expect("send-ready")
+    b.expect_log(r'session opened: "source"')
+    a.expect_log(r'session opened: "sink"')
+
+    send_all(source, NOTES)
+    assert_received_exactly(sink, NOTES)
+    send_all(sink, NOTES[::-1])
+    assert_received_exactly(source, NOTES[::-1])
+    source.stop()
+    sink.stop()
+    assert [e["bytes"] for e in sink.events("midi")] == NOTES
+    assert [e["bytes"] for e in source.events("midi")] == NOTES[::-1]
+    assert b.stop() == 0
+    assert a.stop() == 0
+
+
+GARBAGE = [b"", b"\xff", b"\xff\xffIN\x00", b"\xff\xffCK" + b"\x00" * 3, b"\x80\x61\x00",
+           b"\x80\x61\x00\x01\x00\x00\x00\x00\x12\x34\x56\x78\xf0\xff",
+           b"\xff\xffBY\x00\x00\x00\x02", bytes(range(256)) * 3]
+
+
+def test_garbage_and_floods_do_not_stall_other_sessions(peers, daemons):
+    hub_port = free_port_pair()
+    hub = daemons.start(hub_port, name="hub", args=["--hub"])
+    one = peers.pymidi_initiator((LOCAL, hub_port), name="one")
+    two = peers.pymidi_initiator((LOCAL, hub_port), name="two")
+    one.expect("send-ready")
+    two.expect("send-ready")
+    flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # Garbage interleaved with real MIDI, in bursts the kernel's socket buffer holds: every
+        # note must come through, in order.
+        notes = ["90 %02x 40" % k for k in range(40)]
+        for k, note in enumerate(notes):
+            for i in range(100):
+                flooder.sendto(GARBAGE[(k + i) % len(GARBAGE)], (LOCAL, hub_port + (i % 2)))
+            one.send(note)
+        assert_received_exactly(two, notes)
+
+        # A blast far beyond what the socket buffer holds: the kernel drops some of it (and
+        # maybe a note sent meanwhile), but the sessions must work as soon as it is over.
+        for i in range(30000):
+            flooder.sendto(GARBAGE[i % len(GARBAGE)], (LOCAL, hub_port + (i % 2)))
+    finally:
+        flooder.close()
+    # A session peer can send junk too, on its own sockets.
+    one.send_line("raw data 80610001000000000000000000 50")
+    probe = "90 7f 01"
+    deadline = time.monotonic() + SLOW
+    while not any(e["bytes"] == probe for e in two.events("midi")):
+        assert time.monotonic() < deadline, "the hub stalled after the flood"
+        one.send(probe)
+        try:
+            two.expect("midi", timeout=0.5, bytes=probe)
+        except AssertionError:
+            pass
+    send_all(one, NOTES)
+    got = [b for b in two.expect_midi(len(NOTES), timeout=SLOW) if b != probe]
+    while len(got) < len(NOTES):
+        got += [b for b in two.expect_midi(1, timeout=SLOW) if b != probe]
+    assert got == NOTES
+    hub.expect_log(r"WARN .*dropped \d+ datagram")
+    assert hub.proc.poll() is None
+    one.stop()
+    two.stop()
+    assert hub.stop() == 0
+
+
+def test_reconnects_after_the_listener_restarts_without_a_duplicate(peers, daemons):
+    py_port = free_port_pair()
+    listener = peers.pymidi_listener(py_port, name="pylisten")
+    listener.expect("ready")
+    hub_port = free_port_pair()
+    hub = daemons.start(hub_port, name="hub", args=["--hub", "-C", "%s:%d" % (LOCAL, py_port)])
+    hub.expect_log(r'session opened: "pylisten"')
+    listener.kill()  # gone without BY
+
+    listener = peers.pymidi_listener(py_port, name="pylisten")
+    listener.expect("ready")
+    hub.expect_log(r'session closed: pylisten: Timeout', timeout=40)
+    hub.expect_log(r'session opened: "pylisten"', timeout=40)
+    initiator = peers.pymidi_initiator((LOCAL, hub_port), name="pyini")
+    initiator.expect("send-ready")
+    hub.expect_log(r'session opened: "pyini"')
+    send_all(initiator, NOTES)
+    assert_received_exactly(listener, NOTES)
+    initiator.stop()
+    listener.stop()
+    # Exactly once: a stale second session would have delivered every note twice.
+    assert [e["bytes"] for e in listener.events("midi")] == NOTES
+    assert hub.stop() == 0
+
+
+def test_sigterm_says_goodbye_and_exits_quickly(peers, daemons):
+    hub_port = free_port_pair()
+    hub = daemons.start(hub_port, name="hub")
+    initiator = peers.pymidi_initiator((LOCAL, hub_port), name="pyini")
+    initiator.expect("send-ready")
+    started = time.monotonic()
+    hub.signal(signal.SIGTERM)
+    assert hub.proc.wait(5) == 0
+    assert time.monotonic() - started < 1.0
+    initiator.expect("disconnected", local=False)
+
+
+def test_refuses_a_port_in_use(daemons):
+    port = free_port_pair()
+    first = daemons.start(port, name="first")
+    first.expect_log(r"listening on")
+    second = daemons.start(port, name="second")
+    assert second.proc.wait(10) == 1
+    second.stop()
+    assert any("cannot open UDP port" in line for line in second.lines)
