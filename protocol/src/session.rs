@@ -192,7 +192,8 @@ const TIMERS: usize = 4;
 enum Pending {
     Invite(Port),
     Accept(Port, SocketAddr),
-    End,
+    /// BY, with the token and SSRC it ends (they change on an SSRC collision).
+    End(End),
     Clock(Port, SocketAddr, Clock),
     Feedback(u16),
 }
@@ -402,6 +403,10 @@ impl Session {
                         return;
                     }
                     self.heard(now);
+                    if inv.ssrc == self.ssrc {
+                        self.restart_after_collision(now);
+                        return;
+                    }
                     self.peer_ssrc = Some(inv.ssrc);
                     if let Some(name) = inv.name {
                         self.peer_name = sanitize_name(name);
@@ -585,7 +590,7 @@ impl Session {
             if matches!(self.state, State::Connected | State::AwaitingData)
                 || self.peer_ssrc.is_some()
             {
-                self.pending.push_back(Pending::End);
+                self.pending.push_back(Pending::End(self.end_command()));
             }
             self.end(DisconnectReason::Closed);
         }
@@ -704,14 +709,7 @@ impl Session {
                     Some(self.config.name.as_str()),
                 )),
             ),
-            Pending::End => (
-                Port::Control,
-                self.peer_control,
-                Command::End(End {
-                    token: self.token,
-                    ssrc: self.ssrc,
-                }),
-            ),
+            Pending::End(end) => (Port::Control, self.peer_control, Command::End(end)),
             Pending::Clock(port, dst, ck) => (port, dst, Command::Clock(ck)),
             Pending::Feedback(seq) => (
                 Port::Data,
@@ -724,6 +722,30 @@ impl Session {
         };
         let len = command.emit(buf).ok()?;
         Some(Transmit { port, dst, len })
+    }
+
+    /// The peer chose our SSRC (RFC 3550 §8.2): leave, and invite again under a new SSRC and
+    /// token.
+    fn restart_after_collision(&mut self, now: Instant) {
+        self.pending.push_back(Pending::End(self.end_command()));
+        let old = self.ssrc;
+        while self.ssrc == old {
+            self.ssrc = self.rng.next_u32();
+        }
+        self.token = self.rng.next_u32();
+        self.peer_ssrc = None;
+        self.state = State::Inviting {
+            port: Port::Control,
+            attempts: 0,
+        };
+        self.send_invitation(now);
+    }
+
+    fn end_command(&self) -> End {
+        End {
+            token: self.token,
+            ssrc: self.ssrc,
+        }
     }
 
     fn send_invitation(&mut self, now: Instant) {
@@ -853,4 +875,188 @@ pub fn sanitize_name(name: &str) -> String {
         .collect::<String>()
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "192.0.2.7:5004";
+    const PEER_DATA: &str = "192.0.2.7:5005";
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_micros(ms * 1000)
+    }
+
+    fn datagram(cmd: Command<'_>) -> Vec<u8> {
+        let mut buf = vec![0; cmd.buffer_len()];
+        cmd.emit(&mut buf).unwrap();
+        buf
+    }
+
+    /// Every datagram the session wants to send now, parsed back.
+    fn sent(s: &mut Session, now: Instant) -> Vec<(Port, SocketAddr, Vec<u8>)> {
+        let mut buf = [0u8; 1500];
+        let mut out = Vec::new();
+        while let Some(t) = s.poll_transmit(now, &mut buf) {
+            out.push((t.port, t.dst, buf[..t.len].to_vec()));
+        }
+        out
+    }
+
+    fn invitation(token: u32, ssrc: u32) -> Invitation<'static> {
+        Invitation {
+            token,
+            ssrc,
+            name: Some("Peer"),
+        }
+    }
+
+    /// A responder session after the peer's IN on both ports.
+    fn responder() -> Session {
+        let from = PEER.parse().unwrap();
+        let mut s = Session::accept(Config::default(), at(0), from, &invitation(77, 1234), 5);
+        let data_in = datagram(Command::Invitation(invitation(77, 1234)));
+        s.handle_datagram(at(1), Port::Data, PEER_DATA.parse().unwrap(), &data_in);
+        assert!(s.is_connected());
+        sent(&mut s, at(1));
+        s
+    }
+
+    fn rtp_note(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut buf = vec![0; 16];
+        rtp::Header {
+            marker: true,
+            payload_type: PAYLOAD_TYPE,
+            sequence: seq,
+            timestamp: 0,
+            ssrc,
+        }
+        .emit(&mut buf)
+        .unwrap();
+        buf[12..].copy_from_slice(&[0x03, 0x90, 0x3C, 0x64]);
+        buf
+    }
+
+    #[test]
+    fn repeated_invitation_is_answered_again() {
+        let mut s = responder();
+        let again = datagram(Command::Invitation(invitation(77, 1234)));
+        s.handle_datagram(at(5), Port::Control, PEER.parse().unwrap(), &again);
+        let out = sent(&mut s, at(5));
+        assert_eq!(out.len(), 1);
+        assert!(matches!(Command::parse(&out[0].2), Ok(Command::Accept(a)) if a.token == 77));
+        assert_eq!(
+            s.poll_event().map(|e| matches!(e, Event::Connected { .. })),
+            Some(true)
+        );
+        assert_eq!(s.poll_event(), None, "one Connected event only");
+    }
+
+    #[test]
+    fn clock_is_answered_on_the_port_it_came_in_on_and_ck2_never() {
+        let mut s = responder();
+        for port in [Port::Control, Port::Data] {
+            let ck0 = datagram(Command::Clock(Clock {
+                ssrc: 1234,
+                count: 0,
+                timestamps: [500, 0, 0],
+            }));
+            let from: SocketAddr = if port == Port::Control {
+                PEER
+            } else {
+                PEER_DATA
+            }
+            .parse()
+            .unwrap();
+            s.handle_datagram(at(2000), port, from, &ck0);
+            let out = sent(&mut s, at(2000));
+            assert_eq!(out.len(), 1);
+            assert_eq!((out[0].0, out[0].1), (port, from));
+            match Command::parse(&out[0].2) {
+                Ok(Command::Clock(ck)) => {
+                    assert_eq!(ck.count, 1);
+                    assert_eq!(ck.timestamps[0], 500);
+                    // 2000 ms after the session's start, in 100 µs ticks.
+                    assert_eq!(ck.timestamps[1], 20_000);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let ck2 = datagram(Command::Clock(Clock {
+            ssrc: 1234,
+            count: 2,
+            timestamps: [500, 20_000, 510],
+        }));
+        s.handle_datagram(at(2001), Port::Data, PEER_DATA.parse().unwrap(), &ck2);
+        assert!(sent(&mut s, at(2001)).is_empty());
+    }
+
+    #[test]
+    fn receiver_feedback_about_once_a_second_with_the_newest_sequence() {
+        let mut s = responder();
+        let from: SocketAddr = PEER_DATA.parse().unwrap();
+        for i in 0..30u16 {
+            s.handle_datagram(
+                at(10 + u64::from(i) * 50),
+                Port::Data,
+                from,
+                &rtp_note(i, 1234),
+            );
+            s.handle_timeout(at(10 + u64::from(i) * 50));
+        }
+        // 1.5 s of packets every 50 ms: exactly one RS so far, on the data port.
+        let feedback: Vec<Feedback> = sent(&mut s, at(1460))
+            .iter()
+            .filter_map(|(_, _, b)| match Command::parse(b) {
+                Ok(Command::Feedback(f)) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(feedback.len(), 1);
+        assert!(feedback[0].seq >= 19, "{:?}", feedback[0]);
+        assert_eq!(s.stats().packets_received, 30);
+    }
+
+    #[test]
+    fn ssrc_collision_restarts_the_invitation_under_a_new_ssrc() {
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let mut s = Session::connect(Config::default(), at(0), peer, 9);
+        let first = sent(&mut s, at(0));
+        let Ok(Command::Invitation(inv)) = Command::parse(&first[0].2) else {
+            panic!("no IN");
+        };
+        let (token, ssrc) = (inv.token, inv.ssrc);
+        // The peer answers with our own SSRC.
+        let ok = datagram(Command::Accept(invitation(token, ssrc)));
+        s.handle_datagram(at(3), Port::Control, peer, &ok);
+        let out = sent(&mut s, at(3));
+        let cmds: Vec<Command<'_>> = out
+            .iter()
+            .map(|(_, _, b)| Command::parse(b).unwrap())
+            .collect();
+        assert!(matches!(cmds[0], Command::End(e) if e.token == token && e.ssrc == ssrc));
+        assert!(matches!(cmds[1], Command::Invitation(i) if i.token != token && i.ssrc != ssrc));
+        assert_eq!(out[1].0, Port::Control);
+    }
+
+    #[test]
+    fn malformed_datagrams_are_counted_not_fatal() {
+        let mut s = responder();
+        let from: SocketAddr = PEER_DATA.parse().unwrap();
+        for junk in [
+            &[0xFF, 0xFF, b'C', b'K', 0][..],
+            &[0x80, 0x61],
+            &[0x80, 0x61, 0, 0, 0, 0, 0, 0, 0, 0, 0x04, 0xD2, 0x8F],
+        ] {
+            s.handle_datagram(at(5), Port::Data, from, junk);
+        }
+        assert!(s.stats().malformed >= 2, "{:?}", s.stats());
+        assert!(s.is_connected());
+        s.handle_datagram(at(6), Port::Data, from, &rtp_note(1, 1234));
+        assert!(matches!(s.poll_event(), Some(Event::Connected { .. })));
+        assert!(
+            matches!(s.poll_event(), Some(Event::Midi(m)) if m.message.as_bytes() == [0x90, 0x3C, 0x64])
+        );
+    }
 }
