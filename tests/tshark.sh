@@ -145,7 +145,9 @@ for port in $ports; do
         [[ ":${value[frame.protocols]}:" == *":$kind:"* ]] ||
             fail "$kind not dissected (${value[frame.protocols]}): $line"
         for f in applemidi.unknown_data rtpmidi.unknown_data; do
-            [ -z "${value[$f]}" ] || fail "$f ${value[$f]}: $line"
+            # Wireshark shows the data of middle and last SysEx segments as unknown data; a
+            # vector that expects it lists the exact bytes.
+            [ -z "${value[$f]}" ] || [[ " $expects " == *" $f="* ]] || fail "$f ${value[$f]}: $line"
         done
         for f in $(required_fields "$kind"); do
             [[ " $expects " == *" $f="* ]] || fail "vector does not list $f: $line"

@@ -14,7 +14,10 @@
 //!
 //! To check a packet only loosely (say an RTP-MIDI packet with a journal), list only the fields
 //! worth comparing; the script still fails on malformed or undissected packets.
+use protocol::midi::MidiMessage;
+use protocol::outbox::{Outbox, OutboxConfig};
 use protocol::wire::applemidi::{Clock, Command, End, Feedback, Invitation};
+use protocol::wire::midi_list::{self, CommandKind, SegmentKind};
 use protocol::wire::rtp::{Header, Packet, PAYLOAD_TYPE_MIDI};
 
 const CONTROL_PORT: u16 = 5004;
@@ -98,6 +101,89 @@ fn rtp(header: Header, payload: &[u8]) {
     line("rtp", DATA_PORT, &buf, &fields);
 }
 
+/// Command sections as the session's Outbox packs them: every kind of MIDI message, running
+/// status, delta times, and a SysEx split over several packets by a small MTU.
+fn outbox_packets(ssrc: u32) {
+    let messages: &[&[u8]] = &[
+        &[0x90, 0x3C, 0x64],
+        &[0x90, 0x40, 0x64],
+        &[0x80, 0x3C, 0x00],
+        &[0xA1, 0x40, 0x20],
+        &[0xB2, 0x07, 0x50],
+        &[0xB2, 0x65, 0x00],
+        &[0xC3, 0x05],
+        &[0xD4, 0x33],
+        &[0xE5, 0x00, 0x40],
+        &[0xF1, 0x21],
+        &[0xF2, 0x10, 0x02],
+        &[0xF3, 0x04],
+        &[0xF6],
+        &[0xF8],
+        &[0xFA],
+        &[0xFB],
+        &[0xFC],
+        &[0xFE],
+        &[0xFF],
+        &[0xF0, 0x7E, 0x7F, 0x06, 0x01, 0xF7],
+    ];
+    let mut sysex = vec![0xF0, 0x7D];
+    sysex.extend((0..300).map(|i| (i % 128) as u8));
+    sysex.push(0xF7);
+    let mut outbox = Outbox::new(OutboxConfig {
+        mtu: 120,
+        ..OutboxConfig::default()
+    });
+    for (i, bytes) in messages.iter().enumerate() {
+        let message = MidiMessage::from_bytes(bytes).expect("valid MIDI");
+        outbox
+            .push(1_000 + 7 * i as u64, message)
+            .expect("queue room");
+    }
+    outbox
+        .push(2_000, MidiMessage::SysEx(sysex))
+        .expect("queue room");
+    let mut sequence = 100;
+    let mut section = [0u8; 120];
+    while let Some(emitted) = outbox.emit_section(&mut section, false, |_| {}) {
+        let header = Header {
+            marker: true,
+            payload_type: PAYLOAD_TYPE_MIDI,
+            sequence,
+            timestamp: emitted.timestamp,
+            ssrc,
+        };
+        let packet = Packet {
+            header,
+            payload: &section[..emitted.len],
+        };
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.emit(&mut buf).expect("buffer of buffer_len()");
+        let mut fields = vec![
+            ("rtp.seq", sequence.to_string()),
+            ("rtp.timestamp", emitted.timestamp.to_string()),
+        ];
+        // Wireshark files the data of middle and last SysEx segments under unknown_data.
+        let continued: Vec<String> = midi_list::parse(&section[..emitted.len])
+            .expect("our own section parses")
+            .0
+            .commands()
+            .filter_map(|c| match c.expect("our own command parses").kind {
+                CommandKind::SysEx(s)
+                    if matches!(s.kind, SegmentKind::Middle | SegmentKind::Last) =>
+                {
+                    Some(hex(s.data))
+                }
+                _ => None,
+            })
+            .collect();
+        if !continued.is_empty() {
+            fields.push(("rtpmidi.unknown_data", continued.join(",")));
+        }
+        line("rtpmidi", DATA_PORT, &buf, &fields);
+        sequence += 1;
+    }
+}
+
 fn main() {
     let token = 0xF8D1_8B04;
     let (ours, theirs) = (0x1C84_737A, 0xDEAD_BEEF);
@@ -169,6 +255,8 @@ fn main() {
         ..header
     };
     rtp(next, &[0x00]);
+
+    outbox_packets(ours);
 
     session(CONTROL_PORT, Command::End(End { token, ssrc: ours }));
 }
