@@ -1,0 +1,103 @@
+#!/bin/sh
+# The sequencer seam on a real kernel sequencer: examples/seq_probe echoes what arrives on its
+# port; aplaymidi plays a note-on, a CC, a pitch bend, a program change, a 1000-byte SysEx and
+# a note-off into it, aseqdump records what comes back out, and both ends must match the file.
+# The probe must also see the whole SysEx as one message and both subscriptions with names.
+#
+# Usage: tests/vm/seq_probe.sh      (on the host: builds the probe, writes the .mid, boots)
+#        seq_probe.sh --guest       (inside the VM, next to seq_probe and probe.mid)
+set -eu
+
+if [ "${1:-}" != --guest ]; then
+    here=$(cd "$(dirname "$0")" && pwd)
+    repo=$(cd "$here/../.." && pwd)
+    (cd "$repo" && cargo build -q --example seq_probe)
+    probe=${CARGO_TARGET_DIR:-$repo/target}/debug/examples/seq_probe
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 - "$tmp" <<'EOF'
+import struct, sys
+out = sys.argv[1]
+data = bytes(i % 128 for i in range(998))
+sysex = b"\xf0" + data + b"\xf7"                     # 1000 bytes on the wire
+def varlen(n):
+    b = [n & 0x7F]
+    while n > 0x7F:
+        n >>= 7
+        b.insert(0, 0x80 | (n & 0x7F))
+    return bytes(b)
+track = (
+    bytes([0, 0x90, 0x3C, 0x64])                      # note on, C4, velocity 100
+    + bytes([0, 0xB0, 0x07, 0x64])                    # CC 7 = 100
+    + bytes([0, 0xE0, 0x00, 0x50])                    # pitch bend +2048
+    + bytes([0, 0xC0, 0x05])                          # program 5
+    + b"\x00\xf0" + varlen(len(sysex) - 1) + sysex[1:]  # SMF SysEx: F0, length, data..F7
+    + bytes([10, 0x80, 0x3C, 0x00])                   # note off
+    + bytes([0, 0xFF, 0x2F, 0x00])
+)
+with open(out + "/probe.mid", "wb") as f:
+    f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))
+    f.write(b"MTrk" + struct.pack(">I", len(track)) + track)
+with open(out + "/sysex.hex", "w") as f:
+    f.write(" ".join("%02X" % b for b in sysex) + "\n")
+EOF
+    exec "$here/run.sh" --timeout 90 --copy "$0:seq_probe.sh" --copy "$probe:seq_probe" \
+        --copy "$tmp/probe.mid:probe.mid" --copy "$tmp/sysex.hex:sysex.hex" \
+        -- /bin/sh seq_probe.sh --guest
+fi
+
+fail() {
+    echo "seq_probe: FAIL: $*"
+    for f in probe.log dump.txt; do [ -f $f ] && { echo "--- $f"; cut -c1-200 $f; }; done
+    exit 1
+}
+# Waits (bounded, 10 s) until FILE has a line matching PATTERN.
+wait_for() { # FILE PATTERN WHAT
+    i=0
+    until grep -q "$2" "$1" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 200 ] || fail "timed out waiting for $3"
+        sleep 0.05
+    done
+}
+
+./seq_probe --echo >probe.log 2>&1 &
+wait_for probe.log '^ready ' "the probe to start"
+addr=$(sed -n 's/^ready //p' probe.log)
+echo "seq_probe: probe at $addr"
+
+aseqdump -p "$addr" >dump.txt 2>&1 &
+dump=$!
+wait_for probe.log "^subscribed 0 [0-9:]* to-peer client 'aseqdump'" "aseqdump's subscription"
+aplaymidi -p "$addr" probe.mid || fail "aplaymidi failed"
+wait_for dump.txt "Note off" "the echoed note-off"
+wait_for probe.log "^unsubscribed 0 [0-9:]* from-peer" "aplaymidi's unsubscription"
+kill $dump
+wait $dump || true
+
+# What the probe received: whole messages, the SysEx as one.
+for m in '90 3C 64' 'B0 07 64' 'E0 00 50' 'C0 05' '80 3C 00'; do
+    grep -q "^midi [0-9:]* len [0-9]* $m\$" probe.log || fail "probe did not get $m"
+done
+grep -q "^subscribed 0 [0-9:]* from-peer client 'aplaymidi' port 'aplaymidi'" probe.log ||
+    fail "no named subscription from aplaymidi"
+sed -n 's/^midi [0-9:]* len 1000 //p' probe.log >got-sysex.hex
+cmp -s got-sysex.hex sysex.hex || fail "probe did not get the 1000-byte SysEx whole"
+echo "seq_probe: probe got 5 short messages and the SysEx whole, and both subscriptions"
+
+# What came back out through the kernel to aseqdump (events in file order, SysEx joined).
+sed -n "s/^ *$addr *//p" dump.txt | grep -v '^System exclusive' | sed 's/  */ /g' >got.txt
+cat >want.txt <<'EOF'
+Note on 0, note 60, velocity 100
+Control change 0, controller 7, value 100
+Pitch bend 0, value 2048
+Program change 0, program 5
+Note off 0, note 60, velocity 0
+EOF
+cmp -s got.txt want.txt || fail "echoed events differ"
+grep "^ *$addr *System exclusive" dump.txt | sed 's/.*System exclusive *//' | tr '\n' ' ' |
+    sed 's/ $//' >got-echo.hex
+echo >>got-echo.hex
+cmp -s got-echo.hex sysex.hex || fail "echoed SysEx differs"
+echo "seq_probe: echo arrived at aseqdump unchanged ($(grep -c 'System exclusive' dump.txt) SysEx events)"
+echo "seq_probe: PASS"
