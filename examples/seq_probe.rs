@@ -3,9 +3,10 @@
 //! Opens the sequencer as client `seq_probe`, creates the port `probe`, prints
 //! `ready CLIENT:PORT`, then one line per input: `midi SOURCE len N HEX...`,
 //! `subscribed|unsubscribed PORT PEER to-peer|from-peer client 'NAME' port 'NAME'`, `overrun`.
-//! With `--echo` it sends every MIDI input back out of the port it came in on.
+//! With `--echo` it sends every MIDI input back out of the port it came in on; with
+//! `--sysex N` it sends a SysEx of N bytes (F0, 01 02 .. 7F 00 01 .., F7) to each new reader.
 //!
-//! Usage: seq_probe [--echo]
+//! Usage: seq_probe [--echo] [--sysex N]
 //!
 //! `cargo test --example seq_probe` runs the unit tests of src/seq/ until the daemon's
 //! main.rs includes the module.
@@ -25,7 +26,19 @@ use seq::{Direction, PortCaps, SeqInput, Sequencer, Subscription};
 
 #[cfg_attr(test, allow(dead_code))]
 fn main() -> ExitCode {
-    match run(std::env::args().any(|a| a == "--echo")) {
+    let args: Vec<String> = std::env::args().collect();
+    let echo = args.iter().any(|a| a == "--echo");
+    let sysex = match args.iter().position(|a| a == "--sysex") {
+        Some(i) => match args.get(i + 1).and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if n >= 2 => Some(n),
+            _ => {
+                eprintln!("seq_probe: --sysex needs a length of 2 or more");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    match run(echo, sysex) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seq_probe: {e}");
@@ -35,7 +48,7 @@ fn main() -> ExitCode {
 }
 
 #[cfg_attr(test, allow(dead_code))]
-fn run(echo: bool) -> io::Result<()> {
+fn run(echo: bool, sysex_len: Option<usize>) -> io::Result<()> {
     let mut seq = AlsaSequencer::open("seq_probe")?;
     let port = seq.create_port("probe", PortCaps::DUPLEX)?;
     let mut out = io::stdout().lock();
@@ -75,7 +88,16 @@ fn run(echo: bool) -> io::Result<()> {
                         }
                     }
                 }
-                SeqInput::Subscribed(s) => writeln!(out, "subscribed {}", describe(&s))?,
+                SeqInput::Subscribed(s) => {
+                    writeln!(out, "subscribed {}", describe(&s))?;
+                    if let (Some(n), Direction::ToPeer) = (sysex_len, s.direction) {
+                        let mut sysex: Vec<u8> = (0..n).map(|i| (i % 128) as u8).collect();
+                        sysex[0] = 0xF0;
+                        sysex[n - 1] = 0xF7;
+                        seq.send(s.port, &sysex)?;
+                        writeln!(out, "sent sysex {n} (backlog {})", seq.backlog())?;
+                    }
+                }
                 SeqInput::Unsubscribed(s) => writeln!(out, "unsubscribed {}", describe(&s))?,
                 SeqInput::Overrun => writeln!(out, "overrun")?,
             }

@@ -6,12 +6,20 @@
 //! `seq_midi_event.c`, `extra_decode_ctrl14`/`extra_decode_xrpn`). SysEx is handled here:
 //! chunks are joined on the way in and long messages split on the way out. A NOTE event
 //! (note with a duration) is ignored: playing its note-off would need a queue.
+//!
+//! SysEx leaves paced: receivers read from small kernel FIFOs (aseqdump keeps the default of
+//! 200 cells, about 18 chunks of 256 bytes), and what overflows them is lost without a word to
+//! the sender (measured in tests/vm: 10 KiB sent at once reached aseqdump half). Chunks are
+//! scheduled on our own queue at [`SYSEX_BYTES_PER_SEC`], and the messages that follow wait
+//! their turn behind them so order holds; realtime messages, which MIDI lets into the middle
+//! of a SysEx, are never held back.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 use std::path::Path;
+use std::time::Duration;
 
 use ::alsa::poll::Descriptors;
 use ::alsa::seq::{Connect, Event, EventType, MidiEvent, PortCap, PortType, Seq};
@@ -28,6 +36,25 @@ const POOL_EVENTS: u32 = 2000;
 const BACKLOG_LIMIT: usize = 4096;
 /// The longest decoded event: an NRPN or RPN is four control changes.
 const DECODE_MAX: usize = 12;
+/// SysEx output rate: 32 times a MIDI cable's, 100 KiB in a second.
+pub const SYSEX_BYTES_PER_SEC: u64 = 100_000;
+
+/// How an outgoing event is ordered and paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Clock, start, stop...: at once, even past waiting SysEx.
+    Realtime,
+    /// After everything sent before it.
+    Ordered,
+    /// Ordered, and books output time for its bytes.
+    SysEx,
+}
+
+/// An event that found no room in the sequencer yet.
+struct Pending {
+    ev: Event<'static>,
+    kind: Kind,
+}
 
 pub struct AlsaSequencer {
     seq: Seq,
@@ -35,7 +62,11 @@ pub struct AlsaSequencer {
     encoder: MidiEvent,
     decoder: MidiEvent,
     sysex: SysexAssembler,
-    backlog: VecDeque<Event<'static>>,
+    backlog: VecDeque<Pending>,
+    /// Our queue, running, on which paced events are scheduled.
+    queue: i32,
+    /// Queue time until which SysEx output is booked.
+    booked: Option<Duration>,
 }
 
 impl AlsaSequencer {
@@ -57,6 +88,10 @@ impl AlsaSequencer {
         seq.set_client_pool_output(POOL_EVENTS).map_err(io_error)?;
         seq.set_client_pool_input(POOL_EVENTS).map_err(io_error)?;
         let client = seq.client_id().map_err(io_error)?;
+        let queue = seq.alloc_queue().map_err(io_error)?;
+        seq.control_queue(queue, EventType::Start, 0, None)
+            .map_err(io_error)?;
+        seq.drain_output().map_err(io_error)?;
         let (encoder, decoder) = coders()?;
         Ok(AlsaSequencer {
             seq,
@@ -65,7 +100,25 @@ impl AlsaSequencer {
             decoder,
             sysex: SysexAssembler::default(),
             backlog: VecDeque::new(),
+            queue,
+            booked: None,
         })
+    }
+
+    /// Sends `ev` from `port` to its subscribers, or parks it behind what already waits.
+    fn output(&mut self, port: PortId, mut ev: Event<'_>, kind: Kind) -> io::Result<()> {
+        ev.set_source(i32::from(port.0));
+        ev.set_subs();
+        if (self.backlog.is_empty() || kind == Kind::Realtime)
+            && try_output(&self.seq, self.queue, &mut self.booked, &mut ev, kind)?
+        {
+            return Ok(());
+        }
+        self.backlog.push_back(Pending {
+            ev: ev.into_owned(),
+            kind,
+        });
+        Ok(())
     }
 
     /// Our client number.
@@ -134,7 +187,7 @@ impl Sequencer for AlsaSequencer {
     fn delete_port(&mut self, port: PortId) -> io::Result<()> {
         self.sysex.forget_port(port);
         self.backlog
-            .retain(|ev| ev.get_source().port != i32::from(port.0));
+            .retain(|p| p.ev.get_source().port != i32::from(port.0));
         self.seq.delete_port(i32::from(port.0)).map_err(io_error)
     }
 
@@ -204,14 +257,18 @@ impl Sequencer for AlsaSequencer {
         for message in Messages::new(midi) {
             match message {
                 Message::Short(short) => {
-                    if let Some(mut ev) = encode(&mut self.encoder, short.as_bytes()) {
-                        output(&self.seq, &mut self.backlog, port, &mut ev)?;
+                    let kind = if protocol::midi::is_realtime(short.status()) {
+                        Kind::Realtime
+                    } else {
+                        Kind::Ordered
+                    };
+                    if let Some(ev) = encode(&mut self.encoder, short.as_bytes()) {
+                        self.output(port, ev, kind)?;
                     }
                 }
                 Message::SysEx(sysex) => {
                     for chunk in sysex.chunks(SYSEX_CHUNK) {
-                        let mut ev = Event::new_ext(EventType::Sysex, chunk);
-                        output(&self.seq, &mut self.backlog, port, &mut ev)?;
+                        self.output(port, Event::new_ext(EventType::Sysex, chunk), Kind::SysEx)?;
                     }
                 }
             }
@@ -220,16 +277,14 @@ impl Sequencer for AlsaSequencer {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        while let Some(ev) = self.backlog.front_mut() {
-            match self.seq.event_output_direct(ev) {
-                Ok(_) => {}
-                Err(e) if e.errno() == libc::EAGAIN => return Ok(()),
-                Err(e) => {
-                    self.backlog.pop_front();
-                    return Err(io_error(e));
-                }
+        while let Some(p) = self.backlog.front_mut() {
+            let sent = try_output(&self.seq, self.queue, &mut self.booked, &mut p.ev, p.kind);
+            if sent.as_ref().is_ok_and(|sent| !sent) {
+                return Ok(());
             }
+            // Sent, or refused for good: either way it leaves the backlog.
             self.backlog.pop_front();
+            sent?;
         }
         Ok(())
     }
@@ -268,25 +323,42 @@ fn decode(decoder: &MidiEvent, ev: &mut Event) -> Option<Vec<u8>> {
     }
 }
 
-/// Sends `ev` from `port` to its subscribers now, or parks it behind what already waits.
-fn output(
+/// Hands `ev` to the kernel, directly or scheduled behind booked SysEx output; `false` when
+/// the sequencer has no room (EAGAIN), in which case nothing changed.
+fn try_output(
     seq: &Seq,
-    backlog: &mut VecDeque<Event<'static>>,
-    port: PortId,
+    queue: i32,
+    booked: &mut Option<Duration>,
     ev: &mut Event,
-) -> io::Result<()> {
-    ev.set_source(i32::from(port.0));
-    ev.set_subs();
-    ev.set_direct();
-    if backlog.is_empty() {
-        match seq.event_output_direct(ev) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.errno() == libc::EAGAIN => {}
-            Err(e) => return Err(io_error(e)),
+    kind: Kind,
+) -> io::Result<bool> {
+    let mut at = None;
+    let mut next_booked = *booked;
+    if kind != Kind::Realtime && (booked.is_some() || kind == Kind::SysEx) {
+        let now = seq
+            .get_queue_status(queue)
+            .map_err(io_error)?
+            .get_real_time();
+        at = booked.filter(|&t| t > now);
+        next_booked = at;
+        if kind == Kind::SysEx {
+            let len = ev.get_ext().map_or(0, <[u8]>::len) as u64;
+            let busy = Duration::from_micros(len * 1_000_000 / SYSEX_BYTES_PER_SEC);
+            next_booked = Some(at.unwrap_or(now) + busy);
         }
     }
-    backlog.push_back(ev.clone().into_owned());
-    Ok(())
+    match at {
+        Some(t) => ev.schedule_real(queue, false, t),
+        None => ev.set_direct(),
+    }
+    match seq.event_output_direct(ev) {
+        Ok(_) => {
+            *booked = next_booked;
+            Ok(true)
+        }
+        Err(e) if e.errno() == libc::EAGAIN => Ok(false),
+        Err(e) => Err(io_error(e)),
+    }
 }
 
 fn addr(a: ::alsa::seq::Addr) -> Option<SeqAddr> {

@@ -3,6 +3,8 @@
 # port; aplaymidi plays a note-on, a CC, a pitch bend, a program change, a 1000-byte SysEx and
 # a note-off into it, aseqdump records what comes back out, and both ends must match the file.
 # The probe must also see the whole SysEx as one message and both subscriptions with names.
+# Then a second probe sends a 100 KiB SysEx to aseqdump, which must get it all (paced output:
+# aseqdump's input FIFO holds only about 18 chunks).
 #
 # Usage: tests/vm/seq_probe.sh      (on the host: builds the probe, writes the .mid, boots)
 #        seq_probe.sh --guest       (inside the VM, next to seq_probe and probe.mid)
@@ -40,15 +42,19 @@ with open(out + "/probe.mid", "wb") as f:
     f.write(b"MTrk" + struct.pack(">I", len(track)) + track)
 with open(out + "/sysex.hex", "w") as f:
     f.write(" ".join("%02X" % b for b in sysex) + "\n")
+big = bytearray(i % 128 for i in range(100 * 1024))  # what seq_probe --sysex sends
+big[0], big[-1] = 0xF0, 0xF7
+with open(out + "/big.hex", "w") as f:
+    f.write(" ".join("%02X" % b for b in big) + "\n")
 EOF
     exec "$here/run.sh" --timeout 90 --copy "$0:seq_probe.sh" --copy "$probe:seq_probe" \
-        --copy "$tmp/probe.mid:probe.mid" --copy "$tmp/sysex.hex:sysex.hex" \
+        --copy "$tmp/probe.mid:probe.mid" --copy "$tmp/sysex.hex:sysex.hex" --copy "$tmp/big.hex:big.hex" \
         -- /bin/sh seq_probe.sh --guest
 fi
 
 fail() {
     echo "seq_probe: FAIL: $*"
-    for f in probe.log dump.txt; do [ -f $f ] && { echo "--- $f"; cut -c1-200 $f; }; done
+    for f in probe.log dump.txt probe2.log; do [ -f $f ] && { echo "--- $f"; cut -c1-200 $f; }; done
     exit 1
 }
 # Waits (bounded, 10 s) until FILE has a line matching PATTERN.
@@ -100,4 +106,26 @@ grep "^ *$addr *System exclusive" dump.txt | sed 's/.*System exclusive *//' | tr
 echo >>got-echo.hex
 cmp -s got-echo.hex sysex.hex || fail "echoed SysEx differs"
 echo "seq_probe: echo arrived at aseqdump unchanged ($(grep -c 'System exclusive' dump.txt) SysEx events)"
+
+sysex_bytes() { grep "^ *$1 *System exclusive" "$2" | sed 's/.*System exclusive *//' | tr '\n' ' ' | sed 's/ $//'; }
+./seq_probe --sysex 102400 >probe2.log 2>&1 &
+wait_for probe2.log '^ready ' "the second probe to start"
+addr=$(sed -n 's/^ready //p' probe2.log)
+aseqdump -p "$addr" >dump2.txt 2>&1 &
+dump=$!
+start=$(date +%s.%N)
+i=0
+until [ "$(sysex_bytes "$addr" dump2.txt | wc -w)" -ge 102400 ]; do
+    i=$((i + 1))
+    [ $i -le 400 ] || fail "aseqdump got $(sysex_bytes "$addr" dump2.txt | wc -w) of 102400 SysEx bytes"
+    sleep 0.05
+done
+end=$(date +%s.%N)
+kill $dump
+wait $dump || true
+sysex_bytes "$addr" dump2.txt >got-big.hex
+echo >>got-big.hex
+cmp -s got-big.hex big.hex || fail "the 100 KiB SysEx arrived changed"
+echo "seq_probe: 100 KiB SysEx reached aseqdump whole in $(grep -c 'System exclusive' dump2.txt) events," \
+    "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s ($(sed -n 's/^sent sysex //p' probe2.log))"
 echo "seq_probe: PASS"
