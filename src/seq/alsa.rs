@@ -4,8 +4,9 @@
 //! status off so every message carries its status byte. Its decoder already writes CONTROL14,
 //! NONREGPARAM and REGPARAM events as the control changes they stand for (alsa-lib
 //! `seq_midi_event.c`, `extra_decode_ctrl14`/`extra_decode_xrpn`). SysEx is handled here:
-//! chunks are joined on the way in and long messages split on the way out. A NOTE event
-//! (note with a duration) is ignored: playing its note-off would need a queue.
+//! chunks are joined on the way in and long messages split on the way out. A NOTE event (note
+//! with a duration) never reaches us: the kernel accepts it only on a queue, which delivers a
+//! NOTEON and later a NOTEOFF instead (seq_clientmgr.c, `snd_seq_dispatch_event`).
 //!
 //! SysEx leaves paced: receivers read from small kernel FIFOs (aseqdump keeps the default of
 //! 200 cells, about 18 chunks of 256 bytes), and what overflows them is lost without a word to
@@ -386,9 +387,143 @@ fn io_error(e: ::alsa::Error) -> io::Error {
 
 #[cfg(test)]
 mod tests {
-    //! The byte conversions need libasound but no kernel sequencer.
+    //! The byte conversions need libasound but no kernel sequencer; the tests marked
+    //! `ignore` need one and run in the VM (tests/vm/seq_probe.sh).
     use super::*;
-    use ::alsa::seq::{EvCtrl, EvNote};
+    use ::alsa::seq::{Addr, EvCtrl, EvNote, PortSubscribe};
+
+    #[test]
+    fn open_names_the_device_and_module_when_there_is_no_sequencer() {
+        match AlsaSequencer::open("rtpmidid-test") {
+            Ok(_) => assert!(Path::new(SEQ_DEVICE).exists()),
+            Err(e) => {
+                assert!(!Path::new(SEQ_DEVICE).exists(), "{e}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("/dev/snd/seq") && msg.contains("snd-seq"),
+                    "{msg}"
+                );
+                assert_eq!(e.kind(), io::ErrorKind::NotFound);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn kernel_events_arrive_as_midi_bytes_with_notices() {
+        let mut rx = AlsaSequencer::open("rx").unwrap();
+        let port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
+        let tx = Seq::open(None, None, false).unwrap();
+        tx.set_client_name(c"tx").unwrap();
+        let caps = PortCap::READ | PortCap::SUBS_READ;
+        let tx_port = tx
+            .create_simple_port(c"out", caps, PortType::MIDI_GENERIC)
+            .unwrap();
+        let tx_addr = Addr {
+            client: tx.client_id().unwrap(),
+            port: tx_port,
+        };
+        let subs = PortSubscribe::empty().unwrap();
+        subs.set_sender(tx_addr);
+        subs.set_dest(Addr {
+            client: i32::from(rx.client()),
+            port: i32::from(port.0),
+        });
+        tx.subscribe_port(&subs).unwrap();
+
+        let send = |mut ev: Event| {
+            ev.set_source(tx_port);
+            ev.set_subs();
+            ev.set_direct();
+            tx.event_output_direct(&mut ev).unwrap();
+        };
+        let ctrl = |channel, param, value| EvCtrl {
+            channel,
+            param,
+            value,
+        };
+        send(Event::new(EventType::Control14, &ctrl(2, 7, 0x1234)));
+        send(Event::new(EventType::Nonregparam, &ctrl(1, 0x0123, 0x0456)));
+        send(Event::new(EventType::Regparam, &ctrl(15, 0, 2 << 7)));
+        let note = EvNote {
+            channel: 0,
+            note: 60,
+            velocity: 100,
+            off_velocity: 0,
+            duration: 100,
+        };
+        send(Event::new(EventType::Noteon, &note));
+        // A SysEx in three chunks, as a rawmidi bridge sends a long one.
+        for chunk in [&[0xF0, 1, 2][..], &[3, 4], &[5, 0xF7]] {
+            send(Event::new_ext(EventType::Sysex, chunk));
+        }
+
+        let mut got = Vec::new();
+        while let Some(input) = rx.recv().unwrap() {
+            got.push(input);
+        }
+        let source = SeqAddr {
+            client: u8::try_from(tx_addr.client).unwrap(),
+            port: u8::try_from(tx_addr.port).unwrap(),
+        };
+        let midi = |bytes: &[u8]| SeqInput::Midi {
+            port,
+            source,
+            bytes: bytes.to_vec(),
+        };
+        let want = [
+            SeqInput::Subscribed(Subscription {
+                port,
+                peer: source,
+                direction: Direction::FromPeer,
+                peer_client_name: Some("tx".into()),
+                peer_port_name: Some("out".into()),
+            }),
+            midi(&[0xB2, 7, 0x24, 0xB2, 39, 0x34]),
+            midi(&[
+                0xB1, 99, 0x02, 0xB1, 98, 0x23, 0xB1, 6, 0x08, 0xB1, 38, 0x56,
+            ]),
+            midi(&[0xBF, 101, 0, 0xBF, 100, 0, 0xBF, 6, 2, 0xBF, 38, 0]),
+            midi(&[0x90, 60, 100]),
+            midi(&[0xF0, 1, 2, 3, 4, 5, 0xF7]),
+        ];
+        assert_eq!(got, want);
+
+        // A NOTE goes through a queue, which sends its note-off `duration` ms later.
+        let queue = tx.alloc_queue().unwrap();
+        tx.control_queue(queue, EventType::Start, 0, None).unwrap();
+        tx.drain_output().unwrap();
+        let mut ev = Event::new(
+            EventType::Note,
+            &EvNote {
+                duration: 5,
+                ..note
+            },
+        );
+        ev.set_source(tx_port);
+        ev.set_subs();
+        ev.schedule_real(queue, true, Duration::ZERO);
+        tx.event_output_direct(&mut ev).unwrap();
+        let fd = rx.fds().unwrap()[0];
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; a 2 s bound turns a lost event into a failure.
+            assert_eq!(
+                unsafe { libc::poll(&mut p, 1, 2000) },
+                1,
+                "got only {got:?}"
+            );
+            while let Some(input) = rx.recv().unwrap() {
+                got.push(input);
+            }
+        }
+        assert_eq!(got, [midi(&[0x90, 60, 100]), midi(&[0x80, 60, 0])]);
+    }
 
     fn decoded(mut ev: Event) -> Vec<u8> {
         let (_, decoder) = coders().unwrap();

@@ -4,7 +4,8 @@
 # a note-off into it, aseqdump records what comes back out, and both ends must match the file.
 # The probe must also see the whole SysEx as one message and both subscriptions with names.
 # Then a second probe sends a 100 KiB SysEx to aseqdump, which must get it all (paced output:
-# aseqdump's input FIFO holds only about 18 chunks).
+# aseqdump's input FIFO holds only about 18 chunks). First of all, the unit tests of src/seq
+# run in the guest with the ones that need a kernel sequencer (--include-ignored).
 #
 # Usage: tests/vm/seq_probe.sh      (on the host: builds the probe, writes the .mid, boots)
 #        seq_probe.sh --guest       (inside the VM, next to seq_probe and probe.mid)
@@ -15,6 +16,14 @@ if [ "${1:-}" != --guest ]; then
     repo=$(cd "$here/../.." && pwd)
     (cd "$repo" && cargo build -q --example seq_probe)
     probe=${CARGO_TARGET_DIR:-$repo/target}/debug/examples/seq_probe
+    unit=$(cd "$repo" && cargo test -q --example seq_probe --no-run --message-format=json |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "seq_probe" and m["profile"]["test"]:
+        print(m["executable"])')
+    [ -x "$unit" ] || { echo "seq_probe: no unit test binary" >&2; exit 1; }
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     python3 - "$tmp" <<'EOF'
@@ -47,7 +56,7 @@ big[0], big[-1] = 0xF0, 0xF7
 with open(out + "/big.hex", "w") as f:
     f.write(" ".join("%02X" % b for b in big) + "\n")
 EOF
-    exec "$here/run.sh" --timeout 90 --copy "$0:seq_probe.sh" --copy "$probe:seq_probe" \
+    exec "$here/run.sh" --timeout 90 --copy "$0:seq_probe.sh" --copy "$probe:seq_probe" --copy "$unit:unit_tests" \
         --copy "$tmp/probe.mid:probe.mid" --copy "$tmp/sysex.hex:sysex.hex" --copy "$tmp/big.hex:big.hex" \
         -- /bin/sh seq_probe.sh --guest
 fi
@@ -66,6 +75,9 @@ wait_for() { # FILE PATTERN WHAT
         sleep 0.05
     done
 }
+
+./unit_tests --include-ignored -q >unit.log 2>&1 || { cat unit.log; fail "unit tests"; }
+echo "seq_probe: $(grep 'test result' unit.log)"
 
 ./seq_probe --echo >probe.log 2>&1 &
 wait_for probe.log '^ready ' "the probe to start"
