@@ -157,6 +157,9 @@ build_initramfs() { # $1 version -> $CACHE/base.cpio
 
 main() {
     mkdir -p "$CACHE"
+    # Runs started together (parallel tests) build once; the others wait.
+    exec 9>"$CACHE/.lock"
+    flock 9
     install_host_packages
     local pkg version stamp
     # Asking apt costs 0.7 s a run: ask once a day, or with --force.

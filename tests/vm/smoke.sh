@@ -25,8 +25,18 @@ with open(sys.argv[1], "wb") as f:
     f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))
     f.write(b"MTrk" + struct.pack(">I", len(events)) + events)
 EOF
-    exec "$here/run.sh" --timeout 60 --copy "$0:smoke.sh" --copy "$tmp/notes.mid:notes.mid" \
+    "$here/run.sh" --timeout 60 --copy "$0:smoke.sh" --copy "$tmp/notes.mid:notes.mid" \
         -- /bin/sh smoke.sh --guest
+    # The runner passes the command's output and exit status through, and fails a hung guest.
+    rc=0
+    out=$("$here/run.sh" -- sh -c 'echo "it'"'"'s out"; exit 7') || rc=$?
+    [ "$rc" = 7 ] && [ "$out" = "it's out" ] || { echo "smoke: FAIL: got '$out', status $rc"; exit 1; }
+    rc=0
+    "$here/run.sh" --timeout 4 -- sleep 60 2>/dev/null || rc=$?
+    [ "$rc" = 124 ] || { echo "smoke: FAIL: a hung guest gave status $rc, not 124"; exit 1; }
+    echo "smoke: exit status, output and timeout pass through the runner"
+    echo "smoke: PASS"
+    exit 0
 fi
 
 fail() { echo "smoke: FAIL: $*"; exit 1; }
@@ -68,4 +78,4 @@ if ! cmp -s got.txt want.txt; then
     fail "events differ from the file's"
 fi
 echo "smoke: 8 note events arrived in order"
-echo "smoke: PASS"
+echo "smoke: guest checks pass"
