@@ -1,8 +1,8 @@
 //! The seam between the daemon and the ALSA sequencer.
 //!
 //! The daemon sees MIDI bytes (what RTP-MIDI carries) and subscription notices; only
-//! [`alsa`] talks to libasound. [`fake`] keeps queues in memory so the rest of the daemon
-//! is tested in ordinary unit tests.
+//! `alsa.rs` talks to libasound. `fake.rs` keeps queues in memory so the rest of the daemon
+//! is tested in ordinary unit tests. `stream.rs` splits and joins the bytes for both.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -89,7 +89,8 @@ pub enum SeqInput {
 /// Non-blocking throughout: `recv` returns `Ok(None)` when nothing is waiting, and what the
 /// sequencer cannot take yet waits in a bounded backlog until [`flush`](Sequencer::flush).
 pub trait Sequencer {
-    /// Descriptors to poll for reading; readable means `recv` has something.
+    /// Descriptors to poll: readable when `recv` has input, writable when `flush` can make
+    /// progress.
     fn fds(&self) -> io::Result<Vec<RawFd>>;
     /// Creates a port on our client named `name`.
     fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId>;
