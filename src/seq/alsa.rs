@@ -10,10 +10,11 @@
 //!
 //! SysEx leaves paced: receivers read from small kernel FIFOs (aseqdump keeps the default of
 //! 200 cells, about 18 chunks of 256 bytes), and what overflows them is lost without a word to
-//! the sender (measured in tests/vm: 10 KiB sent at once reached aseqdump half). Chunks are
-//! scheduled on our own queue at [`SYSEX_BYTES_PER_SEC`], and the messages that follow wait
-//! their turn behind them so order holds; realtime messages, which MIDI lets into the middle
-//! of a SysEx, are never held back.
+//! the sender (measured in tests/vm: 10 KiB sent at once reached aseqdump half; at 100 KB/s
+//! one run in four lost chunks with four VMs on two cores). Chunks are scheduled on our own
+//! queue at [`DEFAULT_SYSEX_RATE`] or what [`AlsaSequencer::set_sysex_rate`] sets, and the
+//! messages that follow wait their turn behind them so order holds; realtime messages, which
+//! MIDI lets into the middle of a SysEx, are never held back.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -37,8 +38,8 @@ const POOL_EVENTS: u32 = 2000;
 const BACKLOG_LIMIT: usize = 4096;
 /// The longest decoded event: an NRPN or RPN is four control changes.
 const DECODE_MAX: usize = 12;
-/// SysEx output rate: 32 times a MIDI cable's, 100 KiB in a second.
-pub const SYSEX_BYTES_PER_SEC: u64 = 100_000;
+/// SysEx output rate in bytes a second: ten times a MIDI cable's (3125), 100 KiB in 3.2 s.
+pub const DEFAULT_SYSEX_RATE: u32 = 32_000;
 
 /// How an outgoing event is ordered and paced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct AlsaSequencer {
     queue: i32,
     /// Queue time until which SysEx output is booked.
     booked: Option<Duration>,
+    /// SysEx bytes a second.
+    sysex_rate: u32,
 }
 
 impl AlsaSequencer {
@@ -103,15 +106,22 @@ impl AlsaSequencer {
             backlog: VecDeque::new(),
             queue,
             booked: None,
+            sysex_rate: DEFAULT_SYSEX_RATE,
         })
+    }
+
+    /// Sets the SysEx output rate in bytes a second (at least 1): 3125 suits a MIDI cable.
+    pub fn set_sysex_rate(&mut self, bytes_per_sec: u32) {
+        self.sysex_rate = bytes_per_sec.max(1);
     }
 
     /// Sends `ev` from `port` to its subscribers, or parks it behind what already waits.
     fn output(&mut self, port: PortId, mut ev: Event<'_>, kind: Kind) -> io::Result<()> {
         ev.set_source(i32::from(port.0));
         ev.set_subs();
+        let pace = (self.queue, self.sysex_rate);
         if (self.backlog.is_empty() || kind == Kind::Realtime)
-            && try_output(&self.seq, self.queue, &mut self.booked, &mut ev, kind)?
+            && try_output(&self.seq, pace, &mut self.booked, &mut ev, kind)?
         {
             return Ok(());
         }
@@ -279,7 +289,8 @@ impl Sequencer for AlsaSequencer {
 
     fn flush(&mut self) -> io::Result<()> {
         while let Some(p) = self.backlog.front_mut() {
-            let sent = try_output(&self.seq, self.queue, &mut self.booked, &mut p.ev, p.kind);
+            let pace = (self.queue, self.sysex_rate);
+            let sent = try_output(&self.seq, pace, &mut self.booked, &mut p.ev, p.kind);
             if sent.as_ref().is_ok_and(|sent| !sent) {
                 return Ok(());
             }
@@ -324,11 +335,12 @@ fn decode(decoder: &MidiEvent, ev: &mut Event) -> Option<Vec<u8>> {
     }
 }
 
-/// Hands `ev` to the kernel, directly or scheduled behind booked SysEx output; `false` when
-/// the sequencer has no room (EAGAIN), in which case nothing changed.
+/// Hands `ev` to the kernel, directly or scheduled on `queue` behind booked SysEx output
+/// (booking `rate` bytes a second); `false` when the sequencer has no room (EAGAIN), in which
+/// case nothing changed.
 fn try_output(
     seq: &Seq,
-    queue: i32,
+    (queue, rate): (i32, u32),
     booked: &mut Option<Duration>,
     ev: &mut Event,
     kind: Kind,
@@ -344,7 +356,7 @@ fn try_output(
         next_booked = at;
         if kind == Kind::SysEx {
             let len = ev.get_ext().map_or(0, <[u8]>::len) as u64;
-            let busy = Duration::from_micros(len * 1_000_000 / SYSEX_BYTES_PER_SEC);
+            let busy = Duration::from_micros(len * 1_000_000 / u64::from(rate));
             next_booked = Some(at.unwrap_or(now) + busy);
         }
     }

@@ -43,7 +43,7 @@ track = (
     + bytes([0, 0xE0, 0x00, 0x50])                    # pitch bend +2048
     + bytes([0, 0xC0, 0x05])                          # program 5
     + b"\x00\xf0" + varlen(len(sysex) - 1) + sysex[1:]  # SMF SysEx: F0, length, data..F7
-    + bytes([10, 0x80, 0x3C, 0x00])                   # note off
+    + bytes([0, 0x80, 0x3C, 0x00])                    # note off, right behind the SysEx
     + bytes([0, 0xFF, 0x2F, 0x00])
 )
 with open(out + "/probe.mid", "wb") as f:
@@ -64,17 +64,22 @@ fi
 fail() {
     echo "seq_probe: FAIL: $*"
     for f in probe.log dump.txt probe2.log; do [ -f $f ] && { echo "--- $f"; cut -c1-200 $f; }; done
+    [ -f dump2.txt ] && echo "--- dump2.txt: $(grep -c 'System exclusive' dump2.txt) SysEx events"
     exit 1
 }
-# Waits (bounded, 10 s) until FILE has a line matching PATTERN.
-wait_for() { # FILE PATTERN WHAT
-    i=0
-    until grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "timed out waiting for $3"
+# Seconds since boot, with fractions (busybox date has no %N).
+now() { cut -d' ' -f1 /proc/uptime; }
+# Polls COMMAND until it succeeds; fails after 15 s.
+wait_until() { # WHAT COMMAND...
+    what=$1
+    shift
+    deadline=$(awk -v t="$(now)" 'BEGIN { print t + 15 }')
+    until "$@"; do
+        awk -v t="$(now)" -v d="$deadline" 'BEGIN { exit !(t > d) }' && fail "timed out waiting for $what"
         sleep 0.05
     done
 }
+wait_for() { wait_until "$3" grep -qs "$2" "$1"; } # FILE PATTERN WHAT
 
 ./unit_tests --include-ignored -q >unit.log 2>&1 || { cat unit.log; fail "unit tests"; }
 echo "seq_probe: $(grep 'test result' unit.log)"
@@ -117,6 +122,8 @@ grep "^ *$addr *System exclusive" dump.txt | sed 's/.*System exclusive *//' | tr
     sed 's/ $//' >got-echo.hex
 echo >>got-echo.hex
 cmp -s got-echo.hex sysex.hex || fail "echoed SysEx differs"
+# The note-off was sent after the SysEx, whose chunks are paced: it must still come last.
+grep "^ *$addr " dump.txt | tail -n 1 | grep -q 'Note off' || fail "the note-off overtook the SysEx"
 echo "seq_probe: echo arrived at aseqdump unchanged ($(grep -c 'System exclusive' dump.txt) SysEx events)"
 
 sysex_bytes() { grep "^ *$1 *System exclusive" "$2" | sed 's/.*System exclusive *//' | tr '\n' ' ' | sed 's/ $//'; }
@@ -125,19 +132,16 @@ wait_for probe2.log '^ready ' "the second probe to start"
 addr=$(sed -n 's/^ready //p' probe2.log)
 aseqdump -p "$addr" >dump2.txt 2>&1 &
 dump=$!
-start=$(date +%s.%N)
-i=0
-until [ "$(sysex_bytes "$addr" dump2.txt | wc -w)" -ge 102400 ]; do
-    i=$((i + 1))
-    [ $i -le 400 ] || fail "aseqdump got $(sysex_bytes "$addr" dump2.txt | wc -w) of 102400 SysEx bytes"
-    sleep 0.05
-done
-end=$(date +%s.%N)
+start=$(now)
+all_chunks() { [ "$(grep -c "^ *$addr *System exclusive" dump2.txt)" -ge 400 ]; }
+wait_until "400 SysEx events at aseqdump" all_chunks
+end=$(now)
 kill $dump
 wait $dump || true
 sysex_bytes "$addr" dump2.txt >got-big.hex
 echo >>got-big.hex
 cmp -s got-big.hex big.hex || fail "the 100 KiB SysEx arrived changed"
 echo "seq_probe: 100 KiB SysEx reached aseqdump whole in $(grep -c 'System exclusive' dump2.txt) events," \
-    "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s ($(sed -n 's/^sent sysex //p' probe2.log))"
+    "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s," \
+    "$(sed -n 's/^sent sysex [0-9]* (backlog \([0-9]*\))/\1/p' probe2.log) events waited in the backlog"
 echo "seq_probe: PASS"
