@@ -1,0 +1,635 @@
+//! The real sequencer: the one file that calls libasound (through the `alsa` crate).
+//!
+//! Events become MIDI bytes and back through `snd_midi_event` ([`MidiEvent`]), with running
+//! status off so every message carries its status byte. Its decoder already writes CONTROL14,
+//! NONREGPARAM and REGPARAM events as the control changes they stand for (alsa-lib
+//! `seq_midi_event.c`, `extra_decode_ctrl14`/`extra_decode_xrpn`). SysEx is handled here:
+//! chunks are joined on the way in and long messages split on the way out. A NOTE event (note
+//! with a duration) never reaches us: the kernel accepts it only on a queue, which delivers a
+//! NOTEON and later a NOTEOFF instead (seq_clientmgr.c, `snd_seq_dispatch_event`).
+//!
+//! SysEx leaves paced: receivers read from small kernel FIFOs (aseqdump keeps the default of
+//! 200 cells, about 18 chunks of 256 bytes), and what overflows them is lost without a word to
+//! the sender (measured in tests/vm: 10 KiB sent at once reached aseqdump half; at 100 KB/s
+//! one run in four lost chunks with four VMs on two cores). Chunks are scheduled on our own
+//! queue at [`DEFAULT_SYSEX_RATE`] or what [`AlsaSequencer::set_sysex_rate`] sets, and the
+//! messages that follow wait their turn behind them so order holds; realtime messages, which
+//! MIDI lets into the middle of a SysEx, are never held back.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use ::alsa::poll::Descriptors;
+use ::alsa::seq::{Connect, Event, EventType, MidiEvent, PortCap, PortType, Seq};
+
+use super::stream::{Message, Messages, SysexAssembler, SYSEX_CHUNK};
+use super::{Direction, PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+
+/// The device node libasound opens for the sequencer.
+const SEQ_DEVICE: &str = "/dev/snd/seq";
+/// Events in the kernel pools for our client, the kernel's maximum (SNDRV_SEQ_MAX_EVENTS and
+/// SNDRV_SEQ_MAX_CLIENT_EVENTS): room for bursts such as a long SysEx.
+const POOL_EVENTS: u32 = 2000;
+/// Events that wait for room in the sequencer before `send` refuses more.
+const BACKLOG_LIMIT: usize = 4096;
+/// The longest decoded event: an NRPN or RPN is four control changes.
+const DECODE_MAX: usize = 12;
+/// SysEx output rate in bytes a second: ten times a MIDI cable's (3125), 100 KiB in 3.2 s.
+pub const DEFAULT_SYSEX_RATE: u32 = 32_000;
+
+/// How an outgoing event is ordered and paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Clock, start, stop...: at once, even past waiting SysEx.
+    Realtime,
+    /// After everything sent before it.
+    Ordered,
+    /// Ordered, and books output time for its bytes.
+    SysEx,
+}
+
+/// An event that found no room in the sequencer yet.
+struct Pending {
+    ev: Event<'static>,
+    kind: Kind,
+}
+
+pub struct AlsaSequencer {
+    seq: Seq,
+    client: u8,
+    encoder: MidiEvent,
+    decoder: MidiEvent,
+    sysex: SysexAssembler,
+    backlog: VecDeque<Pending>,
+    /// Our queue, running, on which paced events are scheduled.
+    queue: i32,
+    /// Queue time until which SysEx output is booked.
+    booked: Option<Duration>,
+    /// SysEx bytes a second.
+    sysex_rate: u32,
+}
+
+impl AlsaSequencer {
+    /// Opens the sequencer as a client named `client_name`, non-blocking.
+    pub fn open(client_name: &str) -> io::Result<Self> {
+        let name = c_string(client_name)?;
+        let seq = Seq::open(None, None, true).map_err(|e| {
+            let hint = if Path::new(SEQ_DEVICE).exists() {
+                String::new()
+            } else {
+                format!("; {SEQ_DEVICE} does not exist: is the snd-seq kernel module loaded (modprobe snd-seq)?")
+            };
+            io::Error::new(
+                errno_kind(e),
+                format!("cannot open the ALSA sequencer {SEQ_DEVICE}: {e}{hint}"),
+            )
+        })?;
+        seq.set_client_name(&name).map_err(io_error)?;
+        seq.set_client_pool_output(POOL_EVENTS).map_err(io_error)?;
+        seq.set_client_pool_input(POOL_EVENTS).map_err(io_error)?;
+        let client = seq.client_id().map_err(io_error)?;
+        let queue = seq.alloc_queue().map_err(io_error)?;
+        seq.control_queue(queue, EventType::Start, 0, None)
+            .map_err(io_error)?;
+        seq.drain_output().map_err(io_error)?;
+        let (encoder, decoder) = coders()?;
+        Ok(AlsaSequencer {
+            seq,
+            client: u8::try_from(client).map_err(|_| invalid("client id out of range"))?,
+            encoder,
+            decoder,
+            sysex: SysexAssembler::default(),
+            backlog: VecDeque::new(),
+            queue,
+            booked: None,
+            sysex_rate: DEFAULT_SYSEX_RATE,
+        })
+    }
+
+    /// Sets the SysEx output rate in bytes a second (at least 1): 3125 suits a MIDI cable.
+    pub fn set_sysex_rate(&mut self, bytes_per_sec: u32) {
+        self.sysex_rate = bytes_per_sec.max(1);
+    }
+
+    /// Sends `ev` from `port` to its subscribers, or parks it behind what already waits.
+    fn output(&mut self, port: PortId, mut ev: Event<'_>, kind: Kind) -> io::Result<()> {
+        ev.set_source(i32::from(port.0));
+        ev.set_subs();
+        let pace = (self.queue, self.sysex_rate);
+        if (self.backlog.is_empty() || kind == Kind::Realtime)
+            && try_output(&self.seq, pace, &mut self.booked, &mut ev, kind)?
+        {
+            return Ok(());
+        }
+        self.backlog.push_back(Pending {
+            ev: ev.into_owned(),
+            kind,
+        });
+        Ok(())
+    }
+
+    /// Our client number.
+    pub fn client(&self) -> u8 {
+        self.client
+    }
+
+    fn subscription(&self, connect: Connect) -> Option<Subscription> {
+        let (port, peer, direction) = if connect.sender.client == i32::from(self.client) {
+            (connect.sender.port, connect.dest, Direction::ToPeer)
+        } else if connect.dest.client == i32::from(self.client) {
+            (connect.dest.port, connect.sender, Direction::FromPeer)
+        } else {
+            return None;
+        };
+        let peer = addr(peer)?;
+        let peer_client_name = self
+            .seq
+            .get_any_client_info(i32::from(peer.client))
+            .ok()
+            .and_then(|info| info.get_name().ok().map(str::to_owned));
+        let peer_port_name = self
+            .seq
+            .get_any_port_info(::alsa::seq::Addr {
+                client: i32::from(peer.client),
+                port: i32::from(peer.port),
+            })
+            .ok()
+            .and_then(|info| info.get_name().ok().map(str::to_owned));
+        Some(Subscription {
+            port: PortId(u8::try_from(port).ok()?),
+            peer,
+            direction,
+            peer_client_name,
+            peer_port_name,
+        })
+    }
+}
+
+impl Sequencer for AlsaSequencer {
+    fn fds(&self) -> io::Result<Vec<RawFd>> {
+        let fds = (&self.seq, Some(::alsa::Direction::Capture))
+            .get()
+            .map_err(io_error)?;
+        Ok(fds.iter().map(|p| p.fd).collect())
+    }
+
+    fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId> {
+        let name = c_string(name)?;
+        let mut cap = PortCap::empty();
+        if caps.read {
+            cap |= PortCap::READ | PortCap::SUBS_READ;
+        }
+        if caps.write {
+            cap |= PortCap::WRITE | PortCap::SUBS_WRITE;
+        }
+        let port = self
+            .seq
+            .create_simple_port(&name, cap, PortType::MIDI_GENERIC | PortType::APPLICATION)
+            .map_err(io_error)?;
+        u8::try_from(port)
+            .map(PortId)
+            .map_err(|_| invalid("port number out of range"))
+    }
+
+    fn delete_port(&mut self, port: PortId) -> io::Result<()> {
+        self.sysex.forget_port(port);
+        self.backlog
+            .retain(|p| p.ev.get_source().port != i32::from(port.0));
+        self.seq.delete_port(i32::from(port.0)).map_err(io_error)
+    }
+
+    fn recv(&mut self) -> io::Result<Option<SeqInput>> {
+        loop {
+            let mut input = self.seq.input();
+            let mut ev = match input.event_input() {
+                Ok(ev) => ev,
+                Err(e) if e.errno() == libc::EAGAIN => return Ok(None),
+                Err(e) if e.errno() == libc::ENOSPC => {
+                    self.sysex.clear();
+                    return Ok(Some(SeqInput::Overrun));
+                }
+                Err(e) => return Err(io_error(e)),
+            };
+            let Ok(port) = u8::try_from(ev.get_dest().port).map(PortId) else {
+                continue;
+            };
+            let Some(source) = addr(ev.get_source()) else {
+                continue;
+            };
+            match ev.get_type() {
+                EventType::PortSubscribed | EventType::PortUnsubscribed => {
+                    let subscribed = ev.get_type() == EventType::PortSubscribed;
+                    let Some(connect) = ev.get_data::<Connect>() else {
+                        continue;
+                    };
+                    drop(input);
+                    if let Some(sub) = self.subscription(connect) {
+                        return Ok(Some(if subscribed {
+                            SeqInput::Subscribed(sub)
+                        } else {
+                            SeqInput::Unsubscribed(sub)
+                        }));
+                    }
+                }
+                EventType::Sysex => {
+                    let chunk = ev.get_ext().unwrap_or_default();
+                    if let Some(bytes) = self.sysex.push(port, source, chunk) {
+                        return Ok(Some(SeqInput::Midi {
+                            port,
+                            source,
+                            bytes,
+                        }));
+                    }
+                }
+                _ => {
+                    if let Some(bytes) = decode(&self.decoder, &mut ev) {
+                        return Ok(Some(SeqInput::Midi {
+                            port,
+                            source,
+                            bytes,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, port: PortId, midi: &[u8]) -> io::Result<()> {
+        if self.backlog.len() >= BACKLOG_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "sequencer output full",
+            ));
+        }
+        for message in Messages::new(midi) {
+            match message {
+                Message::Short(short) => {
+                    let kind = if protocol::midi::is_realtime(short.status()) {
+                        Kind::Realtime
+                    } else {
+                        Kind::Ordered
+                    };
+                    if let Some(ev) = encode(&mut self.encoder, short.as_bytes()) {
+                        self.output(port, ev, kind)?;
+                    }
+                }
+                Message::SysEx(sysex) => {
+                    for chunk in sysex.chunks(SYSEX_CHUNK) {
+                        self.output(port, Event::new_ext(EventType::Sysex, chunk), Kind::SysEx)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while let Some(p) = self.backlog.front_mut() {
+            let pace = (self.queue, self.sysex_rate);
+            let sent = try_output(&self.seq, pace, &mut self.booked, &mut p.ev, p.kind);
+            if sent.as_ref().is_ok_and(|sent| !sent) {
+                return Ok(());
+            }
+            // Sent, or refused for good: either way it leaves the backlog.
+            self.backlog.pop_front();
+            sent?;
+        }
+        Ok(())
+    }
+
+    fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+}
+
+/// The byte coders, running status off on the way out of ALSA.
+fn coders() -> io::Result<(MidiEvent, MidiEvent)> {
+    // The encoder only sees non-SysEx messages: three bytes at most.
+    let encoder = MidiEvent::new(16).map_err(io_error)?;
+    let decoder = MidiEvent::new(0).map_err(io_error)?;
+    decoder.enable_running_status(false);
+    Ok((encoder, decoder))
+}
+
+/// One message (no SysEx) as an event, or `None` for bytes ALSA has no event for.
+fn encode(encoder: &mut MidiEvent, message: &[u8]) -> Option<Event<'static>> {
+    // A message cut short earlier must not leave its bytes in the encoder.
+    encoder.reset_encode();
+    match encoder.encode(message) {
+        Ok((_, Some(ev))) => Some(ev.into_owned()),
+        _ => None,
+    }
+}
+
+/// A non-SysEx event as MIDI bytes; `None` for events that are no MIDI (queue control,
+/// announcements, NOTE).
+fn decode(decoder: &MidiEvent, ev: &mut Event) -> Option<Vec<u8>> {
+    let mut buf = [0u8; DECODE_MAX];
+    match decoder.decode(&mut buf, ev) {
+        Ok(n) if n > 0 => buf.get(..n).map(<[u8]>::to_vec),
+        _ => None,
+    }
+}
+
+/// Hands `ev` to the kernel, directly or scheduled on `queue` behind booked SysEx output
+/// (booking `rate` bytes a second); `false` when the sequencer has no room (EAGAIN), in which
+/// case nothing changed.
+fn try_output(
+    seq: &Seq,
+    (queue, rate): (i32, u32),
+    booked: &mut Option<Duration>,
+    ev: &mut Event,
+    kind: Kind,
+) -> io::Result<bool> {
+    let mut at = None;
+    let mut next_booked = *booked;
+    if kind != Kind::Realtime && (booked.is_some() || kind == Kind::SysEx) {
+        let now = seq
+            .get_queue_status(queue)
+            .map_err(io_error)?
+            .get_real_time();
+        at = booked.filter(|&t| t > now);
+        next_booked = at;
+        if kind == Kind::SysEx {
+            let len = ev.get_ext().map_or(0, <[u8]>::len) as u64;
+            let busy = Duration::from_micros(len * 1_000_000 / u64::from(rate));
+            next_booked = Some(at.unwrap_or(now) + busy);
+        }
+    }
+    match at {
+        Some(t) => ev.schedule_real(queue, false, t),
+        None => ev.set_direct(),
+    }
+    match seq.event_output_direct(ev) {
+        Ok(_) => {
+            *booked = next_booked;
+            Ok(true)
+        }
+        Err(e) if e.errno() == libc::EAGAIN => Ok(false),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+fn addr(a: ::alsa::seq::Addr) -> Option<SeqAddr> {
+    Some(SeqAddr {
+        client: u8::try_from(a.client).ok()?,
+        port: u8::try_from(a.port).ok()?,
+    })
+}
+
+fn c_string(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| invalid("name contains a NUL byte"))
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+fn errno_kind(e: ::alsa::Error) -> io::ErrorKind {
+    io::Error::from_raw_os_error(e.errno()).kind()
+}
+
+fn io_error(e: ::alsa::Error) -> io::Error {
+    io::Error::new(errno_kind(e), e)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The byte conversions need libasound but no kernel sequencer; the tests marked
+    //! `ignore` need one and run in the VM (tests/vm/seq_probe.sh).
+    use super::*;
+    use ::alsa::seq::{Addr, EvCtrl, EvNote, PortSubscribe};
+
+    #[test]
+    fn open_names_the_device_and_module_when_there_is_no_sequencer() {
+        match AlsaSequencer::open("rtpmidid-test") {
+            Ok(_) => assert!(Path::new(SEQ_DEVICE).exists()),
+            Err(e) => {
+                assert!(!Path::new(SEQ_DEVICE).exists(), "{e}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("/dev/snd/seq") && msg.contains("snd-seq"),
+                    "{msg}"
+                );
+                assert_eq!(e.kind(), io::ErrorKind::NotFound);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn kernel_events_arrive_as_midi_bytes_with_notices() {
+        let mut rx = AlsaSequencer::open("rx").unwrap();
+        let port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
+        let tx = Seq::open(None, None, false).unwrap();
+        tx.set_client_name(c"tx").unwrap();
+        let caps = PortCap::READ | PortCap::SUBS_READ;
+        let tx_port = tx
+            .create_simple_port(c"out", caps, PortType::MIDI_GENERIC)
+            .unwrap();
+        let tx_addr = Addr {
+            client: tx.client_id().unwrap(),
+            port: tx_port,
+        };
+        let subs = PortSubscribe::empty().unwrap();
+        subs.set_sender(tx_addr);
+        subs.set_dest(Addr {
+            client: i32::from(rx.client()),
+            port: i32::from(port.0),
+        });
+        tx.subscribe_port(&subs).unwrap();
+
+        let send = |mut ev: Event| {
+            ev.set_source(tx_port);
+            ev.set_subs();
+            ev.set_direct();
+            tx.event_output_direct(&mut ev).unwrap();
+        };
+        let ctrl = |channel, param, value| EvCtrl {
+            channel,
+            param,
+            value,
+        };
+        send(Event::new(EventType::Control14, &ctrl(2, 7, 0x1234)));
+        send(Event::new(EventType::Nonregparam, &ctrl(1, 0x0123, 0x0456)));
+        send(Event::new(EventType::Regparam, &ctrl(15, 0, 2 << 7)));
+        let note = EvNote {
+            channel: 0,
+            note: 60,
+            velocity: 100,
+            off_velocity: 0,
+            duration: 100,
+        };
+        send(Event::new(EventType::Noteon, &note));
+        // A SysEx in three chunks, as a rawmidi bridge sends a long one.
+        for chunk in [&[0xF0, 1, 2][..], &[3, 4], &[5, 0xF7]] {
+            send(Event::new_ext(EventType::Sysex, chunk));
+        }
+
+        let mut got = Vec::new();
+        while let Some(input) = rx.recv().unwrap() {
+            got.push(input);
+        }
+        let source = SeqAddr {
+            client: u8::try_from(tx_addr.client).unwrap(),
+            port: u8::try_from(tx_addr.port).unwrap(),
+        };
+        let midi = |bytes: &[u8]| SeqInput::Midi {
+            port,
+            source,
+            bytes: bytes.to_vec(),
+        };
+        let want = [
+            SeqInput::Subscribed(Subscription {
+                port,
+                peer: source,
+                direction: Direction::FromPeer,
+                peer_client_name: Some("tx".into()),
+                peer_port_name: Some("out".into()),
+            }),
+            midi(&[0xB2, 7, 0x24, 0xB2, 39, 0x34]),
+            midi(&[
+                0xB1, 99, 0x02, 0xB1, 98, 0x23, 0xB1, 6, 0x08, 0xB1, 38, 0x56,
+            ]),
+            midi(&[0xBF, 101, 0, 0xBF, 100, 0, 0xBF, 6, 2, 0xBF, 38, 0]),
+            midi(&[0x90, 60, 100]),
+            midi(&[0xF0, 1, 2, 3, 4, 5, 0xF7]),
+        ];
+        assert_eq!(got, want);
+
+        // A NOTE goes through a queue, which sends its note-off `duration` ms later.
+        let queue = tx.alloc_queue().unwrap();
+        tx.control_queue(queue, EventType::Start, 0, None).unwrap();
+        tx.drain_output().unwrap();
+        let mut ev = Event::new(
+            EventType::Note,
+            &EvNote {
+                duration: 5,
+                ..note
+            },
+        );
+        ev.set_source(tx_port);
+        ev.set_subs();
+        ev.schedule_real(queue, true, Duration::ZERO);
+        tx.event_output_direct(&mut ev).unwrap();
+        let fd = rx.fds().unwrap()[0];
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; a 2 s bound turns a lost event into a failure.
+            assert_eq!(
+                unsafe { libc::poll(&mut p, 1, 2000) },
+                1,
+                "got only {got:?}"
+            );
+            while let Some(input) = rx.recv().unwrap() {
+                got.push(input);
+            }
+        }
+        assert_eq!(got, [midi(&[0x90, 60, 100]), midi(&[0x80, 60, 0])]);
+    }
+
+    fn decoded(mut ev: Event) -> Vec<u8> {
+        let (_, decoder) = coders().unwrap();
+        decode(&decoder, &mut ev).unwrap()
+    }
+
+    fn ctrl(t: EventType, channel: u8, param: u32, value: i32) -> Vec<u8> {
+        decoded(Event::new(
+            t,
+            &EvCtrl {
+                channel,
+                param,
+                value,
+            },
+        ))
+    }
+
+    #[test]
+    fn control14_becomes_msb_and_lsb_control_changes() {
+        // Controller 7 (volume) = 0x1234: MSB 0x24 on CC 7, LSB 0x34 on CC 7 + 32.
+        assert_eq!(
+            ctrl(EventType::Control14, 2, 7, 0x1234),
+            [0xB2, 7, 0x24, 0xB2, 39, 0x34]
+        );
+        // Controllers 32 and up have no LSB partner: one 7-bit change.
+        assert_eq!(ctrl(EventType::Control14, 0, 70, 0x55), [0xB0, 70, 0x55]);
+    }
+
+    #[test]
+    fn nrpn_and_rpn_become_their_four_control_changes() {
+        // NRPN 0x0123 = 0x0456: CC 99/98 select the parameter, CC 6/38 carry the value.
+        assert_eq!(
+            ctrl(EventType::Nonregparam, 1, 0x0123, 0x0456),
+            [0xB1, 99, 0x02, 0xB1, 98, 0x23, 0xB1, 6, 0x08, 0xB1, 38, 0x56]
+        );
+        // RPN 0 (pitch bend range) = 2 semitones: CC 101/100, then 6/38.
+        assert_eq!(
+            ctrl(EventType::Regparam, 15, 0, 2 << 7),
+            [0xBF, 101, 0, 0xBF, 100, 0, 0xBF, 6, 2, 0xBF, 38, 0]
+        );
+    }
+
+    #[test]
+    fn every_short_message_survives_encode_then_decode() {
+        let (mut encoder, decoder) = coders().unwrap();
+        let messages: [&[u8]; 17] = [
+            &[0x90, 60, 100],
+            &[0x90, 60, 0],
+            &[0x83, 61, 64],
+            &[0xA4, 62, 10],
+            &[0xB5, 7, 127],
+            &[0xC6, 42],
+            &[0xD7, 99],
+            &[0xE8, 0x00, 0x00],
+            &[0xE8, 0x7F, 0x7F],
+            &[0xF1, 0x35],
+            &[0xF2, 0x7F, 0x01],
+            &[0xF3, 9],
+            &[0xF6],
+            &[0xF8],
+            &[0xFA],
+            &[0xFC],
+            &[0xFF],
+        ];
+        for m in messages {
+            let mut ev = encode(&mut encoder, m).unwrap();
+            assert_eq!(decode(&decoder, &mut ev).unwrap(), m, "{m:02X?}");
+        }
+        // Same status twice: the second still carries its status byte.
+        let mut ev = encode(&mut encoder, &[0x90, 64, 1]).unwrap();
+        assert_eq!(decode(&decoder, &mut ev).unwrap(), [0x90, 64, 1]);
+    }
+
+    #[test]
+    fn encoder_is_reset_between_messages() {
+        let (mut encoder, _) = coders().unwrap();
+        assert!(encode(&mut encoder, &[0x90, 60]).is_none());
+        let ev = encode(&mut encoder, &[0xC0, 5]).unwrap();
+        assert_eq!(ev.get_type(), EventType::Pgmchange);
+    }
+
+    #[test]
+    fn note_with_duration_is_not_midi() {
+        let note = EvNote {
+            channel: 0,
+            note: 60,
+            velocity: 100,
+            off_velocity: 0,
+            duration: 500,
+        };
+        let (_, decoder) = coders().unwrap();
+        assert_eq!(
+            decode(&decoder, &mut Event::new(EventType::Note, &note)),
+            None
+        );
+    }
+}

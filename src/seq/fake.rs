@@ -1,0 +1,207 @@
+//! An in-memory sequencer for unit tests of the daemon.
+//!
+//! Tests push what local applications would send or do (`push_*`) and read what the daemon
+//! sent (`take_sent`). The fd is one end of a socket pair made readable while input waits,
+//! so a poll loop wakes for it as for the real one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use super::stream::{Message, Messages};
+use super::{PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+
+pub struct FakeSequencer {
+    ports: BTreeMap<PortId, (String, PortCaps)>,
+    next_port: u8,
+    inbox: VecDeque<SeqInput>,
+    sent: Vec<(PortId, Vec<u8>)>,
+    /// Messages `send` accepts before it reports a full sequencer.
+    room: Option<usize>,
+    readable: UnixStream,
+    waker: UnixStream,
+}
+
+impl FakeSequencer {
+    pub fn new() -> io::Result<Self> {
+        let (readable, waker) = UnixStream::pair()?;
+        readable.set_nonblocking(true)?;
+        Ok(FakeSequencer {
+            ports: BTreeMap::new(),
+            next_port: 0,
+            inbox: VecDeque::new(),
+            sent: Vec::new(),
+            room: None,
+            readable,
+            waker,
+        })
+    }
+
+    /// Ports that exist, with their names and capabilities.
+    pub fn ports(&self) -> &BTreeMap<PortId, (String, PortCaps)> {
+        &self.ports
+    }
+
+    /// The port named `name`, if any.
+    pub fn port(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .find(|(_, (n, _))| n == name)
+            .map(|(&id, _)| id)
+    }
+
+    pub fn push(&mut self, input: SeqInput) {
+        if self.inbox.is_empty() {
+            // Readable until the inbox is drained; a lost wake-up byte only delays.
+            let _ = self.waker.write_all(&[1]);
+        }
+        self.inbox.push_back(input);
+    }
+
+    pub fn push_midi(&mut self, port: PortId, source: SeqAddr, bytes: &[u8]) {
+        self.push(SeqInput::Midi {
+            port,
+            source,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    pub fn push_subscribed(&mut self, sub: Subscription) {
+        self.push(SeqInput::Subscribed(sub));
+    }
+
+    pub fn push_unsubscribed(&mut self, sub: Subscription) {
+        self.push(SeqInput::Unsubscribed(sub));
+    }
+
+    /// What `send` delivered so far, one entry per message, and forgets it.
+    pub fn take_sent(&mut self) -> Vec<(PortId, Vec<u8>)> {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Makes `send` accept `messages` more messages, then fail as a full sequencer does;
+    /// `None` for no limit.
+    pub fn set_room(&mut self, messages: Option<usize>) {
+        self.room = messages;
+    }
+}
+
+impl Sequencer for FakeSequencer {
+    fn fds(&self) -> io::Result<Vec<RawFd>> {
+        Ok(vec![self.readable.as_raw_fd()])
+    }
+
+    fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId> {
+        let id = PortId(self.next_port);
+        self.next_port = self.next_port.checked_add(1).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::OutOfMemory, "fake sequencer out of ports")
+        })?;
+        self.ports.insert(id, (name.to_owned(), caps));
+        Ok(id)
+    }
+
+    fn delete_port(&mut self, port: PortId) -> io::Result<()> {
+        self.ports
+            .remove(&port)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such port"))
+    }
+
+    fn recv(&mut self) -> io::Result<Option<SeqInput>> {
+        let input = self.inbox.pop_front();
+        if self.inbox.is_empty() {
+            let mut buf = [0u8; 16];
+            while self.readable.read(&mut buf).is_ok_and(|n| n > 0) {}
+        }
+        Ok(input)
+    }
+
+    fn send(&mut self, port: PortId, midi: &[u8]) -> io::Result<()> {
+        if !self.ports.contains_key(&port) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
+        }
+        let messages: Vec<Vec<u8>> = Messages::new(midi)
+            .map(|m| match m {
+                Message::Short(s) => s.as_bytes().to_vec(),
+                Message::SysEx(b) => b.to_vec(),
+            })
+            .collect();
+        if let Some(room) = self.room {
+            if room == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "fake sequencer full",
+                ));
+            }
+            self.room = Some(room.saturating_sub(messages.len()));
+        }
+        self.sent.extend(messages.into_iter().map(|m| (port, m)));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn backlog(&self) -> usize {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Direction;
+    use super::*;
+
+    #[test]
+    fn fd_is_readable_exactly_while_input_waits() {
+        let mut seq = FakeSequencer::new().unwrap();
+        let fd = seq.fds().unwrap()[0];
+        let readable = |fd| {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        assert!(!readable(fd));
+        let port = seq.create_port("a", PortCaps::DUPLEX).unwrap();
+        let src = SeqAddr {
+            client: 20,
+            port: 0,
+        };
+        seq.push_midi(port, src, &[0x90, 60, 1]);
+        seq.push_subscribed(Subscription {
+            port,
+            peer: src,
+            direction: Direction::FromPeer,
+            peer_client_name: Some("x".into()),
+            peer_port_name: None,
+        });
+        assert!(readable(fd));
+        assert!(matches!(seq.recv().unwrap(), Some(SeqInput::Midi { .. })));
+        assert!(matches!(seq.recv().unwrap(), Some(SeqInput::Subscribed(_))));
+        assert!(!readable(fd));
+        assert_eq!(seq.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn send_records_messages_and_can_be_full() {
+        let mut seq = FakeSequencer::new().unwrap();
+        let port = seq.create_port("a", PortCaps::DUPLEX).unwrap();
+        assert_eq!(seq.port("a"), Some(port));
+        seq.set_room(Some(2));
+        seq.send(port, &[0x90, 60, 1, 61, 1]).unwrap();
+        let err = seq.send(port, &[0xF8]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            seq.take_sent(),
+            [(port, vec![0x90, 60, 1]), (port, vec![0x90, 61, 1])]
+        );
+        seq.delete_port(port).unwrap();
+        assert!(seq.send(port, &[0xF8]).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! The seam between the daemon and the ALSA sequencer.
+//!
+//! The daemon sees MIDI bytes (what RTP-MIDI carries) and subscription notices; only
+//! `alsa.rs` talks to libasound. `fake.rs` keeps queues in memory so the rest of the daemon
+//! is tested in ordinary unit tests. `stream.rs` splits and joins the bytes for both.
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub mod alsa;
+#[cfg(test)]
+pub mod fake;
+mod stream;
+
+/// A port of our own client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u8);
+
+/// A sequencer address, `client:port` (the kernel's `snd_seq_addr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqAddr {
+    pub client: u8,
+    pub port: u8,
+}
+
+impl std::fmt::Display for SeqAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.client, self.port)
+    }
+}
+
+/// What other clients may do with a port. Subscriptions are always allowed for what is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortCaps {
+    /// Others may read (subscribe to) what we send on it.
+    pub read: bool,
+    /// Others may write to it; we receive what they send.
+    pub write: bool,
+}
+
+impl PortCaps {
+    pub const DUPLEX: PortCaps = PortCaps {
+        read: true,
+        write: true,
+    };
+}
+
+/// Which way a subscription to one of our ports carries events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The peer receives what we send on the port.
+    ToPeer,
+    /// The peer sends to the port.
+    FromPeer,
+}
+
+/// A subscription to or from one of our ports, made or removed by anyone but us.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub port: PortId,
+    pub peer: SeqAddr,
+    pub direction: Direction,
+    /// The peer's client and port names, when it still exists to be asked.
+    pub peer_client_name: Option<String>,
+    pub peer_port_name: Option<String>,
+}
+
+/// What [`Sequencer::recv`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeqInput {
+    /// One or more complete MIDI messages that arrived on `port` from `source`, with
+    /// status bytes (no running status). A SysEx is whole (`F0 .. F7`) and alone, however
+    /// many ALSA events carried it. A 14-bit controller, NRPN or RPN event comes as the
+    /// control changes it stands for.
+    Midi {
+        port: PortId,
+        source: SeqAddr,
+        bytes: Vec<u8>,
+    },
+    Subscribed(Subscription),
+    Unsubscribed(Subscription),
+    /// The kernel's input queue for us overflowed: events were lost (and any SysEx being
+    /// reassembled with them).
+    Overrun,
+}
+
+/// The sequencer as the daemon uses it.
+///
+/// Non-blocking throughout: `recv` returns `Ok(None)` when nothing is waiting, and what the
+/// sequencer cannot take yet waits in a bounded backlog until [`flush`](Sequencer::flush).
+pub trait Sequencer {
+    /// Descriptors to poll: readable when `recv` has input, writable when `flush` can make
+    /// progress.
+    fn fds(&self) -> io::Result<Vec<RawFd>>;
+    /// Creates a port on our client named `name`.
+    fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId>;
+    fn delete_port(&mut self, port: PortId) -> io::Result<()>;
+    /// The next input, or `None` once drained.
+    fn recv(&mut self) -> io::Result<Option<SeqInput>>;
+    /// Sends complete MIDI messages (running status allowed, SysEx of any length) from `port`
+    /// to its subscribers, at once. A message is taken whole or not at all: when the backlog
+    /// is full the call fails with [`io::ErrorKind::WouldBlock`] and nothing of `midi` is sent.
+    /// Bytes that form no message (stray data bytes, an unterminated SysEx) are skipped.
+    fn send(&mut self, port: PortId, midi: &[u8]) -> io::Result<()>;
+    /// Retries the backlog; call it when `backlog() > 0` and the fds are writable.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Events waiting for room in the sequencer.
+    fn backlog(&self) -> usize;
+}
