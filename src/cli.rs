@@ -226,7 +226,7 @@ mod tests {
             ("-b nonsense", "bad bind"),
             ("--bogus", "bogus"),
             ("extra", "unexpected"),
-            ("-n", "name"),
+            ("-n", "'n'"),
         ] {
             let err = parse(&args(line)).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");

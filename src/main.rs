@@ -2,6 +2,7 @@
 mod cli;
 mod daemon;
 mod net;
+mod seq;
 
 use std::process::ExitCode;
 

@@ -20,7 +20,7 @@ stage() {
 
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets -q -- -D warnings
-stage unit-and-integration cargo test --workspace -q
+stage unit-and-integration cargo test --workspace -q --no-fail-fast
 for script in tests/stages/*.sh; do
   stage "$(basename "$script" .sh)" bash "$script"
 done
