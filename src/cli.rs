@@ -43,19 +43,23 @@ pub struct Options {
     pub verbosity: u8,
     pub quiet: bool,
     pub name: Option<String>,
-    pub port: u16,
+    /// `None`: the configuration file's, or [`DEFAULT_PORT`].
+    pub port: Option<u16>,
     pub bind: Vec<IpAddr>,
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
     pub no_alsa: bool,
     pub no_mdns: bool,
     pub config: Option<PathBuf>,
+    pub control: Option<PathBuf>,
 }
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Box<Options>),
+    /// `rtpmidid ctl ...`: talk to a running daemon.
+    Ctl(crate::control::CtlOptions),
     Help(String),
     Version,
 }
@@ -99,7 +103,18 @@ fn getopts() -> Getopts {
     );
     o.optflag("", "no-alsa", "run without the ALSA sequencer");
     o.optflag("", "no-mdns", "no mDNS announcements or discovery");
-    o.optopt("c", "config", "configuration file", "FILE");
+    o.optopt(
+        "c",
+        "config",
+        "configuration file (default: /etc/rtpmidid/rtpmidid.conf if it exists)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "control",
+        "control socket (default /run/rtpmidid/control.sock)",
+        "PATH",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("V", "version", "print the version");
     o
@@ -114,10 +129,15 @@ fn parse_port(text: &str) -> Result<u16, String> {
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, String> {
+    if args.first().is_some_and(|a| a == "ctl") {
+        return crate::control::parse_ctl(&args[1..]).map(Command::Ctl);
+    }
     let spec = getopts();
     let m = spec.parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
-        let brief = "Usage: rtpmidid [OPTIONS]\n\nRTP-MIDI (AppleMIDI) network MIDI daemon.";
+        let brief = "Usage: rtpmidid [OPTIONS]\n       rtpmidid ctl [--control PATH] [--json] \
+                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P\n\n\
+                     RTP-MIDI (AppleMIDI) network MIDI daemon.";
         return Ok(Command::Help(spec.usage(brief)));
     }
     if m.opt_present("V") {
@@ -126,11 +146,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if let Some(extra) = m.free.first() {
         return Err(format!("unexpected argument {extra:?}"));
     }
-    let port = m
-        .opt_str("p")
-        .map(|p| parse_port(&p))
-        .transpose()?
-        .unwrap_or(DEFAULT_PORT);
+    let port = m.opt_str("p").map(|p| parse_port(&p)).transpose()?;
     let bind = m
         .opt_strs("b")
         .iter()
@@ -161,6 +177,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         no_alsa: m.opt_present("no-alsa"),
         no_mdns: m.opt_present("no-mdns"),
         config: m.opt_str("c").map(PathBuf::from),
+        control: m.opt_str("control").map(PathBuf::from),
     })))
 }
 
@@ -182,7 +199,7 @@ mod tests {
     #[test]
     fn defaults() {
         let o = run("");
-        assert_eq!(o.port, 5004);
+        assert_eq!(o.port, None);
         assert_eq!(o.verbosity, 0);
         assert!(o.bind.is_empty() && o.connect.is_empty() && !o.hub);
     }
@@ -195,7 +212,7 @@ mod tests {
         );
         assert_eq!(o.verbosity, 2);
         assert_eq!(o.name.as_deref(), Some("Stage"));
-        assert_eq!(o.port, 6000);
+        assert_eq!(o.port, Some(6000));
         assert_eq!(o.bind.len(), 2);
         assert_eq!(
             o.connect,

@@ -15,6 +15,9 @@ use reactor::{Context, Interest, Signal};
 use crate::cli::ConnectTarget;
 use crate::net::{self, PortPair};
 
+mod ops;
+pub use ops::{Peer, Status};
+
 /// Datagrams read from one socket before the loop looks at the others, so a flooding peer
 /// cannot starve the rest.
 const READ_BATCH: usize = 256;
@@ -93,6 +96,8 @@ pub struct Daemon {
     send_buf: Vec<u8>,
     drops: DropLog,
     signals_seen: u32,
+    /// Control socket, reload and their figures (see `daemon/ops.rs`).
+    pub(crate) ops: ops::Ops,
 }
 
 impl Daemon {
@@ -131,6 +136,7 @@ impl Daemon {
             send_buf: vec![0; MAX_DATAGRAM],
             drops: DropLog::default(),
             signals_seen: 0,
+            ops: ops::Ops::default(),
         })
     }
 
@@ -249,6 +255,7 @@ impl Daemon {
             Event::Latency { rtt, offset_ticks } => {
                 // The first measurement of a session at info level, the rest at debug.
                 let first = self.synced.insert(id);
+                self.ops.latency.insert(id, rtt);
                 log!(
                     if first { Level::Info } else { Level::Debug },
                     "clock sync with {}: round trip {:.2} ms, offset {} ticks",
@@ -270,6 +277,7 @@ impl Daemon {
                 }
                 self.names.remove(&id);
                 self.synced.remove(&id);
+                self.ops.latency.remove(&id);
                 if self.signals_seen > 0 {
                     return;
                 }
@@ -367,7 +375,7 @@ pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, _timer: TimerId) {
 
 pub fn on_signal(daemon: &mut Daemon, ctx: &mut Ctx, signal: Signal) {
     match signal {
-        Signal::SIGHUP => info!("SIGHUP: configuration reload is not available yet"),
+        Signal::SIGHUP => daemon.reload(ctx, "SIGHUP"),
         Signal::SIGINT | Signal::SIGTERM => daemon.on_shutdown_signal(ctx, signal),
         other => error!("unexpected signal {other:?}"),
     }

@@ -1,7 +1,11 @@
 //! rtpmidid: command line and logging; the daemon itself is in `daemon`.
 mod cli;
+mod config;
+mod control;
 mod daemon;
+mod json;
 mod net;
+mod reload;
 mod seq;
 
 use std::process::ExitCode;
@@ -25,9 +29,19 @@ fn main() -> ExitCode {
             println!("rtpmidid {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Ok(Command::Ctl(ctl)) => control::run_ctl(&ctl),
         Ok(Command::Run(options)) => {
-            init_logging(&options);
-            match run(*options) {
+            // A broken configuration file: say where, and do not start.
+            let (path, file) = match config::load(&options) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("rtpmidid: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let settings = config::resolve(&options, &file, hostname);
+            init_logging(settings.log_level);
+            match run(*options, path, settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     error!("{message}");
@@ -42,23 +56,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(options: &Options) {
-    let level = match (options.quiet, options.verbosity) {
-        (true, _) => LevelFilter::Error,
-        (false, 0) => LevelFilter::Warn,
-        (false, 1) => LevelFilter::Info,
-        (false, 2) => LevelFilter::Debug,
-        _ => LevelFilter::Trace,
-    };
+/// Logging at `level`, which a reload may change (`log::set_max_level`), unless RUST_LOG rules.
+fn init_logging(level: LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
+    match std::env::var("RUST_LOG") {
+        Ok(spec) => {
+            builder.parse_filters(&spec);
+            builder.init();
+        }
+        Err(_) => {
+            builder.filter_level(LevelFilter::Trace);
+            builder.init();
+            log::set_max_level(level);
+        }
     }
-    builder.init();
 }
 
-fn run(options: Options) -> Result<(), String> {
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "rtpmidid".into())
+}
+
+fn run(
+    options: Options,
+    path: Option<std::path::PathBuf>,
+    config: config::Settings,
+) -> Result<(), String> {
     if !options.no_alsa {
         return Err(
             "no ALSA sequencer: /dev/snd/seq is missing (load the snd-seq kernel module), \
@@ -66,19 +91,16 @@ fn run(options: Options) -> Result<(), String> {
                 .into(),
         );
     }
-    let name = match options.name {
-        Some(name) => name,
-        None => nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "rtpmidid".into()),
-    };
     let settings = Settings {
-        name,
-        port: options.port,
-        bind: options.bind,
-        connect: options.connect,
-        hub: options.hub,
+        name: config.name.clone(),
+        port: config.port,
+        bind: config.bind.clone(),
+        connect: config
+            .connect
+            .iter()
+            .map(config::Connection::target)
+            .collect(),
+        hub: config.hub,
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
@@ -86,10 +108,12 @@ fn run(options: Options) -> Result<(), String> {
         .watch_signals(&reactor::DAEMON_SIGNALS, daemon::on_signal)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     let mut daemon = Daemon::new(settings, seed())
-        .map_err(|e| format!("cannot open UDP port {}: {e}", options.port))?;
+        .map_err(|e| format!("cannot open UDP port {}: {e}", config.port))?;
     daemon
         .start(reactor.context())
         .map_err(|e| format!("cannot register sockets: {e}"))?;
+    let control_required = options.control.is_some() || path.is_some();
+    daemon.start_ops(reactor.context(), options, path, config, control_required)?;
     reactor
         .run(&mut daemon)
         .map_err(|e| format!("event loop failed: {e}"))

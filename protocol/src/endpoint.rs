@@ -80,6 +80,11 @@ impl Endpoint {
         }
     }
 
+    /// The configuration of sessions started from now on; running ones keep theirs.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
     pub fn set_policy(&mut self, policy: AcceptPolicy) {
         self.policy = policy;
     }
