@@ -254,7 +254,7 @@ impl Daemon {
         let new = config::resolve(options, &file, || old.name.clone());
         let actions = config::diff(&old, &new);
         if actions.is_empty() {
-            debug!("{why}: configuration unchanged");
+            info!("{why}: configuration unchanged");
         } else {
             info!("{why}: configuration reloaded, {} change(s)", actions.len());
         }

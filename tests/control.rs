@@ -1,0 +1,492 @@
+//! The control socket and configuration reload as a user meets them: real daemons on loopback
+//! (`--no-alsa --no-mdns`), driven through `rtpmidid ctl`. Every wait polls with a deadline.
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rtpmidid");
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A scratch folder removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("rtpmidid-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An even port P with P and P+1 free on 127.0.0.1 (tests in this file run in parallel, so
+/// each call starts further up).
+fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 2000) as u16 * 10;
+    loop {
+        let port = base + NEXT.fetch_add(2, Ordering::SeqCst);
+        let a = UdpSocket::bind(("127.0.0.1", port));
+        let b = UdpSocket::bind(("127.0.0.1", port + 1));
+        if a.is_ok() && b.is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` until it gives a value or the deadline passes.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+struct Ctl {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+fn ctl(control: &Path, args: &[&str]) -> Ctl {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--control")
+        .arg(control)
+        .args(args)
+        .output()
+        .unwrap();
+    Ctl {
+        code: out.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+struct Daemon {
+    child: Child,
+    control: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, tag: &str, extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let control = dir.join(format!("{tag}.sock"));
+        let log = dir.join(format!("{tag}.log"));
+        let child = Command::new(BIN)
+            .args(["--no-alsa", "--no-mdns", "-v", "-b", "127.0.0.1", "-n", tag])
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("--control")
+            .arg(&control)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child,
+            control,
+            port,
+            log,
+        };
+        wait_for("the control socket", || {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("{tag} exited with {status}: {}", d.log_text());
+            }
+            (ctl(&d.control, &["status"]).code == 0).then_some(())
+        });
+        d
+    }
+
+    fn ctl(&self, args: &[&str]) -> Ctl {
+        ctl(&self.control, args)
+    }
+
+    /// `ctl --json peers`, as text.
+    fn peers(&self) -> String {
+        let c = self.ctl(&["--json", "peers"]);
+        assert_eq!(c.code, 0, "{}", c.err);
+        c.out
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.signal_and_wait();
+    }
+}
+
+impl Daemon {
+    fn signal_and_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+/// The JSON objects of a `peers` answer, one string each (they hold no nested objects).
+fn peer_objects(json: &str) -> Vec<String> {
+    let list = json.split_once("\"peers\":[").map_or("", |(_, rest)| rest);
+    list.split("},")
+        .filter(|p| p.contains("\"id\""))
+        .map(String::from)
+        .collect()
+}
+
+fn field<'a>(object: &'a str, key: &str) -> Option<&'a str> {
+    let start = object.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &object[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
+}
+
+/// The peer whose `key` is `value`, if it is connected.
+fn connected<'a>(peers: &'a [String], key: &str, value: &str) -> Option<&'a String> {
+    peers
+        .iter()
+        .find(|p| field(p, key) == Some(value) && field(p, "state") == Some("connected"))
+}
+
+#[test]
+fn every_control_command_between_two_daemons() {
+    let dir = TempDir::new("ctl");
+    let a = Daemon::start(&dir.0, "Alpha", &[]);
+    let b = Daemon::start(&dir.0, "Beta", &[]);
+
+    // The socket is there for the owner and its group only.
+    let mode = std::fs::metadata(&a.control).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+
+    let s = a.ctl(&["status"]);
+    assert_eq!(s.code, 0, "{}", s.err);
+    assert!(s.out.contains("name:        Alpha"), "{}", s.out);
+    assert!(
+        s.out.contains(&format!("port:        {}", a.port)),
+        "{}",
+        s.out
+    );
+    let s = a.ctl(&["--json", "status"]);
+    assert!(
+        s.out.starts_with("{\"ok\":true,\"name\":\"Alpha\""),
+        "{}",
+        s.out
+    );
+    assert!(s.out.contains("\"sessions\":0"), "{}", s.out);
+
+    // connect HOST:PORT NAME, then both sides show the session.
+    let target = format!("127.0.0.1:{}", b.port);
+    let c = a.ctl(&["connect", &target, "beta"]);
+    assert_eq!(
+        (c.code, c.out.as_str()),
+        (0, "connecting: beta\n"),
+        "{}",
+        c.err
+    );
+    let a_peer = wait_for("Alpha to connect to Beta", || {
+        let peers = peer_objects(&a.peers());
+        let p = connected(&peers, "name", "Beta")?;
+        // Wait for the first clock sync too: it gives the latency.
+        (field(p, "latency_ms") != Some("null")).then(|| p.clone())
+    });
+    assert_eq!(field(&a_peer, "connection"), Some("beta"));
+    assert_eq!(field(&a_peer, "role"), Some("initiator"));
+    assert_eq!(field(&a_peer, "address"), Some(target.as_str()));
+    assert!(field(&a_peer, "sent").unwrap().parse::<u64>().unwrap() > 0);
+    for key in ["received", "lost", "journal_repairs"] {
+        assert!(field(&a_peer, key).unwrap().parse::<u64>().is_ok(), "{key}");
+    }
+    let b_peer = wait_for("Beta to see Alpha", || {
+        connected(&peer_objects(&b.peers()), "name", "Alpha").cloned()
+    });
+    assert_eq!(field(&b_peer, "role"), Some("responder"));
+
+    // The table.
+    let t = a.ctl(&["peers"]);
+    let lines: Vec<&str> = t.out.lines().collect();
+    assert!(lines[0].starts_with("ID  NAME  ADDRESS"), "{}", t.out);
+    assert!(
+        lines[0].contains("LATENCY") && lines[0].contains("REPAIRS"),
+        "{}",
+        t.out
+    );
+    assert!(
+        lines[1].contains("Beta") && lines[1].contains("connected") && lines[1].contains(" ms"),
+        "{}",
+        t.out
+    );
+
+    // Errors: non-zero exit and a message.
+    let e = a.ctl(&["connect", &target, "beta"]);
+    assert_eq!(e.code, 1);
+    assert!(e.err.contains("exists already"), "{}", e.err);
+    let e = a.ctl(&["export", "20:0"]);
+    assert_eq!(e.code, 1);
+    assert!(e.err.contains("no ALSA bridge"), "{}", e.err);
+    let e = a.ctl(&["--json", "export", "20:0"]);
+    assert_eq!(e.code, 1);
+    assert!(e.out.starts_with("{\"ok\":false,\"error\":"), "{}", e.out);
+    let e = a.ctl(&["export", "synth"]);
+    assert!(e.code == 1 && e.err.contains("bad ALSA port"), "{}", e.err);
+    let e = a.ctl(&["disconnect", "999"]);
+    assert!(
+        e.code == 1 && e.err.contains("no session with id 999"),
+        "{}",
+        e.err
+    );
+    let e = a.ctl(&["frobnicate"]);
+    assert_eq!(e.code, 2, "{}", e.err);
+    let e = ctl(&dir.0.join("nothing.sock"), &["status"]);
+    assert!(
+        e.code == 1 && e.err.contains("cannot reach the daemon"),
+        "{}",
+        e.err
+    );
+
+    // disconnect NAME on the responder's side: Alpha's connection invites again, as a new
+    // session.
+    let old_id = field(&b_peer, "id").unwrap().to_string();
+    let d = b.ctl(&["disconnect", "Alpha"]);
+    assert_eq!(
+        (d.code, d.out.as_str()),
+        (0, "disconnected: Alpha\n"),
+        "{}",
+        d.err
+    );
+    wait_for("Alpha to come back as a new session", || {
+        let peers = peer_objects(&b.peers());
+        connected(&peers, "name", "Alpha").filter(|p| field(p, "id") != Some(&old_id))?;
+        Some(())
+    });
+
+    // disconnect ID on the initiator's side ends the connection for good.
+    let id = wait_for("Alpha's session id", || {
+        let peers = peer_objects(&a.peers());
+        connected(&peers, "name", "Beta").and_then(|p| field(p, "id").map(String::from))
+    });
+    let d = a.ctl(&["disconnect", &id]);
+    assert_eq!(
+        (d.code, d.out.as_str()),
+        (0, "disconnected: beta\n"),
+        "{}",
+        d.err
+    );
+    wait_for("both sides to forget the session", || {
+        (peer_objects(&a.peers()).is_empty() && peer_objects(&b.peers()).is_empty()).then_some(())
+    });
+
+    // An unnamed connection is named HOST:PORT; disconnect by that name.
+    assert_eq!(
+        a.ctl(&["connect", &target]).out,
+        format!("connecting: {target}\n")
+    );
+    wait_for("the unnamed connection", || {
+        connected(&peer_objects(&a.peers()), "connection", &target).map(|_| ())
+    });
+    assert_eq!(a.ctl(&["disconnect", &target]).code, 0);
+    wait_for("the unnamed connection to end", || {
+        peer_objects(&a.peers()).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn bad_clients_do_not_stall_the_daemon() {
+    let dir = TempDir::new("ctl-bad");
+    let a = Daemon::start(&dir.0, "Alpha", &[]);
+    let mut s = UnixStream::connect(&a.control).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"{\"cmd\":\n[1,2]\n{\"cmd\":\"nope\"}\n\n\"\\ud800\"\n")
+        .unwrap();
+    let mut answers = String::new();
+    let mut buf = [0u8; 4096];
+    while answers.lines().count() < 4 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {answers}");
+        answers += std::str::from_utf8(&buf[..n]).unwrap();
+    }
+    let lines: Vec<&str> = answers.lines().collect();
+    assert!(
+        lines[0].starts_with("{\"ok\":false,\"error\":\"bad JSON"),
+        "{answers}"
+    );
+    assert!(lines[1].contains("with a \\\"cmd\\\" string"), "{answers}");
+    assert!(lines[2].contains("unknown cmd \\\"nope\\\""), "{answers}");
+    assert!(lines[3].contains("bad JSON"), "{answers}");
+
+    // A line over 64 KiB: an error, then the daemon hangs up.
+    s.write_all(&vec![b'x'; 70_000]).unwrap();
+    // Read to the end; the hang-up may come as a reset since the rest of the line is unread.
+    let mut rest = Vec::new();
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("request longer than 65536 bytes"), "{rest}");
+
+    // A client that sends and never reads: the daemon keeps answering others, then drops it.
+    let control = a.control.clone();
+    let flooder = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(control).unwrap();
+        s.set_write_timeout(Some(DEADLINE)).unwrap();
+        let request = b"{\"cmd\":\"status\"}\n".repeat(1000);
+        for _ in 0..500 {
+            if s.write_all(&request).is_err() {
+                return true; // dropped by the daemon
+            }
+        }
+        false
+    });
+    for _ in 0..5 {
+        assert_eq!(a.ctl(&["status"]).code, 0);
+    }
+    assert!(
+        flooder.join().unwrap(),
+        "the daemon never dropped the flooding client"
+    );
+    assert!(a.log_text().contains("does not read its answers"));
+    assert_eq!(a.ctl(&["status"]).code, 0);
+}
+
+fn write_config(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+}
+
+#[test]
+fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
+    let dir = TempDir::new("reload");
+    let b = Daemon::start(&dir.0, "Beta", &[]);
+    let c = Daemon::start(&dir.0, "Gamma", &[]);
+    let conf = dir.0.join("rtpmidid.conf");
+    let one = format!("[connect one]\nhost = 127.0.0.1\nport = {}\n", b.port);
+    let two = format!("[connect two]\nhost = 127.0.0.1\nport = {}\n", c.port);
+    write_config(&conf, &format!("[general]\nname = Alpha\n{one}"));
+    let a = Daemon::start(&dir.0, "Alpha", &["-c", conf.to_str().unwrap()]);
+    let id_one = wait_for("connection one", || {
+        connected(&peer_objects(&a.peers()), "connection", "one")
+            .and_then(|p| field(p, "id").map(String::from))
+    });
+
+    // Add a connection and switch the hub on.
+    write_config(
+        &conf,
+        &format!("[general]\nname = Alpha\n[hub]\nenabled = yes\n{one}{two}"),
+    );
+    a.signal(Signal::SIGHUP);
+    wait_for("connection two after SIGHUP", || {
+        connected(&peer_objects(&a.peers()), "connection", "two").map(|_| ())
+    });
+    // The signal was seen (the file watch may have applied the change first).
+    wait_for("SIGHUP in the log", || {
+        a.log_text().contains("SIGHUP: configuration").then_some(())
+    });
+    let peers = peer_objects(&a.peers());
+    assert_eq!(
+        connected(&peers, "connection", "one").and_then(|p| field(p, "id")),
+        Some(id_one.as_str()),
+        "the untouched session was replaced: {peers:?}"
+    );
+    assert!(a.ctl(&["status"]).out.contains("hub:         true"));
+
+    // A broken edit is refused; everything keeps running.
+    write_config(
+        &conf,
+        &format!("[general]\nname = Alpha\n{one}{two}[connect three]\nhots = x\n"),
+    );
+    a.signal(Signal::SIGHUP);
+    wait_for("the refusal in the log", || {
+        let log = a.log_text();
+        (log.contains("SIGHUP: configuration refused")
+            && log.contains("rtpmidid.conf:10: unknown key \"hots\" in [connect three]"))
+        .then_some(())
+    });
+    let peers = peer_objects(&a.peers());
+    assert!(
+        connected(&peers, "connection", "one").is_some(),
+        "{peers:?}"
+    );
+    assert!(
+        connected(&peers, "connection", "two").is_some(),
+        "{peers:?}"
+    );
+    assert!(a.ctl(&["status"]).out.contains("hub:         true"));
+
+    // Remove one and fix the file: saving it is enough (inotify), no signal needed.
+    write_config(&conf, &format!("[general]\nname = Alpha\n{one}"));
+    wait_for("connection two to go", || {
+        let peers = peer_objects(&a.peers());
+        (peers.len() == 1).then_some(())
+    });
+    let peers = peer_objects(&a.peers());
+    assert_eq!(
+        connected(&peers, "connection", "one").and_then(|p| field(p, "id")),
+        Some(id_one.as_str())
+    );
+    assert!(a.ctl(&["status"]).out.contains("hub:         false"));
+    wait_for("Gamma to see the session end", || {
+        peer_objects(&c.peers()).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_broken_file_stops_the_start_with_file_and_line() {
+    let dir = TempDir::new("badconf");
+    let conf = dir.0.join("rtpmidid.conf");
+    write_config(&conf, "[general]\nname = x\n\n# c\nprot = 5004\n");
+    let out = Command::new(BIN)
+        .args(["--no-alsa", "--no-mdns", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rtpmidid.conf:5: unknown key \"prot\" in [general]"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["--no-alsa", "--no-mdns", "-c"])
+        .arg(dir.0.join("missing.conf"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.conf: cannot read"));
+}
