@@ -257,6 +257,14 @@ impl Settings {
     }
 }
 
+/// The default session name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "rtpmidid".into())
+}
+
 /// Reads the file to use: `-c FILE` (which must exist), else [`DEFAULT_PATH`] if it exists.
 /// Returns the path read, for reloads.
 pub fn load(options: &Options) -> Result<(Option<PathBuf>, File), Error> {

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let settings = config::resolve(&options, &file, hostname);
+            let settings = config::resolve(&options, &file, config::hostname);
             init_logging(settings.log_level);
             match run(*options, path, settings) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -70,13 +70,6 @@ fn init_logging(level: LevelFilter) {
             log::set_max_level(level);
         }
     }
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "rtpmidid".into())
 }
 
 fn run(

@@ -251,7 +251,7 @@ impl Daemon {
         let Some(old) = self.ops.settings.take() else {
             return;
         };
-        let new = config::resolve(options, &file, || old.name.clone());
+        let new = config::resolve(options, &file, config::hostname);
         let actions = config::diff(&old, &new);
         if actions.is_empty() {
             info!("{why}: configuration unchanged");
