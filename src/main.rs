@@ -61,7 +61,7 @@ fn init_logging(level: LevelFilter) {
     let mut builder = env_logger::Builder::new();
     match std::env::var("RUST_LOG") {
         Ok(spec) => {
-            builder.parse_filters(&spec);
+            builder.filter_level(level).parse_filters(&spec);
             builder.init();
         }
         Err(_) => {
