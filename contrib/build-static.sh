@@ -50,7 +50,7 @@ if [ ! -f "$prefix/lib/libasound.a" ]; then
   src=$(find "$cache/src" -maxdepth 1 -type d -name 'alsa-lib-*' | head -n1)
   if [ -z "$src" ]; then
     # apt-get source needs deb-src entries; add them for this machine's suite if there are none.
-    if ! grep -rqs 'deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    if ! grep -rqsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
       suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
       log "adding deb-src entries for $suite"
       printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \

@@ -130,6 +130,9 @@ fn parse_port(text: &str) -> Result<u16, String> {
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if args.first().is_some_and(|a| a == "ctl") {
+        if args.iter().any(|a| a == "-h" || a == "--help") {
+            return Ok(Command::Help(crate::control::ctl_usage()));
+        }
         return crate::control::parse_ctl(&args[1..]).map(Command::Ctl);
     }
     let spec = getopts();

@@ -390,16 +390,26 @@ const CTL_USAGE: &str = "Usage: rtpmidid ctl [--control PATH] [--json] COMMAND\n
     Commands:\n  status\n  peers\n  connect HOST:PORT [NAME]   (also NAME@HOST:PORT)\n  \
     disconnect ID|NAME\n  export CLIENT:PORT";
 
-/// Parses the arguments after `ctl`.
-pub fn parse_ctl(args: &[String]) -> Result<CtlOptions, String> {
+fn ctl_getopts() -> getopts::Options {
     let mut spec = getopts::Options::new();
-    spec.optopt("", "control", "control socket", "PATH");
+    spec.optopt(
+        "",
+        "control",
+        "control socket (default /run/rtpmidid/control.sock)",
+        "PATH",
+    );
     spec.optflag("", "json", "print the daemon's JSON answer");
     spec.optflag("h", "help", "print this help");
-    let m = spec.parse(args).map_err(|e| e.to_string())?;
-    if m.opt_present("h") {
-        return Err(spec.usage(CTL_USAGE));
-    }
+    spec
+}
+
+pub fn ctl_usage() -> String {
+    ctl_getopts().usage(CTL_USAGE)
+}
+
+/// Parses the arguments after `ctl`.
+pub fn parse_ctl(args: &[String]) -> Result<CtlOptions, String> {
+    let m = ctl_getopts().parse(args).map_err(|e| e.to_string())?;
     let words: Vec<&str> = m.free.iter().map(String::as_str).collect();
     let cmd = |c: &str| Value::object([("cmd", Value::from(c))]);
     let request = match words.as_slice() {

@@ -490,3 +490,22 @@ fn a_broken_file_stops_the_start_with_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.conf: cannot read"));
 }
+
+#[test]
+fn ctl_help_and_usage_errors() {
+    let out = Command::new(BIN).args(["ctl", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text.contains("disconnect ID|NAME") && text.contains("--json"),
+        "{text}"
+    );
+    for args in [
+        &["ctl"][..],
+        &["ctl", "connect"],
+        &["ctl", "--bogus", "status"],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
