@@ -40,8 +40,10 @@ fn main() -> ExitCode {
                 }
             };
             let settings = config::resolve(&options, &file, config::hostname);
+            // A control socket asked for must open; the default one may be missing.
+            let control_required = options.control.is_some() || file.control.is_some();
             init_logging(settings.log_level);
-            match run(*options, path, settings) {
+            match run(*options, path, settings, control_required) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     error!("{message}");
@@ -76,6 +78,7 @@ fn run(
     options: Options,
     path: Option<std::path::PathBuf>,
     config: config::Settings,
+    control_required: bool,
 ) -> Result<(), String> {
     if !options.no_alsa {
         return Err(
@@ -102,11 +105,11 @@ fn run(
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     let mut daemon = Daemon::new(settings, seed())
         .map_err(|e| format!("cannot open UDP port {}: {e}", config.port))?;
+    // Before `start`, which opens the first sessions: they get the file's timeouts.
+    daemon.start_ops(reactor.context(), options, path, config, control_required)?;
     daemon
         .start(reactor.context())
         .map_err(|e| format!("cannot register sockets: {e}"))?;
-    let control_required = options.control.is_some() || path.is_some();
-    daemon.start_ops(reactor.context(), options, path, config, control_required)?;
     reactor
         .run(&mut daemon)
         .map_err(|e| format!("event loop failed: {e}"))

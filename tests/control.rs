@@ -489,6 +489,20 @@ fn a_broken_file_stops_the_start_with_file_and_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.conf: cannot read"));
+    // A control socket asked for that cannot be made stops the start too.
+    let out = Command::new(BIN)
+        .args(["--no-alsa", "--no-mdns", "-b", "127.0.0.1", "-p"])
+        .arg(free_port().to_string())
+        .args(["--control", "/proc/rtpmidid/control.sock"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot open the control socket /proc/rtpmidid"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn client_name(target: &ConnectTarget) -> String {
 }
 
 impl Daemon {
-    /// After [`Daemon::start`]: applies the file's session settings and opens the control
+    /// Before [`Daemon::start`]: applies the file's session settings and opens the control
     /// socket and the file watch. A control socket asked for explicitly must open; the default
     /// one may fail (no /run/rtpmidid for an ordinary user) with a warning.
     pub fn start_ops(
