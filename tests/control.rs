@@ -37,7 +37,7 @@ impl Drop for TempDir {
 /// each call starts further up).
 fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 2000) as u16 * 10;
+    let base = 20_000 + (std::process::id() % 1000) as u16 * 32;
     loop {
         let port = base + NEXT.fetch_add(2, Ordering::SeqCst);
         let a = UdpSocket::bind(("127.0.0.1", port));
@@ -464,6 +464,19 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
     wait_for("Gamma to see the session end", || {
         peer_objects(&c.peers()).is_empty().then_some(())
     });
+
+    // An editor that saves by renaming a new file into place is seen too.
+    let new = dir.0.join("rtpmidid.conf.new");
+    write_config(&new, &format!("[general]\nname = Alpha\n{one}{two}"));
+    std::fs::rename(&new, &conf).unwrap();
+    wait_for("connection two after a rename", || {
+        connected(&peer_objects(&a.peers()), "connection", "two").map(|_| ())
+    });
+    let peers = peer_objects(&a.peers());
+    assert_eq!(
+        connected(&peers, "connection", "one").and_then(|p| field(p, "id")),
+        Some(id_one.as_str())
+    );
 }
 
 #[test]
