@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds a statically linked release binary of rtpmidid with libasound linked in.
 #
-#   bash contrib/build-static.sh [x86_64|aarch64|armhf]      (default x86_64; run as root the
-#                                                             first time: it installs packages)
+#   bash contrib/build-static.sh [x86_64|aarch64|armhf] [--example NAME]
+#
+# (default x86_64; run as root the first time: it installs packages). --example builds one of
+# examples/ instead of the daemon (the tests use seq_probe to check that libasound links).
 #
 # Prints the path of the binary on its last line. alsa-lib comes from Debian's own source
 # package (Debian ships no libasound.a), configured with --enable-static and built once per
@@ -12,6 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 arch=${1:-x86_64}
+what=(--bin rtpmidid) out=rtpmidid
+if [ "${2:-}" = --example ] && [ -n "${3:-}" ]; then
+  what=(--example "$3") out=examples/$3
+fi
 case $arch in
   x86_64)
     triple=x86_64-unknown-linux-gnu host=x86_64-linux-gnu cc=gcc
@@ -76,5 +82,5 @@ env "CARGO_TARGET_${triple_env}_LINKER=$cc" \
     PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_ALL_STATIC=1 \
     PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig" PKG_CONFIG_PATH= \
     RUSTFLAGS='-C target-feature=+crt-static' \
-    cargo build --release --quiet --target "$triple" --bin rtpmidid >&2
-echo "$top/target/$triple/release/rtpmidid"
+    cargo build --release --quiet --target "$triple" "${what[@]}" >&2
+echo "$top/target/$triple/release/$out"

@@ -58,8 +58,16 @@ for arch in $archs; do
   "${run[@]}" "$bin" ctl --control "$b" peers
   if grep -q snd_seq_open "$bin"; then
     echo "$arch: libasound is linked in"
-  else
-    echo "$arch: libasound is not referenced yet (the ALSA bridge is not wired in)"
+  elif [ "$arch" = x86_64 ]; then
+    # Until the daemon uses the sequencer, check the recipe with the sequencer probe: static,
+    # libasound inside, and it runs (opening /dev/snd/seq, or saying why it cannot).
+    probe=$(bash contrib/build-static.sh "$arch" --example seq_probe | tail -n1)
+    file -b "$probe" | grep -Eq 'statically linked|static-pie linked'
+    grep -q snd_seq_open "$probe"
+    set +e; probe_out=$(timeout 2 "$probe" 2>&1); set -e
+    echo "$probe_out" | grep -Eq '^ready|cannot open the ALSA sequencer' \
+      || { echo "seq_probe: $probe_out"; exit 1; }
+    echo "$arch: libasound links statically (seq_probe: ${probe_out##*$'\n'})"
   fi
   echo "$arch: static binary holds a loopback session"
 done
