@@ -2,8 +2,10 @@
 # Static release binaries made by contrib/build-static.sh: x86_64 run natively, aarch64 under
 # qemu-user (STATIC_ARCHS="x86_64 aarch64 armhf" to add armhf). For each: `file` says it is
 # statically linked, --version works, and two instances hold a loopback session
-# (--no-alsa --no-mdns), seen through `rtpmidid ctl peers`. alsa-lib is built once into
-# .static-cache/; later runs only rebuild what cargo finds changed.
+# (--no-alsa --no-mdns), seen through `rtpmidid ctl peers`. Until the daemon calls into ALSA
+# (the linker leaves libasound out), examples/seq_probe built the same way shows that libasound
+# links statically and opens the kernel sequencer in the ALSA VM (tests/vm). alsa-lib is built
+# once into .static-cache/; later runs only rebuild what cargo finds changed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 archs=${STATIC_ARCHS:-x86_64 aarch64}
@@ -68,6 +70,12 @@ for arch in $archs; do
     echo "$probe_out" | grep -Eq '^ready|cannot open the ALSA sequencer' \
       || { echo "seq_probe: $probe_out"; exit 1; }
     echo "$arch: libasound links statically (seq_probe: ${probe_out##*$'\n'})"
+    # And on a real kernel sequencer, in the ALSA VM (tests/vm): it opens it and makes its port.
+    vm_out=$(timeout 180 bash tests/vm/run.sh --copy "$probe:seq_probe" --timeout 60 -- \
+      sh -c '(./seq_probe & pid=$!; sleep 1; aconnect -l; kill $pid)' 2>&1) || true
+    echo "$vm_out" | grep -q "^ready 1[0-9][0-9]:0" && echo "$vm_out" | grep -q "'seq_probe'" \
+      || { echo "static seq_probe in the ALSA VM:"; echo "$vm_out"; exit 1; }
+    echo "$arch: static seq_probe opened the kernel sequencer in the ALSA VM"
   fi
   echo "$arch: static binary holds a loopback session"
 done
