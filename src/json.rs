@@ -424,6 +424,37 @@ mod tests {
         assert_eq!(Value::from(-1.0).as_u64(), None);
     }
 
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| Value::Number(f64::from(n))),
+            (-1e6f64..1e6).prop_map(Value::Number),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((any::<String>(), inner), 0..6).prop_map(Value::Object),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encoding_round_trips(v in value()) {
+            let text = v.to_string();
+            proptest::prop_assert!(!text.contains('\n'), "one line: {text}");
+            proptest::prop_assert_eq!(parse(&text).unwrap(), v);
+        }
+
+        #[test]
+        fn any_text_parses_or_errs(text in r#"[\[\]{}",:0-9a-u\\.eE+\- \n]{0,64}|.{0,64}"#) {
+            let _ = parse(&text);
+        }
+    }
+
     #[test]
     fn refuses_bad_input_without_panicking() {
         for bad in [
