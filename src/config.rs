@@ -722,6 +722,8 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
     let mut pending: Option<Pending> = None;
     let mut seen_sections = BTreeSet::new();
     let mut seen_keys = BTreeSet::new();
+    // Editors on other systems may add a byte-order mark and CR LF line ends.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
         parser.line = index + 1;
         let line = raw.trim();
@@ -892,6 +894,12 @@ mod tests {
         assert_eq!(f.timeouts.initiator_timeout, Duration::from_secs(20));
         assert_eq!(f.timeouts.ck_max_missed, 5);
         assert_eq!(f.journal, Some(false));
+    }
+
+    #[test]
+    fn byte_order_mark_and_crlf() {
+        let f = parse("x", "\u{feff}[general]\r\nport = 6000\r\n").unwrap();
+        assert_eq!(f.port, Some(6000));
     }
 
     #[test]
