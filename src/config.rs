@@ -1125,6 +1125,21 @@ mod tests {
     }
 
     #[test]
+    fn command_line_connections_survive_reloads() {
+        let cli = options("-C keep@h9:9000 --hub");
+        let old = resolve(
+            &cli,
+            &parse("x", "[connect a]\nhost = h1\n").unwrap(),
+            || "h".into(),
+        );
+        let new = resolve(&cli, &parse("x", "[hub]\nenabled = no\n").unwrap(), || {
+            "h".into()
+        });
+        // The file's connection goes; the command line's stays, and so does --hub.
+        assert_eq!(diff(&old, &new), vec![Action::Disconnect("a".into())]);
+    }
+
+    #[test]
     fn diff_of_names_options_and_restart_only_settings() {
         let old = settings("[general]\nname = A\n");
         let new = settings(
