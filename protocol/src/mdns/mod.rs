@@ -21,6 +21,7 @@ pub mod responder;
 
 pub use message::{Message, Question, RData, Record, Type};
 pub use name::Name;
+pub use responder::{Responder, ResponderEvent, ServiceId};
 
 /// The mDNS port (RFC 6762 §3).
 pub const MDNS_PORT: u16 = 5353;
