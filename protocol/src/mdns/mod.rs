@@ -19,6 +19,7 @@ pub mod message;
 pub mod name;
 pub mod responder;
 
+pub use browser::{Browser, BrowserEvent};
 pub use message::{Message, Question, RData, Record, Type};
 pub use name::Name;
 pub use responder::{Responder, ResponderEvent, ServiceId};

@@ -187,6 +187,12 @@ impl Responder {
         let id = ServiceId(self.next_id);
         self.next_id += 1;
         let phase = initial_probe(now, &mut self.rng);
+        // As sent (RFC 6763 §6.1), so that our records compare equal to what comes back.
+        let txt = if txt.is_empty() {
+            vec![Vec::new()]
+        } else {
+            txt
+        };
         self.services.push(Service {
             id,
             label: instance.to_owned(),
