@@ -157,6 +157,10 @@ impl RData {
                     strings.push(s.to_vec());
                     rest = &tail[s.len()..];
                 }
+                if strings.is_empty() {
+                    // RFC 6763 §6.1: an empty TXT record means one empty string.
+                    strings.push(Vec::new());
+                }
                 RData::Txt(strings)
             }
             Type::NSEC => {
@@ -615,6 +619,10 @@ mod tests {
                 rtype: Type(99),
                 data: vec![1, 2]
             }
+        );
+        assert_eq!(
+            rec(16, &[]).unwrap().answers[0].data,
+            RData::Txt(vec![vec![]])
         );
         // RDLENGTH past the end.
         let mut v = header.to_vec();
