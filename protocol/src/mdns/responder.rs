@@ -24,6 +24,14 @@ const HOST_TTL: u32 = 120;
 const OTHER_TTL: u32 = 4500;
 /// RFC 6762 §6.7: TTL cap in legacy unicast replies.
 const LEGACY_TTL: u32 = 10;
+/// RFC 6762 §6: a record is multicast at most once a second (four times, to defend against a
+/// probe).
+const MULTICAST_GAP: Duration = Duration::from_secs(1);
+const PROBE_DEFENCE_GAP: Duration = Duration::from_millis(250);
+/// RFC 6762 §8.1: after 15 conflicts within 10 s, wait 5 s before probing again.
+const MAX_CONFLICTS: usize = 15;
+const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
+const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A service added with [`Responder::add_service`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -142,6 +150,10 @@ pub struct Responder {
     rng: Rng,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ResponderEvent>,
+    /// When each record was last multicast (for [`MULTICAST_GAP`]).
+    multicast_at: Vec<(Record, Instant)>,
+    /// Recent conflicts (for [`MAX_CONFLICTS`]).
+    conflicts: VecDeque<Instant>,
     closed: bool,
 }
 
@@ -169,6 +181,8 @@ impl Responder {
             rng,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            multicast_at: Vec::new(),
+            conflicts: VecDeque::new(),
             closed: false,
         })
     }
@@ -205,7 +219,7 @@ impl Responder {
     }
 
     /// Withdraws a service, with goodbyes if it was announced. False if unknown.
-    pub fn remove_service(&mut self, id: ServiceId) -> bool {
+    pub fn remove_service(&mut self, now: Instant, id: ServiceId) -> bool {
         let Some(i) = self.services.iter().position(|s| s.id == id) else {
             return false;
         };
@@ -216,6 +230,7 @@ impl Responder {
                 goodbye.push(self.services_ptr(0));
             }
             self.queue(
+                now,
                 Destination::Multicast,
                 Message::response(),
                 goodbye,
@@ -239,7 +254,7 @@ impl Responder {
     }
 
     /// Goodbyes (TTL 0) for everything announced; the responder is inert afterwards.
-    pub fn shutdown(&mut self, _now: Instant) {
+    pub fn shutdown(&mut self, now: Instant) {
         if self.closed {
             return;
         }
@@ -254,6 +269,7 @@ impl Responder {
             goodbye.extend(self.host_records(0));
         }
         self.queue(
+            now,
             Destination::Multicast,
             Message::response(),
             goodbye,
@@ -300,7 +316,7 @@ impl Responder {
             }
         } else {
             self.check_simultaneous_probe(now, &msg);
-            self.answer(from, &msg);
+            self.answer(now, from, &msg);
         }
     }
 
@@ -366,6 +382,7 @@ impl Responder {
                 self.host_records(HOST_TTL)
             };
             self.queue(
+                now,
                 Destination::Multicast,
                 Message::response(),
                 announce,
@@ -515,7 +532,18 @@ impl Responder {
     }
 
     fn rename(&mut self, now: Instant, owner: Owner) {
-        let phase = Phase::Probing { sent: 0, at: now };
+        self.conflicts
+            .retain(|t| now.saturating_duration_since(*t) < CONFLICT_WINDOW);
+        self.conflicts.push_back(now);
+        let delay = if self.conflicts.len() > MAX_CONFLICTS {
+            CONFLICT_BACKOFF
+        } else {
+            Duration::ZERO
+        };
+        let phase = Phase::Probing {
+            sent: 0,
+            at: now + delay,
+        };
         match owner {
             Owner::Host => {
                 let to = next_host_label(&self.host_label);
@@ -572,7 +600,7 @@ impl Responder {
     /// RFC 6762 §6: answer what we own, minus the known answers (§7.1), with the additional
     /// records of RFC 6763 §12; unicast for QU questions (§5.4) and to legacy resolvers
     /// (source port not 5353, §6.7), multicast otherwise.
-    fn answer(&mut self, from: SocketAddr, msg: &Message) {
+    fn answer(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
         let owned = self.answerable();
         let mut answers: Vec<Record> = Vec::new();
         for q in msg
@@ -648,15 +676,26 @@ impl Responder {
             };
             let answers = answers.into_iter().map(legacy_ttl).collect();
             let additionals = additionals.into_iter().map(legacy_ttl).collect();
-            self.queue(Destination::Unicast(from), base, answers, additionals);
+            self.queue(now, Destination::Unicast(from), base, answers, additionals);
         } else {
             let unicast = msg.questions.iter().all(|q| q.unicast_response);
             let dst = if unicast {
                 Destination::Unicast(from)
             } else {
+                let gap = if msg.authorities.is_empty() {
+                    MULTICAST_GAP
+                } else {
+                    PROBE_DEFENCE_GAP
+                };
+                answers.retain(|a| {
+                    !self
+                        .multicast_at
+                        .iter()
+                        .any(|(r, t)| r.same_data(a) && now.saturating_duration_since(*t) < gap)
+                });
                 Destination::Multicast
             };
-            self.queue(dst, Message::response(), answers, additionals);
+            self.queue(now, dst, Message::response(), answers, additionals);
         }
     }
 
@@ -664,6 +703,7 @@ impl Responder {
     /// additionals fill the last one as far as they fit.
     fn queue(
         &mut self,
+        now: Instant,
         dst: Destination,
         base: Message,
         answers: Vec<Record>,
@@ -674,10 +714,7 @@ impl Responder {
             msg.answers.push(a);
             if msg.answers.len() > 1 && msg.to_bytes().len() > MAX_PAYLOAD {
                 let last = msg.answers.pop();
-                self.transmits.push_back(Transmit {
-                    dst,
-                    payload: msg.to_bytes(),
-                });
+                self.push(now, dst, &msg);
                 msg = base.clone();
                 msg.answers.extend(last);
             }
@@ -692,10 +729,26 @@ impl Responder {
                 break;
             }
         }
+        self.push(now, dst, &msg);
+    }
+
+    /// Queues one message; notes when its records were multicast (RFC 6762 §6).
+    fn push(&mut self, now: Instant, dst: Destination, msg: &Message) {
         self.transmits.push_back(Transmit {
             dst,
             payload: msg.to_bytes(),
         });
+        if dst != Destination::Multicast {
+            return;
+        }
+        self.multicast_at
+            .retain(|(_, t)| now.saturating_duration_since(*t) < MULTICAST_GAP);
+        for r in msg.answers.iter().chain(&msg.additionals) {
+            match self.multicast_at.iter_mut().find(|(k, _)| k.same_data(r)) {
+                Some(entry) => entry.1 = now,
+                None => self.multicast_at.push((r.clone(), now)),
+            }
+        }
     }
 }
 
@@ -1171,6 +1224,41 @@ mod tests {
     }
 
     #[test]
+    fn multicast_at_most_once_a_second() {
+        let (mut r, _) = ready();
+        let now = T0 + ms(6000);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        r.handle_datagram(now, peer, &ptr_query(false, vec![]).to_bytes());
+        assert_eq!(drain(&mut r).len(), 1);
+        r.handle_datagram(now + ms(500), peer, &ptr_query(false, vec![]).to_bytes());
+        assert!(drain(&mut r).is_empty());
+        // Unicast replies are not limited.
+        r.handle_datagram(now + ms(500), peer, &ptr_query(true, vec![]).to_bytes());
+        assert_eq!(drain(&mut r)[0].0, Destination::Unicast(peer));
+        r.handle_datagram(now + ms(1000), peer, &ptr_query(false, vec![]).to_bytes());
+        assert_eq!(drain(&mut r).len(), 1);
+    }
+
+    #[test]
+    fn many_conflicts_slow_probing_down() {
+        let (mut r, id) = ready();
+        let mut now = T0 + ms(6000);
+        for _ in 0..16 {
+            now += ms(10);
+            let name = apple_midi_service()
+                .prepend(r.instance(id).unwrap().as_bytes())
+                .unwrap();
+            r.handle_datagram(
+                now,
+                PEER.parse().unwrap(),
+                &response_with(vec![foreign_srv(name)]),
+            );
+        }
+        assert_eq!(r.instance(id), Some("Studio (17)"));
+        assert_eq!(r.poll_timeout(), Some(now + ms(5000)));
+    }
+
+    #[test]
     fn no_answers_while_probing() {
         let (mut r, _) = responder();
         r.handle_datagram(
@@ -1187,8 +1275,8 @@ mod tests {
         r.add_service(T0 + ms(5000), "Second", 5006, vec![])
             .unwrap();
         run(&mut r, T0 + ms(9000));
-        assert!(r.remove_service(id));
-        assert!(!r.remove_service(id));
+        assert!(r.remove_service(T0 + ms(9000), id));
+        assert!(!r.remove_service(T0 + ms(9000), id));
         let sent = drain(&mut r);
         assert_eq!(sent.len(), 1);
         let (dst, m) = &sent[0];
