@@ -669,6 +669,31 @@ mod tests {
     }
 
     #[test]
+    fn zeroconf_announcement_and_goodbye() {
+        use crate::mdns::message::tests::{hex, ZEROCONF_ANNOUNCEMENT, ZEROCONF_GOODBYE};
+        let mut b = Browser::new(T0, 5);
+        let from: SocketAddr = "169.254.0.1:5353".parse().unwrap();
+        b.handle_datagram(T0, from, &hex(ZEROCONF_ANNOUNCEMENT));
+        assert_eq!(
+            events(&mut b),
+            vec![BrowserEvent::Appeared {
+                instance: "Studio".into(),
+                host: name("hosta.local"),
+                port: 5004,
+                addresses: vec![IpAddr::V4(Ipv4Addr::new(169, 254, 0, 1))],
+            }]
+        );
+        b.handle_datagram(T0 + secs(4), from, &hex(ZEROCONF_GOODBYE));
+        run(&mut b, T0 + secs(5));
+        assert_eq!(
+            events(&mut b),
+            vec![BrowserEvent::Gone {
+                instance: "Studio".into()
+            }]
+        );
+    }
+
+    #[test]
     fn ignores_own_instances_queries_and_foreign_ports() {
         let mut b = Browser::new(T0, 5);
         b.set_own_instances(T0, vec![studio()]);

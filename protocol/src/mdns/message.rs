@@ -463,7 +463,7 @@ impl Record {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -535,6 +535,58 @@ mod tests {
         let m = Message::parse(ANNOUNCEMENT).unwrap();
         assert!(m.is_response());
         assert_eq!((m.opcode(), m.rcode()), (0, 0));
+    }
+
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// An announcement as python-zeroconf 0.154.0 sent it (captured in a test network
+    /// namespace): PTR, SRV, an empty TXT (RDLENGTH 0), NSEC with a compressed next name, A.
+    pub(crate) const ZEROCONF_ANNOUNCEMENT: &str = "\
+        0000840000000005000000000b5f6170706c652d6d696469045f756470056c6f63616c00000c000100001194\
+        00090653747564696fc00cc02e0021800100000078000e00000000138c05686f737461c01dc02e0010800100\
+        0011940000c049002f8001000000780005c049000140c04900018001000000780004a9fe0001";
+    /// Its goodbye: the same records with TTL 0.
+    pub(crate) const ZEROCONF_GOODBYE: &str = "\
+        0000840000000005000000000b5f6170706c652d6d696469045f756470056c6f63616c00000c000100000000\
+        00090653747564696fc00cc02e0021800100000000000e00000000138c05686f737461c01dc02e0010800100\
+        0000000000c049002f8001000000000005c049000140c04900018001000000000004a9fe0001";
+
+    #[test]
+    fn zeroconf_vectors() {
+        let m = Message::parse(&hex(ZEROCONF_ANNOUNCEMENT)).unwrap();
+        let instance = name("Studio._apple-midi._udp.local");
+        let host = name("hosta.local");
+        let data: Vec<&RData> = m.answers.iter().map(|r| &r.data).collect();
+        assert_eq!(
+            data,
+            [
+                &RData::Ptr(instance.clone()),
+                &RData::Srv {
+                    priority: 0,
+                    weight: 0,
+                    port: 5004,
+                    target: host.clone()
+                },
+                &RData::Txt(vec![vec![]]),
+                &RData::Nsec {
+                    next: host.clone(),
+                    types: vec![Type::A]
+                },
+                &RData::A(Ipv4Addr::new(169, 254, 0, 1)),
+            ]
+        );
+        assert_eq!(
+            m.answers.iter().map(|r| r.cache_flush).collect::<Vec<_>>(),
+            [false, true, true, true, true]
+        );
+        assert_eq!(Message::parse(&m.to_bytes()), Ok(m));
+        let bye = Message::parse(&hex(ZEROCONF_GOODBYE)).unwrap();
+        assert!(bye.answers.iter().all(|r| r.ttl == 0));
     }
 
     #[test]
