@@ -197,7 +197,7 @@ impl Responder {
         port: u16,
         txt: Vec<Vec<u8>>,
     ) -> Result<ServiceId, Error> {
-        let name = self.service_type.prepend(instance.as_bytes())?;
+        let (label, name) = self.free_instance(instance.to_owned())?;
         let id = ServiceId(self.next_id);
         self.next_id += 1;
         let phase = initial_probe(now, &mut self.rng);
@@ -209,7 +209,7 @@ impl Responder {
         };
         self.services.push(Service {
             id,
-            label: instance.to_owned(),
+            label,
             name,
             port,
             txt,
@@ -310,8 +310,9 @@ impl Responder {
             return;
         }
         if msg.is_response() {
-            // RFC 6762 §11: responses not from port 5353 are ignored.
-            if from.port() == MDNS_PORT {
+            // RFC 6762 §11: responses not from port 5353 are ignored. Our own (looped back, or
+            // reflected from another interface of this host, perhaps stale) are no conflict.
+            if from.port() == MDNS_PORT && !self.addresses.contains(&from.ip()) {
                 self.check_conflicts(now, &msg);
             }
         } else {
@@ -564,8 +565,7 @@ impl Responder {
                 let Some(s) = self.services.get(i) else {
                     return;
                 };
-                let to = next_instance_label(&s.label);
-                let Ok(name) = self.service_type.prepend(to.as_bytes()) else {
+                let Ok((to, name)) = self.free_instance(next_instance_label(&s.label)) else {
                     return;
                 };
                 let Some(s) = self.services.get_mut(i) else {
@@ -577,6 +577,17 @@ impl Responder {
                 self.events
                     .push_back(ResponderEvent::Renamed { id: s.id, from, to });
             }
+        }
+    }
+
+    /// `label`, or the first of `label (2)`, `label (3)`, ... that none of our services uses.
+    fn free_instance(&self, mut label: String) -> Result<(String, Name), Error> {
+        loop {
+            let name = self.service_type.prepend(label.as_bytes())?;
+            if !self.services.iter().any(|s| s.name == name) {
+                return Ok((label, name));
+            }
+            label = next_instance_label(&label);
         }
     }
 
@@ -1070,6 +1081,37 @@ mod tests {
             &response_with(vec![Record { ttl: 0, ..other }]),
         );
         assert_eq!(r.poll_event(), None);
+    }
+
+    #[test]
+    fn own_source_and_own_names_do_not_conflict() {
+        let (mut r, id) = ready();
+        let now = T0 + ms(6000);
+        // A stale address of ours, from our own address: reflected, not a conflict.
+        let stale = Record::new(
+            Name::from_dotted("host.local").unwrap(),
+            120,
+            true,
+            RData::A(Ipv4Addr::new(192, 168, 1, 99)),
+        );
+        r.handle_datagram(
+            now,
+            "192.168.1.10:5353".parse().unwrap(),
+            &response_with(vec![stale]),
+        );
+        assert!(matches!(
+            r.poll_event(),
+            Some(ResponderEvent::Registered { .. })
+        ));
+        assert_eq!(r.poll_event(), None);
+        // A second service under the same name gets the next free one at once.
+        let twin = r.add_service(now, "Studio", 5010, vec![]).unwrap();
+        assert_eq!(r.instance(twin), Some("Studio (2)"));
+        assert_eq!(r.instance(id), Some("Studio"));
+        // A conflict for the first picks a name neither uses.
+        let foreign = foreign_srv(studio());
+        r.handle_datagram(now, PEER.parse().unwrap(), &response_with(vec![foreign]));
+        assert_eq!(r.instance(id), Some("Studio (3)"));
     }
 
     #[test]
