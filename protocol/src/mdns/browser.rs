@@ -154,9 +154,7 @@ impl Browser {
                 questions.push(Question::new(name.clone(), qtype));
             }
         };
-        let mut continuous = false;
         if self.next_query <= now {
-            continuous = true;
             ask(&self.service, Type::PTR);
             self.next_query = now + self.interval;
             self.interval = (self.interval * 2).min(MAX_INTERVAL);
@@ -182,7 +180,10 @@ impl Browser {
             p.interval = (p.interval * 2).min(MAX_RESOLVE_INTERVAL);
         }
         if !questions.is_empty() {
-            let known = if continuous {
+            let asks_ptr = questions
+                .iter()
+                .any(|q| q.name == self.service && q.qtype == Type::PTR);
+            let known = if asks_ptr {
                 self.known_answers(now)
             } else {
                 Vec::new()
@@ -226,12 +227,12 @@ impl Browser {
         self.events.pop_front()
     }
 
-    /// Is `r` a record the browser needs: a PTR of the service, an instance's SRV or TXT, or
-    /// the address of a host some cached SRV names?
+    /// Is `r` a record the browser needs: a PTR of the service, an instance's SRV, or the
+    /// address of a host some cached SRV names? (TXT is not used for `_apple-midi`.)
     fn wanted(&self, r: &Record) -> bool {
         match &r.data {
             RData::Ptr(target) => r.name == self.service && target.parent() == self.service,
-            RData::Srv { .. } | RData::Txt(_) => r.name.parent() == self.service,
+            RData::Srv { .. } => r.name.parent() == self.service,
             RData::A(_) | RData::Aaaa(_) => self
                 .cache
                 .iter()
@@ -351,7 +352,7 @@ impl Browser {
         // Drop records nobody needs any more (an SRV of a vanished instance, say).
         let hosts: Vec<Name> = current.iter().map(|(_, r)| r.host.clone()).collect();
         self.cache.retain(|e| match &e.record.data {
-            RData::Srv { .. } | RData::Txt(_) => instances.contains(&e.record.name),
+            RData::Srv { .. } => instances.contains(&e.record.name),
             RData::A(_) | RData::Aaaa(_) => {
                 hosts.contains(&e.record.name) || want.iter().any(|(n, _)| *n == e.record.name)
             }
