@@ -6,12 +6,16 @@
 //! - [`Browser`]: finds `_apple-midi._udp` instances and resolves them to host, port and
 //!   addresses.
 //!
-//! The daemon owns the sockets (UDP 5353 on 224.0.0.251 and ff02::fb, one responder and one
-//! browser per interface): it feeds each received datagram to `handle_datagram(now, from,
-//! bytes)` of both, calls `handle_timeout(now)` when `poll_timeout()` is reached, and after
-//! every input drains `poll_transmit()` (sending [`Destination::Multicast`] to the group of the
-//! socket's family, port 5353, and [`Destination::Unicast`] to that address) and
-//! `poll_event()`.
+//! The daemon owns the sockets (UDP 5353, joined to 224.0.0.251 and ff02::fb on each
+//! interface) and keeps one [`Responder`] and one [`Browser`] per interface, given that
+//! interface's addresses. It feeds every datagram received on the interface (either family)
+//! to `handle_datagram(now, from, bytes)` of both, calls `handle_timeout(now)` when
+//! `poll_timeout()` is reached, and after every input drains `poll_transmit()` and
+//! `poll_event()`: [`Destination::Multicast`] goes to both groups of the interface (port 5353,
+//! sent from port 5353: RFC 6762 §11 makes peers ignore anything else),
+//! [`Destination::Unicast`] to that address. It tells the browser our own instance names
+//! ([`Browser::set_own_instances`] with [`Responder::instance_names`]) after every responder
+//! event.
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub mod browser;

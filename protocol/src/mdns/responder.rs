@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
-use super::message::{Message, Question, RData, Record, Type, CLASS_ANY, CLASS_IN};
+use super::message::{flags, Message, Question, RData, Record, Type, CLASS_ANY, CLASS_IN};
 use super::name::{Name, MAX_LABEL_LEN};
 use super::{apple_midi_service, Destination, Error, Transmit, MAX_PAYLOAD, MDNS_PORT};
 use crate::rng::Rng;
@@ -32,6 +32,10 @@ const PROBE_DEFENCE_GAP: Duration = Duration::from_millis(250);
 const MAX_CONFLICTS: usize = 15;
 const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
 const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
+/// RFC 6762 §6: answers made only of shared records wait 20-120 ms (aggregating answers to
+/// several queriers); §7.2: 400-500 ms when the query says more known answers follow (TC).
+const SHARED_DELAY_MS: (u64, u64) = (20, 120);
+const TRUNCATED_DELAY_MS: (u64, u64) = (400, 500);
 
 /// A service added with [`Responder::add_service`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -120,6 +124,13 @@ impl Phase {
 }
 
 #[derive(Clone, Debug)]
+struct Delayed {
+    at: Instant,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+#[derive(Clone, Debug)]
 struct Service {
     id: ServiceId,
     label: String,
@@ -154,6 +165,8 @@ pub struct Responder {
     multicast_at: Vec<(Record, Instant)>,
     /// Recent conflicts (for [`MAX_CONFLICTS`]).
     conflicts: VecDeque<Instant>,
+    /// A multicast answer of shared records waiting for its random delay.
+    delayed: Option<Delayed>,
     closed: bool,
 }
 
@@ -183,6 +196,7 @@ impl Responder {
             events: VecDeque::new(),
             multicast_at: Vec::new(),
             conflicts: VecDeque::new(),
+            delayed: None,
             closed: false,
         })
     }
@@ -326,6 +340,16 @@ impl Responder {
         if self.closed {
             return;
         }
+        if let Some(d) = self.delayed.take_if(|d| d.at <= now) {
+            let answers = self.not_recently_multicast(now, d.answers, MULTICAST_GAP);
+            self.queue(
+                now,
+                Destination::Multicast,
+                Message::response(),
+                answers,
+                d.additionals,
+            );
+        }
         let mut probe = Message::query();
         let mut announce = Vec::new();
         let mut host_announced = false;
@@ -398,7 +422,13 @@ impl Responder {
             return None;
         }
         let services = self.services.iter().filter_map(|s| s.phase.deadline());
-        self.host_phase.deadline().into_iter().chain(services).min()
+        let delayed = self.delayed.as_ref().map(|d| d.at);
+        self.host_phase
+            .deadline()
+            .into_iter()
+            .chain(services)
+            .chain(delayed)
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -612,6 +642,18 @@ impl Responder {
     /// records of RFC 6763 §12; unicast for QU questions (§5.4) and to legacy resolvers
     /// (source port not 5353, §6.7), multicast otherwise.
     fn answer(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
+        let known = |a: &Record| {
+            msg.answers
+                .iter()
+                .any(|k| k.same_data(a) && k.ttl >= a.ttl / 2)
+        };
+        if msg.questions.is_empty() {
+            // More known answers for a truncated query (RFC 6762 §7.2).
+            if let Some(d) = self.delayed.as_mut() {
+                d.answers.retain(|a| !known(a));
+            }
+            return;
+        }
         let owned = self.answerable();
         let mut answers: Vec<Record> = Vec::new();
         for q in msg
@@ -626,11 +668,7 @@ impl Responder {
                 }
             }
         }
-        answers.retain(|a| {
-            !msg.answers
-                .iter()
-                .any(|k| k.same_data(a) && k.ttl >= a.ttl / 2)
-        });
+        answers.retain(|a| !known(a));
         if answers.is_empty() {
             return;
         }
@@ -698,15 +736,64 @@ impl Responder {
                 } else {
                     PROBE_DEFENCE_GAP
                 };
-                answers.retain(|a| {
-                    !self
-                        .multicast_at
-                        .iter()
-                        .any(|(r, t)| r.same_data(a) && now.saturating_duration_since(*t) < gap)
-                });
+                answers = self.not_recently_multicast(now, answers, gap);
+                if !answers.is_empty() && answers.iter().all(|a| !a.cache_flush) {
+                    let truncated = msg.flags & flags::TC != 0;
+                    self.delay(now, truncated, answers, additionals);
+                    return;
+                }
                 Destination::Multicast
             };
             self.queue(now, dst, Message::response(), answers, additionals);
+        }
+    }
+
+    /// `answers` without those multicast less than `gap` ago (RFC 6762 §6).
+    fn not_recently_multicast(
+        &self,
+        now: Instant,
+        mut answers: Vec<Record>,
+        gap: Duration,
+    ) -> Vec<Record> {
+        answers.retain(|a| {
+            !self
+                .multicast_at
+                .iter()
+                .any(|(r, t)| r.same_data(a) && now.saturating_duration_since(*t) < gap)
+        });
+        answers
+    }
+
+    /// Adds shared answers to the delayed multicast, which goes out at the earliest deadline
+    /// drawn for any of its queries.
+    fn delay(
+        &mut self,
+        now: Instant,
+        truncated: bool,
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    ) {
+        let (lo, hi) = if truncated {
+            TRUNCATED_DELAY_MS
+        } else {
+            SHARED_DELAY_MS
+        };
+        let at = now + Duration::from_millis(lo + self.rng.below(hi - lo + 1));
+        let d = self.delayed.get_or_insert_with(|| Delayed {
+            at,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+        });
+        d.at = d.at.min(at);
+        for a in answers {
+            if !d.answers.contains(&a) {
+                d.answers.push(a);
+            }
+        }
+        for a in additionals {
+            if !d.additionals.contains(&a) {
+                d.additionals.push(a);
+            }
         }
     }
 
@@ -1181,9 +1268,12 @@ mod tests {
             PEER.parse().unwrap(),
             &ptr_query(false, vec![]).to_bytes(),
         );
-        let sent = drain(&mut r);
+        // Only shared records answer: 20-120 ms later (RFC 6762 §6).
+        assert!(drain(&mut r).is_empty());
+        let sent = run(&mut r, now + ms(120));
         assert_eq!(sent.len(), 1);
-        let (dst, m) = &sent[0];
+        assert!(sent[0].0 >= now + ms(20));
+        let (_, dst, m) = &sent[0];
         assert_eq!(*dst, Destination::Multicast);
         assert_eq!(m.answers.len(), 1);
         assert_eq!(m.answers[0].data, RData::Ptr(studio()));
@@ -1255,14 +1345,54 @@ mod tests {
             PEER.parse().unwrap(),
             &ptr_query(false, vec![known(2250)]).to_bytes(),
         );
-        assert!(drain(&mut r).is_empty());
+        assert!(run(&mut r, now + ms(500)).is_empty());
         // Less than half the true TTL left: answered again (RFC 6762 §7.1).
         r.handle_datagram(
-            now,
+            now + ms(500),
             PEER.parse().unwrap(),
             &ptr_query(false, vec![known(2249)]).to_bytes(),
         );
-        assert_eq!(drain(&mut r).len(), 1);
+        assert_eq!(run(&mut r, now + ms(700)).len(), 1);
+    }
+
+    #[test]
+    fn truncated_query_waits_for_more_known_answers() {
+        let (mut r, _) = ready();
+        let now = T0 + ms(6000);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let query = Message {
+            flags: flags::TC,
+            ..ptr_query(false, vec![])
+        };
+        r.handle_datagram(now, peer, &query.to_bytes());
+        assert!(run(&mut r, now + ms(399)).is_empty());
+        // The continuation carries our PTR as a known answer: nothing left to say.
+        let known = Record::new(apple_midi_service(), 4500, false, RData::Ptr(studio()));
+        let more = Message {
+            answers: vec![known],
+            ..Message::query()
+        };
+        r.handle_datagram(now + ms(399), peer, &more.to_bytes());
+        assert!(run(&mut r, now + ms(600)).is_empty());
+        // Without a continuation it goes out within 400-500 ms.
+        r.handle_datagram(now + ms(2000), peer, &query.to_bytes());
+        let sent = run(&mut r, now + ms(3000));
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0 >= now + ms(2400) && sent[0].0 <= now + ms(2500));
+    }
+
+    #[test]
+    fn unique_answers_are_not_delayed() {
+        let (mut r, _) = ready();
+        let q = Message {
+            questions: vec![Question::new(studio(), Type::SRV)],
+            ..Message::query()
+        };
+        r.handle_datagram(T0 + ms(6000), PEER.parse().unwrap(), &q.to_bytes());
+        let sent = drain(&mut r);
+        assert_eq!(sent.len(), 1);
+        assert!(has(&sent[0].1.answers, &studio(), Type::SRV));
+        assert!(sent[0].1.additionals.iter().any(|r| r.rtype() == Type::A));
     }
 
     #[test]
@@ -1271,14 +1401,20 @@ mod tests {
         let now = T0 + ms(6000);
         let peer: SocketAddr = PEER.parse().unwrap();
         r.handle_datagram(now, peer, &ptr_query(false, vec![]).to_bytes());
-        assert_eq!(drain(&mut r).len(), 1);
+        let sent = run(&mut r, now + ms(120));
+        assert_eq!(sent.len(), 1);
+        let sent_at = sent[0].0;
         r.handle_datagram(now + ms(500), peer, &ptr_query(false, vec![]).to_bytes());
-        assert!(drain(&mut r).is_empty());
+        assert!(run(&mut r, now + ms(1000)).is_empty());
         // Unicast replies are not limited.
         r.handle_datagram(now + ms(500), peer, &ptr_query(true, vec![]).to_bytes());
         assert_eq!(drain(&mut r)[0].0, Destination::Unicast(peer));
-        r.handle_datagram(now + ms(1000), peer, &ptr_query(false, vec![]).to_bytes());
-        assert_eq!(drain(&mut r).len(), 1);
+        r.handle_datagram(
+            sent_at + ms(1000),
+            peer,
+            &ptr_query(false, vec![]).to_bytes(),
+        );
+        assert_eq!(run(&mut r, sent_at + ms(1200)).len(), 1);
     }
 
     #[test]
