@@ -682,8 +682,18 @@ pub(crate) mod tests {
         assert_eq!(Message::parse(&v), Err(Error::Truncated));
     }
 
+    /// Labels mostly from a small pool, in either case, so that names share suffixes and the
+    /// compressor has work to do.
+    fn arb_label() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec!["local", "LOCAL", "_udp", "_apple-midi", "host", "Studio (2)"])
+                .prop_map(str::to_owned),
+            1 => "[A-Za-z0-9_ .-]{1,12}",
+        ]
+    }
+
     fn arb_name() -> impl Strategy<Value = Name> {
-        prop::collection::vec("[A-Za-z0-9_ .-]{1,12}", 0..5)
+        prop::collection::vec(arb_label(), 0..5)
             .prop_map(|labels| Name::from_labels(labels).unwrap())
     }
 
