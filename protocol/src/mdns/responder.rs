@@ -350,13 +350,15 @@ impl Responder {
                 d.additionals,
             );
         }
-        let mut probe = Message::query();
+        let mut probes = Vec::new();
         let mut announce = Vec::new();
         let mut host_announced = false;
         match self.host_phase.step(now) {
             Some(Step::Probe { first }) => {
-                probe.questions.push(probe_question(&self.host, first));
-                probe.authorities.extend(self.host_records(HOST_TTL));
+                probes.push((
+                    probe_question(&self.host, first),
+                    self.host_records(HOST_TTL),
+                ));
             }
             Some(Step::Announce { .. }) => {
                 announce.extend(self.host_records(HOST_TTL));
@@ -372,10 +374,8 @@ impl Responder {
             let svc = &self.services[i];
             match step {
                 Step::Probe { first } => {
-                    probe.questions.push(probe_question(&svc.name, first));
-                    probe
-                        .authorities
-                        .extend(self.unique_records(Owner::Service(i), HOST_TTL));
+                    let records = self.unique_records(Owner::Service(i), HOST_TTL);
+                    probes.push((probe_question(&svc.name, first), records));
                 }
                 Step::Announce { after_probe } => {
                     announce.extend(self.service_records(svc, HOST_TTL));
@@ -390,12 +390,7 @@ impl Responder {
                 }
             }
         }
-        if !probe.questions.is_empty() {
-            self.transmits.push_back(Transmit {
-                dst: Destination::Multicast,
-                payload: probe.to_bytes(),
-            });
-        }
+        self.queue_probes(probes);
         if any_service {
             announce.push(self.services_ptr(OTHER_TTL));
         }
@@ -745,6 +740,34 @@ impl Responder {
                 Destination::Multicast
             };
             self.queue(now, dst, Message::response(), answers, additionals);
+        }
+    }
+
+    /// Queues probes, as few messages as fit in [`MAX_PAYLOAD`]; a name's question and its
+    /// proposed records stay in one message (RFC 6762 §8.2 compares them as a set).
+    fn queue_probes(&mut self, probes: Vec<(Question, Vec<Record>)>) {
+        let mut msg = Message::query();
+        for (question, records) in probes {
+            let authorities_before = msg.authorities.len();
+            msg.questions.push(question);
+            msg.authorities.extend(records);
+            if msg.questions.len() > 1 && msg.to_bytes().len() > MAX_PAYLOAD {
+                let question = msg.questions.pop();
+                let records = msg.authorities.split_off(authorities_before);
+                self.transmits.push_back(Transmit {
+                    dst: Destination::Multicast,
+                    payload: msg.to_bytes(),
+                });
+                msg = Message::query();
+                msg.questions.extend(question);
+                msg.authorities = records;
+            }
+        }
+        if !msg.questions.is_empty() {
+            self.transmits.push_back(Transmit {
+                dst: Destination::Multicast,
+                payload: msg.to_bytes(),
+            });
         }
     }
 
@@ -1379,6 +1402,52 @@ mod tests {
         let sent = run(&mut r, now + ms(3000));
         assert_eq!(sent.len(), 1);
         assert!(sent[0].0 >= now + ms(2400) && sent[0].0 <= now + ms(2500));
+    }
+
+    #[test]
+    fn large_answers_are_split() {
+        let mut r = Responder::new(T0, "host", vec![ip("192.168.1.10")], 1).unwrap();
+        for i in 0..40 {
+            let name = format!("A rather long instance name for splitting {i:02}");
+            r.add_service(T0, &name, 5004 + i, vec![]).unwrap();
+        }
+        // Probes and announcements go in several messages, each small enough.
+        let sizes: Vec<usize> = run(&mut r, T0 + ms(5000))
+            .iter()
+            .map(|(_, _, m)| m.to_bytes().len())
+            .collect();
+        assert!(sizes.len() > 10);
+        assert!(sizes.iter().all(|&n| n <= MAX_PAYLOAD), "{sizes:?}");
+        assert_eq!(r.poll_timeout(), None);
+        let now = T0 + ms(6000);
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &ptr_query(true, vec![]).to_bytes(),
+        );
+        let sent: Vec<Transmit> = std::iter::from_fn(|| r.poll_transmit()).collect();
+        assert!(sent.len() > 1);
+        assert!(sent.iter().all(|t| t.payload.len() <= MAX_PAYLOAD));
+        let ptrs: usize = sent
+            .iter()
+            .map(|t| Message::parse(&t.payload).unwrap().answers.len())
+            .sum();
+        assert_eq!(ptrs, 40);
+    }
+
+    #[test]
+    fn answers_service_type_enumeration() {
+        // RFC 6763 §9.
+        let (mut r, _) = ready();
+        let meta = Name::from_dotted("_services._dns-sd._udp.local").unwrap();
+        let q = Message {
+            questions: vec![Question::new(meta, Type::PTR)],
+            ..Message::query()
+        };
+        r.handle_datagram(T0 + ms(6000), PEER.parse().unwrap(), &q.to_bytes());
+        let sent = run(&mut r, T0 + ms(6200));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].2.answers[0].data, RData::Ptr(apple_midi_service()));
     }
 
     #[test]
