@@ -625,6 +625,12 @@ pub(crate) mod tests {
         assert!(!ka.cache_flush);
         assert_eq!(ka.data, RData::Ptr(name("Pc._apple-midi._udp.local")));
         assert_eq!(m.to_bytes(), bytes);
+        for len in 0..bytes.len() {
+            assert!(
+                Message::parse(&bytes[..len]).is_err(),
+                "prefix of {len} parsed"
+            );
+        }
     }
 
     #[test]
