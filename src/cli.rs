@@ -48,6 +48,9 @@ pub struct Options {
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
     pub no_alsa: bool,
+    pub alsa_name: String,
+    /// SysEx bytes a second sent to ALSA (a MIDI cable takes 3125).
+    pub sysex_rate: Option<u32>,
     pub no_mdns: bool,
     pub config: Option<PathBuf>,
 }
@@ -98,6 +101,18 @@ fn getopts() -> Getopts {
         "forward what each network session sends to every other one",
     );
     o.optflag("", "no-alsa", "run without the ALSA sequencer");
+    o.optopt(
+        "",
+        "alsa-name",
+        "ALSA sequencer client name (default rtpmidid)",
+        "NAME",
+    );
+    o.optopt(
+        "",
+        "sysex-rate",
+        "pace SysEx to ALSA at this many bytes a second (default 32000; a MIDI cable takes 3125)",
+        "BYTES",
+    );
     o.optflag("", "no-mdns", "no mDNS announcements or discovery");
     o.optopt("c", "config", "configuration file", "FILE");
     o.optflag("h", "help", "print this help");
@@ -159,6 +174,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         connect,
         hub: m.opt_present("hub"),
         no_alsa: m.opt_present("no-alsa"),
+        alsa_name: m.opt_str("alsa-name").unwrap_or_else(|| "rtpmidid".into()),
+        sysex_rate: m
+            .opt_str("sysex-rate")
+            .map(|r| match r.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!(
+                    "bad --sysex-rate {r:?} (bytes a second, at least 1)"
+                )),
+            })
+            .transpose()?,
         no_mdns: m.opt_present("no-mdns"),
         config: m.opt_str("c").map(PathBuf::from),
     })))

@@ -1,4 +1,5 @@
 //! rtpmidid: command line and logging; the daemon itself is in `daemon`.
+mod bridge;
 mod cli;
 mod daemon;
 mod net;
@@ -59,13 +60,6 @@ fn init_logging(options: &Options) {
 }
 
 fn run(options: Options) -> Result<(), String> {
-    if !options.no_alsa {
-        return Err(
-            "no ALSA sequencer: /dev/snd/seq is missing (load the snd-seq kernel module), \
-             or run with --no-alsa"
-                .into(),
-        );
-    }
     let name = match options.name {
         Some(name) => name,
         None => nix::unistd::gethostname()
@@ -85,8 +79,24 @@ fn run(options: Options) -> Result<(), String> {
     reactor
         .watch_signals(&reactor::DAEMON_SIGNALS, daemon::on_signal)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
-    let mut daemon = Daemon::new(settings, seed())
-        .map_err(|e| format!("cannot open UDP port {}: {e}", options.port))?;
+    let sequencer: Option<Box<dyn seq::Sequencer>> = if options.no_alsa {
+        None
+    } else {
+        let mut seq = seq::alsa::AlsaSequencer::open(&options.alsa_name).map_err(|e| {
+            format!("{e}\n(run with --no-alsa to use rtpmidid without the ALSA sequencer)")
+        })?;
+        if let Some(rate) = options.sysex_rate {
+            seq.set_sysex_rate(rate);
+        }
+        log::info!(
+            "ALSA sequencer client {} ({:?})",
+            seq.client(),
+            options.alsa_name
+        );
+        Some(Box::new(seq))
+    };
+    let mut daemon = Daemon::new(settings, sequencer, seed())
+        .map_err(|e| format!("cannot start on UDP port {}: {e}", options.port))?;
     daemon
         .start(reactor.context())
         .map_err(|e| format!("cannot register sockets: {e}"))?;

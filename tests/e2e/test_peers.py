@@ -218,4 +218,4 @@ def test_refuses_a_port_in_use(daemons):
     second = daemons.start(port, name="second")
     assert second.proc.wait(10) == 1
     second.stop()
-    assert any("cannot open UDP port" in line for line in second.lines)
+    assert any("cannot start on UDP port" in line for line in second.lines)
