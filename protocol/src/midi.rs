@@ -199,12 +199,18 @@ mod tests {
             ShortMessage::from_bytes(&[0x91, 60, 0x80]),
             Err(MessageError::BadData)
         );
-        assert_eq!(ShortMessage::from_bytes(&[60]), Err(MessageError::BadStatus));
+        assert_eq!(
+            ShortMessage::from_bytes(&[60]),
+            Err(MessageError::BadStatus)
+        );
         assert_eq!(
             ShortMessage::from_bytes(&[0xF0, 1, 0xF7]),
             Err(MessageError::BadStatus)
         );
-        assert_eq!(ShortMessage::from_bytes(&[0xF8]).unwrap().as_bytes(), &[0xF8]);
+        assert_eq!(
+            ShortMessage::from_bytes(&[0xF8]).unwrap().as_bytes(),
+            &[0xF8]
+        );
         assert_eq!(ShortMessage::from_bytes(&[]), Err(MessageError::BadLength));
     }
 

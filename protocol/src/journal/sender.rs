@@ -1,0 +1,639 @@
+//! The sending side: MIDI state since the checkpoint, written as a recovery journal.
+
+use super::state::{
+    controller_journalled, MidiState, ParamId, Stamped, SysexAssembler, NULL_PARAM,
+};
+use super::wire::*;
+use super::JournalError;
+
+/// Octets of SysEx kept for chapter X; older SysEx is forgotten beyond this.
+pub const SYSEX_JOURNAL_CAP: usize = 2048;
+/// Longest single SysEx the sender reassembles and journals.
+pub const SYSEX_MAX: usize = 1024;
+
+/// `a` is `b` or later, in extended sequence numbers that may wrap.
+pub(crate) fn at_or_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) >= 0
+}
+
+/// The checkpoint history of the packet being built: stamps in `[checkpoint, seq)`.
+#[derive(Clone, Copy)]
+struct Window {
+    checkpoint: u32,
+    seq: u32,
+}
+
+impl Window {
+    fn has(&self, stamp: u32) -> bool {
+        at_or_after(stamp, self.checkpoint) && !at_or_after(stamp, self.seq)
+    }
+
+    fn has_opt(&self, stamp: Option<u32>) -> bool {
+        stamp.is_some_and(|s| self.has(s))
+    }
+
+    /// The S bit of an element last changed at `stamp` (RFC 6295 A.1): 0 only when the
+    /// command was in packet `seq - 1`.
+    fn s(&self, stamp: u32) -> bool {
+        stamp != self.seq.wrapping_sub(1)
+    }
+}
+
+/// What goes into the journal when it does not fit in the room the caller gives, in the order
+/// it is dropped (the first level that fits is used):
+/// 0. everything;
+/// 1. without chapter X (SysEx is bulky and the least urgent);
+/// 2. without the system journal and chapters E and A (timing and pressure details);
+/// 3. chapter N only (notes: a stuck note is the one loss a musician cannot live with);
+/// 4. chapter N OFFBITS only (note-offs: safety first; a lost note-on stays silent).
+///
+/// When even level 4 does not fit, no journal is sent for that packet.
+const LEVELS: u8 = 5;
+
+/// SysEx commands sent since the checkpoint, in one preallocated buffer.
+#[derive(Debug)]
+struct SysexLog {
+    buf: Vec<u8>,
+    entries: Vec<(u32, usize)>,
+}
+
+impl SysexLog {
+    fn new() -> Self {
+        SysexLog {
+            buf: Vec::with_capacity(SYSEX_JOURNAL_CAP),
+            entries: Vec::with_capacity(64),
+        }
+    }
+
+    fn push(&mut self, stamp: u32, sysex: &[u8]) {
+        if sysex.len() > SYSEX_JOURNAL_CAP {
+            return;
+        }
+        while self.buf.len() + sysex.len() > SYSEX_JOURNAL_CAP || self.entries.len() == 64 {
+            self.drop_first(1);
+        }
+        self.buf.extend_from_slice(sysex);
+        self.entries.push((stamp, sysex.len()));
+    }
+
+    fn drop_first(&mut self, n: usize) {
+        let n = n.min(self.entries.len());
+        let bytes: usize = self.entries[..n].iter().map(|e| e.1).sum();
+        self.buf.drain(..bytes);
+        self.entries.drain(..n);
+    }
+
+    fn trim(&mut self, checkpoint: u32) {
+        let n = self
+            .entries
+            .iter()
+            .take_while(|e| !at_or_after(e.0, checkpoint))
+            .count();
+        self.drop_first(n);
+    }
+
+    fn in_window(&self, win: Window) -> impl Iterator<Item = (u32, &[u8])> {
+        let mut at = 0;
+        self.entries.iter().filter_map(move |&(stamp, len)| {
+            let s = self.buf.get(at..at + len);
+            at += len;
+            win.has(stamp).then_some((stamp, s?))
+        })
+    }
+}
+
+/// The sender's half of the recovery journal (RFC 6295 §4-5, RFC 4696 §4).
+///
+/// Call [`record`](Self::record) for every command put in a packet, [`emit`](Self::emit) to
+/// append the journal to a packet, [`confirm`](Self::confirm) when the receiver's RS names a
+/// sequence number. No allocation after construction except for SysEx bookkeeping beyond its
+/// preallocated capacity (never: it is bounded).
+#[derive(Debug)]
+pub struct JournalSender {
+    state: MidiState,
+    checkpoint: Option<u32>,
+    /// Newest sequence number recorded or emitted, to ignore confirmations from the future.
+    newest: Option<u32>,
+    last_recorded: Option<u32>,
+    assembler: SysexAssembler,
+    sysex: SysexLog,
+}
+
+impl Default for JournalSender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JournalSender {
+    pub fn new() -> Self {
+        JournalSender {
+            state: MidiState::default(),
+            checkpoint: None,
+            newest: None,
+            last_recorded: None,
+            assembler: SysexAssembler::new(SYSEX_MAX),
+            sysex: SysexLog::new(),
+        }
+    }
+
+    /// The sender's view of the stream as sent so far.
+    pub fn state(&self) -> &MidiState {
+        &self.state
+    }
+
+    /// First sequence number the journal covers (last confirmed + 1, or the first recorded).
+    pub fn checkpoint(&self) -> Option<u32> {
+        self.checkpoint
+    }
+
+    /// Whether something was recorded since the checkpoint, i.e. the receiver has not yet
+    /// confirmed everything. Guard packets stop when this is false.
+    pub fn has_pending(&self) -> bool {
+        match (self.last_recorded, self.checkpoint) {
+            (Some(last), Some(cp)) => at_or_after(last, cp),
+            _ => false,
+        }
+    }
+
+    fn see(&mut self, seq: u32) {
+        if self.newest.map_or(true, |n| at_or_after(seq, n)) {
+            self.newest = Some(seq);
+        }
+    }
+
+    /// Records one complete MIDI command (or one SysEx segment as on the wire) sent in the
+    /// packet with extended sequence number `seq`. Anything that is not MIDI is ignored.
+    pub fn record(&mut self, seq: u32, message: &[u8]) {
+        match message.first() {
+            Some(0xF0 | 0xF7) => {
+                let Some(sysex) = self.assembler.push(message) else {
+                    return;
+                };
+                self.state.note_sysex(sysex);
+                self.sysex.push(seq, sysex);
+            }
+            _ => {
+                if !self.state.apply_short(message, seq) {
+                    return;
+                }
+            }
+        }
+        self.see(seq);
+        self.last_recorded = Some(seq);
+        self.checkpoint.get_or_insert(seq);
+    }
+
+    /// The receiver has everything up to and including `seq` (closed-loop, RFC 4696 §4.1):
+    /// the checkpoint moves to `seq + 1` and older history is no longer sent.
+    pub fn confirm(&mut self, seq: u32) {
+        let (Some(cp), Some(newest)) = (self.checkpoint, self.newest) else {
+            return;
+        };
+        let next = seq.wrapping_add(1);
+        if at_or_after(next, cp) && at_or_after(newest, seq) {
+            self.checkpoint = Some(next);
+            self.sysex.trim(next);
+        }
+    }
+
+    /// Writes the journal for packet `seq` (covering the checkpoint up to `seq - 1`) into
+    /// `out` and returns its length; 0 when there is nothing to journal or no room at all.
+    /// The journal never exceeds `out.len()`; see [`LEVELS`] for what is left out first.
+    pub fn emit(&mut self, seq: u32, out: &mut [u8]) -> usize {
+        self.see(seq);
+        let Some(checkpoint) = self.checkpoint else {
+            return 0;
+        };
+        if !self.has_pending() {
+            return 0;
+        }
+        let win = Window { checkpoint, seq };
+        for level in 0..LEVELS {
+            let mut w = Writer::new(out);
+            match self.write(win, level, &mut w) {
+                Ok(true) => return w.pos(),
+                Ok(false) => return 0,
+                Err(_) => continue,
+            }
+        }
+        0
+    }
+
+    fn write(&self, win: Window, level: u8, w: &mut Writer) -> Result<bool, JournalError> {
+        let head = w.skip(JOURNAL_HEADER_LEN)?;
+        let mut single = true;
+        let system = if level <= 1 {
+            self.write_system(win, level, w)?
+        } else {
+            None
+        };
+        if let Some(s) = system {
+            single &= s;
+        }
+        let mut count = 0u8;
+        for ch in 0..16u8 {
+            if let Some(s) = self.write_channel(ch, win, level, w)? {
+                single &= s;
+                count += 1;
+            }
+        }
+        if system.is_none() && count == 0 {
+            return Ok(false);
+        }
+        let mut h = [0u8; JOURNAL_HEADER_LEN];
+        JournalHeader {
+            single,
+            system: system.is_some(),
+            channels: count > 0,
+            enhanced: false,
+            totchan: count.saturating_sub(1),
+            checkpoint: win.checkpoint as u16,
+        }
+        .emit(&mut h)?;
+        w.patch(head, &h);
+        Ok(true)
+    }
+
+    /// Writes the system journal if anything system-wide changed; returns its S bit.
+    fn write_system(
+        &self,
+        win: Window,
+        level: u8,
+        w: &mut Writer,
+    ) -> Result<Option<bool>, JournalError> {
+        let sys = &self.state.system;
+        let counts = [
+            (D_B, sys.reset),
+            (D_G, sys.tune_request),
+            (D_H, sys.song_select),
+        ];
+        let fields = [(D_J, sys.f4), (D_K, sys.f5), (D_Y, sys.f9), (D_Z, sys.fd)];
+        let in_win = |c: Option<Stamped<u8>>| c.filter(|c| win.has(c.stamp));
+        let d = counts
+            .iter()
+            .chain(&fields)
+            .any(|(_, c)| in_win(*c).is_some());
+        let v = in_win(sys.active_sensing);
+        let q = sys.sequencer.filter(|s| win.has(s.stamp));
+        let f = sys.timecode.filter(|s| win.has(s.stamp));
+        let x = level == 0 && self.sysex.in_window(win).next().is_some();
+        if !d && v.is_none() && q.is_none() && f.is_none() && !x {
+            return Ok(None);
+        }
+        let start = w.skip(SYSTEM_HEADER_LEN)?;
+        let mut toc = 0;
+        let mut single = true;
+        if d {
+            toc |= SJ_D;
+            let at = w.skip(1)?;
+            let mut dh = 0;
+            let mut ds = true;
+            for (bit, c) in counts {
+                if let Some(c) = in_win(c) {
+                    dh |= bit;
+                    ds &= win.s(c.stamp);
+                    w.put(&[flag(win.s(c.stamp), S_BIT) | c.value])?;
+                }
+            }
+            for (bit, c) in fields {
+                if let Some(c) = in_win(c) {
+                    dh |= bit;
+                    ds &= win.s(c.stamp);
+                    let s = flag(win.s(c.stamp), S_BIT);
+                    if bit == D_J || bit == D_K {
+                        // |S|C|V|L|DSZ|LENGTH=3| COUNT
+                        w.put(&[s | DC_C, 3, c.value])?;
+                    } else {
+                        // |S|C|L|LENGTH=2| COUNT
+                        w.put(&[s | DR_C | 2, c.value])?;
+                    }
+                }
+            }
+            w.or_at(at, dh | flag(ds, S_BIT));
+            single &= ds;
+        }
+        if let Some(v) = v {
+            toc |= SJ_V;
+            single &= win.s(v.stamp);
+            w.put(&[flag(win.s(v.stamp), S_BIT) | v.value])?;
+        }
+        if let Some(q) = q {
+            toc |= SJ_Q;
+            single &= win.s(q.stamp);
+            ChapterQ {
+                single: win.s(q.stamp),
+                running: q.value.running,
+                d: false,
+                clock: Some(q.value.position),
+                timetools: None,
+            }
+            .emit(w)?;
+        }
+        if let Some(f) = f {
+            toc |= SJ_F;
+            single &= win.s(f.stamp);
+            let nibbles = f
+                .value
+                .nibbles
+                .iter()
+                .fold(0u32, |acc, &n| (acc << 4) | u32::from(n & 0x0F));
+            let complete = f.value.seen == 0xFF;
+            ChapterF {
+                single: win.s(f.stamp),
+                complete: complete.then_some(nibbles),
+                partial: (!complete).then_some(nibbles),
+                quarter: complete,
+                reverse: false,
+                point: f.value.point,
+            }
+            .emit(w)?;
+        }
+        if x {
+            toc |= SJ_X;
+            let xs = self.sysex.in_window(win).all(|(stamp, _)| win.s(stamp));
+            single &= xs;
+            w.put(&[flag(xs, S_BIT) | X_D])?;
+            for (_, sysex) in self.sysex.in_window(win) {
+                w.put(sysex)?;
+            }
+        }
+        w.or_at(start, toc | flag(single, S_BIT));
+        patch_len10(w, start, w.pos() - start)?;
+        Ok(Some(single))
+    }
+
+    /// Writes channel `ch`'s journal if anything on it changed; returns its S bit.
+    fn write_channel(
+        &self,
+        ch: u8,
+        win: Window,
+        level: u8,
+        w: &mut Writer,
+    ) -> Result<Option<bool>, JournalError> {
+        let st = &self.state.channels[usize::from(ch)];
+        if !st.last.is_some_and(|l| at_or_after(l, win.checkpoint)) {
+            return Ok(None);
+        }
+        let start = w.skip(CHANNEL_HEADER_LEN)?;
+        let mut toc = 0;
+        let mut single = true;
+        let full = level <= 2;
+
+        if let Some(p) = st.program.filter(|p| full && win.has(p.stamp)) {
+            toc |= TOC_P;
+            single &= win.s(p.stamp);
+            let (msb, lsb) = p.value.bank.unwrap_or((0, 0));
+            ChapterP {
+                single: win.s(p.stamp),
+                program: p.value.program,
+                bank_valid: p.value.bank.is_some(),
+                bank_msb: msb,
+                x: false,
+                bank_lsb: lsb,
+            }
+            .emit(w)?;
+        }
+
+        let ctrls = || {
+            (0..128u8).filter_map(|c| {
+                let v = st.controllers[usize::from(c)]?;
+                (controller_journalled(c) && win.has(v.stamp)).then_some((c, v))
+            })
+        };
+        if full {
+            if let Some(s) = write_list(w, ctrls().map(|(c, v)| (c, false, v.value, v.stamp)), win)?
+            {
+                toc |= TOC_C;
+                single &= s;
+            }
+        }
+
+        if full {
+            if let Some(s) = self.write_chapter_m(ch, win, w)? {
+                toc |= TOC_M;
+                single &= s;
+            }
+        }
+
+        if let Some(b) = st.bend.filter(|b| full && win.has(b.stamp)) {
+            toc |= TOC_W;
+            single &= win.s(b.stamp);
+            ChapterW {
+                single: win.s(b.stamp),
+                first: (b.value & 0x7F) as u8,
+                r: false,
+                second: (b.value >> 7) as u8 & LOW7,
+            }
+            .emit(w)?;
+        }
+
+        if let Some(s) = write_chapter_n(st, win, level <= 3, w)? {
+            toc |= TOC_N;
+            single &= s;
+        }
+
+        if level <= 1 {
+            let extras = (0..128u8).filter_map(|n| {
+                let note = st.notes[usize::from(n)];
+                let stamp = note.stamp?;
+                (!note.on && note.off_velocity != 64 && win.has(stamp)).then_some((
+                    n,
+                    true,
+                    note.off_velocity,
+                    stamp,
+                ))
+            });
+            if let Some(s) = write_list(w, extras, win)? {
+                toc |= TOC_E;
+                single &= s;
+            }
+        }
+
+        if let Some(p) = st.pressure.filter(|p| full && win.has(p.stamp)) {
+            toc |= TOC_T;
+            single &= win.s(p.stamp);
+            w.put(&[flag(win.s(p.stamp), S_BIT) | p.value])?;
+        }
+
+        if level <= 1 {
+            let poly = (0..128u8).filter_map(|n| {
+                let p = st.poly[usize::from(n)]?;
+                win.has(p.stamp).then_some((n, false, p.value, p.stamp))
+            });
+            if let Some(s) = write_list(w, poly, win)? {
+                toc |= TOC_A;
+                single &= s;
+            }
+        }
+
+        if toc == 0 {
+            w.truncate(start);
+            return Ok(None);
+        }
+        w.patch(start, &[flag(single, CJ_S) | (ch << CJ_CHAN_SHIFT), 0, toc]);
+        patch_len10(w, start, w.pos() - start)?;
+        Ok(Some(single))
+    }
+
+    /// Chapter M: one log per parameter changed since the checkpoint, and last the parameter
+    /// selected now (the null parameter if none), so the receiver ends with the same selection.
+    fn write_chapter_m(
+        &self,
+        ch: u8,
+        win: Window,
+        w: &mut Writer,
+    ) -> Result<Option<bool>, JournalError> {
+        let st = &self.state.channels[usize::from(ch)];
+        let current = st.selection.current();
+        let changed = || {
+            st.params
+                .iter()
+                .flatten()
+                .filter(move |p| win.has(p.stamp) && Some(p.id) != current)
+        };
+        let sel_changed = win.has_opt(st.selection.stamp);
+        let cur_param = current.and_then(|id| st.param(id));
+        let cur_changed = cur_param.is_some_and(|p| win.has(p.stamp));
+        if changed().next().is_none() && !sel_changed && !cur_changed {
+            return Ok(None);
+        }
+        let last_id = current.unwrap_or(ParamId {
+            nrpn: st.selection.active_nrpn.unwrap_or(false),
+            number: NULL_PARAM,
+        });
+        let last_stamp = [st.selection.stamp, cur_param.map(|p| p.stamp)]
+            .into_iter()
+            .flatten()
+            .filter(|&s| win.has(s))
+            .max_by(|&a, &b| {
+                if at_or_after(a, b) {
+                    core::cmp::Ordering::Greater
+                } else {
+                    core::cmp::Ordering::Less
+                }
+            });
+        let last_single = last_stamp.map_or(true, |s| win.s(s));
+        let (last_msb, last_lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
+
+        let all_nrpn = changed().all(|p| p.id.nrpn) && last_id.nrpn;
+        let all_rpn = changed().all(|p| !p.id.nrpn) && !last_id.nrpn;
+        let start = w.skip(2)?;
+        let mut single = last_single;
+        let logs = changed()
+            .map(|p| (p.id, p.msb, p.lsb, win.s(p.stamp)))
+            .chain(core::iter::once((last_id, last_msb, last_lsb, last_single)));
+        for (id, msb, lsb, s) in logs {
+            single &= s;
+            let toc = flag(msb.is_some(), ML_J) | flag(lsb.is_some(), ML_K);
+            w.put(&[
+                flag(s, S_BIT) | (id.number & 0x7F) as u8,
+                flag(id.nrpn, S_BIT) | ((id.number >> 7) as u8 & LOW7),
+                toc,
+            ])?;
+            for v in [msb, lsb].into_iter().flatten() {
+                w.put(&[v & LOW7])?;
+            }
+        }
+        w.or_at(
+            start,
+            flag(single, S_BIT) | flag(all_rpn, M_U) | flag(all_nrpn, M_W),
+        );
+        patch_len10(w, start, w.pos() - start)?;
+        Ok(Some(single))
+    }
+}
+
+/// Writes a `|S|LEN|` + two-octet-log chapter (C, E or A) if `logs` is not empty.
+fn write_list(
+    w: &mut Writer,
+    logs: impl Iterator<Item = (u8, bool, u8, u32)>,
+    win: Window,
+) -> Result<Option<bool>, JournalError> {
+    let start = w.pos();
+    let mut n = 0usize;
+    let mut single = true;
+    for (number, f, value, stamp) in logs {
+        if n == 0 {
+            w.skip(1)?;
+        }
+        let s = win.s(stamp);
+        single &= s;
+        Log2 {
+            single: s,
+            number,
+            flag: f,
+            value,
+        }
+        .emit(w)?;
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    // LEN is the number of logs minus one; at most 128 controllers or notes exist.
+    w.patch(start, &[flag(single, S_BIT) | ((n - 1) as u8 & LOW7)]);
+    Ok(Some(single))
+}
+
+/// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), OFFBITS for
+/// each note turned off since the checkpoint.
+fn write_chapter_n(
+    st: &super::state::ChannelState,
+    win: Window,
+    logs: bool,
+    w: &mut Writer,
+) -> Result<Option<bool>, JournalError> {
+    let mut offbits = [0u8; 16];
+    let mut low = 16usize;
+    let mut high = 0usize;
+    let mut nlogs = 0usize;
+    let mut single = true;
+    for (n, note) in st.notes.iter().enumerate() {
+        let Some(stamp) = note.stamp.filter(|&s| win.has(s)) else {
+            continue;
+        };
+        if note.on {
+            if logs {
+                nlogs += 1;
+                single &= win.s(stamp);
+            }
+        } else {
+            offbits[n / 8] |= 0x80 >> (n % 8);
+            low = low.min(n / 8);
+            high = high.max(n / 8);
+            single &= win.s(stamp);
+        }
+    }
+    if nlogs == 0 && low == 16 {
+        return Ok(None);
+    }
+    let (lo, hi) = if low == 16 {
+        // No OFFBITS: LOW 15, HIGH 1, or HIGH 0 with LEN 127 for 128 logs (A.6).
+        (15, if nlogs == 128 { 0 } else { 1 })
+    } else {
+        (low, high)
+    };
+    w.put(&[
+        flag(single, S_BIT) | (nlogs.min(127) as u8),
+        ((lo as u8) << 4) | hi as u8,
+    ])?;
+    if logs {
+        for (n, note) in st.notes.iter().enumerate() {
+            match note.stamp {
+                Some(stamp) if note.on && win.has(stamp) => Log2 {
+                    single: win.s(stamp),
+                    number: n as u8,
+                    flag: true,
+                    value: note.velocity,
+                }
+                .emit(w)?,
+                _ => {}
+            }
+        }
+    }
+    if low != 16 {
+        w.put(&offbits[low..=high])?;
+    }
+    Ok(Some(single))
+}
