@@ -186,7 +186,7 @@ impl ChannelState {
             38 => self.data_entry(false, value, stamp),
             // Data increment/decrement: not modelled (device-specific step sizes).
             96 | 97 => {}
-            98 | 99 | 100 | 101 => {
+            98..=101 => {
                 let nrpn = number <= 99;
                 let pair = if nrpn { &mut sel.nrpn } else { &mut sel.rpn };
                 *pair = if number % 2 == 1 {
@@ -259,9 +259,10 @@ impl ChannelState {
             status::POLY_PRESSURE => self.poly[n] = Some(Stamped { value: d2, stamp }),
             status::CONTROL_CHANGE => self.control_change(d1, d2, stamp),
             status::PROGRAM_CHANGE => {
+                // Chapter P's B bit: a bank is journalled when both bank select halves were sent.
                 let bank = match (self.controllers[0], self.controllers[32]) {
-                    (None, None) => None,
-                    (m, l) => Some((m.map_or(0, |s| s.value), l.map_or(0, |s| s.value))),
+                    (Some(m), Some(l)) => Some((m.value, l.value)),
+                    _ => None,
                 };
                 self.program = Some(Stamped {
                     value: Program { program: d1, bank },
@@ -305,7 +306,6 @@ impl ChannelState {
             && self.poly.iter().zip(&other.poly).all(|(a, b)| v(a) == v(b))
             && self.selection.current() == other.selection.current()
             && self.params_within(other)
-            && other.params_within(self)
     }
 }
 
@@ -510,17 +510,18 @@ impl MidiState {
         }
     }
 
-    /// Whether two states sound the same: notes, controllers, program and bank, pitch bend,
+    /// Whether `other` sounds like `self`: notes, controllers, program and bank, pitch bend,
     /// pressures, the selected RPN/NRPN and parameter values, song select, whether the
-    /// sequencer runs, and the last SysEx. Stamps, counts and clock positions are not compared.
+    /// sequencer runs, and the last SysEx. Stamps, counts and clock positions are not compared;
+    /// `other` may remember parameters `self` has forgotten.
     pub fn same_music(&self, other: &MidiState) -> bool {
         self.channels
             .iter()
             .zip(other.channels.iter())
             .all(|(a, b)| a.same_music(b))
             && self.system.song_select.map(|s| s.value) == other.system.song_select.map(|s| s.value)
-            && self.system.sequencer.map(|s| s.value.running)
-                == other.system.sequencer.map(|s| s.value.running)
+            && self.system.sequencer.is_some_and(|s| s.value.running)
+                == other.system.sequencer.is_some_and(|s| s.value.running)
             && self.last_sysex == other.last_sysex
     }
 }
