@@ -50,11 +50,30 @@ impl Window {
 /// When even level 4 does not fit, no journal is sent for that packet.
 const LEVELS: u8 = 5;
 
-/// SysEx commands sent since the checkpoint, in one preallocated buffer.
+/// SysEx commands sent since the checkpoint, in one preallocated buffer. Each entry keeps the
+/// sequence numbers of its first and last segment: it is journalled from the packet after its
+/// first segment (a receiver that lost that one needs the whole command) until the receiver
+/// confirms its last segment.
 #[derive(Debug)]
 struct SysexLog {
     buf: Vec<u8>,
-    entries: Vec<(u32, usize)>,
+    entries: Vec<(SysexSpan, usize)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SysexSpan {
+    first: u32,
+    last: u32,
+}
+
+impl Window {
+    fn has_span(&self, span: SysexSpan) -> bool {
+        at_or_after(span.last, self.checkpoint) && !at_or_after(span.first, self.seq)
+    }
+
+    fn s_span(&self, span: SysexSpan) -> bool {
+        self.s(span.first) && self.s(span.last)
+    }
 }
 
 impl SysexLog {
@@ -65,7 +84,7 @@ impl SysexLog {
         }
     }
 
-    fn push(&mut self, stamp: u32, sysex: &[u8]) {
+    fn push(&mut self, span: SysexSpan, sysex: &[u8]) {
         if sysex.len() > SYSEX_JOURNAL_CAP {
             return;
         }
@@ -73,7 +92,7 @@ impl SysexLog {
             self.drop_first(1);
         }
         self.buf.extend_from_slice(sysex);
-        self.entries.push((stamp, sysex.len()));
+        self.entries.push((span, sysex.len()));
     }
 
     fn drop_first(&mut self, n: usize) {
@@ -87,17 +106,17 @@ impl SysexLog {
         let n = self
             .entries
             .iter()
-            .take_while(|e| !at_or_after(e.0, checkpoint))
+            .take_while(|e| !at_or_after(e.0.last, checkpoint))
             .count();
         self.drop_first(n);
     }
 
-    fn in_window(&self, win: Window) -> impl Iterator<Item = (u32, &[u8])> {
+    fn in_window(&self, win: Window) -> impl Iterator<Item = (SysexSpan, &[u8])> {
         let mut at = 0;
-        self.entries.iter().filter_map(move |&(stamp, len)| {
+        self.entries.iter().filter_map(move |&(span, len)| {
             let s = self.buf.get(at..at + len);
             at += len;
-            win.has(stamp).then_some((stamp, s?))
+            win.has_span(span).then_some((span, s?))
         })
     }
 }
@@ -116,6 +135,8 @@ pub struct JournalSender {
     newest: Option<u32>,
     last_recorded: Option<u32>,
     assembler: SysexAssembler,
+    /// Sequence number of the packet that carried the open SysEx's first segment.
+    sysex_first: u32,
     sysex: SysexLog,
 }
 
@@ -133,6 +154,7 @@ impl JournalSender {
             newest: None,
             last_recorded: None,
             assembler: SysexAssembler::new(SYSEX_MAX),
+            sysex_first: 0,
             sysex: SysexLog::new(),
         }
     }
@@ -166,12 +188,19 @@ impl JournalSender {
     /// packet with extended sequence number `seq`. Anything that is not MIDI is ignored.
     pub fn record(&mut self, seq: u32, message: &[u8]) {
         match message.first() {
-            Some(0xF0 | 0xF7) => {
+            Some(&first) if first == 0xF0 || first == 0xF7 => {
+                if first == 0xF0 {
+                    self.sysex_first = seq;
+                }
                 let Some(sysex) = self.assembler.push(message) else {
                     return;
                 };
                 self.state.note_sysex(sysex);
-                self.sysex.push(seq, sysex);
+                let span = SysexSpan {
+                    first: self.sysex_first,
+                    last: seq,
+                };
+                self.sysex.push(span, sysex);
             }
             _ => {
                 if !self.state.apply_short(message, seq) {
@@ -351,7 +380,7 @@ impl JournalSender {
         }
         if x {
             toc |= SJ_X;
-            let xs = self.sysex.in_window(win).all(|(stamp, _)| win.s(stamp));
+            let xs = self.sysex.in_window(win).all(|(span, _)| win.s_span(span));
             single &= xs;
             w.put(&[flag(xs, S_BIT) | X_D])?;
             for (_, sysex) in self.sysex.in_window(win) {

@@ -577,10 +577,13 @@ proptest! {
             }
         }
         let mut buf = [0u8; 1400];
+        // No journal at all when nothing changed state (a clock while stopped, say).
         let n = tx.emit(msgs.len() as u32, &mut buf);
-        prop_assert!(n > 0);
         let mut rx = JournalReceiver::new();
-        rx.recover(msgs.len() as u32, &buf[..n], msgs.len() as u32, &mut |_: &[u8]| {}).unwrap();
+        if n > 0 {
+            rx.recover(msgs.len() as u32, &buf[..n], msgs.len() as u32, &mut |_: &[u8]| {})
+                .unwrap();
+        }
         prop_assert!(rx.state().same_music(tx.state()));
     }
 
