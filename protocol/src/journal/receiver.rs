@@ -18,6 +18,8 @@ pub const SYSEX_MAX: usize = 1024;
 pub struct JournalReceiver {
     state: MidiState,
     assembler: SysexAssembler,
+    /// Where chapter X commands are rebuilt (capacity [`SYSEX_MAX`], never grown).
+    scratch: Vec<u8>,
     repairs: u64,
     uncovered: u64,
     stamp: u32,
@@ -32,6 +34,7 @@ impl Default for JournalReceiver {
 /// Sends repair commands to the caller and applies them to the receiver's state.
 struct Repair<'a, F: FnMut(&[u8])> {
     state: &'a mut MidiState,
+    scratch: Vec<u8>,
     out: &'a mut F,
     stamp: u32,
     sent: usize,
@@ -68,6 +71,7 @@ impl JournalReceiver {
         JournalReceiver {
             state: MidiState::default(),
             assembler: SysexAssembler::new(SYSEX_MAX),
+            scratch: Vec::with_capacity(SYSEX_MAX),
             repairs: 0,
             uncovered: 0,
             stamp: 0,
@@ -125,6 +129,7 @@ impl JournalReceiver {
         self.stamp = self.stamp.wrapping_add(1);
         let mut r = Repair {
             state: &mut self.state,
+            scratch: core::mem::take(&mut self.scratch),
             out,
             stamp: self.stamp,
             sent: 0,
@@ -145,7 +150,9 @@ impl JournalReceiver {
                 repair_channel(&mut r, &cj, single);
             }
         }
-        if r.sent > 0 {
+        let sent = r.sent;
+        self.scratch = r.scratch;
+        if sent > 0 {
             self.repairs += 1;
         }
         Ok(j.len)
@@ -235,8 +242,27 @@ fn repair_system<F: FnMut(&[u8])>(r: &mut Repair<F>, sys: &SystemJournal, single
         }
     }
     if let Some(x) = sys.x.filter(|x| !skip(x.single)) {
-        for sysex in x.sysex() {
-            r.send(sysex);
+        for log in x.logs().filter(|l| !skip(l.single) && l.complete()) {
+            let Some(data) = log.data() else {
+                continue;
+            };
+            // Rebuilt in a buffer allocated once; longer commands are not replayed.
+            let mut sysex = core::mem::take(&mut r.scratch);
+            sysex.clear();
+            sysex.push(status::SYSEX_START);
+            for b in data {
+                if sysex.len() + 1 < sysex.capacity() {
+                    sysex.push(b);
+                } else {
+                    sysex.clear();
+                    break;
+                }
+            }
+            if !sysex.is_empty() {
+                sysex.push(status::SYSEX_END);
+                r.send(&sysex);
+            }
+            r.scratch = sysex;
         }
     }
 }

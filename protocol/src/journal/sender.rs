@@ -380,11 +380,19 @@ impl JournalSender {
         }
         if x {
             toc |= SJ_X;
+            // One log per SysEx (B.5.1): finished, DATA = its data octets with the top bit
+            // set on the last. The first log's S bit is the chapter's.
             let xs = self.sysex.in_window(win).all(|(span, _)| win.s_span(span));
             single &= xs;
-            w.put(&[flag(xs, S_BIT) | X_D])?;
-            for (_, sysex) in self.sysex.in_window(win) {
-                w.put(sysex)?;
+            for (i, (span, sysex)) in self.sysex.in_window(win).enumerate() {
+                let s = if i == 0 { xs } else { win.s_span(span) };
+                let data = sysex.get(1..sysex.len().saturating_sub(1)).unwrap_or(&[]);
+                let d = flag(!data.is_empty(), X_D);
+                w.put(&[flag(s, S_BIT) | d | STA_FINISHED])?;
+                if let Some((last, body)) = data.split_last() {
+                    w.put(body)?;
+                    w.put(&[last | S_BIT])?;
+                }
             }
         }
         w.or_at(start, toc | flag(single, S_BIT));

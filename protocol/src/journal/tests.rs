@@ -193,8 +193,9 @@ fn all_system_chapters() -> Vec<u8> {
         0x7A, 0x01, 0x82, 0x85, 0xC0, 0x03, 0x07, 0xC2, 0x09, // V: S=1 count 3
         0x83, // Q: S=1 N=1 C=1 TOP=0, CLOCK=96 (4 beats)
         0xD0, 0x00, 0x60, // F: S=1 C=1 Q=1 POINT=7, COMPLETE nibbles 0..7
-        0xD7, 0x01, 0x23, 0x45, 0x67, // X: S=0 D=1, one SysEx
-        0x08, 0xF0, 0x7E, 0x7F, 0x09, 0x01, 0xF7,
+        0xD7, 0x01, 0x23, 0x45, 0x67,
+        // X: one log, S=0 D=1 STA=3 (finished), data 7E 7F 09 01 (top bit set on the last)
+        0x0B, 0x7E, 0x7F, 0x09, 0x81,
     ];
     let len = v.len() - 3;
     v[3] |= (len >> 8) as u8;
@@ -221,9 +222,12 @@ fn every_system_chapter_by_hand() {
     let f = sys.f.unwrap();
     assert!(f.quarter && f.complete == Some(0x0123_4567) && f.point == 7);
     let x = sys.x.unwrap();
+    let logs: Vec<_> = x.logs().collect();
+    assert_eq!(logs.len(), 1);
+    assert!(logs[0].complete() && !logs[0].single);
     assert_eq!(
-        x.sysex().collect::<Vec<_>>(),
-        [&[0xF0, 0x7E, 0x7F, 0x09, 0x01, 0xF7][..]]
+        logs[0].data().unwrap().collect::<Vec<_>>(),
+        [0x7E, 0x7F, 0x09, 0x01]
     );
     all_prefixes_rejected(&bytes);
 

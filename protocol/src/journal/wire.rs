@@ -938,78 +938,123 @@ impl ChapterF {
     }
 }
 
-/// Chapter X, System Exclusive (Appendix B.5). Runs to the end of the system journal.
+/// Chapter X, System Exclusive (Appendix B.5): a list of command logs running to the end of
+/// the system journal. The S bit of the first log is the chapter's S bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChapterX<'a> {
     pub single: bool,
-    pub tcount: Option<u8>,
-    pub count: Option<u8>,
-    pub first: Option<u32>,
-    /// L and STA, kept as sent.
-    pub l: bool,
-    pub sta: u8,
-    /// DATA: the journalled SysEx octets.
-    pub data: &'a [u8],
+    logs: &'a [u8],
 }
 
-impl<'a> ChapterX<'a> {
-    pub fn parse(buf: &'a [u8]) -> Result<Self, JournalError> {
+/// STA values of a chapter X log (B.5.1): the state of the SysEx command it codes.
+pub const STA_UNFINISHED: u8 = 0;
+pub const STA_CANCELLED: u8 = 1;
+/// Finished, sent with the "dropped F7" construction.
+pub const STA_DROPPED_F7: u8 = 2;
+pub const STA_FINISHED: u8 = 3;
+
+/// One command log of chapter X (figure B.5.1):
+/// `|S|T|C|F|D|L|STA| TCOUNT | COUNT | FIRST (1-4) | DATA ...` where DATA holds the command's
+/// data octets, the last one with its top bit set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysexLog<'a> {
+    pub single: bool,
+    pub tcount: Option<u8>,
+    pub count: Option<u8>,
+    /// FIRST: data octets of the command that come before DATA.
+    pub first: Option<u32>,
+    data: Option<&'a [u8]>,
+    /// L: the list tool codes the log (else the recency tool).
+    pub list: bool,
+    pub status: u8,
+}
+
+impl<'a> SysexLog<'a> {
+    pub fn parse(buf: &'a [u8]) -> Result<(Self, usize), JournalError> {
         let (h, mut rest) = take(buf, 1)?;
-        let one = |on: bool, rest: &mut &'a [u8]| -> Result<Option<u8>, JournalError> {
+        let mut used = 1;
+        let mut one = |on: bool, rest: &mut &'a [u8]| -> Result<Option<u8>, JournalError> {
             if !on {
                 return Ok(None);
             }
             let (b, r) = take(rest, 1)?;
             *rest = r;
+            used += 1;
             Ok(Some(b[0]))
         };
         let tcount = one(h[0] & X_T != 0, &mut rest)?;
         let count = one(h[0] & X_C != 0, &mut rest)?;
         let first = if h[0] & X_F != 0 {
-            // FIRST: 1-4 octets, 7 bits each, top bit set on all but the last (like delta times).
-            let mut v = 0u32;
-            let mut done = false;
-            for _ in 0..4 {
-                let (b, r) = take(rest, 1)?;
-                rest = r;
-                v = (v << 7) | u32::from(b[0] & LOW7);
-                if b[0] & S_BIT == 0 {
-                    done = true;
-                    break;
-                }
-            }
-            if !done {
-                return Err(JournalError::BadLength);
-            }
-            Some(v)
+            // FIRST: 1-4 octets of 7 bits, top bit set on all but the last (like delta times).
+            let n = rest
+                .iter()
+                .take(4)
+                .position(|&b| b & S_BIT == 0)
+                .ok_or(JournalError::Truncated)?
+                + 1;
+            let (f, r) = take(rest, n)?;
+            rest = r;
+            used += n;
+            Some(f.iter().fold(0u32, |v, &b| (v << 7) | u32::from(b & LOW7)))
         } else {
             None
         };
-        if h[0] & X_D == 0 && !rest.is_empty() {
-            return Err(JournalError::BadLength);
+        let data = if h[0] & X_D != 0 {
+            let n = rest
+                .iter()
+                .position(|&b| b & S_BIT != 0)
+                .ok_or(JournalError::Truncated)?
+                + 1;
+            used += n;
+            rest.get(..n)
+        } else {
+            None
+        };
+        Ok((
+            SysexLog {
+                single: h[0] & S_BIT != 0,
+                tcount,
+                count,
+                first,
+                data,
+                list: h[0] & X_L != 0,
+                status: h[0] & X_STA,
+            },
+            used,
+        ))
+    }
+
+    /// The data octets in DATA (7 bits each), if D was set.
+    pub fn data(&self) -> Option<impl Iterator<Item = u8> + 'a> {
+        self.data.map(|d| d.iter().map(|b| b & LOW7))
+    }
+
+    /// The whole command is here: finished, and DATA starts at its first data octet.
+    pub fn complete(&self) -> bool {
+        matches!(self.status, STA_FINISHED | STA_DROPPED_F7) && self.first.unwrap_or(0) == 0
+    }
+}
+
+impl<'a> ChapterX<'a> {
+    pub fn parse(buf: &'a [u8]) -> Result<Self, JournalError> {
+        let (h, _) = take(buf, 1)?;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let (_, n) = SysexLog::parse(rest).map_err(|_| JournalError::BadLength)?;
+            rest = rest.get(n..).unwrap_or(&[]);
         }
         Ok(ChapterX {
             single: h[0] & S_BIT != 0,
-            tcount,
-            count,
-            first,
-            l: h[0] & X_L != 0,
-            sta: h[0] & X_STA,
-            data: rest,
+            logs: buf,
         })
     }
 
-    /// The complete SysEx commands (`F0 .. F7`) in DATA; anything else is skipped.
-    pub fn sysex(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let mut rest = self.data;
-        core::iter::from_fn(move || loop {
-            let start = rest.iter().position(|&b| b == 0xF0)?;
-            let tail = rest.get(start..)?;
-            let end = tail.iter().skip(1).position(|&b| b & S_BIT != 0)? + 1;
-            rest = tail.get(end + 1..).unwrap_or(&[]);
-            if tail.get(end) == Some(&0xF7) {
-                return tail.get(..=end);
-            }
+    pub fn logs(&self) -> impl Iterator<Item = SysexLog<'a>> + 'a {
+        let mut rest = self.logs;
+        core::iter::from_fn(move || {
+            let (log, n) = SysexLog::parse(rest).ok()?;
+            rest = rest.get(n..).unwrap_or(&[]);
+            Some(log)
         })
     }
 }
