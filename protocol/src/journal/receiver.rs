@@ -2,7 +2,9 @@
 //! difference (RFC 6295 §4-5 and Appendix A-B, RFC 4696 §6).
 
 use super::state::{controller_journalled, MidiState, ParamId, SysexAssembler, NULL_PARAM};
-use super::wire::{ChannelJournal, Journal, SystemJournal};
+use super::wire::{
+    ChannelJournal, Journal, SystemJournal, STA_DROPPED_F7, STA_FINISHED, STA_UNFINISHED,
+};
 use super::JournalError;
 use crate::midi::status;
 
@@ -34,6 +36,7 @@ impl Default for JournalReceiver {
 /// Sends repair commands to the caller and applies them to the receiver's state.
 struct Repair<'a, F: FnMut(&[u8])> {
     state: &'a mut MidiState,
+    assembler: &'a mut SysexAssembler,
     scratch: Vec<u8>,
     out: &'a mut F,
     stamp: u32,
@@ -44,7 +47,9 @@ impl<F: FnMut(&[u8])> Repair<'_, F> {
     fn send(&mut self, msg: &[u8]) {
         (self.out)(msg);
         if msg.first() == Some(&status::SYSEX_START) {
-            self.state.note_sysex(msg);
+            if let Some(sysex) = self.assembler.push(msg) {
+                self.state.note_sysex(sysex);
+            }
         } else {
             self.state.apply_short(msg, self.stamp);
         }
@@ -129,6 +134,7 @@ impl JournalReceiver {
         self.stamp = self.stamp.wrapping_add(1);
         let mut r = Repair {
             state: &mut self.state,
+            assembler: &mut self.assembler,
             scratch: core::mem::take(&mut self.scratch),
             out,
             stamp: self.stamp,
@@ -242,8 +248,21 @@ fn repair_system<F: FnMut(&[u8])>(r: &mut Repair<F>, sys: &SystemJournal, single
         }
     }
     if let Some(x) = sys.x.filter(|x| !skip(x.single)) {
-        for log in x.logs().filter(|l| !skip(l.single) && l.complete()) {
+        for log in x
+            .logs()
+            .filter(|l| !skip(l.single) && l.first.unwrap_or(0) == 0)
+        {
+            // A finished command is sent whole; an unfinished one as a first segment
+            // (F0 .. F0) for the segments still to come to complete.
+            let end = match log.status {
+                STA_FINISHED | STA_DROPPED_F7 => status::SYSEX_END,
+                STA_UNFINISHED => status::SYSEX_START,
+                _ => continue,
+            };
             let Some(data) = log.data() else {
+                if end == status::SYSEX_END {
+                    r.send(&[status::SYSEX_START, end]);
+                }
                 continue;
             };
             // Rebuilt in a buffer allocated once; longer commands are not replayed.
@@ -259,7 +278,7 @@ fn repair_system<F: FnMut(&[u8])>(r: &mut Repair<F>, sys: &SystemJournal, single
                 }
             }
             if !sysex.is_empty() {
-                sysex.push(status::SYSEX_END);
+                sysex.push(end);
                 r.send(&sysex);
             }
             r.scratch = sysex;
@@ -300,19 +319,20 @@ fn repair_channel<F: FnMut(&[u8])>(r: &mut Repair<F>, cj: &ChannelJournal, singl
     }
 
     if let Some(m) = cj.m.filter(|m| !skip(m.single)) {
-        let before = r.chan(ch).selection;
-        let mut target = None;
+        let mut last = None;
         for log in m.logs() {
             let id = ParamId {
                 nrpn: log.nrpn,
                 number: log.number,
             };
-            target = Some(if skip(log.single) { None } else { Some(id) });
+            last = Some(id);
             if skip(log.single) || id.number == NULL_PARAM {
                 continue;
             }
-            let mine = r.chan(ch).param(id).map(|p| (p.msb, p.lsb));
-            let (msb, lsb) = mine.unwrap_or((None, None));
+            let (msb, lsb) = r
+                .chan(ch)
+                .param(id)
+                .map_or((None, None), |p| (p.msb, p.lsb));
             let stale = |want: Option<u8>, have: Option<u8>| want.is_some() && want != have;
             if stale(log.entry_msb, msb) || stale(log.entry_lsb, lsb) {
                 r.select(ch, id);
@@ -324,20 +344,14 @@ fn repair_channel<F: FnMut(&[u8])>(r: &mut Repair<F>, cj: &ChannelJournal, singl
                 }
             }
         }
-        // The last log is the sender's current selection; if it was skipped, the selection
-        // before the repair was already right.
-        let want = match target {
-            Some(Some(id)) => Some((id.nrpn, id.number)),
-            _ => before
-                .active_nrpn
-                .map(|n| (n, if n { before.nrpn } else { before.rpn })),
-        };
-        let sel = r.chan(ch).selection;
-        let have = sel
-            .active_nrpn
-            .map(|n| (n, if n { sel.nrpn } else { sel.rpn }));
-        if let Some((nrpn, number)) = want.filter(|w| Some(*w) != have) {
-            r.select(ch, ParamId { nrpn, number });
+        // E: a transaction is in progress on the last log's parameter; else none is selected.
+        let want = if m.e { last } else { None };
+        if r.chan(ch).selection.current() != want {
+            let null = ParamId {
+                nrpn: false,
+                number: NULL_PARAM,
+            };
+            r.select(ch, want.unwrap_or(null));
         }
     }
 

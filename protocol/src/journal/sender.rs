@@ -1,8 +1,6 @@
 //! The sending side: MIDI state since the checkpoint, written as a recovery journal.
 
-use super::state::{
-    controller_journalled, MidiState, ParamId, Stamped, SysexAssembler, NULL_PARAM,
-};
+use super::state::{controller_journalled, MidiState, Stamped, SysexAssembler, PARAMS_PER_CHANNEL};
 use super::wire::*;
 use super::JournalError;
 
@@ -26,10 +24,6 @@ struct Window {
 impl Window {
     fn has(&self, stamp: u32) -> bool {
         at_or_after(stamp, self.checkpoint) && !at_or_after(stamp, self.seq)
-    }
-
-    fn has_opt(&self, stamp: Option<u32>) -> bool {
-        stamp.is_some_and(|s| self.has(s))
     }
 
     /// The S bit of an element last changed at `stamp` (RFC 6295 A.1): 0 only when the
@@ -138,7 +132,14 @@ pub struct JournalSender {
     /// Sequence number of the packet that carried the open SysEx's first segment.
     sysex_first: u32,
     sysex: SysexLog,
+    truncated: u64,
+    /// Commands of the packet being built (`pending_seq`), as 16-bit length + octets.
+    pending: Vec<u8>,
+    pending_seq: Option<u32>,
 }
+
+/// Room for the commands of one packet held back by [`JournalSender::record`].
+const PENDING_CAP: usize = 4096;
 
 impl Default for JournalSender {
     fn default() -> Self {
@@ -156,17 +157,27 @@ impl JournalSender {
             assembler: SysexAssembler::new(SYSEX_MAX),
             sysex_first: 0,
             sysex: SysexLog::new(),
+            truncated: 0,
+            pending: Vec::with_capacity(PENDING_CAP),
+            pending_seq: None,
         }
     }
 
     /// The sender's view of the stream as sent so far.
-    pub fn state(&self) -> &MidiState {
+    /// Takes in the commands recorded so far, so call it after the packet's `emit`.
+    pub fn state(&mut self) -> &MidiState {
+        self.flush();
         &self.state
     }
 
     /// First sequence number the journal covers (last confirmed + 1, or the first recorded).
     pub fn checkpoint(&self) -> Option<u32> {
         self.checkpoint
+    }
+
+    /// Journals that did not fit whole and were cut down (see [`LEVELS`]), for statistics.
+    pub fn truncated(&self) -> u64 {
+        self.truncated
     }
 
     /// Whether something was recorded since the checkpoint, i.e. the receiver has not yet
@@ -186,7 +197,55 @@ impl JournalSender {
 
     /// Records one complete MIDI command (or one SysEx segment as on the wire) sent in the
     /// packet with extended sequence number `seq`. Anything that is not MIDI is ignored.
+    ///
+    /// The commands of the packet being built are held back until a later packet: its journal
+    /// describes the stream up to the packet before it, so `record` and `emit` for one packet
+    /// may come in either order.
     pub fn record(&mut self, seq: u32, message: &[u8]) {
+        let valid = match message.first() {
+            Some(0xF0 | 0xF7) => message.len() >= 2,
+            _ => crate::midi::ShortMessage::from_bytes(message).is_ok(),
+        };
+        if !valid {
+            return;
+        }
+        if self.pending_seq != Some(seq) {
+            self.flush();
+            self.pending_seq = Some(seq);
+        }
+        if self.pending.len() + message.len() + 2 > self.pending.capacity() {
+            // More than a packet's worth: apply now rather than grow.
+            self.apply(seq, message);
+        } else {
+            self.pending
+                .extend_from_slice(&(message.len() as u16).to_be_bytes());
+            self.pending.extend_from_slice(message);
+        }
+        self.see(seq);
+        self.last_recorded = Some(seq);
+        self.checkpoint.get_or_insert(seq);
+    }
+
+    /// Applies the held-back commands to the state.
+    fn flush(&mut self) {
+        let Some(seq) = self.pending_seq.take() else {
+            return;
+        };
+        let pending = core::mem::take(&mut self.pending);
+        let mut rest = &pending[..];
+        while let [hi, lo, tail @ ..] = rest {
+            let n = usize::from(u16::from_be_bytes([*hi, *lo]));
+            let Some((msg, r)) = tail.split_at_checked(n) else {
+                break;
+            };
+            self.apply(seq, msg);
+            rest = r;
+        }
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    fn apply(&mut self, seq: u32, message: &[u8]) {
         match message.first() {
             Some(&first) if first == 0xF0 || first == 0xF7 => {
                 if first == 0xF0 {
@@ -203,14 +262,9 @@ impl JournalSender {
                 self.sysex.push(span, sysex);
             }
             _ => {
-                if !self.state.apply_short(message, seq) {
-                    return;
-                }
+                self.state.apply_short(message, seq);
             }
         }
-        self.see(seq);
-        self.last_recorded = Some(seq);
-        self.checkpoint.get_or_insert(seq);
     }
 
     /// The receiver has everything up to and including `seq` (closed-loop, RFC 4696 §4.1):
@@ -231,6 +285,9 @@ impl JournalSender {
     /// The journal never exceeds `out.len()`; see [`LEVELS`] for what is left out first.
     pub fn emit(&mut self, seq: u32, out: &mut [u8]) -> usize {
         self.see(seq);
+        if self.pending_seq != Some(seq) {
+            self.flush();
+        }
         let Some(checkpoint) = self.checkpoint else {
             return 0;
         };
@@ -241,7 +298,12 @@ impl JournalSender {
         for level in 0..LEVELS {
             let mut w = Writer::new(out);
             match self.write(win, level, &mut w) {
-                Ok(true) => return w.pos(),
+                Ok(true) => {
+                    if level > 0 {
+                        self.truncated += 1;
+                    }
+                    return w.pos();
+                }
                 Ok(false) => return 0,
                 Err(_) => continue,
             }
@@ -306,7 +368,12 @@ impl JournalSender {
         let v = in_win(sys.active_sensing);
         let q = sys.sequencer.filter(|s| win.has(s.stamp));
         let f = sys.timecode.filter(|s| win.has(s.stamp));
-        let x = level == 0 && self.sysex.in_window(win).next().is_some();
+        // A SysEx begun in the history but not ended yet goes in as an unfinished log.
+        let partial = self
+            .assembler
+            .partial()
+            .filter(|_| level == 0 && win.has(self.sysex_first));
+        let x = level == 0 && (self.sysex.in_window(win).next().is_some() || partial.is_some());
         if !d && v.is_none() && q.is_none() && f.is_none() && !x {
             return Ok(None);
         }
@@ -380,15 +447,31 @@ impl JournalSender {
         }
         if x {
             toc |= SJ_X;
-            // One log per SysEx (B.5.1): finished, DATA = its data octets with the top bit
-            // set on the last. The first log's S bit is the chapter's.
-            let xs = self.sysex.in_window(win).all(|(span, _)| win.s_span(span));
+            // One log per SysEx (B.5.1): DATA = its data octets with the top bit set on the
+            // last; the one still open, if any, last and unfinished. The first log's S bit is
+            // the chapter's.
+            let unfinished = partial.map(|p| {
+                let span = SysexSpan {
+                    first: self.sysex_first,
+                    last: self.sysex_first,
+                };
+                (span, p.get(1..).unwrap_or(&[]), STA_UNFINISHED)
+            });
+            let logs = || {
+                self.sysex
+                    .in_window(win)
+                    .map(|(span, sysex)| {
+                        let data = sysex.get(1..sysex.len().saturating_sub(1)).unwrap_or(&[]);
+                        (span, data, STA_FINISHED)
+                    })
+                    .chain(unfinished)
+            };
+            let xs = logs().all(|(span, _, _)| win.s_span(span));
             single &= xs;
-            for (i, (span, sysex)) in self.sysex.in_window(win).enumerate() {
+            for (i, (span, data, sta)) in logs().enumerate() {
                 let s = if i == 0 { xs } else { win.s_span(span) };
-                let data = sysex.get(1..sysex.len().saturating_sub(1)).unwrap_or(&[]);
                 let d = flag(!data.is_empty(), X_D);
-                w.put(&[flag(s, S_BIT) | d | STA_FINISHED])?;
+                w.put(&[flag(s, S_BIT) | d | sta])?;
                 if let Some((last, body)) = data.split_last() {
                     w.put(body)?;
                     w.put(&[last | S_BIT])?;
@@ -513,8 +596,10 @@ impl JournalSender {
         Ok(Some(single))
     }
 
-    /// Chapter M: one log per parameter changed since the checkpoint, and last the parameter
-    /// selected now (the null parameter if none), so the receiver ends with the same selection.
+    /// Chapter M (A.4): one parameter log (value tool: V set, ENTRY-MSB/LSB as last written)
+    /// per parameter changed since the checkpoint, oldest first. E is set while a parameter is
+    /// selected (a transaction in progress) and that parameter's log comes last, so the receiver
+    /// ends with the same selection; with E clear the selection is the null parameter.
     fn write_chapter_m(
         &self,
         ch: u8,
@@ -523,46 +608,42 @@ impl JournalSender {
     ) -> Result<Option<bool>, JournalError> {
         let st = &self.state.channels[usize::from(ch)];
         let current = st.selection.current();
-        let changed = || {
-            st.params
-                .iter()
-                .flatten()
-                .filter(move |p| win.has(p.stamp) && Some(p.id) != current)
-        };
-        let sel_changed = win.has_opt(st.selection.stamp);
+        let mut order = [(0u32, 0usize); PARAMS_PER_CHANNEL];
+        let mut n = 0;
+        for (i, p) in st.params.iter().enumerate() {
+            if let Some(p) = p.filter(|p| win.has(p.stamp) && Some(p.id) != current) {
+                order[n] = (p.stamp.wrapping_sub(win.checkpoint), i);
+                n += 1;
+            }
+        }
+        let sel_stamp = st.selection.stamp.filter(|&s| win.has(s));
         let cur_param = current.and_then(|id| st.param(id));
-        let cur_changed = cur_param.is_some_and(|p| win.has(p.stamp));
-        if changed().next().is_none() && !sel_changed && !cur_changed {
+        let cur_stamp = cur_param.map(|p| p.stamp).filter(|&s| win.has(s));
+        if n == 0 && sel_stamp.is_none() && cur_stamp.is_none() {
             return Ok(None);
         }
-        let last_id = current.unwrap_or(ParamId {
-            nrpn: st.selection.active_nrpn.unwrap_or(false),
-            number: NULL_PARAM,
+        let order = &mut order[..n];
+        order.sort_unstable();
+        let s_of = |stamp: Option<u32>| stamp.map_or(true, |s| win.s(s));
+        let cur_log = current.map(|id| {
+            let (msb, lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
+            (id, msb, lsb, s_of(sel_stamp) && s_of(cur_stamp))
         });
-        let last_stamp = [st.selection.stamp, cur_param.map(|p| p.stamp)]
-            .into_iter()
-            .flatten()
-            .filter(|&s| win.has(s))
-            .max_by(|&a, &b| {
-                if at_or_after(a, b) {
-                    core::cmp::Ordering::Greater
-                } else {
-                    core::cmp::Ordering::Less
-                }
-            });
-        let last_single = last_stamp.map_or(true, |s| win.s(s));
-        let (last_msb, last_lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
-
-        let all_nrpn = changed().all(|p| p.id.nrpn) && last_id.nrpn;
-        let all_rpn = changed().all(|p| !p.id.nrpn) && !last_id.nrpn;
+        let logs = || {
+            order
+                .iter()
+                .filter_map(|&(_, i)| st.params[i])
+                .map(|p| (p.id, p.msb, p.lsb, win.s(p.stamp)))
+                .chain(cur_log)
+        };
+        let any = logs().next().is_some();
+        let all_nrpn = any && logs().all(|l| l.0.nrpn);
+        let all_rpn = any && logs().all(|l| !l.0.nrpn);
         let start = w.skip(2)?;
-        let mut single = last_single;
-        let logs = changed()
-            .map(|p| (p.id, p.msb, p.lsb, win.s(p.stamp)))
-            .chain(core::iter::once((last_id, last_msb, last_lsb, last_single)));
-        for (id, msb, lsb, s) in logs {
+        let mut single = s_of(sel_stamp);
+        for (id, msb, lsb, s) in logs() {
             single &= s;
-            let toc = flag(msb.is_some(), ML_J) | flag(lsb.is_some(), ML_K);
+            let toc = ML_V | flag(msb.is_some(), ML_J) | flag(lsb.is_some(), ML_K);
             w.put(&[
                 flag(s, S_BIT) | (id.number & 0x7F) as u8,
                 flag(id.nrpn, S_BIT) | ((id.number >> 7) as u8 & LOW7),
@@ -574,7 +655,10 @@ impl JournalSender {
         }
         w.or_at(
             start,
-            flag(single, S_BIT) | flag(all_rpn, M_U) | flag(all_nrpn, M_W),
+            flag(single, S_BIT)
+                | flag(current.is_some(), M_E)
+                | flag(all_rpn, M_U)
+                | flag(all_nrpn, M_W),
         );
         patch_len10(w, start, w.pos() - start)?;
         Ok(Some(single))
@@ -613,8 +697,9 @@ fn write_list(
     Ok(Some(single))
 }
 
-/// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), OFFBITS for
-/// each note turned off since the checkpoint.
+/// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
+/// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
+/// OFFBITS; the returned S bit covers the whole chapter.
 fn write_chapter_n(
     st: &super::state::ChannelState,
     win: Window,
@@ -624,7 +709,9 @@ fn write_chapter_n(
     let mut offbits = [0u8; 16];
     let mut low = 16usize;
     let mut high = 0usize;
+    let mut on = [(0u32, 0u8); 128];
     let mut nlogs = 0usize;
+    let mut b = true;
     let mut single = true;
     for (n, note) in st.notes.iter().enumerate() {
         let Some(stamp) = note.stamp.filter(|&s| win.has(s)) else {
@@ -632,6 +719,8 @@ fn write_chapter_n(
         };
         if note.on {
             if logs {
+                // Age relative to the checkpoint orders stamps across a wrap.
+                on[nlogs] = (stamp.wrapping_sub(win.checkpoint), n as u8);
                 nlogs += 1;
                 single &= win.s(stamp);
             }
@@ -639,7 +728,7 @@ fn write_chapter_n(
             offbits[n / 8] |= 0x80 >> (n % 8);
             low = low.min(n / 8);
             high = high.max(n / 8);
-            single &= win.s(stamp);
+            b &= win.s(stamp);
         }
     }
     if nlogs == 0 && low == 16 {
@@ -652,25 +741,23 @@ fn write_chapter_n(
         (low, high)
     };
     w.put(&[
-        flag(single, S_BIT) | (nlogs.min(127) as u8),
+        flag(b, S_BIT) | (nlogs.min(127) as u8),
         ((lo as u8) << 4) | hi as u8,
     ])?;
-    if logs {
-        for (n, note) in st.notes.iter().enumerate() {
-            match note.stamp {
-                Some(stamp) if note.on && win.has(stamp) => Log2 {
-                    single: win.s(stamp),
-                    number: n as u8,
-                    flag: true,
-                    value: note.velocity,
-                }
-                .emit(w)?,
-                _ => {}
-            }
+    let on = &mut on[..nlogs];
+    on.sort_unstable();
+    for &(_, n) in on.iter() {
+        let note = st.notes[usize::from(n)];
+        Log2 {
+            single: note.stamp.map_or(true, |s| win.s(s)),
+            number: n,
+            flag: true,
+            value: note.velocity,
         }
+        .emit(w)?;
     }
     if low != 16 {
         w.put(&offbits[low..=high])?;
     }
-    Ok(Some(single))
+    Ok(Some(single && b))
 }

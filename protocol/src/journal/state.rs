@@ -424,6 +424,11 @@ impl SysexAssembler {
         }
     }
 
+    /// The SysEx begun but not yet ended (`F0` and the data so far), unless it overflowed.
+    pub fn partial(&self) -> Option<&[u8]> {
+        (self.open && !self.overflow).then_some(&self.buf[..])
+    }
+
     /// Feeds one segment; returns the complete SysEx when this segment ends one.
     pub fn push(&mut self, seg: &[u8]) -> Option<&[u8]> {
         let (&first, rest) = seg.split_first()?;

@@ -28,14 +28,15 @@ fn all_prefixes_rejected(bytes: &[u8]) {
 const MACOS_AFTER_NOTE_ON: [u8; 10] = [
     0x20, 0x12, 0x34, // S=0 Y=0 A=1 H=0 TOTCHAN=0, checkpoint 0x1234
     0x00, 0x07, 0x08, // channel journal: S=0 CHAN=0 H=0 LENGTH=7, TOC: N
-    0x01, 0xF1, // chapter N: B=0 LEN=1, LOW=15 HIGH=1 (no OFFBITS)
+    0x81,
+    0xF1, // chapter N: B=1 (no NoteOff in packet 0x1234) LEN=1, LOW=15 HIGH=1: no OFFBITS
     0x3C, 0xE4, // note log: S=0 NOTENUM=60, Y=1 VELOCITY=100
 ];
 // The packet after the NoteOff (80 3C 40, packet 0x1235): note 60 is now in OFFBITS.
 const MACOS_AFTER_NOTE_OFF: [u8; 9] = [
     0x20, 0x12, 0x34, // S=0 A=1, checkpoint still 0x1234 (no RS yet)
     0x00, 0x06, 0x08, // channel 0, LENGTH=6, TOC: N
-    0x00, 0x77, // chapter N: B=0 LEN=0, LOW=7 HIGH=7
+    0x00, 0x77, // chapter N: B=0 (the NoteOff was in packet 0x1235) LEN=0, LOW=7 HIGH=7
     0x08, // OFFBITS for notes 56-63: note 60 is bit 4 from the top
 ];
 
@@ -94,8 +95,9 @@ const ALL_CHANNEL_CHAPTERS: &[u8] = &[
     0x8A, 0x81,
     0x02, // C: S=1 LEN=1 (two logs): ctrl 7 value 100, ctrl 64 toggle tool (A=1 T=0) 3
     0x81, 0x87, 0x64, 0xC0, 0x83,
-    // M: S=1 P=0 E=0 U=1 W=0 Z=0 LENGTH=9, log RPN 0 (pitch bend range) J K = 2, 0;
-    // then log RPN 0x3FFF (null) without fields.
+    // M: S=1 P=0 E=0 U=1 W=0 Z=0 LENGTH=10, log RPN 0 (pitch bend range) J K = 2, 0;
+    // then a log for RPN 0x3FFF (null) without fields. E=0: no transaction in progress, the
+    // receiver ends with the null parameter selected.
     0x90, 0x0A, 0x80, 0x00, 0xC0, 0x02, 0x00, 0xFF, 0x7F, 0x00,
     // W: S=1 FIRST=0x00, R=0 SECOND=0x40 (centre)
     0x80, 0x40,
@@ -483,7 +485,8 @@ fn single_loss_uses_only_s0_parts() {
     let j = parse(&buf[..n]);
     let cj = j.channels().next().unwrap();
     assert!(cj.c.unwrap().single, "controller 7 was in packet 1: S=1");
-    assert!(!cj.n.unwrap().b);
+    // B is the S bit of OFFBITS: no NoteOff in packet 2.
+    assert!(cj.n.unwrap().b && !cj.single);
     let mut got = Vec::new();
     rx.recover(3, &buf[..n], 1, &mut |m: &[u8]| got.push(m.to_vec()))
         .unwrap();

@@ -58,6 +58,9 @@ pub const ML_K: u8 = 0x40;
 pub const ML_L: u8 = 0x20;
 pub const ML_M: u8 = 0x10;
 pub const ML_N: u8 = 0x08;
+/// T: the count tool codes the parameter; V: the value tool does.
+pub const ML_T: u8 = 0x04;
+pub const ML_V: u8 = 0x02;
 
 // Chapter D (Appendix B.1): |S|B|G|H|J|K|Y|Z|
 pub const D_B: u8 = 0x40;
@@ -631,6 +634,7 @@ pub struct ChapterM<'a> {
     pub single: bool,
     /// PENDING with its Q bit, when P is set: a parameter number MSB sent without its LSB.
     pub pending: Option<(bool, u8)>,
+    /// E: a parameter transaction is in progress; the last log is the selected parameter.
     pub e: bool,
     pub u: bool,
     pub w: bool,
