@@ -115,6 +115,11 @@ impl JournalReceiver {
     /// nothing that already arrived is sent again. With `lost == 1` only the parts marked as
     /// being about the lost packet (S = 0) are used. Returns the journal's length; a malformed
     /// journal changes nothing and returns an error.
+    ///
+    /// For the first packet of a stream, pass as `lost` its distance from the journal's
+    /// checkpoint ([`JournalHeader`](super::wire::JournalHeader)): what came before it was
+    /// not seen. Repairs are complete commands, except a SysEx whose end is still to come,
+    /// which is sent as a first segment (`F0 .. F0`) for the following segments to complete.
     pub fn recover(
         &mut self,
         seq: u32,

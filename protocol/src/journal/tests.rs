@@ -789,3 +789,63 @@ fn wireshark_decodes_our_journals() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn record_and_emit_in_either_order() {
+    let packets: &[&[&[u8]]] = &[
+        &[&[0xFA], &[0x90, 60, 100]],
+        &[&[0xF8], &[0xB0, 121, 0], &[0xA0, 60, 5]],
+        &[&[0xF8], &[0x80, 60, 0]],
+    ];
+    let mut a = JournalSender::new();
+    let mut b = JournalSender::new();
+    let (mut ja, mut jb) = ([0u8; 256], [0u8; 256]);
+    for (i, cmds) in packets.iter().enumerate() {
+        let seq = 40 + i as u32;
+        for c in *cmds {
+            a.record(seq, c);
+        }
+        let na = a.emit(seq, &mut ja);
+        let nb = b.emit(seq, &mut jb);
+        for c in *cmds {
+            b.record(seq, c);
+        }
+        assert_eq!(&ja[..na], &jb[..nb], "packet {seq}");
+    }
+    // Packet 42's journal describes 40 and 41: the sequencer runs, note 60 is on, and the
+    // poly pressure set after the controller reset.
+    let n = a.emit(42, &mut ja);
+    let j = parse(&ja[..n]);
+    assert!(j.system.unwrap().q.unwrap().running);
+    let cj = j.channels().next().unwrap();
+    assert_eq!(
+        cj.n.unwrap().logs().map(|l| l.number).collect::<Vec<_>>(),
+        [60]
+    );
+    assert_eq!(
+        cj.a.unwrap().logs().map(|l| l.value).collect::<Vec<_>>(),
+        [5]
+    );
+}
+
+#[test]
+fn sysex_begun_in_a_lost_packet_is_completed() {
+    let mut tx = JournalSender::new();
+    let mut rx = JournalReceiver::new();
+    let mut buf = [0u8; 256];
+    // Packet 1 (lost) begins a SysEx; packet 2 ends it.
+    tx.record(1, &[0xF0, 0x7D, 0x11, 0x22, 0xF0]);
+    let n = tx.emit(2, &mut buf);
+    tx.record(2, &[0xF7, 0x33, 0xF7]);
+    let j = parse(&buf[..n]);
+    let logs: Vec<_> = j.system.unwrap().x.unwrap().logs().collect();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].status, STA_UNFINISHED);
+    let mut got = Vec::new();
+    rx.recover(2, &buf[..n], 1, &mut |m: &[u8]| got.push(m.to_vec()))
+        .unwrap();
+    assert_eq!(got, [vec![0xF0, 0x7D, 0x11, 0x22, 0xF0]]);
+    rx.observe(&[0xF7, 0x33, 0xF7]);
+    assert_eq!(rx.state().last_sysex, [0xF0, 0x7D, 0x11, 0x22, 0x33, 0xF7]);
+    assert!(rx.state().same_music(tx.state()));
+}
