@@ -175,7 +175,7 @@ impl JournalSender {
         self.checkpoint
     }
 
-    /// Journals that did not fit whole and were cut down (see [`LEVELS`]), for statistics.
+    /// Journals that did not fit whole and were cut down (see [`emit`](Self::emit)), for statistics.
     pub fn truncated(&self) -> u64 {
         self.truncated
     }
@@ -282,7 +282,9 @@ impl JournalSender {
 
     /// Writes the journal for packet `seq` (covering the checkpoint up to `seq - 1`) into
     /// `out` and returns its length; 0 when there is nothing to journal or no room at all.
-    /// The journal never exceeds `out.len()`; see [`LEVELS`] for what is left out first.
+    /// The journal never exceeds `out.len()`; when it would not fit, chapter X goes first,
+    /// then the system journal and chapters E and A, then all but chapter N, then the note-on
+    /// logs: note-offs (OFFBITS) are the last to go.
     pub fn emit(&mut self, seq: u32, out: &mut [u8]) -> usize {
         self.see(seq);
         if self.pending_seq != Some(seq) {

@@ -474,7 +474,7 @@ impl SysexAssembler {
 pub struct MidiState {
     pub channels: Box<[ChannelState; 16]>,
     pub system: SystemState,
-    /// The last complete SysEx (up to [`LAST_SYSEX_MAX`] octets), for comparisons.
+    /// The last complete SysEx (up to 256 octets), for comparisons.
     pub last_sysex: Vec<u8>,
 }
 
