@@ -280,6 +280,15 @@ impl JournalSender {
         }
     }
 
+    /// [`confirm`](Self::confirm) for the 16-bit sequence number an AppleMIDI RS carries,
+    /// taken as the latest one at or before the newest packet sent.
+    pub fn confirm_rs(&mut self, seq16: u16) {
+        if let Some(newest) = self.newest {
+            let back = (newest as u16).wrapping_sub(seq16);
+            self.confirm(newest.wrapping_sub(u32::from(back)));
+        }
+    }
+
     /// Writes the journal for packet `seq` (covering the checkpoint up to `seq - 1`) into
     /// `out` and returns its length; 0 when there is nothing to journal or no room at all.
     /// The journal never exceeds `out.len()`; when it would not fit, chapter X goes first,

@@ -849,3 +849,32 @@ fn sysex_begun_in_a_lost_packet_is_completed() {
     assert_eq!(rx.state().last_sysex, [0xF0, 0x7D, 0x11, 0x22, 0x33, 0xF7]);
     assert!(rx.state().same_music(tx.state()));
 }
+
+#[test]
+fn rs_confirmation_and_uncovered_losses() {
+    let mut tx = JournalSender::new();
+    let mut buf = [0u8; 64];
+    for seq in 0x1_FFF0..0x2_0010u32 {
+        tx.record(seq, &[0x90, (seq & 0x7F) as u8, 1]);
+        tx.emit(seq, &mut buf);
+    }
+    // RS 0x0005 means extended 0x2_0005 here, across the 16-bit wrap.
+    tx.confirm_rs(0x0005);
+    assert_eq!(tx.checkpoint(), Some(0x2_0006));
+    tx.confirm_rs(0xFFF8);
+    assert_eq!(
+        tx.checkpoint(),
+        Some(0x2_0006),
+        "an older RS does not move it back"
+    );
+
+    // A journal whose checkpoint is after the first lost packet covers the loss only in part.
+    let mut rx = JournalReceiver::new();
+    let n = tx.emit(0x2_0010, &mut buf);
+    rx.recover(0x2_0010, &buf[..n], 3, &mut |_: &[u8]| {})
+        .unwrap();
+    assert_eq!(rx.uncovered(), 0);
+    rx.recover(0x2_0010, &buf[..n], 20, &mut |_: &[u8]| {})
+        .unwrap();
+    assert_eq!(rx.uncovered(), 1);
+}
