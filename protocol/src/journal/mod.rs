@@ -12,6 +12,18 @@
 //! - [`JournalReceiver`]: tracks what was delivered, repairs after a loss.
 //! - [`GuardTimer`]: when to send a journal-only packet after the stream goes quiet.
 //! - [`MidiState`]: the state model both sides share.
+//!
+//! How a session uses them, per packet:
+//! - sending packet `seq`: [`JournalSender::record`] each command it carries, then
+//!   `let n = tx.emit(seq, &mut buf[used..mtu])` and set the J flag when `n > 0`; then
+//!   [`GuardTimer::on_sent`]`(now, true)`. On an RS: [`JournalSender::confirm_rs`]; when
+//!   [`JournalSender::has_pending`] turns false, [`GuardTimer::stop`]. When
+//!   [`GuardTimer::next_guard`] is due: a packet with no commands and `emit`'s journal, then
+//!   `on_sent(now, false)` (or `stop()` if `emit` gave nothing).
+//! - receiving packet `seq` after `lost` missing ones: [`JournalReceiver::recover`] with the
+//!   journal (its repairs are delivered first; on an error the packet's commands are still
+//!   delivered), then each command delivered goes through [`JournalReceiver::observe`]; RS
+//!   names the newest `seq` processed.
 
 mod guard;
 mod receiver;
