@@ -298,9 +298,8 @@ fn repair_channel<F: FnMut(&[u8])>(r: &mut Repair<F>, cj: &ChannelJournal, singl
     if let Some(p) = cj.p.filter(|p| !skip(p.single)) {
         let mine = r.chan(ch).program.map(|p| p.value);
         let bank = p.bank_valid.then_some((p.bank_msb, p.bank_lsb));
-        let differs = mine.map_or(true, |m| {
-            m.program != p.program || (bank.is_some() && m.bank != bank)
-        });
+        let differs =
+            mine.is_none_or(|m| m.program != p.program || (bank.is_some() && m.bank != bank));
         if differs {
             if let Some((msb, lsb)) = bank {
                 r.cc(ch, 0, msb);

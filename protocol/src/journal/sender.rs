@@ -190,7 +190,7 @@ impl JournalSender {
     }
 
     fn see(&mut self, seq: u32) {
-        if self.newest.map_or(true, |n| at_or_after(seq, n)) {
+        if self.newest.is_none_or(|n| at_or_after(seq, n)) {
             self.newest = Some(seq);
         }
     }
@@ -635,7 +635,7 @@ impl JournalSender {
         }
         let order = &mut order[..n];
         order.sort_unstable();
-        let s_of = |stamp: Option<u32>| stamp.map_or(true, |s| win.s(s));
+        let s_of = |stamp: Option<u32>| stamp.is_none_or(|s| win.s(s));
         let cur_log = current.map(|id| {
             let (msb, lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
             (id, msb, lsb, s_of(sel_stamp) && s_of(cur_stamp))
@@ -760,7 +760,7 @@ fn write_chapter_n(
     for &(_, n) in on.iter() {
         let note = st.notes[usize::from(n)];
         Log2 {
-            single: note.stamp.map_or(true, |s| win.s(s)),
+            single: note.stamp.is_none_or(|s| win.s(s)),
             number: n,
             flag: true,
             value: note.velocity,
