@@ -24,6 +24,8 @@ use crate::wire::rtp::{self, SeqExtender};
 pub const PAYLOAD_TYPE: u8 = rtp::PAYLOAD_TYPE_MIDI;
 /// Bytes of the RTP header we emit (no CSRC, no extension).
 const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
+/// Longest SysEx taken from a peer by default: patch dumps and firmware run to hundreds of KiB.
+pub const MAX_SYSEX: usize = 1 << 20;
 /// Room always left for commands next to the journal (the journal drops detail to fit).
 const MIN_COMMAND_ROOM: usize = 64;
 
@@ -78,7 +80,7 @@ impl Default for Config {
         Config {
             name: String::from("rtpmidid"),
             mtu: 1400,
-            max_sysex: 64 * 1024,
+            max_sysex: MAX_SYSEX,
             invite_interval: Duration::from_millis(500),
             invite_max_interval: Duration::from_secs(4),
             invite_attempts: 8,
