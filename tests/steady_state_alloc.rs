@@ -1,7 +1,7 @@
-//! (Kept in the daemon crate's tests: counting allocations takes `unsafe`, which protocol/ forbids.)
 //! No heap allocation per packet in steady state: two connected sessions exchange notes (with
 //! the journal on, RS flowing back) and, once warmed up, neither sending nor receiving a
-//! packet allocates. Counted by a global allocator of this test binary.
+//! packet allocates. Counted by a global allocator of this test binary, which takes `unsafe`:
+//! that is why this protocol test lives in the daemon crate (protocol/ forbids `unsafe`).
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,7 +82,7 @@ fn sending_and_receiving_packets_does_not_allocate() {
         let on = if i % 2 == 0 { 0x90 } else { 0x80 };
         MidiMessage::Short(ShortMessage::from_bytes(&[on, 60 + (i % 12) as u8, 100]).unwrap())
     };
-    let mut round = |i: u32, now: Instant, a: &mut Session, b: &mut Session| -> usize {
+    let round = |i: u32, now: Instant, a: &mut Session, b: &mut Session| -> usize {
         a.send_midi(now, note(i));
         a.handle_timeout(now);
         b.handle_timeout(now);
