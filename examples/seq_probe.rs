@@ -80,7 +80,7 @@ fn run(echo: bool, sysex_len: Option<usize>) -> io::Result<()> {
                     let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
                     writeln!(out, "midi {source} len {} {}", bytes.len(), hex.join(" "))?;
                     if echo {
-                        match seq.send(port, &bytes) {
+                        match seq.send(port, None, &bytes) {
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 writeln!(out, "dropped {} bytes: {e}", bytes.len())?
                             }
@@ -94,7 +94,7 @@ fn run(echo: bool, sysex_len: Option<usize>) -> io::Result<()> {
                         let mut sysex: Vec<u8> = (0..n).map(|i| (i % 128) as u8).collect();
                         sysex[0] = 0xF0;
                         sysex[n - 1] = 0xF7;
-                        seq.send(s.port, &sysex)?;
+                        seq.send(s.port, None, &sysex)?;
                         writeln!(out, "sent sysex {n} (backlog {})", seq.backlog())?;
                     }
                 }

@@ -49,6 +49,10 @@ pub struct Options {
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
     pub no_alsa: bool,
+    /// `None`: the configuration file's, or `rtpmidid`.
+    pub alsa_name: Option<String>,
+    /// SysEx bytes a second sent to ALSA (a MIDI cable takes 3125).
+    pub sysex_rate: Option<u32>,
     pub no_mdns: bool,
     pub config: Option<PathBuf>,
     pub control: Option<PathBuf>,
@@ -102,6 +106,18 @@ fn getopts() -> Getopts {
         "forward what each network session sends to every other one",
     );
     o.optflag("", "no-alsa", "run without the ALSA sequencer");
+    o.optopt(
+        "",
+        "alsa-name",
+        "ALSA sequencer client name (default rtpmidid)",
+        "NAME",
+    );
+    o.optopt(
+        "",
+        "sysex-rate",
+        "pace SysEx to ALSA at this many bytes a second (default 32000; a MIDI cable takes 3125)",
+        "BYTES",
+    );
     o.optflag("", "no-mdns", "no mDNS announcements or discovery");
     o.optopt(
         "c",
@@ -178,6 +194,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         connect,
         hub: m.opt_present("hub"),
         no_alsa: m.opt_present("no-alsa"),
+        alsa_name: m.opt_str("alsa-name"),
+        sysex_rate: m
+            .opt_str("sysex-rate")
+            .map(|r| match r.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!(
+                    "bad --sysex-rate {r:?} (bytes a second, at least 1)"
+                )),
+            })
+            .transpose()?,
         no_mdns: m.opt_present("no-mdns"),
         config: m.opt_str("c").map(PathBuf::from),
         control: m.opt_str("control").map(PathBuf::from),

@@ -320,9 +320,10 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
             .clone()
             .or_else(|| file.name.clone())
             .unwrap_or_else(hostname),
-        alsa_name: file
+        alsa_name: options
             .alsa_name
             .clone()
+            .or_else(|| file.alsa_name.clone())
             .unwrap_or_else(|| DEFAULT_ALSA_NAME.into()),
         port: options.port.or(file.port).unwrap_or(DEFAULT_PORT),
         bind: if options.bind.is_empty() {

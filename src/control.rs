@@ -23,7 +23,7 @@ use reactor::{Interest, SourceId};
 
 use crate::cli::ConnectTarget;
 use crate::config::DEFAULT_CONTROL;
-use crate::daemon::{Ctx, Daemon, Peer, Status};
+use crate::daemon::{parse_peer_id, peer_id, Ctx, Daemon, Peer, Status};
 use crate::json::{self, Value};
 
 /// Longest request line.
@@ -292,10 +292,16 @@ pub fn answer(daemon: &mut Daemon, ctx: &mut Ctx, request: &Value) -> Value {
         }
         "disconnect" => {
             let result = match (request.get("id"), request.get("name")) {
-                (Some(id), None) => match id.as_u64() {
-                    Some(id) => daemon.disconnect_id(ctx, id),
-                    None => return error("\"id\" must be a whole number"),
-                },
+                (Some(id), None) => {
+                    let key = match id {
+                        Value::String(s) => parse_peer_id(s),
+                        other => other.as_u64().and_then(|n| parse_peer_id(&n.to_string())),
+                    };
+                    match key {
+                        Some(key) => daemon.disconnect_id(ctx, key),
+                        None => return error("\"id\" must be a session id as peers shows it"),
+                    }
+                }
                 (None, Some(Value::String(name))) => daemon.disconnect_name(ctx, name),
                 _ => return error("disconnect needs an \"id\" number or a \"name\" string"),
             };
@@ -341,6 +347,7 @@ fn status_json(s: &Status) -> Value {
         ("sessions", Value::from(s.sessions as u64)),
         ("connected", Value::from(s.connected as u64)),
         ("connections", Value::from(s.connections as u64)),
+        ("exports", Value::from(s.exports as u64)),
         ("hub", Value::from(s.hub)),
         ("alsa", Value::from(s.alsa)),
         (
@@ -360,7 +367,14 @@ fn status_json(s: &Status) -> Value {
 
 fn peer_json(p: &Peer) -> Value {
     Value::object([
-        ("id", Value::from(p.id)),
+        // A number for sessions of the main port, "L.S" for those of an exported port.
+        (
+            "id",
+            p.id.map_or(Value::Null, |key| match peer_id(key).parse::<u64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::from(peer_id(key)),
+            }),
+        ),
         ("name", Value::from(p.name.clone())),
         ("connection", Value::from(p.connection.clone())),
         ("address", Value::from(p.address.clone())),
@@ -430,9 +444,13 @@ pub fn parse_ctl(args: &[String]) -> Result<CtlOptions, String> {
             }
             Value::object(pairs)
         }
-        ["disconnect", who] => match who.parse::<u64>() {
-            Ok(id) => Value::object([("cmd", Value::from("disconnect")), ("id", id.into())]),
-            Err(_) => Value::object([
+        ["disconnect", who] => match (who.parse::<u64>(), parse_peer_id(who)) {
+            (Ok(id), _) => Value::object([("cmd", Value::from("disconnect")), ("id", id.into())]),
+            (Err(_), Some(_)) => Value::object([
+                ("cmd", Value::from("disconnect")),
+                ("id", Value::from(*who)),
+            ]),
+            (Err(_), None) => Value::object([
                 ("cmd", Value::from("disconnect")),
                 ("name", Value::from(*who)),
             ]),
@@ -559,6 +577,7 @@ fn render(request: &Value, answer: &Value) -> String {
                 "sessions",
                 "connected",
                 "connections",
+                "exports",
                 "hub",
                 "alsa",
                 "config",

@@ -1,25 +1,28 @@
-//! The daemon's glue: sockets in, the protocol endpoint, events out to the hub, the clients'
-//! reconnection and the log.
-use std::collections::{BTreeMap, BTreeSet};
+//! The daemon's glue: sockets in, the protocol endpoints, events out to the ALSA bridge and the
+//! hub, the clients' reconnection and the log.
+use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant as StdInstant;
 
 use log::{debug, error, info, log, trace, warn, Level};
 use protocol::endpoint::{AcceptPolicy, Dropped, Endpoint, SessionId};
+use protocol::midi::MidiMessage;
 use protocol::session::{self, DisconnectReason, Event, Port};
 use protocol::time::{Duration, Instant};
-use reactor::{Context, Interest, Signal};
+use reactor::{Context, Interest, Signal, SourceId};
 
+use crate::bridge::{Action, Bridge};
 use crate::cli::ConnectTarget;
 use crate::net::{self, PortPair};
+use crate::seq::{SeqAddr, Sequencer};
 
 mod ops;
-pub use ops::{Peer, Status};
+pub use ops::{parse_peer_id, peer_id, Peer, Status};
 
-/// Datagrams read from one socket before the loop looks at the others, so a flooding peer
-/// cannot starve the rest.
+/// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
+/// others, so one flooding source cannot starve the rest.
 const READ_BATCH: usize = 256;
 /// Largest datagram we read; RTP-MIDI over UDP is far below it.
 const MAX_DATAGRAM: usize = 65_536;
@@ -27,11 +30,20 @@ const RECONNECT_MIN: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Dropped datagrams are logged at warn level at most this often.
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the port of a session that gave way to a restarted peer waits for it.
+const PARK_TIME: Duration = Duration::from_secs(5);
+/// Retry period while the sequencer's output is full.
+const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Export listeners take the first free port pair above the main one, this many tries.
+const EXPORT_PORT_TRIES: u16 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
-    /// The nearest deadline of the protocol endpoint or of a client's reconnection.
+    /// The nearest deadline of the protocol endpoints, the clients' reconnections and parked
+    /// ports.
     Protocol,
+    /// Retry output the sequencer had no room for.
+    SeqFlush,
 }
 
 pub type Ctx = Context<Daemon, TimerId>;
@@ -41,17 +53,46 @@ pub type Ctx = Context<Daemon, TimerId>;
 pub struct Settings {
     pub name: String,
     pub port: u16,
-    pub bind: Vec<std::net::IpAddr>,
+    pub bind: Vec<IpAddr>,
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
 }
 
-/// A `--connect` target and its session, reconnected with back-off when it ends.
+/// A session anywhere in the daemon: the listener it lives on and its id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerKey {
+    pub listener: u32,
+    pub session: SessionId,
+}
+
+/// What an ALSA port of ours stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKey {
+    /// A session a peer started with our main listener.
+    Session(PeerKey),
+    /// A `--connect` target, whatever session it has at the moment.
+    Client(usize),
+}
+
+/// UDP ports with their sessions: the main listener, or one per exported local port.
+struct Listener {
+    id: u32,
+    endpoint: Endpoint,
+    sockets: Vec<PortPair>,
+    sources: Vec<SourceId>,
+    /// The local ALSA port whose sessions these are.
+    export: Option<SeqAddr>,
+    name: String,
+}
+
+/// A `--connect` target and its session, reconnected with back-off while wanted.
 struct Client {
     target: ConnectTarget,
     session: Option<SessionId>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// Without ALSA always; with it while something is subscribed to the client's port.
+    wanted: bool,
 }
 
 /// Counts dropped datagrams; logs each at debug level and a summary at most every 10 s at warn.
@@ -82,71 +123,138 @@ impl DropLog {
     }
 }
 
+/// Who a connected session is, for the log and for recognising a peer that comes back.
+struct PeerInfo {
+    name: String,
+    ip: IpAddr,
+    latency_logged: bool,
+}
+
 pub struct Daemon {
     origin: StdInstant,
-    endpoint: Endpoint,
-    sockets: Vec<PortPair>,
+    settings: Settings,
+    listeners: Vec<Listener>,
+    next_listener: u32,
     hub: bool,
     clients: Vec<Client>,
-    /// Peer names by session, for the log.
-    names: BTreeMap<SessionId, String>,
-    /// Sessions whose clock was synced at least once.
-    synced: BTreeSet<SessionId>,
+    bridge: Option<Bridge<PortKey>>,
+    seq_sources: Vec<SourceId>,
+    peers: BTreeMap<PeerKey, PeerInfo>,
+    /// Ports of sessions replaced by a restarted peer, kept for it until the deadline.
+    parked: Vec<(PeerKey, PeerInfo)>,
+    parked_until: Option<Instant>,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
     drops: DropLog,
+    actions: Vec<Action<PortKey>>,
     signals_seen: u32,
     /// Control socket, reload and their figures (see `daemon/ops.rs`).
     pub(crate) ops: ops::Ops,
 }
 
+const MAIN: u32 = 0;
+
 impl Daemon {
-    pub fn new(settings: Settings, seed: u64) -> io::Result<Daemon> {
+    pub fn new(
+        settings: Settings,
+        sequencer: Option<Box<dyn Sequencer>>,
+        seed: u64,
+    ) -> io::Result<Daemon> {
         let sockets = net::bind_all(&settings.bind, settings.port)?;
-        for pair in &sockets {
-            info!(
-                "listening on {} and {}",
-                pair.control.local_addr()?,
-                pair.data.local_addr()?
-            );
-        }
-        let config = session::Config {
-            name: settings.name.clone(),
-            ..session::Config::default()
-        };
-        let clients = settings
-            .connect
-            .into_iter()
-            .map(|target| Client {
-                target,
-                session: None,
-                retry_at: Some(Instant::ZERO),
-                backoff: RECONNECT_MIN,
-            })
-            .collect();
-        Ok(Daemon {
-            origin: StdInstant::now(),
-            endpoint: Endpoint::new(config, AcceptPolicy::default(), seed),
+        let main = Listener {
+            id: MAIN,
+            endpoint: Endpoint::new(
+                session_config(&settings.name),
+                AcceptPolicy::default(),
+                seed,
+            ),
             sockets,
+            sources: Vec::new(),
+            export: None,
+            name: settings.name.clone(),
+        };
+        let mut bridge = sequencer.map(Bridge::new).transpose()?;
+        let mut clients = Vec::new();
+        for (index, target) in settings.connect.iter().enumerate() {
+            let name = target
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", target.host, target.port));
+            if let Some(bridge) = bridge.as_mut() {
+                bridge.add_peer(PortKey::Client(index), &name)?;
+            }
+            clients.push(Client {
+                target: target.clone(),
+                session: None,
+                retry_at: None,
+                backoff: RECONNECT_MIN,
+                wanted: false,
+            });
+        }
+        let mut daemon = Daemon {
+            origin: StdInstant::now(),
             hub: settings.hub,
+            settings,
+            listeners: vec![main],
+            next_listener: MAIN + 1,
             clients,
-            names: BTreeMap::new(),
-            synced: BTreeSet::new(),
+            bridge,
+            seq_sources: Vec::new(),
+            peers: BTreeMap::new(),
+            parked: Vec::new(),
+            parked_until: None,
             recv_buf: vec![0; MAX_DATAGRAM],
             send_buf: vec![0; MAX_DATAGRAM],
             drops: DropLog::default(),
+            actions: Vec::new(),
             signals_seen: 0,
             ops: ops::Ops::default(),
-        })
+        };
+        // Without ALSA nothing subscribes: every target is wanted from the start.
+        if daemon.bridge.is_none() {
+            for client in &mut daemon.clients {
+                client.wanted = true;
+                client.retry_at = Some(Instant::ZERO);
+            }
+        }
+        Ok(daemon)
     }
 
-    /// Registers the sockets and the first timer with the loop.
+    /// Registers the sockets, the sequencer and the first timer with the loop.
     pub fn start(&mut self, ctx: &mut Ctx) -> io::Result<()> {
-        for pair in &self.sockets {
-            ctx.register(pair.control.as_raw_fd(), Interest::READABLE, on_control)?;
-            ctx.register(pair.data.as_raw_fd(), Interest::READABLE, on_data)?;
+        for index in 0..self.listeners.len() {
+            self.register_listener(ctx, index)?;
+        }
+        if let Some(bridge) = &self.bridge {
+            for fd in bridge.fds()? {
+                self.seq_sources
+                    .push(ctx.register(fd, Interest::READABLE, on_sequencer)?);
+            }
         }
         self.pump(ctx);
+        Ok(())
+    }
+
+    fn register_listener(&mut self, ctx: &mut Ctx, index: usize) -> io::Result<()> {
+        let listener = &mut self.listeners[index];
+        for pair in &listener.sockets {
+            info!(
+                "{} listening on {} and {}",
+                listener.name,
+                pair.control.local_addr()?,
+                pair.data.local_addr()?
+            );
+            listener.sources.push(ctx.register(
+                pair.control.as_raw_fd(),
+                Interest::READABLE,
+                on_control,
+            )?);
+            listener.sources.push(ctx.register(
+                pair.data.as_raw_fd(),
+                Interest::READABLE,
+                on_data,
+            )?);
+        }
         Ok(())
     }
 
@@ -154,19 +262,18 @@ impl Daemon {
         to_protocol_time(self.origin, ctx.now())
     }
 
+    fn listener_index(&self, id: u32) -> Option<usize> {
+        self.listeners.iter().position(|l| l.id == id)
+    }
+
     fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: Port) {
-        let Some(index) = self.sockets.iter().position(|p| {
-            let socket = match port {
-                Port::Control => &p.control,
-                Port::Data => &p.data,
-            };
-            socket.as_raw_fd() == event.fd
-        }) else {
+        let Some((index, pair)) = self.find_socket(event.fd, port) else {
             return;
         };
         let now = self.now(ctx);
         for _ in 0..READ_BATCH {
-            let pair = &self.sockets[index];
+            let listener = &mut self.listeners[index];
+            let pair = &listener.sockets[pair];
             let socket = match port {
                 Port::Control => &pair.control,
                 Port::Data => &pair.data,
@@ -175,7 +282,7 @@ impl Daemon {
                 Ok((len, from)) => {
                     let from = net::canonical(from);
                     let bytes = &self.recv_buf[..len];
-                    if let Err(why) = self.endpoint.handle_datagram(now, port, from, bytes) {
+                    if let Err(why) = listener.endpoint.handle_datagram(now, port, from, bytes) {
                         self.drops.record(now, why, from, len);
                     }
                 }
@@ -184,31 +291,199 @@ impl Daemon {
                 Err(e) => debug!("receive on {port:?} socket: {e}"),
             }
             // Answer as we go so a long batch does not delay replies.
-            self.flush_transmits(now);
+            flush_transmits(&mut self.listeners[index], now, &mut self.send_buf);
         }
         // Edge-triggered: if the batch ended with data left, ask to be told again next turn.
         let _ = ctx.reregister(event.source, Interest::READABLE);
         self.pump(ctx);
     }
 
+    fn find_socket(&self, fd: RawFd, port: Port) -> Option<(usize, usize)> {
+        self.listeners.iter().enumerate().find_map(|(i, l)| {
+            l.sockets
+                .iter()
+                .position(|p| {
+                    let socket = match port {
+                        Port::Control => &p.control,
+                        Port::Data => &p.data,
+                    };
+                    socket.as_raw_fd() == fd
+                })
+                .map(|j| (i, j))
+        })
+    }
+
+    fn read_sequencer(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
+        if let Some(bridge) = self.bridge.as_mut() {
+            let mut actions = std::mem::take(&mut self.actions);
+            for _ in 0..READ_BATCH {
+                match bridge.poll(&mut actions) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        warn!("ALSA sequencer input: {e}");
+                        break;
+                    }
+                }
+            }
+            for action in actions.drain(..) {
+                self.on_bridge_action(ctx, now, action);
+            }
+            self.actions = actions;
+        }
+        let _ = ctx.reregister(event.source, Interest::READABLE);
+        self.pump(ctx);
+    }
+
+    fn on_bridge_action(&mut self, ctx: &mut Ctx, now: Instant, action: Action<PortKey>) {
+        match action {
+            Action::ToPeer(PortKey::Session(key), message) => {
+                if let Some(i) = self.listener_index(key.listener) {
+                    if let Some(s) = self.listeners[i].endpoint.session_mut(key.session) {
+                        s.send_midi(now, message);
+                    }
+                }
+            }
+            Action::ToPeer(PortKey::Client(index), message) => {
+                if let Some(id) = self.clients.get(index).and_then(|c| c.session) {
+                    if let Some(s) = self.listeners[0].endpoint.session_mut(id) {
+                        s.send_midi(now, message);
+                    }
+                }
+            }
+            Action::FromExported(local, message) => {
+                if let Some(listener) = self.listeners.iter_mut().find(|l| l.export == Some(local))
+                {
+                    send_to_all(&mut listener.endpoint, now, None, &message);
+                }
+            }
+            Action::PeerWanted(PortKey::Client(index), wanted) => {
+                self.set_wanted(now, index, wanted)
+            }
+            Action::PeerWanted(PortKey::Session(_), _) => {}
+            Action::Export { local, name, on } => {
+                if on {
+                    if let Err(e) = self.add_export(ctx, local, &name) {
+                        error!("cannot export {name} ({local}): {e}");
+                    }
+                } else {
+                    self.remove_export(ctx, now, local);
+                }
+            }
+        }
+    }
+
+    fn set_wanted(&mut self, now: Instant, index: usize, wanted: bool) {
+        let Some(client) = self.clients.get_mut(index) else {
+            return;
+        };
+        client.wanted = wanted;
+        if wanted {
+            client.backoff = RECONNECT_MIN;
+            client.retry_at = Some(now);
+        } else {
+            client.retry_at = None;
+            if let Some(id) = client.session.take() {
+                info!(
+                    "nothing is connected to {}:{} any more: closing its session",
+                    client.target.host, client.target.port
+                );
+                if let Some(s) = self.listeners[0].endpoint.session_mut(id) {
+                    s.close();
+                }
+            }
+        }
+    }
+
+    /// A local port connected to `Network`: its own listener, named after it.
+    fn add_export(&mut self, ctx: &mut Ctx, local: SeqAddr, name: &str) -> io::Result<()> {
+        let mut unique = format!("{} {}", self.settings.name, name);
+        let mut n = 2;
+        while self.listeners.iter().any(|l| l.name == unique) {
+            unique = format!("{} {} ({n})", self.settings.name, name);
+            n += 1;
+        }
+        let sockets = self.bind_free_pair()?;
+        let seed = self.next_listener as u64 ^ self.origin.elapsed().as_nanos() as u64;
+        let listener = Listener {
+            id: self.next_listener,
+            endpoint: Endpoint::new(session_config(&unique), AcceptPolicy::default(), seed),
+            sockets,
+            sources: Vec::new(),
+            export: Some(local),
+            name: unique.clone(),
+        };
+        self.next_listener += 1;
+        info!("exporting ALSA port {local} as {unique:?}");
+        self.listeners.push(listener);
+        let index = self.listeners.len() - 1;
+        self.register_listener(ctx, index)
+    }
+
+    fn bind_free_pair(&self) -> io::Result<Vec<PortPair>> {
+        let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free port pair");
+        for step in 1..=EXPORT_PORT_TRIES {
+            let Some(port) = self.settings.port.checked_add(2 * step) else {
+                break;
+            };
+            match net::bind_all(&self.settings.bind, port) {
+                Ok(sockets) => return Ok(sockets),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The local port's last connection to `Network` went: BY to its sessions, ports closed.
+    fn remove_export(&mut self, ctx: &mut Ctx, now: Instant, local: SeqAddr) {
+        let Some(index) = self.listeners.iter().position(|l| l.export == Some(local)) else {
+            return;
+        };
+        let mut listener = self.listeners.remove(index);
+        info!("no longer exporting {local} ({:?})", listener.name);
+        listener.endpoint.close_all();
+        flush_transmits(&mut listener, now, &mut self.send_buf);
+        for source in listener.sources {
+            let _ = ctx.deregister(source);
+        }
+        self.peers.retain(|key, _| key.listener != listener.id);
+    }
+
     /// Runs the protocol until it has nothing more to say: timeouts, datagrams, events (which
     /// may queue more datagrams, as the hub does), then re-arms the loop's timer.
     fn pump(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
-        self.endpoint.handle_timeout(now);
+        for listener in &mut self.listeners {
+            listener.endpoint.handle_timeout(now);
+        }
         self.reconnect_due(now);
+        if self.parked_until.is_some_and(|at| at <= now) {
+            self.drop_parked();
+        }
         loop {
-            self.flush_transmits(now);
-            let Some((id, event)) = self.endpoint.poll_event() else {
+            let mut busy = false;
+            for index in 0..self.listeners.len() {
+                flush_transmits(&mut self.listeners[index], now, &mut self.send_buf);
+                while let Some((id, event)) = self.listeners[index].endpoint.poll_event() {
+                    busy = true;
+                    let key = PeerKey {
+                        listener: self.listeners[index].id,
+                        session: id,
+                    };
+                    self.on_session_event(now, index, key, event);
+                }
+            }
+            if !busy {
                 break;
-            };
-            self.on_session_event(now, id, event);
+            }
         }
         let deadline = self
-            .endpoint
-            .poll_timeout()
-            .into_iter()
+            .listeners
+            .iter()
+            .filter_map(|l| l.endpoint.poll_timeout())
             .chain(self.clients.iter().filter_map(|c| c.retry_at))
+            .chain(self.parked_until)
             .min();
         match deadline {
             Some(at) => ctx.set_timer(TimerId::Protocol, to_std_time(self.origin, at)),
@@ -216,109 +491,180 @@ impl Daemon {
                 ctx.cancel_timer(&TimerId::Protocol);
             }
         }
-    }
-
-    fn flush_transmits(&mut self, now: Instant) {
-        while let Some(t) = self.endpoint.poll_transmit(now, &mut self.send_buf) {
-            let Some(pair) = self.sockets.iter().find(|p| p.reaches(&t.dst)) else {
-                debug!("no socket can reach {}", t.dst);
-                continue;
-            };
-            let socket = match t.port {
-                Port::Control => &pair.control,
-                Port::Data => &pair.data,
-            };
-            if let Err(e) = socket.send_to(&self.send_buf[..t.len], pair.wire_addr(t.dst)) {
-                debug!("send to {}: {e}", t.dst);
-            }
+        if self.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
+            ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
         }
     }
 
-    fn on_session_event(&mut self, now: Instant, id: SessionId, event: Event) {
-        let name = |names: &BTreeMap<SessionId, String>| {
-            names.get(&id).cloned().unwrap_or_else(|| format!("{id:?}"))
+    fn client_of(&self, key: PeerKey) -> Option<usize> {
+        (key.listener == MAIN)
+            .then(|| {
+                self.clients
+                    .iter()
+                    .position(|c| c.session == Some(key.session))
+            })
+            .flatten()
+    }
+
+    fn on_session_event(&mut self, now: Instant, index: usize, key: PeerKey, event: Event) {
+        let name = |peers: &BTreeMap<PeerKey, PeerInfo>| {
+            peers
+                .get(&key)
+                .map_or_else(|| format!("session {}", key.session.0), |p| p.name.clone())
         };
         match event {
             Event::Connected { name, ssrc, addr } => {
-                info!("session opened: {name:?} at {addr} (SSRC {ssrc:08X})");
-                self.names.insert(id, name);
-                if let Some(client) = self.clients.iter_mut().find(|c| c.session == Some(id)) {
-                    client.backoff = RECONNECT_MIN;
-                }
+                info!(
+                    "session opened: {name:?} at {addr} (SSRC {ssrc:08X}) on {}",
+                    self.listeners[index].name
+                );
+                self.on_connected(key, &name, addr.ip());
+                self.peers.insert(
+                    key,
+                    PeerInfo {
+                        name,
+                        ip: addr.ip(),
+                        latency_logged: false,
+                    },
+                );
             }
             Event::Midi(midi) => {
-                trace!("MIDI from {}: {:?}", name(&self.names), midi.message);
-                if self.hub {
-                    self.forward(now, id, midi.message);
-                }
+                trace!("MIDI from {}: {:?}", name(&self.peers), midi.message);
+                self.deliver(now, index, key, midi.message);
             }
             Event::Latency { rtt, offset_ticks } => {
                 // The first measurement of a session at info level, the rest at debug.
-                let first = self.synced.insert(id);
-                self.ops.latency.insert(id, rtt);
+                let first = self
+                    .peers
+                    .get_mut(&key)
+                    .is_some_and(|p| !std::mem::replace(&mut p.latency_logged, true));
+                self.ops.latency.insert(key, rtt);
                 log!(
                     if first { Level::Info } else { Level::Debug },
                     "clock sync with {}: round trip {:.2} ms, offset {} ticks",
-                    name(&self.names),
+                    name(&self.peers),
                     rtt.as_secs_f64() * 1000.0,
                     offset_ticks
                 );
             }
             Event::Loss { lost } => {
-                info!("{} packet(s) from {} lost", lost, name(&self.names));
+                info!("{} packet(s) from {} lost", lost, name(&self.peers));
             }
-            Event::Disconnected { reason } => {
-                let who = name(&self.names);
-                match reason {
-                    DisconnectReason::Closed | DisconnectReason::PeerEnded => {
-                        info!("session closed: {who}: {reason:?}")
-                    }
-                    _ => warn!("session closed: {who}: {reason:?}"),
+            Event::Disconnected { reason } => self.on_disconnected(now, key, reason),
+        }
+    }
+
+    /// Gives a newly connected session its ALSA port: the one a replaced session of the same
+    /// peer left, or a new one. Client sessions use their client's port.
+    fn on_connected(&mut self, key: PeerKey, name: &str, ip: IpAddr) {
+        if let Some(index) = self.client_of(key) {
+            self.clients[index].backoff = RECONNECT_MIN;
+            return;
+        }
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        if key.listener != MAIN {
+            return; // an export's session speaks through the Network port
+        }
+        let parked = self
+            .parked
+            .iter()
+            .position(|(_, p)| p.name == name && p.ip.to_canonical() == ip.to_canonical());
+        if let Some(i) = parked {
+            let (old, _) = self.parked.swap_remove(i);
+            if bridge.adopt(PortKey::Session(old), PortKey::Session(key)) {
+                info!("{name:?} came back: it keeps its ALSA port");
+                return;
+            }
+        }
+        if let Err(e) = bridge.add_peer(PortKey::Session(key), name) {
+            warn!("cannot create an ALSA port for {name:?}: {e}");
+        }
+    }
+
+    fn on_disconnected(&mut self, now: Instant, key: PeerKey, reason: DisconnectReason) {
+        let info = self.peers.remove(&key);
+        self.ops.latency.remove(&key);
+        let who = info
+            .as_ref()
+            .map_or_else(|| format!("session {}", key.session.0), |p| p.name.clone());
+        match reason {
+            DisconnectReason::Closed | DisconnectReason::PeerEnded => {
+                info!("session closed: {who}: {reason:?}")
+            }
+            _ => warn!("session closed: {who}: {reason:?}"),
+        }
+        if let Some(bridge) = self.bridge.as_mut() {
+            let port = PortKey::Session(key);
+            match (reason, info) {
+                (DisconnectReason::Replaced, Some(info)) => {
+                    bridge.park_peer(port);
+                    self.parked.push((key, info));
+                    self.parked_until.get_or_insert(now + PARK_TIME);
                 }
-                self.names.remove(&id);
-                self.synced.remove(&id);
-                self.ops.latency.remove(&id);
-                if self.signals_seen > 0 {
-                    return;
-                }
-                if let Some(client) = self.clients.iter_mut().find(|c| c.session == Some(id)) {
-                    client.session = None;
-                    client.retry_at = Some(now + client.backoff);
-                    info!(
-                        "reconnecting to {}:{} in {:?}",
-                        client.target.host, client.target.port, client.backoff
-                    );
-                    client.backoff = (client.backoff * 2).min(RECONNECT_MAX);
-                }
+                _ => bridge.remove_peer(port),
+            }
+        }
+        if self.signals_seen > 0 {
+            return;
+        }
+        if let Some(index) = self.client_of(key) {
+            let client = &mut self.clients[index];
+            client.session = None;
+            if client.wanted {
+                client.retry_at = Some(now + client.backoff);
+                info!(
+                    "reconnecting to {}:{} in {:?}",
+                    client.target.host, client.target.port, client.backoff
+                );
+                client.backoff = (client.backoff * 2).min(RECONNECT_MAX);
             }
         }
     }
 
-    /// Hub: what one session sends goes to every other connected session, never back.
-    fn forward(&mut self, now: Instant, from: SessionId, message: protocol::midi::MidiMessage) {
-        let targets: Vec<SessionId> = self
-            .endpoint
-            .sessions()
-            .filter(|(id, s)| *id != from && s.is_connected())
-            .map(|(id, _)| id)
-            .collect();
-        for id in targets {
-            if let Some(session) = self.endpoint.session_mut(id) {
-                session.send_midi(now, message.clone());
+    fn drop_parked(&mut self) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.drop_parked();
+        }
+        self.parked.clear();
+        self.parked_until = None;
+    }
+
+    /// MIDI from a session: to its ALSA port (or its export's local port), and with the hub on,
+    /// to every other session of the main listener, never back to its sender.
+    fn deliver(&mut self, now: Instant, index: usize, key: PeerKey, message: MidiMessage) {
+        let client = self.client_of(key);
+        if let Some(bridge) = self.bridge.as_mut() {
+            match (self.listeners[index].export, client) {
+                (Some(local), _) => bridge.send_to_exported(local, &message),
+                (None, Some(client)) => bridge.send_to_port(PortKey::Client(client), &message),
+                (None, None) => bridge.send_to_port(PortKey::Session(key), &message),
             }
+        }
+        if self.hub && key.listener == MAIN {
+            send_to_all(
+                &mut self.listeners[index].endpoint,
+                now,
+                Some(key.session),
+                &message,
+            );
         }
     }
 
     fn reconnect_due(&mut self, now: Instant) {
         for client in &mut self.clients {
-            if client.session.is_some() || client.retry_at.is_none_or(|at| at > now) {
+            if client.session.is_some()
+                || !client.wanted
+                || client.retry_at.is_none_or(|at| at > now)
+            {
                 continue;
             }
             let target = &client.target;
             match resolve(&target.host, target.port) {
                 Ok(addr) => {
                     info!("connecting to {addr}");
-                    client.session = Some(self.endpoint.connect(now, addr));
+                    client.session = Some(self.listeners[0].endpoint.connect(now, addr));
                     client.retry_at = None;
                 }
                 Err(e) => {
@@ -338,9 +684,49 @@ impl Daemon {
             std::process::exit(1);
         }
         info!("{signal:?}: closing every session");
-        self.endpoint.close_all();
+        for listener in &mut self.listeners {
+            listener.endpoint.close_all();
+        }
         self.pump(ctx);
         ctx.stop();
+    }
+}
+
+fn session_config(name: &str) -> session::Config {
+    session::Config {
+        name: name.to_string(),
+        ..session::Config::default()
+    }
+}
+
+/// Sends what the listener's sessions want to send, each from the socket that reaches it.
+fn flush_transmits(listener: &mut Listener, now: Instant, buf: &mut [u8]) {
+    while let Some(t) = listener.endpoint.poll_transmit(now, buf) {
+        let Some(pair) = listener.sockets.iter().find(|p| p.reaches(&t.dst)) else {
+            debug!("no socket can reach {}", t.dst);
+            continue;
+        };
+        let socket = match t.port {
+            Port::Control => &pair.control,
+            Port::Data => &pair.data,
+        };
+        if let Err(e) = socket.send_to(&buf[..t.len], pair.wire_addr(t.dst)) {
+            debug!("send to {}: {e}", t.dst);
+        }
+    }
+}
+
+/// Queues `message` for every connected session of `endpoint` but `except`.
+fn send_to_all(
+    endpoint: &mut Endpoint,
+    now: Instant,
+    except: Option<SessionId>,
+    message: &MidiMessage,
+) {
+    for (id, session) in endpoint.sessions_mut() {
+        if Some(id) != except && session.is_connected() {
+            session.send_midi(now, message.clone());
+        }
     }
 }
 
@@ -369,7 +755,16 @@ fn on_data(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_socket(ctx, event, Port::Data);
 }
 
-pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, _timer: TimerId) {
+fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_sequencer(ctx, event);
+}
+
+pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
+    if timer == TimerId::SeqFlush {
+        if let Some(bridge) = daemon.bridge.as_mut() {
+            bridge.flush();
+        }
+    }
     daemon.pump(ctx);
 }
 

@@ -1,4 +1,5 @@
 //! rtpmidid: command line and logging; the daemon itself is in `daemon`.
+mod bridge;
 mod cli;
 mod config;
 mod control;
@@ -80,13 +81,6 @@ fn run(
     config: config::Settings,
     control_required: bool,
 ) -> Result<(), String> {
-    if !options.no_alsa {
-        return Err(
-            "no ALSA sequencer: /dev/snd/seq is missing (load the snd-seq kernel module), \
-             or run with --no-alsa"
-                .into(),
-        );
-    }
     let settings = Settings {
         name: config.name.clone(),
         port: config.port,
@@ -103,8 +97,24 @@ fn run(
     reactor
         .watch_signals(&reactor::DAEMON_SIGNALS, daemon::on_signal)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
-    let mut daemon = Daemon::new(settings, seed())
-        .map_err(|e| format!("cannot open UDP port {}: {e}", config.port))?;
+    let sequencer: Option<Box<dyn seq::Sequencer>> = if options.no_alsa {
+        None
+    } else {
+        let mut seq = seq::alsa::AlsaSequencer::open(&config.alsa_name).map_err(|e| {
+            format!("{e}\n(run with --no-alsa to use rtpmidid without the ALSA sequencer)")
+        })?;
+        if let Some(rate) = options.sysex_rate {
+            seq.set_sysex_rate(rate);
+        }
+        log::info!(
+            "ALSA sequencer client {} ({:?})",
+            seq.client(),
+            config.alsa_name
+        );
+        Some(Box::new(seq))
+    };
+    let mut daemon = Daemon::new(settings, sequencer, seed())
+        .map_err(|e| format!("cannot start on UDP port {}: {e}", config.port))?;
     // Before `start`, which opens the first sessions: they get the file's timeouts.
     daemon.start_ops(reactor.context(), options, path, config, control_required)?;
     daemon

@@ -1,5 +1,6 @@
 //! The daemon's side of operations: what the control socket asks (status, peers, connect,
 //! disconnect) and configuration reloads. Kept apart from the session glue in `daemon.rs`.
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::*;
@@ -15,7 +16,10 @@ pub struct Ops {
     reload: Option<(Options, Option<PathBuf>)>,
     settings: Option<config::Settings>,
     /// Round trip of each session's last CK exchange.
-    pub latency: BTreeMap<SessionId, Duration>,
+    pub latency: BTreeMap<PeerKey, Duration>,
+    /// Clients removed by `disconnect` or a reload. They keep their slot: the bridge knows
+    /// clients by index.
+    removed: BTreeSet<usize>,
     started: Option<StdInstant>,
 }
 
@@ -27,15 +31,16 @@ pub struct Status {
     pub sessions: usize,
     pub connected: usize,
     pub connections: usize,
+    pub exports: usize,
     pub hub: bool,
     pub alsa: bool,
     pub config: Option<PathBuf>,
     pub dropped: protocol::endpoint::DropStats,
 }
 
-/// For `peers`: a session, or a connection waiting to reconnect (`id` is `None`).
+/// For `peers`: a session, or a connection without one (`id` is `None`).
 pub struct Peer {
-    pub id: Option<u64>,
+    pub id: Option<PeerKey>,
     pub name: String,
     /// The name of the configured or requested connection this session serves.
     pub connection: Option<String>,
@@ -53,6 +58,28 @@ fn client_name(target: &ConnectTarget) -> String {
         .unwrap_or_else(|| format!("{}:{}", target.host, target.port))
 }
 
+/// A session's id as `ctl` shows it: the session number on the main listener, `L.S` on the
+/// listener of an exported port.
+pub fn peer_id(key: PeerKey) -> String {
+    if key.listener == MAIN {
+        key.session.0.to_string()
+    } else {
+        format!("{}.{}", key.listener, key.session.0)
+    }
+}
+
+/// The inverse of [`peer_id`].
+pub fn parse_peer_id(text: &str) -> Option<PeerKey> {
+    let (listener, session) = match text.split_once('.') {
+        Some((l, s)) => (l.parse().ok()?, s.parse().ok()?),
+        None => (MAIN, text.parse().ok()?),
+    };
+    Some(PeerKey {
+        listener,
+        session: SessionId(session),
+    })
+}
+
 impl Daemon {
     /// Before [`Daemon::start`]: applies the file's session settings and opens the control
     /// socket and the file watch. A control socket asked for explicitly must open; the default
@@ -65,7 +92,7 @@ impl Daemon {
         settings: config::Settings,
         control_required: bool,
     ) -> Result<(), String> {
-        self.endpoint.set_config(settings.session_config());
+        self.set_session_config(&settings);
         self.ops.started = Some(ctx.now());
         match crate::control::Server::start(&settings.control, ctx) {
             Ok(server) => self.ops.control = Some(server),
@@ -91,64 +118,79 @@ impl Daemon {
         Ok(())
     }
 
+    /// Name, timeouts and journal switch for the main listener's new sessions.
+    fn set_session_config(&mut self, settings: &config::Settings) {
+        if let Some(main) = self.listeners.iter_mut().find(|l| l.id == MAIN) {
+            main.endpoint.set_config(settings.session_config());
+        }
+    }
+
     pub fn status(&self) -> Status {
         let settings = self.ops.settings.as_ref();
+        let sessions = || self.listeners.iter().flat_map(|l| l.endpoint.sessions());
         Status {
             name: settings.map_or_else(String::new, |s| s.name.clone()),
             port: settings.map_or(0, |s| s.port),
             uptime: self.ops.started.map_or_else(Default::default, |t| {
                 StdInstant::now().saturating_duration_since(t)
             }),
-            sessions: self.endpoint.sessions().count(),
-            connected: self
-                .endpoint
-                .sessions()
-                .filter(|(_, s)| s.is_connected())
-                .count(),
-            connections: self.clients.len(),
+            sessions: sessions().count(),
+            connected: sessions().filter(|(_, s)| s.is_connected()).count(),
+            connections: self.live_clients().count(),
+            exports: self.listeners.iter().filter(|l| l.export.is_some()).count(),
             hub: self.hub,
-            alsa: self.ops.reload.as_ref().is_some_and(|(o, _)| !o.no_alsa),
+            alsa: self.bridge.is_some(),
             config: self.ops.reload.as_ref().and_then(|(_, p)| p.clone()),
-            dropped: self.endpoint.drops(),
+            dropped: self.listeners.iter().fold(Default::default(), |sum, l| {
+                let d = l.endpoint.drops();
+                protocol::endpoint::DropStats {
+                    malformed: sum.malformed + d.malformed,
+                    unknown_session: sum.unknown_session + d.unknown_session,
+                    refused: sum.refused + d.refused,
+                }
+            }),
         }
     }
 
     pub fn peers(&self) -> Vec<Peer> {
-        let mut peers: Vec<Peer> = self
-            .endpoint
-            .sessions()
-            .map(|(id, s)| Peer {
-                id: Some(id.0),
-                name: s.peer_name().to_string(),
-                connection: self
-                    .clients
-                    .iter()
-                    .find(|c| c.session == Some(id))
-                    .map(|c| client_name(&c.target)),
-                address: s.peer_control().to_string(),
-                state: match (s.is_connected(), s.role()) {
-                    (true, _) => "connected",
-                    (false, session::Role::Initiator) => "inviting",
-                    (false, session::Role::Responder) => "accepting",
-                },
-                role: match s.role() {
-                    session::Role::Initiator => "initiator",
-                    session::Role::Responder => "responder",
-                },
-                latency: self.ops.latency.get(&id).copied(),
-                stats: s.stats(),
-            })
-            .collect();
+        let mut peers = Vec::new();
+        for listener in &self.listeners {
+            for (id, s) in listener.endpoint.sessions() {
+                let key = PeerKey {
+                    listener: listener.id,
+                    session: id,
+                };
+                peers.push(Peer {
+                    id: Some(key),
+                    name: s.peer_name().to_string(),
+                    connection: self
+                        .client_of(key)
+                        .map(|i| client_name(&self.clients[i].target)),
+                    address: s.peer_control().to_string(),
+                    state: match (s.is_connected(), s.role()) {
+                        (true, _) => "connected",
+                        (false, session::Role::Initiator) => "inviting",
+                        (false, session::Role::Responder) => "accepting",
+                    },
+                    role: match s.role() {
+                        session::Role::Initiator => "initiator",
+                        session::Role::Responder => "responder",
+                    },
+                    latency: self.ops.latency.get(&key).copied(),
+                    stats: s.stats(),
+                });
+            }
+        }
         peers.extend(
-            self.clients
-                .iter()
-                .filter(|c| c.session.is_none())
-                .map(|c| Peer {
+            self.live_clients()
+                .filter(|(_, c)| c.session.is_none())
+                .map(|(_, c)| Peer {
                     id: None,
                     name: String::new(),
                     connection: Some(client_name(&c.target)),
                     address: format!("{}:{}", c.target.host, c.target.port),
-                    state: "waiting",
+                    // With ALSA, a client connects while something subscribes to its port.
+                    state: if c.wanted { "waiting" } else { "unused" },
                     role: "initiator",
                     latency: None,
                     stats: session::Stats::default(),
@@ -157,37 +199,71 @@ impl Daemon {
         peers
     }
 
-    /// Adds a connection kept until `disconnect`; returns its name.
-    pub fn connect_peer(&mut self, ctx: &mut Ctx, target: ConnectTarget) -> Result<String, String> {
-        let name = client_name(&target);
-        if self.clients.iter().any(|c| client_name(&c.target) == name) {
-            return Err(format!("a connection named {name:?} exists already"));
+    /// Clients not removed, with their index.
+    fn live_clients(&self) -> impl Iterator<Item = (usize, &Client)> {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.ops.removed.contains(i))
+    }
+
+    fn client_index(&self, name: &str) -> Option<usize> {
+        self.live_clients()
+            .find(|(_, c)| client_name(&c.target) == name)
+            .map(|(i, _)| i)
+    }
+
+    /// Adds a client (and its ALSA port); `wanted`: it connects at once.
+    fn add_client(&mut self, target: ConnectTarget, wanted: bool) {
+        let index = self.clients.len();
+        if let Some(bridge) = self.bridge.as_mut() {
+            if let Err(e) = bridge.add_peer(PortKey::Client(index), &client_name(&target)) {
+                warn!(
+                    "cannot create an ALSA port for {}: {e}",
+                    client_name(&target)
+                );
+            }
         }
         self.clients.push(Client {
             target,
             session: None,
-            retry_at: Some(Instant::ZERO),
+            retry_at: wanted.then_some(Instant::ZERO),
             backoff: RECONNECT_MIN,
+            wanted,
         });
+    }
+
+    /// Adds a connection kept until `disconnect`; returns its name.
+    pub fn connect_peer(&mut self, ctx: &mut Ctx, target: ConnectTarget) -> Result<String, String> {
+        let name = client_name(&target);
+        if self.client_index(&name).is_some() {
+            return Err(format!("a connection named {name:?} exists already"));
+        }
+        // Asked for by hand: it connects now, whether ALSA ports subscribe or not.
+        self.add_client(target, true);
         self.pump(ctx);
         Ok(name)
     }
 
-    /// Ends session `id`; if it serves a connection, the connection goes too.
-    pub fn disconnect_id(&mut self, ctx: &mut Ctx, id: u64) -> Result<String, String> {
-        let id = SessionId(id);
+    /// Ends a session; if it serves a connection, the connection goes too.
+    pub fn disconnect_id(&mut self, ctx: &mut Ctx, key: PeerKey) -> Result<String, String> {
         let session = self
-            .endpoint
-            .session_mut(id)
-            .ok_or_else(|| format!("no session with id {}", id.0))?;
+            .listeners
+            .iter_mut()
+            .find(|l| l.id == key.listener)
+            .and_then(|l| l.endpoint.session_mut(key.session))
+            .ok_or_else(|| format!("no session with id {}", peer_id(key)))?;
         session.close();
-        let name = match self.clients.iter().position(|c| c.session == Some(id)) {
-            Some(i) => client_name(&self.clients.remove(i).target),
+        let name = match self.client_of(key) {
+            Some(i) => {
+                let name = client_name(&self.clients[i].target);
+                self.remove_client(&name);
+                name
+            }
             None => self
-                .names
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| id.0.to_string()),
+                .peers
+                .get(&key)
+                .map_or_else(|| peer_id(key), |p| p.name.clone()),
         };
         self.pump(ctx);
         Ok(name)
@@ -199,37 +275,39 @@ impl Daemon {
             self.pump(ctx);
             return Ok(name.to_string());
         }
-        let ids: Vec<SessionId> = self
-            .endpoint
-            .sessions()
-            .filter(|(_, s)| s.peer_name() == name)
-            .map(|(id, _)| id)
-            .collect();
-        if ids.is_empty() {
-            return Err(format!("no connection or peer named {name:?}"));
-        }
-        for id in ids {
-            if let Some(s) = self.endpoint.session_mut(id) {
-                s.close();
+        let mut found = false;
+        for listener in &mut self.listeners {
+            for (_, s) in listener.endpoint.sessions_mut() {
+                if s.peer_name() == name {
+                    s.close();
+                    found = true;
+                }
             }
+        }
+        if !found {
+            return Err(format!("no connection or peer named {name:?}"));
         }
         self.pump(ctx);
         Ok(name.to_string())
     }
 
-    /// Drops the connection named `name` and closes its session.
+    /// Drops the connection named `name`, its ALSA port and its session.
     fn remove_client(&mut self, name: &str) -> bool {
-        let Some(i) = self
-            .clients
-            .iter()
-            .position(|c| client_name(&c.target) == name)
-        else {
+        let Some(i) = self.client_index(name) else {
             return false;
         };
-        if let Some(id) = self.clients.remove(i).session {
-            if let Some(s) = self.endpoint.session_mut(id) {
+        self.ops.removed.insert(i);
+        let client = &mut self.clients[i];
+        client.wanted = false;
+        client.retry_at = None;
+        if let Some(id) = client.session.take() {
+            let main = self.listeners.iter_mut().find(|l| l.id == MAIN);
+            if let Some(s) = main.and_then(|l| l.endpoint.session_mut(id)) {
                 s.close();
             }
+        }
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.remove_peer(PortKey::Client(i));
         }
         true
     }
@@ -278,12 +356,9 @@ impl Daemon {
                 );
                 // A connection of that name made over the control socket gives way.
                 self.remove_client(&c.name);
-                self.clients.push(Client {
-                    target: c.target(),
-                    session: None,
-                    retry_at: Some(Instant::ZERO),
-                    backoff: RECONNECT_MIN,
-                });
+                // Like --connect: with ALSA, wanted once something subscribes to its port.
+                let wanted = self.bridge.is_none();
+                self.add_client(c.target(), wanted);
             }
             Action::SetHub(on) => {
                 info!("reload: hub {}", if on { "on" } else { "off" });
@@ -291,7 +366,7 @@ impl Daemon {
             }
             Action::SessionConfig => {
                 info!("reload: new name, timeouts or journal setting apply to new sessions");
-                self.endpoint.set_config(new.session_config());
+                self.set_session_config(new);
             }
             Action::SetLogLevel(level) => {
                 if std::env::var_os("RUST_LOG").is_none() {
@@ -305,5 +380,24 @@ impl Daemon {
                 warn!("reload: {what} changed; restart rtpmidid to apply it")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_round_trip() {
+        for (listener, session, text) in [(MAIN, 7, "7"), (2, 3, "2.3")] {
+            let key = PeerKey {
+                listener,
+                session: SessionId(session),
+            };
+            assert_eq!(peer_id(key), text);
+            assert_eq!(parse_peer_id(text), Some(key));
+        }
+        assert_eq!(parse_peer_id("x"), None);
+        assert_eq!(parse_peer_id("1.x"), None);
     }
 }

@@ -115,10 +115,23 @@ impl AlsaSequencer {
         self.sysex_rate = bytes_per_sec.max(1);
     }
 
-    /// Sends `ev` from `port` to its subscribers, or parks it behind what already waits.
-    fn output(&mut self, port: PortId, mut ev: Event<'_>, kind: Kind) -> io::Result<()> {
+    /// Sends `ev` from `port` to its subscribers (or only to `to`), or parks it behind what
+    /// already waits.
+    fn output(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        mut ev: Event<'_>,
+        kind: Kind,
+    ) -> io::Result<()> {
         ev.set_source(i32::from(port.0));
-        ev.set_subs();
+        match to {
+            Some(dest) => ev.set_dest(::alsa::seq::Addr {
+                client: i32::from(dest.client),
+                port: i32::from(dest.port),
+            }),
+            None => ev.set_subs(),
+        }
         let pace = (self.queue, self.sysex_rate);
         if (self.backlog.is_empty() || kind == Kind::Realtime)
             && try_output(&self.seq, pace, &mut self.booked, &mut ev, kind)?
@@ -258,7 +271,7 @@ impl Sequencer for AlsaSequencer {
         }
     }
 
-    fn send(&mut self, port: PortId, midi: &[u8]) -> io::Result<()> {
+    fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
         if self.backlog.len() >= BACKLOG_LIMIT {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -274,12 +287,17 @@ impl Sequencer for AlsaSequencer {
                         Kind::Ordered
                     };
                     if let Some(ev) = encode(&mut self.encoder, short.as_bytes()) {
-                        self.output(port, ev, kind)?;
+                        self.output(port, to, ev, kind)?;
                     }
                 }
                 Message::SysEx(sysex) => {
                     for chunk in sysex.chunks(SYSEX_CHUNK) {
-                        self.output(port, Event::new_ext(EventType::Sysex, chunk), Kind::SysEx)?;
+                        self.output(
+                            port,
+                            to,
+                            Event::new_ext(EventType::Sysex, chunk),
+                            Kind::SysEx,
+                        )?;
                     }
                 }
             }

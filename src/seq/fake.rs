@@ -16,7 +16,7 @@ pub struct FakeSequencer {
     ports: BTreeMap<PortId, (String, PortCaps)>,
     next_port: u8,
     inbox: VecDeque<SeqInput>,
-    sent: Vec<(PortId, Vec<u8>)>,
+    sent: Vec<(PortId, Option<SeqAddr>, Vec<u8>)>,
     /// Messages `send` accepts before it reports a full sequencer.
     room: Option<usize>,
     readable: UnixStream,
@@ -76,7 +76,7 @@ impl FakeSequencer {
     }
 
     /// What `send` delivered so far, one entry per message, and forgets it.
-    pub fn take_sent(&mut self) -> Vec<(PortId, Vec<u8>)> {
+    pub fn take_sent(&mut self) -> Vec<(PortId, Option<SeqAddr>, Vec<u8>)> {
         std::mem::take(&mut self.sent)
     }
 
@@ -117,7 +117,7 @@ impl Sequencer for FakeSequencer {
         Ok(input)
     }
 
-    fn send(&mut self, port: PortId, midi: &[u8]) -> io::Result<()> {
+    fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
         if !self.ports.contains_key(&port) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         }
@@ -136,7 +136,8 @@ impl Sequencer for FakeSequencer {
             }
             self.room = Some(room.saturating_sub(messages.len()));
         }
-        self.sent.extend(messages.into_iter().map(|m| (port, m)));
+        self.sent
+            .extend(messages.into_iter().map(|m| (port, to, m)));
         Ok(())
     }
 
@@ -194,14 +195,17 @@ mod tests {
         let port = seq.create_port("a", PortCaps::DUPLEX).unwrap();
         assert_eq!(seq.port("a"), Some(port));
         seq.set_room(Some(2));
-        seq.send(port, &[0x90, 60, 1, 61, 1]).unwrap();
-        let err = seq.send(port, &[0xF8]).unwrap_err();
+        seq.send(port, None, &[0x90, 60, 1, 61, 1]).unwrap();
+        let err = seq.send(port, None, &[0xF8]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(
             seq.take_sent(),
-            [(port, vec![0x90, 60, 1]), (port, vec![0x90, 61, 1])]
+            [
+                (port, None, vec![0x90, 60, 1]),
+                (port, None, vec![0x90, 61, 1])
+            ]
         );
         seq.delete_port(port).unwrap();
-        assert!(seq.send(port, &[0xF8]).is_err());
+        assert!(seq.send(port, None, &[0xF8]).is_err());
     }
 }

@@ -98,12 +98,37 @@ pub trait Sequencer {
     /// The next input, or `None` once drained.
     fn recv(&mut self) -> io::Result<Option<SeqInput>>;
     /// Sends complete MIDI messages (running status allowed, SysEx of any length) from `port`
-    /// to its subscribers, at once. A message is taken whole or not at all: when the backlog
+    /// to its subscribers, or only to `to` when given, at once. A message is taken whole or not at all: when the backlog
     /// is full the call fails with [`io::ErrorKind::WouldBlock`] and nothing of `midi` is sent.
     /// Bytes that form no message (stray data bytes, an unterminated SysEx) are skipped.
-    fn send(&mut self, port: PortId, midi: &[u8]) -> io::Result<()>;
+    fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()>;
     /// Retries the backlog; call it when `backlog() > 0` and the fds are writable.
     fn flush(&mut self) -> io::Result<()>;
     /// Events waiting for room in the sequencer.
     fn backlog(&self) -> usize;
+}
+
+/// The daemon holds its sequencer as a trait object.
+impl Sequencer for Box<dyn Sequencer> {
+    fn fds(&self) -> io::Result<Vec<RawFd>> {
+        (**self).fds()
+    }
+    fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId> {
+        (**self).create_port(name, caps)
+    }
+    fn delete_port(&mut self, port: PortId) -> io::Result<()> {
+        (**self).delete_port(port)
+    }
+    fn recv(&mut self) -> io::Result<Option<SeqInput>> {
+        (**self).recv()
+    }
+    fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
+        (**self).send(port, to, midi)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn backlog(&self) -> usize {
+        (**self).backlog()
+    }
 }

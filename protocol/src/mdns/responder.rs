@@ -1,0 +1,1589 @@
+//! The responder: owns our service instances `NAME._apple-midi._udp.local` and the host name
+//! `HOST.local`; probes for them (RFC 6762 §8.1-8.2), announces them (§8.3), answers queries
+//! (§6, §7.1), defends or renames on conflict (§9), announces again on address changes and says
+//! goodbye (§10.1).
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use super::message::{flags, Message, Question, RData, Record, Type, CLASS_ANY, CLASS_IN};
+use super::name::{Name, MAX_LABEL_LEN};
+use super::{apple_midi_service, Destination, Error, Transmit, MAX_PAYLOAD, MDNS_PORT};
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+
+/// RFC 6762 §8.1: three probes 250 ms apart, the first after a random 0-250 ms.
+const PROBES: u8 = 3;
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// RFC 6762 §8.3: at least two announcements one second apart.
+const ANNOUNCEMENTS: u8 = 2;
+const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// RFC 6762 §8.2: the loser of a simultaneous probe tie-break waits a second.
+const TIEBREAK_DELAY: Duration = Duration::from_secs(1);
+/// RFC 6762 §10: records that carry a host name 120 s, the others 75 minutes.
+const HOST_TTL: u32 = 120;
+const OTHER_TTL: u32 = 4500;
+/// RFC 6762 §6.7: TTL cap in legacy unicast replies.
+const LEGACY_TTL: u32 = 10;
+/// RFC 6762 §6: a record is multicast at most once a second (four times, to defend against a
+/// probe).
+const MULTICAST_GAP: Duration = Duration::from_secs(1);
+const PROBE_DEFENCE_GAP: Duration = Duration::from_millis(250);
+/// RFC 6762 §8.1: after 15 conflicts within 10 s, wait 5 s before probing again.
+const MAX_CONFLICTS: usize = 15;
+const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
+const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
+/// RFC 6762 §6: answers made only of shared records wait 20-120 ms (aggregating answers to
+/// several queriers); §7.2: 400-500 ms when the query says more known answers follow (TC).
+const SHARED_DELAY_MS: (u64, u64) = (20, 120);
+const TRUNCATED_DELAY_MS: (u64, u64) = (400, 500);
+
+/// A service added with [`Responder::add_service`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ServiceId(u32);
+
+/// What the responder tells its owner.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ResponderEvent {
+    /// Probing succeeded: the service is announced as `instance`.
+    Registered { id: ServiceId, instance: String },
+    /// Another host owns the name: the service probes again as `to` (RFC 6762 §9).
+    Renamed {
+        id: ServiceId,
+        from: String,
+        to: String,
+    },
+    /// Another host owns our host name: we are now `to`.local.
+    HostRenamed { from: String, to: String },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// `sent` probes so far; the next step at `at`.
+    Probing {
+        sent: u8,
+        at: Instant,
+    },
+    /// `sent` announcements so far; the next at `at`.
+    Announcing {
+        sent: u8,
+        at: Instant,
+    },
+    Ready,
+}
+
+impl Phase {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Phase::Probing { at, .. } | Phase::Announcing { at, .. } => Some(at),
+            Phase::Ready => None,
+        }
+    }
+
+    fn is_probing(self) -> bool {
+        matches!(self, Phase::Probing { .. })
+    }
+}
+
+enum Step {
+    Probe { first: bool },
+    Announce { after_probe: bool },
+}
+
+impl Phase {
+    fn step(&mut self, now: Instant) -> Option<Step> {
+        match *self {
+            Phase::Probing { sent, at } if at <= now => {
+                if sent < PROBES {
+                    *self = Phase::Probing {
+                        sent: sent + 1,
+                        at: now + PROBE_INTERVAL,
+                    };
+                    Some(Step::Probe { first: sent == 0 })
+                } else {
+                    *self = Phase::Announcing {
+                        sent: 1,
+                        at: now + ANNOUNCE_INTERVAL,
+                    };
+                    Some(Step::Announce { after_probe: true })
+                }
+            }
+            Phase::Announcing { sent, at } if at <= now => {
+                *self = if sent + 1 >= ANNOUNCEMENTS {
+                    Phase::Ready
+                } else {
+                    Phase::Announcing {
+                        sent: sent + 1,
+                        at: now + ANNOUNCE_INTERVAL,
+                    }
+                };
+                Some(Step::Announce { after_probe: false })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Delayed {
+    at: Instant,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+#[derive(Clone, Debug)]
+struct Service {
+    id: ServiceId,
+    label: String,
+    name: Name,
+    port: u16,
+    txt: Vec<Vec<u8>>,
+    phase: Phase,
+}
+
+/// Whose unique records: the host's or a service's (by index).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Owner {
+    Host,
+    Service(usize),
+}
+
+/// The mDNS responder for one interface. See the module documentation of [`super`] for how
+/// the daemon drives it.
+#[derive(Debug)]
+pub struct Responder {
+    service_type: Name,
+    host_label: String,
+    host: Name,
+    host_phase: Phase,
+    addresses: Vec<IpAddr>,
+    services: Vec<Service>,
+    next_id: u32,
+    rng: Rng,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ResponderEvent>,
+    /// When each record was last multicast (for [`MULTICAST_GAP`]).
+    multicast_at: Vec<(Record, Instant)>,
+    /// Recent conflicts (for [`MAX_CONFLICTS`]).
+    conflicts: VecDeque<Instant>,
+    /// A multicast answer of shared records waiting for its random delay.
+    delayed: Option<Delayed>,
+    closed: bool,
+}
+
+impl Responder {
+    /// A responder for host `host_label`.local with these addresses; probing for the host
+    /// name starts now. A label of its own (say `<hostname>-rtpmidi`) keeps it clear of an
+    /// avahi-daemon on the same host, which owns `<hostname>`.local with its own address set.
+    pub fn new(
+        now: Instant,
+        host_label: &str,
+        addresses: Vec<IpAddr>,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let host = local().prepend(host_label.as_bytes())?;
+        let mut rng = Rng::new(seed);
+        let host_phase = initial_probe(now, &mut rng);
+        Ok(Responder {
+            service_type: apple_midi_service(),
+            host_label: host_label.to_owned(),
+            host,
+            host_phase,
+            addresses: sorted(addresses),
+            services: Vec::new(),
+            next_id: 0,
+            rng,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            multicast_at: Vec::new(),
+            conflicts: VecDeque::new(),
+            delayed: None,
+            closed: false,
+        })
+    }
+
+    /// Adds a service `instance._apple-midi._udp.local` on `port` with these TXT strings
+    /// (none: one empty string is sent). It is probed, then announced
+    /// ([`ResponderEvent::Registered`]).
+    pub fn add_service(
+        &mut self,
+        now: Instant,
+        instance: &str,
+        port: u16,
+        txt: Vec<Vec<u8>>,
+    ) -> Result<ServiceId, Error> {
+        let (label, name) = self.free_instance(instance.to_owned())?;
+        let id = ServiceId(self.next_id);
+        self.next_id += 1;
+        let phase = initial_probe(now, &mut self.rng);
+        // As sent (RFC 6763 §6.1), so that our records compare equal to what comes back.
+        let txt = if txt.is_empty() {
+            vec![Vec::new()]
+        } else {
+            txt
+        };
+        self.services.push(Service {
+            id,
+            label,
+            name,
+            port,
+            txt,
+            phase,
+        });
+        Ok(id)
+    }
+
+    /// Withdraws a service, with goodbyes if it was announced. False if unknown.
+    pub fn remove_service(&mut self, now: Instant, id: ServiceId) -> bool {
+        let Some(i) = self.services.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        let svc = self.services.remove(i);
+        if !svc.phase.is_probing() {
+            let mut goodbye = self.service_records(&svc, 0);
+            if !self.services.iter().any(|s| !s.phase.is_probing()) {
+                goodbye.push(self.services_ptr(0));
+            }
+            self.queue(
+                now,
+                Destination::Multicast,
+                Message::response(),
+                goodbye,
+                Vec::new(),
+            );
+        }
+        true
+    }
+
+    /// New host addresses: announced again (with cache-flush, RFC 6762 §10.2) if they differ.
+    pub fn set_addresses(&mut self, now: Instant, addresses: Vec<IpAddr>) {
+        let addresses = sorted(addresses);
+        if addresses == self.addresses {
+            return;
+        }
+        self.addresses = addresses;
+        if !self.host_phase.is_probing() {
+            self.host_phase = Phase::Announcing { sent: 0, at: now };
+            self.handle_timeout(now);
+        }
+    }
+
+    /// Goodbyes (TTL 0) for everything announced; the responder is inert afterwards.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        let mut goodbye = Vec::new();
+        for s in self.services.iter().filter(|s| !s.phase.is_probing()) {
+            goodbye.extend(self.service_records(s, 0));
+        }
+        if !goodbye.is_empty() {
+            goodbye.push(self.services_ptr(0));
+        }
+        if !self.host_phase.is_probing() {
+            goodbye.extend(self.host_records(0));
+        }
+        self.queue(
+            now,
+            Destination::Multicast,
+            Message::response(),
+            goodbye,
+            Vec::new(),
+        );
+        self.services.clear();
+        self.closed = true;
+    }
+
+    /// Our host name, `HOST.local`.
+    pub fn host_name(&self) -> &Name {
+        &self.host
+    }
+
+    /// The current instance label of a service.
+    pub fn instance(&self, id: ServiceId) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.label.as_str())
+    }
+
+    /// The full names of all our instances (for [`super::Browser::set_own_instances`]).
+    pub fn instance_names(&self) -> Vec<Name> {
+        self.services.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// A datagram received on UDP 5353 from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let Ok(msg) = Message::parse(bytes) else {
+            return;
+        };
+        // RFC 6762 §18.3, §18.11: other opcodes and rcodes are ignored.
+        if msg.opcode() != 0 || msg.rcode() != 0 {
+            return;
+        }
+        if msg.is_response() {
+            // RFC 6762 §11: responses not from port 5353 are ignored. Our own (looped back, or
+            // reflected from another interface of this host, perhaps stale) are no conflict.
+            if from.port() == MDNS_PORT && !self.addresses.contains(&from.ip()) {
+                self.check_conflicts(now, &msg);
+            }
+        } else {
+            self.check_simultaneous_probe(now, &msg);
+            self.answer(now, from, &msg);
+        }
+    }
+
+    /// Sends the probes and announcements that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Some(d) = self.delayed.take_if(|d| d.at <= now) {
+            let answers = self.not_recently_multicast(now, d.answers, MULTICAST_GAP);
+            self.queue(
+                now,
+                Destination::Multicast,
+                Message::response(),
+                answers,
+                d.additionals,
+            );
+        }
+        let mut probes = Vec::new();
+        let mut announce = Vec::new();
+        let mut host_announced = false;
+        match self.host_phase.step(now) {
+            Some(Step::Probe { first }) => {
+                probes.push((
+                    probe_question(&self.host, first),
+                    self.host_records(HOST_TTL),
+                ));
+            }
+            Some(Step::Announce { .. }) => {
+                announce.extend(self.host_records(HOST_TTL));
+                host_announced = true;
+            }
+            None => {}
+        }
+        let mut any_service = false;
+        for i in 0..self.services.len() {
+            let Some(step) = self.services[i].phase.step(now) else {
+                continue;
+            };
+            let svc = &self.services[i];
+            match step {
+                Step::Probe { first } => {
+                    let records = self.unique_records(Owner::Service(i), HOST_TTL);
+                    probes.push((probe_question(&svc.name, first), records));
+                }
+                Step::Announce { after_probe } => {
+                    announce.extend(self.service_records(svc, HOST_TTL));
+                    any_service = true;
+                    if after_probe {
+                        let ev = ResponderEvent::Registered {
+                            id: svc.id,
+                            instance: svc.label.clone(),
+                        };
+                        self.events.push_back(ev);
+                    }
+                }
+            }
+        }
+        self.queue_probes(probes);
+        if any_service {
+            announce.push(self.services_ptr(OTHER_TTL));
+        }
+        if !announce.is_empty() {
+            // Addresses ride along as additionals so browsers resolve in one packet.
+            let additionals = if host_announced || self.host_phase.is_probing() {
+                Vec::new()
+            } else {
+                self.host_records(HOST_TTL)
+            };
+            self.queue(
+                now,
+                Destination::Multicast,
+                Message::response(),
+                announce,
+                additionals,
+            );
+        }
+    }
+
+    /// The next deadline for [`Responder::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let services = self.services.iter().filter_map(|s| s.phase.deadline());
+        let delayed = self.delayed.as_ref().map(|d| d.at);
+        self.host_phase
+            .deadline()
+            .into_iter()
+            .chain(services)
+            .chain(delayed)
+            .min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ResponderEvent> {
+        self.events.pop_front()
+    }
+
+    fn host_records(&self, ttl: u32) -> Vec<Record> {
+        let rdata = |a: &IpAddr| match a {
+            IpAddr::V4(a) => RData::A(*a),
+            IpAddr::V6(a) => RData::Aaaa(*a),
+        };
+        self.addresses
+            .iter()
+            .map(|a| Record::new(self.host.clone(), ttl, true, rdata(a)))
+            .collect()
+    }
+
+    fn srv_txt(&self, svc: &Service, ttl: u32) -> [Record; 2] {
+        let srv = RData::Srv {
+            priority: 0,
+            weight: 0,
+            port: svc.port,
+            target: self.host.clone(),
+        };
+        let txt_ttl = if ttl == 0 { 0 } else { OTHER_TTL };
+        [
+            Record::new(svc.name.clone(), ttl.min(HOST_TTL), true, srv),
+            Record::new(svc.name.clone(), txt_ttl, true, RData::Txt(svc.txt.clone())),
+        ]
+    }
+
+    /// PTR, SRV and TXT of a service; `ttl` 0 for goodbyes, else the standard TTLs.
+    fn service_records(&self, svc: &Service, ttl: u32) -> Vec<Record> {
+        let ptr_ttl = if ttl == 0 { 0 } else { OTHER_TTL };
+        let ptr = Record::new(
+            self.service_type.clone(),
+            ptr_ttl,
+            false,
+            RData::Ptr(svc.name.clone()),
+        );
+        let mut v = vec![ptr];
+        v.extend(self.srv_txt(svc, ttl));
+        v
+    }
+
+    /// `_services._dns-sd._udp.local PTR _apple-midi._udp.local` (RFC 6763 §9).
+    fn services_ptr(&self, ttl: u32) -> Record {
+        let name = Name::from_dotted("_services._dns-sd._udp.local").unwrap_or_default();
+        Record::new(name, ttl, false, RData::Ptr(self.service_type.clone()))
+    }
+
+    fn unique_records(&self, owner: Owner, ttl: u32) -> Vec<Record> {
+        match owner {
+            Owner::Host => self.host_records(ttl),
+            Owner::Service(i) => self
+                .services
+                .get(i)
+                .map(|s| self.srv_txt(s, ttl).to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn owners(&self) -> Vec<(Owner, Name, Phase)> {
+        let mut v = vec![(Owner::Host, self.host.clone(), self.host_phase)];
+        v.extend(
+            self.services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Owner::Service(i), s.name.clone(), s.phase)),
+        );
+        v
+    }
+
+    /// RFC 6762 §8.1 (while probing) and §9 (afterwards): a response with a record of one of
+    /// our unique names whose data is not ours means another host has it.
+    fn check_conflicts(&mut self, now: Instant, msg: &Message) {
+        let records: Vec<&Record> = msg
+            .answers
+            .iter()
+            .chain(&msg.authorities)
+            .chain(&msg.additionals)
+            .collect();
+        for (owner, name, phase) in self.owners() {
+            let ours = self.unique_records(owner, HOST_TTL);
+            let conflict = records.iter().any(|r| {
+                r.name == name
+                    && !ours.iter().any(|o| o.same_data(r))
+                    && (phase.is_probing()
+                        || (r.ttl > 0 && ours.iter().any(|o| o.rtype() == r.rtype())))
+            });
+            if conflict {
+                self.rename(now, owner);
+            }
+        }
+    }
+
+    /// RFC 6762 §8.2: another host probes for a name we are probing for; the lexicographically
+    /// later record set wins, the loser waits a second and probes again. An identical set is
+    /// our own probe looped back.
+    fn check_simultaneous_probe(&mut self, now: Instant, msg: &Message) {
+        if msg.authorities.is_empty() {
+            return;
+        }
+        for (owner, name, phase) in self.owners() {
+            if !phase.is_probing() {
+                continue;
+            }
+            let theirs = sort_key(msg.authorities.iter().filter(|r| r.name == name));
+            if theirs.is_empty() {
+                continue;
+            }
+            let ours = sort_key(self.unique_records(owner, HOST_TTL).iter());
+            if ours < theirs {
+                let phase = Phase::Probing {
+                    sent: 0,
+                    at: now + TIEBREAK_DELAY,
+                };
+                match owner {
+                    Owner::Host => self.host_phase = phase,
+                    Owner::Service(i) => {
+                        if let Some(s) = self.services.get_mut(i) {
+                            s.phase = phase;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn rename(&mut self, now: Instant, owner: Owner) {
+        self.conflicts
+            .retain(|t| now.saturating_duration_since(*t) < CONFLICT_WINDOW);
+        self.conflicts.push_back(now);
+        let delay = if self.conflicts.len() > MAX_CONFLICTS {
+            CONFLICT_BACKOFF
+        } else {
+            Duration::ZERO
+        };
+        let phase = Phase::Probing {
+            sent: 0,
+            at: now + delay,
+        };
+        match owner {
+            Owner::Host => {
+                let to = next_host_label(&self.host_label);
+                let Ok(host) = local().prepend(to.as_bytes()) else {
+                    return;
+                };
+                let from = core::mem::replace(&mut self.host_label, to.clone());
+                self.host = host;
+                self.host_phase = phase;
+                // Our SRV records name the host: announce them again.
+                for s in self.services.iter_mut().filter(|s| !s.phase.is_probing()) {
+                    s.phase = Phase::Announcing { sent: 0, at: now };
+                }
+                self.events
+                    .push_back(ResponderEvent::HostRenamed { from, to });
+            }
+            Owner::Service(i) => {
+                let Some(s) = self.services.get(i) else {
+                    return;
+                };
+                let Ok((to, name)) = self.free_instance(next_instance_label(&s.label)) else {
+                    return;
+                };
+                let Some(s) = self.services.get_mut(i) else {
+                    return;
+                };
+                let from = core::mem::replace(&mut s.label, to.clone());
+                s.name = name;
+                s.phase = phase;
+                self.events
+                    .push_back(ResponderEvent::Renamed { id: s.id, from, to });
+            }
+        }
+    }
+
+    /// `label`, or the first of `label (2)`, `label (3)`, ... that none of our services uses.
+    fn free_instance(&self, mut label: String) -> Result<(String, Name), Error> {
+        loop {
+            let name = self.service_type.prepend(label.as_bytes())?;
+            if !self.services.iter().any(|s| s.name == name) {
+                return Ok((label, name));
+            }
+            label = next_instance_label(&label);
+        }
+    }
+
+    /// Records we may answer with: everything not still being probed (RFC 6762 §8.1).
+    fn answerable(&self) -> Vec<Record> {
+        let mut v = Vec::new();
+        if !self.host_phase.is_probing() {
+            v.extend(self.host_records(HOST_TTL));
+        }
+        let mut any = false;
+        for s in self.services.iter().filter(|s| !s.phase.is_probing()) {
+            v.extend(self.service_records(s, HOST_TTL));
+            any = true;
+        }
+        if any {
+            v.push(self.services_ptr(OTHER_TTL));
+        }
+        v
+    }
+
+    /// RFC 6762 §6: answer what we own, minus the known answers (§7.1), with the additional
+    /// records of RFC 6763 §12; unicast for QU questions (§5.4) and to legacy resolvers
+    /// (source port not 5353, §6.7), multicast otherwise.
+    fn answer(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
+        let known = |a: &Record| {
+            msg.answers
+                .iter()
+                .any(|k| k.same_data(a) && k.ttl >= a.ttl / 2)
+        };
+        if msg.questions.is_empty() {
+            // More known answers for a truncated query (RFC 6762 §7.2).
+            if let Some(d) = self.delayed.as_mut() {
+                d.answers.retain(|a| !known(a));
+            }
+            return;
+        }
+        let owned = self.answerable();
+        let mut answers: Vec<Record> = Vec::new();
+        for q in msg
+            .questions
+            .iter()
+            .filter(|q| q.qclass == CLASS_IN || q.qclass == CLASS_ANY)
+        {
+            for r in &owned {
+                let type_ok = q.qtype == Type::ANY || q.qtype == r.rtype();
+                if r.name == q.name && type_ok && !answers.contains(r) {
+                    answers.push(r.clone());
+                }
+            }
+        }
+        answers.retain(|a| !known(a));
+        if answers.is_empty() {
+            return;
+        }
+        let mut additionals: Vec<Record> = Vec::new();
+        let add = |r: &Record, answers: &[Record], additionals: &mut Vec<Record>| {
+            if !answers.contains(r) && !additionals.contains(r) {
+                additionals.push(r.clone());
+            }
+        };
+        for a in &answers {
+            let wanted: Vec<&Record> = match &a.data {
+                RData::Ptr(target) => owned
+                    .iter()
+                    .filter(|r| &r.name == target && matches!(r.rtype(), Type::SRV | Type::TXT))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for r in wanted {
+                add(r, &answers, &mut additionals);
+            }
+        }
+        let targets: Vec<Name> = answers
+            .iter()
+            .chain(&additionals)
+            .filter_map(|r| match &r.data {
+                RData::Srv { target, .. } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        for r in owned
+            .iter()
+            .filter(|r| targets.contains(&r.name) && matches!(r.rtype(), Type::A | Type::AAAA))
+        {
+            add(r, &answers, &mut additionals);
+        }
+        let legacy = from.port() != MDNS_PORT;
+        if legacy {
+            let base = Message {
+                id: msg.id,
+                questions: msg
+                    .questions
+                    .iter()
+                    .map(|q| Question {
+                        unicast_response: false,
+                        ..q.clone()
+                    })
+                    .collect(),
+                ..Message::response()
+            };
+            let legacy_ttl = |mut r: Record| {
+                r.cache_flush = false;
+                r.ttl = r.ttl.min(LEGACY_TTL);
+                r
+            };
+            let answers = answers.into_iter().map(legacy_ttl).collect();
+            let additionals = additionals.into_iter().map(legacy_ttl).collect();
+            self.queue(now, Destination::Unicast(from), base, answers, additionals);
+        } else {
+            let unicast = msg.questions.iter().all(|q| q.unicast_response);
+            let dst = if unicast {
+                Destination::Unicast(from)
+            } else {
+                let gap = if msg.authorities.is_empty() {
+                    MULTICAST_GAP
+                } else {
+                    PROBE_DEFENCE_GAP
+                };
+                answers = self.not_recently_multicast(now, answers, gap);
+                if !answers.is_empty() && answers.iter().all(|a| !a.cache_flush) {
+                    let truncated = msg.flags & flags::TC != 0;
+                    self.delay(now, truncated, answers, additionals);
+                    return;
+                }
+                Destination::Multicast
+            };
+            self.queue(now, dst, Message::response(), answers, additionals);
+        }
+    }
+
+    /// Queues probes, as few messages as fit in [`MAX_PAYLOAD`]; a name's question and its
+    /// proposed records stay in one message (RFC 6762 §8.2 compares them as a set).
+    fn queue_probes(&mut self, probes: Vec<(Question, Vec<Record>)>) {
+        let mut msg = Message::query();
+        for (question, records) in probes {
+            let authorities_before = msg.authorities.len();
+            msg.questions.push(question);
+            msg.authorities.extend(records);
+            if msg.questions.len() > 1 && msg.to_bytes().len() > MAX_PAYLOAD {
+                let question = msg.questions.pop();
+                let records = msg.authorities.split_off(authorities_before);
+                self.transmits.push_back(Transmit {
+                    dst: Destination::Multicast,
+                    payload: msg.to_bytes(),
+                });
+                msg = Message::query();
+                msg.questions.extend(question);
+                msg.authorities = records;
+            }
+        }
+        if !msg.questions.is_empty() {
+            self.transmits.push_back(Transmit {
+                dst: Destination::Multicast,
+                payload: msg.to_bytes(),
+            });
+        }
+    }
+
+    /// `answers` without those multicast less than `gap` ago (RFC 6762 §6).
+    fn not_recently_multicast(
+        &self,
+        now: Instant,
+        mut answers: Vec<Record>,
+        gap: Duration,
+    ) -> Vec<Record> {
+        answers.retain(|a| {
+            !self
+                .multicast_at
+                .iter()
+                .any(|(r, t)| r.same_data(a) && now.saturating_duration_since(*t) < gap)
+        });
+        answers
+    }
+
+    /// Adds shared answers to the delayed multicast, which goes out at the earliest deadline
+    /// drawn for any of its queries.
+    fn delay(
+        &mut self,
+        now: Instant,
+        truncated: bool,
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    ) {
+        let (lo, hi) = if truncated {
+            TRUNCATED_DELAY_MS
+        } else {
+            SHARED_DELAY_MS
+        };
+        let at = now + Duration::from_millis(lo + self.rng.below(hi - lo + 1));
+        let d = self.delayed.get_or_insert_with(|| Delayed {
+            at,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+        });
+        d.at = d.at.min(at);
+        for a in answers {
+            if !d.answers.contains(&a) {
+                d.answers.push(a);
+            }
+        }
+        for a in additionals {
+            if !d.additionals.contains(&a) {
+                d.additionals.push(a);
+            }
+        }
+    }
+
+    /// Queues `answers` in as many messages as needed to stay under [`MAX_PAYLOAD`];
+    /// additionals fill the last one as far as they fit.
+    fn queue(
+        &mut self,
+        now: Instant,
+        dst: Destination,
+        base: Message,
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    ) {
+        let mut msg = base.clone();
+        for a in answers {
+            msg.answers.push(a);
+            if msg.answers.len() > 1 && msg.to_bytes().len() > MAX_PAYLOAD {
+                let last = msg.answers.pop();
+                self.push(now, dst, &msg);
+                msg = base.clone();
+                msg.answers.extend(last);
+            }
+        }
+        if msg.answers.is_empty() {
+            return;
+        }
+        for a in additionals {
+            msg.additionals.push(a);
+            if msg.to_bytes().len() > MAX_PAYLOAD {
+                msg.additionals.pop();
+                break;
+            }
+        }
+        self.push(now, dst, &msg);
+    }
+
+    /// Queues one message; notes when its records were multicast (RFC 6762 §6).
+    fn push(&mut self, now: Instant, dst: Destination, msg: &Message) {
+        self.transmits.push_back(Transmit {
+            dst,
+            payload: msg.to_bytes(),
+        });
+        if dst != Destination::Multicast {
+            return;
+        }
+        self.multicast_at
+            .retain(|(_, t)| now.saturating_duration_since(*t) < MULTICAST_GAP);
+        for r in msg.answers.iter().chain(&msg.additionals) {
+            match self.multicast_at.iter_mut().find(|(k, _)| k.same_data(r)) {
+                Some(entry) => entry.1 = now,
+                None => self.multicast_at.push((r.clone(), now)),
+            }
+        }
+    }
+}
+
+fn local() -> Name {
+    Name::from_dotted("local").unwrap_or_default()
+}
+
+fn sorted(mut addresses: Vec<IpAddr>) -> Vec<IpAddr> {
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
+fn initial_probe(now: Instant, rng: &mut Rng) -> Phase {
+    let delay = Duration::from_micros(rng.below(PROBE_INTERVAL.as_micros() as u64));
+    Phase::Probing {
+        sent: 0,
+        at: now + delay,
+    }
+}
+
+/// RFC 6762 §8.1: probes ask for ANY; the first asks for a unicast reply.
+fn probe_question(name: &Name, first: bool) -> Question {
+    Question {
+        unicast_response: first,
+        ..Question::new(name.clone(), Type::ANY)
+    }
+}
+
+/// RFC 6762 §8.2.1: records compared by class, type, then data as raw octets.
+fn sort_key<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<(u16, u16, Vec<u8>)> {
+    let mut v: Vec<_> = records
+        .map(|r| (r.class, r.rtype().0, r.data.canonical_bytes()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Splits a trailing ` (N)` (instances) or `-N` (hosts) off a label.
+fn split_counter<'a>(label: &'a str, open: &str, close: &str) -> (&'a str, u32) {
+    label
+        .strip_suffix(close)
+        .and_then(|l| l.rsplit_once(open))
+        .and_then(|(base, n)| Some((base, n.parse::<u32>().ok().filter(|&n| n >= 2)?)))
+        .unwrap_or((label, 1))
+}
+
+/// `base` cut at a character boundary so that `base + suffix` fits in a label.
+fn with_suffix(base: &str, suffix: &str) -> String {
+    let mut end = base.len().min(MAX_LABEL_LEN.saturating_sub(suffix.len()));
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
+}
+
+/// `NAME` → `NAME (2)` → `NAME (3)` (the DNS-SD convention, RFC 6763 §4.1 and Apple's).
+fn next_instance_label(label: &str) -> String {
+    let (base, n) = split_counter(label, " (", ")");
+    with_suffix(base, &format!(" ({})", n.saturating_add(1)))
+}
+
+/// `host` → `host-2` → `host-3`.
+fn next_host_label(label: &str) -> String {
+    let (base, n) = split_counter(label, "-", "");
+    with_suffix(base, &format!("-{}", n.saturating_add(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const T0: Instant = Instant::from_micros(10_000_000);
+    const PEER: &str = "10.0.0.2:5353";
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn studio() -> Name {
+        apple_midi_service().prepend(b"Studio").unwrap()
+    }
+
+    fn responder() -> (Responder, ServiceId) {
+        let mut r = Responder::new(T0, "host", vec![ip("192.168.1.10")], 1).unwrap();
+        let id = r
+            .add_service(T0, "Studio", 5004, vec![b"x=1".to_vec()])
+            .unwrap();
+        (r, id)
+    }
+
+    /// Runs the timers up to `end`, returning what was sent and when.
+    fn run(r: &mut Responder, end: Instant) -> Vec<(Instant, Destination, Message)> {
+        let mut out = Vec::new();
+        while let Some(t) = r.poll_timeout().filter(|&t| t <= end) {
+            r.handle_timeout(t);
+            out.extend(drain(r).into_iter().map(|(d, m)| (t, d, m)));
+        }
+        out
+    }
+
+    fn drain(r: &mut Responder) -> Vec<(Destination, Message)> {
+        std::iter::from_fn(|| r.poll_transmit())
+            .map(|t| (t.dst, Message::parse(&t.payload).unwrap()))
+            .collect()
+    }
+
+    fn ready() -> (Responder, ServiceId) {
+        let (mut r, id) = responder();
+        run(&mut r, T0 + ms(5000));
+        assert_eq!(r.poll_timeout(), None);
+        (r, id)
+    }
+
+    fn has(m: &[Record], name: &Name, t: Type) -> bool {
+        m.iter().any(|r| &r.name == name && r.rtype() == t)
+    }
+
+    #[test]
+    fn probe_then_announce_timeline() {
+        let (mut r, id) = responder();
+        let sent = run(&mut r, T0 + ms(5000));
+        let probes: Vec<_> = sent
+            .iter()
+            .filter(|(_, _, m)| !m.is_response() && m.questions.iter().any(|q| q.name == studio()))
+            .collect();
+        assert_eq!(probes.len(), 3);
+        assert!(probes[0].0 < T0 + ms(250));
+        assert_eq!(probes[1].0 - probes[0].0, ms(250));
+        assert_eq!(probes[2].0 - probes[1].0, ms(250));
+        let (_, dst, first) = probes[0];
+        assert_eq!(*dst, Destination::Multicast);
+        assert!(first
+            .questions
+            .iter()
+            .all(|q| q.qtype == Type::ANY && q.unicast_response));
+        assert!(!probes[1].2.questions[0].unicast_response);
+        assert!(
+            has(&first.authorities, &studio(), Type::SRV)
+                && has(&first.authorities, &studio(), Type::TXT)
+        );
+        let announcements: Vec<_> = sent
+            .iter()
+            .filter(|(_, _, m)| m.is_response() && has(&m.answers, &studio(), Type::SRV))
+            .collect();
+        assert_eq!(announcements.len(), 2);
+        assert_eq!(announcements[0].0 - probes[2].0, ms(250));
+        assert_eq!(announcements[1].0 - announcements[0].0, ms(1000));
+        let a = &announcements[0].2;
+        let service = apple_midi_service();
+        assert!(a
+            .answers
+            .iter()
+            .any(|r| r.name == service && r.data == RData::Ptr(studio()) && !r.cache_flush));
+        let srv = a.answers.iter().find(|r| r.rtype() == Type::SRV).unwrap();
+        assert!(srv.cache_flush);
+        assert_eq!(
+            (srv.ttl, &srv.data),
+            (
+                120,
+                &RData::Srv {
+                    priority: 0,
+                    weight: 0,
+                    port: 5004,
+                    target: Name::from_dotted("host.local").unwrap()
+                }
+            )
+        );
+        assert!(a
+            .answers
+            .iter()
+            .chain(&a.additionals)
+            .any(|r| r.data == RData::A(Ipv4Addr::new(192, 168, 1, 10))));
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::Registered {
+                id,
+                instance: "Studio".into()
+            })
+        );
+        assert_eq!(r.poll_event(), None);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    fn response_with(records: Vec<Record>) -> Vec<u8> {
+        Message {
+            answers: records,
+            ..Message::response()
+        }
+        .to_bytes()
+    }
+
+    fn foreign_srv(name: Name) -> Record {
+        let target = Name::from_dotted("other.local").unwrap();
+        Record::new(
+            name,
+            120,
+            true,
+            RData::Srv {
+                priority: 0,
+                weight: 0,
+                port: 9,
+                target,
+            },
+        )
+    }
+
+    #[test]
+    fn conflict_while_probing_renames() {
+        let (mut r, id) = responder();
+        run(&mut r, T0 + ms(300));
+        r.handle_datagram(
+            T0 + ms(300),
+            PEER.parse().unwrap(),
+            &response_with(vec![foreign_srv(studio())]),
+        );
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::Renamed {
+                id,
+                from: "Studio".into(),
+                to: "Studio (2)".into()
+            })
+        );
+        let second = apple_midi_service().prepend(b"Studio (2)").unwrap();
+        r.handle_datagram(
+            T0 + ms(400),
+            PEER.parse().unwrap(),
+            &response_with(vec![foreign_srv(second)]),
+        );
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::Renamed {
+                id,
+                from: "Studio (2)".into(),
+                to: "Studio (3)".into()
+            })
+        );
+        let sent = run(&mut r, T0 + ms(5000));
+        let third = apple_midi_service().prepend(b"Studio (3)").unwrap();
+        assert_eq!(
+            sent.iter()
+                .filter(|(_, _, m)| m.questions.iter().any(|q| q.name == third))
+                .count(),
+            3
+        );
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::Registered {
+                id,
+                instance: "Studio (3)".into()
+            })
+        );
+        assert_eq!(r.instance(id), Some("Studio (3)"));
+        assert_eq!(r.instance_names(), vec![third]);
+    }
+
+    #[test]
+    fn own_packets_looped_back_are_no_conflict() {
+        let (mut r, _) = responder();
+        let mut t = T0;
+        while let Some(next) = r.poll_timeout() {
+            t = next;
+            r.handle_timeout(t);
+            for tx in std::iter::from_fn(|| r.poll_transmit()).collect::<Vec<_>>() {
+                r.handle_datagram(t, "192.168.1.10:5353".parse().unwrap(), &tx.payload);
+            }
+        }
+        assert!(t < T0 + ms(3000));
+        assert!(matches!(
+            r.poll_event(),
+            Some(ResponderEvent::Registered { .. })
+        ));
+        assert_eq!(r.poll_event(), None);
+    }
+
+    #[test]
+    fn conflict_after_announcing_renames_host() {
+        let (mut r, _) = ready();
+        let other = Record::new(
+            Name::from_dotted("host.local").unwrap(),
+            120,
+            true,
+            RData::A(Ipv4Addr::new(10, 0, 0, 2)),
+        );
+        r.handle_datagram(
+            T0 + ms(6000),
+            PEER.parse().unwrap(),
+            &response_with(vec![other.clone()]),
+        );
+        assert!(matches!(
+            r.poll_event(),
+            Some(ResponderEvent::Registered { .. })
+        ));
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::HostRenamed {
+                from: "host".into(),
+                to: "host-2".into()
+            })
+        );
+        assert_eq!(r.host_name().to_string(), "host-2.local");
+        let sent = run(&mut r, T0 + ms(9000));
+        // The services are announced again with the new target.
+        assert!(sent.iter().any(|(_, _, m)| m.answers.iter().any(
+            |r| matches!(&r.data, RData::Srv { target, .. } if target.to_string() == "host-2.local")
+        )));
+        // A goodbye for a name is no conflict.
+        let (mut r, _) = ready();
+        r.poll_event();
+        r.handle_datagram(
+            T0 + ms(6000),
+            PEER.parse().unwrap(),
+            &response_with(vec![Record { ttl: 0, ..other }]),
+        );
+        assert_eq!(r.poll_event(), None);
+    }
+
+    #[test]
+    fn own_source_and_own_names_do_not_conflict() {
+        let (mut r, id) = ready();
+        let now = T0 + ms(6000);
+        // A stale address of ours, from our own address: reflected, not a conflict.
+        let stale = Record::new(
+            Name::from_dotted("host.local").unwrap(),
+            120,
+            true,
+            RData::A(Ipv4Addr::new(192, 168, 1, 99)),
+        );
+        r.handle_datagram(
+            now,
+            "192.168.1.10:5353".parse().unwrap(),
+            &response_with(vec![stale]),
+        );
+        assert!(matches!(
+            r.poll_event(),
+            Some(ResponderEvent::Registered { .. })
+        ));
+        assert_eq!(r.poll_event(), None);
+        // A second service under the same name gets the next free one at once.
+        let twin = r.add_service(now, "Studio", 5010, vec![]).unwrap();
+        assert_eq!(r.instance(twin), Some("Studio (2)"));
+        assert_eq!(r.instance(id), Some("Studio"));
+        // A conflict for the first picks a name neither uses.
+        let foreign = foreign_srv(studio());
+        r.handle_datagram(now, PEER.parse().unwrap(), &response_with(vec![foreign]));
+        assert_eq!(r.instance(id), Some("Studio (3)"));
+    }
+
+    #[test]
+    fn simultaneous_probe_tiebreak() {
+        let probe_with = |port: u16| {
+            let target = Name::from_dotted("host.local").unwrap();
+            let srv = Record::new(
+                studio(),
+                120,
+                true,
+                RData::Srv {
+                    priority: 0,
+                    weight: 0,
+                    port,
+                    target,
+                },
+            );
+            // The same TXT as ours: the SRV decides (RFC 6762 §8.2.1 compares sorted sets).
+            let txt = Record::new(studio(), 4500, true, RData::Txt(vec![b"x=1".to_vec()]));
+            let authorities = vec![srv, txt];
+            Message {
+                questions: vec![Question::new(studio(), Type::ANY)],
+                authorities,
+                ..Message::query()
+            }
+            .to_bytes()
+        };
+        // Theirs sorts first (lower port): we win and go on.
+        let (mut r, _) = responder();
+        run(&mut r, T0 + ms(300));
+        r.handle_datagram(T0 + ms(300), PEER.parse().unwrap(), &probe_with(1000));
+        let sent = run(&mut r, T0 + ms(1200));
+        assert!(sent
+            .iter()
+            .any(|(_, _, m)| has(&m.answers, &studio(), Type::SRV)));
+        // Theirs sorts later: we lose, wait one second and probe again from the start.
+        let (mut r, _) = responder();
+        run(&mut r, T0 + ms(300));
+        r.handle_datagram(T0 + ms(300), PEER.parse().unwrap(), &probe_with(9000));
+        let sent = run(&mut r, T0 + ms(3000));
+        let probes: Vec<_> = sent
+            .iter()
+            .filter(|(_, _, m)| m.questions.iter().any(|q| q.name == studio()))
+            .collect();
+        assert_eq!(probes.len(), 3);
+        assert_eq!(probes[0].0, T0 + ms(1300));
+    }
+
+    fn ptr_query(qu: bool, known: Vec<Record>) -> Message {
+        let q = Question {
+            unicast_response: qu,
+            ..Question::new(apple_midi_service(), Type::PTR)
+        };
+        Message {
+            questions: vec![q],
+            answers: known,
+            ..Message::query()
+        }
+    }
+
+    #[test]
+    fn answers_multicast_unicast_and_legacy() {
+        let (mut r, _) = ready();
+        let now = T0 + ms(6000);
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &ptr_query(false, vec![]).to_bytes(),
+        );
+        // Only shared records answer: 20-120 ms later (RFC 6762 §6).
+        assert!(drain(&mut r).is_empty());
+        let sent = run(&mut r, now + ms(120));
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0 >= now + ms(20));
+        let (_, dst, m) = &sent[0];
+        assert_eq!(*dst, Destination::Multicast);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].data, RData::Ptr(studio()));
+        assert!(
+            has(&m.additionals, &studio(), Type::SRV) && has(&m.additionals, &studio(), Type::TXT)
+        );
+        assert!(m.additionals.iter().any(|r| r.rtype() == Type::A));
+
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &ptr_query(true, vec![]).to_bytes(),
+        );
+        assert_eq!(
+            drain(&mut r)[0].0,
+            Destination::Unicast(PEER.parse().unwrap())
+        );
+
+        let legacy: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let query = Message {
+            id: 0x1234,
+            ..ptr_query(false, vec![])
+        };
+        r.handle_datagram(now, legacy, &query.to_bytes());
+        let sent = drain(&mut r);
+        let (dst, m) = &sent[0];
+        assert_eq!(*dst, Destination::Unicast(legacy));
+        assert_eq!(m.id, 0x1234);
+        assert_eq!(m.questions, query.questions);
+        assert!(m
+            .answers
+            .iter()
+            .chain(&m.additionals)
+            .all(|r| r.ttl <= 10 && !r.cache_flush));
+
+        // Questions for names we do not own get no answer; responses are not answered.
+        let q = Message {
+            questions: vec![Question::new(
+                Name::from_dotted("x.local").unwrap(),
+                Type::ANY,
+            )],
+            ..Message::query()
+        };
+        r.handle_datagram(now, PEER.parse().unwrap(), &q.to_bytes());
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &Message {
+                flags: Message::response().flags,
+                ..ptr_query(false, vec![])
+            }
+            .to_bytes(),
+        );
+        assert!(drain(&mut r).is_empty());
+    }
+
+    #[test]
+    fn known_answer_suppression() {
+        let (mut r, _) = ready();
+        let now = T0 + ms(6000);
+        let known = |ttl| Record::new(apple_midi_service(), ttl, false, RData::Ptr(studio()));
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &ptr_query(false, vec![known(4500)]).to_bytes(),
+        );
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &ptr_query(false, vec![known(2250)]).to_bytes(),
+        );
+        assert!(run(&mut r, now + ms(500)).is_empty());
+        // Less than half the true TTL left: answered again (RFC 6762 §7.1).
+        r.handle_datagram(
+            now + ms(500),
+            PEER.parse().unwrap(),
+            &ptr_query(false, vec![known(2249)]).to_bytes(),
+        );
+        assert_eq!(run(&mut r, now + ms(700)).len(), 1);
+    }
+
+    #[test]
+    fn truncated_query_waits_for_more_known_answers() {
+        let (mut r, _) = ready();
+        let now = T0 + ms(6000);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let query = Message {
+            flags: flags::TC,
+            ..ptr_query(false, vec![])
+        };
+        r.handle_datagram(now, peer, &query.to_bytes());
+        assert!(run(&mut r, now + ms(399)).is_empty());
+        // The continuation carries our PTR as a known answer: nothing left to say.
+        let known = Record::new(apple_midi_service(), 4500, false, RData::Ptr(studio()));
+        let more = Message {
+            answers: vec![known],
+            ..Message::query()
+        };
+        r.handle_datagram(now + ms(399), peer, &more.to_bytes());
+        assert!(run(&mut r, now + ms(600)).is_empty());
+        // Without a continuation it goes out within 400-500 ms.
+        r.handle_datagram(now + ms(2000), peer, &query.to_bytes());
+        let sent = run(&mut r, now + ms(3000));
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0 >= now + ms(2400) && sent[0].0 <= now + ms(2500));
+    }
+
+    #[test]
+    fn large_answers_are_split() {
+        let mut r = Responder::new(T0, "host", vec![ip("192.168.1.10")], 1).unwrap();
+        for i in 0..40 {
+            let name = format!("A rather long instance name for splitting {i:02}");
+            r.add_service(T0, &name, 5004 + i, vec![]).unwrap();
+        }
+        // Probes and announcements go in several messages, each small enough.
+        let sizes: Vec<usize> = run(&mut r, T0 + ms(5000))
+            .iter()
+            .map(|(_, _, m)| m.to_bytes().len())
+            .collect();
+        assert!(sizes.len() > 10);
+        assert!(sizes.iter().all(|&n| n <= MAX_PAYLOAD), "{sizes:?}");
+        assert_eq!(r.poll_timeout(), None);
+        let now = T0 + ms(6000);
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &ptr_query(true, vec![]).to_bytes(),
+        );
+        let sent: Vec<Transmit> = std::iter::from_fn(|| r.poll_transmit()).collect();
+        assert!(sent.len() > 1);
+        assert!(sent.iter().all(|t| t.payload.len() <= MAX_PAYLOAD));
+        let ptrs: usize = sent
+            .iter()
+            .map(|t| Message::parse(&t.payload).unwrap().answers.len())
+            .sum();
+        assert_eq!(ptrs, 40);
+    }
+
+    #[test]
+    fn answers_service_type_enumeration() {
+        // RFC 6763 §9.
+        let (mut r, _) = ready();
+        let meta = Name::from_dotted("_services._dns-sd._udp.local").unwrap();
+        let q = Message {
+            questions: vec![Question::new(meta, Type::PTR)],
+            ..Message::query()
+        };
+        r.handle_datagram(T0 + ms(6000), PEER.parse().unwrap(), &q.to_bytes());
+        let sent = run(&mut r, T0 + ms(6200));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].2.answers[0].data, RData::Ptr(apple_midi_service()));
+    }
+
+    #[test]
+    fn unique_answers_are_not_delayed() {
+        let (mut r, _) = ready();
+        let q = Message {
+            questions: vec![Question::new(studio(), Type::SRV)],
+            ..Message::query()
+        };
+        r.handle_datagram(T0 + ms(6000), PEER.parse().unwrap(), &q.to_bytes());
+        let sent = drain(&mut r);
+        assert_eq!(sent.len(), 1);
+        assert!(has(&sent[0].1.answers, &studio(), Type::SRV));
+        assert!(sent[0].1.additionals.iter().any(|r| r.rtype() == Type::A));
+    }
+
+    #[test]
+    fn multicast_at_most_once_a_second() {
+        let (mut r, _) = ready();
+        let now = T0 + ms(6000);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        r.handle_datagram(now, peer, &ptr_query(false, vec![]).to_bytes());
+        let sent = run(&mut r, now + ms(120));
+        assert_eq!(sent.len(), 1);
+        let sent_at = sent[0].0;
+        r.handle_datagram(now + ms(500), peer, &ptr_query(false, vec![]).to_bytes());
+        assert!(run(&mut r, now + ms(1000)).is_empty());
+        // Unicast replies are not limited.
+        r.handle_datagram(now + ms(500), peer, &ptr_query(true, vec![]).to_bytes());
+        assert_eq!(drain(&mut r)[0].0, Destination::Unicast(peer));
+        r.handle_datagram(
+            sent_at + ms(1000),
+            peer,
+            &ptr_query(false, vec![]).to_bytes(),
+        );
+        assert_eq!(run(&mut r, sent_at + ms(1200)).len(), 1);
+    }
+
+    #[test]
+    fn many_conflicts_slow_probing_down() {
+        let (mut r, id) = ready();
+        let mut now = T0 + ms(6000);
+        for _ in 0..16 {
+            now += ms(10);
+            let name = apple_midi_service()
+                .prepend(r.instance(id).unwrap().as_bytes())
+                .unwrap();
+            r.handle_datagram(
+                now,
+                PEER.parse().unwrap(),
+                &response_with(vec![foreign_srv(name)]),
+            );
+        }
+        assert_eq!(r.instance(id), Some("Studio (17)"));
+        assert_eq!(r.poll_timeout(), Some(now + ms(5000)));
+    }
+
+    #[test]
+    fn no_answers_while_probing() {
+        let (mut r, _) = responder();
+        r.handle_datagram(
+            T0,
+            PEER.parse().unwrap(),
+            &ptr_query(false, vec![]).to_bytes(),
+        );
+        assert!(drain(&mut r).is_empty());
+    }
+
+    #[test]
+    fn goodbyes_on_remove_and_shutdown() {
+        let (mut r, id) = ready();
+        r.add_service(T0 + ms(5000), "Second", 5006, vec![])
+            .unwrap();
+        run(&mut r, T0 + ms(9000));
+        assert!(r.remove_service(T0 + ms(9000), id));
+        assert!(!r.remove_service(T0 + ms(9000), id));
+        let sent = drain(&mut r);
+        assert_eq!(sent.len(), 1);
+        let (dst, m) = &sent[0];
+        assert_eq!(*dst, Destination::Multicast);
+        assert!(m.answers.iter().all(|r| r.ttl == 0));
+        assert!(has(&m.answers, &studio(), Type::SRV) && has(&m.answers, &studio(), Type::TXT));
+        assert!(m.answers.iter().any(|r| r.data == RData::Ptr(studio())));
+        assert!(!m
+            .answers
+            .iter()
+            .any(|r| r.data == RData::Ptr(apple_midi_service())));
+
+        r.shutdown(T0 + ms(10_000));
+        let sent = drain(&mut r);
+        let m = &sent[0].1;
+        assert!(m.answers.iter().all(|r| r.ttl == 0));
+        let second_name = apple_midi_service().prepend(b"Second").unwrap();
+        assert!(has(&m.answers, &second_name, Type::SRV));
+        assert!(m.answers.iter().any(|r| r.rtype() == Type::A));
+        assert!(m
+            .answers
+            .iter()
+            .any(|r| r.data == RData::Ptr(apple_midi_service())));
+        assert_eq!(r.poll_timeout(), None);
+        r.handle_datagram(
+            T0 + ms(10_000),
+            PEER.parse().unwrap(),
+            &ptr_query(false, vec![]).to_bytes(),
+        );
+        assert!(drain(&mut r).is_empty());
+    }
+
+    #[test]
+    fn address_change_is_announced() {
+        let (mut r, _) = ready();
+        let now = T0 + ms(6000);
+        r.set_addresses(now, vec![ip("192.168.1.10")]);
+        assert!(drain(&mut r).is_empty());
+        r.set_addresses(now, vec![ip("192.168.1.11"), ip("fe80::1")]);
+        let sent = run(&mut r, now + ms(5000));
+        let mut all = drain(&mut r);
+        all.extend(sent.into_iter().map(|(_, d, m)| (d, m)));
+        assert_eq!(all.len(), 2);
+        for (_, m) in &all {
+            assert!(m
+                .answers
+                .iter()
+                .any(|r| r.data == RData::A(Ipv4Addr::new(192, 168, 1, 11)) && r.cache_flush));
+            assert!(m.answers.iter().any(|r| r.rtype() == Type::AAAA));
+        }
+    }
+
+    #[test]
+    fn rename_labels() {
+        assert_eq!(next_instance_label("Studio"), "Studio (2)");
+        assert_eq!(next_instance_label("Studio (2)"), "Studio (3)");
+        assert_eq!(next_instance_label("Studio (x)"), "Studio (x) (2)");
+        assert_eq!(next_instance_label(&"é".repeat(40)).len(), 62);
+        assert_eq!(next_host_label("pi"), "pi-2");
+        assert_eq!(next_host_label("pi-2"), "pi-3");
+        assert_eq!(next_host_label("my-pi"), "my-pi-2");
+    }
+}

@@ -1,0 +1,429 @@
+//! The ALSA side of the daemon: which of our sequencer ports stands for what, and the MIDI
+//! bytes that cross between ports and sessions. It knows the sequencer only through the
+//! [`Sequencer`] seam, so it is tested with the fake.
+use std::collections::BTreeMap;
+use std::io;
+
+use log::{debug, info, warn};
+use protocol::midi::MidiMessage;
+use protocol::stream::StreamParser;
+
+use crate::seq::{PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+
+/// Name of the port whose subscribers are exported.
+pub const NETWORK_PORT: &str = "Network";
+/// ALSA port names are at most 63 bytes.
+const MAX_PORT_NAME: usize = 63;
+
+/// What one of our ports stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner<K> {
+    /// A network session (accepted on the main listener, or one of our clients' sessions).
+    Peer(K),
+}
+
+/// What the bridge asks the daemon to do after an input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action<K> {
+    /// MIDI written to the port of peer `K`: send it to that session.
+    ToPeer(K, MidiMessage),
+    /// MIDI that local port `from` sent to the Network port: to its export's sessions.
+    FromExported(SeqAddr, MidiMessage),
+    /// The first subscription to peer `K`'s port appeared (`true`) or the last one went.
+    PeerWanted(K, bool),
+    /// A local port connected to the Network port (`true`) or its last connection went.
+    Export {
+        local: SeqAddr,
+        name: String,
+        on: bool,
+    },
+}
+
+/// A port kept after its session ended, for the same peer to take back.
+struct Dormant<K> {
+    key: K,
+    port: PortId,
+}
+
+pub struct Bridge<K, S = Box<dyn Sequencer>> {
+    seq: S,
+    network: PortId,
+    ports: BTreeMap<PortId, Owner<K>>,
+    subscribers: BTreeMap<PortId, Vec<SeqAddr>>,
+    /// Local ports subscribed to or from the Network port, with their connections.
+    exported: BTreeMap<SeqAddr, u32>,
+    parser: StreamParser,
+    dormant: Vec<Dormant<K>>,
+    pub overruns: u64,
+    pub send_dropped: u64,
+}
+
+impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
+    pub fn new(mut seq: S) -> io::Result<Self> {
+        let network = seq.create_port(NETWORK_PORT, PortCaps::DUPLEX)?;
+        Ok(Bridge {
+            seq,
+            network,
+            ports: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
+            exported: BTreeMap::new(),
+            parser: StreamParser::new(protocol::session::MAX_SYSEX),
+            dormant: Vec::new(),
+            overruns: 0,
+            send_dropped: 0,
+        })
+    }
+
+    pub fn fds(&self) -> io::Result<Vec<std::os::fd::RawFd>> {
+        self.seq.fds()
+    }
+
+    /// A port for peer `key`, named after it.
+    pub fn add_peer(&mut self, key: K, name: &str) -> io::Result<PortId> {
+        let port = self.seq.create_port(&port_name(name), PortCaps::DUPLEX)?;
+        self.ports.insert(port, Owner::Peer(key));
+        info!("ALSA port {} \"{}\" for {key:?}", port.0, port_name(name));
+        Ok(port)
+    }
+
+    /// Removes peer `key`'s port.
+    pub fn remove_peer(&mut self, key: K) {
+        if let Some(port) = self.port_of(key) {
+            self.ports.remove(&port);
+            self.subscribers.remove(&port);
+            if let Err(e) = self.seq.delete_port(port) {
+                warn!("cannot delete ALSA port {}: {e}", port.0);
+            }
+        }
+    }
+
+    /// Keeps peer `key`'s port for a moment: the same peer may come back (it restarted) and
+    /// should find the port, and the connections apps made to it, where they were.
+    pub fn park_peer(&mut self, key: K) {
+        if let Some(port) = self.port_of(key) {
+            self.ports.remove(&port);
+            self.dormant.push(Dormant { key, port });
+        }
+    }
+
+    /// Gives a parked port to `new_key` if `old_key` left one; true if it did.
+    pub fn adopt(&mut self, old_key: K, new_key: K) -> bool {
+        match self.dormant.iter().position(|d| d.key == old_key) {
+            Some(i) => {
+                let d = self.dormant.swap_remove(i);
+                self.ports.insert(d.port, Owner::Peer(new_key));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes the parked ports nobody took back.
+    pub fn drop_parked(&mut self) {
+        for d in std::mem::take(&mut self.dormant) {
+            self.subscribers.remove(&d.port);
+            let _ = self.seq.delete_port(d.port);
+        }
+    }
+
+    pub fn port_of(&self, key: K) -> Option<PortId> {
+        self.ports
+            .iter()
+            .find(|(_, owner)| **owner == Owner::Peer(key))
+            .map(|(port, _)| *port)
+    }
+
+    /// MIDI from the network for peer `key`'s port.
+    pub fn send_to_port(&mut self, key: K, message: &MidiMessage) {
+        if let Some(port) = self.port_of(key) {
+            self.output(port, None, message);
+        }
+    }
+
+    /// MIDI from an exported port's sessions, back to that local port only.
+    pub fn send_to_exported(&mut self, local: SeqAddr, message: &MidiMessage) {
+        self.output(self.network, Some(local), message);
+    }
+
+    fn output(&mut self, port: PortId, to: Option<SeqAddr>, message: &MidiMessage) {
+        if let Err(e) = self.seq.send(port, to, message.as_bytes()) {
+            self.send_dropped += 1;
+            if self.send_dropped.is_power_of_two() {
+                warn!(
+                    "ALSA output full or failing ({e}): {} message(s) dropped",
+                    self.send_dropped
+                );
+            }
+        }
+    }
+
+    /// Events waiting for room in the sequencer; retry with [`Bridge::flush`].
+    pub fn backlog(&self) -> usize {
+        self.seq.backlog()
+    }
+
+    pub fn flush(&mut self) {
+        if let Err(e) = self.seq.flush() {
+            debug!("ALSA flush: {e}");
+        }
+    }
+
+    /// Reads what the sequencer has and says what to do about it; `None` once drained.
+    pub fn poll(&mut self, out: &mut Vec<Action<K>>) -> io::Result<bool> {
+        let Some(input) = self.seq.recv()? else {
+            return Ok(false);
+        };
+        match input {
+            SeqInput::Midi {
+                port,
+                source,
+                bytes,
+            } => {
+                let mut messages = Vec::new();
+                self.parser.feed(&bytes, |m| messages.push(m));
+                if port == self.network {
+                    out.extend(
+                        messages
+                            .into_iter()
+                            .map(|m| Action::FromExported(source, m)),
+                    );
+                } else if let Some(Owner::Peer(key)) = self.ports.get(&port) {
+                    out.extend(messages.into_iter().map(|m| Action::ToPeer(*key, m)));
+                }
+            }
+            SeqInput::Subscribed(sub) => self.subscription(sub, true, out),
+            SeqInput::Unsubscribed(sub) => self.subscription(sub, false, out),
+            SeqInput::Overrun => {
+                self.overruns += 1;
+                warn!("ALSA input overrun: events from local ports were lost");
+            }
+        }
+        Ok(true)
+    }
+
+    fn subscription(&mut self, sub: Subscription, on: bool, out: &mut Vec<Action<K>>) {
+        if sub.port == self.network {
+            let count = self.exported.entry(sub.peer).or_insert(0);
+            let was = *count > 0;
+            *count = if on {
+                *count + 1
+            } else {
+                count.saturating_sub(1)
+            };
+            let now = *count > 0;
+            if !now {
+                self.exported.remove(&sub.peer);
+            }
+            if was != now {
+                let name = export_name(&sub);
+                out.push(Action::Export {
+                    local: sub.peer,
+                    name,
+                    on: now,
+                });
+            }
+            return;
+        }
+        let subscribers = self.subscribers.entry(sub.port).or_default();
+        let was = !subscribers.is_empty();
+        if on {
+            subscribers.push(sub.peer);
+        } else if let Some(i) = subscribers.iter().position(|p| *p == sub.peer) {
+            subscribers.swap_remove(i);
+        }
+        let now = !subscribers.is_empty();
+        if was != now {
+            if let Some(Owner::Peer(key)) = self.ports.get(&sub.port) {
+                out.push(Action::PeerWanted(*key, now));
+            }
+        }
+        debug!(
+            "{} {} {:?} our port {}",
+            if on { "subscribed" } else { "unsubscribed" },
+            sub.peer,
+            sub.direction,
+            sub.port.0
+        );
+    }
+}
+
+/// The name an export is announced under: its client and port names, or its address.
+fn export_name(sub: &Subscription) -> String {
+    match (&sub.peer_client_name, &sub.peer_port_name) {
+        (Some(c), Some(p)) if c == p => c.clone(),
+        (Some(c), Some(p)) => format!("{c} {p}"),
+        (Some(c), None) => c.clone(),
+        _ => format!("ALSA {}", sub.peer),
+    }
+}
+
+/// Port names from peer names: printable and short enough for ALSA.
+pub fn port_name(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+    let mut end = clean.len().min(MAX_PORT_NAME);
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    let clean = clean[..end].trim();
+    if clean.is_empty() {
+        "rtpmidi peer".to_string()
+    } else {
+        clean.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seq::fake::FakeSequencer;
+    use crate::seq::Direction;
+
+    type TestBridge = Bridge<u32, FakeSequencer>;
+
+    /// A bridge over a fake whose inputs `inputs` queued; Network is the fake's port 0.
+    fn bridge_with(inputs: impl FnOnce(&mut FakeSequencer, PortId)) -> TestBridge {
+        let mut fake = FakeSequencer::new().unwrap();
+        inputs(&mut fake, PortId(0));
+        Bridge::new(fake).unwrap()
+    }
+
+    fn sub(port: PortId, client: u8, on_port: u8, direction: Direction) -> Subscription {
+        Subscription {
+            port,
+            peer: SeqAddr {
+                client,
+                port: on_port,
+            },
+            direction,
+            peer_client_name: Some("Keys".into()),
+            peer_port_name: Some("Keys MIDI 1".into()),
+        }
+    }
+
+    fn drain(bridge: &mut TestBridge) -> Vec<Action<u32>> {
+        let mut out = Vec::new();
+        while bridge.poll(&mut out).unwrap() {}
+        out
+    }
+
+    fn note() -> MidiMessage {
+        MidiMessage::from_bytes(&[0x90, 60, 100]).unwrap()
+    }
+
+    #[test]
+    fn midi_on_a_peer_port_goes_to_that_peer() {
+        // Ports are numbered in creation order: Network 0, then the peer's port 1.
+        let mut bridge = bridge_with(|fake, _| {
+            let source = SeqAddr {
+                client: 20,
+                port: 0,
+            };
+            fake.push_midi(PortId(1), source, &[0x90, 60, 100, 61, 90]);
+        });
+        assert_eq!(bridge.add_peer(7, "Mac Studio").unwrap(), PortId(1));
+        assert_eq!(bridge.seq.ports()[&PortId(1)].0, "Mac Studio");
+        assert_eq!(
+            drain(&mut bridge),
+            vec![
+                Action::ToPeer(7, note()),
+                // Running status from ALSA's bytes comes out as whole messages.
+                Action::ToPeer(7, MidiMessage::from_bytes(&[0x90, 61, 90]).unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn network_midi_reaches_the_peer_port_or_only_the_exported_port() {
+        let mut bridge = bridge_with(|_, _| {});
+        let port = bridge.add_peer(7, "Mac").unwrap();
+        let keys = SeqAddr {
+            client: 24,
+            port: 0,
+        };
+        bridge.send_to_port(7, &note());
+        bridge.send_to_exported(keys, &note());
+        bridge.send_to_port(8, &note()); // no such peer: nothing
+        assert_eq!(
+            bridge.seq.take_sent(),
+            vec![
+                (port, None, vec![0x90, 60, 100]),
+                (PortId(0), Some(keys), vec![0x90, 60, 100]),
+            ]
+        );
+        bridge.seq.set_room(Some(0));
+        bridge.send_to_port(7, &note());
+        assert_eq!(bridge.send_dropped, 1);
+        bridge.remove_peer(7);
+        assert!(!bridge.seq.ports().contains_key(&port));
+    }
+
+    #[test]
+    fn first_and_last_subscription_toggle_a_peer() {
+        let mut bridge = bridge_with(|fake, _| {
+            let s = sub(PortId(1), 20, 0, Direction::ToPeer);
+            fake.push_subscribed(s.clone());
+            fake.push_subscribed(sub(PortId(1), 21, 0, Direction::FromPeer));
+            fake.push_unsubscribed(s);
+            fake.push_unsubscribed(sub(PortId(1), 21, 0, Direction::FromPeer));
+        });
+        bridge.add_peer(3, "piano").unwrap();
+        assert_eq!(
+            drain(&mut bridge),
+            vec![Action::PeerWanted(3, true), Action::PeerWanted(3, false)]
+        );
+    }
+
+    #[test]
+    fn network_subscriptions_export_and_unexport_a_local_port() {
+        let keys = SeqAddr {
+            client: 24,
+            port: 0,
+        };
+        let mut bridge = bridge_with(|fake, network| {
+            fake.push_subscribed(sub(network, 24, 0, Direction::FromPeer));
+            fake.push_subscribed(sub(network, 24, 0, Direction::ToPeer));
+            fake.push_midi(network, keys, &[0x90, 60, 100]);
+            fake.push_unsubscribed(sub(network, 24, 0, Direction::FromPeer));
+            fake.push_unsubscribed(sub(network, 24, 0, Direction::ToPeer));
+        });
+        assert_eq!(
+            drain(&mut bridge),
+            vec![
+                Action::Export {
+                    local: keys,
+                    name: "Keys Keys MIDI 1".into(),
+                    on: true
+                },
+                Action::FromExported(keys, note()),
+                Action::Export {
+                    local: keys,
+                    name: "Keys Keys MIDI 1".into(),
+                    on: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_parked_port_is_adopted_or_dropped() {
+        let mut bridge = bridge_with(|_, _| {});
+        let port = bridge.add_peer(1, "Mac").unwrap();
+        bridge.park_peer(1);
+        assert_eq!(bridge.port_of(1), None);
+        assert!(bridge.adopt(1, 2));
+        assert_eq!(bridge.port_of(2), Some(port));
+        bridge.park_peer(2);
+        bridge.drop_parked();
+        assert!(!bridge.adopt(2, 3));
+        assert_eq!(bridge.port_of(3), None);
+    }
+
+    #[test]
+    fn port_names_are_printable_and_short() {
+        assert_eq!(port_name("  Mac\u{0}Book  "), "MacBook");
+        assert_eq!(port_name(""), "rtpmidi peer");
+        let long = "é".repeat(40);
+        let name = port_name(&long);
+        assert!(name.len() <= MAX_PORT_NAME && name.chars().all(|c| c == 'é'));
+    }
+}
