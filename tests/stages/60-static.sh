@@ -2,10 +2,9 @@
 # Static release binaries made by contrib/build-static.sh: x86_64 run natively, aarch64 under
 # qemu-user (STATIC_ARCHS="x86_64 aarch64 armhf" to add armhf). For each: `file` says it is
 # statically linked, --version works, and two instances hold a loopback session
-# (--no-alsa --no-mdns), seen through `rtpmidid ctl peers`. Until the daemon calls into ALSA
-# (the linker leaves libasound out), examples/seq_probe built the same way shows that libasound
-# links statically and opens the kernel sequencer in the ALSA VM (tests/vm). alsa-lib is built
-# once into .static-cache/; later runs only rebuild what cargo finds changed.
+# (--no-alsa --no-mdns), seen through `rtpmidid ctl peers`; libasound is linked in, and the
+# x86_64 daemon with ALSA on opens the kernel sequencer in the ALSA VM (tests/vm). alsa-lib is
+# built once into .static-cache/; later runs only rebuild what cargo finds changed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 archs=${STATIC_ARCHS:-x86_64 aarch64}
@@ -58,24 +57,22 @@ for arch in $archs; do
     sleep 0.2
   done
   "${run[@]}" "$bin" ctl --control "$b" peers
-  if grep -q snd_seq_open "$bin"; then
-    echo "$arch: libasound is linked in"
-  elif [ "$arch" = x86_64 ]; then
-    # Until the daemon uses the sequencer, check the recipe with the sequencer probe: static,
-    # libasound inside, and it runs (opening /dev/snd/seq, or saying why it cannot).
-    probe=$(bash contrib/build-static.sh "$arch" --example seq_probe | tail -n1)
-    file -b "$probe" | grep -Eq 'statically linked|static-pie linked'
-    grep -q snd_seq_open "$probe"
-    set +e; probe_out=$(timeout 2 "$probe" 2>&1); set -e
-    echo "$probe_out" | grep -Eq '^ready|cannot open the ALSA sequencer' \
-      || { echo "seq_probe: $probe_out"; exit 1; }
-    echo "$arch: libasound links statically (seq_probe: ${probe_out##*$'\n'})"
-    # And on a real kernel sequencer, in the ALSA VM (tests/vm): it opens it and makes its port.
-    vm_out=$(timeout 180 bash tests/vm/run.sh --copy "$probe:seq_probe" --timeout 60 -- \
-      sh -c '(./seq_probe & pid=$!; sleep 1; aconnect -l; kill $pid)' 2>&1) || true
-    echo "$vm_out" | grep -q "^ready 1[0-9][0-9]:0" && echo "$vm_out" | grep -q "'seq_probe'" \
-      || { echo "static seq_probe in the ALSA VM:"; echo "$vm_out"; exit 1; }
-    echo "$arch: static seq_probe opened the kernel sequencer in the ALSA VM"
+  grep -q snd_seq_open "$bin" || { echo "$arch: libasound is not linked in"; exit 1; }
+  echo "$arch: libasound is linked in"
+  if [ "$arch" = x86_64 ]; then
+    # The static daemon with ALSA on, on a real kernel sequencer in the ALSA VM (tests/vm): its
+    # sequencer client appears and `ctl status` says ALSA is on.
+    vm_out=$(timeout 180 bash tests/vm/run.sh --copy "$bin:rtpmidid" --timeout 60 -- sh -c '
+      ./rtpmidid --no-mdns -b 127.0.0.1 -p 5004 --control ./c.sock -n vm 2>./log & pid=$!
+      i=0
+      until aconnect -l | grep -q rtpmidid && ./rtpmidid ctl --control ./c.sock status; do
+        i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1
+      done
+      aconnect -l; kill $pid; wait $pid; cat ./log' 2>&1) || true
+    echo "$vm_out" | grep -q "client 1[0-9][0-9]: .rtpmidid" \
+      && echo "$vm_out" | grep -q "^alsa: *true" \
+      || { echo "$arch: the static daemon in the ALSA VM:"; echo "$vm_out"; exit 1; }
+    echo "$arch: the static daemon opened the kernel sequencer in the ALSA VM"
   fi
   echo "$arch: static binary holds a loopback session"
 done
