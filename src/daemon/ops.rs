@@ -386,6 +386,89 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seq::fake::FakeSequencer;
+
+    fn target(name: &str, port: u16) -> ConnectTarget {
+        ConnectTarget {
+            name: Some(name.into()),
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    /// A daemon on loopback with a fake sequencer and two `--connect` targets.
+    fn daemon() -> Daemon {
+        let connect = vec![target("a", 9), target("b", 11)];
+        for port in (47_300..47_400).step_by(2) {
+            let settings = Settings {
+                name: "t".into(),
+                port,
+                bind: vec![IpAddr::from([127, 0, 0, 1])],
+                connect: connect.clone(),
+                hub: false,
+            };
+            let fake: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
+            if let Ok(d) = Daemon::new(settings, Some(fake), 1) {
+                return d;
+            }
+        }
+        panic!("no free port pair");
+    }
+
+    fn port_of(d: &Daemon, index: usize) -> bool {
+        d.bridge
+            .as_ref()
+            .is_some_and(|b| b.port_of(PortKey::Client(index)).is_some())
+    }
+
+    #[test]
+    fn clients_come_and_go_without_moving_the_others_ports() {
+        let mut d = daemon();
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        assert!(port_of(&d, 0) && port_of(&d, 1));
+
+        assert_eq!(d.disconnect_name(ctx, "a"), Ok("a".into()));
+        assert!(
+            !port_of(&d, 0) && port_of(&d, 1),
+            "b keeps its port and index"
+        );
+        assert!(d.disconnect_name(ctx, "a").is_err(), "gone");
+        let names: Vec<_> = d.peers().into_iter().filter_map(|p| p.connection).collect();
+        assert_eq!(names, ["b"]);
+
+        // A new one gets a new slot and port, and is invited at once.
+        assert_eq!(d.connect_peer(ctx, target("c", 13)), Ok("c".into()));
+        assert!(port_of(&d, 2));
+        assert!(
+            d.connect_peer(ctx, target("c", 15)).is_err(),
+            "names are unique"
+        );
+        assert_eq!(d.status().connections, 2);
+        assert!(d.clients[2].session.is_some());
+
+        // A reload that drops b and adds a again.
+        let Ok(crate::cli::Command::Run(options)) = crate::cli::parse(&[]) else {
+            panic!("no options");
+        };
+        let new = config::resolve(&options, &config::File::default(), || "t".into());
+        d.apply(&new, Action::Disconnect("b".into()));
+        d.apply(
+            &new,
+            Action::Connect(config::Connection {
+                name: "a".into(),
+                host: "127.0.0.1".into(),
+                port: 9,
+                local_port: None,
+            }),
+        );
+        assert!(!port_of(&d, 1) && port_of(&d, 3));
+        let mut names: Vec<_> = d.peers().into_iter().filter_map(|p| p.connection).collect();
+        names.sort();
+        assert_eq!(names, ["a", "c"]);
+        // With ALSA, a configured connection waits for a subscriber to its port.
+        assert!(!d.clients[3].wanted);
+    }
 
     #[test]
     fn peer_ids_round_trip() {
