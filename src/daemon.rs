@@ -15,6 +15,7 @@ use reactor::{Context, Interest, Signal, SourceId};
 
 use crate::bridge::{Action, Bridge};
 use crate::cli::ConnectTarget;
+use crate::mdns::{self, Discovered, Mdns, PeerEvent, Slot};
 use crate::net::{self, PortPair};
 use crate::seq::{SeqAddr, Sequencer};
 
@@ -41,6 +42,8 @@ pub enum TimerId {
     Protocol,
     /// Retry output the sequencer had no room for.
     SeqFlush,
+    /// The nearest deadline of mDNS.
+    Mdns,
 }
 
 pub type Ctx = Context<Daemon, TimerId>;
@@ -53,6 +56,8 @@ pub struct Settings {
     pub bind: Vec<IpAddr>,
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
+    /// `None` with `--no-mdns`.
+    pub mdns: Option<mdns::Config>,
 }
 
 /// A session anywhere in the daemon: the listener it lives on and its id there.
@@ -145,6 +150,10 @@ pub struct Daemon {
     drops: DropLog,
     actions: Vec<Action<PortKey>>,
     signals_seen: u32,
+    mdns: Option<Mdns>,
+    mdns_sources: Vec<SourceId>,
+    /// Discovered peers that have a client slot (and an ALSA port).
+    discovered: Discovered,
 }
 
 const MAIN: u32 = 0;
@@ -203,6 +212,9 @@ impl Daemon {
             drops: DropLog::default(),
             actions: Vec::new(),
             signals_seen: 0,
+            mdns: None,
+            mdns_sources: Vec::new(),
+            discovered: Discovered::default(),
         };
         // Without ALSA nothing subscribes: every target is wanted from the start.
         if daemon.bridge.is_none() {
@@ -225,8 +237,126 @@ impl Daemon {
                     .push(ctx.register(fd, Interest::READABLE, on_sequencer)?);
             }
         }
+        self.start_mdns(ctx);
         self.pump(ctx);
         Ok(())
+    }
+
+    /// Opens mDNS and announces the main listener; without it the daemon still works.
+    fn start_mdns(&mut self, ctx: &mut Ctx) {
+        let Some(config) = self.settings.mdns.clone() else {
+            return;
+        };
+        let now = self.now(ctx);
+        let seed = self.origin.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+        let mut mdns = match Mdns::new(now, config, seed) {
+            Ok(mdns) => mdns,
+            Err(e) => {
+                warn!("mDNS off: {e}");
+                return;
+            }
+        };
+        for fd in mdns.fds() {
+            match ctx.register(fd, Interest::READABLE, on_mdns) {
+                Ok(source) => self.mdns_sources.push(source),
+                Err(e) => warn!("mDNS: cannot watch a socket: {e}"),
+            }
+        }
+        mdns.add_service(now, MAIN, &self.settings.name, self.settings.port);
+        self.mdns = Some(mdns);
+        self.mdns_events(ctx);
+    }
+
+    fn read_mdns(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            if mdns.read(now, event.fd) {
+                let _ = ctx.reregister(event.source, Interest::READABLE);
+            }
+        }
+        self.mdns_events(ctx);
+    }
+
+    fn mdns_timeout(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.handle_timeout(now);
+        }
+        for slot in self.discovered.expired(now) {
+            if let Some(bridge) = self.bridge.as_mut() {
+                bridge.remove_peer(PortKey::Client(slot));
+            }
+            self.set_wanted(now, slot, false);
+        }
+        self.mdns_events(ctx);
+        self.pump(ctx);
+    }
+
+    /// Discovered peers to the bridge, and the mDNS timer re-armed.
+    fn mdns_events(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        let Some(mdns) = self.mdns.as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(event) = mdns.poll_event() {
+            events.push(event);
+        }
+        let deadline = [Some(mdns.poll_timeout()), self.discovered.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = deadline {
+            ctx.set_timer(TimerId::Mdns, to_std_time(self.origin, at));
+        }
+        for event in events {
+            self.on_mdns_peer(now, event);
+        }
+    }
+
+    /// With ALSA, a discovered peer becomes a client with a port, connected while the port is
+    /// subscribed, like a `--connect` target. Without ALSA it is only logged (by `mdns`).
+    fn on_mdns_peer(&mut self, now: Instant, event: PeerEvent) {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        let (name, addr) = match event {
+            PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } => (name, addr),
+            PeerEvent::Gone { name } => return self.discovered.gone(now, &name),
+        };
+        let target = ConnectTarget {
+            name: Some(name.clone()),
+            host: match addr {
+                SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+                    format!("{}%{}", v6.ip(), v6.scope_id())
+                }
+                _ => addr.ip().to_string(),
+            },
+            port: addr.port(),
+        };
+        let slot = match self.discovered.appeared(&name, self.clients.len()) {
+            Slot::New(slot) => {
+                self.clients.push(Client {
+                    target,
+                    session: None,
+                    retry_at: None,
+                    backoff: RECONNECT_MIN,
+                    wanted: false,
+                });
+                slot
+            }
+            Slot::Kept(slot) => {
+                self.clients[slot].target = target;
+                return;
+            }
+            Slot::Recreate(slot) => {
+                self.clients[slot].target = target;
+                slot
+            }
+        };
+        if let Err(e) = bridge.add_peer(PortKey::Client(slot), &name) {
+            warn!("cannot create an ALSA port for {name:?}: {e}");
+        }
     }
 
     fn register_listener(&mut self, ctx: &mut Ctx, index: usize) -> io::Result<()> {
@@ -412,7 +542,14 @@ impl Daemon {
         info!("exporting ALSA port {local} as {unique:?}");
         self.listeners.push(listener);
         let index = self.listeners.len() - 1;
-        self.register_listener(ctx, index)
+        self.register_listener(ctx, index)?;
+        let port = self.listeners[index].sockets[0].control.local_addr()?.port();
+        let (now, id) = (self.now(ctx), self.listeners[index].id);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.add_service(now, id, &unique, port);
+        }
+        self.mdns_events(ctx);
+        Ok(())
     }
 
     fn bind_free_pair(&self) -> io::Result<Vec<PortPair>> {
@@ -442,6 +579,10 @@ impl Daemon {
             let _ = ctx.deregister(source);
         }
         self.peers.retain(|key, _| key.listener != listener.id);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.remove_service(now, listener.id);
+        }
+        self.mdns_events(ctx);
     }
 
     /// Runs the protocol until it has nothing more to say: timeouts, datagrams, events (which
@@ -690,6 +831,11 @@ impl Daemon {
             listener.endpoint.close_all();
         }
         self.pump(ctx);
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            info!("mDNS: saying goodbye");
+            mdns.shutdown(now);
+        }
         ctx.stop();
     }
 }
@@ -766,7 +912,14 @@ fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_sequencer(ctx, event);
 }
 
+fn on_mdns(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_mdns(ctx, event);
+}
+
 pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
+    if timer == TimerId::Mdns {
+        return daemon.mdns_timeout(ctx);
+    }
     if timer == TimerId::SeqFlush {
         if let Some(bridge) = daemon.bridge.as_mut() {
             bridge.flush();

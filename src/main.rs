@@ -2,6 +2,7 @@
 mod bridge;
 mod cli;
 mod daemon;
+mod mdns;
 mod net;
 mod seq;
 
@@ -73,6 +74,9 @@ fn run(options: Options) -> Result<(), String> {
         bind: options.bind,
         connect: options.connect,
         hub: options.hub,
+        mdns: (!options.no_mdns).then_some(mdns::Config {
+            interfaces: options.mdns_interfaces,
+        }),
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
