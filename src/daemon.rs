@@ -282,14 +282,19 @@ impl Daemon {
         if let Some(mdns) = self.mdns.as_mut() {
             mdns.handle_timeout(now);
         }
+        self.expire_discovered(now);
+        self.mdns_events(ctx);
+        self.pump(ctx);
+    }
+
+    /// Discovered peers gone for longer than [`mdns::GONE_GRACE`] lose their port and session.
+    fn expire_discovered(&mut self, now: Instant) {
         for slot in self.discovered.expired(now) {
             if let Some(bridge) = self.bridge.as_mut() {
                 bridge.remove_peer(PortKey::Client(slot));
             }
             self.set_wanted(now, slot, false);
         }
-        self.mdns_events(ctx);
-        self.pump(ctx);
     }
 
     /// Discovered peers to the bridge, and the mDNS timer re-armed.
@@ -543,7 +548,10 @@ impl Daemon {
         self.listeners.push(listener);
         let index = self.listeners.len() - 1;
         self.register_listener(ctx, index)?;
-        let port = self.listeners[index].sockets[0].control.local_addr()?.port();
+        let port = self.listeners[index].sockets[0]
+            .control
+            .local_addr()?
+            .port();
         let (now, id) = (self.now(ctx), self.listeners[index].id);
         if let Some(mdns) = self.mdns.as_mut() {
             mdns.add_service(now, id, &unique, port);
@@ -933,5 +941,112 @@ pub fn on_signal(daemon: &mut Daemon, ctx: &mut Ctx, signal: Signal) {
         Signal::SIGHUP => info!("SIGHUP: configuration reload is not available yet"),
         Signal::SIGINT | Signal::SIGTERM => daemon.on_shutdown_signal(ctx, signal),
         other => error!("unexpected signal {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seq::fake::FakeSequencer;
+
+    fn daemon_with_fake_alsa() -> Daemon {
+        daemon(true)
+    }
+
+    fn daemon(alsa: bool) -> Daemon {
+        for port in (47_600..47_700).step_by(2) {
+            let settings = Settings {
+                name: "Test".into(),
+                port,
+                bind: vec![IpAddr::from([127, 0, 0, 1])],
+                connect: Vec::new(),
+                hub: false,
+                mdns: None,
+            };
+            let seq: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
+            if let Ok(daemon) = Daemon::new(settings, alsa.then_some(seq), 1) {
+                return daemon;
+            }
+        }
+        panic!("no free port pair");
+    }
+
+    fn port_of(daemon: &Daemon, slot: usize) -> Option<crate::seq::PortId> {
+        daemon
+            .bridge
+            .as_ref()
+            .unwrap()
+            .port_of(PortKey::Client(slot))
+    }
+
+    #[test]
+    fn discovered_peers_get_one_port_each_and_keep_it_when_they_come_back() {
+        let mut d = daemon_with_fake_alsa();
+        let t0 = Instant::from_micros(1_000_000);
+        let studio = |addr: &str| PeerEvent::Appeared {
+            name: "Studio".into(),
+            addr: addr.parse().unwrap(),
+        };
+        d.on_mdns_peer(t0, studio("169.254.0.1:5004"));
+        d.on_mdns_peer(
+            t0,
+            PeerEvent::Appeared {
+                name: "Keys".into(),
+                addr: "[fe80::2%3]:5006".parse().unwrap(),
+            },
+        );
+        let port = port_of(&d, 0).expect("a port for Studio");
+        assert!(port_of(&d, 1).is_some());
+        assert_eq!(d.clients.len(), 2);
+        assert_eq!(d.clients[1].target.host, "fe80::2%3");
+        // The system resolver keeps the scope (the interface the peer was seen on).
+        let addr = resolve("fe80::2%1", 5006).unwrap();
+        assert!(matches!(addr, SocketAddr::V6(v6) if v6.scope_id() == 1 && v6.port() == 5006));
+        // Not connected until something subscribes to the port.
+        assert!(!d.clients[0].wanted && d.clients[0].session.is_none());
+
+        // A change of address: the same port, the new address.
+        d.on_mdns_peer(
+            t0,
+            PeerEvent::Changed {
+                name: "Studio".into(),
+                addr: "169.254.0.9:5004".parse().unwrap(),
+            },
+        );
+        assert_eq!(port_of(&d, 0), Some(port));
+        assert_eq!(d.clients[0].target.host, "169.254.0.9");
+
+        // Gone and back within the grace: still the same port.
+        let gone = || PeerEvent::Gone {
+            name: "Studio".into(),
+        };
+        d.on_mdns_peer(t0, gone());
+        d.expire_discovered(t0 + mdns::GONE_GRACE / 2);
+        assert_eq!(port_of(&d, 0), Some(port));
+        d.on_mdns_peer(t0, studio("169.254.0.9:5004"));
+        d.expire_discovered(t0 + mdns::GONE_GRACE * 2);
+        assert_eq!(port_of(&d, 0), Some(port));
+
+        // Gone for good: the port goes; back later: one port again, in the same slot.
+        d.on_mdns_peer(t0, gone());
+        d.expire_discovered(t0 + mdns::GONE_GRACE);
+        assert_eq!(port_of(&d, 0), None);
+        d.on_mdns_peer(t0, studio("169.254.0.9:5004"));
+        assert!(port_of(&d, 0).is_some());
+        assert_eq!(d.clients.len(), 2);
+        assert!(port_of(&d, 2).is_none());
+    }
+
+    #[test]
+    fn without_alsa_discovered_peers_are_not_connected() {
+        let mut d = daemon(false);
+        d.on_mdns_peer(
+            Instant::ZERO,
+            PeerEvent::Appeared {
+                name: "Studio".into(),
+                addr: "169.254.0.1:5004".parse().unwrap(),
+            },
+        );
+        assert!(d.clients.is_empty());
     }
 }

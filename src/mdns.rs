@@ -30,6 +30,9 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_DATAGRAM: usize = 9000;
 /// Datagrams read from one socket per wakeup, so a flood cannot starve the sessions.
 pub const READ_BATCH: usize = 64;
+/// A withdrawn instance of ours stays ours this long for the browsers, until our own goodbye
+/// has flushed it from their caches (one second after it is received, RFC 6762 §10.1).
+const RETIRE_TIME: Duration = Duration::from_secs(3);
 /// RFC 1035 §2.3.4.
 const MAX_LABEL: usize = 63;
 const HOST_SUFFIX: &str = "-rtpmidid";
@@ -87,6 +90,8 @@ pub struct Mdns {
     seed: u64,
     interfaces: Vec<Interface>,
     services: Vec<Wanted>,
+    /// Withdrawn instance names, still ours until the time given.
+    retired: Vec<(protocol::mdns::Name, Instant)>,
     peers: Peers,
     events: VecDeque<PeerEvent>,
     rescan_at: Instant,
@@ -117,6 +122,7 @@ impl Mdns {
             seed,
             interfaces: Vec::new(),
             services: Vec::new(),
+            retired: Vec::new(),
             peers: Peers::default(),
             events: VecDeque::new(),
             rescan_at: now,
@@ -148,6 +154,7 @@ impl Mdns {
         for iface in &mut self.interfaces {
             add_to(iface, now, key, name, port);
         }
+        self.sync_own(now);
         self.flush(now);
     }
 
@@ -157,9 +164,18 @@ impl Mdns {
         for iface in &mut self.interfaces {
             if let Some(i) = iface.services.iter().position(|(k, _)| *k == key) {
                 let (_, id) = iface.services.swap_remove(i);
+                let before = iface.responder.instance_names();
                 iface.responder.remove_service(now, id);
+                let left = iface.responder.instance_names();
+                self.retired.extend(
+                    before
+                        .into_iter()
+                        .filter(|n| !left.contains(n))
+                        .map(|n| (n, now + RETIRE_TIME)),
+                );
             }
         }
+        self.sync_own(now);
         self.flush(now);
     }
 
@@ -208,6 +224,10 @@ impl Mdns {
         if self.rescan_at <= now {
             self.rescan(now);
         }
+        if self.retired.iter().any(|(_, until)| *until <= now) {
+            self.retired.retain(|(_, until)| *until > now);
+            self.sync_own(now);
+        }
         for iface in &mut self.interfaces {
             if iface.responder.poll_timeout().is_some_and(|t| t <= now) {
                 iface.responder.handle_timeout(now);
@@ -224,6 +244,7 @@ impl Mdns {
             .iter()
             .flat_map(|i| [i.responder.poll_timeout(), i.browser.poll_timeout()])
             .flatten()
+            .chain(self.retired.iter().map(|(_, until)| *until))
             .fold(self.rescan_at, Instant::min)
     }
 
@@ -264,15 +285,20 @@ impl Mdns {
             if !renamed {
                 break;
             }
-            // Our instances on any interface are ours on every other one too.
-            let own: Vec<_> = self
-                .interfaces
-                .iter()
-                .flat_map(|i| i.responder.instance_names())
-                .collect();
-            for iface in &mut self.interfaces {
-                iface.browser.set_own_instances(now, own.clone());
-            }
+            self.sync_own(now);
+        }
+    }
+
+    /// Tells every browser our instance names: ours on any interface are ours on all.
+    fn sync_own(&mut self, now: Instant) {
+        let own: Vec<_> = self
+            .interfaces
+            .iter()
+            .flat_map(|i| i.responder.instance_names())
+            .chain(self.retired.iter().map(|(name, _)| name.clone()))
+            .collect();
+        for iface in &mut self.interfaces {
+            iface.browser.set_own_instances(now, own.clone());
         }
     }
 
@@ -314,18 +340,14 @@ impl Mdns {
                 continue;
             }
             self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let responder = match Responder::new(
-                now,
-                &self.host_label,
-                f.addresses.clone(),
-                self.seed,
-            ) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!("mDNS: host label {:?}: {e:?}", self.host_label);
-                    return;
-                }
-            };
+            let responder =
+                match Responder::new(now, &self.host_label, f.addresses.clone(), self.seed) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!("mDNS: host label {:?}: {e:?}", self.host_label);
+                        return;
+                    }
+                };
             let mut iface = Interface {
                 index: f.index,
                 name: f.name,
@@ -346,15 +368,7 @@ impl Mdns {
             );
             self.interfaces.push(iface);
         }
-        // New interfaces learn our instance names.
-        let own: Vec<_> = self
-            .interfaces
-            .iter()
-            .flat_map(|i| i.responder.instance_names())
-            .collect();
-        for iface in &mut self.interfaces {
-            iface.browser.set_own_instances(now, own.clone());
-        }
+        self.sync_own(now);
         self.flush(now);
     }
 
@@ -807,7 +821,11 @@ mod tests {
         use InterfaceFlags as F;
         let up = F::IFF_UP | F::IFF_MULTICAST;
         let entries = vec![
-            ("lo".to_string(), F::IFF_UP | F::IFF_LOOPBACK, ip("127.0.0.1")),
+            (
+                "lo".to_string(),
+                F::IFF_UP | F::IFF_LOOPBACK,
+                ip("127.0.0.1"),
+            ),
             ("eth0".to_string(), up, None),
             ("eth0".to_string(), up, ip("192.168.1.5")),
             ("eth0".to_string(), up, ip("fe80::1")),
@@ -915,7 +933,9 @@ mod tests {
         assert!(d.expired(t0 + GONE_GRACE).is_empty());
         // Gone for longer: the port goes, and comes back in the same slot.
         d.gone(t0, "Studio");
-        assert!(d.expired(t0 + (GONE_GRACE - Duration::from_micros(1))).is_empty());
+        assert!(d
+            .expired(t0 + (GONE_GRACE - Duration::from_micros(1)))
+            .is_empty());
         assert_eq!(d.expired(t0 + GONE_GRACE), vec![2]);
         assert!(d.expired(t0 + GONE_GRACE * 2).is_empty());
         // A second goodbye for a port already gone changes nothing.
