@@ -173,6 +173,30 @@ kill -TERM $SECOND
 check "zeroconf sees the second daemon's goodbye" wait_for "$OUT/zc4.jsonl" \
     "\"removed\", \"instance\": \"ZcStudio \(2\)\"" 20
 
+# Interfaces that come and go, addresses that change (the daemon looks every 5 s).
+VA2=rta2$$; VB2=rtb2$$
+ip link add "$VA2" type veth peer name "$VB2"
+ip link set "$VA2" netns "$A"; ip link set "$VB2" netns "$B"
+ip netns exec "$A" sysctl -qw "net.ipv6.conf.$VA2.addr_gen_mode=1"
+ip netns exec "$B" sysctl -qw "net.ipv6.conf.$VB2.addr_gen_mode=1"
+ip -n "$A" addr add 169.254.51.1/24 dev "$VA2"; ip -n "$B" addr add 169.254.51.2/24 dev "$VB2"
+ip -n "$A" link set "$VA2" up; ip -n "$B" link set "$VB2" up
+ip netns exec "$A" "$PY" "$PEER" --interface 169.254.51.1 --register LateComer --port 5304 \
+    --host latehost --browse --duration 300 >"$OUT/zc-late.jsonl" 2>"$OUT/zc-late.err" &
+ZCLATE=$!; PIDS+=($ZCLATE)
+check "a new interface is used" wait_for "$OUT/ours.log" "mDNS: on $VB2 " 20
+check "we find LateComer on it" wait_for "$OUT/ours.log" \
+    "peer \"LateComer\" appeared at 169.254.51.1:5304" 30
+check "LateComer finds Stage at 169.254.51.2" wait_for "$OUT/zc-late.jsonl" \
+    "\"instance\": \"Stage\", .*\"addresses\": \[\"169.254.51.2\"\]" 30
+ip -n "$B" link del "$VB2"
+check "an interface that goes is dropped" wait_for "$OUT/ours.log" \
+    "mDNS: interface $VB2 went away" 20
+check "and its peers with it" wait_for "$OUT/ours.log" "peer \"LateComer\" gone" 5
+ip -n "$B" addr add 169.254.50.3/16 dev "$VB"
+check "a new address is announced" wait_for "$OUT/zc4.jsonl" \
+    "\"updated\", \"instance\": \"Stage\", .*\"169.254.50.3\"" 30
+
 # Their goodbyes.
 kill -TERM $ZC4
 check "we see zeroconf's goodbye" wait_for "$OUT/ours.log" "peer \"ZcStudio\" gone" 20
