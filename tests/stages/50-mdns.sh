@@ -6,7 +6,8 @@
 #   A: python-zeroconf peers over IPv4 and IPv6.
 # A second daemon of ours in B takes a name zeroconf holds, for a conflict.
 # Checks: each side finds and resolves the other's service, goodbyes are seen both ways, and a
-# name conflict renames one side. Ends with "N passed, M failed"; non-zero on failure.
+# name conflict renames one side; interfaces come and go. Then tests/vm/mdns.sh does the ALSA
+# side in the VM. Ends with "N passed, M failed"; non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -218,5 +219,9 @@ if [ "$failed" -gt 0 ]; then
     done
 fi
 touch "$OUT/avahi.stop"
+
+# With a real ALSA sequencer: discovered peers' ports, exports announced (in the QEMU VM).
+check "with ALSA, in the VM (tests/vm/mdns.sh)" bash tests/vm/mdns.sh
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
