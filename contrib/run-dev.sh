@@ -11,5 +11,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The sequencer device appears when its kernel module is loaded (best effort: a container or
+# a kernel without sound has neither, and rtpmidid then says so; --no-alsa runs without it).
+[ -e /dev/snd/seq ] || modprobe snd-seq 2>/dev/null || true
 cargo build --release --quiet
 exec target/release/rtpmidid "$@"

@@ -67,7 +67,7 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             ports: BTreeMap::new(),
             subscribers: BTreeMap::new(),
             exported: BTreeMap::new(),
-            parser: StreamParser::default(),
+            parser: StreamParser::new(protocol::session::MAX_SYSEX),
             dormant: Vec::new(),
             overruns: 0,
             send_dropped: 0,

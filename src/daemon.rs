@@ -750,13 +750,10 @@ impl Daemon {
         if self.signals_seen > 0 {
             return;
         }
-        if let Some(client) = self
-            .clients
-            .iter_mut()
-            .find(|c| c.session == Some(key.session))
-        {
+        if let Some(index) = self.client_of(key) {
+            let client = &mut self.clients[index];
             client.session = None;
-            if key.listener == MAIN && client.wanted {
+            if client.wanted {
                 client.retry_at = Some(now + client.backoff);
                 info!(
                     "reconnecting to {}:{} in {:?}",
@@ -778,19 +775,12 @@ impl Daemon {
     /// MIDI from a session: to its ALSA port (or its export's local port), and with the hub on,
     /// to every other session of the main listener, never back to its sender.
     fn deliver(&mut self, now: Instant, index: usize, key: PeerKey, message: MidiMessage) {
+        let client = self.client_of(key);
         if let Some(bridge) = self.bridge.as_mut() {
-            if let Some(local) = self.listeners[index].export {
-                bridge.send_to_exported(local, &message);
-            } else {
-                let port = match self
-                    .clients
-                    .iter()
-                    .position(|c| c.session == Some(key.session))
-                {
-                    Some(client) if key.listener == MAIN => PortKey::Client(client),
-                    _ => PortKey::Session(key),
-                };
-                bridge.send_to_port(port, &message);
+            match (self.listeners[index].export, client) {
+                (Some(local), _) => bridge.send_to_exported(local, &message),
+                (None, Some(client)) => bridge.send_to_port(PortKey::Client(client), &message),
+                (None, None) => bridge.send_to_port(PortKey::Session(key), &message),
             }
         }
         if self.hub && key.listener == MAIN {

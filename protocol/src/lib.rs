@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod endpoint;
+pub mod journal;
 pub mod mdns;
 pub mod midi;
 pub mod outbox;

@@ -10,19 +10,24 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use crate::midi::{MidiMessage, ShortMessage};
+use crate::journal::{GuardTimer, JournalReceiver, JournalSender};
+use crate::midi::{status, MidiMessage, ShortMessage};
 use crate::outbox::{Outbox, OutboxConfig};
 use crate::rng::Rng;
 use crate::sysex::SysExAssembler;
 use crate::time::{Duration, Instant};
 use crate::wire::applemidi::{self, Clock, Command, End, Feedback, Invitation};
-use crate::wire::midi_list::{self, CommandKind};
+use crate::wire::midi_list::{self, CommandKind, SegmentKind, SysExSegment};
 use crate::wire::rtp::{self, SeqExtender};
 
 /// RTP payload type of RTP-MIDI as AppleMIDI peers use it (dynamic, RFC 6295 §2.1).
 pub const PAYLOAD_TYPE: u8 = rtp::PAYLOAD_TYPE_MIDI;
 /// Bytes of the RTP header we emit (no CSRC, no extension).
 const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
+/// Longest SysEx taken from a peer by default: patch dumps and firmware run to hundreds of KiB.
+pub const MAX_SYSEX: usize = 1 << 20;
+/// Room always left for commands next to the journal (the journal drops detail to fit).
+const MIN_COMMAND_ROOM: usize = 64;
 
 /// Which of our two local sockets a datagram came in on or must leave from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,7 +80,7 @@ impl Default for Config {
         Config {
             name: String::from("rtpmidid"),
             mtu: 1400,
-            max_sysex: 64 * 1024,
+            max_sysex: MAX_SYSEX,
             invite_interval: Duration::from_millis(500),
             invite_max_interval: Duration::from_secs(4),
             invite_attempts: 8,
@@ -219,6 +224,9 @@ pub struct Session {
     // Sending: the extended sequence number of our next packet (its low 16 bits go out).
     next_seq: u64,
     outbox: Outbox,
+    journal_tx: JournalSender,
+    guard: GuardTimer,
+    journal_scratch: Vec<u8>,
     ck_rounds: u32,
     /// ts1 of our CK0 awaiting its CK1.
     ck_outstanding: Option<u64>,
@@ -233,6 +241,7 @@ pub struct Session {
     peer_sends_journal: bool,
     feedback_due: bool,
     assembler: SysExAssembler,
+    journal_rx: JournalReceiver,
 }
 
 impl Session {
@@ -302,6 +311,10 @@ impl Session {
                 ..OutboxConfig::default()
             }),
             assembler: SysExAssembler::new(config.max_sysex),
+            journal_scratch: vec![0; config.mtu],
+            journal_tx: JournalSender::new(),
+            guard: GuardTimer::new(),
+            journal_rx: JournalReceiver::new(),
             config,
             role,
             state: State::Closed,
@@ -436,7 +449,10 @@ impl Session {
             }
             Command::Feedback(fb) if Some(fb.ssrc) == self.peer_ssrc => {
                 self.heard(now);
-                let _confirmed = extend_near(self.next_seq, fb.seq);
+                self.journal_tx.confirm_rs(fb.seq);
+                if !self.journal_tx.has_pending() {
+                    self.guard.stop();
+                }
             }
             _ => {}
         }
@@ -529,15 +545,20 @@ impl Session {
             self.set_timer(Timer::Feedback, now + self.config.feedback_interval);
         }
         let timestamp = packet.header.timestamp;
-        let (list, _journal) = match midi_list::parse(packet.payload) {
+        let (list, journal) = match midi_list::parse(packet.payload) {
             Ok(parsed) => parsed,
             Err(_) => {
                 self.stats.malformed += 1;
                 return;
             }
         };
+        if lost > 0 {
+            // A SysEx in progress has a hole now.
+            self.assembler.abort();
+        }
         if list.header().journal {
             self.peer_sends_journal = true;
+            self.recover(seq as u32, journal, lost as u32, timestamp);
         }
         for command in list.commands() {
             let command = match command {
@@ -549,21 +570,61 @@ impl Session {
             };
             let message = match command.kind {
                 CommandKind::Short(m) => MidiMessage::Short(m),
-                CommandKind::SysEx(segment) => {
-                    let pushed = self.assembler.push(&segment);
-                    if pushed.error.is_some() {
-                        self.stats.sysex_dropped += 1;
-                    }
-                    match pushed.message {
-                        Some(message) => message,
-                        None => continue,
-                    }
-                }
+                CommandKind::SysEx(segment) => match self.assemble(&segment) {
+                    Some(message) => message,
+                    None => continue,
+                },
             };
+            self.journal_rx.observe(message.as_bytes());
             self.events.push_back(Event::Midi(MidiEvent {
                 timestamp: timestamp.wrapping_add(command.time),
                 message,
                 recovered: false,
+            }));
+        }
+    }
+
+    fn assemble(&mut self, segment: &SysExSegment<'_>) -> Option<MidiMessage> {
+        let pushed = self.assembler.push(segment);
+        if pushed.error.is_some() {
+            self.stats.sysex_dropped += 1;
+        }
+        pushed.message
+    }
+
+    /// Applies the peer's journal after `lost` packets went missing: the repairs it gives
+    /// are delivered before the packet's own commands. A bad journal costs only itself.
+    fn recover(&mut self, seq: u32, journal: &[u8], lost: u32, timestamp: u32) {
+        let mut repairs: Vec<Vec<u8>> = Vec::new();
+        let result = self
+            .journal_rx
+            .recover(seq, journal, lost, &mut |bytes: &[u8]| {
+                repairs.push(bytes.to_vec())
+            });
+        if result.is_err() {
+            self.stats.malformed += 1;
+        }
+        for bytes in repairs {
+            let message = match bytes.as_slice() {
+                // A SysEx repair may be a first segment: it joins what arrives next.
+                [status::SYSEX_START, inner @ .., status::SYSEX_START] => {
+                    let segment = SysExSegment {
+                        kind: SegmentKind::First,
+                        data: inner,
+                    };
+                    self.assemble(&segment);
+                    continue;
+                }
+                _ => match MidiMessage::from_bytes(&bytes) {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                },
+            };
+            self.stats.journal_repairs += 1;
+            self.events.push_back(Event::Midi(MidiEvent {
+                timestamp,
+                message,
+                recovered: true,
             }));
         }
     }
@@ -644,7 +705,8 @@ impl Session {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().flatten().copied().min()
+        let guard = self.guard_deadline();
+        self.timers.iter().flatten().copied().chain(guard).min()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -652,7 +714,7 @@ impl Session {
     }
 
     /// Writes the next datagram into `buf` (at least `mtu` bytes) and says where it goes.
-    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(pending) = self.pending.pop_front() {
             if let Some(t) = self.encode_pending(pending, buf) {
                 self.stats.packets_sent += 1;
@@ -662,7 +724,11 @@ impl Session {
         if self.state != State::Connected {
             return None;
         }
-        let len = self.encode_rtp(buf)?;
+        let guard_due = self.guard_deadline().is_some_and(|at| at <= now);
+        if self.outbox.is_empty() && !guard_due {
+            return None;
+        }
+        let len = self.encode_rtp(now, buf)?;
         self.stats.packets_sent += 1;
         Some(Transmit {
             port: Port::Data,
@@ -671,21 +737,67 @@ impl Session {
         })
     }
 
-    /// One RTP-MIDI packet: header and the queued commands that fit.
-    fn encode_rtp(&mut self, buf: &mut [u8]) -> Option<usize> {
+    /// One RTP-MIDI packet: header, the queued commands that fit, and the journal of what
+    /// was sent before (a guard packet when nothing is queued).
+    fn encode_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let mtu = self.config.mtu.min(buf.len());
-        let section = buf.get_mut(RTP_HEADER_LEN..mtu)?;
-        let emitted = self.outbox.emit_section(section, false, |_| {})?;
+        let seq = self.next_seq as u32;
+        let journal_len = if self.config.journal {
+            let room = mtu.saturating_sub(RTP_HEADER_LEN + MIN_COMMAND_ROOM);
+            let scratch = &mut self.journal_scratch[..room.min(self.config.mtu)];
+            self.journal_tx.emit(seq, scratch)
+        } else {
+            0
+        };
+        let section = buf.get_mut(RTP_HEADER_LEN..mtu - journal_len)?;
+        let journal_tx = &mut self.journal_tx;
+        let record = self.config.journal;
+        let emitted = self
+            .outbox
+            .emit_section(section, journal_len > 0, |command| {
+                if record {
+                    journal_tx.record(seq, command)
+                }
+            });
+        let (section_len, timestamp, had_midi) = match emitted {
+            Some(e) => (e.len, e.timestamp, true),
+            // A guard packet: no commands, only the journal.
+            None if journal_len > 0 => {
+                let header = midi_list::Header::new(0, true, false, false);
+                header.emit(section);
+                let ts = now.ticks_10khz_since(self.origin) as u32;
+                (header.buffer_len(), ts, false)
+            }
+            None => {
+                self.guard.stop();
+                return None;
+            }
+        };
         let header = rtp::Header {
             marker: true,
             payload_type: PAYLOAD_TYPE,
-            sequence: self.next_seq as u16,
-            timestamp: emitted.timestamp,
+            sequence: seq as u16,
+            timestamp,
             ssrc: self.ssrc,
         };
         header.emit(&mut buf[..RTP_HEADER_LEN]).ok()?;
+        let end = RTP_HEADER_LEN + section_len;
+        buf[end..end + journal_len].copy_from_slice(&self.journal_scratch[..journal_len]);
         self.next_seq += 1;
-        Some(RTP_HEADER_LEN + emitted.len)
+        if self.config.journal {
+            self.guard.on_sent(now, had_midi);
+        }
+        Some(end + journal_len)
+    }
+
+    /// When the next guard packet is due: after the stream goes quiet, while the peer has not
+    /// confirmed all we sent.
+    fn guard_deadline(&self) -> Option<Instant> {
+        if self.config.journal && self.state == State::Connected && self.journal_tx.has_pending() {
+            self.guard.next_guard()
+        } else {
+            None
+        }
     }
 
     fn encode_pending(&mut self, pending: Pending, buf: &mut [u8]) -> Option<Transmit> {
@@ -831,8 +943,10 @@ impl Session {
         now.ticks_10khz_since(self.origin)
     }
 
+    /// Anything valid from the peer: it is alive, whatever became of our last CK.
     fn heard(&mut self, now: Instant) {
         self.last_heard = now;
+        self.ck_missed = 0;
     }
 
     fn idle_limit(&self) -> Duration {
@@ -852,19 +966,6 @@ impl Session {
     fn set_timer(&mut self, timer: Timer, at: Instant) {
         self.timers[timer as usize] = Some(at);
     }
-}
-
-/// The 64-bit number nearest to `reference` whose low 16 bits are `seq`.
-fn extend_near(reference: u64, seq: u16) -> u64 {
-    let candidate = (reference & !0xFFFF) | u64::from(seq);
-    [
-        candidate.wrapping_sub(0x1_0000),
-        candidate,
-        candidate + 0x1_0000,
-    ]
-    .into_iter()
-    .min_by_key(|c| c.abs_diff(reference))
-    .unwrap_or(candidate)
 }
 
 /// Peer names go into logs and ALSA port names: printable, trimmed, at most 64 characters.

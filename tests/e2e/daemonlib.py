@@ -26,7 +26,9 @@ class Daemon:
     def __init__(self, port, name="rtpmidid", args=(), host="127.0.0.1", alsa=False):
         self.port = port
         self.name = name
-        argv = [BINARY, "-vv", "--no-mdns", "-n", name, "-p", str(port), "-b", host]
+        argv = [BINARY, "-vv", "--no-mdns", "-n", name, "-p", str(port)]
+        if host is not None:  # None: the default, every address
+            argv += ["-b", host]
         if not alsa:
             argv.append("--no-alsa")
         argv += list(args)
@@ -79,6 +81,16 @@ class Daemon:
                 raise DaemonTimeout("no log line %r within %.0f s:\n%s"
                                     % (pattern, timeout, self.recent()))
             self._pump(left)
+
+    def wait_count(self, pattern, n=1, timeout=DEFAULT_TIMEOUT):
+        """Waits until `n` log lines so far, in any order, match `pattern`."""
+        deadline = time.monotonic() + timeout
+        while self.count(pattern) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._eof:
+                raise DaemonTimeout("fewer than %d log lines %r within %.0f s:\n%s"
+                                    % (n, pattern, timeout, self.recent()))
+            self._pump(min(left, 0.2))
 
     def count(self, pattern):
         """Log lines so far matching `pattern`."""

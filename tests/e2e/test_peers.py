@@ -219,3 +219,23 @@ def test_refuses_a_port_in_use(daemons):
     assert second.proc.wait(10) == 1
     second.stop()
     assert any("cannot start on UDP port" in line for line in second.lines)
+
+
+def test_ipv6_and_ipv4_on_the_default_dual_stack_sockets(peers, daemons):
+    """Without -b the daemon listens on every address: an IPv6 and an IPv4 peer meet in the hub."""
+    port = free_port_pair("::1")
+    # No -b: the default dual-stack socket (Daemon always passes -b, so build the argv here).
+    hub = daemons.start(port, name="hub", args=["--hub"], host=None)
+    v6 = peers.pymidi_initiator(("::1", port), name="six", host="::1")
+    v4 = peers.pymidi_initiator((LOCAL, port), name="four")
+    v6.expect("send-ready")
+    v4.expect("send-ready")
+    hub.wait_count(r'session opened: "six" at \[::1\]')
+    hub.wait_count(r'session opened: "four" at 127\.0\.0\.1')
+    send_all(v6, NOTES)
+    assert_received_exactly(v4, NOTES)
+    send_all(v4, NOTES[:3])
+    assert_received_exactly(v6, NOTES[:3])
+    v6.stop()
+    v4.stop()
+    assert hub.stop() == 0

@@ -1,0 +1,532 @@
+//! The MIDI state the journal protects, as one model shared by sender and receiver.
+//!
+//! Every field carries the stamp (extended RTP sequence number) of the command that last
+//! changed it: the sender journals what changed since the checkpoint, the receiver compares a
+//! journal with its values. [`MidiState::same_music`] compares values only.
+
+use crate::midi::status;
+
+/// Parameters (RPN/NRPN) remembered per channel; the oldest is forgotten beyond this.
+pub const PARAMS_PER_CHANNEL: usize = 16;
+/// The RPN/NRPN number that means "no parameter selected" (MSB and LSB 127).
+pub const NULL_PARAM: u16 = 0x3FFF;
+/// Longest SysEx remembered as the last one seen, for [`MidiState::same_music`].
+pub const LAST_SYSEX_MAX: usize = 256;
+
+/// A value and the stamp of the command that set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamped<T> {
+    pub value: T,
+    pub stamp: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Note {
+    pub on: bool,
+    pub velocity: u8,
+    /// Release velocity of the last NoteOff (64 for a NoteOn with velocity 0).
+    pub off_velocity: u8,
+    pub stamp: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId {
+    pub nrpn: bool,
+    pub number: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub id: ParamId,
+    pub msb: Option<u8>,
+    pub lsb: Option<u8>,
+    pub stamp: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Program {
+    pub program: u8,
+    /// Bank select (controllers 0 and 32) in force when the program changed, if any was sent.
+    pub bank: Option<(u8, u8)>,
+}
+
+/// Controllers 98-101 as last written, and which pair was written last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub rpn: u16,
+    pub nrpn: u16,
+    pub active_nrpn: Option<bool>,
+    pub stamp: Option<u32>,
+}
+
+impl Selection {
+    /// The selected parameter, `None` when nothing or the null parameter is selected.
+    pub fn current(&self) -> Option<ParamId> {
+        let nrpn = self.active_nrpn?;
+        let number = if nrpn { self.nrpn } else { self.rpn };
+        (number != NULL_PARAM).then_some(ParamId { nrpn, number })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ChannelState {
+    pub notes: [Note; 128],
+    pub controllers: [Option<Stamped<u8>>; 128],
+    pub program: Option<Stamped<Program>>,
+    pub bend: Option<Stamped<u16>>,
+    pub pressure: Option<Stamped<u8>>,
+    pub poly: [Option<Stamped<u8>>; 128],
+    pub params: [Option<Param>; PARAMS_PER_CHANNEL],
+    pub selection: Selection,
+    /// Latest stamp of anything on this channel.
+    pub last: Option<u32>,
+}
+
+impl Default for ChannelState {
+    fn default() -> Self {
+        ChannelState {
+            notes: [Note::default(); 128],
+            controllers: [None; 128],
+            program: None,
+            bend: None,
+            pressure: None,
+            poly: [None; 128],
+            params: [None; PARAMS_PER_CHANNEL],
+            selection: Selection {
+                rpn: NULL_PARAM,
+                nrpn: NULL_PARAM,
+                active_nrpn: None,
+                stamp: None,
+            },
+            last: None,
+        }
+    }
+}
+
+/// Controllers that change state in ways chapter C does not carry as a value
+/// (RFC 6295 A.3: the parameter system belongs to chapter M; mode commands act on notes).
+pub fn controller_journalled(number: u8) -> bool {
+    !matches!(number, 6 | 38 | 96..=101 | 120 | 121 | 123)
+}
+
+impl ChannelState {
+    fn set_ctrl(&mut self, number: u8, value: u8, stamp: u32) {
+        if let Some(c) = self.controllers.get_mut(usize::from(number)) {
+            *c = Some(Stamped { value, stamp });
+        }
+    }
+
+    fn all_notes_off(&mut self, stamp: u32) {
+        for n in self.notes.iter_mut().filter(|n| n.on) {
+            *n = Note {
+                on: false,
+                velocity: 0,
+                off_velocity: 64,
+                stamp: Some(stamp),
+            };
+        }
+    }
+
+    pub fn param(&self, id: ParamId) -> Option<&Param> {
+        self.params.iter().flatten().find(|p| p.id == id)
+    }
+
+    /// The slot for `id`, taking the oldest one if the table is full.
+    fn param_slot(&mut self, id: ParamId, stamp: u32) -> &mut Param {
+        let idx = self
+            .params
+            .iter()
+            .position(|p| p.is_some_and(|p| p.id == id))
+            .or_else(|| self.params.iter().position(Option::is_none))
+            .or_else(|| {
+                (0..PARAMS_PER_CHANNEL).min_by_key(|&i| self.params[i].map_or(0, |p| p.stamp))
+            })
+            .unwrap_or(0);
+        let slot = &mut self.params[idx];
+        let fresh = Param {
+            id,
+            msb: None,
+            lsb: None,
+            stamp,
+        };
+        if slot.is_some_and(|p| p.id != id) {
+            *slot = Some(fresh);
+        }
+        slot.get_or_insert(fresh)
+    }
+
+    fn data_entry(&mut self, msb: bool, value: u8, stamp: u32) {
+        let Some(id) = self.selection.current() else {
+            return;
+        };
+        let p = self.param_slot(id, stamp);
+        if msb {
+            p.msb = Some(value);
+        } else {
+            p.lsb = Some(value);
+        }
+        p.stamp = stamp;
+    }
+
+    /// Sets the selection as the four controllers 98-101 would.
+    pub fn select(&mut self, id: ParamId, stamp: u32) {
+        if id.nrpn {
+            self.selection.nrpn = id.number;
+        } else {
+            self.selection.rpn = id.number;
+        }
+        self.selection.active_nrpn = Some(id.nrpn);
+        self.selection.stamp = Some(stamp);
+    }
+
+    fn control_change(&mut self, number: u8, value: u8, stamp: u32) {
+        let sel = &mut self.selection;
+        match number {
+            6 => self.data_entry(true, value, stamp),
+            38 => self.data_entry(false, value, stamp),
+            // Data increment/decrement: not modelled (device-specific step sizes).
+            96 | 97 => {}
+            98..=101 => {
+                let nrpn = number <= 99;
+                let pair = if nrpn { &mut sel.nrpn } else { &mut sel.rpn };
+                *pair = if number % 2 == 1 {
+                    (u16::from(value) << 7) | (*pair & 0x7F)
+                } else {
+                    (*pair & !0x7F) | u16::from(value)
+                };
+                sel.active_nrpn = Some(nrpn);
+                sel.stamp = Some(stamp);
+            }
+            120 | 123 => self.all_notes_off(stamp),
+            // Reset All Controllers, as MIDI RP-015 lists its effects.
+            121 => {
+                for (c, v) in [(1, 0), (11, 127), (64, 0), (65, 0), (66, 0), (67, 0)] {
+                    self.set_ctrl(c, v, stamp);
+                }
+                self.bend = Some(Stamped {
+                    value: 0x2000,
+                    stamp,
+                });
+                self.pressure = Some(Stamped { value: 0, stamp });
+                for p in self.poly.iter_mut().flatten() {
+                    *p = Stamped { value: 0, stamp };
+                }
+                self.select(
+                    ParamId {
+                        nrpn: false,
+                        number: NULL_PARAM,
+                    },
+                    stamp,
+                );
+                self.selection.nrpn = NULL_PARAM;
+            }
+            124..=127 => {
+                self.set_ctrl(number, value, stamp);
+                self.all_notes_off(stamp);
+            }
+            _ => self.set_ctrl(number, value, stamp),
+        }
+    }
+
+    /// Applies one channel voice message (status and data bytes, channel already chosen).
+    pub fn apply(&mut self, kind: u8, d1: u8, d2: u8, stamp: u32) {
+        let n = usize::from(d1 & 0x7F);
+        match kind {
+            status::NOTE_OFF => {
+                self.notes[n] = Note {
+                    on: false,
+                    velocity: 0,
+                    off_velocity: d2,
+                    stamp: Some(stamp),
+                }
+            }
+            status::NOTE_ON if d2 == 0 => {
+                self.notes[n] = Note {
+                    on: false,
+                    velocity: 0,
+                    off_velocity: 64,
+                    stamp: Some(stamp),
+                }
+            }
+            status::NOTE_ON => {
+                self.notes[n] = Note {
+                    on: true,
+                    velocity: d2,
+                    off_velocity: 0,
+                    stamp: Some(stamp),
+                }
+            }
+            status::POLY_PRESSURE => self.poly[n] = Some(Stamped { value: d2, stamp }),
+            status::CONTROL_CHANGE => self.control_change(d1, d2, stamp),
+            status::PROGRAM_CHANGE => {
+                // Chapter P's B bit: a bank is journalled when both bank select halves were sent.
+                let bank = match (self.controllers[0], self.controllers[32]) {
+                    (Some(m), Some(l)) => Some((m.value, l.value)),
+                    _ => None,
+                };
+                self.program = Some(Stamped {
+                    value: Program { program: d1, bank },
+                    stamp,
+                });
+            }
+            status::CHANNEL_PRESSURE => self.pressure = Some(Stamped { value: d1, stamp }),
+            status::PITCH_BEND => {
+                self.bend = Some(Stamped {
+                    value: u16::from(d1) | (u16::from(d2) << 7),
+                    stamp,
+                })
+            }
+            _ => return,
+        }
+        self.last = Some(stamp);
+    }
+
+    fn params_within(&self, other: &ChannelState) -> bool {
+        self.params.iter().flatten().all(|p| {
+            other
+                .param(p.id)
+                .is_some_and(|q| (q.msb, q.lsb) == (p.msb, p.lsb))
+        })
+    }
+
+    fn same_music(&self, other: &ChannelState) -> bool {
+        let v = |c: &Option<Stamped<u8>>| c.map(|s| s.value);
+        self.notes
+            .iter()
+            .zip(&other.notes)
+            .all(|(a, b)| a.on == b.on)
+            && self
+                .controllers
+                .iter()
+                .zip(&other.controllers)
+                .all(|(a, b)| v(a) == v(b))
+            && self.program.map(|p| p.value) == other.program.map(|p| p.value)
+            && self.bend.map(|p| p.value) == other.bend.map(|p| p.value)
+            && v(&self.pressure) == v(&other.pressure)
+            && self.poly.iter().zip(&other.poly).all(|(a, b)| v(a) == v(b))
+            && self.selection.current() == other.selection.current()
+            && self.params_within(other)
+    }
+}
+
+/// A count (mod 128) of a system command with its stamp.
+pub type Count = Option<Stamped<u8>>;
+
+fn bump(c: &mut Count, stamp: u32) {
+    let value = c.map_or(0, |s| s.value).wrapping_add(1) & 0x7F;
+    *c = Some(Stamped { value, stamp });
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sequencer {
+    pub running: bool,
+    /// Song position in MIDI clocks (6 per Song Position Pointer unit).
+    pub position: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeCode {
+    /// Last quarter-frame nibble of each of the eight kinds.
+    pub nibbles: [u8; 8],
+    /// Kind (0-7) of the last quarter frame.
+    pub point: u8,
+    /// Which kinds were seen.
+    pub seen: u8,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SystemState {
+    pub reset: Count,
+    pub tune_request: Count,
+    pub song_select: Option<Stamped<u8>>,
+    pub f4: Count,
+    pub f5: Count,
+    pub f9: Count,
+    pub fd: Count,
+    pub active_sensing: Count,
+    pub sequencer: Option<Stamped<Sequencer>>,
+    pub timecode: Option<Stamped<TimeCode>>,
+    pub last: Option<u32>,
+}
+
+impl SystemState {
+    /// Applies one system common or realtime message (not SysEx).
+    pub fn apply(&mut self, msg: &[u8], stamp: u32) {
+        let (Some(&st), d1, d2) = (msg.first(), msg.get(1).copied(), msg.get(2).copied()) else {
+            return;
+        };
+        let mut seq = self.sequencer.map(|s| s.value).unwrap_or_default();
+        match st {
+            status::RESET => bump(&mut self.reset, stamp),
+            status::TUNE_REQUEST => bump(&mut self.tune_request, stamp),
+            status::UNDEFINED_F4 => bump(&mut self.f4, stamp),
+            status::UNDEFINED_F5 => bump(&mut self.f5, stamp),
+            status::UNDEFINED_F9 => bump(&mut self.f9, stamp),
+            status::UNDEFINED_FD => bump(&mut self.fd, stamp),
+            status::ACTIVE_SENSING => bump(&mut self.active_sensing, stamp),
+            status::SONG_SELECT => {
+                self.song_select = Some(Stamped {
+                    value: d1.unwrap_or(0) & 0x7F,
+                    stamp,
+                })
+            }
+            status::SONG_POSITION => {
+                let spp =
+                    u32::from(d1.unwrap_or(0) & 0x7F) | (u32::from(d2.unwrap_or(0) & 0x7F) << 7);
+                seq.position = spp * 6;
+            }
+            status::START => {
+                seq.running = true;
+                seq.position = 0;
+            }
+            status::CONTINUE => seq.running = true,
+            status::STOP => seq.running = false,
+            status::CLOCK if seq.running => seq.position = (seq.position + 1) & 0x7_FFFF,
+            status::MTC_QUARTER_FRAME => {
+                let d = d1.unwrap_or(0);
+                let kind = (d >> 4) & 7;
+                let mut tc = self.timecode.map(|t| t.value).unwrap_or_default();
+                tc.nibbles[usize::from(kind)] = d & 0x0F;
+                tc.point = kind;
+                tc.seen |= 1 << kind;
+                self.timecode = Some(Stamped { value: tc, stamp });
+            }
+            _ => return,
+        }
+        if matches!(
+            st,
+            status::SONG_POSITION | status::START | status::CONTINUE | status::STOP
+        ) || (st == status::CLOCK && seq.running)
+        {
+            self.sequencer = Some(Stamped { value: seq, stamp });
+        }
+        self.last = Some(stamp);
+    }
+}
+
+/// Reassembles SysEx segments (RFC 6295 §3.2: F0..F0 first, F7..F0 middle, F7..F7 last,
+/// F7..F4 cancel, F0..F7 whole) into complete `F0 .. F7` commands, within a fixed capacity.
+#[derive(Clone, Debug)]
+pub struct SysexAssembler {
+    buf: Vec<u8>,
+    cap: usize,
+    open: bool,
+    overflow: bool,
+}
+
+impl SysexAssembler {
+    pub fn new(cap: usize) -> Self {
+        SysexAssembler {
+            buf: Vec::with_capacity(cap),
+            cap,
+            open: false,
+            overflow: false,
+        }
+    }
+
+    /// The SysEx begun but not yet ended (`F0` and the data so far), unless it overflowed.
+    pub fn partial(&self) -> Option<&[u8]> {
+        (self.open && !self.overflow).then_some(&self.buf[..])
+    }
+
+    /// Feeds one segment; returns the complete SysEx when this segment ends one.
+    pub fn push(&mut self, seg: &[u8]) -> Option<&[u8]> {
+        let (&first, rest) = seg.split_first()?;
+        let (&last, inner) = rest.split_last()?;
+        if first == status::SYSEX_START {
+            self.buf.clear();
+            self.open = true;
+            self.overflow = false;
+            self.extend(&[first]);
+        } else if first != status::SYSEX_END || !self.open {
+            return None;
+        }
+        match last {
+            status::SYSEX_START => {
+                self.extend(inner);
+                None
+            }
+            status::SYSEX_END => {
+                self.extend(inner);
+                self.extend(&[last]);
+                self.open = false;
+                (!self.overflow).then_some(&self.buf[..])
+            }
+            _ => {
+                // Cancelled (F4) or malformed: drop it.
+                self.open = false;
+                None
+            }
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() > self.cap {
+            self.overflow = true;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// The state of one MIDI stream: 16 channels and the system.
+#[derive(Clone, Debug)]
+pub struct MidiState {
+    pub channels: Box<[ChannelState; 16]>,
+    pub system: SystemState,
+    /// The last complete SysEx (up to 256 octets), for comparisons.
+    pub last_sysex: Vec<u8>,
+}
+
+impl Default for MidiState {
+    fn default() -> Self {
+        MidiState {
+            channels: Box::new(core::array::from_fn(|_| ChannelState::default())),
+            system: SystemState::default(),
+            last_sysex: Vec::with_capacity(LAST_SYSEX_MAX),
+        }
+    }
+}
+
+impl MidiState {
+    /// Applies one complete non-SysEx message; returns false if it is not one.
+    pub fn apply_short(&mut self, msg: &[u8], stamp: u32) -> bool {
+        let Some(&st) = msg.first() else {
+            return false;
+        };
+        match crate::midi::data_len(st) {
+            Some(n) if st & 0x80 != 0 && msg.len() == n + 1 => {}
+            _ => return false,
+        }
+        if crate::midi::is_channel(st) {
+            let d1 = msg.get(1).copied().unwrap_or(0);
+            let d2 = msg.get(2).copied().unwrap_or(0);
+            self.channels[usize::from(st & 0x0F)].apply(st & 0xF0, d1, d2, stamp);
+        } else {
+            self.system.apply(msg, stamp);
+        }
+        true
+    }
+
+    pub fn note_sysex(&mut self, sysex: &[u8]) {
+        self.last_sysex.clear();
+        if sysex.len() <= LAST_SYSEX_MAX {
+            self.last_sysex.extend_from_slice(sysex);
+        }
+    }
+
+    /// Whether `other` sounds like `self`: notes, controllers, program and bank, pitch bend,
+    /// pressures, the selected RPN/NRPN and parameter values, song select, whether the
+    /// sequencer runs, and the last SysEx. Stamps, counts and clock positions are not compared;
+    /// `other` may remember parameters `self` has forgotten.
+    pub fn same_music(&self, other: &MidiState) -> bool {
+        self.channels
+            .iter()
+            .zip(other.channels.iter())
+            .all(|(a, b)| a.same_music(b))
+            && self.system.song_select.map(|s| s.value) == other.system.song_select.map(|s| s.value)
+            && self.system.sequencer.is_some_and(|s| s.value.running)
+                == other.system.sequencer.is_some_and(|s| s.value.running)
+            && self.last_sysex == other.last_sysex
+    }
+}
