@@ -29,7 +29,7 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// mDNS messages stay under 9000 bytes (RFC 6762 §17).
 const MAX_DATAGRAM: usize = 9000;
 /// Datagrams read from one socket per wakeup, so a flood cannot starve the sessions.
-pub const READ_BATCH: usize = 64;
+const READ_BATCH: usize = 64;
 /// A withdrawn instance of ours stays ours this long for the browsers, until our own goodbye
 /// has flushed it from their caches (one second after it is received, RFC 6762 §10.1).
 const RETIRE_TIME: Duration = Duration::from_secs(3);
@@ -129,6 +129,11 @@ impl Mdns {
             buf: vec![0; MAX_DATAGRAM],
         };
         mdns.rescan(now);
+        for name in &mdns.config.interfaces {
+            if !mdns.interfaces.iter().any(|i| i.name == *name) {
+                warn!("mDNS: interface {name} is not there, or down, or has no address (yet)");
+            }
+        }
         if mdns.interfaces.is_empty() {
             warn!("mDNS: no usable interface yet (looking again every few seconds)");
         }
