@@ -117,9 +117,14 @@ avahi-browse -rp _apple-midi._udp >"$OUT/avahi-browse.txt" 2>&1 &
 echo $! >"$OUT/avahi-browse.pid"
 avahi-publish -s AvahiKeys _apple-midi._udp 5104 >"$OUT/avahi-publish.txt" 2>&1 &
 echo $! >"$OUT/avahi-publish.pid"
+# Once told, it publishes a name our daemon already holds.
+while [ ! -e "$OUT/avahi.stage" ] && [ ! -e "$OUT/avahi.stop" ]; do sleep 0.2; done
+avahi-publish -s Stage _apple-midi._udp 5404 >"$OUT/avahi-publish2.txt" 2>&1 &
+echo $! >"$OUT/avahi-publish2.pid"
 # Stay (and keep the mounts) until told to go.
 while [ ! -e "$OUT/avahi.stop" ]; do sleep 0.2; done
-kill "$(cat "$OUT/avahi-browse.pid")" "$(cat "$OUT/avahi-publish.pid")" 2>/dev/null
+kill "$(cat "$OUT/avahi-browse.pid")" "$(cat "$OUT/avahi-publish.pid")" \
+    "$(cat "$OUT/avahi-publish2.pid")" 2>/dev/null
 kill "$(cat "$OUT/avahi.pid")" "$(cat "$OUT/dbus.pid")" 2>/dev/null
 SCRIPT
 OUT=$OUT ip netns exec "$B" unshare -m --propagation private bash "$OUT/avahi.sh" &
@@ -158,7 +163,15 @@ check "we find zeroconf's ZcStudio" wait_for "$OUT/ours.log" \
 check "we find avahi's AvahiKeys (same host)" wait_for "$OUT/ours.log" \
     "peer \"AvahiKeys\" appeared at $IPB:5104" 30
 
-# A name conflict: a second daemon of ours in B wants ZcStudio, which zeroconf holds in A.
+# A name conflict on the same host: avahi, asked for Stage, which we hold, renames itself.
+touch "$OUT/avahi.stage"
+check "avahi renames its Stage to \"Stage #2\"" wait_for "$OUT/avahi-publish2.txt" \
+    "Established under name 'Stage #2'" 30
+check "we find avahi's \"Stage #2\"" wait_for "$OUT/ours.log" \
+    "peer \"Stage #2\" appeared at $IPB:5404" 30
+check "and we keep Stage" bash -c "! grep -q 'renamed' '$OUT/ours.log'"
+
+# A name conflict across the link: a second daemon of ours in B wants ZcStudio, which zeroconf holds in A.
 # (Across the link: responses from this host's own addresses are taken for our own.)
 ip netns exec "$B" "$BIN" -v --no-alsa -n ZcStudio -p 6004 -b $IPB --mdns-interface "$VB" \
     >"$OUT/second.log" 2>&1 &
