@@ -869,13 +869,8 @@ fn send_to_all(
     except: Option<SessionId>,
     message: &MidiMessage,
 ) {
-    let targets: Vec<SessionId> = endpoint
-        .sessions()
-        .filter(|(id, s)| Some(*id) != except && s.is_connected())
-        .map(|(id, _)| id)
-        .collect();
-    for id in targets {
-        if let Some(session) = endpoint.session_mut(id) {
+    for (id, session) in endpoint.sessions_mut() {
+        if Some(id) != except && session.is_connected() {
             session.send_midi(now, message.clone());
         }
     }

@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
         commands.push(command);
     }
 
-    let mut buf = vec![0u8; 2 * data.len() + 16];
+    // Realtime bytes inside a SysEx segment split it: "F7 a FF b F0" comes back as
+    // "F7 a F0 / FF / F7 b F0" with a delta before each, up to three times the input.
+    let mut buf = vec![0u8; 4 * data.len() + 16];
     let mut writer = ListWriter::new(&mut buf);
     for c in &commands {
         writer.push(c.delta, &c.kind).expect("room for what was parsed");
