@@ -54,6 +54,8 @@ pub struct Options {
     /// SysEx bytes a second sent to ALSA (a MIDI cable takes 3125).
     pub sysex_rate: Option<u32>,
     pub no_mdns: bool,
+    /// `--mdns-interface`: announce and browse only on these interfaces.
+    pub mdns_interfaces: Vec<String>,
     pub config: Option<PathBuf>,
     pub control: Option<PathBuf>,
 }
@@ -119,6 +121,12 @@ fn getopts() -> Getopts {
         "BYTES",
     );
     o.optflag("", "no-mdns", "no mDNS announcements or discovery");
+    o.optmulti(
+        "",
+        "mdns-interface",
+        "use mDNS only on this interface (repeatable; default: every multicast interface)",
+        "NAME",
+    );
     o.optopt(
         "c",
         "config",
@@ -205,6 +213,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             })
             .transpose()?,
         no_mdns: m.opt_present("no-mdns"),
+        mdns_interfaces: m.opt_strs("mdns-interface"),
         config: m.opt_str("c").map(PathBuf::from),
         control: m.opt_str("control").map(PathBuf::from),
     })))
@@ -237,7 +246,8 @@ mod tests {
     fn every_option() {
         let o = run(
             "-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
-             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf",
+             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf \
+             --mdns-interface eth0 --mdns-interface lo",
         );
         assert_eq!(o.verbosity, 2);
         assert_eq!(o.name.as_deref(), Some("Stage"));
@@ -259,6 +269,7 @@ mod tests {
             ]
         );
         assert!(o.hub && o.no_alsa && o.no_mdns);
+        assert_eq!(o.mdns_interfaces, vec!["eth0", "lo"]);
         assert_eq!(o.config, Some(PathBuf::from("/etc/rtpmidid.conf")));
     }
 

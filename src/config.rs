@@ -314,6 +314,9 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
     }
     let mut mdns = file.mdns.clone();
     mdns.enabled &= !options.no_mdns;
+    if !options.mdns_interfaces.is_empty() {
+        mdns.interfaces = options.mdns_interfaces.clone();
+    }
     Settings {
         name: options
             .name

@@ -15,6 +15,7 @@ use reactor::{Context, Interest, Signal, SourceId};
 
 use crate::bridge::{Action, Bridge};
 use crate::cli::ConnectTarget;
+use crate::mdns::{self, Discovered, Mdns, PeerEvent, Slot};
 use crate::net::{self, PortPair};
 use crate::seq::{SeqAddr, Sequencer};
 
@@ -44,6 +45,8 @@ pub enum TimerId {
     Protocol,
     /// Retry output the sequencer had no room for.
     SeqFlush,
+    /// The nearest deadline of mDNS.
+    Mdns,
 }
 
 pub type Ctx = Context<Daemon, TimerId>;
@@ -56,6 +59,8 @@ pub struct Settings {
     pub bind: Vec<IpAddr>,
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
+    /// `None` with `--no-mdns`.
+    pub mdns: Option<mdns::Config>,
 }
 
 /// A session anywhere in the daemon: the listener it lives on and its id there.
@@ -148,6 +153,10 @@ pub struct Daemon {
     drops: DropLog,
     actions: Vec<Action<PortKey>>,
     signals_seen: u32,
+    mdns: Option<Mdns>,
+    mdns_sources: Vec<SourceId>,
+    /// Discovered peers that have a client slot (and an ALSA port).
+    discovered: Discovered,
     /// Control socket, reload and their figures (see `daemon/ops.rs`).
     pub(crate) ops: ops::Ops,
 }
@@ -208,6 +217,9 @@ impl Daemon {
             drops: DropLog::default(),
             actions: Vec::new(),
             signals_seen: 0,
+            mdns: None,
+            mdns_sources: Vec::new(),
+            discovered: Discovered::default(),
             ops: ops::Ops::default(),
         };
         // Without ALSA nothing subscribes: every target is wanted from the start.
@@ -231,8 +243,131 @@ impl Daemon {
                     .push(ctx.register(fd, Interest::READABLE, on_sequencer)?);
             }
         }
+        self.start_mdns(ctx);
         self.pump(ctx);
         Ok(())
+    }
+
+    /// Opens mDNS and announces the main listener; without it the daemon still works.
+    fn start_mdns(&mut self, ctx: &mut Ctx) {
+        let Some(config) = self.settings.mdns.clone() else {
+            return;
+        };
+        let now = self.now(ctx);
+        let seed = self.origin.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+        let mut mdns = match Mdns::new(now, config, seed) {
+            Ok(mdns) => mdns,
+            Err(e) => {
+                warn!("mDNS off: {e}");
+                return;
+            }
+        };
+        for fd in mdns.fds() {
+            match ctx.register(fd, Interest::READABLE, on_mdns) {
+                Ok(source) => self.mdns_sources.push(source),
+                Err(e) => warn!("mDNS: cannot watch a socket: {e}"),
+            }
+        }
+        mdns.add_service(now, MAIN, &self.settings.name, self.settings.port);
+        self.mdns = Some(mdns);
+        self.mdns_events(ctx);
+    }
+
+    fn read_mdns(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            if mdns.read(now, event.fd) {
+                let _ = ctx.reregister(event.source, Interest::READABLE);
+            }
+        }
+        self.mdns_events(ctx);
+    }
+
+    fn mdns_timeout(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.handle_timeout(now);
+        }
+        self.expire_discovered(now);
+        self.mdns_events(ctx);
+        self.pump(ctx);
+    }
+
+    /// Discovered peers gone for longer than [`mdns::GONE_GRACE`] lose their port and session.
+    fn expire_discovered(&mut self, now: Instant) {
+        for slot in self.discovered.expired(now) {
+            if let Some(bridge) = self.bridge.as_mut() {
+                bridge.remove_peer(PortKey::Client(slot));
+            }
+            self.set_wanted(now, slot, false);
+        }
+    }
+
+    /// Discovered peers to the bridge, and the mDNS timer re-armed.
+    fn mdns_events(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        let Some(mdns) = self.mdns.as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(event) = mdns.poll_event() {
+            events.push(event);
+        }
+        let deadline = [Some(mdns.poll_timeout()), self.discovered.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = deadline {
+            ctx.set_timer(TimerId::Mdns, to_std_time(self.origin, at));
+        }
+        for event in events {
+            self.on_mdns_peer(now, event);
+        }
+    }
+
+    /// With ALSA, a discovered peer becomes a client with a port, connected while the port is
+    /// subscribed, like a `--connect` target. Without ALSA it is only logged (by `mdns`).
+    fn on_mdns_peer(&mut self, now: Instant, event: PeerEvent) {
+        let Some(bridge) = self.bridge.as_mut() else {
+            return;
+        };
+        let (name, addr) = match event {
+            PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } => (name, addr),
+            PeerEvent::Gone { name } => return self.discovered.gone(now, &name),
+        };
+        let target = ConnectTarget {
+            name: Some(name.clone()),
+            host: match addr {
+                SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+                    format!("{}%{}", v6.ip(), v6.scope_id())
+                }
+                _ => addr.ip().to_string(),
+            },
+            port: addr.port(),
+        };
+        let slot = match self.discovered.appeared(&name, self.clients.len()) {
+            Slot::New(slot) => {
+                self.clients.push(Client {
+                    target,
+                    session: None,
+                    retry_at: None,
+                    backoff: RECONNECT_MIN,
+                    wanted: false,
+                });
+                slot
+            }
+            Slot::Kept(slot) => {
+                self.clients[slot].target = target;
+                return;
+            }
+            Slot::Recreate(slot) => {
+                self.clients[slot].target = target;
+                slot
+            }
+        };
+        if let Err(e) = bridge.add_peer(PortKey::Client(slot), &name) {
+            warn!("cannot create an ALSA port for {name:?}: {e}");
+        }
     }
 
     fn register_listener(&mut self, ctx: &mut Ctx, index: usize) -> io::Result<()> {
@@ -418,7 +553,17 @@ impl Daemon {
         info!("exporting ALSA port {local} as {unique:?}");
         self.listeners.push(listener);
         let index = self.listeners.len() - 1;
-        self.register_listener(ctx, index)
+        self.register_listener(ctx, index)?;
+        let port = self.listeners[index].sockets[0]
+            .control
+            .local_addr()?
+            .port();
+        let (now, id) = (self.now(ctx), self.listeners[index].id);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.add_service(now, id, &unique, port);
+        }
+        self.mdns_events(ctx);
+        Ok(())
     }
 
     fn bind_free_pair(&self) -> io::Result<Vec<PortPair>> {
@@ -448,6 +593,10 @@ impl Daemon {
             let _ = ctx.deregister(source);
         }
         self.peers.retain(|key, _| key.listener != listener.id);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.remove_service(now, listener.id);
+        }
+        self.mdns_events(ctx);
     }
 
     /// Runs the protocol until it has nothing more to say: timeouts, datagrams, events (which
@@ -688,6 +837,11 @@ impl Daemon {
             listener.endpoint.close_all();
         }
         self.pump(ctx);
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            info!("mDNS: saying goodbye");
+            mdns.shutdown(now);
+        }
         ctx.stop();
     }
 }
@@ -759,7 +913,14 @@ fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_sequencer(ctx, event);
 }
 
+fn on_mdns(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_mdns(ctx, event);
+}
+
 pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
+    if timer == TimerId::Mdns {
+        return daemon.mdns_timeout(ctx);
+    }
     if timer == TimerId::SeqFlush {
         if let Some(bridge) = daemon.bridge.as_mut() {
             bridge.flush();
@@ -773,5 +934,112 @@ pub fn on_signal(daemon: &mut Daemon, ctx: &mut Ctx, signal: Signal) {
         Signal::SIGHUP => daemon.reload(ctx, "SIGHUP"),
         Signal::SIGINT | Signal::SIGTERM => daemon.on_shutdown_signal(ctx, signal),
         other => error!("unexpected signal {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seq::fake::FakeSequencer;
+
+    fn daemon_with_fake_alsa() -> Daemon {
+        daemon(true)
+    }
+
+    fn daemon(alsa: bool) -> Daemon {
+        for port in (47_600..47_700).step_by(2) {
+            let settings = Settings {
+                name: "Test".into(),
+                port,
+                bind: vec![IpAddr::from([127, 0, 0, 1])],
+                connect: Vec::new(),
+                hub: false,
+                mdns: None,
+            };
+            let seq: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
+            if let Ok(daemon) = Daemon::new(settings, alsa.then_some(seq), 1) {
+                return daemon;
+            }
+        }
+        panic!("no free port pair");
+    }
+
+    fn port_of(daemon: &Daemon, slot: usize) -> Option<crate::seq::PortId> {
+        daemon
+            .bridge
+            .as_ref()
+            .unwrap()
+            .port_of(PortKey::Client(slot))
+    }
+
+    #[test]
+    fn discovered_peers_get_one_port_each_and_keep_it_when_they_come_back() {
+        let mut d = daemon_with_fake_alsa();
+        let t0 = Instant::from_micros(1_000_000);
+        let studio = |addr: &str| PeerEvent::Appeared {
+            name: "Studio".into(),
+            addr: addr.parse().unwrap(),
+        };
+        d.on_mdns_peer(t0, studio("169.254.0.1:5004"));
+        d.on_mdns_peer(
+            t0,
+            PeerEvent::Appeared {
+                name: "Keys".into(),
+                addr: "[fe80::2%3]:5006".parse().unwrap(),
+            },
+        );
+        let port = port_of(&d, 0).expect("a port for Studio");
+        assert!(port_of(&d, 1).is_some());
+        assert_eq!(d.clients.len(), 2);
+        assert_eq!(d.clients[1].target.host, "fe80::2%3");
+        // The system resolver keeps the scope (the interface the peer was seen on).
+        let addr = resolve("fe80::2%1", 5006).unwrap();
+        assert!(matches!(addr, SocketAddr::V6(v6) if v6.scope_id() == 1 && v6.port() == 5006));
+        // Not connected until something subscribes to the port.
+        assert!(!d.clients[0].wanted && d.clients[0].session.is_none());
+
+        // A change of address: the same port, the new address.
+        d.on_mdns_peer(
+            t0,
+            PeerEvent::Changed {
+                name: "Studio".into(),
+                addr: "169.254.0.9:5004".parse().unwrap(),
+            },
+        );
+        assert_eq!(port_of(&d, 0), Some(port));
+        assert_eq!(d.clients[0].target.host, "169.254.0.9");
+
+        // Gone and back within the grace: still the same port.
+        let gone = || PeerEvent::Gone {
+            name: "Studio".into(),
+        };
+        d.on_mdns_peer(t0, gone());
+        d.expire_discovered(t0 + mdns::GONE_GRACE / 2);
+        assert_eq!(port_of(&d, 0), Some(port));
+        d.on_mdns_peer(t0, studio("169.254.0.9:5004"));
+        d.expire_discovered(t0 + mdns::GONE_GRACE * 2);
+        assert_eq!(port_of(&d, 0), Some(port));
+
+        // Gone for good: the port goes; back later: one port again, in the same slot.
+        d.on_mdns_peer(t0, gone());
+        d.expire_discovered(t0 + mdns::GONE_GRACE);
+        assert_eq!(port_of(&d, 0), None);
+        d.on_mdns_peer(t0, studio("169.254.0.9:5004"));
+        assert!(port_of(&d, 0).is_some());
+        assert_eq!(d.clients.len(), 2);
+        assert!(port_of(&d, 2).is_none());
+    }
+
+    #[test]
+    fn without_alsa_discovered_peers_are_not_connected() {
+        let mut d = daemon(false);
+        d.on_mdns_peer(
+            Instant::ZERO,
+            PeerEvent::Appeared {
+                name: "Studio".into(),
+                addr: "169.254.0.1:5004".parse().unwrap(),
+            },
+        );
+        assert!(d.clients.is_empty());
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod control;
 mod daemon;
 mod json;
+mod mdns;
 mod net;
 mod reload;
 mod seq;
@@ -91,6 +92,9 @@ fn run(
             .map(config::Connection::target)
             .collect(),
         hub: config.hub,
+        mdns: config.mdns.enabled.then(|| mdns::Config {
+            interfaces: config.mdns.interfaces.clone(),
+        }),
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;

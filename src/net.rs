@@ -76,7 +76,14 @@ pub fn bind_all(binds: &[IpAddr], port: u16) -> io::Result<Vec<PortPair>> {
     binds.iter().map(|&a| PortPair::bind(a, port)).collect()
 }
 
-/// Source addresses as the protocol sees them: v4-mapped IPv6 shown as IPv4.
+/// Source addresses as the protocol sees them: v4-mapped IPv6 shown as IPv4. Other IPv6
+/// addresses keep their scope: a link-local peer is reached through its interface.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
 }

@@ -17,8 +17,11 @@ pub struct Ops {
     settings: Option<config::Settings>,
     /// Round trip of each session's last CK exchange.
     pub latency: BTreeMap<PeerKey, Duration>,
-    /// Clients removed by `disconnect` or a reload. They keep their slot: the bridge knows
-    /// clients by index.
+    /// Clients from the command line, the file or `ctl connect`: the ones `disconnect` and
+    /// reloads may remove. (The others stand for peers found by mDNS.)
+    managed: BTreeSet<usize>,
+    /// Clients removed by `disconnect` or a reload. They keep their slot: the bridge and the
+    /// mDNS slots know clients by index.
     removed: BTreeSet<usize>,
     started: Option<StdInstant>,
 }
@@ -94,6 +97,7 @@ impl Daemon {
     ) -> Result<(), String> {
         self.set_session_config(&settings);
         self.ops.started = Some(ctx.now());
+        self.ops.managed = (0..self.clients.len()).collect();
         match crate::control::Server::start(&settings.control, ctx) {
             Ok(server) => self.ops.control = Some(server),
             Err(e) if control_required => {
@@ -181,9 +185,19 @@ impl Daemon {
                 });
             }
         }
+        // Clients without a session: ours, and discovered peers that have an ALSA port.
+        let listed = |i: usize| {
+            self.ops.managed.contains(&i)
+                || self
+                    .bridge
+                    .as_ref()
+                    .is_some_and(|b| b.port_of(PortKey::Client(i)).is_some())
+        };
         peers.extend(
-            self.live_clients()
-                .filter(|(_, c)| c.session.is_none())
+            self.clients
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| c.session.is_none() && !self.ops.removed.contains(i) && listed(*i))
                 .map(|(_, c)| Peer {
                     id: None,
                     name: String::new(),
@@ -199,12 +213,12 @@ impl Daemon {
         peers
     }
 
-    /// Clients not removed, with their index.
+    /// Our clients not removed, with their index.
     fn live_clients(&self) -> impl Iterator<Item = (usize, &Client)> {
         self.clients
             .iter()
             .enumerate()
-            .filter(|(i, _)| !self.ops.removed.contains(i))
+            .filter(|(i, _)| self.ops.managed.contains(i) && !self.ops.removed.contains(i))
     }
 
     fn client_index(&self, name: &str) -> Option<usize> {
@@ -231,6 +245,7 @@ impl Daemon {
             backoff: RECONNECT_MIN,
             wanted,
         });
+        self.ops.managed.insert(index);
     }
 
     /// Adds a connection kept until `disconnect`; returns its name.
@@ -406,6 +421,7 @@ mod tests {
                 bind: vec![IpAddr::from([127, 0, 0, 1])],
                 connect: connect.clone(),
                 hub: false,
+                mdns: None,
             };
             let fake: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
             if let Ok(d) = Daemon::new(settings, Some(fake), 1) {
@@ -426,6 +442,7 @@ mod tests {
         let mut d = daemon();
         let mut reactor = reactor::Reactor::new(on_timer).unwrap();
         let ctx = reactor.context();
+        d.ops.managed = (0..d.clients.len()).collect();
         assert!(port_of(&d, 0) && port_of(&d, 1));
 
         assert_eq!(d.disconnect_name(ctx, "a"), Ok("a".into()));
