@@ -1,0 +1,336 @@
+#!/bin/sh
+# The daemon's ALSA bridge end to end on a real kernel sequencer: daemons on the guest's
+# loopback, alsa-utils as the local applications. Daemon A listens on 5004; B (6004) connects to
+# it with `-C A@127.0.0.1:5004`, so B has a port "A" and, once connected, A has a port "B".
+# Checks (each prints PASS or a FAIL line naming what went wrong):
+#   a  subscribing to B's "A" opens the session (A logs it, A gets a port "B"); a .mid played
+#      into A's "B" and system common/realtime bytes sent through VirMIDI arrive at aseqdump on
+#      B's "A": the same events in the same order as a direct local dump, nothing else
+#   b  the same the other way round (into B's "A", dumped on A's "B")
+#   e  a 100 KiB SysEx (paced by seq_probe) into A's "B" reaches aseqdump on B's "A" whole
+#   c  export: Midi Through 14:0 and a probe connected to A's Network port get listeners 5006
+#      and 5008; daemon C connects to 5006: the .mid played into 14:0 reaches C's port, what C's
+#      side sends reaches 14:0 and neither the probe nor A's "B"; disconnecting withdraws the
+#      export and C's session ends with BY
+#   d  B stops: A's "B" goes; B restarts and is subscribed again: one "B" comes back
+#   p  --playout-delay: notes 100 ms apart played into A's "B" while B stalls for 200 ms reach
+#      a probe on B's "A" with their spacing kept (B restarted with --playout-delay 400)
+#
+# Usage: tests/vm/bridge.sh [CHECK...]  (on the host: builds, writes the .mid files, boots)
+#        bridge.sh --guest [CHECK...]   (inside the VM)
+set -eu
+
+if [ "${1:-}" != --guest ]; then
+    here=$(cd "$(dirname "$0")" && pwd)
+    repo=$(cd "$here/../.." && pwd)
+    (cd "$repo" && cargo build -q --bin rtpmidid --example seq_probe)
+    target=${CARGO_TARGET_DIR:-$repo/target}/debug
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 - "$tmp" <<'EOF'
+import struct, sys
+out = sys.argv[1]
+def smf(track, path):
+    track = track + bytes([0, 0xFF, 0x2F, 0x00])
+    with open(path, "wb") as f:
+        f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))  # 96 ticks a quarter, 120 bpm
+        f.write(b"MTrk" + struct.pack(">I", len(track)) + track)
+# Every channel message kind, on several channels, and a short SysEx (GM on).
+smf(bytes([
+    0, 0x90, 0x3C, 0x64,      # note on ch 0
+    0, 0xA0, 0x3C, 0x20,      # poly pressure
+    4, 0xB1, 0x07, 0x64,      # CC 7 ch 1
+    0, 0xC2, 0x05,            # program ch 2
+    4, 0xD3, 0x40,            # channel pressure ch 3
+    0, 0xE4, 0x00, 0x50,      # pitch bend ch 4
+    0, 0xF0, 0x05, 0x7E, 0x7F, 0x09, 0x01, 0xF7,  # SysEx
+    8, 0x80, 0x3C, 0x40,      # note off with velocity
+    0, 0x9F, 0x3E, 0x7F,      # note on ch 15
+    4, 0x9F, 0x3E, 0x00,      # note on velocity 0
+]), out + "/events.mid")
+# Eight notes 100 ms apart (19.2 ticks at 120 bpm: use 500000 us/quarter and 96 ticks ->
+# 5.208 ms a tick; tempo 480000 us/quarter makes a tick 5 ms, 20 ticks 100 ms).
+notes = bytes([0, 0xFF, 0x51, 0x03, 0x07, 0x53, 0x00])
+for i in range(8):
+    notes += bytes([0 if i == 0 else 20, 0x90, 0x40 + i, 0x64])
+smf(notes, out + "/spaced.mid")
+big = bytearray(i % 128 for i in range(100 * 1024))  # what seq_probe --sysex sends
+big[0], big[-1] = 0xF0, 0xF7
+with open(out + "/big.hex", "w") as f:
+    f.write(" ".join("%02X" % b for b in big) + "\n")
+EOF
+    exec "$here/run.sh" --timeout "${BRIDGE_TIMEOUT:-240}" --copy "$0:bridge.sh" \
+        --copy "$target/rtpmidid:rtpmidid" --copy "$target/examples/seq_probe:seq_probe" \
+        --copy "$tmp/events.mid:events.mid" --copy "$tmp/spaced.mid:spaced.mid" \
+        --copy "$tmp/big.hex:big.hex" -- /bin/sh bridge.sh --guest "$@"
+fi
+shift
+
+# Seconds since boot, with fractions (busybox date has no %N).
+now() { cut -d' ' -f1 /proc/uptime; }
+# Ends the current check: kills what it started, shows the logs.
+fail() {
+    echo "bridge: FAIL: check $check: $*"
+    for f in a.log b.log c.log; do [ -f $f ] && { echo "--- $f (tail)"; tail -n 15 $f | cut -c1-200; }; done
+    echo "--- aconnect -l"
+    aconnect -l
+    stop_started
+    exit 1
+}
+# Polls COMMAND until it succeeds; fails the check after LIMIT (default 20) seconds.
+wait_until() { # WHAT COMMAND...
+    what=$1
+    shift
+    deadline=$(awk -v t="$(now)" -v l="${LIMIT:-20}" 'BEGIN { print t + l }')
+    until "$@"; do
+        awk -v t="$(now)" -v d="$deadline" 'BEGIN { exit !(t > d) }' && fail "timed out waiting for $what"
+        sleep 0.05
+    done
+}
+wait_for() { wait_until "$3" grep -qs "$2" "$1"; } # FILE PATTERN WHAT
+# Background processes of the current check, killed when it ends.
+started() { echo "$1" >>started.pids; }
+stop_started() {
+    [ -f started.pids ] || return 0
+    for p in $(cat started.pids); do kill "$p" 2>/dev/null || true; done
+    for p in $(cat started.pids); do wait "$p" 2>/dev/null || true; done
+    rm -f started.pids
+}
+
+# The address CLIENT:PORT of the port named PORT of the client named CLIENT, one line per match.
+port_of() { # CLIENT PORT
+    aconnect -l | awk -v c="$1" -v p="$2" '
+        /^client / { q = index($0, "\047"); rest = substr($0, q + 1); name = substr(rest, 1, index(rest, "\047") - 1)
+                     id = $2; sub(":", "", id) }
+        /^    [0-9]+ \047/ { q = index($0, "\047"); rest = substr($0, q + 1); pn = substr(rest, 1, index(rest, "\047") - 1)
+                     sub(/ +$/, "", pn); if (name == c && pn == p) print id ":" $1 }'
+}
+has_port() { [ "$(port_of "$1" "$2" | wc -l)" -eq 1 ]; }
+no_port() { [ -z "$(port_of "$1" "$2")" ]; }
+# aseqdump's events without the source column, spaces squeezed.
+events() { sed -n 's/^ *[0-9][0-9]*:[0-9][0-9]* *//p' "$1" | sed 's/  */ /g'; }
+count_at_least() { [ "$(events "$1" | wc -l)" -ge "$2" ]; } # DUMP N
+# Starts aseqdump on ADDR writing FILE, waits until its subscription shows.
+dump() { # ADDR FILE [ARGS]
+    addr=$1 file=$2
+    shift 2
+    aseqdump "$@" -p "$addr" >"$file" 2>&1 &
+    started $!
+    wait_until "aseqdump on $addr" subscribed_to "$addr"
+}
+subscribed_to() { aconnect -l | awk -v a="$1" '
+    /^client / { id = $2; sub(":", "", id) }
+    /^    [0-9]+ \047/ { cur = id ":" $1 }
+    /Connecting To:/ && cur == a { found = 1 }
+    END { exit !found }'; }
+daemon() { # LOG ARGS...
+    log=$1
+    shift
+    ./rtpmidid -v --no-mdns -b 127.0.0.1 "$@" >"$log" 2>&1 &
+    echo $!
+}
+A_ARGS="-n A --alsa-name rtpA -p 5004"
+B_ARGS="-n B --alsa-name rtpB -p 6004 -C A@127.0.0.1:5004"
+start_b() { # [EXTRA ARGS]
+    # shellcheck disable=SC2086
+    b_pid=$(daemon b.log $B_ARGS "$@")
+    echo "$b_pid" >b.pid
+    wait_until "B's port \"A\"" has_port rtpB A
+}
+# Subscribes aseqdump to B's "A" and waits for A's port "B" (the session is up).
+b_connected() { # DUMPFILE [ARGS]
+    file=$1
+    shift
+    dump "$(port_of rtpB A)" "$file" "$@"
+    wait_until "A's port \"B\"" has_port rtpA B
+}
+
+# --- a: A -> B, every kind of event
+check_a() {
+    dump 14:0 ref1.txt
+    aplaymidi -p 14:0 events.mid || fail "aplaymidi into Midi Through failed"
+    wait_until "10 events in the reference dump" count_at_least ref1.txt 10
+    dump 16:0 ref2.txt
+    b_connected net.txt
+    wait_for a.log 'session opened: "B"' "A to log the session from B"
+    grep -q "session opened: \"B\" at 127.0.0.1:6004" a.log || fail "A's session is not from 127.0.0.1:6004"
+    aplaymidi -p "$(port_of rtpA B)" events.mid || fail "aplaymidi into A's port B failed"
+    aconnect 16:0 "$(port_of rtpA B)" || fail "aconnect VirMIDI to A's port B"
+    # MTC quarter frame, song position, song select, tune request, clock, start, continue, stop,
+    # active sensing, reset.
+    amidi -p hw:0,0 -S 'F1 35 F2 10 20 F3 05 F6 F8 FA FB FC FE FF' || fail "amidi failed"
+    wait_until "10 system events in the VirMIDI dump" count_at_least ref2.txt 10
+    { events ref1.txt; events ref2.txt; } >want.txt
+    n=$(wc -l <want.txt)
+    wait_until "$n events at aseqdump on B's port A" count_at_least net.txt "$n"
+    aconnect -d 16:0 "$(port_of rtpA B)"
+    stop_started
+    events net.txt >got.txt
+    cmp -s got.txt want.txt || { diff want.txt got.txt; fail "events through A -> B differ from the local dump"; }
+    echo "bridge: a: PASS: session B -> A opened by the subscription, A got port B, $n events A -> B unchanged"
+}
+
+# --- b: B -> A
+check_b() {
+    dump 14:0 ref1.txt
+    aplaymidi -p 14:0 events.mid || fail "aplaymidi into Midi Through failed"
+    wait_until "10 events in the reference dump" count_at_least ref1.txt 10
+    dump 16:0 ref2.txt
+    # Something must keep B's session wanted: a reader on B's "A".
+    dump "$(port_of rtpB A)" keep.txt
+    wait_until "A's port \"B\"" has_port rtpA B
+    dump "$(port_of rtpA B)" net.txt
+    aplaymidi -p "$(port_of rtpB A)" events.mid || fail "aplaymidi into B's port A failed"
+    aconnect 16:0 "$(port_of rtpB A)" || fail "aconnect VirMIDI to B's port A"
+    amidi -p hw:0,0 -S 'F1 35 F2 10 20 F3 05 F6 F8 FA FB FC FE FF' || fail "amidi failed"
+    wait_until "10 system events in the VirMIDI dump" count_at_least ref2.txt 10
+    { events ref1.txt; events ref2.txt; } >want.txt
+    n=$(wc -l <want.txt)
+    wait_until "$n events at aseqdump on A's port B" count_at_least net.txt "$n"
+    aconnect -d 16:0 "$(port_of rtpB A)"
+    stop_started
+    events net.txt >got.txt
+    cmp -s got.txt want.txt || { diff want.txt got.txt; fail "events through B -> A differ from the local dump"; }
+    [ -z "$(events keep.txt)" ] || fail "B's own port A echoed events: $(events keep.txt | head -n 3)"
+    echo "bridge: b: PASS: $n events B -> A unchanged"
+}
+
+# --- e: 100 KiB SysEx A -> B
+check_e() {
+    b_connected big.txt
+    ./seq_probe --sysex 102400 >probe.log 2>&1 &
+    started $!
+    wait_for probe.log '^ready ' "the probe to start"
+    probe=$(sed -n 's/^ready //p' probe.log)
+    start=$(now)
+    aconnect "$probe" "$(port_of rtpA B)" || fail "aconnect probe to A's port B"
+    wait_for probe.log '^sent sysex 102400' "the probe to send its SysEx"
+    # 400 chunks of 256 bytes at 32 KB/s out of the probe, and again out of B: ~6.4 s.
+    all_chunks() { [ "$(grep -c 'System exclusive' big.txt)" -ge 400 ]; }
+    LIMIT=40 wait_until "400 SysEx events at aseqdump on B's port A" all_chunks
+    end=$(now)
+    stop_started
+    grep 'System exclusive' big.txt | sed 's/.*System exclusive *//' | tr '\n' ' ' | sed 's/ $//' >got-big.hex
+    echo >>got-big.hex
+    cmp -s got-big.hex big.hex || fail "the 100 KiB SysEx arrived changed ($(wc -c <got-big.hex) hex bytes, want $(wc -c <big.hex))"
+    grep -q 'overrun\|dropped' a.log b.log && fail "a daemon logged an overrun or drop"
+    echo "bridge: e: PASS: 100 KiB SysEx A -> B whole in $(grep -c 'System exclusive' big.txt) events," \
+        "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s"
+}
+
+# --- c: export through Network
+check_c() {
+    net=$(port_of rtpA Network)
+    ./seq_probe >probe.log 2>&1 &
+    started $!
+    wait_for probe.log '^ready ' "the probe to start"
+    probe=$(sed -n 's/^ready //p' probe.log)
+    aconnect 14:0 "$net" && aconnect "$net" 14:0 || fail "aconnect 14:0 <-> Network"
+    wait_for a.log 'exporting ALSA port 14:0' "A to export 14:0"
+    wait_for a.log 'listening on 127.0.0.1:5006' "the export listener on 5006"
+    aconnect "$probe" "$net" && aconnect "$net" "$probe" || fail "aconnect probe <-> Network"
+    wait_for a.log "exporting ALSA port $probe" "A to export the probe"
+    wait_for a.log 'listening on 127.0.0.1:5008' "the second export listener on 5008"
+    # Someone subscribed to A's port B as well: it must hear nothing of the export.
+    b_connected bport.txt
+    dump "$(port_of rtpA B)" aport.txt
+    c_pid=$(daemon c.log -n C --alsa-name rtpC -p 7004 -C X@127.0.0.1:5006)
+    started "$c_pid"
+    wait_until "C's port \"X\"" has_port rtpC X
+    dump "$(port_of rtpC X)" cdump.txt
+    wait_for c.log 'session opened: "A Midi Through Midi Through Port-0"' "C's session with the export"
+    dump 14:0 through.txt
+    aplaymidi -p 14:0 events.mid || fail "aplaymidi into 14:0 failed"
+    wait_until "10 events at aseqdump on C's port X" count_at_least cdump.txt 10
+    events through.txt >want.txt
+    events cdump.txt >got.txt
+    cmp -s got.txt want.txt || { diff want.txt got.txt; fail "events from 14:0 at C differ from 14:0's own"; }
+    # What C's side sends goes to 14:0 only (Midi Through then echoes it to its readers).
+    aplaymidi -p "$(port_of rtpC X)" spaced.mid || fail "aplaymidi into C's port X failed"
+    wait_until "8 more events at 14:0" count_at_least through.txt 18
+    events through.txt | tail -n 8 >got.txt
+    grep -c '^Note on 0, note 6[4-9] \|^Note on 0, note 7[01] ' got.txt | grep -qx 8 ||
+        { cat got.txt; fail "C's 8 notes did not reach 14:0"; }
+    grep -q '^midi' probe.log && fail "the other exported port (the probe) got MIDI: $(grep '^midi' probe.log | head -n 2)"
+    [ -z "$(events aport.txt)" ] || fail "A's port B got export traffic: $(events aport.txt | head -n 2)"
+    [ -z "$(events bport.txt)" ] || fail "B got export traffic: $(events bport.txt | head -n 2)"
+    aconnect -d 14:0 "$net" && aconnect -d "$net" 14:0 || fail "aconnect -d 14:0 <-> Network"
+    wait_for a.log 'no longer exporting 14:0' "A to withdraw the export"
+    wait_for c.log 'session closed: .*PeerEnded' "C's session to end with BY"
+    grep -q 'no longer exporting' a.log && ! grep -q "no longer exporting $probe" a.log ||
+        fail "withdrawing 14:0 withdrew the probe's export too"
+    stop_started
+    echo "bridge: c: PASS: 14:0 exported on 5006 (probe on 5008), MIDI both ways only to the exported port, withdrawn with BY"
+}
+
+# --- d: ports follow peers
+check_d() {
+    b_connected keep.txt
+    restart_b # while the dump still wants the session: the port goes because B went
+    stop_started
+    b_connected keep.txt
+    [ "$(port_of rtpA B | wc -l)" -eq 1 ] || fail "A has $(port_of rtpA B | wc -l) ports named B"
+    stop_started
+    echo "bridge: d: PASS: A's port B went with B and came back once"
+}
+
+# --- p: --playout-delay keeps the spacing through a stall of the receiving daemon
+# Notes 100 ms apart are played into A's "B"; a probe on B's "A" prints when each arrives. B is
+# stopped (SIGSTOP) for 200 ms after the second note, so the notes sent meanwhile reach it late,
+# at once: without a delay that shows as a gap and a bunch; with --playout-delay 400 the queue
+# puts them back at their times.
+spacing() { # PROBELOG -> prints the gaps in ms; fails if one is off by more than TOL ms
+    sed -n 's/^midi .* len 3 90 .* at //p' "$1" | awk -v tol="${TOL:-15}" '
+        NR > 1 { d = ($1 - p) * 1000; s = s sprintf(" %.1f", d); if (d < 100 - tol || d > 100 + tol) bad = 1 }
+        { p = $1 } END { print "gaps (ms):" s; exit bad }'
+}
+stalled_run() { # LOG -> plays spaced.mid into A's "B" with B stalled once
+    ./seq_probe --time >"$1" 2>&1 &
+    started $!
+    wait_for "$1" '^ready ' "the probe to start"
+    probe=$(sed -n 's/^ready //p' "$1")
+    aconnect "$(port_of rtpB A)" "$probe" || fail "aconnect B's port A to the probe"
+    wait_until "A's port \"B\"" has_port rtpA B
+    wait_for b.log 'clock sync with' "B's first CK round"
+    aplaymidi -p "$(port_of rtpA B)" spaced.mid &
+    play=$!
+    wait_for "$1" '^midi .* 90 41 ' "the second note"
+    kill -STOP "$(cat b.pid)"
+    sleep 0.2 # the stall itself, not a wait for anything
+    kill -CONT "$(cat b.pid)"
+    wait $play || fail "aplaymidi into A's port B failed"
+    notes() { [ "$(grep -c '^midi .* len 3 90 ' "$1")" -ge 8 ]; }
+    wait_until "8 notes at the probe" notes "$1"
+    stop_started
+}
+restart_b() { # [EXTRA ARGS]
+    kill -TERM "$(cat b.pid)"
+    wait_until "A's port \"B\" to go" no_port rtpA B
+    wait_until "B's client to go" no_port rtpB A
+    start_b "$@"
+}
+check_p() {
+    restart_b
+    stalled_run direct.log
+    echo "bridge: p: without a playout delay, $(TOL=1000 spacing direct.log)"
+    restart_b --playout-delay 400
+    stalled_run delayed.log
+    gaps=$(spacing delayed.log) || fail "spacing not kept with --playout-delay 400: $gaps"
+    echo "bridge: p: PASS: with --playout-delay 400, $gaps"
+}
+
+checks=${*:-a b e c d}
+a_pid=$(daemon a.log $A_ARGS)
+wait_until "A's Network port" has_port rtpA Network
+start_b
+failed=
+for check in $checks; do
+    rm -f started.pids
+    if ! (check_$check); then failed="$failed $check"; fi
+done
+for p in $(cat b.pid) $a_pid; do kill -TERM "$p" 2>/dev/null || true; done
+if [ -n "$failed" ]; then
+    echo "bridge: FAIL:$failed"
+    exit 1
+fi
+echo "bridge: PASS ($checks)"
