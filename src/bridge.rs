@@ -3,6 +3,7 @@
 //! [`Sequencer`] seam, so it is tested with the fake.
 use std::collections::BTreeMap;
 use std::io;
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use protocol::midi::MidiMessage;
@@ -133,20 +134,36 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             .map(|(port, _)| *port)
     }
 
-    /// MIDI from the network for peer `key`'s port.
-    pub fn send_to_port(&mut self, key: K, message: &MidiMessage) {
+    /// MIDI from the network for peer `key`'s port, at once or `after` from now.
+    pub fn send_to_port(&mut self, key: K, message: &MidiMessage, after: Option<Duration>) {
         if let Some(port) = self.port_of(key) {
-            self.output(port, None, message);
+            self.output(port, None, message, after);
         }
     }
 
     /// MIDI from an exported port's sessions, back to that local port only.
-    pub fn send_to_exported(&mut self, local: SeqAddr, message: &MidiMessage) {
-        self.output(self.network, Some(local), message);
+    pub fn send_to_exported(
+        &mut self,
+        local: SeqAddr,
+        message: &MidiMessage,
+        after: Option<Duration>,
+    ) {
+        self.output(self.network, Some(local), message, after);
     }
 
-    fn output(&mut self, port: PortId, to: Option<SeqAddr>, message: &MidiMessage) {
-        if let Err(e) = self.seq.send(port, to, message.as_bytes()) {
+    fn output(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        message: &MidiMessage,
+        after: Option<Duration>,
+    ) {
+        let bytes = message.as_bytes();
+        let sent = match after {
+            Some(after) => self.seq.send_at(port, to, bytes, after),
+            None => self.seq.send(port, to, bytes),
+        };
+        if let Err(e) = sent {
             self.send_dropped += 1;
             if self.send_dropped.is_power_of_two() {
                 warn!(
@@ -340,9 +357,9 @@ mod tests {
             client: 24,
             port: 0,
         };
-        bridge.send_to_port(7, &note());
-        bridge.send_to_exported(keys, &note());
-        bridge.send_to_port(8, &note()); // no such peer: nothing
+        bridge.send_to_port(7, &note(), None);
+        bridge.send_to_exported(keys, &note(), None);
+        bridge.send_to_port(8, &note(), None); // no such peer: nothing
         assert_eq!(
             bridge.seq.take_sent(),
             vec![
@@ -350,8 +367,19 @@ mod tests {
                 (PortId(0), Some(keys), vec![0x90, 60, 100]),
             ]
         );
+        // With a playout delay: scheduled on the queue.
+        let later = Duration::from_millis(20);
+        bridge.send_to_port(7, &note(), Some(later));
+        bridge.send_to_exported(keys, &note(), Some(later));
+        assert_eq!(
+            bridge.seq.take_timed(),
+            vec![
+                (port, None, later, vec![0x90, 60, 100]),
+                (PortId(0), Some(keys), later, vec![0x90, 60, 100]),
+            ]
+        );
         bridge.seq.set_room(Some(0));
-        bridge.send_to_port(7, &note());
+        bridge.send_to_port(7, &note(), None);
         assert_eq!(bridge.send_dropped, 1);
         bridge.remove_peer(7);
         assert!(!bridge.seq.ports().contains_key(&port));

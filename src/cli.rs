@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use getopts::Options as Getopts;
 
 pub const DEFAULT_PORT: u16 = 5004;
+/// A playout delay longer than this is surely a mistake (the unit is ms).
+const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
 
 /// A `--connect` target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct Options {
     pub alsa_name: String,
     /// SysEx bytes a second sent to ALSA (a MIDI cable takes 3125).
     pub sysex_rate: Option<u32>,
+    /// Milliseconds MIDI from the network waits on ALSA's queue after its timestamp.
+    pub playout_delay: Option<u32>,
     pub no_mdns: bool,
     pub config: Option<PathBuf>,
 }
@@ -112,6 +116,13 @@ fn getopts() -> Getopts {
         "sysex-rate",
         "pace SysEx to ALSA at this many bytes a second (default 32000; a MIDI cable takes 3125)",
         "BYTES",
+    );
+    o.optopt(
+        "",
+        "playout-delay",
+        "deliver network MIDI to ALSA this long after its RTP timestamp, so its timing \
+         survives network jitter (default: at once)",
+        "MS",
     );
     o.optflag("", "no-mdns", "no mDNS announcements or discovery");
     o.optopt("c", "config", "configuration file", "FILE");
@@ -184,6 +195,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 )),
             })
             .transpose()?,
+        playout_delay: m
+            .opt_str("playout-delay")
+            .map(|d| match d.parse::<u32>() {
+                Ok(n) if (1..=MAX_PLAYOUT_DELAY_MS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "bad --playout-delay {d:?} (milliseconds, 1-{MAX_PLAYOUT_DELAY_MS})"
+                )),
+            })
+            .transpose()?,
         no_mdns: m.opt_present("no-mdns"),
         config: m.opt_str("c").map(PathBuf::from),
     })))
@@ -216,7 +236,8 @@ mod tests {
     fn every_option() {
         let o = run(
             "-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
-             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf",
+             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf \
+             --playout-delay 20",
         );
         assert_eq!(o.verbosity, 2);
         assert_eq!(o.name.as_deref(), Some("Stage"));
@@ -238,6 +259,7 @@ mod tests {
             ]
         );
         assert!(o.hub && o.no_alsa && o.no_mdns);
+        assert_eq!(o.playout_delay, Some(20));
         assert_eq!(o.config, Some(PathBuf::from("/etc/rtpmidid.conf")));
     }
 
@@ -249,6 +271,8 @@ mod tests {
             ("-C host", "no :PORT"),
             ("-C @h:1", "empty name"),
             ("-b nonsense", "bad bind"),
+            ("--playout-delay 0", "bad --playout-delay"),
+            ("--playout-delay 9000", "bad --playout-delay"),
             ("--bogus", "bogus"),
             ("extra", "unexpected"),
             ("-n", "'n'"),

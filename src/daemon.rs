@@ -16,6 +16,7 @@ use reactor::{Context, Interest, Signal, SourceId};
 use crate::bridge::{Action, Bridge};
 use crate::cli::ConnectTarget;
 use crate::net::{self, PortPair};
+use crate::playout::Playout;
 use crate::seq::{SeqAddr, Sequencer};
 
 /// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
@@ -53,6 +54,8 @@ pub struct Settings {
     pub bind: Vec<IpAddr>,
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
+    /// Schedule MIDI from the network on ALSA's queue this long after it was stamped.
+    pub playout_delay: Option<Duration>,
 }
 
 /// A session anywhere in the daemon: the listener it lives on and its id there.
@@ -137,6 +140,8 @@ pub struct Daemon {
     bridge: Option<Bridge<PortKey>>,
     seq_sources: Vec<SourceId>,
     peers: BTreeMap<PeerKey, PeerInfo>,
+    /// With `--playout-delay`: each session's schedule.
+    playouts: BTreeMap<PeerKey, Playout>,
     /// Ports of sessions replaced by a restarted peer, kept for it until the deadline.
     parked: Vec<(PeerKey, PeerInfo)>,
     parked_until: Option<Instant>,
@@ -196,6 +201,7 @@ impl Daemon {
             bridge,
             seq_sources: Vec::new(),
             peers: BTreeMap::new(),
+            playouts: BTreeMap::new(),
             parked: Vec::new(),
             parked_until: None,
             recv_buf: vec![0; MAX_DATAGRAM],
@@ -442,6 +448,7 @@ impl Daemon {
             let _ = ctx.deregister(source);
         }
         self.peers.retain(|key, _| key.listener != listener.id);
+        self.playouts.retain(|key, _| key.listener != listener.id);
     }
 
     /// Runs the protocol until it has nothing more to say: timeouts, datagrams, events (which
@@ -524,9 +531,11 @@ impl Daemon {
             }
             Event::Midi(midi) => {
                 trace!("MIDI from {}: {:?}", name(&self.peers), midi.message);
-                self.deliver(now, index, key, midi.message);
+                let after = self.playout_after(now, key, midi.timestamp);
+                self.deliver(now, index, key, midi.message, after);
             }
             Event::Latency { rtt, offset_ticks } => {
+                self.playout_clock(now, index, key, rtt, offset_ticks);
                 // The first measurement of a session at info level, the rest at debug.
                 let first = self
                     .peers
@@ -578,6 +587,7 @@ impl Daemon {
 
     fn on_disconnected(&mut self, now: Instant, key: PeerKey, reason: DisconnectReason) {
         let info = self.peers.remove(&key);
+        self.playouts.remove(&key);
         let who = info
             .as_ref()
             .map_or_else(|| format!("session {}", key.session.0), |p| p.name.clone());
@@ -628,10 +638,17 @@ impl Daemon {
 
     /// MIDI from a session: to its ALSA port (or its export's local port), and with the hub on,
     /// to every other session of the main listener, never back to its sender.
-    fn deliver(&mut self, now: Instant, index: usize, key: PeerKey, message: MidiMessage) {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        index: usize,
+        key: PeerKey,
+        message: MidiMessage,
+        after: Option<Duration>,
+    ) {
         if let Some(bridge) = self.bridge.as_mut() {
             if let Some(local) = self.listeners[index].export {
-                bridge.send_to_exported(local, &message);
+                bridge.send_to_exported(local, &message, after);
             } else {
                 let port = match self
                     .clients
@@ -641,7 +658,7 @@ impl Daemon {
                     Some(client) if key.listener == MAIN => PortKey::Client(client),
                     _ => PortKey::Session(key),
                 };
-                bridge.send_to_port(port, &message);
+                bridge.send_to_port(port, &message, after);
             }
         }
         if self.hub && key.listener == MAIN {
@@ -652,6 +669,48 @@ impl Daemon {
                 &message,
             );
         }
+    }
+
+    /// With `--playout-delay`: how long MIDI stamped `timestamp` by session `key`'s peer
+    /// waits before ALSA delivers it (see `playout`).
+    fn playout_after(&mut self, now: Instant, key: PeerKey, timestamp: u32) -> Option<Duration> {
+        let delay = self.settings.playout_delay?;
+        self.bridge.as_ref()?;
+        let playout = self
+            .playouts
+            .entry(key)
+            .or_insert_with(|| Playout::new(delay));
+        let was_clock = playout.uses_clock();
+        let at = playout.schedule(now, timestamp);
+        if was_clock && !playout.uses_clock() {
+            warn!(
+                "session {}: RTP timestamps far from the CK clock: playout timed by arrivals",
+                key.session.0
+            );
+        }
+        Some(at - now)
+    }
+
+    /// A CK round of session `key` ended: its offset times the playout from now on.
+    fn playout_clock(
+        &mut self,
+        now: Instant,
+        index: usize,
+        key: PeerKey,
+        rtt: Duration,
+        offset_ticks: i64,
+    ) {
+        let Some(delay) = self.settings.playout_delay else {
+            return;
+        };
+        let Some(session) = self.listeners[index].endpoint.session(key.session) else {
+            return;
+        };
+        let local_ticks = session.clock_ticks(now);
+        self.playouts
+            .entry(key)
+            .or_insert_with(|| Playout::new(delay))
+            .on_clock(now, rtt, local_ticks, offset_ticks);
     }
 
     fn reconnect_due(&mut self, now: Instant) {

@@ -3,6 +3,7 @@ mod bridge;
 mod cli;
 mod daemon;
 mod net;
+mod playout;
 mod seq;
 
 use std::process::ExitCode;
@@ -73,6 +74,9 @@ fn run(options: Options) -> Result<(), String> {
         bind: options.bind,
         connect: options.connect,
         hub: options.hub,
+        playout_delay: options
+            .playout_delay
+            .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;

@@ -56,6 +56,8 @@ enum Kind {
 struct Pending {
     ev: Event<'static>,
     kind: Kind,
+    /// Queue time to deliver it at (`send_at`); `None` for at once.
+    at: Option<Duration>,
 }
 
 pub struct AlsaSequencer {
@@ -123,6 +125,7 @@ impl AlsaSequencer {
         to: Option<SeqAddr>,
         mut ev: Event<'_>,
         kind: Kind,
+        at: Option<Duration>,
     ) -> io::Result<()> {
         ev.set_source(i32::from(port.0));
         match to {
@@ -134,14 +137,57 @@ impl AlsaSequencer {
         }
         let pace = (self.queue, self.sysex_rate);
         if (self.backlog.is_empty() || kind == Kind::Realtime)
-            && try_output(&self.seq, pace, &mut self.booked, &mut ev, kind)?
+            && try_output(&self.seq, pace, &mut self.booked, &mut ev, kind, at)?
         {
             return Ok(());
         }
         self.backlog.push_back(Pending {
             ev: ev.into_owned(),
             kind,
+            at,
         });
+        Ok(())
+    }
+
+    /// Sends `midi` at once (`at` = `None`) or at queue time `at`.
+    fn send_timed(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        at: Option<Duration>,
+    ) -> io::Result<()> {
+        if self.backlog.len() >= BACKLOG_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "sequencer output full",
+            ));
+        }
+        for message in Messages::new(midi) {
+            match message {
+                Message::Short(short) => {
+                    let kind = if protocol::midi::is_realtime(short.status()) {
+                        Kind::Realtime
+                    } else {
+                        Kind::Ordered
+                    };
+                    if let Some(ev) = encode(&mut self.encoder, short.as_bytes()) {
+                        self.output(port, to, ev, kind, at)?;
+                    }
+                }
+                Message::SysEx(sysex) => {
+                    for chunk in sysex.chunks(SYSEX_CHUNK) {
+                        self.output(
+                            port,
+                            to,
+                            Event::new_ext(EventType::Sysex, chunk),
+                            Kind::SysEx,
+                            at,
+                        )?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -272,43 +318,24 @@ impl Sequencer for AlsaSequencer {
     }
 
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
-        if self.backlog.len() >= BACKLOG_LIMIT {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "sequencer output full",
-            ));
-        }
-        for message in Messages::new(midi) {
-            match message {
-                Message::Short(short) => {
-                    let kind = if protocol::midi::is_realtime(short.status()) {
-                        Kind::Realtime
-                    } else {
-                        Kind::Ordered
-                    };
-                    if let Some(ev) = encode(&mut self.encoder, short.as_bytes()) {
-                        self.output(port, to, ev, kind)?;
-                    }
-                }
-                Message::SysEx(sysex) => {
-                    for chunk in sysex.chunks(SYSEX_CHUNK) {
-                        self.output(
-                            port,
-                            to,
-                            Event::new_ext(EventType::Sysex, chunk),
-                            Kind::SysEx,
-                        )?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.send_timed(port, to, midi, None)
+    }
+
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()> {
+        let now = queue_time(&self.seq, self.queue)?;
+        self.send_timed(port, to, midi, Some(now + after))
     }
 
     fn flush(&mut self) -> io::Result<()> {
         while let Some(p) = self.backlog.front_mut() {
             let pace = (self.queue, self.sysex_rate);
-            let sent = try_output(&self.seq, pace, &mut self.booked, &mut p.ev, p.kind);
+            let sent = try_output(&self.seq, pace, &mut self.booked, &mut p.ev, p.kind, p.at);
             if sent.as_ref().is_ok_and(|sent| !sent) {
                 return Ok(());
             }
@@ -353,32 +380,35 @@ fn decode(decoder: &MidiEvent, ev: &mut Event) -> Option<Vec<u8>> {
     }
 }
 
-/// Hands `ev` to the kernel, directly or scheduled on `queue` behind booked SysEx output
-/// (booking `rate` bytes a second); `false` when the sequencer has no room (EAGAIN), in which
-/// case nothing changed.
+/// Hands `ev` to the kernel, directly or scheduled on `queue`: at `at` when given, and
+/// non-realtime events behind booked SysEx output (booking `rate` bytes a second for SysEx);
+/// `false` when the sequencer has no room (EAGAIN), in which case nothing changed.
 fn try_output(
     seq: &Seq,
     (queue, rate): (i32, u32),
     booked: &mut Option<Duration>,
     ev: &mut Event,
     kind: Kind,
+    at: Option<Duration>,
 ) -> io::Result<bool> {
-    let mut at = None;
+    let mut when = None;
     let mut next_booked = *booked;
-    if kind != Kind::Realtime && (booked.is_some() || kind == Kind::SysEx) {
-        let now = seq
-            .get_queue_status(queue)
-            .map_err(io_error)?
-            .get_real_time();
-        at = booked.filter(|&t| t > now);
-        next_booked = at;
+    if at.is_some() || (kind != Kind::Realtime && (booked.is_some() || kind == Kind::SysEx)) {
+        let now = queue_time(seq, queue)?;
+        // Option's order puts None first: the later of the two times, if any.
+        when = at.filter(|&t| t > now);
+        if kind != Kind::Realtime {
+            let busy_until = booked.filter(|&t| t > now);
+            when = when.max(busy_until);
+            next_booked = busy_until;
+        }
         if kind == Kind::SysEx {
             let len = ev.get_ext().map_or(0, <[u8]>::len) as u64;
             let busy = Duration::from_micros(len * 1_000_000 / u64::from(rate));
-            next_booked = Some(at.unwrap_or(now) + busy);
+            next_booked = Some(when.unwrap_or(now) + busy);
         }
     }
-    match at {
+    match when {
         Some(t) => ev.schedule_real(queue, false, t),
         None => ev.set_direct(),
     }
@@ -390,6 +420,14 @@ fn try_output(
         Err(e) if e.errno() == libc::EAGAIN => Ok(false),
         Err(e) => Err(io_error(e)),
     }
+}
+
+/// The real time of our queue, which runs from `open`.
+fn queue_time(seq: &Seq, queue: i32) -> io::Result<Duration> {
+    Ok(seq
+        .get_queue_status(queue)
+        .map_err(io_error)?
+        .get_real_time())
 }
 
 fn addr(a: ::alsa::seq::Addr) -> Option<SeqAddr> {

@@ -8,15 +8,20 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use super::stream::{Message, Messages};
 use super::{PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+
+/// A message given to `send_at`: port, destination, delay, bytes.
+pub type Timed = (PortId, Option<SeqAddr>, Duration, Vec<u8>);
 
 pub struct FakeSequencer {
     ports: BTreeMap<PortId, (String, PortCaps)>,
     next_port: u8,
     inbox: VecDeque<SeqInput>,
     sent: Vec<(PortId, Option<SeqAddr>, Vec<u8>)>,
+    timed: Vec<Timed>,
     /// Messages `send` accepts before it reports a full sequencer.
     room: Option<usize>,
     readable: UnixStream,
@@ -32,6 +37,7 @@ impl FakeSequencer {
             next_port: 0,
             inbox: VecDeque::new(),
             sent: Vec::new(),
+            timed: Vec::new(),
             room: None,
             readable,
             waker,
@@ -80,6 +86,34 @@ impl FakeSequencer {
         std::mem::take(&mut self.sent)
     }
 
+    /// What `send_at` delivered so far, one entry per message, and forgets it.
+    pub fn take_timed(&mut self) -> Vec<Timed> {
+        std::mem::take(&mut self.timed)
+    }
+
+    /// The messages of `midi`, or a full sequencer's error when the room is used up.
+    fn accept(&mut self, port: PortId, midi: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        if !self.ports.contains_key(&port) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
+        }
+        let messages: Vec<Vec<u8>> = Messages::new(midi)
+            .map(|m| match m {
+                Message::Short(s) => s.as_bytes().to_vec(),
+                Message::SysEx(b) => b.to_vec(),
+            })
+            .collect();
+        if let Some(room) = self.room {
+            if room == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "fake sequencer full",
+                ));
+            }
+            self.room = Some(room.saturating_sub(messages.len()));
+        }
+        Ok(messages)
+    }
+
     /// Makes `send` accept `messages` more messages, then fail as a full sequencer does;
     /// `None` for no limit.
     pub fn set_room(&mut self, messages: Option<usize>) {
@@ -118,26 +152,22 @@ impl Sequencer for FakeSequencer {
     }
 
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
-        if !self.ports.contains_key(&port) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
-        }
-        let messages: Vec<Vec<u8>> = Messages::new(midi)
-            .map(|m| match m {
-                Message::Short(s) => s.as_bytes().to_vec(),
-                Message::SysEx(b) => b.to_vec(),
-            })
-            .collect();
-        if let Some(room) = self.room {
-            if room == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "fake sequencer full",
-                ));
-            }
-            self.room = Some(room.saturating_sub(messages.len()));
-        }
+        let messages = self.accept(port, midi)?;
         self.sent
             .extend(messages.into_iter().map(|m| (port, to, m)));
+        Ok(())
+    }
+
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()> {
+        let messages = self.accept(port, midi)?;
+        self.timed
+            .extend(messages.into_iter().map(|m| (port, to, after, m)));
         Ok(())
     }
 
@@ -204,6 +234,13 @@ mod tests {
                 (port, None, vec![0x90, 60, 1]),
                 (port, None, vec![0x90, 61, 1])
             ]
+        );
+        seq.set_room(None);
+        seq.send_at(port, None, &[0xF8], Duration::from_millis(3))
+            .unwrap();
+        assert_eq!(
+            seq.take_timed(),
+            [(port, None, Duration::from_millis(3), vec![0xF8])]
         );
         seq.delete_port(port).unwrap();
         assert!(seq.send(port, None, &[0xF8]).is_err());

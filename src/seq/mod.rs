@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 pub mod alsa;
 #[cfg(test)]
@@ -102,6 +103,16 @@ pub trait Sequencer {
     /// is full the call fails with [`io::ErrorKind::WouldBlock`] and nothing of `midi` is sent.
     /// Bytes that form no message (stray data bytes, an unterminated SysEx) are skipped.
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()>;
+    /// Like [`send`](Sequencer::send), but delivered `after` from now by the sequencer's
+    /// queue. Messages scheduled for the same time leave in the order they were given; a SysEx
+    /// still paced out holds back the non-realtime messages behind it.
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()>;
     /// Retries the backlog; call it when `backlog() > 0` and the fds are writable.
     fn flush(&mut self) -> io::Result<()>;
     /// Events waiting for room in the sequencer.
@@ -124,6 +135,15 @@ impl Sequencer for Box<dyn Sequencer> {
     }
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
         (**self).send(port, to, midi)
+    }
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()> {
+        (**self).send_at(port, to, midi, after)
     }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()

@@ -14,7 +14,9 @@
 #      export and C's session ends with BY
 #   d  B stops: A's "B" goes; B restarts and is subscribed again: one "B" comes back
 #   p  --playout-delay: notes 100 ms apart played into A's "B" while B stalls for 200 ms reach
-#      a probe on B's "A" with their spacing kept (B restarted with --playout-delay 400)
+#      a probe on B's "A" with their spacing kept (B restarted with --playout-delay 400; first
+#      without, to show the stall bunches them); the same into B's port for a daemon D (which
+#      B invited, so D times by arrivals) while D stalls
 #
 # Usage: tests/vm/bridge.sh [CHECK...]  (on the host: builds, writes the .mid files, boots)
 #        bridge.sh --guest [CHECK...]   (inside the VM)
@@ -275,33 +277,68 @@ check_d() {
 }
 
 # --- p: --playout-delay keeps the spacing through a stall of the receiving daemon
-# Notes 100 ms apart are played into A's "B"; a probe on B's "A" prints when each arrives. B is
-# stopped (SIGSTOP) for 200 ms after the second note, so the notes sent meanwhile reach it late,
-# at once: without a delay that shows as a gap and a bunch; with --playout-delay 400 the queue
-# puts them back at their times.
-spacing() { # PROBELOG -> prints the gaps in ms; fails if one is off by more than TOL ms
-    sed -n 's/^midi .* len 3 90 .* at //p' "$1" | awk -v tol="${TOL:-15}" '
-        NR > 1 { d = ($1 - p) * 1000; s = s sprintf(" %.1f", d); if (d < 100 - tol || d > 100 + tol) bad = 1 }
-        { p = $1 } END { print "gaps (ms):" s; exit bad }'
+# Notes 100 ms apart are played into A's "B"; arecordmidi on B's "A" records when each arrives
+# (the kernel stamps them, at 1 ms resolution). B is stopped (SIGSTOP) for 200 ms after the
+# second note, so the notes sent meanwhile reach it late, at once: without a delay that shows
+# as a gap and a bunch; with --playout-delay 400 the queue puts them back at their times.
+# Note-on times in ms from a .mid that arecordmidi wrote with -f 25 -t 40 (1 ms ticks).
+note_times() { # FILE
+    od -An -v -tu1 "$1" | tr -s ' ' '\n' | grep -v '^$' | awk '
+        { b[n++] = $1 }
+        function varlen() { v = 0; do { c = b[i++]; v = v * 128 + c % 128 } while (c >= 128); return v }
+        END {
+            i = 22 # MThd and its 6 bytes, "MTrk" and its length
+            while (i < n) {
+                t += varlen()
+                s = b[i]
+                if (s >= 128) { i++; if (s < 240) rs = s } else s = rs
+                if (s == 255) { i++; i += varlen(); continue }
+                if (s == 240 || s == 247) { i += varlen(); continue }
+                hi = int(s / 16)
+                if (hi == 12 || hi == 13) { i++; continue }
+                if (hi == 9 && b[i + 1] > 0) print t
+                i += 2
+            }
+        }'
 }
-stalled_run() { # LOG -> plays spaced.mid into A's "B" with B stalled once
-    ./seq_probe --time >"$1" 2>&1 &
+spacing() { # FILE.mid -> prints the gaps in ms; fails if one is off by more than TOL ms
+    note_times "$1" | awk -v tol="${TOL:-15}" '
+        NR > 1 { d = $1 - p; s = s " " d; if (d < 100 - tol || d > 100 + tol) bad = 1 }
+        { p = $1 } END { print "gaps (ms):" s; exit bad || NR != 8 }'
+}
+start_probe() { # LOG: a probe printing what arrives; sets $probe
+    ./seq_probe >"$1" 2>&1 &
     started $!
     wait_for "$1" '^ready ' "the probe to start"
     probe=$(sed -n 's/^ready //p' "$1")
-    aconnect "$(port_of rtpB A)" "$probe" || fail "aconnect B's port A to the probe"
+}
+# spaced.mid into TX, recorded on RX; PID stalls once the second note arrived.
+play_stalled() { # TX RX PID NAME
+    start_probe "$4.log"
+    aconnect "$2" "$probe" || fail "aconnect $2 to the probe"
+    arecordmidi -p "$2" -f 25 -t 40 -n 8 "$4.mid" &
+    rec=$!
+    started $rec
+    wait_until "arecordmidi on $2" subscribed_to "$2"
+    aplaymidi -p "$1" spaced.mid &
+    play=$!
+    wait_for "$4.log" '^midi .* 90 41 ' "the second note"
+    kill -STOP "$3"
+    sleep 0.2 # the stall itself, not a wait for anything
+    kill -CONT "$3"
+    wait $play || fail "aplaymidi into $1 failed"
+    probe_log=$4.log
+    notes() { [ "$(grep -c '^midi .* len 3 90 ' "$probe_log")" -ge 8 ]; }
+    wait_until "8 notes at $2" notes
+    wait $rec || fail "arecordmidi failed"
+    stop_started
+}
+# A -> B: B invited A, so B runs CK rounds and knows A's clock offset.
+stalled_a_to_b() { # NAME
+    dump "$(port_of rtpB A)" keep.txt
     wait_until "A's port \"B\"" has_port rtpA B
     wait_for b.log 'clock sync with' "B's first CK round"
-    aplaymidi -p "$(port_of rtpA B)" spaced.mid &
-    play=$!
-    wait_for "$1" '^midi .* 90 41 ' "the second note"
-    kill -STOP "$(cat b.pid)"
-    sleep 0.2 # the stall itself, not a wait for anything
-    kill -CONT "$(cat b.pid)"
-    wait $play || fail "aplaymidi into A's port B failed"
-    notes() { [ "$(grep -c '^midi .* len 3 90 ' "$1")" -ge 8 ]; }
-    wait_until "8 notes at the probe" notes "$1"
-    stop_started
+    play_stalled "$(port_of rtpA B)" "$(port_of rtpB A)" "$(cat b.pid)" "$1"
 }
 restart_b() { # [EXTRA ARGS]
     kill -TERM "$(cat b.pid)"
@@ -311,15 +348,27 @@ restart_b() { # [EXTRA ARGS]
 }
 check_p() {
     restart_b
-    stalled_run direct.log
-    echo "bridge: p: without a playout delay, $(TOL=1000 spacing direct.log)"
-    restart_b --playout-delay 400
-    stalled_run delayed.log
-    gaps=$(spacing delayed.log) || fail "spacing not kept with --playout-delay 400: $gaps"
-    echo "bridge: p: PASS: with --playout-delay 400, $gaps"
+    stalled_a_to_b direct
+    echo "bridge: p: A -> B without a playout delay, $(TOL=1000 spacing direct.mid)"
+    # D answers B's invitation: it has no CK offset of its own and times by arrivals.
+    d_pid=$(daemon d.log -n D --alsa-name rtpD -p 8004 --playout-delay 400)
+    echo "$d_pid" >d.pid
+    wait_until "D's Network port" has_port rtpD Network
+    restart_b --playout-delay 400 -C D@127.0.0.1:8004
+    stalled_a_to_b delayed
+    gaps=$(spacing delayed.mid) || fail "A -> B (CK offset): spacing not kept with --playout-delay 400: $gaps"
+    echo "bridge: p: A -> B with --playout-delay 400 (CK offset), $gaps"
+    aconnect 14:0 "$(port_of rtpB D)" || fail "aconnect 14:0 to B's port D"
+    wait_until "D's port \"B\"" has_port rtpD B
+    play_stalled "$(port_of rtpB D)" "$(port_of rtpD B)" "$d_pid" responder
+    gaps=$(spacing responder.mid) || fail "B -> D (arrivals): spacing not kept with --playout-delay 400: $gaps"
+    echo "bridge: p: B -> D with --playout-delay 400 (arrivals), $gaps"
+    aconnect -d 14:0 "$(port_of rtpB D)"
+    kill "$d_pid"
+    echo "bridge: p: PASS"
 }
 
-checks=${*:-a b e c d}
+checks=${*:-a b e c d p}
 a_pid=$(daemon a.log $A_ARGS)
 wait_until "A's Network port" has_port rtpA Network
 start_b
