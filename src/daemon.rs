@@ -688,6 +688,7 @@ impl Daemon {
                 key.session.0
             );
         }
+        trace!("playout of {timestamp} in {:?}", at - now);
         Some(at - now)
     }
 

@@ -278,8 +278,8 @@ check_d() {
 
 # --- p: --playout-delay keeps the spacing through a stall of the receiving daemon
 # Notes 100 ms apart are played into A's "B"; arecordmidi on B's "A" records when each arrives
-# (the kernel stamps them, at 1 ms resolution). B is stopped (SIGSTOP) for 200 ms after the
-# second note, so the notes sent meanwhile reach it late, at once: without a delay that shows
+# (the kernel stamps them, at 1 ms resolution). B is stopped (SIGSTOP) for 200 ms during the
+# playing, so the notes sent meanwhile reach it late, at once: without a delay that shows
 # as a gap and a bunch; with --playout-delay 400 the queue puts them back at their times.
 # Note-on times in ms from a .mid that arecordmidi wrote with -f 25 -t 40 (1 ms ticks).
 note_times() { # FILE
@@ -301,35 +301,28 @@ note_times() { # FILE
             }
         }'
 }
+# The tolerance allows for a virtual CPU on a loaded host (seen: within 10 ms).
 spacing() { # FILE.mid -> prints the gaps in ms; fails if one is off by more than TOL ms
-    note_times "$1" | awk -v tol="${TOL:-15}" '
+    note_times "$1" | awk -v tol="${TOL:-20}" '
         NR > 1 { d = $1 - p; s = s " " d; if (d < 100 - tol || d > 100 + tol) bad = 1 }
         { p = $1 } END { print "gaps (ms):" s; exit bad || NR != 8 }'
 }
-start_probe() { # LOG: a probe printing what arrives; sets $probe
-    ./seq_probe >"$1" 2>&1 &
-    started $!
-    wait_for "$1" '^ready ' "the probe to start"
-    probe=$(sed -n 's/^ready //p' "$1")
-}
-# spaced.mid into TX, recorded on RX; PID stalls once the second note arrived.
+# spaced.mid into TX, recorded on RX into NAME.mid; PID stalls for 200 ms 250 ms into the
+# playing. Nothing polls while the notes play: on one virtual CPU, polling delays the sending
+# daemon's reads, and so its time stamps, by tens of ms.
 play_stalled() { # TX RX PID NAME
-    start_probe "$4.log"
-    aconnect "$2" "$probe" || fail "aconnect $2 to the probe"
     arecordmidi -p "$2" -f 25 -t 40 -n 8 "$4.mid" &
     rec=$!
     started $rec
     wait_until "arecordmidi on $2" subscribed_to "$2"
     aplaymidi -p "$1" spaced.mid &
     play=$!
-    wait_for "$4.log" '^midi .* 90 41 ' "the second note"
-    kill -STOP "$3"
-    sleep 0.2 # the stall itself, not a wait for anything
-    kill -CONT "$3"
+    # The stall is the stimulus, timed by sleeps; nothing waits on them.
+    (sleep 0.25 && kill -STOP "$3" && sleep 0.2 && kill -CONT "$3") &
+    stall=$!
     wait $play || fail "aplaymidi into $1 failed"
-    probe_log=$4.log
-    notes() { [ "$(grep -c '^midi .* len 3 90 ' "$probe_log")" -ge 8 ]; }
-    wait_until "8 notes at $2" notes
+    wait $stall || fail "could not stall $3"
+    wait_until "arecordmidi to record 8 notes from $2" test -s "$4.mid"
     wait $rec || fail "arecordmidi failed"
     stop_started
 }
@@ -349,7 +342,11 @@ restart_b() { # [EXTRA ARGS]
 check_p() {
     restart_b
     stalled_a_to_b direct
-    echo "bridge: p: A -> B without a playout delay, $(TOL=1000 spacing direct.mid)"
+    gaps=$(TOL=1000 spacing direct.mid)
+    echo "bridge: p: A -> B without a playout delay, $gaps"
+    # Without the delay the stall must show (else this check proves nothing): a gap of 200 ms.
+    echo "$gaps" | tr ' ' '\n' | awk '$1 >= 200 { found = 1 } END { exit !found }' ||
+        fail "the 200 ms stall of B did not show without a playout delay"
     # D answers B's invitation: it has no CK offset of its own and times by arrivals.
     d_pid=$(daemon d.log -n D --alsa-name rtpD -p 8004 --playout-delay 400)
     echo "$d_pid" >d.pid
