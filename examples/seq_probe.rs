@@ -6,9 +6,10 @@
 //! With `--echo` it sends every MIDI input back out of the port it came in on; with
 //! `--sysex N` it sends a SysEx of N bytes (F0, 01 02 .. 7F 00 01 .., F7) to each new reader;
 //! with `--time` each `midi` line ends with `at SECONDS` (since the probe started, when it was
-//! read).
+//! read); with `--watch` it prints `port started ADDR 'CLIENT' 'PORT' KIND [readable]
+//! [writable]` and `port exited ADDR` for other clients' ports.
 //!
-//! Usage: seq_probe [--echo] [--sysex N] [--time]
+//! Usage: seq_probe [--echo] [--sysex N] [--time] [--watch]
 //!
 //! `cargo test --example seq_probe` runs the unit tests of src/seq/ until the daemon's
 //! main.rs includes the module.
@@ -41,7 +42,8 @@ fn main() -> ExitCode {
         None => None,
     };
     let time = args.iter().any(|a| a == "--time");
-    match run(echo, sysex, time) {
+    let watch = args.iter().any(|a| a == "--watch");
+    match run(echo, sysex, time, watch) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seq_probe: {e}");
@@ -51,10 +53,13 @@ fn main() -> ExitCode {
 }
 
 #[cfg_attr(test, allow(dead_code))]
-fn run(echo: bool, sysex_len: Option<usize>, time: bool) -> io::Result<()> {
+fn run(echo: bool, sysex_len: Option<usize>, time: bool, watch: bool) -> io::Result<()> {
     let start = std::time::Instant::now();
     let mut seq = AlsaSequencer::open("seq_probe")?;
     let port = seq.create_port("probe", PortCaps::DUPLEX)?;
+    if watch {
+        seq.watch_ports()?;
+    }
     let mut out = io::stdout().lock();
     writeln!(out, "ready {}:{}", seq.client(), port.0)?;
     out.flush()?;
@@ -107,6 +112,17 @@ fn run(echo: bool, sysex_len: Option<usize>, time: bool) -> io::Result<()> {
                     }
                 }
                 SeqInput::Unsubscribed(s) => writeln!(out, "unsubscribed {}", describe(&s))?,
+                SeqInput::PortStarted(p) => writeln!(
+                    out,
+                    "port started {} '{}' '{}' {}{}{}",
+                    p.addr,
+                    p.client_name,
+                    p.port_name,
+                    if p.hardware { "hardware" } else { "software" },
+                    if p.readable { " readable" } else { "" },
+                    if p.writable { " writable" } else { "" },
+                )?,
+                SeqInput::PortExited(addr) => writeln!(out, "port exited {addr}")?,
                 SeqInput::Overrun => writeln!(out, "overrun")?,
             }
         }

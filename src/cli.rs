@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use getopts::Options as Getopts;
 
+use crate::bridge::AutoExport;
+
 pub const DEFAULT_PORT: u16 = 5004;
 /// A playout delay longer than this is surely a mistake (the unit is ms).
 const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
@@ -55,6 +57,7 @@ pub struct Options {
     pub sysex_rate: Option<u32>,
     /// Milliseconds MIDI from the network waits on ALSA's queue after its timestamp.
     pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
     pub no_mdns: bool,
     pub config: Option<PathBuf>,
 }
@@ -123,6 +126,13 @@ fn getopts() -> Getopts {
         "deliver network MIDI to ALSA this long after its RTP timestamp, so its timing \
          survives network jitter (default: at once)",
         "MS",
+    );
+    o.optopt(
+        "",
+        "export-auto",
+        "export local ALSA ports of this kind whose client or port name contains PATTERN \
+         (any case), now and when they appear",
+        "hardware|software|all[:PATTERN]",
     );
     o.optflag("", "no-mdns", "no mDNS announcements or discovery");
     o.optopt("c", "config", "configuration file", "FILE");
@@ -204,6 +214,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 )),
             })
             .transpose()?,
+        export_auto: m
+            .opt_str("export-auto")
+            .map(|r| AutoExport::parse(&r).map_err(|e| format!("--export-auto: {e}")))
+            .transpose()?,
         no_mdns: m.opt_present("no-mdns"),
         config: m.opt_str("c").map(PathBuf::from),
     })))
@@ -237,7 +251,7 @@ mod tests {
         let o = run(
             "-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
              --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf \
-             --playout-delay 20",
+             --playout-delay 20 --export-auto hardware:launch",
         );
         assert_eq!(o.verbosity, 2);
         assert_eq!(o.name.as_deref(), Some("Stage"));
@@ -260,6 +274,13 @@ mod tests {
         );
         assert!(o.hub && o.no_alsa && o.no_mdns);
         assert_eq!(o.playout_delay, Some(20));
+        assert_eq!(
+            o.export_auto,
+            Some(AutoExport {
+                kind: crate::bridge::PortKind::Hardware,
+                pattern: Some("launch".into())
+            })
+        );
         assert_eq!(o.config, Some(PathBuf::from("/etc/rtpmidid.conf")));
     }
 
@@ -272,6 +293,7 @@ mod tests {
             ("-C @h:1", "empty name"),
             ("-b nonsense", "bad bind"),
             ("--playout-delay 0", "bad --playout-delay"),
+            ("--export-auto usb", "--export-auto: bad kind"),
             ("--playout-delay 9000", "bad --playout-delay"),
             ("--bogus", "bogus"),
             ("extra", "unexpected"),

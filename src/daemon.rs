@@ -13,7 +13,7 @@ use protocol::session::{self, DisconnectReason, Event, Port};
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Interest, Signal, SourceId};
 
-use crate::bridge::{Action, Bridge};
+use crate::bridge::{Action, AutoExport, Bridge};
 use crate::cli::ConnectTarget;
 use crate::net::{self, PortPair};
 use crate::playout::Playout;
@@ -56,6 +56,8 @@ pub struct Settings {
     pub hub: bool,
     /// Schedule MIDI from the network on ALSA's queue this long after it was stamped.
     pub playout_delay: Option<Duration>,
+    /// `--export-auto`: local ports connected to `Network` as they appear.
+    pub export_auto: Option<AutoExport>,
 }
 
 /// A session anywhere in the daemon: the listener it lives on and its id there.
@@ -174,6 +176,9 @@ impl Daemon {
             name: settings.name.clone(),
         };
         let mut bridge = sequencer.map(Bridge::new).transpose()?;
+        if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
+            bridge.set_auto_export(rule)?;
+        }
         let mut clients = Vec::new();
         for (index, target) in settings.connect.iter().enumerate() {
             let name = target

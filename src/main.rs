@@ -77,6 +77,7 @@ fn run(options: Options) -> Result<(), String> {
         playout_delay: options
             .playout_delay
             .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+        export_auto: options.export_auto,
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
@@ -94,7 +95,7 @@ fn run(options: Options) -> Result<(), String> {
         }
         log::info!(
             "ALSA sequencer client {} ({:?})",
-            seq.client(),
+            seq::Sequencer::client(&seq),
             options.alsa_name
         );
         Some(Box::new(seq))

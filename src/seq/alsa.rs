@@ -24,10 +24,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use ::alsa::poll::Descriptors;
-use ::alsa::seq::{Connect, Event, EventType, MidiEvent, PortCap, PortType, Seq};
+use ::alsa::seq::{
+    ClientIter, Connect, Event, EventType, MidiEvent, PortCap, PortIter, PortSubscribe, PortType,
+    Seq,
+};
 
 use super::stream::{Message, Messages, SysexAssembler, SYSEX_CHUNK};
-use super::{Direction, PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+use super::{Direction, PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription};
 
 /// The device node libasound opens for the sequencer.
 const SEQ_DEVICE: &str = "/dev/snd/seq";
@@ -38,6 +41,9 @@ const POOL_EVENTS: u32 = 2000;
 const BACKLOG_LIMIT: usize = 4096;
 /// The longest decoded event: an NRPN or RPN is four control changes.
 const DECODE_MAX: usize = 12;
+/// The kernel's System client and its port that announces clients and ports.
+const SYSTEM_CLIENT: u8 = 0;
+const ANNOUNCE_PORT: u8 = 1;
 /// SysEx output rate in bytes a second: ten times a MIDI cable's (3125), 100 KiB in 3.2 s.
 pub const DEFAULT_SYSEX_RATE: u32 = 32_000;
 
@@ -73,6 +79,10 @@ pub struct AlsaSequencer {
     booked: Option<Duration>,
     /// SysEx bytes a second.
     sysex_rate: u32,
+    /// With `watch_ports`: the port System:Announce talks to, and what was found there (or
+    /// when watching began) and not yet returned by `recv`.
+    announce: Option<i32>,
+    found: VecDeque<SeqInput>,
 }
 
 impl AlsaSequencer {
@@ -109,6 +119,8 @@ impl AlsaSequencer {
             queue,
             booked: None,
             sysex_rate: DEFAULT_SYSEX_RATE,
+            announce: None,
+            found: VecDeque::new(),
         })
     }
 
@@ -191,9 +203,24 @@ impl AlsaSequencer {
         Ok(())
     }
 
-    /// Our client number.
-    pub fn client(&self) -> u8 {
-        self.client
+    /// Another client's port as `PortStarted` reports it; `None` for ours, the System
+    /// client's and ports that went meanwhile.
+    fn port_info(&self, a: ::alsa::seq::Addr) -> Option<PortInfo> {
+        let addr = addr(a)?;
+        if addr.client == SYSTEM_CLIENT || addr.client == self.client {
+            return None;
+        }
+        let port = self.seq.get_any_port_info(a).ok()?;
+        let client = self.seq.get_any_client_info(a.client).ok()?;
+        let caps = port.get_capability();
+        Some(PortInfo {
+            addr,
+            client_name: client.get_name().ok()?.to_owned(),
+            port_name: port.get_name().ok()?.to_owned(),
+            hardware: port.get_type().contains(PortType::HARDWARE),
+            readable: caps.contains(PortCap::READ | PortCap::SUBS_READ),
+            writable: caps.contains(PortCap::WRITE | PortCap::SUBS_WRITE),
+        })
     }
 
     fn subscription(&self, connect: Connect) -> Option<Subscription> {
@@ -262,6 +289,9 @@ impl Sequencer for AlsaSequencer {
     }
 
     fn recv(&mut self) -> io::Result<Option<SeqInput>> {
+        if let Some(found) = self.found.pop_front() {
+            return Ok(Some(found));
+        }
         loop {
             let mut input = self.seq.input();
             let mut ev = match input.event_input() {
@@ -279,6 +309,30 @@ impl Sequencer for AlsaSequencer {
             let Some(source) = addr(ev.get_source()) else {
                 continue;
             };
+            if Some(i32::from(port.0)) == self.announce {
+                // Broadcasts: starts and exits of ports; subscriptions concerning us come to
+                // the ports concerned as well, so the broadcast copies are skipped.
+                let started = match ev.get_type() {
+                    EventType::PortStart => true,
+                    EventType::PortExit => false,
+                    _ => continue,
+                };
+                let Some(a) = ev.get_data::<::alsa::seq::Addr>() else {
+                    continue;
+                };
+                drop(input);
+                let found = if started {
+                    self.port_info(a).map(SeqInput::PortStarted)
+                } else {
+                    addr(a)
+                        .filter(|p| p.client != self.client)
+                        .map(SeqInput::PortExited)
+                };
+                match found {
+                    Some(found) => return Ok(Some(found)),
+                    None => continue,
+                }
+            }
             match ev.get_type() {
                 EventType::PortSubscribed | EventType::PortUnsubscribed => {
                     let subscribed = ev.get_type() == EventType::PortSubscribed;
@@ -330,6 +384,53 @@ impl Sequencer for AlsaSequencer {
     ) -> io::Result<()> {
         let now = queue_time(&self.seq, self.queue)?;
         self.send_timed(port, to, midi, Some(now + after))
+    }
+
+    fn watch_ports(&mut self) -> io::Result<()> {
+        if self.announce.is_some() {
+            return Ok(());
+        }
+        // Our own port for the broadcasts, hidden from others (no SUBS caps: only we may
+        // subscribe it).
+        let port = self
+            .seq
+            .create_simple_port(c"announcements", PortCap::WRITE, PortType::APPLICATION)
+            .map_err(io_error)?;
+        self.announce = Some(port);
+        self.connect(
+            SeqAddr {
+                client: SYSTEM_CLIENT,
+                port: ANNOUNCE_PORT,
+            },
+            SeqAddr {
+                client: self.client,
+                port: u8::try_from(port).map_err(|_| invalid("port number out of range"))?,
+            },
+        )?;
+        // Ports that started before we listened. The subscription's notice wakes the poll.
+        for client in ClientIter::new(&self.seq) {
+            for port in PortIter::new(&self.seq, client.get_client()) {
+                if let Some(info) = self.port_info(port.addr()) {
+                    self.found.push_back(SeqInput::PortStarted(info));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        let a = |s: SeqAddr| ::alsa::seq::Addr {
+            client: i32::from(s.client),
+            port: i32::from(s.port),
+        };
+        let subs = PortSubscribe::empty().map_err(io_error)?;
+        subs.set_sender(a(from));
+        subs.set_dest(a(to));
+        self.seq.subscribe_port(&subs).map_err(io_error)
+    }
+
+    fn client(&self) -> u8 {
+        self.client
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -458,7 +559,7 @@ mod tests {
     //! The byte conversions need libasound but no kernel sequencer; the tests marked
     //! `ignore` need one and run in the VM (tests/vm/seq_probe.sh).
     use super::*;
-    use ::alsa::seq::{Addr, EvCtrl, EvNote, PortSubscribe};
+    use ::alsa::seq::{Addr, EvCtrl, EvNote};
 
     #[test]
     fn open_names_the_device_and_module_when_there_is_no_sequencer() {

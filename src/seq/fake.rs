@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::stream::{Message, Messages};
-use super::{PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+use super::{PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription};
 
 /// A message given to `send_at`: port, destination, delay, bytes.
 pub type Timed = (PortId, Option<SeqAddr>, Duration, Vec<u8>);
@@ -22,6 +22,10 @@ pub struct FakeSequencer {
     inbox: VecDeque<SeqInput>,
     sent: Vec<(PortId, Option<SeqAddr>, Vec<u8>)>,
     timed: Vec<Timed>,
+    /// Ports other clients have, reported once `watch_ports` is called.
+    others: Vec<PortInfo>,
+    watching: bool,
+    connections: Vec<(SeqAddr, SeqAddr)>,
     /// Messages `send` accepts before it reports a full sequencer.
     room: Option<usize>,
     readable: UnixStream,
@@ -38,6 +42,9 @@ impl FakeSequencer {
             inbox: VecDeque::new(),
             sent: Vec::new(),
             timed: Vec::new(),
+            others: Vec::new(),
+            watching: false,
+            connections: Vec::new(),
             room: None,
             readable,
             waker,
@@ -84,6 +91,21 @@ impl FakeSequencer {
     /// What `send` delivered so far, one entry per message, and forgets it.
     pub fn take_sent(&mut self) -> Vec<(PortId, Option<SeqAddr>, Vec<u8>)> {
         std::mem::take(&mut self.sent)
+    }
+
+    /// A port of another client: reported by `watch_ports` if it has not been called yet,
+    /// else at once.
+    pub fn add_other_port(&mut self, info: PortInfo) {
+        if self.watching {
+            self.push(SeqInput::PortStarted(info));
+        } else {
+            self.others.push(info);
+        }
+    }
+
+    /// The connections `connect` made, and forgets them.
+    pub fn take_connections(&mut self) -> Vec<(SeqAddr, SeqAddr)> {
+        std::mem::take(&mut self.connections)
     }
 
     /// What `send_at` delivered so far, one entry per message, and forgets it.
@@ -169,6 +191,24 @@ impl Sequencer for FakeSequencer {
         self.timed
             .extend(messages.into_iter().map(|m| (port, to, after, m)));
         Ok(())
+    }
+
+    fn watch_ports(&mut self) -> io::Result<()> {
+        self.watching = true;
+        for info in std::mem::take(&mut self.others) {
+            self.push(SeqInput::PortStarted(info));
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        self.connections.push((from, to));
+        Ok(())
+    }
+
+    /// The fake is client 128, the first a user gets.
+    fn client(&self) -> u8 {
+        128
     }
 
     fn flush(&mut self) -> io::Result<()> {

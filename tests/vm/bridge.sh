@@ -13,6 +13,8 @@
 #      side sends reaches 14:0 and neither the probe nor A's "B"; disconnecting withdraws the
 #      export and C's session ends with BY
 #   d  B stops: A's "B" goes; B restarts and is subscribed again: one "B" comes back
+#   x  --export-auto software:PROBE: daemon E exports a probe that was there and one that
+#      starts later (not Midi Through), and withdraws the export when the probe exits
 #   p  --playout-delay: notes 100 ms apart played into A's "B" while B stalls for 200 ms reach
 #      a probe on B's "A" with their spacing kept (B restarted with --playout-delay 400; first
 #      without, to show the stall bunches them); the same into B's port for a daemon D (which
@@ -73,7 +75,7 @@ now() { cut -d' ' -f1 /proc/uptime; }
 # Ends the current check: kills what it started, shows the logs.
 fail() {
     echo "bridge: FAIL: check $check: $*"
-    for f in a.log b.log c.log; do [ -f $f ] && { echo "--- $f (tail)"; tail -n 15 $f | cut -c1-200; }; done
+    for f in a.log b.log c.log e.log; do [ -f $f ] && { echo "--- $f (tail)"; tail -n 15 $f | cut -c1-200; }; done
     echo "--- aconnect -l"
     aconnect -l
     stop_started
@@ -365,7 +367,35 @@ check_p() {
     echo "bridge: p: PASS"
 }
 
-checks=${*:-a b e c d p}
+# --- x: --export-auto exports matching ports already there and as they appear
+check_x() {
+    ./seq_probe --watch >w1.log 2>&1 &
+    started $!
+    wait_for w1.log '^ready ' "the first probe to start"
+    p1=$(sed -n 's/^ready //p' w1.log)
+    e_pid=$(daemon e.log -n E --alsa-name rtpE -p 9004 --export-auto software:PROBE)
+    started "$e_pid"
+    wait_for e.log "exporting ALSA port $p1 as" "E to export the probe that was there"
+    ./seq_probe >w2.log 2>&1 &
+    p2_pid=$!
+    started $p2_pid
+    wait_for w2.log '^ready ' "the second probe to start"
+    p2=$(sed -n 's/^ready //p' w2.log)
+    wait_for e.log "exporting ALSA port $p2 as" "E to export the probe that appeared"
+    wait_for e.log "listening on 127.0.0.1:9008" "the second export's listener"
+    grep -q "exporting ALSA port 14:0" e.log && fail "E exported Midi Through, which the pattern excludes"
+    grep -q "^port started 14:0 'Midi Through' 'Midi Through Port-0' software readable writable" w1.log ||
+        fail "the watching probe did not list Midi Through"
+    grep -q "^port started $p2 'seq_probe' 'probe' software readable writable" w1.log ||
+        fail "the watching probe did not see the second probe start"
+    kill $p2_pid
+    wait_for e.log "no longer exporting $p2" "E to withdraw the export of the probe that went"
+    wait_for w1.log "^port exited $p2" "the watching probe to see the second probe exit"
+    stop_started
+    echo "bridge: x: PASS: --export-auto software:PROBE exported the probe there at start and one started later, not 14:0; withdrawn when it went"
+}
+
+checks=${*:-a b e c d p x}
 a_pid=$(daemon a.log $A_ARGS)
 wait_until "A's Network port" has_port rtpA Network
 start_b
