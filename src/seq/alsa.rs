@@ -407,7 +407,8 @@ impl Sequencer for AlsaSequencer {
                 port: u8::try_from(port).map_err(|_| invalid("port number out of range"))?,
             },
         )?;
-        // Ports that started before we listened. The subscription's notice wakes the poll.
+        // Ports that started before we listened, returned by `recv` first. The kernel tells
+        // announcement listeners, now us, of the subscription: that wakes the poll.
         for client in ClientIter::new(&self.seq) {
             for port in PortIter::new(&self.seq, client.get_client()) {
                 if let Some(info) = self.port_info(port.addr()) {
