@@ -16,7 +16,7 @@
 //! messages that follow wait their turn behind them so order holds; realtime messages, which
 //! MIDI lets into the middle of a SysEx, are never held back.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
@@ -83,6 +83,9 @@ pub struct AlsaSequencer {
     /// when watching began) and not yet returned by `recv`.
     announce: Option<i32>,
     found: VecDeque<SeqInput>,
+    /// The latest queue time `send_at` used per port and destination: later calls never go
+    /// before it (a delay measured from a slightly later "now" must not reorder them).
+    timed_last: HashMap<(PortId, Option<SeqAddr>), Duration>,
 }
 
 impl AlsaSequencer {
@@ -121,6 +124,7 @@ impl AlsaSequencer {
             sysex_rate: DEFAULT_SYSEX_RATE,
             announce: None,
             found: VecDeque::new(),
+            timed_last: HashMap::new(),
         })
     }
 
@@ -283,6 +287,7 @@ impl Sequencer for AlsaSequencer {
 
     fn delete_port(&mut self, port: PortId) -> io::Result<()> {
         self.sysex.forget_port(port);
+        self.timed_last.retain(|(p, _), _| *p != port);
         self.backlog
             .retain(|p| p.ev.get_source().port != i32::from(port.0));
         self.seq.delete_port(i32::from(port.0)).map_err(io_error)
@@ -383,7 +388,10 @@ impl Sequencer for AlsaSequencer {
         after: Duration,
     ) -> io::Result<()> {
         let now = queue_time(&self.seq, self.queue)?;
-        self.send_timed(port, to, midi, Some(now + after))
+        let last = self.timed_last.entry((port, to)).or_default();
+        let at = (now + after).max(*last);
+        *last = at;
+        self.send_timed(port, to, midi, Some(at))
     }
 
     fn watch_ports(&mut self) -> io::Result<()> {
@@ -693,6 +701,49 @@ mod tests {
             }
         }
         assert_eq!(got, [midi(&[0x90, 60, 100]), midi(&[0x80, 60, 0])]);
+    }
+
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn send_at_delivers_later_and_never_out_of_order() {
+        let mut rx = AlsaSequencer::open("rx").unwrap();
+        let rx_port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
+        let mut tx = AlsaSequencer::open("tx").unwrap();
+        let tx_port = tx.create_port("out", PortCaps::DUPLEX).unwrap();
+        let at = |client, port: PortId| SeqAddr {
+            client,
+            port: port.0,
+        };
+        tx.connect(at(tx.client(), tx_port), at(rx.client(), rx_port))
+            .unwrap();
+        while rx.recv().unwrap().is_some() {} // the subscription notice
+
+        let start = std::time::Instant::now();
+        tx.send_at(tx_port, None, &[0x90, 60, 100], Duration::from_millis(50))
+            .unwrap();
+        // Asked for earlier, but given after the note-on: it waits for it.
+        tx.send_at(tx_port, None, &[0x80, 60, 0], Duration::ZERO)
+            .unwrap();
+        let fd = rx.fds().unwrap()[0];
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; a 2 s bound turns a lost event into a failure.
+            assert_eq!(
+                unsafe { libc::poll(&mut p, 1, 2000) },
+                1,
+                "got only {got:?}"
+            );
+            while let Some(SeqInput::Midi { bytes, .. }) = rx.recv().unwrap() {
+                got.push(bytes);
+            }
+        }
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert_eq!(got, [vec![0x90, 60, 100], vec![0x80, 60, 0]]);
     }
 
     fn decoded(mut ev: Event) -> Vec<u8> {
