@@ -3,7 +3,8 @@
 # loopback, alsa-utils as the local applications. Daemon A listens on 5004; B (6004) connects to
 # it with `-C A@127.0.0.1:5004`, so B has a port "A" and, once connected, A has a port "B".
 # Checks (each prints PASS or a FAIL line naming what went wrong):
-#   a  subscribing to B's "A" opens the session (A logs it, A gets a port "B"); a .mid played
+#   a  subscribing to B's "A" opens the session (A logs it, A gets a port "B"; neither before),
+#      the last unsubscription closes it (A's "B" goes); in between, a .mid played
 #      into A's "B" and system common/realtime bytes sent through VirMIDI arrive at aseqdump on
 #      B's "A": the same events in the same order as a direct local dump, nothing else
 #   b  the same the other way round (into B's "A", dumped on A's "B")
@@ -157,6 +158,9 @@ check_a() {
     aplaymidi -p 14:0 events.mid || fail "aplaymidi into Midi Through failed"
     wait_until "10 events in the reference dump" count_at_least ref1.txt 10
     dump 16:0 ref2.txt
+    # Seconds after B started and nothing subscribed to its port A: no session yet.
+    grep -q 'session opened' a.log && fail "B connected to A before anything subscribed to B's port A"
+    no_port rtpA B || fail "A has a port B before anything subscribed to B's port A"
     b_connected net.txt
     wait_for a.log 'session opened: "B"' "A to log the session from B"
     grep -q "session opened: \"B\" at 127.0.0.1:6004" a.log || fail "A's session is not from 127.0.0.1:6004"
@@ -173,7 +177,11 @@ check_a() {
     stop_started
     events net.txt >got.txt
     cmp -s got.txt want.txt || { diff want.txt got.txt; fail "events through A -> B differ from the local dump"; }
-    echo "bridge: a: PASS: session B -> A opened by the subscription, A got port B, $n events A -> B unchanged"
+    # The last subscription to B's port A went with aseqdump: B ends the session.
+    wait_for b.log 'nothing is connected to 127.0.0.1:5004 any more' "B to close the unwanted session"
+    wait_until "A's port \"B\" to go with the session" no_port rtpA B
+    echo "bridge: a: PASS: session B -> A opened by the first subscription and closed with the last," \
+        "A's port B with it, $n events A -> B unchanged"
 }
 
 # --- b: B -> A
