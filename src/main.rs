@@ -4,6 +4,7 @@ mod cli;
 mod daemon;
 mod mdns;
 mod net;
+mod playout;
 mod seq;
 
 use std::process::ExitCode;
@@ -77,6 +78,10 @@ fn run(options: Options) -> Result<(), String> {
         mdns: (!options.no_mdns).then_some(mdns::Config {
             interfaces: options.mdns_interfaces,
         }),
+        playout_delay: options
+            .playout_delay
+            .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+        export_auto: options.export_auto,
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
@@ -94,7 +99,7 @@ fn run(options: Options) -> Result<(), String> {
         }
         log::info!(
             "ALSA sequencer client {} ({:?})",
-            seq.client(),
+            seq::Sequencer::client(&seq),
             options.alsa_name
         );
         Some(Box::new(seq))
