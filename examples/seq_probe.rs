@@ -4,9 +4,12 @@
 //! `ready CLIENT:PORT`, then one line per input: `midi SOURCE len N HEX...`,
 //! `subscribed|unsubscribed PORT PEER to-peer|from-peer client 'NAME' port 'NAME'`, `overrun`.
 //! With `--echo` it sends every MIDI input back out of the port it came in on; with
-//! `--sysex N` it sends a SysEx of N bytes (F0, 01 02 .. 7F 00 01 .., F7) to each new reader.
+//! `--sysex N` it sends a SysEx of N bytes (F0, 01 02 .. 7F 00 01 .., F7) to each new reader;
+//! with `--time` each `midi` line ends with `at SECONDS` (since the probe started, when it was
+//! read); with `--watch` it prints `port started ADDR 'CLIENT' 'PORT' KIND [readable]
+//! [writable]` and `port exited ADDR` for other clients' ports.
 //!
-//! Usage: seq_probe [--echo] [--sysex N]
+//! Usage: seq_probe [--echo] [--sysex N] [--time] [--watch]
 //!
 //! `cargo test --example seq_probe` runs the unit tests of src/seq/ until the daemon's
 //! main.rs includes the module.
@@ -38,7 +41,9 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    match run(echo, sysex) {
+    let time = args.iter().any(|a| a == "--time");
+    let watch = args.iter().any(|a| a == "--watch");
+    match run(echo, sysex, time, watch) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seq_probe: {e}");
@@ -48,9 +53,13 @@ fn main() -> ExitCode {
 }
 
 #[cfg_attr(test, allow(dead_code))]
-fn run(echo: bool, sysex_len: Option<usize>) -> io::Result<()> {
+fn run(echo: bool, sysex_len: Option<usize>, time: bool, watch: bool) -> io::Result<()> {
+    let start = std::time::Instant::now();
     let mut seq = AlsaSequencer::open("seq_probe")?;
     let port = seq.create_port("probe", PortCaps::DUPLEX)?;
+    if watch {
+        seq.watch_ports()?;
+    }
     let mut out = io::stdout().lock();
     writeln!(out, "ready {}:{}", seq.client(), port.0)?;
     out.flush()?;
@@ -78,7 +87,11 @@ fn run(echo: bool, sysex_len: Option<usize>) -> io::Result<()> {
                     bytes,
                 } => {
                     let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
-                    writeln!(out, "midi {source} len {} {}", bytes.len(), hex.join(" "))?;
+                    write!(out, "midi {source} len {} {}", bytes.len(), hex.join(" "))?;
+                    if time {
+                        write!(out, " at {:.6}", start.elapsed().as_secs_f64())?;
+                    }
+                    writeln!(out)?;
                     if echo {
                         match seq.send(port, None, &bytes) {
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -99,6 +112,17 @@ fn run(echo: bool, sysex_len: Option<usize>) -> io::Result<()> {
                     }
                 }
                 SeqInput::Unsubscribed(s) => writeln!(out, "unsubscribed {}", describe(&s))?,
+                SeqInput::PortStarted(p) => writeln!(
+                    out,
+                    "port started {} '{}' '{}' {}{}{}",
+                    p.addr,
+                    p.client_name,
+                    p.port_name,
+                    if p.hardware { "hardware" } else { "software" },
+                    if p.readable { " readable" } else { "" },
+                    if p.writable { " writable" } else { "" },
+                )?,
+                SeqInput::PortExited(addr) => writeln!(out, "port exited {addr}")?,
                 SeqInput::Overrun => writeln!(out, "overrun")?,
             }
         }

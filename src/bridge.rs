@@ -3,17 +3,74 @@
 //! [`Sequencer`] seam, so it is tested with the fake.
 use std::collections::BTreeMap;
 use std::io;
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use protocol::midi::MidiMessage;
 use protocol::stream::StreamParser;
 
-use crate::seq::{PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+use crate::seq::{
+    Direction, PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription,
+};
 
 /// Name of the port whose subscribers are exported.
 pub const NETWORK_PORT: &str = "Network";
 /// ALSA port names are at most 63 bytes.
 const MAX_PORT_NAME: usize = 63;
+
+/// `--export-auto KIND[:PATTERN]`: local ports connected to `Network` as they appear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoExport {
+    pub kind: PortKind,
+    /// Part of the client or port name, any case; `None` for every name.
+    pub pattern: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// Devices: USB and other rawmidi ports (port type HARDWARE).
+    Hardware,
+    /// Applications and kernel software ports (Midi Through, VirMIDI).
+    Software,
+    All,
+}
+
+impl AutoExport {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (kind, pattern) = match text.split_once(':') {
+            Some((kind, pattern)) if !pattern.is_empty() => (kind, Some(pattern.to_lowercase())),
+            Some(_) => return Err(format!("empty pattern after ':' in {text:?}")),
+            None => (text, None),
+        };
+        let kind = match kind {
+            "hardware" => PortKind::Hardware,
+            "software" => PortKind::Software,
+            "all" => PortKind::All,
+            _ => {
+                return Err(format!(
+                    "bad kind {kind:?} (hardware, software or all, then :PATTERN if wanted)"
+                ))
+            }
+        };
+        Ok(AutoExport { kind, pattern })
+    }
+
+    /// True if `port` is to be exported.
+    pub fn matches(&self, port: &PortInfo) -> bool {
+        let kind = match self.kind {
+            PortKind::Hardware => port.hardware,
+            PortKind::Software => !port.hardware,
+            PortKind::All => true,
+        };
+        let name = |n: &str| {
+            self.pattern
+                .as_ref()
+                .is_none_or(|p| n.to_lowercase().contains(p.as_str()))
+        };
+        kind && (port.readable || port.writable)
+            && (name(&port.client_name) || name(&port.port_name))
+    }
+}
 
 /// What one of our ports stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +111,7 @@ pub struct Bridge<K, S = Box<dyn Sequencer>> {
     exported: BTreeMap<SeqAddr, u32>,
     parser: StreamParser,
     dormant: Vec<Dormant<K>>,
+    auto_export: Option<AutoExport>,
     pub overruns: u64,
     pub send_dropped: u64,
 }
@@ -69,9 +127,17 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             exported: BTreeMap::new(),
             parser: StreamParser::new(protocol::session::MAX_SYSEX),
             dormant: Vec::new(),
+            auto_export: None,
             overruns: 0,
             send_dropped: 0,
         })
+    }
+
+    /// Connects the local ports `rule` matches to `Network`, now and as they appear (their
+    /// connections go with them when they exit, which withdraws the export).
+    pub fn set_auto_export(&mut self, rule: AutoExport) -> io::Result<()> {
+        self.auto_export = Some(rule);
+        self.seq.watch_ports()
     }
 
     pub fn fds(&self) -> io::Result<Vec<std::os::fd::RawFd>> {
@@ -133,20 +199,36 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             .map(|(port, _)| *port)
     }
 
-    /// MIDI from the network for peer `key`'s port.
-    pub fn send_to_port(&mut self, key: K, message: &MidiMessage) {
+    /// MIDI from the network for peer `key`'s port, at once or `after` from now.
+    pub fn send_to_port(&mut self, key: K, message: &MidiMessage, after: Option<Duration>) {
         if let Some(port) = self.port_of(key) {
-            self.output(port, None, message);
+            self.output(port, None, message, after);
         }
     }
 
     /// MIDI from an exported port's sessions, back to that local port only.
-    pub fn send_to_exported(&mut self, local: SeqAddr, message: &MidiMessage) {
-        self.output(self.network, Some(local), message);
+    pub fn send_to_exported(
+        &mut self,
+        local: SeqAddr,
+        message: &MidiMessage,
+        after: Option<Duration>,
+    ) {
+        self.output(self.network, Some(local), message, after);
     }
 
-    fn output(&mut self, port: PortId, to: Option<SeqAddr>, message: &MidiMessage) {
-        if let Err(e) = self.seq.send(port, to, message.as_bytes()) {
+    fn output(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        message: &MidiMessage,
+        after: Option<Duration>,
+    ) {
+        let bytes = message.as_bytes();
+        let sent = match after {
+            Some(after) => self.seq.send_at(port, to, bytes, after),
+            None => self.seq.send(port, to, bytes),
+        };
+        if let Err(e) = sent {
             self.send_dropped += 1;
             if self.send_dropped.is_power_of_two() {
                 warn!(
@@ -193,12 +275,51 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             }
             SeqInput::Subscribed(sub) => self.subscription(sub, true, out),
             SeqInput::Unsubscribed(sub) => self.subscription(sub, false, out),
+            SeqInput::PortStarted(port) => self.port_started(&port, out),
+            SeqInput::PortExited(addr) => debug!("ALSA port {addr} exited"),
             SeqInput::Overrun => {
                 self.overruns += 1;
                 warn!("ALSA input overrun: events from local ports were lost");
             }
         }
         Ok(true)
+    }
+
+    fn port_started(&mut self, port: &PortInfo, out: &mut Vec<Action<K>>) {
+        if !self.auto_export.as_ref().is_some_and(|r| r.matches(port)) {
+            return;
+        }
+        let network = SeqAddr {
+            client: self.seq.client(),
+            port: self.network.0,
+        };
+        info!(
+            "exporting {} \"{}\" \"{}\" automatically",
+            port.addr, port.client_name, port.port_name
+        );
+        let mut links = Vec::new();
+        if port.readable {
+            links.push((port.addr, network, Direction::FromPeer));
+        }
+        if port.writable {
+            links.push((network, port.addr, Direction::ToPeer));
+        }
+        for (from, to, direction) in links {
+            if let Err(e) = self.seq.connect(from, to) {
+                warn!("cannot connect {from} to {to}: {e}");
+                continue;
+            }
+            // The kernel tells the other side, not the client that connected: count it here.
+            // It tells us when the port exits and takes its connections along.
+            let sub = Subscription {
+                port: self.network,
+                peer: port.addr,
+                direction,
+                peer_client_name: Some(port.client_name.clone()),
+                peer_port_name: Some(port.port_name.clone()),
+            };
+            self.subscription(sub, true, out);
+        }
     }
 
     fn subscription(&mut self, sub: Subscription, on: bool, out: &mut Vec<Action<K>>) {
@@ -276,7 +397,6 @@ pub fn port_name(name: &str) -> String {
 mod tests {
     use super::*;
     use crate::seq::fake::FakeSequencer;
-    use crate::seq::Direction;
 
     type TestBridge = Bridge<u32, FakeSequencer>;
 
@@ -340,9 +460,9 @@ mod tests {
             client: 24,
             port: 0,
         };
-        bridge.send_to_port(7, &note());
-        bridge.send_to_exported(keys, &note());
-        bridge.send_to_port(8, &note()); // no such peer: nothing
+        bridge.send_to_port(7, &note(), None);
+        bridge.send_to_exported(keys, &note(), None);
+        bridge.send_to_port(8, &note(), None); // no such peer: nothing
         assert_eq!(
             bridge.seq.take_sent(),
             vec![
@@ -350,8 +470,19 @@ mod tests {
                 (PortId(0), Some(keys), vec![0x90, 60, 100]),
             ]
         );
+        // With a playout delay: scheduled on the queue.
+        let later = Duration::from_millis(20);
+        bridge.send_to_port(7, &note(), Some(later));
+        bridge.send_to_exported(keys, &note(), Some(later));
+        assert_eq!(
+            bridge.seq.take_timed(),
+            vec![
+                (port, None, later, vec![0x90, 60, 100]),
+                (PortId(0), Some(keys), later, vec![0x90, 60, 100]),
+            ]
+        );
         bridge.seq.set_room(Some(0));
-        bridge.send_to_port(7, &note());
+        bridge.send_to_port(7, &note(), None);
         assert_eq!(bridge.send_dropped, 1);
         bridge.remove_peer(7);
         assert!(!bridge.seq.ports().contains_key(&port));
@@ -416,6 +547,86 @@ mod tests {
         bridge.drop_parked();
         assert!(!bridge.adopt(2, 3));
         assert_eq!(bridge.port_of(3), None);
+    }
+
+    fn port(client: u8, client_name: &str, port_name: &str, hardware: bool) -> PortInfo {
+        PortInfo {
+            addr: SeqAddr { client, port: 0 },
+            client_name: client_name.into(),
+            port_name: port_name.into(),
+            hardware,
+            readable: true,
+            writable: true,
+        }
+    }
+
+    #[test]
+    fn auto_export_rules_parse_and_match_kind_and_name() {
+        let usb = port(24, "Launchkey Mini", "Launchkey Mini MIDI 1", true);
+        let app = port(130, "VMPK Output", "out", false);
+        let rule = |text| AutoExport::parse(text).unwrap();
+        assert!(rule("hardware").matches(&usb) && !rule("hardware").matches(&app));
+        assert!(!rule("software").matches(&usb) && rule("software").matches(&app));
+        assert!(rule("all").matches(&usb) && rule("all").matches(&app));
+        // The pattern is part of the client or the port name, in any case.
+        assert!(rule("all:launchKEY").matches(&usb) && !rule("all:launchkey").matches(&app));
+        assert!(rule("software:OUT").matches(&app));
+        assert!(!rule("hardware:vmpk").matches(&app));
+        // A port nobody may connect to is never exported.
+        let closed = PortInfo {
+            readable: false,
+            writable: false,
+            ..usb.clone()
+        };
+        assert!(!rule("all").matches(&closed));
+        for (bad, why) in [
+            ("usb", "bad kind"),
+            ("all:", "empty pattern"),
+            ("", "bad kind"),
+        ] {
+            assert!(AutoExport::parse(bad).unwrap_err().contains(why), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching_ports_are_connected_to_network_now_and_when_they_appear() {
+        let usb = port(24, "Launchkey", "Launchkey MIDI 1", true);
+        let mut bridge = bridge_with(|fake, _| {
+            fake.add_other_port(usb.clone());
+            fake.add_other_port(port(130, "VMPK", "out", false));
+        });
+        bridge
+            .set_auto_export(AutoExport::parse("hardware").unwrap())
+            .unwrap();
+        let later = PortInfo {
+            addr: SeqAddr {
+                client: 28,
+                port: 1,
+            },
+            port_name: "output only".into(),
+            writable: false,
+            ..usb.clone()
+        };
+        bridge.seq.add_other_port(later.clone());
+        let export = |port: &PortInfo| Action::Export {
+            local: port.addr,
+            name: format!("{} {}", port.client_name, port.port_name),
+            on: true,
+        };
+        // One export per port, however many connections.
+        assert_eq!(drain(&mut bridge), vec![export(&usb), export(&later)]);
+        let network = SeqAddr {
+            client: 128,
+            port: 0,
+        };
+        assert_eq!(
+            bridge.seq.take_connections(),
+            vec![
+                (usb.addr, network),
+                (network, usb.addr),
+                (later.addr, network)
+            ]
+        );
     }
 
     #[test]

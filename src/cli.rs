@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use getopts::Options as Getopts;
 
+use crate::bridge::AutoExport;
+
 pub const DEFAULT_PORT: u16 = 5004;
+/// A playout delay longer than this is surely a mistake (the unit is ms).
+const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
 
 /// A `--connect` target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +57,9 @@ pub struct Options {
     pub alsa_name: Option<String>,
     /// SysEx bytes a second sent to ALSA (a MIDI cable takes 3125).
     pub sysex_rate: Option<u32>,
+    /// Milliseconds MIDI from the network waits on ALSA's queue after its timestamp.
+    pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
     pub no_mdns: bool,
     /// `--mdns-interface`: announce and browse only on these interfaces.
     pub mdns_interfaces: Vec<String>,
@@ -119,6 +126,20 @@ fn getopts() -> Getopts {
         "sysex-rate",
         "pace SysEx to ALSA at this many bytes a second (default 32000; a MIDI cable takes 3125)",
         "BYTES",
+    );
+    o.optopt(
+        "",
+        "playout-delay",
+        "deliver network MIDI to ALSA this long after its RTP timestamp, so its timing \
+         survives network jitter (default: at once)",
+        "MS",
+    );
+    o.optopt(
+        "",
+        "export-auto",
+        "export local ALSA ports of this kind whose client or port name contains PATTERN \
+         (any case), now and when they appear",
+        "hardware|software|all[:PATTERN]",
     );
     o.optflag("", "no-mdns", "no mDNS announcements or discovery");
     o.optmulti(
@@ -212,6 +233,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 )),
             })
             .transpose()?,
+        playout_delay: m
+            .opt_str("playout-delay")
+            .map(|d| match d.parse::<u32>() {
+                Ok(n) if (1..=MAX_PLAYOUT_DELAY_MS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "bad --playout-delay {d:?} (milliseconds, 1-{MAX_PLAYOUT_DELAY_MS})"
+                )),
+            })
+            .transpose()?,
+        export_auto: m
+            .opt_str("export-auto")
+            .map(|r| AutoExport::parse(&r).map_err(|e| format!("--export-auto: {e}")))
+            .transpose()?,
         no_mdns: m.opt_present("no-mdns"),
         mdns_interfaces: m.opt_strs("mdns-interface"),
         config: m.opt_str("c").map(PathBuf::from),
@@ -247,7 +281,8 @@ mod tests {
         let o = run(
             "-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
              --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf \
-             --mdns-interface eth0 --mdns-interface lo",
+             --mdns-interface eth0 --mdns-interface lo \
+             --playout-delay 20 --export-auto hardware:launch",
         );
         assert_eq!(o.verbosity, 2);
         assert_eq!(o.name.as_deref(), Some("Stage"));
@@ -270,6 +305,14 @@ mod tests {
         );
         assert!(o.hub && o.no_alsa && o.no_mdns);
         assert_eq!(o.mdns_interfaces, vec!["eth0", "lo"]);
+        assert_eq!(o.playout_delay, Some(20));
+        assert_eq!(
+            o.export_auto,
+            Some(AutoExport {
+                kind: crate::bridge::PortKind::Hardware,
+                pattern: Some("launch".into())
+            })
+        );
         assert_eq!(o.config, Some(PathBuf::from("/etc/rtpmidid.conf")));
     }
 
@@ -281,6 +324,9 @@ mod tests {
             ("-C host", "no :PORT"),
             ("-C @h:1", "empty name"),
             ("-b nonsense", "bad bind"),
+            ("--playout-delay 0", "bad --playout-delay"),
+            ("--export-auto usb", "--export-auto: bad kind"),
+            ("--playout-delay 9000", "bad --playout-delay"),
             ("--bogus", "bogus"),
             ("extra", "unexpected"),
             ("-n", "'n'"),

@@ -13,10 +13,11 @@ use protocol::session::{self, DisconnectReason, Event, Port};
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Interest, Signal, SourceId};
 
-use crate::bridge::{Action, Bridge};
+use crate::bridge::{Action, AutoExport, Bridge};
 use crate::cli::ConnectTarget;
 use crate::mdns::{self, Discovered, Mdns, PeerEvent, Slot};
 use crate::net::{self, PortPair};
+use crate::playout::Playout;
 use crate::seq::{SeqAddr, Sequencer};
 
 mod ops;
@@ -61,6 +62,10 @@ pub struct Settings {
     pub hub: bool,
     /// `None` with `--no-mdns`.
     pub mdns: Option<mdns::Config>,
+    /// Schedule MIDI from the network on ALSA's queue this long after it was stamped.
+    pub playout_delay: Option<Duration>,
+    /// `--export-auto`: local ports connected to `Network` as they appear.
+    pub export_auto: Option<AutoExport>,
 }
 
 /// A session anywhere in the daemon: the listener it lives on and its id there.
@@ -145,6 +150,8 @@ pub struct Daemon {
     bridge: Option<Bridge<PortKey>>,
     seq_sources: Vec<SourceId>,
     peers: BTreeMap<PeerKey, PeerInfo>,
+    /// With `--playout-delay`: each session's schedule.
+    playouts: BTreeMap<PeerKey, Playout>,
     /// Ports of sessions replaced by a restarted peer, kept for it until the deadline.
     parked: Vec<(PeerKey, PeerInfo)>,
     parked_until: Option<Instant>,
@@ -183,6 +190,9 @@ impl Daemon {
             name: settings.name.clone(),
         };
         let mut bridge = sequencer.map(Bridge::new).transpose()?;
+        if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
+            bridge.set_auto_export(rule)?;
+        }
         let mut clients = Vec::new();
         for (index, target) in settings.connect.iter().enumerate() {
             let name = target
@@ -210,6 +220,7 @@ impl Daemon {
             bridge,
             seq_sources: Vec::new(),
             peers: BTreeMap::new(),
+            playouts: BTreeMap::new(),
             parked: Vec::new(),
             parked_until: None,
             recv_buf: vec![0; MAX_DATAGRAM],
@@ -593,6 +604,7 @@ impl Daemon {
             let _ = ctx.deregister(source);
         }
         self.peers.retain(|key, _| key.listener != listener.id);
+        self.playouts.retain(|key, _| key.listener != listener.id);
         if let Some(mdns) = self.mdns.as_mut() {
             mdns.remove_service(now, listener.id);
         }
@@ -679,9 +691,11 @@ impl Daemon {
             }
             Event::Midi(midi) => {
                 trace!("MIDI from {}: {:?}", name(&self.peers), midi.message);
-                self.deliver(now, index, key, midi.message);
+                let after = self.playout_after(now, key, midi.timestamp);
+                self.deliver(now, index, key, midi.message, after);
             }
             Event::Latency { rtt, offset_ticks } => {
+                self.playout_clock(now, index, key, rtt, offset_ticks);
                 // The first measurement of a session at info level, the rest at debug.
                 let first = self
                     .peers
@@ -735,6 +749,7 @@ impl Daemon {
     fn on_disconnected(&mut self, now: Instant, key: PeerKey, reason: DisconnectReason) {
         let info = self.peers.remove(&key);
         self.ops.latency.remove(&key);
+        self.playouts.remove(&key);
         let who = info
             .as_ref()
             .map_or_else(|| format!("session {}", key.session.0), |p| p.name.clone());
@@ -782,13 +797,22 @@ impl Daemon {
 
     /// MIDI from a session: to its ALSA port (or its export's local port), and with the hub on,
     /// to every other session of the main listener, never back to its sender.
-    fn deliver(&mut self, now: Instant, index: usize, key: PeerKey, message: MidiMessage) {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        index: usize,
+        key: PeerKey,
+        message: MidiMessage,
+        after: Option<Duration>,
+    ) {
         let client = self.client_of(key);
         if let Some(bridge) = self.bridge.as_mut() {
             match (self.listeners[index].export, client) {
-                (Some(local), _) => bridge.send_to_exported(local, &message),
-                (None, Some(client)) => bridge.send_to_port(PortKey::Client(client), &message),
-                (None, None) => bridge.send_to_port(PortKey::Session(key), &message),
+                (Some(local), _) => bridge.send_to_exported(local, &message, after),
+                (None, Some(client)) => {
+                    bridge.send_to_port(PortKey::Client(client), &message, after)
+                }
+                (None, None) => bridge.send_to_port(PortKey::Session(key), &message, after),
             }
         }
         if self.hub && key.listener == MAIN {
@@ -799,6 +823,49 @@ impl Daemon {
                 &message,
             );
         }
+    }
+
+    /// With `--playout-delay`: how long MIDI stamped `timestamp` by session `key`'s peer
+    /// waits before ALSA delivers it (see `playout`).
+    fn playout_after(&mut self, now: Instant, key: PeerKey, timestamp: u32) -> Option<Duration> {
+        let delay = self.settings.playout_delay?;
+        self.bridge.as_ref()?;
+        let playout = self
+            .playouts
+            .entry(key)
+            .or_insert_with(|| Playout::new(delay));
+        let was_clock = playout.uses_clock();
+        let at = playout.schedule(now, timestamp);
+        if was_clock && !playout.uses_clock() {
+            warn!(
+                "session {}: RTP timestamps far from the CK clock: playout timed by arrivals",
+                key.session.0
+            );
+        }
+        trace!("playout of {timestamp} in {:?}", at - now);
+        Some(at - now)
+    }
+
+    /// A CK round of session `key` ended: its offset times the playout from now on.
+    fn playout_clock(
+        &mut self,
+        now: Instant,
+        index: usize,
+        key: PeerKey,
+        rtt: Duration,
+        offset_ticks: i64,
+    ) {
+        let Some(delay) = self.settings.playout_delay else {
+            return;
+        };
+        let Some(session) = self.listeners[index].endpoint.session(key.session) else {
+            return;
+        };
+        let local_ticks = session.clock_ticks(now);
+        self.playouts
+            .entry(key)
+            .or_insert_with(|| Playout::new(delay))
+            .on_clock(now, rtt, local_ticks, offset_ticks);
     }
 
     fn reconnect_due(&mut self, now: Instant) {
@@ -955,6 +1022,8 @@ mod tests {
                 connect: Vec::new(),
                 hub: false,
                 mdns: None,
+                playout_delay: None,
+                export_auto: None,
             };
             let seq: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
             if let Ok(daemon) = Daemon::new(settings, alsa.then_some(seq), 1) {

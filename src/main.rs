@@ -7,6 +7,7 @@ mod daemon;
 mod json;
 mod mdns;
 mod net;
+mod playout;
 mod reload;
 mod seq;
 
@@ -95,6 +96,10 @@ fn run(
         mdns: config.mdns.enabled.then(|| mdns::Config {
             interfaces: config.mdns.interfaces.clone(),
         }),
+        playout_delay: options
+            .playout_delay
+            .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+        export_auto: options.export_auto.clone(),
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
@@ -112,7 +117,7 @@ fn run(
         }
         log::info!(
             "ALSA sequencer client {} ({:?})",
-            seq.client(),
+            seq::Sequencer::client(&seq),
             config.alsa_name
         );
         Some(Box::new(seq))

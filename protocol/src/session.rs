@@ -939,7 +939,9 @@ impl Session {
         }
     }
 
-    fn clock_ticks(&self, now: Instant) -> u64 {
+    /// The session's clock (CK timestamps, our RTP timestamps) at `now`: 100 µs ticks since
+    /// the session began.
+    pub fn clock_ticks(&self, now: Instant) -> u64 {
         now.ticks_10khz_since(self.origin)
     }
 

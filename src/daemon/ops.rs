@@ -422,6 +422,8 @@ mod tests {
                 connect: connect.clone(),
                 hub: false,
                 mdns: None,
+                playout_delay: None,
+                export_auto: None,
             };
             let fake: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
             if let Ok(d) = Daemon::new(settings, Some(fake), 1) {

@@ -16,7 +16,7 @@
 //! messages that follow wait their turn behind them so order holds; realtime messages, which
 //! MIDI lets into the middle of a SysEx, are never held back.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
@@ -24,10 +24,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use ::alsa::poll::Descriptors;
-use ::alsa::seq::{Connect, Event, EventType, MidiEvent, PortCap, PortType, Seq};
+use ::alsa::seq::{
+    ClientIter, Connect, Event, EventType, MidiEvent, PortCap, PortIter, PortSubscribe, PortType,
+    Seq,
+};
 
 use super::stream::{Message, Messages, SysexAssembler, SYSEX_CHUNK};
-use super::{Direction, PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+use super::{Direction, PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription};
 
 /// The device node libasound opens for the sequencer.
 const SEQ_DEVICE: &str = "/dev/snd/seq";
@@ -38,6 +41,9 @@ const POOL_EVENTS: u32 = 2000;
 const BACKLOG_LIMIT: usize = 4096;
 /// The longest decoded event: an NRPN or RPN is four control changes.
 const DECODE_MAX: usize = 12;
+/// The kernel's System client and its port that announces clients and ports.
+const SYSTEM_CLIENT: u8 = 0;
+const ANNOUNCE_PORT: u8 = 1;
 /// SysEx output rate in bytes a second: ten times a MIDI cable's (3125), 100 KiB in 3.2 s.
 pub const DEFAULT_SYSEX_RATE: u32 = 32_000;
 
@@ -56,6 +62,8 @@ enum Kind {
 struct Pending {
     ev: Event<'static>,
     kind: Kind,
+    /// Queue time to deliver it at (`send_at`); `None` for at once.
+    at: Option<Duration>,
 }
 
 pub struct AlsaSequencer {
@@ -71,6 +79,13 @@ pub struct AlsaSequencer {
     booked: Option<Duration>,
     /// SysEx bytes a second.
     sysex_rate: u32,
+    /// With `watch_ports`: the port System:Announce talks to, and what was found there (or
+    /// when watching began) and not yet returned by `recv`.
+    announce: Option<i32>,
+    found: VecDeque<SeqInput>,
+    /// The latest queue time `send_at` used per port and destination: later calls never go
+    /// before it (a delay measured from a slightly later "now" must not reorder them).
+    timed_last: HashMap<(PortId, Option<SeqAddr>), Duration>,
 }
 
 impl AlsaSequencer {
@@ -107,6 +122,9 @@ impl AlsaSequencer {
             queue,
             booked: None,
             sysex_rate: DEFAULT_SYSEX_RATE,
+            announce: None,
+            found: VecDeque::new(),
+            timed_last: HashMap::new(),
         })
     }
 
@@ -123,6 +141,7 @@ impl AlsaSequencer {
         to: Option<SeqAddr>,
         mut ev: Event<'_>,
         kind: Kind,
+        at: Option<Duration>,
     ) -> io::Result<()> {
         ev.set_source(i32::from(port.0));
         match to {
@@ -134,20 +153,78 @@ impl AlsaSequencer {
         }
         let pace = (self.queue, self.sysex_rate);
         if (self.backlog.is_empty() || kind == Kind::Realtime)
-            && try_output(&self.seq, pace, &mut self.booked, &mut ev, kind)?
+            && try_output(&self.seq, pace, &mut self.booked, &mut ev, kind, at)?
         {
             return Ok(());
         }
         self.backlog.push_back(Pending {
             ev: ev.into_owned(),
             kind,
+            at,
         });
         Ok(())
     }
 
-    /// Our client number.
-    pub fn client(&self) -> u8 {
-        self.client
+    /// Sends `midi` at once (`at` = `None`) or at queue time `at`.
+    fn send_timed(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        at: Option<Duration>,
+    ) -> io::Result<()> {
+        if self.backlog.len() >= BACKLOG_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "sequencer output full",
+            ));
+        }
+        for message in Messages::new(midi) {
+            match message {
+                Message::Short(short) => {
+                    let kind = if protocol::midi::is_realtime(short.status()) {
+                        Kind::Realtime
+                    } else {
+                        Kind::Ordered
+                    };
+                    if let Some(ev) = encode(&mut self.encoder, short.as_bytes()) {
+                        self.output(port, to, ev, kind, at)?;
+                    }
+                }
+                Message::SysEx(sysex) => {
+                    for chunk in sysex.chunks(SYSEX_CHUNK) {
+                        self.output(
+                            port,
+                            to,
+                            Event::new_ext(EventType::Sysex, chunk),
+                            Kind::SysEx,
+                            at,
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Another client's port as `PortStarted` reports it; `None` for ours, the System
+    /// client's and ports that went meanwhile.
+    fn port_info(&self, a: ::alsa::seq::Addr) -> Option<PortInfo> {
+        let addr = addr(a)?;
+        if addr.client == SYSTEM_CLIENT || addr.client == self.client {
+            return None;
+        }
+        let port = self.seq.get_any_port_info(a).ok()?;
+        let client = self.seq.get_any_client_info(a.client).ok()?;
+        let caps = port.get_capability();
+        Some(PortInfo {
+            addr,
+            client_name: client.get_name().ok()?.to_owned(),
+            port_name: port.get_name().ok()?.to_owned(),
+            hardware: port.get_type().contains(PortType::HARDWARE),
+            readable: caps.contains(PortCap::READ | PortCap::SUBS_READ),
+            writable: caps.contains(PortCap::WRITE | PortCap::SUBS_WRITE),
+        })
     }
 
     fn subscription(&self, connect: Connect) -> Option<Subscription> {
@@ -210,12 +287,16 @@ impl Sequencer for AlsaSequencer {
 
     fn delete_port(&mut self, port: PortId) -> io::Result<()> {
         self.sysex.forget_port(port);
+        self.timed_last.retain(|(p, _), _| *p != port);
         self.backlog
             .retain(|p| p.ev.get_source().port != i32::from(port.0));
         self.seq.delete_port(i32::from(port.0)).map_err(io_error)
     }
 
     fn recv(&mut self) -> io::Result<Option<SeqInput>> {
+        if let Some(found) = self.found.pop_front() {
+            return Ok(Some(found));
+        }
         loop {
             let mut input = self.seq.input();
             let mut ev = match input.event_input() {
@@ -233,6 +314,30 @@ impl Sequencer for AlsaSequencer {
             let Some(source) = addr(ev.get_source()) else {
                 continue;
             };
+            if Some(i32::from(port.0)) == self.announce {
+                // Broadcasts: starts and exits of ports; subscriptions concerning us come to
+                // the ports concerned as well, so the broadcast copies are skipped.
+                let started = match ev.get_type() {
+                    EventType::PortStart => true,
+                    EventType::PortExit => false,
+                    _ => continue,
+                };
+                let Some(a) = ev.get_data::<::alsa::seq::Addr>() else {
+                    continue;
+                };
+                drop(input);
+                let found = if started {
+                    self.port_info(a).map(SeqInput::PortStarted)
+                } else {
+                    addr(a)
+                        .filter(|p| p.client != self.client)
+                        .map(SeqInput::PortExited)
+                };
+                match found {
+                    Some(found) => return Ok(Some(found)),
+                    None => continue,
+                }
+            }
             match ev.get_type() {
                 EventType::PortSubscribed | EventType::PortUnsubscribed => {
                     let subscribed = ev.get_type() == EventType::PortSubscribed;
@@ -272,43 +377,75 @@ impl Sequencer for AlsaSequencer {
     }
 
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
-        if self.backlog.len() >= BACKLOG_LIMIT {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "sequencer output full",
-            ));
+        self.send_timed(port, to, midi, None)
+    }
+
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()> {
+        let now = queue_time(&self.seq, self.queue)?;
+        let last = self.timed_last.entry((port, to)).or_default();
+        let at = (now + after).max(*last);
+        *last = at;
+        self.send_timed(port, to, midi, Some(at))
+    }
+
+    fn watch_ports(&mut self) -> io::Result<()> {
+        if self.announce.is_some() {
+            return Ok(());
         }
-        for message in Messages::new(midi) {
-            match message {
-                Message::Short(short) => {
-                    let kind = if protocol::midi::is_realtime(short.status()) {
-                        Kind::Realtime
-                    } else {
-                        Kind::Ordered
-                    };
-                    if let Some(ev) = encode(&mut self.encoder, short.as_bytes()) {
-                        self.output(port, to, ev, kind)?;
-                    }
-                }
-                Message::SysEx(sysex) => {
-                    for chunk in sysex.chunks(SYSEX_CHUNK) {
-                        self.output(
-                            port,
-                            to,
-                            Event::new_ext(EventType::Sysex, chunk),
-                            Kind::SysEx,
-                        )?;
-                    }
+        // Our own port for the broadcasts, hidden from others (no SUBS caps: only we may
+        // subscribe it).
+        let port = self
+            .seq
+            .create_simple_port(c"announcements", PortCap::WRITE, PortType::APPLICATION)
+            .map_err(io_error)?;
+        self.announce = Some(port);
+        self.connect(
+            SeqAddr {
+                client: SYSTEM_CLIENT,
+                port: ANNOUNCE_PORT,
+            },
+            SeqAddr {
+                client: self.client,
+                port: u8::try_from(port).map_err(|_| invalid("port number out of range"))?,
+            },
+        )?;
+        // Ports that started before we listened, returned by `recv` first. The kernel tells
+        // announcement listeners, now us, of the subscription: that wakes the poll.
+        for client in ClientIter::new(&self.seq) {
+            for port in PortIter::new(&self.seq, client.get_client()) {
+                if let Some(info) = self.port_info(port.addr()) {
+                    self.found.push_back(SeqInput::PortStarted(info));
                 }
             }
         }
         Ok(())
     }
 
+    fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        let a = |s: SeqAddr| ::alsa::seq::Addr {
+            client: i32::from(s.client),
+            port: i32::from(s.port),
+        };
+        let subs = PortSubscribe::empty().map_err(io_error)?;
+        subs.set_sender(a(from));
+        subs.set_dest(a(to));
+        self.seq.subscribe_port(&subs).map_err(io_error)
+    }
+
+    fn client(&self) -> u8 {
+        self.client
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         while let Some(p) = self.backlog.front_mut() {
             let pace = (self.queue, self.sysex_rate);
-            let sent = try_output(&self.seq, pace, &mut self.booked, &mut p.ev, p.kind);
+            let sent = try_output(&self.seq, pace, &mut self.booked, &mut p.ev, p.kind, p.at);
             if sent.as_ref().is_ok_and(|sent| !sent) {
                 return Ok(());
             }
@@ -353,32 +490,35 @@ fn decode(decoder: &MidiEvent, ev: &mut Event) -> Option<Vec<u8>> {
     }
 }
 
-/// Hands `ev` to the kernel, directly or scheduled on `queue` behind booked SysEx output
-/// (booking `rate` bytes a second); `false` when the sequencer has no room (EAGAIN), in which
-/// case nothing changed.
+/// Hands `ev` to the kernel, directly or scheduled on `queue`: at `at` when given, and
+/// non-realtime events behind booked SysEx output (booking `rate` bytes a second for SysEx);
+/// `false` when the sequencer has no room (EAGAIN), in which case nothing changed.
 fn try_output(
     seq: &Seq,
     (queue, rate): (i32, u32),
     booked: &mut Option<Duration>,
     ev: &mut Event,
     kind: Kind,
+    at: Option<Duration>,
 ) -> io::Result<bool> {
-    let mut at = None;
+    let mut when = None;
     let mut next_booked = *booked;
-    if kind != Kind::Realtime && (booked.is_some() || kind == Kind::SysEx) {
-        let now = seq
-            .get_queue_status(queue)
-            .map_err(io_error)?
-            .get_real_time();
-        at = booked.filter(|&t| t > now);
-        next_booked = at;
+    if at.is_some() || (kind != Kind::Realtime && (booked.is_some() || kind == Kind::SysEx)) {
+        let now = queue_time(seq, queue)?;
+        // Option's order puts None first: the later of the two times, if any.
+        when = at.filter(|&t| t > now);
+        if kind != Kind::Realtime {
+            let busy_until = booked.filter(|&t| t > now);
+            when = when.max(busy_until);
+            next_booked = busy_until;
+        }
         if kind == Kind::SysEx {
             let len = ev.get_ext().map_or(0, <[u8]>::len) as u64;
             let busy = Duration::from_micros(len * 1_000_000 / u64::from(rate));
-            next_booked = Some(at.unwrap_or(now) + busy);
+            next_booked = Some(when.unwrap_or(now) + busy);
         }
     }
-    match at {
+    match when {
         Some(t) => ev.schedule_real(queue, false, t),
         None => ev.set_direct(),
     }
@@ -390,6 +530,14 @@ fn try_output(
         Err(e) if e.errno() == libc::EAGAIN => Ok(false),
         Err(e) => Err(io_error(e)),
     }
+}
+
+/// The real time of our queue, which runs from `open`.
+fn queue_time(seq: &Seq, queue: i32) -> io::Result<Duration> {
+    Ok(seq
+        .get_queue_status(queue)
+        .map_err(io_error)?
+        .get_real_time())
 }
 
 fn addr(a: ::alsa::seq::Addr) -> Option<SeqAddr> {
@@ -420,7 +568,7 @@ mod tests {
     //! The byte conversions need libasound but no kernel sequencer; the tests marked
     //! `ignore` need one and run in the VM (tests/vm/seq_probe.sh).
     use super::*;
-    use ::alsa::seq::{Addr, EvCtrl, EvNote, PortSubscribe};
+    use ::alsa::seq::{Addr, EvCtrl, EvNote};
 
     #[test]
     fn open_names_the_device_and_module_when_there_is_no_sequencer() {
@@ -553,6 +701,49 @@ mod tests {
             }
         }
         assert_eq!(got, [midi(&[0x90, 60, 100]), midi(&[0x80, 60, 0])]);
+    }
+
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn send_at_delivers_later_and_never_out_of_order() {
+        let mut rx = AlsaSequencer::open("rx").unwrap();
+        let rx_port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
+        let mut tx = AlsaSequencer::open("tx").unwrap();
+        let tx_port = tx.create_port("out", PortCaps::DUPLEX).unwrap();
+        let at = |client, port: PortId| SeqAddr {
+            client,
+            port: port.0,
+        };
+        tx.connect(at(tx.client(), tx_port), at(rx.client(), rx_port))
+            .unwrap();
+        while rx.recv().unwrap().is_some() {} // the subscription notice
+
+        let start = std::time::Instant::now();
+        tx.send_at(tx_port, None, &[0x90, 60, 100], Duration::from_millis(50))
+            .unwrap();
+        // Asked for earlier, but given after the note-on: it waits for it.
+        tx.send_at(tx_port, None, &[0x80, 60, 0], Duration::ZERO)
+            .unwrap();
+        let fd = rx.fds().unwrap()[0];
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; a 2 s bound turns a lost event into a failure.
+            assert_eq!(
+                unsafe { libc::poll(&mut p, 1, 2000) },
+                1,
+                "got only {got:?}"
+            );
+            while let Some(SeqInput::Midi { bytes, .. }) = rx.recv().unwrap() {
+                got.push(bytes);
+            }
+        }
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert_eq!(got, [vec![0x90, 60, 100], vec![0x80, 60, 0]]);
     }
 
     fn decoded(mut ev: Event) -> Vec<u8> {

@@ -8,15 +8,24 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use super::stream::{Message, Messages};
-use super::{PortCaps, PortId, SeqAddr, SeqInput, Sequencer, Subscription};
+use super::{PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription};
+
+/// A message given to `send_at`: port, destination, delay, bytes.
+pub type Timed = (PortId, Option<SeqAddr>, Duration, Vec<u8>);
 
 pub struct FakeSequencer {
     ports: BTreeMap<PortId, (String, PortCaps)>,
     next_port: u8,
     inbox: VecDeque<SeqInput>,
     sent: Vec<(PortId, Option<SeqAddr>, Vec<u8>)>,
+    timed: Vec<Timed>,
+    /// Ports other clients have, reported once `watch_ports` is called.
+    others: Vec<PortInfo>,
+    watching: bool,
+    connections: Vec<(SeqAddr, SeqAddr)>,
     /// Messages `send` accepts before it reports a full sequencer.
     room: Option<usize>,
     readable: UnixStream,
@@ -32,6 +41,10 @@ impl FakeSequencer {
             next_port: 0,
             inbox: VecDeque::new(),
             sent: Vec::new(),
+            timed: Vec::new(),
+            others: Vec::new(),
+            watching: false,
+            connections: Vec::new(),
             room: None,
             readable,
             waker,
@@ -80,6 +93,49 @@ impl FakeSequencer {
         std::mem::take(&mut self.sent)
     }
 
+    /// A port of another client: reported by `watch_ports` if it has not been called yet,
+    /// else at once.
+    pub fn add_other_port(&mut self, info: PortInfo) {
+        if self.watching {
+            self.push(SeqInput::PortStarted(info));
+        } else {
+            self.others.push(info);
+        }
+    }
+
+    /// The connections `connect` made, and forgets them.
+    pub fn take_connections(&mut self) -> Vec<(SeqAddr, SeqAddr)> {
+        std::mem::take(&mut self.connections)
+    }
+
+    /// What `send_at` delivered so far, one entry per message, and forgets it.
+    pub fn take_timed(&mut self) -> Vec<Timed> {
+        std::mem::take(&mut self.timed)
+    }
+
+    /// The messages of `midi`, or a full sequencer's error when the room is used up.
+    fn accept(&mut self, port: PortId, midi: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        if !self.ports.contains_key(&port) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
+        }
+        let messages: Vec<Vec<u8>> = Messages::new(midi)
+            .map(|m| match m {
+                Message::Short(s) => s.as_bytes().to_vec(),
+                Message::SysEx(b) => b.to_vec(),
+            })
+            .collect();
+        if let Some(room) = self.room {
+            if room == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "fake sequencer full",
+                ));
+            }
+            self.room = Some(room.saturating_sub(messages.len()));
+        }
+        Ok(messages)
+    }
+
     /// Makes `send` accept `messages` more messages, then fail as a full sequencer does;
     /// `None` for no limit.
     pub fn set_room(&mut self, messages: Option<usize>) {
@@ -118,27 +174,41 @@ impl Sequencer for FakeSequencer {
     }
 
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
-        if !self.ports.contains_key(&port) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
-        }
-        let messages: Vec<Vec<u8>> = Messages::new(midi)
-            .map(|m| match m {
-                Message::Short(s) => s.as_bytes().to_vec(),
-                Message::SysEx(b) => b.to_vec(),
-            })
-            .collect();
-        if let Some(room) = self.room {
-            if room == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "fake sequencer full",
-                ));
-            }
-            self.room = Some(room.saturating_sub(messages.len()));
-        }
+        let messages = self.accept(port, midi)?;
         self.sent
             .extend(messages.into_iter().map(|m| (port, to, m)));
         Ok(())
+    }
+
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()> {
+        let messages = self.accept(port, midi)?;
+        self.timed
+            .extend(messages.into_iter().map(|m| (port, to, after, m)));
+        Ok(())
+    }
+
+    fn watch_ports(&mut self) -> io::Result<()> {
+        self.watching = true;
+        for info in std::mem::take(&mut self.others) {
+            self.push(SeqInput::PortStarted(info));
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        self.connections.push((from, to));
+        Ok(())
+    }
+
+    /// The fake is client 128, the first a user gets.
+    fn client(&self) -> u8 {
+        128
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -204,6 +274,13 @@ mod tests {
                 (port, None, vec![0x90, 60, 1]),
                 (port, None, vec![0x90, 61, 1])
             ]
+        );
+        seq.set_room(None);
+        seq.send_at(port, None, &[0xF8], Duration::from_millis(3))
+            .unwrap();
+        assert_eq!(
+            seq.take_timed(),
+            [(port, None, Duration::from_millis(3), vec![0xF8])]
         );
         seq.delete_port(port).unwrap();
         assert!(seq.send(port, None, &[0xF8]).is_err());

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 pub mod alsa;
 #[cfg(test)]
@@ -65,6 +66,21 @@ pub struct Subscription {
     pub peer_port_name: Option<String>,
 }
 
+/// A port of another client, as [`Sequencer::watch_ports`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortInfo {
+    pub addr: SeqAddr,
+    pub client_name: String,
+    pub port_name: String,
+    /// The port stands for a device (its type has `SND_SEQ_PORT_TYPE_HARDWARE`, as USB and
+    /// other rawmidi ports do); otherwise it is software.
+    pub hardware: bool,
+    /// Others may subscribe to what it sends.
+    pub readable: bool,
+    /// Others may subscribe it to what they send.
+    pub writable: bool,
+}
+
 /// What [`Sequencer::recv`] returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SeqInput {
@@ -79,6 +95,11 @@ pub enum SeqInput {
     },
     Subscribed(Subscription),
     Unsubscribed(Subscription),
+    /// With [`Sequencer::watch_ports`]: a port of another client exists (it did when watching
+    /// began, or it just started).
+    PortStarted(PortInfo),
+    /// ... and it is gone.
+    PortExited(SeqAddr),
     /// The kernel's input queue for us overflowed: events were lost (and any SysEx being
     /// reassembled with them).
     Overrun,
@@ -102,6 +123,24 @@ pub trait Sequencer {
     /// is full the call fails with [`io::ErrorKind::WouldBlock`] and nothing of `midi` is sent.
     /// Bytes that form no message (stray data bytes, an unterminated SysEx) are skipped.
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()>;
+    /// Like [`send`](Sequencer::send), but delivered `after` from now by the sequencer's
+    /// queue. Messages scheduled for the same time leave in the order they were given; a SysEx
+    /// still paced out holds back the non-realtime messages behind it.
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()>;
+    /// Reports the ports of other clients as [`SeqInput::PortStarted`] and
+    /// [`SeqInput::PortExited`]: those that exist now, then as they come and go.
+    fn watch_ports(&mut self) -> io::Result<()>;
+    /// Subscribes `to` to what `from` sends; one of them is ours. The kernel tells both owners
+    /// as for anyone's subscription.
+    fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()>;
+    /// Our client number.
+    fn client(&self) -> u8;
     /// Retries the backlog; call it when `backlog() > 0` and the fds are writable.
     fn flush(&mut self) -> io::Result<()>;
     /// Events waiting for room in the sequencer.
@@ -124,6 +163,24 @@ impl Sequencer for Box<dyn Sequencer> {
     }
     fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
         (**self).send(port, to, midi)
+    }
+    fn send_at(
+        &mut self,
+        port: PortId,
+        to: Option<SeqAddr>,
+        midi: &[u8],
+        after: Duration,
+    ) -> io::Result<()> {
+        (**self).send_at(port, to, midi, after)
+    }
+    fn watch_ports(&mut self) -> io::Result<()> {
+        (**self).watch_ports()
+    }
+    fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        (**self).connect(from, to)
+    }
+    fn client(&self) -> u8 {
+        (**self).client()
     }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
