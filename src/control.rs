@@ -317,13 +317,19 @@ pub fn answer(daemon: &mut Daemon, ctx: &mut Ctx, request: &Value) -> Value {
             if parse_seq_addr(port).is_none() {
                 return error(format!("bad ALSA port {port:?}: use client:port numbers"));
             }
+            let status = daemon.status();
+            if !status.alsa {
+                return error(format!(
+                    "cannot export {port}: the daemon runs without ALSA (--no-alsa)"
+                ));
+            }
+            // The bridge exports what is connected to its Network port (port 0); it has no
+            // call to do that on request yet.
+            let ours = &status.alsa_name;
             error(format!(
-                "cannot export {port}: this daemon has no ALSA bridge yet{}",
-                if daemon.status().alsa {
-                    ""
-                } else {
-                    " (and it runs with --no-alsa)"
-                }
+                "cannot export {port} from here yet: connect it to the Network port \
+                 (aconnect {port} '{ours}:0'; aconnect '{ours}:0' {port}), \
+                 or start with --export-auto"
             ))
         }
         other => error(format!(

@@ -29,6 +29,7 @@ pub struct Ops {
 /// For `status`.
 pub struct Status {
     pub name: String,
+    pub alsa_name: String,
     pub port: u16,
     pub uptime: std::time::Duration,
     pub sessions: usize,
@@ -134,6 +135,7 @@ impl Daemon {
         let sessions = || self.listeners.iter().flat_map(|l| l.endpoint.sessions());
         Status {
             name: settings.map_or_else(String::new, |s| s.name.clone()),
+            alsa_name: settings.map_or_else(String::new, |s| s.alsa_name.clone()),
             port: settings.map_or(0, |s| s.port),
             uptime: self.ops.started.map_or_else(Default::default, |t| {
                 StdInstant::now().saturating_duration_since(t)
