@@ -75,6 +75,7 @@ fn run(options: Options) -> Result<(), String> {
         bind: options.bind,
         connect: options.connect,
         hub: options.hub,
+        keep_connected: options.keep_connected,
         mdns: (!options.no_mdns).then_some(mdns::Config {
             interfaces: options.mdns_interfaces,
         }),
