@@ -53,6 +53,7 @@ pub struct Options {
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
     pub no_alsa: bool,
+    pub keep_connected: bool,
     /// `None`: the configuration file's, or `rtpmidid`.
     pub alsa_name: Option<String>,
     /// SysEx bytes a second sent to ALSA (a MIDI cable takes 3125).
@@ -113,6 +114,11 @@ fn getopts() -> Getopts {
         "",
         "hub",
         "forward what each network session sends to every other one",
+    );
+    o.optflag(
+        "",
+        "keep-connected",
+        "keep --connect sessions up even while nothing is connected to their ALSA ports",
     );
     o.optflag("", "no-alsa", "run without the ALSA sequencer");
     o.optopt(
@@ -223,6 +229,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         connect,
         hub: m.opt_present("hub"),
         no_alsa: m.opt_present("no-alsa"),
+        keep_connected: m.opt_present("keep-connected"),
         alsa_name: m.opt_str("alsa-name"),
         sysex_rate: m
             .opt_str("sysex-rate")
@@ -280,7 +287,7 @@ mod tests {
     fn every_option() {
         let o = run(
             "-vv -n Stage -p 6000 -b 127.0.0.1 -b ::1 -C piano@10.0.0.2:5004 \
-             --connect [::1]:5006 --hub --no-alsa --no-mdns -c /etc/rtpmidid.conf \
+             --connect [::1]:5006 --hub --keep-connected --no-alsa --no-mdns -c /etc/rtpmidid.conf \
              --mdns-interface eth0 --mdns-interface lo \
              --playout-delay 20 --export-auto hardware:launch",
         );
@@ -303,7 +310,7 @@ mod tests {
                 }
             ]
         );
-        assert!(o.hub && o.no_alsa && o.no_mdns);
+        assert!(o.hub && o.keep_connected && o.no_alsa && o.no_mdns);
         assert_eq!(o.mdns_interfaces, vec!["eth0", "lo"]);
         assert_eq!(o.playout_delay, Some(20));
         assert_eq!(

@@ -60,6 +60,8 @@ pub struct Settings {
     pub bind: Vec<IpAddr>,
     pub connect: Vec<ConnectTarget>,
     pub hub: bool,
+    /// `--connect` sessions stay up with nothing subscribed to their ALSA ports.
+    pub keep_connected: bool,
     /// `None` with `--no-mdns`.
     pub mdns: Option<mdns::Config>,
     /// Schedule MIDI from the network on ALSA's queue this long after it was stamped.
@@ -101,8 +103,11 @@ struct Client {
     session: Option<SessionId>,
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// Without ALSA always; with it while something is subscribed to the client's port.
+    /// Without ALSA always; with it while something is subscribed to the client's port, or
+    /// always with `--keep-connected`.
     wanted: bool,
+    /// `--keep-connected`: wanted whatever is subscribed.
+    keep: bool,
 }
 
 /// Counts dropped datagrams; logs each at debug level and a summary at most every 10 s at warn.
@@ -208,6 +213,7 @@ impl Daemon {
                 retry_at: None,
                 backoff: RECONNECT_MIN,
                 wanted: false,
+                keep: settings.keep_connected,
             });
         }
         let mut daemon = Daemon {
@@ -234,8 +240,9 @@ impl Daemon {
             ops: ops::Ops::default(),
         };
         // Without ALSA nothing subscribes: every target is wanted from the start.
-        if daemon.bridge.is_none() {
-            for client in &mut daemon.clients {
+        let no_alsa = daemon.bridge.is_none();
+        for client in &mut daemon.clients {
+            if no_alsa || client.keep {
                 client.wanted = true;
                 client.retry_at = Some(Instant::ZERO);
             }
@@ -364,6 +371,7 @@ impl Daemon {
                     retry_at: None,
                     backoff: RECONNECT_MIN,
                     wanted: false,
+                    keep: false,
                 });
                 slot
             }
@@ -524,8 +532,8 @@ impl Daemon {
         let Some(client) = self.clients.get_mut(index) else {
             return;
         };
-        client.wanted = wanted;
-        if wanted {
+        client.wanted = wanted || client.keep;
+        if client.wanted {
             client.backoff = RECONNECT_MIN;
             client.retry_at = Some(now);
         } else {
@@ -1014,13 +1022,18 @@ mod tests {
     }
 
     fn daemon(alsa: bool) -> Daemon {
+        daemon_connecting(alsa, Vec::new(), false)
+    }
+
+    fn daemon_connecting(alsa: bool, connect: Vec<ConnectTarget>, keep: bool) -> Daemon {
         for port in (47_600..47_700).step_by(2) {
             let settings = Settings {
                 name: "Test".into(),
                 port,
                 bind: vec![IpAddr::from([127, 0, 0, 1])],
-                connect: Vec::new(),
+                connect: connect.clone(),
                 hub: false,
+                keep_connected: keep,
                 mdns: None,
                 playout_delay: None,
                 export_auto: None,
@@ -1039,6 +1052,26 @@ mod tests {
             .as_ref()
             .unwrap()
             .port_of(PortKey::Client(slot))
+    }
+
+    #[test]
+    fn connect_targets_follow_their_port_subscriptions_unless_kept() {
+        let target = ConnectTarget::parse("piano@192.0.2.1:5004").unwrap();
+        let now = Instant::from_micros(1_000_000);
+        let mut lazy = daemon_connecting(true, vec![target.clone()], false);
+        assert!(!lazy.clients[0].wanted);
+        lazy.set_wanted(now, 0, true);
+        assert!(lazy.clients[0].wanted && lazy.clients[0].retry_at == Some(now));
+        lazy.set_wanted(now, 0, false);
+        assert!(!lazy.clients[0].wanted && lazy.clients[0].retry_at.is_none());
+
+        let mut kept = daemon_connecting(true, vec![target.clone()], true);
+        assert!(kept.clients[0].wanted && kept.clients[0].retry_at.is_some());
+        kept.set_wanted(now, 0, false);
+        assert!(kept.clients[0].wanted, "--keep-connected keeps it wanted");
+
+        let no_alsa = daemon_connecting(false, vec![target], false);
+        assert!(no_alsa.clients[0].wanted);
     }
 
     #[test]

@@ -93,6 +93,7 @@ fn run(
             .map(config::Connection::target)
             .collect(),
         hub: config.hub,
+        keep_connected: options.keep_connected,
         mdns: config.mdns.enabled.then(|| mdns::Config {
             interfaces: config.mdns.interfaces.clone(),
         }),

@@ -37,6 +37,12 @@ impl AcceptPolicy {
     }
 }
 
+/// Invitations from one host still waiting for their data-port IN: beyond this, new ones are
+/// refused, so a flood of invitations cannot fill memory or slow the routing of the rest.
+const MAX_HALF_OPEN_PER_HOST: usize = 8;
+/// NO answers owed at once; under a flood of refused invitations the rest go unanswered.
+const MAX_PENDING_REJECTS: usize = 64;
+
 /// Datagrams that reached no session, by kind; the daemon logs and shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropStats {
@@ -182,8 +188,15 @@ impl Endpoint {
         inv: &Invitation<'_>,
     ) -> Result<SessionId, Dropped> {
         let name = session::sanitize_name(inv.name.unwrap_or(""));
-        if !self.policy.admits(&name, self.sessions.len()) {
-            self.rejects.push_back((from, inv.token));
+        let half_open = self
+            .sessions
+            .values()
+            .filter(|s| s.is_half_open() && same_host(s.peer_control().ip(), from.ip()))
+            .count();
+        if half_open >= MAX_HALF_OPEN_PER_HOST || !self.policy.admits(&name, self.sessions.len()) {
+            if self.rejects.len() < MAX_PENDING_REJECTS {
+                self.rejects.push_back((from, inv.token));
+            }
             return self.drop(Dropped::Refused);
         }
         // A peer that restarted invites again with a new token: its old session goes, so it

@@ -368,6 +368,10 @@ impl Session {
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
+    /// A responder that accepted on control and waits for the IN on data.
+    pub fn is_half_open(&self) -> bool {
+        self.state == State::AwaitingData
+    }
     /// Closed and nothing left to send: the owner may drop it.
     pub fn is_drained(&self) -> bool {
         self.state == State::Closed && self.pending.is_empty() && self.events.is_empty()

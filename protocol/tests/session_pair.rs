@@ -304,3 +304,33 @@ fn a_restarted_initiator_replaces_its_old_session() {
                 reason: DisconnectReason::Replaced
             }));
 }
+
+#[test]
+fn a_flood_of_invitations_is_refused_beyond_a_few_half_open_sessions() {
+    use protocol::wire::applemidi::{Command, Invitation};
+    let mut p = connected_pair(14, LinkConfig::default());
+    let now = p.now;
+    // A thousand invitations under a thousand names from a thousand ports of one host that
+    // never follow up on the data port. (From one address and port, each would replace the
+    // one before: that peer restarted.)
+    for token in 0..1000u32 {
+        let name = format!("flood {token}");
+        let inv = Command::Invitation(Invitation {
+            token: 0xF00D_0000 + token,
+            ssrc: token,
+            name: Some(&name),
+        });
+        let mut buf = vec![0; inv.buffer_len()];
+        inv.emit(&mut buf).unwrap();
+        let from = pair::addr(&format!("10.0.0.9:{}", 7000 + 2 * token));
+        let _ = p.nodes[B]
+            .endpoint
+            .handle_datagram(now, Port::Control, from, &buf);
+    }
+    assert!(p.nodes[B].endpoint.sessions().count() <= 1 + 8);
+    assert!(p.nodes[B].endpoint.drops().refused >= 990);
+    // The real session still carries MIDI.
+    send(&mut p, A, note(1));
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.midi_received(B), vec![note(1).as_bytes().to_vec()]);
+}

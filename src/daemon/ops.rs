@@ -229,8 +229,10 @@ impl Daemon {
             .map(|(i, _)| i)
     }
 
-    /// Adds a client (and its ALSA port); `wanted`: it connects at once.
-    fn add_client(&mut self, target: ConnectTarget, wanted: bool) {
+    /// Adds a client (and its ALSA port). `keep`: it connects at once and stays connected,
+    /// whatever is subscribed to its port (always so without ALSA).
+    fn add_client(&mut self, target: ConnectTarget, keep: bool) {
+        let wanted = keep || self.bridge.is_none();
         let index = self.clients.len();
         if let Some(bridge) = self.bridge.as_mut() {
             if let Err(e) = bridge.add_peer(PortKey::Client(index), &client_name(&target)) {
@@ -246,6 +248,7 @@ impl Daemon {
             retry_at: wanted.then_some(Instant::ZERO),
             backoff: RECONNECT_MIN,
             wanted,
+            keep,
         });
         self.ops.managed.insert(index);
     }
@@ -373,9 +376,10 @@ impl Daemon {
                 );
                 // A connection of that name made over the control socket gives way.
                 self.remove_client(&c.name);
-                // Like --connect: with ALSA, wanted once something subscribes to its port.
-                let wanted = self.bridge.is_none();
-                self.add_client(c.target(), wanted);
+                // Like --connect: with ALSA, wanted once something subscribes to its port,
+                // unless --keep-connected.
+                let keep = self.settings.keep_connected;
+                self.add_client(c.target(), keep);
             }
             Action::SetHub(on) => {
                 info!("reload: hub {}", if on { "on" } else { "off" });
@@ -426,6 +430,7 @@ mod tests {
                 mdns: None,
                 playout_delay: None,
                 export_auto: None,
+                keep_connected: false,
             };
             let fake: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
             if let Ok(d) = Daemon::new(settings, Some(fake), 1) {
