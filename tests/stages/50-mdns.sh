@@ -246,6 +246,8 @@ check "and is announced so" wait_for "$OUT/third.log" "announced as \"Stage \(2\
 check "zeroconf finds \"Stage (2)\" at $IPB:8004" wait_for "$OUT/zc6.jsonl" \
     "\"instance\": \"Stage \(2\)\", .*\"port\": 8004" 30
 check "avahi keeps its Stage" bash -c "! grep -qi 'collision' '$OUT/avahi-publish3.txt'"
+check "and our third daemon finds avahi's Stage" wait_for "$OUT/third.log" \
+    "peer \"Stage\" (appeared|changed: now) at $IPB:5504" 30
 kill -TERM $THIRD
 
 if [ "$failed" -gt 0 ]; then
