@@ -184,6 +184,20 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
         }
     }
 
+    /// Gives peer `old_key`'s port, with its connections, to `new_key`.
+    pub fn rekey(&mut self, old_key: K, new_key: K) {
+        if let Some(port) = self.port_of(old_key) {
+            self.ports.insert(port, Owner::Peer(new_key));
+        }
+    }
+
+    /// True if something is subscribed to or from peer `key`'s port.
+    pub fn is_subscribed(&self, key: K) -> bool {
+        self.port_of(key)
+            .and_then(|port| self.subscribers.get(&port))
+            .is_some_and(|s| !s.is_empty())
+    }
+
     /// Deletes the parked ports nobody took back.
     pub fn drop_parked(&mut self) {
         for d in std::mem::take(&mut self.dormant) {

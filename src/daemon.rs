@@ -108,6 +108,9 @@ struct Client {
     wanted: bool,
     /// `--keep-connected`: wanted whatever is subscribed.
     keep: bool,
+    /// A session the same peer started with our main listener: it shares this client's port
+    /// rather than getting one of its own.
+    accepted: Option<SessionId>,
 }
 
 /// Counts dropped datagrams; logs each at debug level and a summary at most every 10 s at warn.
@@ -200,12 +203,8 @@ impl Daemon {
         }
         let mut clients = Vec::new();
         for (index, target) in settings.connect.iter().enumerate() {
-            let name = target
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}:{}", target.host, target.port));
             if let Some(bridge) = bridge.as_mut() {
-                bridge.add_peer(PortKey::Client(index), &name)?;
+                bridge.add_peer(PortKey::Client(index), &client_port_name(target))?;
             }
             clients.push(Client {
                 target: target.clone(),
@@ -214,6 +213,7 @@ impl Daemon {
                 backoff: RECONNECT_MIN,
                 wanted: false,
                 keep: settings.keep_connected,
+                accepted: None,
             });
         }
         let mut daemon = Daemon {
@@ -314,8 +314,14 @@ impl Daemon {
     /// Discovered peers gone for longer than [`mdns::GONE_GRACE`] lose their port and session.
     fn expire_discovered(&mut self, now: Instant) {
         for slot in self.discovered.expired(now) {
+            let accepted = self.clients.get_mut(slot).and_then(|c| c.accepted.take());
             if let Some(bridge) = self.bridge.as_mut() {
-                bridge.remove_peer(PortKey::Client(slot));
+                let port = PortKey::Client(slot);
+                match accepted {
+                    // The session the peer started with us is still up: the port is its now.
+                    Some(session) => bridge.rekey(port, PortKey::Session(main_key(session))),
+                    None => bridge.remove_peer(port),
+                }
             }
             self.set_wanted(now, slot, false);
         }
@@ -372,6 +378,7 @@ impl Daemon {
                     backoff: RECONNECT_MIN,
                     wanted: false,
                     keep: false,
+                    accepted: None,
                 });
                 slot
             }
@@ -384,7 +391,22 @@ impl Daemon {
                 slot
             }
         };
-        if let Err(e) = bridge.add_peer(PortKey::Client(slot), &name) {
+        // A session the peer started with us before it was discovered: its port becomes the
+        // discovered peer's.
+        let live = self.peers.iter().find(|(key, info)| {
+            key.listener == MAIN
+                && info.name == name
+                && info.ip.to_canonical() == addr.ip().to_canonical()
+                && bridge.port_of(PortKey::Session(**key)).is_some()
+        });
+        if let Some((&key, _)) = live {
+            bridge.rekey(PortKey::Session(key), PortKey::Client(slot));
+            self.clients[slot].accepted = Some(key.session);
+            info!("{name:?} was discovered: its session keeps its ALSA port");
+            if bridge.is_subscribed(PortKey::Client(slot)) {
+                self.set_wanted(now, slot, true);
+            }
+        } else if let Err(e) = bridge.add_peer(PortKey::Client(slot), &name) {
             warn!("cannot create an ALSA port for {name:?}: {e}");
         }
     }
@@ -500,11 +522,7 @@ impl Daemon {
                 }
             }
             Action::ToPeer(PortKey::Client(index), message) => {
-                if let Some(id) = self.clients.get(index).and_then(|c| c.session) {
-                    if let Some(s) = self.listeners[0].endpoint.session_mut(id) {
-                        s.send_midi(now, message);
-                    }
-                }
+                self.send_to_client(now, index, message)
             }
             Action::FromExported(local, message) => {
                 if let Some(listener) = self.listeners.iter_mut().find(|l| l.export == Some(local))
@@ -525,6 +543,20 @@ impl Daemon {
                     self.remove_export(ctx, now, local);
                 }
             }
+        }
+    }
+
+    /// MIDI written to a client's port: to our session with that peer if it is up, else to
+    /// the one the peer started with us.
+    fn send_to_client(&mut self, now: Instant, index: usize, message: MidiMessage) {
+        let Some(client) = self.clients.get(index) else {
+            return;
+        };
+        let endpoint = &mut self.listeners[0].endpoint;
+        let up = |id: &SessionId| endpoint.session(*id).is_some_and(|s| s.is_connected());
+        let to = client.session.filter(up).or(client.accepted.filter(up));
+        if let Some(s) = to.and_then(|id| endpoint.session_mut(id)) {
+            s.send_midi(now, message);
         }
     }
 
@@ -675,6 +707,29 @@ impl Daemon {
             .flatten()
     }
 
+    /// The client whose port session `key` (one the peer started) shares.
+    fn shared_client(&self, key: PeerKey) -> Option<usize> {
+        (key.listener == MAIN)
+            .then(|| {
+                self.clients
+                    .iter()
+                    .position(|c| c.accepted == Some(key.session))
+            })
+            .flatten()
+    }
+
+    /// A client with a port whose peer is `name` at `ip`: a discovered peer, or a `--connect`
+    /// target whose port has that name.
+    fn matching_client(&self, name: &str, ip: IpAddr) -> Option<usize> {
+        let bridge = self.bridge.as_ref()?;
+        self.clients.iter().enumerate().position(|(i, c)| {
+            client_port_name(&c.target) == name
+                && bridge.port_of(PortKey::Client(i)).is_some()
+                && resolve(&c.target.host, c.target.port)
+                    .is_ok_and(|a| a.ip().to_canonical() == ip.to_canonical())
+        })
+    }
+
     fn on_session_event(&mut self, now: Instant, index: usize, key: PeerKey, event: Event) {
         let name = |peers: &BTreeMap<PeerKey, PeerInfo>| {
             peers
@@ -725,19 +780,25 @@ impl Daemon {
         }
     }
 
-    /// Gives a newly connected session its ALSA port: the one a replaced session of the same
-    /// peer left, or a new one. Client sessions use their client's port.
+    /// Gives a newly connected session its ALSA port: the port of the discovered peer or
+    /// `--connect` target it is (one port per peer, whoever connected), the one a replaced
+    /// session of the same peer left, or a new one. Client sessions use their client's port.
     fn on_connected(&mut self, key: PeerKey, name: &str, ip: IpAddr) {
         if let Some(index) = self.client_of(key) {
             self.clients[index].backoff = RECONNECT_MIN;
             return;
         }
+        if self.bridge.is_none() || key.listener != MAIN {
+            return; // without ALSA no ports; an export's session speaks through Network
+        }
+        if let Some(index) = self.matching_client(name, ip) {
+            self.clients[index].accepted = Some(key.session);
+            info!("{name:?} connected to us: its session shares the peer's ALSA port");
+            return;
+        }
         let Some(bridge) = self.bridge.as_mut() else {
             return;
         };
-        if key.listener != MAIN {
-            return; // an export's session speaks through the Network port
-        }
         let parked = self
             .parked
             .iter()
@@ -767,7 +828,10 @@ impl Daemon {
             }
             _ => warn!("session closed: {who}: {reason:?}"),
         }
-        if let Some(bridge) = self.bridge.as_mut() {
+        if let Some(index) = self.shared_client(key) {
+            // The port is the discovered peer's or the target's: it stays.
+            self.clients[index].accepted = None;
+        } else if let Some(bridge) = self.bridge.as_mut() {
             let port = PortKey::Session(key);
             match (reason, info) {
                 (DisconnectReason::Replaced, Some(info)) => {
@@ -813,7 +877,7 @@ impl Daemon {
         message: MidiMessage,
         after: Option<Duration>,
     ) {
-        let client = self.client_of(key);
+        let client = self.client_of(key).or_else(|| self.shared_client(key));
         if let Some(bridge) = self.bridge.as_mut() {
             match (self.listeners[index].export, client) {
                 (Some(local), _) => bridge.send_to_exported(local, &message, after),
@@ -921,6 +985,21 @@ impl Daemon {
     }
 }
 
+/// The name of a client's ALSA port: the target's name, else its address.
+fn client_port_name(target: &ConnectTarget) -> String {
+    target
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", target.host, target.port))
+}
+
+fn main_key(session: SessionId) -> PeerKey {
+    PeerKey {
+        listener: MAIN,
+        session,
+    }
+}
+
 fn session_config(name: &str) -> session::Config {
     session::Config {
         name: name.to_string(),
@@ -1016,6 +1095,7 @@ pub fn on_signal(daemon: &mut Daemon, ctx: &mut Ctx, signal: Signal) {
 mod tests {
     use super::*;
     use crate::seq::fake::FakeSequencer;
+    use crate::seq::PortId;
 
     fn daemon_with_fake_alsa() -> Daemon {
         daemon(true)
@@ -1026,6 +1106,15 @@ mod tests {
     }
 
     fn daemon_connecting(alsa: bool, connect: Vec<ConnectTarget>, keep: bool) -> Daemon {
+        let fake = || Box::new(FakeSequencer::new().unwrap()) as Box<dyn Sequencer>;
+        daemon_on(|| alsa.then(fake), connect, keep)
+    }
+
+    fn daemon_on(
+        seq: impl Fn() -> Option<Box<dyn Sequencer>>,
+        connect: Vec<ConnectTarget>,
+        keep: bool,
+    ) -> Daemon {
         for port in (47_600..47_700).step_by(2) {
             let settings = Settings {
                 name: "Test".into(),
@@ -1038,15 +1127,14 @@ mod tests {
                 playout_delay: None,
                 export_auto: None,
             };
-            let seq: Box<dyn Sequencer> = Box::new(FakeSequencer::new().unwrap());
-            if let Ok(daemon) = Daemon::new(settings, alsa.then_some(seq), 1) {
+            if let Ok(daemon) = Daemon::new(settings, seq(), 1) {
                 return daemon;
             }
         }
         panic!("no free port pair");
     }
 
-    fn port_of(daemon: &Daemon, slot: usize) -> Option<crate::seq::PortId> {
+    fn port_of(daemon: &Daemon, slot: usize) -> Option<PortId> {
         daemon
             .bridge
             .as_ref()
@@ -1143,5 +1231,275 @@ mod tests {
             },
         );
         assert!(d.clients.is_empty());
+    }
+
+    /// A fake sequencer the test can look into while the daemon owns it.
+    struct Shared(std::rc::Rc<std::cell::RefCell<FakeSequencer>>);
+
+    impl Sequencer for Shared {
+        fn fds(&self) -> io::Result<Vec<RawFd>> {
+            self.0.borrow().fds()
+        }
+        fn create_port(&mut self, name: &str, caps: crate::seq::PortCaps) -> io::Result<PortId> {
+            self.0.borrow_mut().create_port(name, caps)
+        }
+        fn delete_port(&mut self, port: PortId) -> io::Result<()> {
+            self.0.borrow_mut().delete_port(port)
+        }
+        fn recv(&mut self) -> io::Result<Option<crate::seq::SeqInput>> {
+            self.0.borrow_mut().recv()
+        }
+        fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
+            self.0.borrow_mut().send(port, to, midi)
+        }
+        fn send_at(
+            &mut self,
+            port: PortId,
+            to: Option<SeqAddr>,
+            midi: &[u8],
+            after: std::time::Duration,
+        ) -> io::Result<()> {
+            self.0.borrow_mut().send_at(port, to, midi, after)
+        }
+        fn watch_ports(&mut self) -> io::Result<()> {
+            self.0.borrow_mut().watch_ports()
+        }
+        fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+            self.0.borrow_mut().connect(from, to)
+        }
+        fn client(&self) -> u8 {
+            self.0.borrow().client()
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.borrow_mut().flush()
+        }
+        fn backlog(&self) -> usize {
+            self.0.borrow().backlog()
+        }
+    }
+
+    type Fake = std::rc::Rc<std::cell::RefCell<FakeSequencer>>;
+
+    fn daemon_sharing(connect: Vec<ConnectTarget>) -> (Daemon, Fake) {
+        let fake = Fake::new(FakeSequencer::new().unwrap().into());
+        let seq = || {
+            *fake.borrow_mut() = FakeSequencer::new().unwrap();
+            Some(Box::new(Shared(fake.clone())) as Box<dyn Sequencer>)
+        };
+        (daemon_on(seq, connect, false), fake)
+    }
+
+    fn ports_named(fake: &Fake, name: &str) -> usize {
+        fake.borrow()
+            .ports()
+            .values()
+            .filter(|(n, _)| n == name)
+            .count()
+    }
+
+    const US: &str = "169.254.0.2:5004";
+
+    /// A remote RTP-MIDI endpoint at `control` (data one above), talking to the daemon's main
+    /// listener without sockets.
+    struct Remote {
+        endpoint: Endpoint,
+        control: SocketAddr,
+        events: Vec<(SessionId, Event)>,
+    }
+
+    impl Remote {
+        fn new(name: &str, control: &str) -> Remote {
+            Remote {
+                endpoint: Endpoint::new(session_config(name), AcceptPolicy::default(), 7),
+                control: control.parse().unwrap(),
+                events: Vec::new(),
+            }
+        }
+
+        /// Datagrams both ways and the daemon's events, until both are quiet.
+        fn settle(&mut self, d: &mut Daemon, now: Instant) {
+            let with_port = |mut addr: SocketAddr, port: Port| {
+                if port == Port::Data {
+                    addr.set_port(addr.port() + 1);
+                }
+                addr
+            };
+            let us: SocketAddr = US.parse().unwrap();
+            let mut buf = vec![0; MAX_DATAGRAM];
+            loop {
+                let mut busy = false;
+                while let Some(t) = self.endpoint.poll_transmit(now, &mut buf) {
+                    busy = true;
+                    let from = with_port(self.control, t.port);
+                    let main = &mut d.listeners[0].endpoint;
+                    let _ = main.handle_datagram(now, t.port, from, &buf[..t.len]);
+                }
+                while let Some(t) = d.listeners[0].endpoint.poll_transmit(now, &mut buf) {
+                    busy = true;
+                    let from = with_port(us, t.port);
+                    let _ = self
+                        .endpoint
+                        .handle_datagram(now, t.port, from, &buf[..t.len]);
+                }
+                while let Some((id, event)) = d.listeners[0].endpoint.poll_event() {
+                    busy = true;
+                    d.on_session_event(now, 0, main_key(id), event);
+                }
+                while let Some(event) = self.endpoint.poll_event() {
+                    busy = true;
+                    self.events.push(event);
+                }
+                if !busy {
+                    break;
+                }
+            }
+        }
+
+        fn midi_on(&mut self, session: SessionId) -> Vec<MidiMessage> {
+            let mut midi = Vec::new();
+            self.events.retain(|(id, event)| match event {
+                Event::Midi(m) if *id == session => {
+                    midi.push(m.message.clone());
+                    false
+                }
+                _ => true,
+            });
+            midi
+        }
+    }
+
+    fn note() -> MidiMessage {
+        MidiMessage::from_bytes(&[0x90, 60, 100]).unwrap()
+    }
+
+    #[test]
+    fn a_discovered_peer_that_connects_to_us_keeps_one_port() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let t0 = Instant::from_micros(1_000_000);
+        let studio = || PeerEvent::Appeared {
+            name: "Studio".into(),
+            addr: "169.254.0.1:5004".parse().unwrap(),
+        };
+        d.on_mdns_peer(t0, studio());
+        let port = port_of(&d, 0).unwrap();
+
+        // Studio invites us: its session uses Studio's port, no second one.
+        let mut remote = Remote::new("Studio", "169.254.0.1:5004");
+        let theirs = remote.endpoint.connect(t0, US.parse().unwrap());
+        remote.settle(&mut d, t0);
+        assert!(remote.endpoint.session(theirs).unwrap().is_connected());
+        assert_eq!(ports_named(&fake, "Studio"), 1);
+        let accepted = d.clients[0]
+            .accepted
+            .expect("shared with the discovered peer");
+
+        // Its MIDI comes out of that port; what is written to the port goes to it.
+        let sent = |fake: &Fake| fake.borrow_mut().take_sent();
+        sent(&fake);
+        remote
+            .endpoint
+            .session_mut(theirs)
+            .unwrap()
+            .send_midi(t0, note());
+        remote.settle(&mut d, t0);
+        assert_eq!(sent(&fake), vec![(port, None, vec![0x90, 60, 100])]);
+        d.send_to_client(t0, 0, note());
+        remote.settle(&mut d, t0);
+        assert_eq!(remote.midi_on(theirs), vec![note()]);
+
+        // With our own session to Studio up too, ours is preferred; MIDI from either comes out
+        // of the one port.
+        let ours = d.listeners[0].endpoint.connect(t0, remote.control);
+        d.clients[0].session = Some(ours);
+        remote.settle(&mut d, t0);
+        assert_eq!(ports_named(&fake, "Studio"), 1);
+        d.send_to_client(t0, 0, note());
+        remote.settle(&mut d, t0);
+        assert!(remote.midi_on(theirs).is_empty());
+        let (ours_there, _) = remote
+            .endpoint
+            .sessions()
+            .find(|(id, _)| *id != theirs)
+            .unwrap();
+        assert_eq!(remote.midi_on(ours_there), vec![note()]);
+        remote
+            .endpoint
+            .session_mut(ours_there)
+            .unwrap()
+            .send_midi(t0, note());
+        remote.settle(&mut d, t0);
+        assert_eq!(sent(&fake), vec![(port, None, vec![0x90, 60, 100])]);
+
+        // Studio ends its session: the port stays, the discovered peer's.
+        remote.endpoint.session_mut(theirs).unwrap().close();
+        remote.settle(&mut d, t0);
+        assert!(d.listeners[0].endpoint.session(accepted).is_none());
+        assert_eq!(d.clients[0].accepted, None);
+        assert_eq!(port_of(&d, 0), Some(port));
+        assert_eq!(ports_named(&fake, "Studio"), 1);
+    }
+
+    #[test]
+    fn a_session_that_came_first_gives_its_port_to_the_discovered_peer() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let t0 = Instant::from_micros(1_000_000);
+        let mut remote = Remote::new("Studio", "169.254.0.1:5004");
+        let theirs = remote.endpoint.connect(t0, US.parse().unwrap());
+        remote.settle(&mut d, t0);
+        let port = fake.borrow().port("Studio").unwrap();
+        d.on_mdns_peer(
+            t0,
+            PeerEvent::Appeared {
+                name: "Studio".into(),
+                addr: "169.254.0.1:5004".parse().unwrap(),
+            },
+        );
+        assert_eq!(port_of(&d, 0), Some(port));
+        assert_eq!(ports_named(&fake, "Studio"), 1);
+        assert!(d.clients[0].accepted.is_some());
+        // Gone from mDNS for good while its session is up: the session keeps the port.
+        d.on_mdns_peer(
+            t0,
+            PeerEvent::Gone {
+                name: "Studio".into(),
+            },
+        );
+        d.expire_discovered(t0 + mdns::GONE_GRACE);
+        assert_eq!(port_of(&d, 0), None);
+        assert_eq!(ports_named(&fake, "Studio"), 1);
+        remote
+            .endpoint
+            .session_mut(theirs)
+            .unwrap()
+            .send_midi(t0, note());
+        fake.borrow_mut().take_sent();
+        remote.settle(&mut d, t0);
+        assert_eq!(
+            fake.borrow_mut().take_sent(),
+            vec![(port, None, vec![0x90, 60, 100])]
+        );
+        // And it goes with the session.
+        remote.endpoint.session_mut(theirs).unwrap().close();
+        remote.settle(&mut d, t0);
+        assert_eq!(ports_named(&fake, "Studio"), 0);
+    }
+
+    #[test]
+    fn a_connect_target_that_connects_to_us_keeps_one_port() {
+        let target = ConnectTarget::parse("Studio@169.254.0.1:5004").unwrap();
+        let (mut d, fake) = daemon_sharing(vec![target]);
+        let t0 = Instant::from_micros(1_000_000);
+        let port = port_of(&d, 0).unwrap();
+        let mut remote = Remote::new("Studio", "169.254.0.1:5004");
+        remote.endpoint.connect(t0, US.parse().unwrap());
+        remote.settle(&mut d, t0);
+        assert_eq!(ports_named(&fake, "Studio"), 1);
+        assert!(d.clients[0].accepted.is_some());
+        assert_eq!(port_of(&d, 0), Some(port));
+        // The same name from another host is another peer, with a port of its own.
+        let mut other = Remote::new("Studio", "169.254.0.9:5004");
+        other.endpoint.connect(t0, US.parse().unwrap());
+        other.settle(&mut d, t0);
+        assert_eq!(ports_named(&fake, "Studio"), 2);
     }
 }

@@ -4,10 +4,12 @@
 #   B: our daemon (--no-alsa, mDNS on) and an avahi-daemon limited to the veth end, sharing
 #      UDP 5353 with it (in a private mount namespace for its D-Bus and pid files)
 #   A: python-zeroconf peers over IPv4 and IPv6.
-# A second daemon of ours in B takes a name zeroconf holds, for a conflict.
+# A second daemon of ours in B takes a name zeroconf holds, and a third one a name avahi (on
+# the same host) holds, for conflicts.
 # Checks: each side finds and resolves the other's service, goodbyes are seen both ways, and a
-# name conflict renames one side; interfaces come and go. Then tests/vm/mdns.sh does the ALSA
-# side in the VM. Ends with "N passed, M failed"; non-zero on failure.
+# name conflict renames one side (ours too when avahi on this host had it first); interfaces
+# come and go. Then tests/vm/mdns.sh does the ALSA side in the VM. Ends with
+# "N passed, M failed"; non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -121,10 +123,16 @@ echo $! >"$OUT/avahi-publish.pid"
 while [ ! -e "$OUT/avahi.stage" ] && [ ! -e "$OUT/avahi.stop" ]; do sleep 0.2; done
 avahi-publish -s Stage _apple-midi._udp 5404 >"$OUT/avahi-publish2.txt" 2>&1 &
 echo $! >"$OUT/avahi-publish2.pid"
+# Once told (our Stage is gone by then), it takes "Stage" before another daemon of ours asks.
+while [ ! -e "$OUT/avahi.stage3" ] && [ ! -e "$OUT/avahi.stop" ]; do sleep 0.2; done
+if [ ! -e "$OUT/avahi.stop" ]; then
+    avahi-publish -s Stage _apple-midi._udp 5504 >"$OUT/avahi-publish3.txt" 2>&1 &
+    echo $! >"$OUT/avahi-publish3.pid"
+fi
 # Stay (and keep the mounts) until told to go.
 while [ ! -e "$OUT/avahi.stop" ]; do sleep 0.2; done
 kill "$(cat "$OUT/avahi-browse.pid")" "$(cat "$OUT/avahi-publish.pid")" \
-    "$(cat "$OUT/avahi-publish2.pid")" 2>/dev/null
+    "$(cat "$OUT/avahi-publish2.pid")" "$(cat "$OUT/avahi-publish3.pid" 2>/dev/null)" 2>/dev/null
 kill "$(cat "$OUT/avahi.pid")" "$(cat "$OUT/dbus.pid")" 2>/dev/null
 SCRIPT
 OUT=$OUT ip netns exec "$B" unshare -m --propagation private bash "$OUT/avahi.sh" &
@@ -172,7 +180,6 @@ check "we find avahi's \"Stage #2\"" wait_for "$OUT/ours.log" \
 check "and we keep Stage" bash -c "! grep -q 'renamed' '$OUT/ours.log'"
 
 # A name conflict across the link: a second daemon of ours in B wants ZcStudio, which zeroconf holds in A.
-# (Across the link: responses from this host's own addresses are taken for our own.)
 ip netns exec "$B" "$BIN" -v --no-alsa -n ZcStudio -p 6004 -b $IPB --mdns-interface "$VB" \
     >"$OUT/second.log" 2>&1 &
 SECOND=$!; PIDS+=($SECOND)
@@ -226,8 +233,25 @@ check "zeroconf (IPv6) sees our goodbye" wait_for "$OUT/zc6.jsonl" \
 check "avahi sees our goodbye" wait_for "$OUT/avahi-browse.txt" \
     "^-;$VB;IPv4;Stage;_apple-midi._udp;local" 20
 
+# A name conflict on the same host, avahi first: it holds Stage; a new daemon of ours that asks
+# for Stage finds it taken (avahi's answers come from our own address) and renames itself.
+touch "$OUT/avahi.stage3"
+check "avahi holds Stage" wait_for "$OUT/avahi-publish3.txt" "Established under name 'Stage'" 30
+ip netns exec "$B" "$BIN" -v --no-alsa -n Stage -p 8004 -b $IPB --mdns-interface "$VB" \
+    >"$OUT/third.log" 2>&1 &
+THIRD=$!; PIDS+=($THIRD)
+check "our third daemon renames to \"Stage (2)\"" wait_for "$OUT/third.log" \
+    "\"Stage\" is taken on $VB: renamed to \"Stage \(2\)\"" 30
+check "and is announced so" wait_for "$OUT/third.log" "announced as \"Stage \(2\)\" on $VB" 30
+check "zeroconf finds \"Stage (2)\" at $IPB:8004" wait_for "$OUT/zc6.jsonl" \
+    "\"instance\": \"Stage \(2\)\", .*\"port\": 8004" 30
+check "avahi keeps its Stage" bash -c "! grep -qi 'collision' '$OUT/avahi-publish3.txt'"
+check "and our third daemon finds avahi's Stage" wait_for "$OUT/third.log" \
+    "peer \"Stage\" (appeared|changed: now) at $IPB:5504" 30
+kill -TERM $THIRD
+
 if [ "$failed" -gt 0 ]; then
-    for f in ours.log second.log zc4.jsonl zc4.err zc6.jsonl zc6.err avahi-browse.txt avahi.log; do
+    for f in ours.log second.log third.log avahi-publish3.txt zc4.jsonl zc4.err zc6.jsonl zc6.err avahi-browse.txt avahi.log; do
         echo "--- $f"; tail -n 40 "$OUT/$f" 2>/dev/null
     done
 fi

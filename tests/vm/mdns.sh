@@ -5,6 +5,8 @@
 #   - Studio restarts within 10 s: the same port, one port; gone for longer: the port goes, and
 #     comes back (one) with Studio.
 #   - A local port connected to Network is announced as an export; disconnected, it says goodbye.
+#   - Studio connects to Hub by itself: its session uses the port Hub has for it, no second one;
+#     the port stays when that session ends.
 #   - Hub's goodbye on SIGTERM.
 #
 # Usage: tests/vm/mdns.sh        (on the host: builds, boots the VM, runs --guest)
@@ -75,8 +77,8 @@ ip -n Y link set vy up
 
 ip netns exec X ./rtpmidid -v -n Hub -b 169.254.60.1 >hub.log 2>&1 &
 hub=$!
-start_studio() {
-    ip netns exec Y ./rtpmidid -v --no-alsa -n Studio -b 169.254.60.2 >>studio.log 2>&1 &
+start_studio() { # extra options
+    ip netns exec Y ./rtpmidid -v --no-alsa -n Studio -b 169.254.60.2 "$@" >>studio.log 2>&1 &
     studio=$!
 }
 start_studio
@@ -114,6 +116,28 @@ check_log "the export is announced" hub.log 'announced as "Hub Midi Through[^"]*
 check_log "Studio finds the export" studio.log 'peer "Hub Midi Through[^"]*" appeared' 30
 aconnect -d 14:0 "$HUB:0"
 check_log "the withdrawn export says goodbye" studio.log 'peer "Hub Midi Through[^"]*" gone' 15
+
+# Studio, restarted, connects to Hub by itself (no ALSA: at once).
+port=$(ports_named Studio)
+kill -TERM $studio
+wait $studio 2>/dev/null || true
+opened=$(grep -c 'session opened: "Studio"' hub.log || true)
+closed=$(grep -c 'session closed: Studio:' hub.log || true)
+start_studio --connect Hub@169.254.60.1:5004
+if wait_count hub.log 'session opened: "Studio"' "$opened" 30; then ok "Studio connects to Hub"; else bad "Studio connects to Hub"; fi
+check_log "its session shares Studio's port" hub.log '"Studio" connected to us: its session shares' 5
+if wait_ports Studio 1 1 && [ "$(ports_named Studio)" = "$port" ]; then
+    ok "still the one port Studio"
+else
+    bad "still the one port Studio ($(ports_named Studio | tr '\n' ' '))"
+fi
+kill -TERM $studio
+wait $studio 2>/dev/null || true
+if wait_count hub.log 'session closed: Studio:' "$closed" 15; then ok "Studio's session ends"; else bad "Studio's session ends"; fi
+if [ "$(ports_named Studio)" = "$port" ]; then ok "and the port stays"; else bad "and the port stays"; fi
+seen=$(grep -c 'peer "Hub" appeared' studio.log || true)
+start_studio
+if wait_count studio.log 'peer "Hub" appeared' "$seen" 30; then ok "Studio finds Hub again"; else bad "Studio finds Hub again"; fi
 
 kill -TERM $hub
 check_log "Studio sees Hub's goodbye" studio.log 'peer "Hub" gone' 15

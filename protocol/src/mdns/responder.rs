@@ -35,6 +35,9 @@ const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
 /// RFC 6762 §6: answers made only of shared records wait 20-120 ms (aggregating answers to
 /// several queriers); §7.2: 400-500 ms when the query says more known answers follow (TC).
 const SHARED_DELAY_MS: (u64, u64) = (20, 120);
+/// Records we sent are still ours this long: our own packets, looped back or reflected,
+/// may arrive after a rename or an address change made their data stale.
+const OWN_ECHO_TIME: Duration = Duration::from_secs(10);
 const TRUNCATED_DELAY_MS: (u64, u64) = (400, 500);
 
 /// A service added with [`Responder::add_service`].
@@ -163,6 +166,8 @@ pub struct Responder {
     events: VecDeque<ResponderEvent>,
     /// When each record was last multicast (for [`MULTICAST_GAP`]).
     multicast_at: Vec<(Record, Instant)>,
+    /// The records we sent in the last [`OWN_ECHO_TIME`], to know our own packets.
+    sent: Vec<(Record, Instant)>,
     /// Recent conflicts (for [`MAX_CONFLICTS`]).
     conflicts: VecDeque<Instant>,
     /// A multicast answer of shared records waiting for its random delay.
@@ -195,6 +200,7 @@ impl Responder {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             multicast_at: Vec::new(),
+            sent: Vec::new(),
             conflicts: VecDeque::new(),
             delayed: None,
             closed: false,
@@ -324,9 +330,9 @@ impl Responder {
             return;
         }
         if msg.is_response() {
-            // RFC 6762 §11: responses not from port 5353 are ignored. Our own (looped back, or
-            // reflected from another interface of this host, perhaps stale) are no conflict.
-            if from.port() == MDNS_PORT && !self.addresses.contains(&from.ip()) {
+            // RFC 6762 §11: responses not from port 5353 are ignored. Those from this host's
+            // addresses are checked too: another responder here (avahi) may hold our name.
+            if from.port() == MDNS_PORT {
                 self.check_conflicts(now, &msg);
             }
         } else {
@@ -502,8 +508,13 @@ impl Responder {
     }
 
     /// RFC 6762 §8.1 (while probing) and §9 (afterwards): a response with a record of one of
-    /// our unique names whose data is not ours means another host has it.
+    /// our unique names whose data is not ours means another responder has it. Our own
+    /// packets, looped back, are known by their data (§9: the same data is no conflict): what
+    /// we own, or sent lately (stale after an address change or a rename). Another SRV target
+    /// or port, or another address for our host name, is a conflict whoever sent it.
     fn check_conflicts(&mut self, now: Instant, msg: &Message) {
+        self.sent
+            .retain(|(_, t)| now.saturating_duration_since(*t) < OWN_ECHO_TIME);
         let records: Vec<&Record> = msg
             .answers
             .iter()
@@ -515,6 +526,7 @@ impl Responder {
             let conflict = records.iter().any(|r| {
                 r.name == name
                     && !ours.iter().any(|o| o.same_data(r))
+                    && !self.sent.iter().any(|(o, _)| o.same_data(r))
                     && (phase.is_probing()
                         || (r.ttl > 0 && ours.iter().any(|o| o.rtype() == r.rtype())))
             });
@@ -853,12 +865,20 @@ impl Responder {
         self.push(now, dst, &msg);
     }
 
-    /// Queues one message; notes when its records were multicast (RFC 6762 §6).
+    /// Queues one message; notes when its records were sent, and multicast (RFC 6762 §6).
     fn push(&mut self, now: Instant, dst: Destination, msg: &Message) {
         self.transmits.push_back(Transmit {
             dst,
             payload: msg.to_bytes(),
         });
+        self.sent
+            .retain(|(_, t)| now.saturating_duration_since(*t) < OWN_ECHO_TIME);
+        for r in msg.answers.iter().chain(&msg.additionals) {
+            match self.sent.iter_mut().find(|(k, _)| k.same_data(r)) {
+                Some(entry) => entry.1 = now,
+                None => self.sent.push((r.clone(), now)),
+            }
+        }
         if dst != Destination::Multicast {
             return;
         }
@@ -1194,26 +1214,39 @@ mod tests {
     }
 
     #[test]
-    fn own_source_and_own_names_do_not_conflict() {
+    fn own_stale_records_and_own_names_do_not_conflict() {
         let (mut r, id) = ready();
         let now = T0 + ms(6000);
-        // A stale address of ours, from our own address: reflected, not a conflict.
+        let us: SocketAddr = "192.168.1.10:5353".parse().unwrap();
+        // Our address changes; our own packets loop back, the announcement of the new
+        // address and one we sent before it with the old: all ours, though one is stale.
+        r.set_addresses(now, vec![ip("192.168.1.11")]);
+        let mut sent: Vec<Vec<u8>> = drain(&mut r).iter().map(|(_, m)| m.to_bytes()).collect();
         let stale = Record::new(
             Name::from_dotted("host.local").unwrap(),
             120,
             true,
-            RData::A(Ipv4Addr::new(192, 168, 1, 99)),
+            RData::A(Ipv4Addr::new(192, 168, 1, 10)),
         );
-        r.handle_datagram(
-            now,
-            "192.168.1.10:5353".parse().unwrap(),
-            &response_with(vec![stale]),
-        );
+        sent.push(response_with(vec![stale.clone()]));
+        for bytes in &sent {
+            r.handle_datagram(now + ms(10), us, bytes);
+        }
         assert!(matches!(
             r.poll_event(),
             Some(ResponderEvent::Registered { .. })
         ));
         assert_eq!(r.poll_event(), None);
+        // An address we never sent for our host name is a conflict, from whatever source.
+        let never = Record {
+            data: RData::A(Ipv4Addr::new(192, 168, 1, 99)),
+            ..stale
+        };
+        r.handle_datagram(now + ms(20), us, &response_with(vec![never]));
+        assert!(matches!(
+            r.poll_event(),
+            Some(ResponderEvent::HostRenamed { .. })
+        ));
         // A second service under the same name gets the next free one at once.
         let twin = r.add_service(now, "Studio", 5010, vec![]).unwrap();
         assert_eq!(r.instance(twin), Some("Studio (2)"));
@@ -1222,6 +1255,95 @@ mod tests {
         let foreign = foreign_srv(studio());
         r.handle_datagram(now, PEER.parse().unwrap(), &response_with(vec![foreign]));
         assert_eq!(r.instance(id), Some("Studio (3)"));
+    }
+
+    #[test]
+    fn another_responder_on_this_host_with_our_name_is_a_conflict() {
+        // avahi on the same host holds "Studio": its answer to our probe comes from our own
+        // address, with its SRV (another target and port). RFC 6762 §9: a conflict.
+        let us: SocketAddr = "192.168.1.10:5353".parse().unwrap();
+        let (mut r, id) = responder();
+        run(&mut r, T0 + ms(300));
+        r.handle_datagram(
+            T0 + ms(300),
+            us,
+            &response_with(vec![foreign_srv(studio())]),
+        );
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::Renamed {
+                id,
+                from: "Studio".into(),
+                to: "Studio (2)".into()
+            })
+        );
+        // Announced: the same target, another port (a second daemon here) is one too.
+        let (mut r, id) = ready();
+        r.poll_event();
+        let srv = Record::new(
+            studio(),
+            120,
+            true,
+            RData::Srv {
+                priority: 0,
+                weight: 0,
+                port: 5010,
+                target: Name::from_dotted("host.local").unwrap(),
+            },
+        );
+        r.handle_datagram(T0 + ms(6000), us, &response_with(vec![srv.clone()]));
+        assert_eq!(r.instance(id), Some("Studio (2)"));
+        // Our own SRV, from anywhere, is not; nor a goodbye.
+        let (mut r, id) = ready();
+        let ours = Record {
+            data: RData::Srv {
+                priority: 0,
+                weight: 0,
+                port: 5004,
+                target: Name::from_dotted("host.local").unwrap(),
+            },
+            ..srv.clone()
+        };
+        for from in [us, PEER.parse().unwrap()] {
+            r.handle_datagram(T0 + ms(6000), from, &response_with(vec![ours.clone()]));
+        }
+        r.handle_datagram(
+            T0 + ms(6000),
+            us,
+            &response_with(vec![Record { ttl: 0, ..srv }]),
+        );
+        assert_eq!(r.instance(id), Some("Studio"));
+    }
+
+    #[test]
+    fn own_srv_with_the_old_host_name_is_no_conflict() {
+        // Our host is renamed; an announcement we sent before (old SRV target) loops back.
+        let (mut r, id) = ready();
+        let now = T0 + ms(6000);
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &ptr_query(true, vec![]).to_bytes(),
+        );
+        let old: Vec<Vec<u8>> = drain(&mut r).iter().map(|(_, m)| m.to_bytes()).collect();
+        assert!(!old.is_empty());
+        let other = Record::new(
+            Name::from_dotted("host.local").unwrap(),
+            120,
+            true,
+            RData::A(Ipv4Addr::new(10, 0, 0, 2)),
+        );
+        r.handle_datagram(now, PEER.parse().unwrap(), &response_with(vec![other]));
+        assert_eq!(r.host_name().to_string(), "host-2.local");
+        for bytes in &old {
+            r.handle_datagram(now + ms(5), "192.168.1.10:5353".parse().unwrap(), bytes);
+        }
+        assert_eq!(r.instance(id), Some("Studio"));
+        // Long after, the old data is no longer taken for ours.
+        let late = now + OWN_ECHO_TIME + ms(10);
+        run(&mut r, late);
+        r.handle_datagram(late, PEER.parse().unwrap(), &old[0]);
+        assert_eq!(r.instance(id), Some("Studio (2)"));
     }
 
     #[test]
