@@ -113,6 +113,21 @@ struct Client {
     accepted: Option<SessionId>,
 }
 
+impl Client {
+    /// Not wanted yet; with `keep` (`--keep-connected`) it will be whatever is subscribed.
+    fn new(target: ConnectTarget, keep: bool) -> Client {
+        Client {
+            target,
+            session: None,
+            retry_at: None,
+            backoff: RECONNECT_MIN,
+            wanted: false,
+            keep,
+            accepted: None,
+        }
+    }
+}
+
 /// Counts dropped datagrams; logs each at debug level and a summary at most every 10 s at warn.
 #[derive(Default)]
 struct DropLog {
@@ -206,15 +221,7 @@ impl Daemon {
             if let Some(bridge) = bridge.as_mut() {
                 bridge.add_peer(PortKey::Client(index), &client_port_name(target))?;
             }
-            clients.push(Client {
-                target: target.clone(),
-                session: None,
-                retry_at: None,
-                backoff: RECONNECT_MIN,
-                wanted: false,
-                keep: settings.keep_connected,
-                accepted: None,
-            });
+            clients.push(Client::new(target.clone(), settings.keep_connected));
         }
         let mut daemon = Daemon {
             origin: StdInstant::now(),
@@ -371,15 +378,7 @@ impl Daemon {
         };
         let slot = match self.discovered.appeared(&name, self.clients.len()) {
             Slot::New(slot) => {
-                self.clients.push(Client {
-                    target,
-                    session: None,
-                    retry_at: None,
-                    backoff: RECONNECT_MIN,
-                    wanted: false,
-                    keep: false,
-                    accepted: None,
-                });
+                self.clients.push(Client::new(target, false));
                 slot
             }
             Slot::Kept(slot) => {

@@ -242,14 +242,10 @@ impl Daemon {
                 );
             }
         }
-        self.clients.push(Client {
-            target,
-            session: None,
-            retry_at: wanted.then_some(Instant::ZERO),
-            backoff: RECONNECT_MIN,
-            wanted,
-            keep,
-        });
+        let mut client = Client::new(target, keep);
+        client.wanted = wanted;
+        client.retry_at = wanted.then_some(Instant::ZERO);
+        self.clients.push(client);
         self.ops.managed.insert(index);
     }
 
