@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# contrib/: the systemd unit passes `systemd-analyze verify` without a single warning (when
-# systemd-analyze is installed), and the sysvinit script parses. The example configuration is
+# contrib/: the systemd unit passes `systemd-analyze verify` without a single warning, and the
+# sysvinit script parses. The example configuration is
 # parsed by `cargo test` (config::tests::the_example_file_parses).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sh -n contrib/init.d/rtpmidid
 echo "init.d script: syntax ok"
 if ! command -v systemd-analyze >/dev/null; then
-  echo "systemd-analyze is not installed: the unit was not verified"
-  exit 0
+  apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
 fi
 cargo build -q --bin rtpmidid 2>/dev/null
 tmp=$(mktemp -d)
