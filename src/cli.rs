@@ -8,7 +8,7 @@ use crate::bridge::AutoExport;
 
 pub const DEFAULT_PORT: u16 = 5004;
 /// A playout delay longer than this is surely a mistake (the unit is ms).
-const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
+pub const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
 
 /// A `--connect` target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
 #[derive(Clone, Debug, PartialEq, Eq)]

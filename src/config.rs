@@ -14,7 +14,8 @@ use std::time::Duration;
 use log::LevelFilter;
 use protocol::session;
 
-use crate::cli::{ConnectTarget, Options, DEFAULT_PORT};
+use crate::bridge::AutoExport;
+use crate::cli::{ConnectTarget, Options, DEFAULT_PORT, MAX_PLAYOUT_DELAY_MS};
 
 /// Read when `-c` is not given, if it exists.
 pub const DEFAULT_PATH: &str = "/etc/rtpmidid/rtpmidid.conf";
@@ -124,6 +125,9 @@ pub struct Connection {
     pub port: u16,
     /// Name of the ALSA port for this connection (default: `name`).
     pub local_port: Option<String>,
+    /// Connected whatever is subscribed to its ALSA port. In a [`File`], `None` where the
+    /// section says nothing; [`resolve`] fills it in from `[general]` and the command line.
+    pub keep_connected: Option<bool>,
 }
 
 impl Connection {
@@ -219,6 +223,12 @@ pub struct File {
     pub mdns: Mdns,
     pub timeouts: Timeouts,
     pub journal: Option<bool>,
+    pub keep_connected: Option<bool>,
+    /// Milliseconds.
+    pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
+    /// Bytes a second.
+    pub sysex_rate: Option<u32>,
 }
 
 /// The daemon's effective settings: the file, overridden by the command line, with defaults.
@@ -237,6 +247,11 @@ pub struct Settings {
     pub mdns: Mdns,
     pub timeouts: Timeouts,
     pub journal: bool,
+    /// The default of the connections; each [`Connection`] has its own, filled in.
+    pub keep_connected: bool,
+    pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
+    pub sysex_rate: Option<u32>,
 }
 
 impl Settings {
@@ -298,7 +313,13 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
         (false, 2) => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
+    // --keep-connected wins over the file, a section's own key over [general].
+    let keep_connected = options.keep_connected || file.keep_connected.unwrap_or(false);
     let mut connect = file.connect.clone();
+    for c in &mut connect {
+        c.keep_connected =
+            Some(options.keep_connected || c.keep_connected.unwrap_or(keep_connected));
+    }
     for target in &options.connect {
         let name = target
             .name
@@ -310,6 +331,7 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
             host: target.host.clone(),
             port: target.port,
             local_port: None,
+            keep_connected: Some(keep_connected),
         });
     }
     let mut mdns = file.mdns.clone();
@@ -347,6 +369,13 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
         mdns,
         timeouts: file.timeouts.clone(),
         journal: file.journal.unwrap_or(true),
+        keep_connected,
+        playout_delay: options.playout_delay.or(file.playout_delay),
+        export_auto: options
+            .export_auto
+            .clone()
+            .or_else(|| file.export_auto.clone()),
+        sysex_rate: options.sysex_rate.or(file.sysex_rate),
     }
 }
 
@@ -411,6 +440,15 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     if old.control != new.control {
         actions.push(Action::NeedsRestart("control"));
     }
+    if old.playout_delay != new.playout_delay {
+        actions.push(Action::NeedsRestart("playout_delay"));
+    }
+    if old.export_auto != new.export_auto {
+        actions.push(Action::NeedsRestart("export_auto"));
+    }
+    if old.sysex_rate != new.sysex_rate {
+        actions.push(Action::NeedsRestart("sysex_rate"));
+    }
     actions
 }
 
@@ -455,9 +493,20 @@ impl Section {
 
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Section::General => &["name", "alsa_name", "port", "bind", "log_level", "control"],
+            Section::General => &[
+                "name",
+                "alsa_name",
+                "port",
+                "bind",
+                "log_level",
+                "control",
+                "keep_connected",
+                "playout_delay",
+                "export_auto",
+                "sysex_rate",
+            ],
             Section::Hub | Section::Journal => &["enabled"],
-            Section::Connect => &["host", "port", "local_port"],
+            Section::Connect => &["host", "port", "local_port", "keep_connected"],
             Section::Export | Section::Listener => &["alsa_port", "port"],
             Section::Mdns => &["enabled", "interfaces", "include", "exclude"],
             Section::Timeouts => &[
@@ -481,6 +530,7 @@ struct Pending {
     port: Option<u16>,
     local_port: Option<String>,
     alsa_port: Option<String>,
+    keep_connected: Option<bool>,
 }
 
 struct Parser<'a> {
@@ -529,6 +579,7 @@ impl Parser<'_> {
                     host,
                     port: p.port.unwrap_or(DEFAULT_PORT),
                     local_port: p.local_port,
+                    keep_connected: p.keep_connected,
                 });
             }
             Section::Export => {
@@ -588,6 +639,43 @@ impl Parser<'_> {
                     return Err(self.bad(key, value, "must be an absolute path"));
                 }
                 self.out.control = Some(PathBuf::from(value));
+            }
+            (Section::General, "keep_connected") => {
+                self.out.keep_connected = Some(self.bool(key, value)?)
+            }
+            (Section::General, "playout_delay") => {
+                self.out.playout_delay = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|ms| (1..=MAX_PLAYOUT_DELAY_MS).contains(ms))
+                        .ok_or_else(|| {
+                            self.bad(
+                                key,
+                                value,
+                                format!("milliseconds from 1 to {MAX_PLAYOUT_DELAY_MS}"),
+                            )
+                        })?,
+                )
+            }
+            (Section::General, "export_auto") => {
+                self.out.export_auto =
+                    Some(AutoExport::parse(value).map_err(|e| self.bad(key, value, e))?)
+            }
+            (Section::General, "sysex_rate") => {
+                self.out.sysex_rate = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| self.bad(key, value, "bytes a second, at least 1"))?,
+                )
+            }
+            (Section::Connect, "keep_connected") => {
+                let keep = self.bool(key, value)?;
+                if let Some(p) = p {
+                    p.keep_connected = Some(keep);
+                }
             }
             (Section::Hub, "enabled") => self.out.hub = Some(self.bool(key, value)?),
             (Section::Journal, "enabled") => self.out.journal = Some(self.bool(key, value)?),
@@ -771,6 +859,7 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
                     port: None,
                     local_port: None,
                     alsa_port: None,
+                    keep_connected: None,
                 });
             }
             section = Some((found, label));
@@ -885,7 +974,8 @@ mod tests {
                 name: "piano".into(),
                 host: "10.0.0.2".into(),
                 port: 5008,
-                local_port: Some("Piano In".into())
+                local_port: Some("Piano In".into()),
+                keep_connected: None,
             }]
         );
         assert_eq!(f.exports[0].port, Some(6010));
@@ -1073,6 +1163,87 @@ mod tests {
         assert_eq!(
             resolve(&options("-q"), &file, || "h".into()).log_level,
             LevelFilter::Error
+        );
+    }
+
+    #[test]
+    fn options_of_the_command_line_have_keys_too() {
+        let file = parse(
+            "x",
+            "[general]\nkeep_connected = yes\nplayout_delay = 20\nexport_auto = all:Key\n\
+             sysex_rate = 3125\n[connect a]\nhost = h1\n[connect b]\nhost = h2\n\
+             keep_connected = no\n",
+        )
+        .unwrap();
+        assert_eq!(file.connect[1].keep_connected, Some(false));
+        let s = resolve(&options("-C c@h3:5004"), &file, || "h".into());
+        assert!(s.keep_connected);
+        assert_eq!((s.playout_delay, s.sysex_rate), (Some(20), Some(3125)));
+        assert_eq!(s.export_auto, Some(AutoExport::parse("all:key").unwrap()));
+        // A section's own key wins over [general]; -C connections follow [general].
+        let keep: Vec<_> = s.connect.iter().map(|c| c.keep_connected).collect();
+        assert_eq!(keep, [Some(true), Some(false), Some(true)]);
+
+        // The command line wins.
+        let s = resolve(
+            &options("--keep-connected --playout-delay 5 --export-auto hardware --sysex-rate 100"),
+            &file,
+            || "h".into(),
+        );
+        assert_eq!((s.playout_delay, s.sysex_rate), (Some(5), Some(100)));
+        assert_eq!(s.export_auto, Some(AutoExport::parse("hardware").unwrap()));
+        assert!(s.connect.iter().all(|c| c.keep_connected == Some(true)));
+        // Nothing said anywhere: nothing kept, no delay.
+        let s = resolve(&options(""), &File::default(), || "h".into());
+        assert!(!s.keep_connected && s.playout_delay.is_none() && s.export_auto.is_none());
+
+        for (text, want) in [
+            (
+                "[general]\nkeep_connected = perhaps\n",
+                ":2: bad value \"perhaps\"",
+            ),
+            (
+                "[general]\n\nplayout_delay = 0\n",
+                ":3: bad value \"0\" for \"playout_delay\"",
+            ),
+            (
+                "[general]\nplayout_delay = 5001\n",
+                "milliseconds from 1 to 5000",
+            ),
+            (
+                "[general]\nexport_auto = usb\n",
+                ":2: bad value \"usb\" for \"export_auto\": bad kind",
+            ),
+            ("[general]\nexport_auto = all:\n", ":2: bad value"),
+            (
+                "[general]\nsysex_rate = 0\n",
+                ":2: bad value \"0\" for \"sysex_rate\"",
+            ),
+            (
+                "[connect a]\nhost = h\nkeep_connected = 2\n",
+                ":3: bad value",
+            ),
+            ("[mdns]\nkeep_connected = yes\n", ":2: unknown key"),
+        ] {
+            let e = err(text).to_string();
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+        // Changing them on reload needs a restart, except keep_connected, which reconnects
+        // the connections it changes.
+        let old = settings("[connect a]\nhost = h1\n");
+        let new = settings(
+            "[general]\nplayout_delay = 3\nexport_auto = all\nsysex_rate = 9\n\
+             [connect a]\nhost = h1\nkeep_connected = yes\n",
+        );
+        assert_eq!(
+            diff(&old, &new),
+            vec![
+                Action::Disconnect("a".into()),
+                Action::Connect(new.connect[0].clone()),
+                Action::NeedsRestart("playout_delay"),
+                Action::NeedsRestart("export_auto"),
+                Action::NeedsRestart("sysex_rate"),
+            ]
         );
     }
 

@@ -97,6 +97,21 @@ impl Daemon {
         control_required: bool,
     ) -> Result<(), String> {
         self.set_session_config(&settings);
+        // The clients are the file's and the command line's connections, in order: each gets
+        // its own keep_connected and ALSA port name.
+        for (index, c) in settings.connect.iter().enumerate() {
+            if let Some(client) = self.clients.get_mut(index) {
+                client.keep = c.keep_connected.unwrap_or(false);
+                client.wanted = client.keep || self.bridge.is_none();
+                client.retry_at = client.wanted.then_some(Instant::ZERO);
+            }
+            if let (Some(bridge), Some(name)) = (self.bridge.as_mut(), &c.local_port) {
+                bridge.remove_peer(PortKey::Client(index));
+                bridge
+                    .add_peer(PortKey::Client(index), name)
+                    .map_err(|e| format!("cannot create the ALSA port {name:?}: {e}"))?;
+            }
+        }
         self.ops.started = Some(ctx.now());
         self.ops.managed = (0..self.clients.len()).collect();
         match crate::control::Server::start(&settings.control, ctx) {
@@ -231,15 +246,14 @@ impl Daemon {
 
     /// Adds a client (and its ALSA port). `keep`: it connects at once and stays connected,
     /// whatever is subscribed to its port (always so without ALSA).
-    fn add_client(&mut self, target: ConnectTarget, keep: bool) {
+    /// `port_name`: its ALSA port's name if not the connection's.
+    fn add_client(&mut self, target: ConnectTarget, keep: bool, port_name: Option<&str>) {
         let wanted = keep || self.bridge.is_none();
         let index = self.clients.len();
         if let Some(bridge) = self.bridge.as_mut() {
-            if let Err(e) = bridge.add_peer(PortKey::Client(index), &client_name(&target)) {
-                warn!(
-                    "cannot create an ALSA port for {}: {e}",
-                    client_name(&target)
-                );
+            let name = port_name.map_or_else(|| client_name(&target), str::to_string);
+            if let Err(e) = bridge.add_peer(PortKey::Client(index), &name) {
+                warn!("cannot create an ALSA port {name:?}: {e}");
             }
         }
         let mut client = Client::new(target, keep);
@@ -256,7 +270,7 @@ impl Daemon {
             return Err(format!("a connection named {name:?} exists already"));
         }
         // Asked for by hand: it connects now, whether ALSA ports subscribe or not.
-        self.add_client(target, true);
+        self.add_client(target, true, None);
         self.pump(ctx);
         Ok(name)
     }
@@ -373,9 +387,9 @@ impl Daemon {
                 // A connection of that name made over the control socket gives way.
                 self.remove_client(&c.name);
                 // Like --connect: with ALSA, wanted once something subscribes to its port,
-                // unless --keep-connected.
-                let keep = self.settings.keep_connected;
-                self.add_client(c.target(), keep);
+                // unless kept connected.
+                let keep = c.keep_connected.unwrap_or(false);
+                self.add_client(c.target(), keep, c.local_port.as_deref());
             }
             Action::SetHub(on) => {
                 info!("reload: hub {}", if on { "on" } else { "off" });
@@ -482,6 +496,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9,
                 local_port: None,
+                keep_connected: Some(false),
             }),
         );
         assert!(!port_of(&d, 1) && port_of(&d, 3));
