@@ -170,6 +170,45 @@ pub struct Mdns {
     pub exclude: Vec<String>,
 }
 
+impl Mdns {
+    /// True if a discovered peer of this service name is to be used.
+    pub fn admits(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        let matches = |p: &String| wildcard(&p.to_lowercase(), &name);
+        (self.include.is_empty() || self.include.iter().any(matches))
+            && !self.exclude.iter().any(matches)
+    }
+}
+
+/// `*` any run of characters, `?` one character, anything else itself.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Greedy with backtracking to the last `*`: linear in practice, no recursion.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
 impl Default for Mdns {
     fn default() -> Self {
         Mdns {
@@ -392,6 +431,8 @@ pub enum Action {
     /// Changes the ALSA bridge or mDNS applies when it is there (exports, listeners, client
     /// name, mDNS settings).
     Bridge(&'static str),
+    /// New `[mdns]` include/exclude filters: they apply to peers discovered from now on.
+    PeerFilter,
     /// A change that needs a restart (ports, bound addresses, control socket); it is ignored.
     NeedsRestart(&'static str),
 }
@@ -428,8 +469,11 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     if old.listeners != new.listeners {
         actions.push(Action::Bridge("[listener]"));
     }
-    if old.mdns != new.mdns {
+    if (old.mdns.enabled, &old.mdns.interfaces) != (new.mdns.enabled, &new.mdns.interfaces) {
         actions.push(Action::Bridge("[mdns]"));
+    }
+    if (&old.mdns.include, &old.mdns.exclude) != (&new.mdns.include, &new.mdns.exclude) {
+        actions.push(Action::PeerFilter);
     }
     if old.port != new.port {
         actions.push(Action::NeedsRestart("port"));
@@ -1245,6 +1289,25 @@ mod tests {
                 Action::NeedsRestart("sysex_rate"),
             ]
         );
+    }
+
+    #[test]
+    fn peer_filters_match_names_with_wildcards_in_any_case() {
+        let f = |include: &[&str], exclude: &[&str]| Mdns {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            ..Mdns::default()
+        };
+        assert!(Mdns::default().admits("anything"));
+        let stage = f(&["Stage*", "Mac?"], &["*test*"]);
+        assert!(stage.admits("Stage Left") && stage.admits("stage") && stage.admits("MacA"));
+        assert!(!stage.admits("Studio") && !stage.admits("Mac") && !stage.admits("MacBook"));
+        assert!(!stage.admits("Stage Test Rig"), "exclude wins");
+        assert!(f(&[], &["*iphone*"]).admits("Studio"));
+        assert!(!f(&[], &["*iphone*"]).admits("Ana's iPhone"));
+        assert!(f(&["a*b*c"], &[]).admits("aXbYbZc") && !f(&["a*b*c"], &[]).admits("acb"));
+        assert!(f(&["*"], &[]).admits("") && !f(&["?"], &[]).admits(""));
+        assert!(f(&["Ünï*"], &[]).admits("üNÏcode"));
     }
 
     #[test]

@@ -359,6 +359,12 @@ impl Daemon {
     /// With ALSA, a discovered peer becomes a client with a port, connected while the port is
     /// subscribed, like a `--connect` target. Without ALSA it is only logged (by `mdns`).
     fn on_mdns_peer(&mut self, now: Instant, event: PeerEvent) {
+        if let PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } = &event {
+            if !self.admits_peer(name) {
+                debug!("mDNS: {name:?} at {addr} ignored ([mdns] include/exclude)");
+                return;
+            }
+        }
         let Some(bridge) = self.bridge.as_mut() else {
             return;
         };
@@ -1217,6 +1223,45 @@ mod tests {
         assert!(port_of(&d, 0).is_some());
         assert_eq!(d.clients.len(), 2);
         assert!(port_of(&d, 2).is_none());
+    }
+
+    #[test]
+    fn discovered_peers_the_mdns_filters_refuse_get_no_port() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let file =
+            crate::config::parse("x", "[mdns]\ninclude = Stage*, Studio\nexclude = *test*\n")
+                .unwrap();
+        let Ok(crate::cli::Command::Run(options)) = crate::cli::parse(&[]) else {
+            panic!("no options");
+        };
+        d.ops.settings = Some(crate::config::resolve(&options, &file, || "h".into()));
+        for (name, ip) in [
+            ("Stage Left", 1),
+            ("studio", 2),
+            ("Stage test", 3),
+            ("Ana's iPad", 4),
+        ] {
+            d.on_mdns_peer(
+                Instant::ZERO,
+                PeerEvent::Appeared {
+                    name: name.into(),
+                    addr: SocketAddr::from(([169, 254, 0, ip], 5004)),
+                },
+            );
+        }
+        let names: Vec<_> = d.clients.iter().map(|c| c.target.name.clone()).collect();
+        assert_eq!(names, [Some("Stage Left".into()), Some("studio".into())]);
+        assert_eq!(ports_named(&fake, "Stage Left"), 1);
+        assert_eq!(ports_named(&fake, "Stage test"), 0);
+        assert_eq!(ports_named(&fake, "Ana's iPad"), 0);
+        // Gone for a name never taken changes nothing.
+        d.on_mdns_peer(
+            Instant::ZERO,
+            PeerEvent::Gone {
+                name: "Ana's iPad".into(),
+            },
+        );
+        assert_eq!(d.clients.len(), 2);
     }
 
     #[test]

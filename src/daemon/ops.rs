@@ -14,7 +14,7 @@ pub struct Ops {
     pub watch: Option<crate::reload::Watch>,
     /// The command line and the file the running settings came from, to reload.
     reload: Option<(Options, Option<PathBuf>)>,
-    settings: Option<config::Settings>,
+    pub settings: Option<config::Settings>,
     /// Round trip of each session's last CK exchange.
     pub latency: BTreeMap<PeerKey, Duration>,
     /// Clients from the command line, the file or `ctl connect`: the ones `disconnect` and
@@ -143,6 +143,14 @@ impl Daemon {
         if let Some(main) = self.listeners.iter_mut().find(|l| l.id == MAIN) {
             main.endpoint.set_config(settings.session_config());
         }
+    }
+
+    /// The `[mdns]` include and exclude filters pass this discovered service name.
+    pub fn admits_peer(&self, name: &str) -> bool {
+        self.ops
+            .settings
+            .as_ref()
+            .is_none_or(|s| s.mdns.admits(name))
     }
 
     pub fn status(&self) -> Status {
@@ -403,6 +411,9 @@ impl Daemon {
                 if std::env::var_os("RUST_LOG").is_none() {
                     log::set_max_level(level);
                 }
+            }
+            Action::PeerFilter => {
+                info!("reload: new [mdns] filters apply to peers discovered from now on")
             }
             Action::Bridge(what) => {
                 warn!("reload: {what} changed; it takes effect at the next start")
