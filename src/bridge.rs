@@ -299,18 +299,85 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
         Ok(true)
     }
 
+    /// `ctl export`: connects local port `addr` to `Network` both ways it allows; its export
+    /// starts as for anyone's connection.
+    pub fn export(&mut self, addr: SeqAddr, out: &mut Vec<Action<K>>) -> io::Result<()> {
+        let port = self.seq.describe_port(addr).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no ALSA port {addr}"))
+        })?;
+        if self.exported.contains_key(&addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{addr} is exported already"),
+            ));
+        }
+        if !(port.readable || port.writable) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{addr} takes no connections"),
+            ));
+        }
+        self.link_to_network(&port, out);
+        if self.exported.contains_key(&addr) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "cannot connect {addr} to the Network port"
+            )))
+        }
+    }
+
+    /// `ctl unexport`: removes the connections between local port `addr` and `Network`,
+    /// whoever made them; its export ends.
+    pub fn unexport(&mut self, addr: SeqAddr, out: &mut Vec<Action<K>>) -> io::Result<()> {
+        if !self.exported.contains_key(&addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{addr} is not exported"),
+            ));
+        }
+        let network = self.network_addr();
+        let links = [
+            (addr, network, Direction::FromPeer),
+            (network, addr, Direction::ToPeer),
+        ];
+        for (from, to, direction) in links {
+            // The kernel tells the other side, not us: count it here.
+            if self.seq.disconnect(from, to).is_ok() {
+                let sub = Subscription {
+                    port: self.network,
+                    peer: addr,
+                    direction,
+                    peer_client_name: None,
+                    peer_port_name: None,
+                };
+                self.subscription(sub, false, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn network_addr(&self) -> SeqAddr {
+        SeqAddr {
+            client: self.seq.client(),
+            port: self.network.0,
+        }
+    }
+
     fn port_started(&mut self, port: &PortInfo, out: &mut Vec<Action<K>>) {
         if !self.auto_export.as_ref().is_some_and(|r| r.matches(port)) {
             return;
         }
-        let network = SeqAddr {
-            client: self.seq.client(),
-            port: self.network.0,
-        };
         info!(
             "exporting {} \"{}\" \"{}\" automatically",
             port.addr, port.client_name, port.port_name
         );
+        self.link_to_network(port, out);
+    }
+
+    /// Connects `port` to `Network` the ways it allows and counts the connections.
+    fn link_to_network(&mut self, port: &PortInfo, out: &mut Vec<Action<K>>) {
+        let network = self.network_addr();
         let mut links = Vec::new();
         if port.readable {
             links.push((port.addr, network, Direction::FromPeer));

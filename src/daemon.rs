@@ -1265,6 +1265,65 @@ mod tests {
     }
 
     #[test]
+    fn ctl_export_connects_a_local_port_to_network_and_unexport_undoes_it() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let keystep = SeqAddr {
+            client: 24,
+            port: 0,
+        };
+        fake.borrow_mut().add_other_port(crate::seq::PortInfo {
+            addr: keystep,
+            client_name: "KeyStep".into(),
+            port_name: "KeyStep MIDI 1".into(),
+            hardware: true,
+            readable: true,
+            writable: true,
+        });
+        let network = SeqAddr {
+            client: 128,
+            port: fake.borrow().port(crate::bridge::NETWORK_PORT).unwrap().0,
+        };
+
+        let name = d.export_local(ctx, keystep, true).unwrap();
+        assert_eq!(name, "Test KeyStep KeyStep MIDI 1");
+        assert_eq!(d.status().exports, 1);
+        assert!(d.listeners.iter().any(|l| l.export == Some(keystep)));
+        let err = d.export_local(ctx, keystep, true).unwrap_err();
+        assert!(err.contains("exported already"), "{err}");
+        let err = d
+            .export_local(
+                ctx,
+                SeqAddr {
+                    client: 99,
+                    port: 0,
+                },
+                true,
+            )
+            .unwrap_err();
+        assert!(err.contains("no ALSA port 99:0"), "{err}");
+
+        // Both ways through the seam; unexport takes both connections away.
+        assert_eq!(d.export_local(ctx, keystep, false).unwrap(), name);
+        assert_eq!(d.status().exports, 0);
+        assert!(fake.borrow_mut().take_connections().is_empty());
+        let err = d.export_local(ctx, keystep, false).unwrap_err();
+        assert!(err.contains("not exported"), "{err}");
+
+        d.export_local(ctx, keystep, true).unwrap();
+        let mut links = fake.borrow_mut().take_connections();
+        links.sort();
+        let mut want = vec![(keystep, network), (network, keystep)];
+        want.sort();
+        assert_eq!(links, want);
+
+        let mut plain = daemon(false);
+        let err = plain.export_local(ctx, keystep, true).unwrap_err();
+        assert!(err.contains("runs without ALSA"), "{err}");
+    }
+
+    #[test]
     fn without_alsa_discovered_peers_are_not_connected() {
         let mut d = daemon(false);
         d.on_mdns_peer(
@@ -1310,6 +1369,12 @@ mod tests {
         }
         fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
             self.0.borrow_mut().connect(from, to)
+        }
+        fn disconnect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+            self.0.borrow_mut().disconnect(from, to)
+        }
+        fn describe_port(&self, addr: SeqAddr) -> Option<crate::seq::PortInfo> {
+            self.0.borrow().describe_port(addr)
         }
         fn client(&self) -> u8 {
             self.0.borrow().client()

@@ -262,6 +262,8 @@ fn every_control_command_between_two_daemons() {
     let e = a.ctl(&["--json", "export", "20:0"]);
     assert_eq!(e.code, 1);
     assert!(e.out.starts_with("{\"ok\":false,\"error\":"), "{}", e.out);
+    let e = a.ctl(&["unexport", "20:0"]);
+    assert!(e.code == 1 && e.err.contains("runs without ALSA"), "{}", e.err);
     let e = a.ctl(&["export", "synth"]);
     assert!(e.code == 1 && e.err.contains("bad ALSA port"), "{}", e.err);
     let e = a.ctl(&["disconnect", "999"]);

@@ -329,6 +329,46 @@ impl Daemon {
         Ok(name.to_string())
     }
 
+    /// `ctl export` (`on`) and `ctl unexport`: connects local port `addr` to the Network
+    /// port both ways, or removes those connections; the export follows as for anyone's
+    /// connections. Returns the name the export is announced under.
+    pub fn export_local(
+        &mut self,
+        ctx: &mut Ctx,
+        addr: SeqAddr,
+        on: bool,
+    ) -> Result<String, String> {
+        let verb = if on { "export" } else { "unexport" };
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Err(format!(
+                "cannot {verb} {addr}: the daemon runs without ALSA (--no-alsa)"
+            ));
+        };
+        let mut actions = Vec::new();
+        let done = if on {
+            bridge.export(addr, &mut actions)
+        } else {
+            bridge.unexport(addr, &mut actions)
+        };
+        // Before the error: a half-made export is still started or ended.
+        let name = self
+            .listeners
+            .iter()
+            .find(|l| l.export == Some(addr))
+            .map(|l| l.name.clone());
+        let now = self.now(ctx);
+        for action in actions {
+            self.on_bridge_action(ctx, now, action);
+        }
+        self.pump(ctx);
+        done.map_err(|e| format!("cannot {verb} {addr}: {e}"))?;
+        let exported = self.listeners.iter().find(|l| l.export == Some(addr));
+        Ok(exported
+            .map(|l| l.name.clone())
+            .or(name)
+            .unwrap_or_else(|| addr.to_string()))
+    }
+
     /// Drops the connection named `name`, its ALSA port and its session.
     fn remove_client(&mut self, name: &str) -> bool {
         let Some(i) = self.client_index(name) else {
