@@ -587,15 +587,29 @@ impl Daemon {
         }
     }
 
-    /// A local port connected to `Network`: its own listener, named after it.
+    /// A local port connected to `Network`: its own listener, named after it (or as its
+    /// `[export NAME]` section says, on the section's port).
     fn add_export(&mut self, ctx: &mut Ctx, local: SeqAddr, name: &str) -> io::Result<()> {
-        let mut unique = format!("{} {}", self.settings.name, name);
+        let how = self
+            .bridge
+            .as_ref()
+            .and_then(|b| b.export_as(local))
+            .cloned();
+        let base = match &how {
+            Some(how) => how.name.clone(),
+            None => format!("{} {}", self.settings.name, name),
+        };
+        let mut unique = base.clone();
         let mut n = 2;
         while self.listeners.iter().any(|l| l.name == unique) {
-            unique = format!("{} {} ({n})", self.settings.name, name);
+            unique = format!("{base} ({n})");
             n += 1;
         }
-        let sockets = self.bind_free_pair()?;
+        // The section's port goes to the first port it exports; more matches get free pairs.
+        let sockets = match how.and_then(|h| h.port) {
+            Some(port) if unique == base => net::bind_all(&self.settings.bind, port)?,
+            _ => self.bind_free_pair()?,
+        };
         let seed = self.next_listener as u64 ^ self.origin.elapsed().as_nanos() as u64;
         let listener = Listener {
             id: self.next_listener,
@@ -1321,6 +1335,64 @@ mod tests {
         let mut plain = daemon(false);
         let err = plain.export_local(ctx, keystep, true).unwrap_err();
         assert!(err.contains("runs without ALSA"), "{err}");
+    }
+
+    #[test]
+    fn an_export_section_names_its_session_and_uses_its_port() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let keys = SeqAddr {
+            client: 24,
+            port: 0,
+        };
+        let info = |addr, client_name: &str| crate::seq::PortInfo {
+            addr,
+            client_name: client_name.into(),
+            port_name: "MIDI 1".into(),
+            hardware: true,
+            readable: true,
+            writable: true,
+        };
+        fake.borrow_mut()
+            .add_other_port(info(keys, "Arturia KeyStep"));
+        let own_port = d.settings.port + 40;
+        let bridge = d.bridge.as_mut().unwrap();
+        bridge
+            .add_export_section(
+                crate::bridge::PortMatch::parse("keystep"),
+                crate::bridge::ExportAs {
+                    name: "Keys".into(),
+                    port: Some(own_port),
+                },
+            )
+            .unwrap();
+        let mut actions = Vec::new();
+        while bridge.poll(&mut actions).unwrap() {}
+        // One appearing later is connected too.
+        let later = SeqAddr {
+            client: 30,
+            port: 0,
+        };
+        fake.borrow_mut().add_other_port(info(later, "KeyStep Pro"));
+        while d.bridge.as_mut().unwrap().poll(&mut actions).unwrap() {}
+        for action in actions {
+            d.on_bridge_action(ctx, Instant::ZERO, action);
+        }
+        let exports: Vec<_> = d
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                Some((
+                    l.export?,
+                    l.name.as_str(),
+                    l.sockets[0].control.local_addr().ok()?.port(),
+                ))
+            })
+            .collect();
+        assert_eq!(exports[0], (keys, "Keys", own_port));
+        assert_eq!((exports[1].0, exports[1].1), (later, "Keys (2)"));
+        assert_ne!(exports[1].2, own_port);
     }
 
     #[test]

@@ -263,7 +263,11 @@ fn every_control_command_between_two_daemons() {
     assert_eq!(e.code, 1);
     assert!(e.out.starts_with("{\"ok\":false,\"error\":"), "{}", e.out);
     let e = a.ctl(&["unexport", "20:0"]);
-    assert!(e.code == 1 && e.err.contains("runs without ALSA"), "{}", e.err);
+    assert!(
+        e.code == 1 && e.err.contains("runs without ALSA"),
+        "{}",
+        e.err
+    );
     let e = a.ctl(&["export", "synth"]);
     assert!(e.code == 1 && e.err.contains("bad ALSA port"), "{}", e.err);
     let e = a.ctl(&["disconnect", "999"]);

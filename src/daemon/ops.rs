@@ -112,6 +112,19 @@ impl Daemon {
                     .map_err(|e| format!("cannot create the ALSA port {name:?}: {e}"))?;
             }
         }
+        if let Some(bridge) = self.bridge.as_mut() {
+            for e in &settings.exports {
+                let how = crate::bridge::ExportAs {
+                    name: e.name.clone(),
+                    port: e.port,
+                };
+                bridge
+                    .add_export_section(crate::bridge::PortMatch::parse(&e.alsa_port), how)
+                    .map_err(|e| format!("cannot watch ALSA ports for [export]: {e}"))?;
+            }
+        } else if let Some(e) = settings.exports.first() {
+            warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
+        }
         self.ops.started = Some(ctx.now());
         self.ops.managed = (0..self.clients.len()).collect();
         match crate::control::Server::start(&settings.control, ctx) {
