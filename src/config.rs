@@ -61,6 +61,12 @@ pub enum ErrorKind {
         key: String,
         section: String,
     },
+    /// A key the format knows that the daemon cannot apply yet.
+    NotSupported {
+        key: String,
+        section: String,
+        why: &'static str,
+    },
     /// Two things want the same UDP port (each session port pair is N and N+1).
     PortClash {
         what: String,
@@ -95,6 +101,9 @@ impl fmt::Display for Error {
             }
             ErrorKind::DuplicateKey { key, section } => {
                 write!(f, "key {key:?} appears twice in [{section}]")
+            }
+            ErrorKind::NotSupported { key, section, why } => {
+                write!(f, "{key:?} in [{section}] is not supported yet: {why}")
             }
             ErrorKind::BadValue { key, value, why } => {
                 write!(f, "bad value {value:?} for {key:?}: {why}")
@@ -150,13 +159,12 @@ pub struct Export {
     pub port: Option<u16>,
 }
 
-/// `[listener NAME]`: an RTP-MIDI server on a port of its own, its sessions bridged to a new
-/// ALSA port (or to existing ones matching `alsa_port`).
+/// `[listener NAME]`: an RTP-MIDI server on a port of its own, announced as NAME, each of its
+/// sessions with an ALSA port of its own as on the main port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
     pub port: u16,
-    pub alsa_port: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -636,11 +644,7 @@ impl Parser<'_> {
             }
             Section::Listener => {
                 let port = p.port.ok_or_else(|| missing("port", "listener"))?;
-                self.out.listeners.push(Listener {
-                    name: p.name,
-                    port,
-                    alsa_port: p.alsa_port,
-                });
+                self.out.listeners.push(Listener { name: p.name, port });
             }
             _ => {}
         }
@@ -923,6 +927,13 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
                 section: label.clone(),
             }));
         }
+        if *kind == Section::Listener && key == "alsa_port" {
+            return Err(parser.err(ErrorKind::NotSupported {
+                key: key.into(),
+                section: label.clone(),
+                why: "its sessions get ALSA ports of their own, as on the main port",
+            }));
+        }
         if !seen_keys.insert(key.to_string()) {
             return Err(parser.err(ErrorKind::DuplicateKey {
                 key: key.into(),
@@ -1138,6 +1149,10 @@ mod tests {
                 ":1: [export e] needs a \"alsa_port\" key",
             ),
             ("[listener l]\n\n", ":1: [listener l] needs a \"port\" key"),
+            (
+                "[listener l]\nport = 7000\nalsa_port = 20:0\n",
+                ":3: \"alsa_port\" in [listener l] is not supported yet",
+            ),
             (
                 "[timeouts]\nck_interval = 61\n",
                 ":2: bad value \"61\" for \"ck_interval\": at most 60",

@@ -86,7 +86,8 @@ pub enum PortKey {
     Client(usize),
 }
 
-/// UDP ports with their sessions: the main listener, or one per exported local port.
+/// UDP ports with their sessions: the main listener, a `[listener NAME]`, or one per exported
+/// local port.
 struct Listener {
     id: u32,
     endpoint: Endpoint,
@@ -294,6 +295,13 @@ impl Daemon {
             }
         }
         mdns.add_service(now, MAIN, &self.settings.name, self.settings.port);
+        // `[listener NAME]` sections, made before the start.
+        for l in self.listeners.iter().filter(|l| l.id != MAIN) {
+            match l.sockets.first().map(|s| s.control.local_addr()) {
+                Some(Ok(addr)) => mdns.add_service(now, l.id, &l.name, addr.port()),
+                _ => warn!("mDNS: cannot announce {:?}: no local port", l.name),
+            }
+        }
         self.mdns = Some(mdns);
         self.mdns_events(ctx);
     }
@@ -636,6 +644,29 @@ impl Daemon {
         Ok(())
     }
 
+    /// A `[listener NAME]`: sessions on a port of their own, announced as NAME, each with an
+    /// ALSA port as on the main port. Before [`Daemon::start`], which registers it.
+    pub fn add_listener(
+        &mut self,
+        name: &str,
+        port: u16,
+        config: session::Config,
+    ) -> io::Result<()> {
+        let sockets = net::bind_all(&self.settings.bind, port)?;
+        let seed = self.next_listener as u64 ^ self.origin.elapsed().as_nanos() as u64;
+        self.listeners.push(Listener {
+            id: self.next_listener,
+            endpoint: Endpoint::new(config, AcceptPolicy::default(), seed),
+            sockets,
+            sources: Vec::new(),
+            export: None,
+            name: name.to_string(),
+        });
+        self.next_listener += 1;
+        info!("listening as {name:?} on UDP port {port}");
+        Ok(())
+    }
+
     fn bind_free_pair(&self) -> io::Result<Vec<PortPair>> {
         let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free port pair");
         for step in 1..=EXPORT_PORT_TRIES {
@@ -807,10 +838,16 @@ impl Daemon {
             self.clients[index].backoff = RECONNECT_MIN;
             return;
         }
-        if self.bridge.is_none() || key.listener != MAIN {
+        let exported = self
+            .listener_index(key.listener)
+            .is_some_and(|i| self.listeners[i].export.is_some());
+        if self.bridge.is_none() || exported {
             return; // without ALSA no ports; an export's session speaks through Network
         }
-        if let Some(index) = self.matching_client(name, ip) {
+        let matching = (key.listener == MAIN)
+            .then(|| self.matching_client(name, ip))
+            .flatten();
+        if let Some(index) = matching {
             self.clients[index].accepted = Some(key.session);
             info!("{name:?} connected to us: its session shares the peer's ALSA port");
             return;
@@ -1396,6 +1433,50 @@ mod tests {
     }
 
     #[test]
+    fn sessions_of_an_extra_listener_get_alsa_ports_as_on_the_main_port() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let port = d.settings.port + 20;
+        d.add_listener("Drums", port, session_config("Drums"))
+            .unwrap();
+        let t0 = Instant::from_micros(1_000_000);
+        let mut remote = Remote::new("Pad", "169.254.0.1:5004");
+        remote.listener = 1;
+        let theirs = remote.endpoint.connect(t0, US.parse().unwrap());
+        remote.settle(&mut d, t0);
+        let session = remote.endpoint.session(theirs).unwrap();
+        assert!(session.is_connected());
+        assert_eq!(session.peer_name(), "Drums");
+        assert_eq!(ports_named(&fake, "Pad"), 1);
+        let key = PeerKey {
+            listener: d.listeners[1].id,
+            session: d.listeners[1].endpoint.sessions().next().unwrap().0,
+        };
+        // Its MIDI comes out of its port.
+        let pad = d
+            .bridge
+            .as_ref()
+            .unwrap()
+            .port_of(PortKey::Session(key))
+            .unwrap();
+        fake.borrow_mut().take_sent();
+        remote
+            .endpoint
+            .session_mut(theirs)
+            .unwrap()
+            .send_midi(t0, note());
+        remote.settle(&mut d, t0);
+        assert_eq!(
+            fake.borrow_mut().take_sent(),
+            vec![(pad, None, vec![0x90, 60, 100])]
+        );
+        assert_eq!(d.status().exports, 0);
+        // It ends, and the port goes.
+        remote.endpoint.session_mut(theirs).unwrap().close();
+        remote.settle(&mut d, t0);
+        assert_eq!(ports_named(&fake, "Pad"), 0);
+    }
+
+    #[test]
     fn without_alsa_discovered_peers_are_not_connected() {
         let mut d = daemon(false);
         d.on_mdns_peer(
@@ -1486,6 +1567,8 @@ mod tests {
         endpoint: Endpoint,
         control: SocketAddr,
         events: Vec<(SessionId, Event)>,
+        /// Index of the daemon's listener it talks to.
+        listener: usize,
     }
 
     impl Remote {
@@ -1494,6 +1577,7 @@ mod tests {
                 endpoint: Endpoint::new(session_config(name), AcceptPolicy::default(), 7),
                 control: control.parse().unwrap(),
                 events: Vec::new(),
+                listener: 0,
             }
         }
 
@@ -1512,19 +1596,25 @@ mod tests {
                 while let Some(t) = self.endpoint.poll_transmit(now, &mut buf) {
                     busy = true;
                     let from = with_port(self.control, t.port);
-                    let main = &mut d.listeners[0].endpoint;
-                    let _ = main.handle_datagram(now, t.port, from, &buf[..t.len]);
+                    let ours = &mut d.listeners[self.listener].endpoint;
+                    let _ = ours.handle_datagram(now, t.port, from, &buf[..t.len]);
                 }
-                while let Some(t) = d.listeners[0].endpoint.poll_transmit(now, &mut buf) {
+                while let Some(t) = d.listeners[self.listener]
+                    .endpoint
+                    .poll_transmit(now, &mut buf)
+                {
                     busy = true;
                     let from = with_port(us, t.port);
                     let _ = self
                         .endpoint
                         .handle_datagram(now, t.port, from, &buf[..t.len]);
                 }
-                while let Some((id, event)) = d.listeners[0].endpoint.poll_event() {
+                let listener = d.listeners[self.listener].id;
+                while let Some((session, event)) = d.listeners[self.listener].endpoint.poll_event()
+                {
                     busy = true;
-                    d.on_session_event(now, 0, main_key(id), event);
+                    let key = PeerKey { listener, session };
+                    d.on_session_event(now, self.listener, key, event);
                 }
                 while let Some(event) = self.endpoint.poll_event() {
                     busy = true;

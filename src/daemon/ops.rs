@@ -125,6 +125,18 @@ impl Daemon {
         } else if let Some(e) = settings.exports.first() {
             warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
         }
+        for l in &settings.listeners {
+            let config = session::Config {
+                name: l.name.clone(),
+                ..settings.session_config()
+            };
+            self.add_listener(&l.name, l.port, config).map_err(|e| {
+                format!(
+                    "[listener {}]: cannot open UDP port {}: {e}",
+                    l.name, l.port
+                )
+            })?;
+        }
         self.ops.started = Some(ctx.now());
         self.ops.managed = (0..self.clients.len()).collect();
         match crate::control::Server::start(&settings.control, ctx) {
@@ -151,10 +163,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// Name, timeouts and journal switch for the main listener's new sessions.
+    /// Name, timeouts and journal switch for new sessions of the main listener and of the
+    /// `[listener]` ones (which keep their names).
     fn set_session_config(&mut self, settings: &config::Settings) {
-        if let Some(main) = self.listeners.iter_mut().find(|l| l.id == MAIN) {
-            main.endpoint.set_config(settings.session_config());
+        for l in self.listeners.iter_mut().filter(|l| l.export.is_none()) {
+            let name = if l.id == MAIN {
+                settings.name.clone()
+            } else {
+                l.name.clone()
+            };
+            l.endpoint.set_config(session::Config {
+                name,
+                ..settings.session_config()
+            });
         }
     }
 
