@@ -621,7 +621,11 @@ impl Daemon {
         let seed = self.next_listener as u64 ^ self.origin.elapsed().as_nanos() as u64;
         let listener = Listener {
             id: self.next_listener,
-            endpoint: Endpoint::new(session_config(&unique), AcceptPolicy::default(), seed),
+            endpoint: Endpoint::new(
+                self.session_config_for(&unique),
+                AcceptPolicy::default(),
+                seed,
+            ),
             sockets,
             sources: Vec::new(),
             export: Some(local),

@@ -163,10 +163,21 @@ impl Daemon {
         Ok(())
     }
 
-    /// Name, timeouts and journal switch for new sessions of the main listener and of the
-    /// `[listener]` ones (which keep their names).
+    /// The file's session settings (timeouts, journal) under another name.
+    pub(super) fn session_config_for(&self, name: &str) -> session::Config {
+        match &self.ops.settings {
+            Some(s) => session::Config {
+                name: name.to_string(),
+                ..s.session_config()
+            },
+            None => session_config(name),
+        }
+    }
+
+    /// Name, timeouts and journal switch for new sessions of every listener (the others keep
+    /// their names).
     fn set_session_config(&mut self, settings: &config::Settings) {
-        for l in self.listeners.iter_mut().filter(|l| l.export.is_none()) {
+        for l in &mut self.listeners {
             let name = if l.id == MAIN {
                 settings.name.clone()
             } else {
