@@ -1480,6 +1480,78 @@ mod tests {
         assert_eq!(ports_named(&fake, "Pad"), 0);
     }
 
+    /// The file's sections as `main` hands them over: what `start_ops` does with them.
+    #[test]
+    fn start_ops_applies_the_files_connections_exports_and_listeners() {
+        let target = |name: &str, port| ConnectTarget {
+            name: Some(name.into()),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let (mut d, fake) = daemon_sharing(vec![target("a", 9), target("b", 11)]);
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let dir = std::env::temp_dir().join(format!("rtpmidid-start-ops-{}", std::process::id()));
+        let text = format!(
+            "[general]\nport = {}\n[connect a]\nhost = 127.0.0.1\nport = 9\n\
+             local_port = Piano In\nkeep_connected = yes\n[connect b]\nhost = 127.0.0.1\n\
+             port = 11\n[export keys]\nalsa_port = keystep\n[listener drums]\nport = {}\n\
+             [timeouts]\nck_interval = 3\n",
+            d.settings.port,
+            d.settings.port + 20
+        );
+        let file = crate::config::parse("x", &text).unwrap();
+        let args = [
+            "--control".to_string(),
+            dir.join("c.sock").display().to_string(),
+        ];
+        let Ok(crate::cli::Command::Run(options)) = crate::cli::parse(&args) else {
+            panic!("no options");
+        };
+        let settings = crate::config::resolve(&options, &file, || "h".into());
+        d.start_ops(ctx, *options, None, settings, true).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // [connect a] has its own port name and is kept up; b waits for a subscriber.
+        assert_eq!(ports_named(&fake, "Piano In"), 1);
+        assert_eq!(ports_named(&fake, "a"), 0);
+        assert_eq!(ports_named(&fake, "b"), 1);
+        assert!(d.clients[0].keep && d.clients[0].wanted);
+        assert!(!d.clients[1].keep && !d.clients[1].wanted);
+        // [listener drums], with the file's timeouts.
+        let drums = d.listeners.iter().find(|l| l.name == "drums").unwrap();
+        assert_eq!(drums.export, None);
+        assert_eq!(
+            drums.sockets[0].control.local_addr().unwrap().port(),
+            d.settings.port + 20
+        );
+        assert_eq!(
+            d.session_config_for("x").ck_interval,
+            Duration::from_secs(3)
+        );
+        // [export keys]: a KeyStep appearing is exported as "keys".
+        fake.borrow_mut().add_other_port(crate::seq::PortInfo {
+            addr: SeqAddr {
+                client: 24,
+                port: 0,
+            },
+            client_name: "Arturia KeyStep".into(),
+            port_name: "MIDI 1".into(),
+            hardware: true,
+            readable: true,
+            writable: true,
+        });
+        let mut actions = Vec::new();
+        while d.bridge.as_mut().unwrap().poll(&mut actions).unwrap() {}
+        for action in actions {
+            d.on_bridge_action(ctx, Instant::ZERO, action);
+        }
+        assert!(d
+            .listeners
+            .iter()
+            .any(|l| l.name == "keys" && l.export.is_some()));
+    }
+
     #[test]
     fn without_alsa_discovered_peers_are_not_connected() {
         let mut d = daemon(false);
