@@ -436,8 +436,11 @@ pub enum Action {
     /// New name, timeouts or journal switch: sessions started from now on use them.
     SessionConfig,
     SetLogLevel(LevelFilter),
-    /// Changes the ALSA bridge or mDNS applies when it is there (exports, listeners, client
-    /// name, mDNS settings).
+    /// Close the `[listener]` of this name.
+    RemoveListener(String),
+    AddListener(Listener),
+    /// Changes the ALSA bridge or mDNS applies when it is there (exports, client name, mDNS
+    /// settings).
     Bridge(&'static str),
     /// New `[mdns]` include/exclude filters: they apply to peers discovered from now on.
     PeerFilter,
@@ -474,8 +477,15 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     if old.exports != new.exports {
         actions.push(Action::Bridge("[export]"));
     }
-    if old.listeners != new.listeners {
-        actions.push(Action::Bridge("[listener]"));
+    for l in &old.listeners {
+        if !new.listeners.contains(l) {
+            actions.push(Action::RemoveListener(l.name.clone()));
+        }
+    }
+    for l in &new.listeners {
+        if !old.listeners.contains(l) {
+            actions.push(Action::AddListener(l.clone()));
+        }
     }
     if (old.mdns.enabled, &old.mdns.interfaces) != (new.mdns.enabled, &new.mdns.interfaces) {
         actions.push(Action::Bridge("[mdns]"));
@@ -1407,7 +1417,7 @@ mod tests {
                 Action::SetLogLevel(LevelFilter::Info),
                 Action::Bridge("alsa_name"),
                 Action::Bridge("[export]"),
-                Action::Bridge("[listener]"),
+                Action::AddListener(new.listeners[0].clone()),
                 Action::Bridge("[mdns]"),
                 Action::NeedsRestart("port"),
                 Action::NeedsRestart("bind"),

@@ -690,17 +690,56 @@ impl Daemon {
         let Some(index) = self.listeners.iter().position(|l| l.export == Some(local)) else {
             return;
         };
+        info!(
+            "no longer exporting {local} ({:?})",
+            self.listeners[index].name
+        );
+        self.remove_listener(ctx, now, index);
+    }
+
+    /// A `[listener]` opened by a reload: bound, registered and announced at once.
+    pub fn open_listener(
+        &mut self,
+        ctx: &mut Ctx,
+        name: &str,
+        port: u16,
+        config: session::Config,
+    ) -> io::Result<()> {
+        self.add_listener(name, port, config)?;
+        let index = self.listeners.len() - 1;
+        let id = self.listeners[index].id;
+        if let Err(e) = self.register_listener(ctx, index) {
+            self.remove_listener(ctx, self.now(ctx), index);
+            return Err(e);
+        }
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.add_service(now, id, name, port);
+        }
+        self.mdns_events(ctx);
+        Ok(())
+    }
+
+    /// Closes a listener other than the main one: BY to its sessions, their ALSA ports
+    /// deleted, its sockets closed and its mDNS name withdrawn.
+    pub fn remove_listener(&mut self, ctx: &mut Ctx, now: Instant, index: usize) {
         let mut listener = self.listeners.remove(index);
-        info!("no longer exporting {local} ({:?})", listener.name);
         listener.endpoint.close_all();
         flush_transmits(&mut listener, now, &mut self.send_buf);
         for source in listener.sources {
             let _ = ctx.deregister(source);
         }
-        self.peers.retain(|key, _| key.listener != listener.id);
-        self.playouts.retain(|key, _| key.listener != listener.id);
+        let id = listener.id;
+        if let Some(bridge) = self.bridge.as_mut() {
+            for key in self.peers.keys().filter(|key| key.listener == id) {
+                bridge.remove_peer(PortKey::Session(*key));
+            }
+        }
+        self.peers.retain(|key, _| key.listener != id);
+        self.playouts.retain(|key, _| key.listener != id);
+        self.ops.latency.retain(|key, _| key.listener != id);
         if let Some(mdns) = self.mdns.as_mut() {
-            mdns.remove_service(now, listener.id);
+            mdns.remove_service(now, id);
         }
         self.mdns_events(ctx);
     }

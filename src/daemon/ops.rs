@@ -460,14 +460,41 @@ impl Daemon {
             info!("{why}: configuration reloaded, {} change(s)", actions.len());
         }
         for action in actions {
-            self.apply(&new, action);
+            self.apply(ctx, &new, action);
         }
         self.ops.settings = Some(new);
         self.pump(ctx);
     }
 
-    fn apply(&mut self, new: &config::Settings, action: Action) {
+    fn apply(&mut self, ctx: &mut Ctx, new: &config::Settings, action: Action) {
         match action {
+            Action::RemoveListener(name) => {
+                info!("reload: closing [listener {name}]");
+                let index = self
+                    .listeners
+                    .iter()
+                    .position(|l| l.id != MAIN && l.export.is_none() && l.name == name);
+                if let Some(index) = index {
+                    let now = self.now(ctx);
+                    self.remove_listener(ctx, now, index);
+                }
+            }
+            Action::AddListener(l) => {
+                info!(
+                    "reload: opening [listener {}] on UDP port {}",
+                    l.name, l.port
+                );
+                let config = session::Config {
+                    name: l.name.clone(),
+                    ..new.session_config()
+                };
+                if let Err(e) = self.open_listener(ctx, &l.name, l.port, config) {
+                    error!(
+                        "reload: [listener {}]: cannot open UDP port {}: {e}",
+                        l.name, l.port
+                    );
+                }
+            }
             Action::Disconnect(name) => {
                 info!("reload: closing connection {name:?}");
                 self.remove_client(&name);
@@ -584,8 +611,9 @@ mod tests {
             panic!("no options");
         };
         let new = config::resolve(&options, &config::File::default(), || "t".into());
-        d.apply(&new, Action::Disconnect("b".into()));
+        d.apply(ctx, &new, Action::Disconnect("b".into()));
         d.apply(
+            ctx,
             &new,
             Action::Connect(config::Connection {
                 name: "a".into(),
@@ -601,6 +629,36 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
         // With ALSA, a configured connection waits for a subscriber to its port.
         assert!(!d.clients[3].wanted);
+    }
+
+    #[test]
+    fn reloads_open_and_close_listeners() {
+        let mut d = daemon();
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let Ok(crate::cli::Command::Run(options)) = crate::cli::parse(&[]) else {
+            panic!("no options");
+        };
+        let new = config::resolve(&options, &config::File::default(), || "t".into());
+        let port = d.settings.port + 30;
+        let drums = config::Listener {
+            name: "drums".into(),
+            port,
+        };
+        d.apply(ctx, &new, Action::AddListener(drums));
+        let l = d.listeners.iter().find(|l| l.name == "drums").unwrap();
+        assert_eq!(l.sockets[0].control.local_addr().unwrap().port(), port);
+        assert_eq!(l.sources.len(), 2, "control and data registered");
+        let bound = || std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        assert!(!bound());
+
+        d.apply(ctx, &new, Action::RemoveListener("drums".into()));
+        assert!(d.listeners.iter().all(|l| l.name != "drums"));
+        assert_eq!(d.listeners.len(), 1, "the main listener stays");
+        assert!(bound(), "its port is free again");
+        // Removing one that is not there changes nothing.
+        d.apply(ctx, &new, Action::RemoveListener("t".into()));
+        assert_eq!(d.listeners.len(), 1);
     }
 
     #[test]
