@@ -122,8 +122,13 @@ impl Daemon {
                     .add_export_section(crate::bridge::PortMatch::parse(&e.alsa_port), how)
                     .map_err(|e| format!("cannot watch ALSA ports for [export]: {e}"))?;
             }
-        } else if let Some(e) = settings.exports.first() {
-            warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
+        } else {
+            for e in &settings.exports {
+                warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
+            }
+            if settings.export_auto.is_some() {
+                warn!("export_auto ignored: the daemon runs without ALSA");
+            }
         }
         for l in &settings.listeners {
             let config = session::Config {
