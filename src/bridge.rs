@@ -72,6 +72,43 @@ impl AutoExport {
     }
 }
 
+/// Which local ports an `[export NAME]` section means by its `alsa_port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortMatch {
+    /// `client:port` numbers.
+    Addr(SeqAddr),
+    /// Part of the client or port name, any case, as `--export-auto all:PATTERN` matches.
+    Name(AutoExport),
+}
+
+impl PortMatch {
+    pub fn parse(text: &str) -> PortMatch {
+        match SeqAddr::parse(text) {
+            Some(addr) => PortMatch::Addr(addr),
+            None => PortMatch::Name(AutoExport {
+                kind: PortKind::All,
+                pattern: Some(text.to_lowercase()),
+            }),
+        }
+    }
+
+    pub fn matches(&self, port: &PortInfo) -> bool {
+        match self {
+            PortMatch::Addr(addr) => port.addr == *addr && (port.readable || port.writable),
+            PortMatch::Name(rule) => rule.matches(port),
+        }
+    }
+}
+
+/// How an `[export NAME]` section wants its ports exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportAs {
+    /// The session name announced, as written.
+    pub name: String,
+    /// The UDP control port of its listener; `None` for the next free pair.
+    pub port: Option<u16>,
+}
+
 /// What one of our ports stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner<K> {
@@ -112,6 +149,11 @@ pub struct Bridge<K, S = Box<dyn Sequencer>> {
     parser: StreamParser,
     dormant: Vec<Dormant<K>>,
     auto_export: Option<AutoExport>,
+    /// `[export NAME]` sections, first match wins (before `auto_export`).
+    sections: Vec<(PortMatch, ExportAs)>,
+    /// Local ports a section connected, with how to export them.
+    export_as: BTreeMap<SeqAddr, ExportAs>,
+    watching: bool,
     pub overruns: u64,
     pub send_dropped: u64,
 }
@@ -128,6 +170,9 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             parser: StreamParser::new(protocol::session::MAX_SYSEX),
             dormant: Vec::new(),
             auto_export: None,
+            sections: Vec::new(),
+            export_as: BTreeMap::new(),
+            watching: false,
             overruns: 0,
             send_dropped: 0,
         })
@@ -137,7 +182,27 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
     /// connections go with them when they exit, which withdraws the export).
     pub fn set_auto_export(&mut self, rule: AutoExport) -> io::Result<()> {
         self.auto_export = Some(rule);
-        self.seq.watch_ports()
+        self.watch_ports()
+    }
+
+    /// An `[export NAME]` section: the local ports `select` matches are connected to `Network`,
+    /// now and as they appear, and exported as `how` says.
+    pub fn add_export_section(&mut self, select: PortMatch, how: ExportAs) -> io::Result<()> {
+        self.sections.push((select, how));
+        self.watch_ports()
+    }
+
+    /// How to export `local` if a section connected it.
+    pub fn export_as(&self, local: SeqAddr) -> Option<&ExportAs> {
+        self.export_as.get(&local)
+    }
+
+    fn watch_ports(&mut self) -> io::Result<()> {
+        if !self.watching {
+            self.seq.watch_ports()?;
+            self.watching = true;
+        }
+        Ok(())
     }
 
     pub fn fds(&self) -> io::Result<Vec<std::os::fd::RawFd>> {
@@ -299,18 +364,96 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
         Ok(true)
     }
 
-    fn port_started(&mut self, port: &PortInfo, out: &mut Vec<Action<K>>) {
-        if !self.auto_export.as_ref().is_some_and(|r| r.matches(port)) {
-            return;
+    /// `ctl export`: connects local port `addr` to `Network` both ways it allows; its export
+    /// starts as for anyone's connection.
+    pub fn export(&mut self, addr: SeqAddr, out: &mut Vec<Action<K>>) -> io::Result<()> {
+        let port = self.seq.describe_port(addr).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no ALSA port {addr}"))
+        })?;
+        if self.exported.contains_key(&addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{addr} is exported already"),
+            ));
         }
-        let network = SeqAddr {
+        if !(port.readable || port.writable) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{addr} takes no connections"),
+            ));
+        }
+        self.link_to_network(&port, out);
+        if self.exported.contains_key(&addr) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "cannot connect {addr} to the Network port"
+            )))
+        }
+    }
+
+    /// `ctl unexport`: removes the connections between local port `addr` and `Network`,
+    /// whoever made them; its export ends.
+    pub fn unexport(&mut self, addr: SeqAddr, out: &mut Vec<Action<K>>) -> io::Result<()> {
+        if !self.exported.contains_key(&addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{addr} is not exported"),
+            ));
+        }
+        let network = self.network_addr();
+        let links = [
+            (addr, network, Direction::FromPeer),
+            (network, addr, Direction::ToPeer),
+        ];
+        for (from, to, direction) in links {
+            // The kernel tells the other side, not us: count it here.
+            if self.seq.disconnect(from, to).is_ok() {
+                let sub = Subscription {
+                    port: self.network,
+                    peer: addr,
+                    direction,
+                    peer_client_name: None,
+                    peer_port_name: None,
+                };
+                self.subscription(sub, false, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn network_addr(&self) -> SeqAddr {
+        SeqAddr {
             client: self.seq.client(),
             port: self.network.0,
-        };
-        info!(
-            "exporting {} \"{}\" \"{}\" automatically",
-            port.addr, port.client_name, port.port_name
-        );
+        }
+    }
+
+    fn port_started(&mut self, port: &PortInfo, out: &mut Vec<Action<K>>) {
+        let section = self
+            .sections
+            .iter()
+            .find(|(select, _)| select.matches(port));
+        if let Some((_, how)) = section {
+            info!(
+                "exporting {} \"{}\" \"{}\" as [export {}]",
+                port.addr, port.client_name, port.port_name, how.name
+            );
+            self.export_as.insert(port.addr, how.clone());
+        } else if self.auto_export.as_ref().is_some_and(|r| r.matches(port)) {
+            info!(
+                "exporting {} \"{}\" \"{}\" automatically",
+                port.addr, port.client_name, port.port_name
+            );
+        } else {
+            return;
+        }
+        self.link_to_network(port, out);
+    }
+
+    /// Connects `port` to `Network` the ways it allows and counts the connections.
+    fn link_to_network(&mut self, port: &PortInfo, out: &mut Vec<Action<K>>) {
+        let network = self.network_addr();
         let mut links = Vec::new();
         if port.readable {
             links.push((port.addr, network, Direction::FromPeer));
@@ -641,6 +784,48 @@ mod tests {
                 (later.addr, network)
             ]
         );
+    }
+
+    #[test]
+    fn export_sections_match_numbers_or_names_and_say_how_to_export() {
+        let keys = port(24, "Arturia KeyStep", "KeyStep MIDI 1", true);
+        let synth = port(28, "FluidSynth", "Synth input port", false);
+        let other = port(30, "Other", "Other", false);
+        assert!(
+            PortMatch::parse("24:0").matches(&keys) && !PortMatch::parse("24:1").matches(&keys)
+        );
+        assert!(PortMatch::parse("keystep").matches(&keys));
+        assert!(PortMatch::parse("SYNTH INPUT").matches(&synth));
+        assert!(!PortMatch::parse("keystep").matches(&synth));
+
+        let mut bridge = bridge_with(|fake, _| {
+            for p in [&keys, &synth, &other] {
+                fake.add_other_port(p.clone());
+            }
+        });
+        let how = |name: &str, port| ExportAs {
+            name: name.into(),
+            port,
+        };
+        bridge
+            .add_export_section(PortMatch::parse("keystep"), how("Keys", Some(6010)))
+            .unwrap();
+        bridge
+            .add_export_section(PortMatch::parse("28:0"), how("Synth", None))
+            .unwrap();
+        let exported: Vec<_> = drain(&mut bridge)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Export {
+                    local, on: true, ..
+                } => Some(local),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(exported, [keys.addr, synth.addr]);
+        assert_eq!(bridge.export_as(keys.addr), Some(&how("Keys", Some(6010))));
+        assert_eq!(bridge.export_as(synth.addr), Some(&how("Synth", None)));
+        assert_eq!(bridge.export_as(other.addr), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::bridge::AutoExport;
 
 pub const DEFAULT_PORT: u16 = 5004;
 /// A playout delay longer than this is surely a mistake (the unit is ms).
-const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
+pub const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
 
 /// A `--connect` target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +190,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let m = spec.parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
         let brief = "Usage: rtpmidid [OPTIONS]\n       rtpmidid ctl [--control PATH] [--json] \
-                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P\n\n\
+                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P|unexport C:P\n\n\
                      RTP-MIDI (AppleMIDI) network MIDI daemon.";
         return Ok(Command::Help(spec.usage(brief)));
     }

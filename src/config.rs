@@ -14,7 +14,8 @@ use std::time::Duration;
 use log::LevelFilter;
 use protocol::session;
 
-use crate::cli::{ConnectTarget, Options, DEFAULT_PORT};
+use crate::bridge::AutoExport;
+use crate::cli::{ConnectTarget, Options, DEFAULT_PORT, MAX_PLAYOUT_DELAY_MS};
 
 /// Read when `-c` is not given, if it exists.
 pub const DEFAULT_PATH: &str = "/etc/rtpmidid/rtpmidid.conf";
@@ -60,6 +61,12 @@ pub enum ErrorKind {
         key: String,
         section: String,
     },
+    /// A key the format knows that the daemon cannot apply yet.
+    NotSupported {
+        key: String,
+        section: String,
+        why: &'static str,
+    },
     /// Two things want the same UDP port (each session port pair is N and N+1).
     PortClash {
         what: String,
@@ -95,6 +102,9 @@ impl fmt::Display for Error {
             ErrorKind::DuplicateKey { key, section } => {
                 write!(f, "key {key:?} appears twice in [{section}]")
             }
+            ErrorKind::NotSupported { key, section, why } => {
+                write!(f, "{key:?} in [{section}] is not supported yet: {why}")
+            }
             ErrorKind::BadValue { key, value, why } => {
                 write!(f, "bad value {value:?} for {key:?}: {why}")
             }
@@ -124,6 +134,9 @@ pub struct Connection {
     pub port: u16,
     /// Name of the ALSA port for this connection (default: `name`).
     pub local_port: Option<String>,
+    /// Connected whatever is subscribed to its ALSA port. In a [`File`], `None` where the
+    /// section says nothing; [`resolve`] fills it in from `[general]` and the command line.
+    pub keep_connected: Option<bool>,
 }
 
 impl Connection {
@@ -146,13 +159,12 @@ pub struct Export {
     pub port: Option<u16>,
 }
 
-/// `[listener NAME]`: an RTP-MIDI server on a port of its own, its sessions bridged to a new
-/// ALSA port (or to existing ones matching `alsa_port`).
+/// `[listener NAME]`: an RTP-MIDI server on a port of its own, announced as NAME, each of its
+/// sessions with an ALSA port of its own as on the main port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
     pub port: u16,
-    pub alsa_port: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +176,45 @@ pub struct Mdns {
     /// empty means all. `exclude` wins over `include`.
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+}
+
+impl Mdns {
+    /// True if a discovered peer of this service name is to be used.
+    pub fn admits(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        let matches = |p: &String| wildcard(&p.to_lowercase(), &name);
+        (self.include.is_empty() || self.include.iter().any(matches))
+            && !self.exclude.iter().any(matches)
+    }
+}
+
+/// `*` any run of characters, `?` one character, anything else itself.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Greedy with backtracking to the last `*`: linear in practice, no recursion.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 impl Default for Mdns {
@@ -219,6 +270,12 @@ pub struct File {
     pub mdns: Mdns,
     pub timeouts: Timeouts,
     pub journal: Option<bool>,
+    pub keep_connected: Option<bool>,
+    /// Milliseconds.
+    pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
+    /// Bytes a second.
+    pub sysex_rate: Option<u32>,
 }
 
 /// The daemon's effective settings: the file, overridden by the command line, with defaults.
@@ -237,6 +294,11 @@ pub struct Settings {
     pub mdns: Mdns,
     pub timeouts: Timeouts,
     pub journal: bool,
+    /// The default of the connections; each [`Connection`] has its own, filled in.
+    pub keep_connected: bool,
+    pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
+    pub sysex_rate: Option<u32>,
 }
 
 impl Settings {
@@ -298,7 +360,13 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
         (false, 2) => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
+    // --keep-connected wins over the file, a section's own key over [general].
+    let keep_connected = options.keep_connected || file.keep_connected.unwrap_or(false);
     let mut connect = file.connect.clone();
+    for c in &mut connect {
+        c.keep_connected =
+            Some(options.keep_connected || c.keep_connected.unwrap_or(keep_connected));
+    }
     for target in &options.connect {
         let name = target
             .name
@@ -310,6 +378,7 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
             host: target.host.clone(),
             port: target.port,
             local_port: None,
+            keep_connected: Some(keep_connected),
         });
     }
     let mut mdns = file.mdns.clone();
@@ -347,6 +416,13 @@ pub fn resolve(options: &Options, file: &File, hostname: impl FnOnce() -> String
         mdns,
         timeouts: file.timeouts.clone(),
         journal: file.journal.unwrap_or(true),
+        keep_connected,
+        playout_delay: options.playout_delay.or(file.playout_delay),
+        export_auto: options
+            .export_auto
+            .clone()
+            .or_else(|| file.export_auto.clone()),
+        sysex_rate: options.sysex_rate.or(file.sysex_rate),
     }
 }
 
@@ -360,9 +436,14 @@ pub enum Action {
     /// New name, timeouts or journal switch: sessions started from now on use them.
     SessionConfig,
     SetLogLevel(LevelFilter),
-    /// Changes the ALSA bridge or mDNS applies when it is there (exports, listeners, client
-    /// name, mDNS settings).
+    /// Close the `[listener]` of this name.
+    RemoveListener(String),
+    AddListener(Listener),
+    /// Changes the ALSA bridge or mDNS applies when it is there (exports, client name, mDNS
+    /// settings).
     Bridge(&'static str),
+    /// New `[mdns]` include/exclude filters: they apply to peers discovered from now on.
+    PeerFilter,
     /// A change that needs a restart (ports, bound addresses, control socket); it is ignored.
     NeedsRestart(&'static str),
 }
@@ -396,11 +477,21 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     if old.exports != new.exports {
         actions.push(Action::Bridge("[export]"));
     }
-    if old.listeners != new.listeners {
-        actions.push(Action::Bridge("[listener]"));
+    for l in &old.listeners {
+        if !new.listeners.contains(l) {
+            actions.push(Action::RemoveListener(l.name.clone()));
+        }
     }
-    if old.mdns != new.mdns {
+    for l in &new.listeners {
+        if !old.listeners.contains(l) {
+            actions.push(Action::AddListener(l.clone()));
+        }
+    }
+    if (old.mdns.enabled, &old.mdns.interfaces) != (new.mdns.enabled, &new.mdns.interfaces) {
         actions.push(Action::Bridge("[mdns]"));
+    }
+    if (&old.mdns.include, &old.mdns.exclude) != (&new.mdns.include, &new.mdns.exclude) {
+        actions.push(Action::PeerFilter);
     }
     if old.port != new.port {
         actions.push(Action::NeedsRestart("port"));
@@ -410,6 +501,15 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     }
     if old.control != new.control {
         actions.push(Action::NeedsRestart("control"));
+    }
+    if old.playout_delay != new.playout_delay {
+        actions.push(Action::NeedsRestart("playout_delay"));
+    }
+    if old.export_auto != new.export_auto {
+        actions.push(Action::NeedsRestart("export_auto"));
+    }
+    if old.sysex_rate != new.sysex_rate {
+        actions.push(Action::NeedsRestart("sysex_rate"));
     }
     actions
 }
@@ -455,9 +555,20 @@ impl Section {
 
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Section::General => &["name", "alsa_name", "port", "bind", "log_level", "control"],
+            Section::General => &[
+                "name",
+                "alsa_name",
+                "port",
+                "bind",
+                "log_level",
+                "control",
+                "keep_connected",
+                "playout_delay",
+                "export_auto",
+                "sysex_rate",
+            ],
             Section::Hub | Section::Journal => &["enabled"],
-            Section::Connect => &["host", "port", "local_port"],
+            Section::Connect => &["host", "port", "local_port", "keep_connected"],
             Section::Export | Section::Listener => &["alsa_port", "port"],
             Section::Mdns => &["enabled", "interfaces", "include", "exclude"],
             Section::Timeouts => &[
@@ -481,6 +592,7 @@ struct Pending {
     port: Option<u16>,
     local_port: Option<String>,
     alsa_port: Option<String>,
+    keep_connected: Option<bool>,
 }
 
 struct Parser<'a> {
@@ -529,6 +641,7 @@ impl Parser<'_> {
                     host,
                     port: p.port.unwrap_or(DEFAULT_PORT),
                     local_port: p.local_port,
+                    keep_connected: p.keep_connected,
                 });
             }
             Section::Export => {
@@ -541,11 +654,7 @@ impl Parser<'_> {
             }
             Section::Listener => {
                 let port = p.port.ok_or_else(|| missing("port", "listener"))?;
-                self.out.listeners.push(Listener {
-                    name: p.name,
-                    port,
-                    alsa_port: p.alsa_port,
-                });
+                self.out.listeners.push(Listener { name: p.name, port });
             }
             _ => {}
         }
@@ -588,6 +697,43 @@ impl Parser<'_> {
                     return Err(self.bad(key, value, "must be an absolute path"));
                 }
                 self.out.control = Some(PathBuf::from(value));
+            }
+            (Section::General, "keep_connected") => {
+                self.out.keep_connected = Some(self.bool(key, value)?)
+            }
+            (Section::General, "playout_delay") => {
+                self.out.playout_delay = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|ms| (1..=MAX_PLAYOUT_DELAY_MS).contains(ms))
+                        .ok_or_else(|| {
+                            self.bad(
+                                key,
+                                value,
+                                format!("milliseconds from 1 to {MAX_PLAYOUT_DELAY_MS}"),
+                            )
+                        })?,
+                )
+            }
+            (Section::General, "export_auto") => {
+                self.out.export_auto =
+                    Some(AutoExport::parse(value).map_err(|e| self.bad(key, value, e))?)
+            }
+            (Section::General, "sysex_rate") => {
+                self.out.sysex_rate = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| self.bad(key, value, "bytes a second, at least 1"))?,
+                )
+            }
+            (Section::Connect, "keep_connected") => {
+                let keep = self.bool(key, value)?;
+                if let Some(p) = p {
+                    p.keep_connected = Some(keep);
+                }
             }
             (Section::Hub, "enabled") => self.out.hub = Some(self.bool(key, value)?),
             (Section::Journal, "enabled") => self.out.journal = Some(self.bool(key, value)?),
@@ -771,6 +917,7 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
                     port: None,
                     local_port: None,
                     alsa_port: None,
+                    keep_connected: None,
                 });
             }
             section = Some((found, label));
@@ -788,6 +935,13 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
             return Err(parser.err(ErrorKind::UnknownKey {
                 key: key.into(),
                 section: label.clone(),
+            }));
+        }
+        if *kind == Section::Listener && key == "alsa_port" {
+            return Err(parser.err(ErrorKind::NotSupported {
+                key: key.into(),
+                section: label.clone(),
+                why: "its sessions get ALSA ports of their own, as on the main port",
             }));
         }
         if !seen_keys.insert(key.to_string()) {
@@ -885,7 +1039,8 @@ mod tests {
                 name: "piano".into(),
                 host: "10.0.0.2".into(),
                 port: 5008,
-                local_port: Some("Piano In".into())
+                local_port: Some("Piano In".into()),
+                keep_connected: None,
             }]
         );
         assert_eq!(f.exports[0].port, Some(6010));
@@ -1005,6 +1160,10 @@ mod tests {
             ),
             ("[listener l]\n\n", ":1: [listener l] needs a \"port\" key"),
             (
+                "[listener l]\nport = 7000\nalsa_port = 20:0\n",
+                ":3: \"alsa_port\" in [listener l] is not supported yet",
+            ),
+            (
                 "[timeouts]\nck_interval = 61\n",
                 ":2: bad value \"61\" for \"ck_interval\": at most 60",
             ),
@@ -1074,6 +1233,106 @@ mod tests {
             resolve(&options("-q"), &file, || "h".into()).log_level,
             LevelFilter::Error
         );
+    }
+
+    #[test]
+    fn options_of_the_command_line_have_keys_too() {
+        let file = parse(
+            "x",
+            "[general]\nkeep_connected = yes\nplayout_delay = 20\nexport_auto = all:Key\n\
+             sysex_rate = 3125\n[connect a]\nhost = h1\n[connect b]\nhost = h2\n\
+             keep_connected = no\n",
+        )
+        .unwrap();
+        assert_eq!(file.connect[1].keep_connected, Some(false));
+        let s = resolve(&options("-C c@h3:5004"), &file, || "h".into());
+        assert!(s.keep_connected);
+        assert_eq!((s.playout_delay, s.sysex_rate), (Some(20), Some(3125)));
+        assert_eq!(s.export_auto, Some(AutoExport::parse("all:key").unwrap()));
+        // A section's own key wins over [general]; -C connections follow [general].
+        let keep: Vec<_> = s.connect.iter().map(|c| c.keep_connected).collect();
+        assert_eq!(keep, [Some(true), Some(false), Some(true)]);
+
+        // The command line wins.
+        let s = resolve(
+            &options("--keep-connected --playout-delay 5 --export-auto hardware --sysex-rate 100"),
+            &file,
+            || "h".into(),
+        );
+        assert_eq!((s.playout_delay, s.sysex_rate), (Some(5), Some(100)));
+        assert_eq!(s.export_auto, Some(AutoExport::parse("hardware").unwrap()));
+        assert!(s.connect.iter().all(|c| c.keep_connected == Some(true)));
+        // Nothing said anywhere: nothing kept, no delay.
+        let s = resolve(&options(""), &File::default(), || "h".into());
+        assert!(!s.keep_connected && s.playout_delay.is_none() && s.export_auto.is_none());
+
+        for (text, want) in [
+            (
+                "[general]\nkeep_connected = perhaps\n",
+                ":2: bad value \"perhaps\"",
+            ),
+            (
+                "[general]\n\nplayout_delay = 0\n",
+                ":3: bad value \"0\" for \"playout_delay\"",
+            ),
+            (
+                "[general]\nplayout_delay = 5001\n",
+                "milliseconds from 1 to 5000",
+            ),
+            (
+                "[general]\nexport_auto = usb\n",
+                ":2: bad value \"usb\" for \"export_auto\": bad kind",
+            ),
+            ("[general]\nexport_auto = all:\n", ":2: bad value"),
+            (
+                "[general]\nsysex_rate = 0\n",
+                ":2: bad value \"0\" for \"sysex_rate\"",
+            ),
+            (
+                "[connect a]\nhost = h\nkeep_connected = 2\n",
+                ":3: bad value",
+            ),
+            ("[mdns]\nkeep_connected = yes\n", ":2: unknown key"),
+        ] {
+            let e = err(text).to_string();
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+        // Changing them on reload needs a restart, except keep_connected, which reconnects
+        // the connections it changes.
+        let old = settings("[connect a]\nhost = h1\n");
+        let new = settings(
+            "[general]\nplayout_delay = 3\nexport_auto = all\nsysex_rate = 9\n\
+             [connect a]\nhost = h1\nkeep_connected = yes\n",
+        );
+        assert_eq!(
+            diff(&old, &new),
+            vec![
+                Action::Disconnect("a".into()),
+                Action::Connect(new.connect[0].clone()),
+                Action::NeedsRestart("playout_delay"),
+                Action::NeedsRestart("export_auto"),
+                Action::NeedsRestart("sysex_rate"),
+            ]
+        );
+    }
+
+    #[test]
+    fn peer_filters_match_names_with_wildcards_in_any_case() {
+        let f = |include: &[&str], exclude: &[&str]| Mdns {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            ..Mdns::default()
+        };
+        assert!(Mdns::default().admits("anything"));
+        let stage = f(&["Stage*", "Mac?"], &["*test*"]);
+        assert!(stage.admits("Stage Left") && stage.admits("stage") && stage.admits("MacA"));
+        assert!(!stage.admits("Studio") && !stage.admits("Mac") && !stage.admits("MacBook"));
+        assert!(!stage.admits("Stage Test Rig"), "exclude wins");
+        assert!(f(&[], &["*iphone*"]).admits("Studio"));
+        assert!(!f(&[], &["*iphone*"]).admits("Ana's iPhone"));
+        assert!(f(&["a*b*c"], &[]).admits("aXbYbZc") && !f(&["a*b*c"], &[]).admits("acb"));
+        assert!(f(&["*"], &[]).admits("") && !f(&["?"], &[]).admits(""));
+        assert!(f(&["Ünï*"], &[]).admits("üNÏcode"));
     }
 
     #[test]
@@ -1158,7 +1417,7 @@ mod tests {
                 Action::SetLogLevel(LevelFilter::Info),
                 Action::Bridge("alsa_name"),
                 Action::Bridge("[export]"),
-                Action::Bridge("[listener]"),
+                Action::AddListener(new.listeners[0].clone()),
                 Action::Bridge("[mdns]"),
                 Action::NeedsRestart("port"),
                 Action::NeedsRestart("bind"),

@@ -3,7 +3,7 @@
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"peers"}`, `{"cmd":"connect","host":H,"port":P,
 //! "name":N}`, `{"cmd":"disconnect","id":I}` or `{"cmd":"disconnect","name":N}`,
-//! `{"cmd":"export","port":"C:P"}`. Answers carry `"ok":true` and the data, or
+//! `{"cmd":"export","port":"C:P"}`, `{"cmd":"unexport","port":"C:P"}`. Answers carry `"ok":true` and the data, or
 //! `{"ok":false,"error":"..."}`.
 //!
 //! The daemon never waits on a client: sockets are non-blocking, a line longer than
@@ -310,43 +310,32 @@ pub fn answer(daemon: &mut Daemon, ctx: &mut Ctx, request: &Value) -> Value {
                 Err(e) => error(e),
             }
         }
-        "export" => {
+        "export" | "unexport" => {
             let Some(port) = request.get("port").and_then(Value::as_str) else {
-                return error("export needs a \"port\": \"client:port\"");
+                return error(format!("{cmd} needs a \"port\": \"client:port\""));
             };
-            if parse_seq_addr(port).is_none() {
+            let Some(addr) = crate::seq::SeqAddr::parse(port) else {
                 return error(format!("bad ALSA port {port:?}: use client:port numbers"));
+            };
+            match daemon.export_local(ctx, addr, cmd == "export") {
+                Ok(name) => ok(vec![
+                    ("name", Value::from(name)),
+                    ("port", Value::from(port)),
+                ]),
+                Err(e) => error(e),
             }
-            let status = daemon.status();
-            if !status.alsa {
-                return error(format!(
-                    "cannot export {port}: the daemon runs without ALSA (--no-alsa)"
-                ));
-            }
-            // The bridge exports what is connected to its Network port (port 0); it has no
-            // call to do that on request yet.
-            let ours = &status.alsa_name;
-            error(format!(
-                "cannot export {port} from here yet: connect it to the Network port \
-                 (aconnect {port} '{ours}:0'; aconnect '{ours}:0' {port}), \
-                 or start with --export-auto"
-            ))
         }
         other => error(format!(
-            "unknown cmd {other:?} (status, peers, connect, disconnect, export)"
+            "unknown cmd {other:?} (status, peers, connect, disconnect, export, unexport)"
         )),
     }
-}
-
-fn parse_seq_addr(text: &str) -> Option<(u8, u8)> {
-    let (c, p) = text.split_once(':')?;
-    Some((c.trim().parse().ok()?, p.trim().parse().ok()?))
 }
 
 fn status_json(s: &Status) -> Value {
     ok(vec![
         ("name", Value::from(s.name.clone())),
         ("version", Value::from(env!("CARGO_PKG_VERSION"))),
+        ("alsa_name", Value::from(s.alsa_name.clone())),
         ("pid", Value::from(u64::from(std::process::id()))),
         ("port", Value::from(u64::from(s.port))),
         ("uptime_s", Value::from(s.uptime.as_secs())),
@@ -408,7 +397,7 @@ pub struct CtlOptions {
 
 const CTL_USAGE: &str = "Usage: rtpmidid ctl [--control PATH] [--json] COMMAND\n\n\
     Commands:\n  status\n  peers\n  connect HOST:PORT [NAME]   (also NAME@HOST:PORT)\n  \
-    disconnect ID|NAME\n  export CLIENT:PORT";
+    disconnect ID|NAME\n  export CLIENT:PORT\n  unexport CLIENT:PORT";
 
 fn ctl_getopts() -> getopts::Options {
     let mut spec = getopts::Options::new();
@@ -461,8 +450,8 @@ pub fn parse_ctl(args: &[String]) -> Result<CtlOptions, String> {
                 ("name", Value::from(*who)),
             ]),
         },
-        ["export", port] => {
-            Value::object([("cmd", Value::from("export")), ("port", Value::from(*port))])
+        [cmd @ ("export" | "unexport"), port] => {
+            Value::object([("cmd", Value::from(*cmd)), ("port", Value::from(*port))])
         }
         [] => return Err("ctl needs a command".into()),
         _ => {
@@ -586,6 +575,7 @@ fn render(request: &Value, answer: &Value) -> String {
                 "exports",
                 "hub",
                 "alsa",
+                "alsa_name",
                 "config",
             ] {
                 out += &format!("{:<12} {}\n", format!("{key}:"), text(answer.get(key)));
@@ -598,6 +588,12 @@ fn render(request: &Value, answer: &Value) -> String {
         }
         "connect" => format!("connecting: {}\n", text(answer.get("name"))),
         "disconnect" => format!("disconnected: {}\n", text(answer.get("name"))),
+        "export" => format!(
+            "exporting {} as {}\n",
+            text(answer.get("port")),
+            text(answer.get("name"))
+        ),
+        "unexport" => format!("no longer exporting {}\n", text(answer.get("port"))),
         _ => format!("{answer}\n"),
     }
 }
@@ -663,6 +659,10 @@ mod tests {
             ctl("export 20:0").unwrap().request.to_string(),
             r#"{"cmd":"export","port":"20:0"}"#
         );
+        assert_eq!(
+            ctl("unexport 20:0").unwrap().request.to_string(),
+            r#"{"cmd":"unexport","port":"20:0"}"#
+        );
         for bad in [
             "",
             "frob",
@@ -702,8 +702,12 @@ mod tests {
 
     #[test]
     fn seq_addresses() {
-        assert_eq!(parse_seq_addr("20:0"), Some((20, 0)));
-        assert_eq!(parse_seq_addr("x:0"), None);
-        assert_eq!(parse_seq_addr("300:0"), None);
+        let addr = crate::seq::SeqAddr {
+            client: 20,
+            port: 0,
+        };
+        assert_eq!(crate::seq::SeqAddr::parse("20:0"), Some(addr));
+        assert_eq!(crate::seq::SeqAddr::parse("x:0"), None);
+        assert_eq!(crate::seq::SeqAddr::parse("300:0"), None);
     }
 }

@@ -86,7 +86,8 @@ pub enum PortKey {
     Client(usize),
 }
 
-/// UDP ports with their sessions: the main listener, or one per exported local port.
+/// UDP ports with their sessions: the main listener, a `[listener NAME]`, or one per exported
+/// local port.
 struct Listener {
     id: u32,
     endpoint: Endpoint,
@@ -294,6 +295,13 @@ impl Daemon {
             }
         }
         mdns.add_service(now, MAIN, &self.settings.name, self.settings.port);
+        // `[listener NAME]` sections, made before the start.
+        for l in self.listeners.iter().filter(|l| l.id != MAIN) {
+            match l.sockets.first().map(|s| s.control.local_addr()) {
+                Some(Ok(addr)) => mdns.add_service(now, l.id, &l.name, addr.port()),
+                _ => warn!("mDNS: cannot announce {:?}: no local port", l.name),
+            }
+        }
         self.mdns = Some(mdns);
         self.mdns_events(ctx);
     }
@@ -359,6 +367,12 @@ impl Daemon {
     /// With ALSA, a discovered peer becomes a client with a port, connected while the port is
     /// subscribed, like a `--connect` target. Without ALSA it is only logged (by `mdns`).
     fn on_mdns_peer(&mut self, now: Instant, event: PeerEvent) {
+        if let PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } = &event {
+            if !self.admits_peer(name) {
+                debug!("mDNS: {name:?} at {addr} ignored ([mdns] include/exclude)");
+                return;
+            }
+        }
         let Some(bridge) = self.bridge.as_mut() else {
             return;
         };
@@ -581,19 +595,37 @@ impl Daemon {
         }
     }
 
-    /// A local port connected to `Network`: its own listener, named after it.
+    /// A local port connected to `Network`: its own listener, named after it (or as its
+    /// `[export NAME]` section says, on the section's port).
     fn add_export(&mut self, ctx: &mut Ctx, local: SeqAddr, name: &str) -> io::Result<()> {
-        let mut unique = format!("{} {}", self.settings.name, name);
+        let how = self
+            .bridge
+            .as_ref()
+            .and_then(|b| b.export_as(local))
+            .cloned();
+        let base = match &how {
+            Some(how) => how.name.clone(),
+            None => format!("{} {}", self.settings.name, name),
+        };
+        let mut unique = base.clone();
         let mut n = 2;
         while self.listeners.iter().any(|l| l.name == unique) {
-            unique = format!("{} {} ({n})", self.settings.name, name);
+            unique = format!("{base} ({n})");
             n += 1;
         }
-        let sockets = self.bind_free_pair()?;
+        // The section's port goes to the first port it exports; more matches get free pairs.
+        let sockets = match how.and_then(|h| h.port) {
+            Some(port) if unique == base => net::bind_all(&self.settings.bind, port)?,
+            _ => self.bind_free_pair()?,
+        };
         let seed = self.next_listener as u64 ^ self.origin.elapsed().as_nanos() as u64;
         let listener = Listener {
             id: self.next_listener,
-            endpoint: Endpoint::new(session_config(&unique), AcceptPolicy::default(), seed),
+            endpoint: Endpoint::new(
+                self.session_config_for(&unique),
+                AcceptPolicy::default(),
+                seed,
+            ),
             sockets,
             sources: Vec::new(),
             export: Some(local),
@@ -616,6 +648,29 @@ impl Daemon {
         Ok(())
     }
 
+    /// A `[listener NAME]`: sessions on a port of their own, announced as NAME, each with an
+    /// ALSA port as on the main port. Before [`Daemon::start`], which registers it.
+    pub fn add_listener(
+        &mut self,
+        name: &str,
+        port: u16,
+        config: session::Config,
+    ) -> io::Result<()> {
+        let sockets = net::bind_all(&self.settings.bind, port)?;
+        let seed = self.next_listener as u64 ^ self.origin.elapsed().as_nanos() as u64;
+        self.listeners.push(Listener {
+            id: self.next_listener,
+            endpoint: Endpoint::new(config, AcceptPolicy::default(), seed),
+            sockets,
+            sources: Vec::new(),
+            export: None,
+            name: name.to_string(),
+        });
+        self.next_listener += 1;
+        info!("listening as {name:?} on UDP port {port}");
+        Ok(())
+    }
+
     fn bind_free_pair(&self) -> io::Result<Vec<PortPair>> {
         let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free port pair");
         for step in 1..=EXPORT_PORT_TRIES {
@@ -635,17 +690,56 @@ impl Daemon {
         let Some(index) = self.listeners.iter().position(|l| l.export == Some(local)) else {
             return;
         };
+        info!(
+            "no longer exporting {local} ({:?})",
+            self.listeners[index].name
+        );
+        self.remove_listener(ctx, now, index);
+    }
+
+    /// A `[listener]` opened by a reload: bound, registered and announced at once.
+    pub fn open_listener(
+        &mut self,
+        ctx: &mut Ctx,
+        name: &str,
+        port: u16,
+        config: session::Config,
+    ) -> io::Result<()> {
+        self.add_listener(name, port, config)?;
+        let index = self.listeners.len() - 1;
+        let id = self.listeners[index].id;
+        if let Err(e) = self.register_listener(ctx, index) {
+            self.remove_listener(ctx, self.now(ctx), index);
+            return Err(e);
+        }
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.add_service(now, id, name, port);
+        }
+        self.mdns_events(ctx);
+        Ok(())
+    }
+
+    /// Closes a listener other than the main one: BY to its sessions, their ALSA ports
+    /// deleted, its sockets closed and its mDNS name withdrawn.
+    pub fn remove_listener(&mut self, ctx: &mut Ctx, now: Instant, index: usize) {
         let mut listener = self.listeners.remove(index);
-        info!("no longer exporting {local} ({:?})", listener.name);
         listener.endpoint.close_all();
         flush_transmits(&mut listener, now, &mut self.send_buf);
         for source in listener.sources {
             let _ = ctx.deregister(source);
         }
-        self.peers.retain(|key, _| key.listener != listener.id);
-        self.playouts.retain(|key, _| key.listener != listener.id);
+        let id = listener.id;
+        if let Some(bridge) = self.bridge.as_mut() {
+            for key in self.peers.keys().filter(|key| key.listener == id) {
+                bridge.remove_peer(PortKey::Session(*key));
+            }
+        }
+        self.peers.retain(|key, _| key.listener != id);
+        self.playouts.retain(|key, _| key.listener != id);
+        self.ops.latency.retain(|key, _| key.listener != id);
         if let Some(mdns) = self.mdns.as_mut() {
-            mdns.remove_service(now, listener.id);
+            mdns.remove_service(now, id);
         }
         self.mdns_events(ctx);
     }
@@ -787,10 +881,16 @@ impl Daemon {
             self.clients[index].backoff = RECONNECT_MIN;
             return;
         }
-        if self.bridge.is_none() || key.listener != MAIN {
+        let exported = self
+            .listener_index(key.listener)
+            .is_some_and(|i| self.listeners[i].export.is_some());
+        if self.bridge.is_none() || exported {
             return; // without ALSA no ports; an export's session speaks through Network
         }
-        if let Some(index) = self.matching_client(name, ip) {
+        let matching = (key.listener == MAIN)
+            .then(|| self.matching_client(name, ip))
+            .flatten();
+        if let Some(index) = matching {
             self.clients[index].accepted = Some(key.session);
             info!("{name:?} connected to us: its session shares the peer's ALSA port");
             return;
@@ -1220,6 +1320,278 @@ mod tests {
     }
 
     #[test]
+    fn discovered_peers_the_mdns_filters_refuse_get_no_port() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let file =
+            crate::config::parse("x", "[mdns]\ninclude = Stage*, Studio\nexclude = *test*\n")
+                .unwrap();
+        let Ok(crate::cli::Command::Run(options)) = crate::cli::parse(&[]) else {
+            panic!("no options");
+        };
+        d.ops.settings = Some(crate::config::resolve(&options, &file, || "h".into()));
+        for (name, ip) in [
+            ("Stage Left", 1),
+            ("studio", 2),
+            ("Stage test", 3),
+            ("Ana's iPad", 4),
+        ] {
+            d.on_mdns_peer(
+                Instant::ZERO,
+                PeerEvent::Appeared {
+                    name: name.into(),
+                    addr: SocketAddr::from(([169, 254, 0, ip], 5004)),
+                },
+            );
+        }
+        let names: Vec<_> = d.clients.iter().map(|c| c.target.name.clone()).collect();
+        assert_eq!(names, [Some("Stage Left".into()), Some("studio".into())]);
+        assert_eq!(ports_named(&fake, "Stage Left"), 1);
+        assert_eq!(ports_named(&fake, "Stage test"), 0);
+        assert_eq!(ports_named(&fake, "Ana's iPad"), 0);
+        // Gone for a name never taken changes nothing.
+        d.on_mdns_peer(
+            Instant::ZERO,
+            PeerEvent::Gone {
+                name: "Ana's iPad".into(),
+            },
+        );
+        assert_eq!(d.clients.len(), 2);
+    }
+
+    #[test]
+    fn ctl_export_connects_a_local_port_to_network_and_unexport_undoes_it() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let keystep = SeqAddr {
+            client: 24,
+            port: 0,
+        };
+        fake.borrow_mut().add_other_port(crate::seq::PortInfo {
+            addr: keystep,
+            client_name: "KeyStep".into(),
+            port_name: "KeyStep MIDI 1".into(),
+            hardware: true,
+            readable: true,
+            writable: true,
+        });
+        let network = SeqAddr {
+            client: 128,
+            port: fake.borrow().port(crate::bridge::NETWORK_PORT).unwrap().0,
+        };
+
+        let name = d.export_local(ctx, keystep, true).unwrap();
+        assert_eq!(name, "Test KeyStep KeyStep MIDI 1");
+        assert_eq!(d.status().exports, 1);
+        assert!(d.listeners.iter().any(|l| l.export == Some(keystep)));
+        let err = d.export_local(ctx, keystep, true).unwrap_err();
+        assert!(err.contains("exported already"), "{err}");
+        let err = d
+            .export_local(
+                ctx,
+                SeqAddr {
+                    client: 99,
+                    port: 0,
+                },
+                true,
+            )
+            .unwrap_err();
+        assert!(err.contains("no ALSA port 99:0"), "{err}");
+
+        // Both ways through the seam; unexport takes both connections away.
+        assert_eq!(d.export_local(ctx, keystep, false).unwrap(), name);
+        assert_eq!(d.status().exports, 0);
+        assert!(fake.borrow_mut().take_connections().is_empty());
+        let err = d.export_local(ctx, keystep, false).unwrap_err();
+        assert!(err.contains("not exported"), "{err}");
+
+        d.export_local(ctx, keystep, true).unwrap();
+        let mut links = fake.borrow_mut().take_connections();
+        links.sort();
+        let mut want = vec![(keystep, network), (network, keystep)];
+        want.sort();
+        assert_eq!(links, want);
+
+        let mut plain = daemon(false);
+        let err = plain.export_local(ctx, keystep, true).unwrap_err();
+        assert!(err.contains("runs without ALSA"), "{err}");
+    }
+
+    #[test]
+    fn an_export_section_names_its_session_and_uses_its_port() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let keys = SeqAddr {
+            client: 24,
+            port: 0,
+        };
+        let info = |addr, client_name: &str| crate::seq::PortInfo {
+            addr,
+            client_name: client_name.into(),
+            port_name: "MIDI 1".into(),
+            hardware: true,
+            readable: true,
+            writable: true,
+        };
+        fake.borrow_mut()
+            .add_other_port(info(keys, "Arturia KeyStep"));
+        let own_port = d.settings.port + 40;
+        let bridge = d.bridge.as_mut().unwrap();
+        bridge
+            .add_export_section(
+                crate::bridge::PortMatch::parse("keystep"),
+                crate::bridge::ExportAs {
+                    name: "Keys".into(),
+                    port: Some(own_port),
+                },
+            )
+            .unwrap();
+        let mut actions = Vec::new();
+        while bridge.poll(&mut actions).unwrap() {}
+        // One appearing later is connected too.
+        let later = SeqAddr {
+            client: 30,
+            port: 0,
+        };
+        fake.borrow_mut().add_other_port(info(later, "KeyStep Pro"));
+        while d.bridge.as_mut().unwrap().poll(&mut actions).unwrap() {}
+        for action in actions {
+            d.on_bridge_action(ctx, Instant::ZERO, action);
+        }
+        let exports: Vec<_> = d
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                Some((
+                    l.export?,
+                    l.name.as_str(),
+                    l.sockets[0].control.local_addr().ok()?.port(),
+                ))
+            })
+            .collect();
+        assert_eq!(exports[0], (keys, "Keys", own_port));
+        assert_eq!((exports[1].0, exports[1].1), (later, "Keys (2)"));
+        assert_ne!(exports[1].2, own_port);
+    }
+
+    #[test]
+    fn sessions_of_an_extra_listener_get_alsa_ports_as_on_the_main_port() {
+        let (mut d, fake) = daemon_sharing(Vec::new());
+        let port = d.settings.port + 20;
+        d.add_listener("Drums", port, session_config("Drums"))
+            .unwrap();
+        let t0 = Instant::from_micros(1_000_000);
+        let mut remote = Remote::new("Pad", "169.254.0.1:5004");
+        remote.listener = 1;
+        let theirs = remote.endpoint.connect(t0, US.parse().unwrap());
+        remote.settle(&mut d, t0);
+        let session = remote.endpoint.session(theirs).unwrap();
+        assert!(session.is_connected());
+        assert_eq!(session.peer_name(), "Drums");
+        assert_eq!(ports_named(&fake, "Pad"), 1);
+        let key = PeerKey {
+            listener: d.listeners[1].id,
+            session: d.listeners[1].endpoint.sessions().next().unwrap().0,
+        };
+        // Its MIDI comes out of its port.
+        let pad = d
+            .bridge
+            .as_ref()
+            .unwrap()
+            .port_of(PortKey::Session(key))
+            .unwrap();
+        fake.borrow_mut().take_sent();
+        remote
+            .endpoint
+            .session_mut(theirs)
+            .unwrap()
+            .send_midi(t0, note());
+        remote.settle(&mut d, t0);
+        assert_eq!(
+            fake.borrow_mut().take_sent(),
+            vec![(pad, None, vec![0x90, 60, 100])]
+        );
+        assert_eq!(d.status().exports, 0);
+        // It ends, and the port goes.
+        remote.endpoint.session_mut(theirs).unwrap().close();
+        remote.settle(&mut d, t0);
+        assert_eq!(ports_named(&fake, "Pad"), 0);
+    }
+
+    /// The file's sections as `main` hands them over: what `start_ops` does with them.
+    #[test]
+    fn start_ops_applies_the_files_connections_exports_and_listeners() {
+        let target = |name: &str, port| ConnectTarget {
+            name: Some(name.into()),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let (mut d, fake) = daemon_sharing(vec![target("a", 9), target("b", 11)]);
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let dir = std::env::temp_dir().join(format!("rtpmidid-start-ops-{}", std::process::id()));
+        let text = format!(
+            "[general]\nport = {}\n[connect a]\nhost = 127.0.0.1\nport = 9\n\
+             local_port = Piano In\nkeep_connected = yes\n[connect b]\nhost = 127.0.0.1\n\
+             port = 11\n[export keys]\nalsa_port = keystep\n[listener drums]\nport = {}\n\
+             [timeouts]\nck_interval = 3\n",
+            d.settings.port,
+            d.settings.port + 20
+        );
+        let file = crate::config::parse("x", &text).unwrap();
+        let args = [
+            "--control".to_string(),
+            dir.join("c.sock").display().to_string(),
+        ];
+        let Ok(crate::cli::Command::Run(options)) = crate::cli::parse(&args) else {
+            panic!("no options");
+        };
+        let settings = crate::config::resolve(&options, &file, || "h".into());
+        d.start_ops(ctx, *options, None, settings, true).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // [connect a] has its own port name and is kept up; b waits for a subscriber.
+        assert_eq!(ports_named(&fake, "Piano In"), 1);
+        assert_eq!(ports_named(&fake, "a"), 0);
+        assert_eq!(ports_named(&fake, "b"), 1);
+        assert!(d.clients[0].keep && d.clients[0].wanted);
+        assert!(!d.clients[1].keep && !d.clients[1].wanted);
+        // [listener drums], with the file's timeouts.
+        let drums = d.listeners.iter().find(|l| l.name == "drums").unwrap();
+        assert_eq!(drums.export, None);
+        assert_eq!(
+            drums.sockets[0].control.local_addr().unwrap().port(),
+            d.settings.port + 20
+        );
+        assert_eq!(
+            d.session_config_for("x").ck_interval,
+            Duration::from_secs(3)
+        );
+        // [export keys]: a KeyStep appearing is exported as "keys".
+        fake.borrow_mut().add_other_port(crate::seq::PortInfo {
+            addr: SeqAddr {
+                client: 24,
+                port: 0,
+            },
+            client_name: "Arturia KeyStep".into(),
+            port_name: "MIDI 1".into(),
+            hardware: true,
+            readable: true,
+            writable: true,
+        });
+        let mut actions = Vec::new();
+        while d.bridge.as_mut().unwrap().poll(&mut actions).unwrap() {}
+        for action in actions {
+            d.on_bridge_action(ctx, Instant::ZERO, action);
+        }
+        assert!(d
+            .listeners
+            .iter()
+            .any(|l| l.name == "keys" && l.export.is_some()));
+    }
+
+    #[test]
     fn without_alsa_discovered_peers_are_not_connected() {
         let mut d = daemon(false);
         d.on_mdns_peer(
@@ -1266,6 +1638,12 @@ mod tests {
         fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
             self.0.borrow_mut().connect(from, to)
         }
+        fn disconnect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+            self.0.borrow_mut().disconnect(from, to)
+        }
+        fn describe_port(&self, addr: SeqAddr) -> Option<crate::seq::PortInfo> {
+            self.0.borrow().describe_port(addr)
+        }
         fn client(&self) -> u8 {
             self.0.borrow().client()
         }
@@ -1304,6 +1682,8 @@ mod tests {
         endpoint: Endpoint,
         control: SocketAddr,
         events: Vec<(SessionId, Event)>,
+        /// Index of the daemon's listener it talks to.
+        listener: usize,
     }
 
     impl Remote {
@@ -1312,6 +1692,7 @@ mod tests {
                 endpoint: Endpoint::new(session_config(name), AcceptPolicy::default(), 7),
                 control: control.parse().unwrap(),
                 events: Vec::new(),
+                listener: 0,
             }
         }
 
@@ -1330,19 +1711,25 @@ mod tests {
                 while let Some(t) = self.endpoint.poll_transmit(now, &mut buf) {
                     busy = true;
                     let from = with_port(self.control, t.port);
-                    let main = &mut d.listeners[0].endpoint;
-                    let _ = main.handle_datagram(now, t.port, from, &buf[..t.len]);
+                    let ours = &mut d.listeners[self.listener].endpoint;
+                    let _ = ours.handle_datagram(now, t.port, from, &buf[..t.len]);
                 }
-                while let Some(t) = d.listeners[0].endpoint.poll_transmit(now, &mut buf) {
+                while let Some(t) = d.listeners[self.listener]
+                    .endpoint
+                    .poll_transmit(now, &mut buf)
+                {
                     busy = true;
                     let from = with_port(us, t.port);
                     let _ = self
                         .endpoint
                         .handle_datagram(now, t.port, from, &buf[..t.len]);
                 }
-                while let Some((id, event)) = d.listeners[0].endpoint.poll_event() {
+                let listener = d.listeners[self.listener].id;
+                while let Some((session, event)) = d.listeners[self.listener].endpoint.poll_event()
+                {
                     busy = true;
-                    d.on_session_event(now, 0, main_key(id), event);
+                    let key = PeerKey { listener, session };
+                    d.on_session_event(now, self.listener, key, event);
                 }
                 while let Some(event) = self.endpoint.poll_event() {
                     busy = true;

@@ -93,14 +93,14 @@ fn run(
             .map(config::Connection::target)
             .collect(),
         hub: config.hub,
-        keep_connected: options.keep_connected,
+        keep_connected: config.keep_connected,
         mdns: config.mdns.enabled.then(|| mdns::Config {
             interfaces: config.mdns.interfaces.clone(),
         }),
-        playout_delay: options
+        playout_delay: config
             .playout_delay
             .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
-        export_auto: options.export_auto.clone(),
+        export_auto: config.export_auto.clone(),
     };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
@@ -113,7 +113,7 @@ fn run(
         let mut seq = seq::alsa::AlsaSequencer::open(&config.alsa_name).map_err(|e| {
             format!("{e}\n(run with --no-alsa to use rtpmidid without the ALSA sequencer)")
         })?;
-        if let Some(rate) = options.sysex_rate {
+        if let Some(rate) = config.sysex_rate {
             seq.set_sysex_rate(rate);
         }
         log::info!(

@@ -262,6 +262,12 @@ fn every_control_command_between_two_daemons() {
     let e = a.ctl(&["--json", "export", "20:0"]);
     assert_eq!(e.code, 1);
     assert!(e.out.starts_with("{\"ok\":false,\"error\":"), "{}", e.out);
+    let e = a.ctl(&["unexport", "20:0"]);
+    assert!(
+        e.code == 1 && e.err.contains("runs without ALSA"),
+        "{}",
+        e.err
+    );
     let e = a.ctl(&["export", "synth"]);
     assert!(e.code == 1 && e.err.contains("bad ALSA port"), "{}", e.err);
     let e = a.ctl(&["disconnect", "999"]);
@@ -479,6 +485,33 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
     );
 }
 
+/// `[listener NAME]` and `[connect]` keys from the file, on a real daemon: a peer connecting
+/// to the listener's port meets a session named NAME there.
+#[test]
+fn a_listener_section_serves_sessions_under_its_name() {
+    let dir = TempDir::new("listener");
+    let conf = dir.0.join("rtpmidid.conf");
+    let drums = free_port();
+    write_config(
+        &conf,
+        &format!("[general]\nkeep_connected = yes\nsysex_rate = 3125\n[listener Drums]\nport = {drums}\n"),
+    );
+    let a = Daemon::start(&dir.0, "Alpha", &["-c", conf.to_str().unwrap()]);
+    let b = Daemon::start(&dir.0, "Beta", &[]);
+    let c = b.ctl(&["connect", &format!("127.0.0.1:{drums}"), "drums"]);
+    assert_eq!(c.code, 0, "{}", c.err);
+    let b_peer = wait_for("Beta to connect to Drums", || {
+        connected(&peer_objects(&b.peers()), "name", "Drums").cloned()
+    });
+    assert_eq!(field(&b_peer, "connection"), Some("drums"));
+    // On Alpha the session lives on the listener: its id is "L.S".
+    let a_peer = wait_for("Alpha to see Beta", || {
+        connected(&peer_objects(&a.peers()), "name", "Beta").cloned()
+    });
+    assert!(field(&a_peer, "id").unwrap().contains('.'), "{a_peer}");
+    assert!(a.log_text().contains("listening as \"Drums\""));
+}
+
 #[test]
 fn a_broken_file_stops_the_start_with_file_and_line() {
     let dir = TempDir::new("badconf");
@@ -495,6 +528,26 @@ fn a_broken_file_stops_the_start_with_file_and_line() {
         err.contains("rtpmidid.conf:5: unknown key \"prot\" in [general]"),
         "{err}"
     );
+    for (body, want) in [
+        (
+            "[listener l]\nport = 7000\nalsa_port = 20:0\n",
+            "rtpmidid.conf:3: \"alsa_port\" in [listener l] is not supported yet",
+        ),
+        (
+            "[general]\nexport_auto = usb\n",
+            "rtpmidid.conf:2: bad value \"usb\" for \"export_auto\"",
+        ),
+    ] {
+        write_config(&conf, body);
+        let out = Command::new(BIN)
+            .args(["--no-alsa", "--no-mdns", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
     let out = Command::new(BIN)
         .args(["--no-alsa", "--no-mdns", "-c"])
         .arg(dir.0.join("missing.conf"))

@@ -14,7 +14,7 @@ pub struct Ops {
     pub watch: Option<crate::reload::Watch>,
     /// The command line and the file the running settings came from, to reload.
     reload: Option<(Options, Option<PathBuf>)>,
-    settings: Option<config::Settings>,
+    pub settings: Option<config::Settings>,
     /// Round trip of each session's last CK exchange.
     pub latency: BTreeMap<PeerKey, Duration>,
     /// Clients from the command line, the file or `ctl connect`: the ones `disconnect` and
@@ -97,6 +97,51 @@ impl Daemon {
         control_required: bool,
     ) -> Result<(), String> {
         self.set_session_config(&settings);
+        // The clients are the file's and the command line's connections, in order: each gets
+        // its own keep_connected and ALSA port name.
+        for (index, c) in settings.connect.iter().enumerate() {
+            if let Some(client) = self.clients.get_mut(index) {
+                client.keep = c.keep_connected.unwrap_or(false);
+                client.wanted = client.keep || self.bridge.is_none();
+                client.retry_at = client.wanted.then_some(Instant::ZERO);
+            }
+            if let (Some(bridge), Some(name)) = (self.bridge.as_mut(), &c.local_port) {
+                bridge.remove_peer(PortKey::Client(index));
+                bridge
+                    .add_peer(PortKey::Client(index), name)
+                    .map_err(|e| format!("cannot create the ALSA port {name:?}: {e}"))?;
+            }
+        }
+        if let Some(bridge) = self.bridge.as_mut() {
+            for e in &settings.exports {
+                let how = crate::bridge::ExportAs {
+                    name: e.name.clone(),
+                    port: e.port,
+                };
+                bridge
+                    .add_export_section(crate::bridge::PortMatch::parse(&e.alsa_port), how)
+                    .map_err(|e| format!("cannot watch ALSA ports for [export]: {e}"))?;
+            }
+        } else {
+            for e in &settings.exports {
+                warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
+            }
+            if settings.export_auto.is_some() {
+                warn!("export_auto ignored: the daemon runs without ALSA");
+            }
+        }
+        for l in &settings.listeners {
+            let config = session::Config {
+                name: l.name.clone(),
+                ..settings.session_config()
+            };
+            self.add_listener(&l.name, l.port, config).map_err(|e| {
+                format!(
+                    "[listener {}]: cannot open UDP port {}: {e}",
+                    l.name, l.port
+                )
+            })?;
+        }
         self.ops.started = Some(ctx.now());
         self.ops.managed = (0..self.clients.len()).collect();
         match crate::control::Server::start(&settings.control, ctx) {
@@ -123,11 +168,39 @@ impl Daemon {
         Ok(())
     }
 
-    /// Name, timeouts and journal switch for the main listener's new sessions.
-    fn set_session_config(&mut self, settings: &config::Settings) {
-        if let Some(main) = self.listeners.iter_mut().find(|l| l.id == MAIN) {
-            main.endpoint.set_config(settings.session_config());
+    /// The file's session settings (timeouts, journal) under another name.
+    pub(super) fn session_config_for(&self, name: &str) -> session::Config {
+        match &self.ops.settings {
+            Some(s) => session::Config {
+                name: name.to_string(),
+                ..s.session_config()
+            },
+            None => session_config(name),
         }
+    }
+
+    /// Name, timeouts and journal switch for new sessions of every listener (the others keep
+    /// their names).
+    fn set_session_config(&mut self, settings: &config::Settings) {
+        for l in &mut self.listeners {
+            let name = if l.id == MAIN {
+                settings.name.clone()
+            } else {
+                l.name.clone()
+            };
+            l.endpoint.set_config(session::Config {
+                name,
+                ..settings.session_config()
+            });
+        }
+    }
+
+    /// The `[mdns]` include and exclude filters pass this discovered service name.
+    pub fn admits_peer(&self, name: &str) -> bool {
+        self.ops
+            .settings
+            .as_ref()
+            .is_none_or(|s| s.mdns.admits(name))
     }
 
     pub fn status(&self) -> Status {
@@ -231,15 +304,14 @@ impl Daemon {
 
     /// Adds a client (and its ALSA port). `keep`: it connects at once and stays connected,
     /// whatever is subscribed to its port (always so without ALSA).
-    fn add_client(&mut self, target: ConnectTarget, keep: bool) {
+    /// `port_name`: its ALSA port's name if not the connection's.
+    fn add_client(&mut self, target: ConnectTarget, keep: bool, port_name: Option<&str>) {
         let wanted = keep || self.bridge.is_none();
         let index = self.clients.len();
         if let Some(bridge) = self.bridge.as_mut() {
-            if let Err(e) = bridge.add_peer(PortKey::Client(index), &client_name(&target)) {
-                warn!(
-                    "cannot create an ALSA port for {}: {e}",
-                    client_name(&target)
-                );
+            let name = port_name.map_or_else(|| client_name(&target), str::to_string);
+            if let Err(e) = bridge.add_peer(PortKey::Client(index), &name) {
+                warn!("cannot create an ALSA port {name:?}: {e}");
             }
         }
         let mut client = Client::new(target, keep);
@@ -256,7 +328,7 @@ impl Daemon {
             return Err(format!("a connection named {name:?} exists already"));
         }
         // Asked for by hand: it connects now, whether ALSA ports subscribe or not.
-        self.add_client(target, true);
+        self.add_client(target, true, None);
         self.pump(ctx);
         Ok(name)
     }
@@ -307,6 +379,46 @@ impl Daemon {
         Ok(name.to_string())
     }
 
+    /// `ctl export` (`on`) and `ctl unexport`: connects local port `addr` to the Network
+    /// port both ways, or removes those connections; the export follows as for anyone's
+    /// connections. Returns the name the export is announced under.
+    pub fn export_local(
+        &mut self,
+        ctx: &mut Ctx,
+        addr: SeqAddr,
+        on: bool,
+    ) -> Result<String, String> {
+        let verb = if on { "export" } else { "unexport" };
+        let Some(bridge) = self.bridge.as_mut() else {
+            return Err(format!(
+                "cannot {verb} {addr}: the daemon runs without ALSA (--no-alsa)"
+            ));
+        };
+        let mut actions = Vec::new();
+        let done = if on {
+            bridge.export(addr, &mut actions)
+        } else {
+            bridge.unexport(addr, &mut actions)
+        };
+        // Before the error: a half-made export is still started or ended.
+        let name = self
+            .listeners
+            .iter()
+            .find(|l| l.export == Some(addr))
+            .map(|l| l.name.clone());
+        let now = self.now(ctx);
+        for action in actions {
+            self.on_bridge_action(ctx, now, action);
+        }
+        self.pump(ctx);
+        done.map_err(|e| format!("cannot {verb} {addr}: {e}"))?;
+        let exported = self.listeners.iter().find(|l| l.export == Some(addr));
+        Ok(exported
+            .map(|l| l.name.clone())
+            .or(name)
+            .unwrap_or_else(|| addr.to_string()))
+    }
+
     /// Drops the connection named `name`, its ALSA port and its session.
     fn remove_client(&mut self, name: &str) -> bool {
         let Some(i) = self.client_index(name) else {
@@ -353,14 +465,41 @@ impl Daemon {
             info!("{why}: configuration reloaded, {} change(s)", actions.len());
         }
         for action in actions {
-            self.apply(&new, action);
+            self.apply(ctx, &new, action);
         }
         self.ops.settings = Some(new);
         self.pump(ctx);
     }
 
-    fn apply(&mut self, new: &config::Settings, action: Action) {
+    fn apply(&mut self, ctx: &mut Ctx, new: &config::Settings, action: Action) {
         match action {
+            Action::RemoveListener(name) => {
+                info!("reload: closing [listener {name}]");
+                let index = self
+                    .listeners
+                    .iter()
+                    .position(|l| l.id != MAIN && l.export.is_none() && l.name == name);
+                if let Some(index) = index {
+                    let now = self.now(ctx);
+                    self.remove_listener(ctx, now, index);
+                }
+            }
+            Action::AddListener(l) => {
+                info!(
+                    "reload: opening [listener {}] on UDP port {}",
+                    l.name, l.port
+                );
+                let config = session::Config {
+                    name: l.name.clone(),
+                    ..new.session_config()
+                };
+                if let Err(e) = self.open_listener(ctx, &l.name, l.port, config) {
+                    error!(
+                        "reload: [listener {}]: cannot open UDP port {}: {e}",
+                        l.name, l.port
+                    );
+                }
+            }
             Action::Disconnect(name) => {
                 info!("reload: closing connection {name:?}");
                 self.remove_client(&name);
@@ -373,9 +512,9 @@ impl Daemon {
                 // A connection of that name made over the control socket gives way.
                 self.remove_client(&c.name);
                 // Like --connect: with ALSA, wanted once something subscribes to its port,
-                // unless --keep-connected.
-                let keep = self.settings.keep_connected;
-                self.add_client(c.target(), keep);
+                // unless kept connected.
+                let keep = c.keep_connected.unwrap_or(false);
+                self.add_client(c.target(), keep, c.local_port.as_deref());
             }
             Action::SetHub(on) => {
                 info!("reload: hub {}", if on { "on" } else { "off" });
@@ -389,6 +528,9 @@ impl Daemon {
                 if std::env::var_os("RUST_LOG").is_none() {
                     log::set_max_level(level);
                 }
+            }
+            Action::PeerFilter => {
+                info!("reload: new [mdns] filters apply to peers discovered from now on")
             }
             Action::Bridge(what) => {
                 warn!("reload: {what} changed; it takes effect at the next start")
@@ -474,14 +616,16 @@ mod tests {
             panic!("no options");
         };
         let new = config::resolve(&options, &config::File::default(), || "t".into());
-        d.apply(&new, Action::Disconnect("b".into()));
+        d.apply(ctx, &new, Action::Disconnect("b".into()));
         d.apply(
+            ctx,
             &new,
             Action::Connect(config::Connection {
                 name: "a".into(),
                 host: "127.0.0.1".into(),
                 port: 9,
                 local_port: None,
+                keep_connected: Some(false),
             }),
         );
         assert!(!port_of(&d, 1) && port_of(&d, 3));
@@ -490,6 +634,36 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
         // With ALSA, a configured connection waits for a subscriber to its port.
         assert!(!d.clients[3].wanted);
+    }
+
+    #[test]
+    fn reloads_open_and_close_listeners() {
+        let mut d = daemon();
+        let mut reactor = reactor::Reactor::new(on_timer).unwrap();
+        let ctx = reactor.context();
+        let Ok(crate::cli::Command::Run(options)) = crate::cli::parse(&[]) else {
+            panic!("no options");
+        };
+        let new = config::resolve(&options, &config::File::default(), || "t".into());
+        let port = d.settings.port + 30;
+        let drums = config::Listener {
+            name: "drums".into(),
+            port,
+        };
+        d.apply(ctx, &new, Action::AddListener(drums));
+        let l = d.listeners.iter().find(|l| l.name == "drums").unwrap();
+        assert_eq!(l.sockets[0].control.local_addr().unwrap().port(), port);
+        assert_eq!(l.sources.len(), 2, "control and data registered");
+        let bound = || std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        assert!(!bound());
+
+        d.apply(ctx, &new, Action::RemoveListener("drums".into()));
+        assert!(d.listeners.iter().all(|l| l.name != "drums"));
+        assert_eq!(d.listeners.len(), 1, "the main listener stays");
+        assert!(bound(), "its port is free again");
+        // Removing one that is not there changes nothing.
+        d.apply(ctx, &new, Action::RemoveListener("t".into()));
+        assert_eq!(d.listeners.len(), 1);
     }
 
     #[test]

@@ -438,6 +438,21 @@ impl Sequencer for AlsaSequencer {
         self.seq.subscribe_port(&subs).map_err(io_error)
     }
 
+    fn disconnect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        let a = |s: SeqAddr| ::alsa::seq::Addr {
+            client: i32::from(s.client),
+            port: i32::from(s.port),
+        };
+        self.seq.unsubscribe_port(a(from), a(to)).map_err(io_error)
+    }
+
+    fn describe_port(&self, addr: SeqAddr) -> Option<PortInfo> {
+        self.port_info(::alsa::seq::Addr {
+            client: i32::from(addr.client),
+            port: i32::from(addr.port),
+        })
+    }
+
     fn client(&self) -> u8 {
         self.client
     }

@@ -24,6 +24,8 @@ pub struct FakeSequencer {
     timed: Vec<Timed>,
     /// Ports other clients have, reported once `watch_ports` is called.
     others: Vec<PortInfo>,
+    /// Every port `add_other_port` added, for `describe_port`.
+    known: Vec<PortInfo>,
     watching: bool,
     connections: Vec<(SeqAddr, SeqAddr)>,
     /// Messages `send` accepts before it reports a full sequencer.
@@ -43,6 +45,7 @@ impl FakeSequencer {
             sent: Vec::new(),
             timed: Vec::new(),
             others: Vec::new(),
+            known: Vec::new(),
             watching: false,
             connections: Vec::new(),
             room: None,
@@ -96,6 +99,7 @@ impl FakeSequencer {
     /// A port of another client: reported by `watch_ports` if it has not been called yet,
     /// else at once.
     pub fn add_other_port(&mut self, info: PortInfo) {
+        self.known.push(info.clone());
         if self.watching {
             self.push(SeqInput::PortStarted(info));
         } else {
@@ -204,6 +208,22 @@ impl Sequencer for FakeSequencer {
     fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
         self.connections.push((from, to));
         Ok(())
+    }
+
+    /// Forgets a connection `connect` made and not yet taken; others are an error, as for
+    /// the kernel.
+    fn disconnect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        match self.connections.iter().position(|c| *c == (from, to)) {
+            Some(i) => {
+                self.connections.remove(i);
+                Ok(())
+            }
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "not connected")),
+        }
+    }
+
+    fn describe_port(&self, addr: SeqAddr) -> Option<PortInfo> {
+        self.known.iter().find(|p| p.addr == addr).cloned()
     }
 
     /// The fake is client 128, the first a user gets.

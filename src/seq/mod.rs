@@ -24,6 +24,17 @@ pub struct SeqAddr {
     pub port: u8,
 }
 
+impl SeqAddr {
+    /// `client:port` numbers, as aconnect writes them.
+    pub fn parse(text: &str) -> Option<SeqAddr> {
+        let (c, p) = text.split_once(':')?;
+        Some(SeqAddr {
+            client: c.trim().parse().ok()?,
+            port: p.trim().parse().ok()?,
+        })
+    }
+}
+
 impl std::fmt::Display for SeqAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.client, self.port)
@@ -139,6 +150,11 @@ pub trait Sequencer {
     /// Subscribes `to` to what `from` sends; one of them is ours. The kernel tells both owners
     /// as for anyone's subscription.
     fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()>;
+    /// Removes that subscription, whoever made it; the kernel tells the other owner.
+    fn disconnect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()>;
+    /// Another client's port as [`SeqInput::PortStarted`] would report it; `None` if there is
+    /// none at `addr` (or it is ours).
+    fn describe_port(&self, addr: SeqAddr) -> Option<PortInfo>;
     /// Our client number.
     fn client(&self) -> u8;
     /// Retries the backlog; call it when `backlog() > 0` and the fds are writable.
@@ -178,6 +194,12 @@ impl Sequencer for Box<dyn Sequencer> {
     }
     fn connect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
         (**self).connect(from, to)
+    }
+    fn disconnect(&mut self, from: SeqAddr, to: SeqAddr) -> io::Result<()> {
+        (**self).disconnect(from, to)
+    }
+    fn describe_port(&self, addr: SeqAddr) -> Option<PortInfo> {
+        (**self).describe_port(addr)
     }
     fn client(&self) -> u8 {
         (**self).client()

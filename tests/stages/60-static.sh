@@ -4,7 +4,7 @@
 # statically linked, --version works, and two instances hold a loopback session
 # (--no-alsa --no-mdns), seen through `rtpmidid ctl peers`; libasound is linked in, and the
 # x86_64 daemon with ALSA on opens the kernel sequencer in the ALSA VM (tests/vm) and exports a
-# port the way `ctl export` explains. alsa-lib is built once into .static-cache/; later runs only
+# port with `ctl export` and withdraws it with `ctl unexport`. alsa-lib is built once into .static-cache/; later runs only
 # rebuild what cargo finds changed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -70,21 +70,21 @@ for arch in $archs; do
         i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1
       done
       aconnect -l
-      # ctl export says how to export; doing what it says exports Midi Through (14:0).
+      # ctl export connects Midi Through (14:0) to the Network port both ways; unexport undoes it.
       ./rtpmidid ctl --control ./c.sock export 14:0
-      aconnect 14:0 rtpmidid:0; aconnect rtpmidid:0 14:0
-      i=0
-      until ./rtpmidid ctl --control ./c.sock status | grep -q "^exports: *1"; do
-        i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1
-      done
+      aconnect -l | grep -q "Connecting To: 14:0" && echo "connected to 14:0"
       ./rtpmidid ctl --control ./c.sock status | grep "^exports"
+      ./rtpmidid ctl --control ./c.sock unexport 14:0
+      ./rtpmidid ctl --control ./c.sock status | sed "s/^exports:/after unexport:/" | grep "^after"
       kill $pid; wait $pid; cat ./log' 2>&1) || true
     echo "$vm_out" | grep -q "client 1[0-9][0-9]: .rtpmidid" \
       && echo "$vm_out" | grep -q "^alsa: *true" \
-      && echo "$vm_out" | grep -q "cannot export 14:0 from here yet: connect it to the Network" \
+      && echo "$vm_out" | grep -q "^exporting 14:0 as vm Midi Through" \
+      && echo "$vm_out" | grep -q "^connected to 14:0" \
       && echo "$vm_out" | grep -q "^exports: *1" \
+      && echo "$vm_out" | grep -q "^after unexport: *0" \
       || { echo "$arch: the static daemon in the ALSA VM:"; echo "$vm_out"; exit 1; }
-    echo "$arch: the static daemon opened the kernel sequencer in the ALSA VM and exported 14:0"
+    echo "$arch: the static daemon opened the kernel sequencer in the ALSA VM, exported 14:0 and withdrew it"
   fi
   echo "$arch: static binary holds a loopback session"
 done
