@@ -55,6 +55,32 @@ fn handshake_both_ways_with_names() {
 }
 
 #[test]
+fn handshake_whatever_the_order_and_parity_of_the_ports() {
+    // Initiator below or above the responder, on even or odd control ports.
+    for (a, b) in [
+        ("10.0.0.1:5004", "10.0.0.2:5004"),
+        ("10.0.0.1:40001", "10.0.0.2:5004"),
+        ("10.0.0.1:5004", "10.0.0.2:40001"),
+    ] {
+        for (from, to) in [(A, B), (B, A)] {
+            let mut p = Pair::new(21, LinkConfig::default()).at(a, b);
+            p.connect(from, to);
+            assert!(
+                p.run_until(Duration::from_secs(5), |p| p.connected(A) == 1
+                    && p.connected(B) == 1),
+                "{a} {b} from {from}"
+            );
+            let id = p.session_id(from);
+            let now = p.now;
+            let session = p.nodes[from].endpoint.session_mut(id).unwrap();
+            session.send_midi(now, note(9));
+            p.run_for(Duration::from_millis(20));
+            assert_eq!(p.midi_received(to), vec![note(9).as_bytes().to_vec()]);
+        }
+    }
+}
+
+#[test]
 fn handshake_survives_reordered_and_duplicated_datagrams() {
     for seed in 0..20 {
         let link = LinkConfig {

@@ -126,6 +126,13 @@ impl Pair {
         }
     }
 
+    /// Moves the nodes to other control addresses (the data ports follow, one above).
+    pub fn at(mut self, a: &str, b: &str) -> Pair {
+        self.nodes[A].control = addr(a);
+        self.nodes[B].control = addr(b);
+        self
+    }
+
     /// Node `from` invites node `to`.
     pub fn connect(&mut self, from: usize, to: usize) -> SessionId {
         let target = self.nodes[to].control;
