@@ -114,8 +114,12 @@ port_of() { # CLIENT PORT
 }
 has_port() { [ "$(port_of "$1" "$2" | wc -l)" -eq 1 ]; }
 no_port() { [ -z "$(port_of "$1" "$2")" ]; }
-# aseqdump's events without the source column, spaces squeezed.
-events() { sed -n 's/^ *[0-9][0-9]*:[0-9][0-9]* *//p' "$1" | sed 's/  */ /g'; }
+# aseqdump's events without the source column, spaces squeezed; subscription notices are not
+# MIDI (a dump still running when a port goes shows one) and are left out.
+events() {
+    sed -n 's/^ *[0-9][0-9]*:[0-9][0-9]* *//p' "$1" | sed 's/  */ /g' |
+        grep -v '^Port \(un\)\{0,1\}subscribed' || true
+}
 count_at_least() { [ "$(events "$1" | wc -l)" -ge "$2" ]; } # DUMP N
 # Starts aseqdump on ADDR writing FILE, waits until its subscription shows.
 dump() { # ADDR FILE [ARGS]
