@@ -790,25 +790,28 @@ impl Daemon {
         }
     }
 
+    /// The client whose own session is `key`.
     fn client_of(&self, key: PeerKey) -> Option<usize> {
-        (key.listener == MAIN)
-            .then(|| {
-                self.clients
-                    .iter()
-                    .position(|c| c.session == Some(key.session))
-            })
-            .flatten()
+        self.main_client(key, |c| c.session)
     }
 
     /// The client whose port session `key` (one the peer started) shares.
     fn shared_client(&self, key: PeerKey) -> Option<usize> {
-        (key.listener == MAIN)
-            .then(|| {
-                self.clients
-                    .iter()
-                    .position(|c| c.accepted == Some(key.session))
-            })
-            .flatten()
+        self.main_client(key, |c| c.accepted)
+    }
+
+    /// Clients live on the main listener: the one whose `session_of` is `key`'s session.
+    fn main_client(
+        &self,
+        key: PeerKey,
+        session_of: impl Fn(&Client) -> Option<SessionId>,
+    ) -> Option<usize> {
+        if key.listener != MAIN {
+            return None;
+        }
+        self.clients
+            .iter()
+            .position(|c| session_of(c) == Some(key.session))
     }
 
     /// A client with a port whose peer is `name` at `ip`: a discovered peer, or a `--connect`
