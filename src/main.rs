@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use log::{error, LevelFilter};
 
 use crate::cli::{Command, Options};
-use crate::daemon::{Daemon, Settings};
+use crate::daemon::Daemon;
 
 /// Exit status for a bad command line, as getopts users expect.
 const EXIT_USAGE: u8 = 2;
@@ -84,25 +84,6 @@ fn run(
     config: config::Settings,
     control_required: bool,
 ) -> Result<(), String> {
-    let settings = Settings {
-        name: config.name.clone(),
-        port: config.port,
-        bind: config.bind.clone(),
-        connect: config
-            .connect
-            .iter()
-            .map(config::Connection::target)
-            .collect(),
-        hub: config.hub,
-        keep_connected: config.keep_connected,
-        mdns: config.mdns.enabled.then(|| mdns::Config {
-            interfaces: config.mdns.interfaces.clone(),
-        }),
-        playout_delay: config
-            .playout_delay
-            .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
-        export_auto: config.export_auto.clone(),
-    };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     reactor
@@ -124,13 +105,10 @@ fn run(
         );
         Some(Box::new(seq))
     };
-    let mut daemon = Daemon::new(settings, sequencer, seed())
-        .map_err(|e| format!("cannot start on UDP port {}: {e}", config.port))?;
-    // Before `start`, which opens the first sessions: they get the file's timeouts.
-    daemon.start_ops(reactor.context(), options, path, config, control_required)?;
-    daemon
-        .start(reactor.context())
-        .map_err(|e| format!("cannot register sockets: {e}"))?;
+    let port = config.port;
+    let mut daemon = Daemon::new(config, sequencer, seed())
+        .map_err(|e| format!("cannot start on UDP port {port}: {e}"))?;
+    daemon.start(reactor.context(), options, path, control_required)?;
     reactor
         .run(&mut daemon)
         .map_err(|e| format!("event loop failed: {e}"))

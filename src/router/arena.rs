@@ -137,14 +137,6 @@ impl<T> Arena<T> {
             s.value.as_mut().map(|v| (id, v))
         })
     }
-
-    pub fn ids(&self) -> Vec<Id<T>> {
-        self.iter().map(|(id, _)| id).collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
 }
 
 #[cfg(test)]
@@ -161,7 +153,6 @@ mod tests {
         assert_eq!(arena.get(a), None);
         assert_eq!(arena.remove(a), None);
         assert_eq!(arena.get(b), Some(&"b"));
-        assert_eq!(arena.len(), 1);
-        assert_eq!(arena.ids(), vec![b]);
+        assert_eq!(arena.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![b]);
     }
 }

@@ -31,8 +31,8 @@ use log::{debug, info};
 use protocol::endpoint::SessionId;
 use protocol::time::{Duration, Instant};
 
-pub use arena::Id;
 use arena::Arena;
+pub use arena::Id;
 
 use crate::cli::ConnectTarget;
 use crate::seq::SeqAddr;
@@ -150,7 +150,10 @@ struct Peer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Create an ALSA port named `name` for peer port `port`.
-    CreatePort { port: PeerPortId, name: String },
+    CreatePort {
+        port: PeerPortId,
+        name: String,
+    },
     DeletePort(PeerPortId),
     /// Start a session to the target on the main listener, then tell
     /// [`Router::connecting`] its key (or [`Router::connect_failed`]).
@@ -268,10 +271,6 @@ impl Router {
         self.listeners.get(id)
     }
 
-    pub fn listeners(&self) -> impl Iterator<Item = (ListenerId, &Listener)> {
-        self.listeners.iter()
-    }
-
     pub fn connection(&self, id: ConnectionId) -> Option<&Connection> {
         self.connections.get(id)
     }
@@ -318,7 +317,12 @@ impl Router {
         if id == self.main || self.listeners.remove(id).is_none() {
             return;
         }
-        let keys: Vec<SessionKey> = self.peers.keys().filter(|k| k.listener == id).copied().collect();
+        let keys: Vec<SessionKey> = self
+            .peers
+            .keys()
+            .filter(|k| k.listener == id)
+            .copied()
+            .collect();
         for key in keys {
             self.forget_session(key);
         }
@@ -346,7 +350,14 @@ impl Router {
     /// A local port's connections to `Network` began (`on`) or all went. `name`: what to call
     /// it (an `[export NAME]` section's name, else its ALSA names after ours); `port`: the
     /// section's UDP port.
-    pub fn export_changed(&mut self, local: SeqAddr, name: &str, section: bool, port: Option<u16>, on: bool) {
+    pub fn export_changed(
+        &mut self,
+        local: SeqAddr,
+        name: &str,
+        section: bool,
+        port: Option<u16>,
+        on: bool,
+    ) {
         let existing = self
             .listeners
             .iter()
@@ -421,7 +432,12 @@ impl Router {
         id
     }
 
-    fn insert_connection(&mut self, target: ConnectTarget, origin: Origin, keep: bool) -> ConnectionId {
+    fn insert_connection(
+        &mut self,
+        target: ConnectTarget,
+        origin: Origin,
+        keep: bool,
+    ) -> ConnectionId {
         let addr = host_ip(&target.host);
         self.connections.insert(Connection {
             target,
@@ -447,7 +463,10 @@ impl Router {
         if let Some(key) = connection.session {
             self.actions.push_back(Action::Close(key));
         }
-        for key in [connection.session, connection.accepted].into_iter().flatten() {
+        for key in [connection.session, connection.accepted]
+            .into_iter()
+            .flatten()
+        {
             if let Some(peer) = self.peers.get_mut(&key) {
                 peer.port = None;
                 peer.connection = None;
@@ -475,7 +494,10 @@ impl Router {
         } else {
             c.retry_at = None;
             if let Some(key) = c.session.take() {
-                info!("nothing is connected to {} any more: closing its session", c.label());
+                info!(
+                    "nothing is connected to {} any more: closing its session",
+                    c.label()
+                );
                 self.actions.push_back(Action::Close(key));
                 if let Some(peer) = self.peers.get_mut(&key) {
                     peer.connection = None;
@@ -779,10 +801,6 @@ impl Router {
         }
     }
 
-    pub fn port_subscribed_now(&self, port: PeerPortId) -> bool {
-        self.ports.get(port).is_some_and(|p| p.subscribed)
-    }
-
     // ----- time
 
     /// Reconnections due, parked ports and departed discovered peers expired.
@@ -857,7 +875,10 @@ impl Router {
                 Some(PortOwner::Session(key)) => out.push(Dest::Session(*key)),
                 Some(PortOwner::Connection(id)) => {
                     // Our session with the peer if it is up, else the one it started.
-                    let c = self.connections.get(*id).expect("ports and connections agree");
+                    let c = self
+                        .connections
+                        .get(*id)
+                        .expect("ports and connections agree");
                     let up = [c.session, c.accepted]
                         .into_iter()
                         .flatten()

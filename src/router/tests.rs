@@ -80,7 +80,10 @@ fn a_connection_connects_on_its_first_subscription_and_closes_on_its_last() {
     let k = key(r.main(), 1);
     r.connecting(c, k, ip("10.0.0.2"));
     r.session_up(k, "piano", ip("10.0.0.2"));
-    assert!(drain(&mut r).is_empty(), "the connection's port serves its session");
+    assert!(
+        drain(&mut r).is_empty(),
+        "the connection's port serves its session"
+    );
     assert_eq!(routed(&r, Source::Session(k)), vec![Dest::Port(port)]);
     assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(k)]);
 
@@ -199,7 +202,11 @@ fn a_session_that_ends_otherwise_loses_its_port_and_others_get_their_own() {
     let b = key(extra, 1);
     r.session_up(b, "B", ip("10.0.0.2"));
     let ports = created(&drain(&mut r));
-    assert_eq!(ports.len(), 1, "sessions of an extra listener get ports too");
+    assert_eq!(
+        ports.len(),
+        1,
+        "sessions of an extra listener get ports too"
+    );
     r.session_down(t(5), a, Ended::Other);
     let deleted = drain(&mut r);
     assert!(matches!(deleted[..], [Action::DeletePort(_)]));
@@ -250,8 +257,14 @@ fn the_hub_forwards_to_every_session_of_the_main_listener_but_the_sender() {
 #[test]
 fn an_export_is_a_listener_whose_sessions_speak_with_its_local_port_only() {
     let mut r = Router::new("Stage", true, true);
-    let keys = SeqAddr { client: 24, port: 0 };
-    let pads = SeqAddr { client: 25, port: 0 };
+    let keys = SeqAddr {
+        client: 24,
+        port: 0,
+    };
+    let pads = SeqAddr {
+        client: 25,
+        port: 0,
+    };
     r.export_changed(keys, "KeyStep", false, None, true);
     let actions = drain(&mut r);
     let Some(Action::OpenListener {
@@ -297,7 +310,10 @@ fn an_export_is_a_listener_whose_sessions_speak_with_its_local_port_only() {
             except: None
         }]
     );
-    assert_eq!(routed(&r, Source::Network(SeqAddr { client: 9, port: 9 })), vec![]);
+    assert_eq!(
+        routed(&r, Source::Network(SeqAddr { client: 9, port: 9 })),
+        vec![]
+    );
 
     r.export_changed(keys, "KeyStep", false, None, false);
     assert_eq!(
@@ -309,7 +325,10 @@ fn an_export_is_a_listener_whose_sessions_speak_with_its_local_port_only() {
     r.export_changed(keys, "Keys", true, Some(5010), true);
     assert!(matches!(
         drain(&mut r)[0],
-        Action::OpenListener { port: Some(5010), .. }
+        Action::OpenListener {
+            port: Some(5010),
+            ..
+        }
     ));
 }
 
@@ -341,7 +360,11 @@ fn discovered_peers_get_one_port_each_and_keep_it_while_briefly_gone() {
     assert_eq!(drain(&mut r), vec![Action::DeletePort(port)]);
     assert_eq!(r.connections().count(), 0);
     // Back later: a port again.
-    r.discovered(t(20_000), "Studio", target(Some("Studio"), "10.0.0.8", 5004));
+    r.discovered(
+        t(20_000),
+        "Studio",
+        target(Some("Studio"), "10.0.0.8", 5004),
+    );
     assert_eq!(created(&drain(&mut r)).len(), 1);
 }
 
@@ -354,7 +377,10 @@ fn a_session_that_came_first_gives_its_port_to_the_discovered_peer_and_gets_it_b
     r.port_subscribed(t(0), port, true);
     r.discovered(t(10), "Studio", target(Some("Studio"), "10.0.0.7", 5004));
     let actions = drain(&mut r);
-    assert!(created(&actions).is_empty(), "one port per peer: {actions:?}");
+    assert!(
+        created(&actions).is_empty(),
+        "one port per peer: {actions:?}"
+    );
     let (c, conn) = r.connections().next().unwrap();
     assert_eq!((conn.port, conn.accepted), (Some(port), Some(k)));
     assert!(conn.wanted, "its port was subscribed already");
@@ -373,7 +399,12 @@ fn a_session_that_came_first_gives_its_port_to_the_discovered_peer_and_gets_it_b
 #[test]
 fn a_removed_connection_closes_its_session_and_deletes_its_port() {
     let mut r = Router::new("us", true, false);
-    let c = r.add_connection(t(0), target(Some("far"), "10.0.0.2", 5004), true, Some("Far port"));
+    let c = r.add_connection(
+        t(0),
+        target(Some("far"), "10.0.0.2", 5004),
+        true,
+        Some("Far port"),
+    );
     let (port, name) = one_port(&drain(&mut r));
     assert_eq!(name, "Far port");
     assert_eq!(r.configured("far"), Some(c));
@@ -383,7 +414,10 @@ fn a_removed_connection_closes_its_session_and_deletes_its_port() {
     r.connecting(c, k, ip("10.0.0.2"));
     r.session_up(k, "far", ip("10.0.0.2"));
     r.remove_connection(c);
-    assert_eq!(drain(&mut r), vec![Action::Close(k), Action::DeletePort(port)]);
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::Close(k), Action::DeletePort(port)]
+    );
     r.session_down(t(10), k, Ended::Other);
     assert!(drain(&mut r).is_empty());
     assert_eq!(r.poll_timeout(), None);
