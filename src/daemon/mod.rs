@@ -187,10 +187,7 @@ impl Daemon {
         self.apply_sections(ctx)?;
         self.open_control(ctx, control_required)?;
         if let Some(path) = &path {
-            match crate::reload::Watch::start(path, ctx) {
-                Ok(watch) => self.ops.watch = Some(watch),
-                Err(e) => warn!("cannot watch {} for changes: {e}", path.display()),
-            }
+            self.watch_file(ctx, path);
         }
         self.reload_from = Some((options, path));
         self.start_mdns(ctx);

@@ -1,11 +1,15 @@
 //! The configuration in the shell: the file's sections applied at start, the control socket
 //! opened, and reloads turned into router calls.
-use log::{error, info, warn};
+use std::path::Path;
+
+use log::{debug, error, info, warn};
 use protocol::session;
+use reactor::Interest;
 
 use super::{Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
 use crate::config::{self, Action};
+use crate::reload::Watch;
 
 impl Daemon {
     /// The connections, `[export]` and `[listener]` sections of the settings. A listener that
@@ -61,6 +65,18 @@ impl Daemon {
             ),
         }
         Ok(())
+    }
+
+    /// Reloads when `path` is saved.
+    pub(super) fn watch_file(&mut self, ctx: &mut Ctx, path: &Path) {
+        let watch = Watch::new(path).and_then(|w| {
+            ctx.register(w.fd(), Interest::READABLE, on_file_change)
+                .map(|_| w)
+        });
+        match watch {
+            Ok(watch) => self.ops.watch = Some(watch),
+            Err(e) => warn!("cannot watch {} for changes: {e}", path.display()),
+        }
     }
 
     /// Reads the configuration file again and applies what changed; a broken file changes
@@ -163,5 +179,12 @@ impl Daemon {
                 warn!("reload: {what} changed; restart rtpmidid to apply it")
             }
         }
+    }
+}
+
+fn on_file_change(daemon: &mut Daemon, ctx: &mut Ctx, _event: reactor::Event) {
+    if daemon.ops.watch.as_ref().is_some_and(Watch::ours) {
+        debug!("configuration file changed");
+        daemon.reload(ctx, "file changed");
     }
 }
