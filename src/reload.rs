@@ -1,5 +1,6 @@
 //! Reload when the configuration file changes: an inotify watch on its folder (editors replace
-//! files by renaming, which a watch on the file itself would miss); the daemon registers its descriptor with the loop.
+//! files by renaming, which a watch on the file itself would miss). The daemon registers its
+//! descriptor with the loop.
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
