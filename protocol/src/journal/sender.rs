@@ -1,6 +1,9 @@
 //! The sending side: MIDI state since the checkpoint, written as a recovery journal.
 
-use super::state::{controller_journalled, MidiState, Stamped, SysexAssembler, PARAMS_PER_CHANNEL};
+use super::state::{
+    bits, controller_journalled, ChannelState, MidiState, Stamped, SysexAssembler,
+    PARAMS_PER_CHANNEL,
+};
 use super::wire::*;
 use super::JournalError;
 
@@ -44,7 +47,7 @@ impl Window {
 /// When even level 4 does not fit, no journal is sent for that packet.
 const LEVELS: u8 = 5;
 
-/// SysEx commands sent since the checkpoint, in one preallocated buffer. Each entry keeps the
+/// SysEx commands sent since the checkpoint, in one buffer. Each entry keeps the
 /// sequence numbers of its first and last segment: it is journalled from the packet after its
 /// first segment (a receiver that lost that one needs the whole command) until the receiver
 /// confirms its last segment.
@@ -71,10 +74,11 @@ impl Window {
 }
 
 impl SysexLog {
+    /// Empty, and allocated only when SysEx is sent: most sessions never carry any.
     fn new() -> Self {
         SysexLog {
-            buf: Vec::with_capacity(SYSEX_JOURNAL_CAP),
-            entries: Vec::with_capacity(64),
+            buf: Vec::new(),
+            entries: Vec::new(),
         }
     }
 
@@ -103,6 +107,10 @@ impl SysexLog {
             .take_while(|e| !at_or_after(e.0.last, checkpoint))
             .count();
         self.drop_first(n);
+        if self.entries.is_empty() {
+            // All confirmed: give the memory back until the next SysEx.
+            *self = SysexLog::new();
+        }
     }
 
     fn in_window(&self, win: Window) -> impl Iterator<Item = (SysexSpan, &[u8])> {
@@ -119,8 +127,9 @@ impl SysexLog {
 ///
 /// Call [`record`](Self::record) for every command put in a packet, [`emit`](Self::emit) to
 /// append the journal to a packet, [`confirm`](Self::confirm) when the receiver's RS names a
-/// sequence number. No allocation after construction except for SysEx bookkeeping beyond its
-/// preallocated capacity (never: it is bounded).
+/// sequence number. Memory is taken as used (a channel's state when it is first played on,
+/// SysEx history while SysEx is unconfirmed, room for one packet's commands) and is bounded;
+/// `emit` never allocates.
 #[derive(Debug)]
 pub struct JournalSender {
     state: MidiState,
@@ -158,7 +167,7 @@ impl JournalSender {
             sysex_first: 0,
             sysex: SysexLog::new(),
             truncated: 0,
-            pending: Vec::with_capacity(PENDING_CAP),
+            pending: Vec::new(),
             pending_seq: None,
         }
     }
@@ -213,7 +222,7 @@ impl JournalSender {
             self.flush();
             self.pending_seq = Some(seq);
         }
-        if self.pending.len() + message.len() + 2 > self.pending.capacity() {
+        if self.pending.len() + message.len() + 2 > PENDING_CAP {
             // More than a packet's worth: apply now rather than grow.
             self.apply(seq, message);
         } else {
@@ -277,6 +286,7 @@ impl JournalSender {
         if at_or_after(next, cp) && at_or_after(newest, seq) {
             self.checkpoint = Some(next);
             self.sysex.trim(next);
+            self.state.forget_before(next);
         }
     }
 
@@ -334,8 +344,8 @@ impl JournalSender {
             single &= s;
         }
         let mut count = 0u8;
-        for ch in 0..16u8 {
-            if let Some(s) = self.write_channel(ch, win, level, w)? {
+        for (ch, st) in self.state.channels.present() {
+            if let Some(s) = write_channel(st, ch, win, level, w)? {
                 single &= s;
                 count += 1;
             }
@@ -493,187 +503,183 @@ impl JournalSender {
         patch_len10(w, start, w.pos() - start)?;
         Ok(Some(single))
     }
+}
 
-    /// Writes channel `ch`'s journal if anything on it changed; returns its S bit.
-    fn write_channel(
-        &self,
-        ch: u8,
-        win: Window,
-        level: u8,
-        w: &mut Writer,
-    ) -> Result<Option<bool>, JournalError> {
-        let st = &self.state.channels[usize::from(ch)];
-        if !st.last.is_some_and(|l| at_or_after(l, win.checkpoint)) {
-            return Ok(None);
-        }
-        let start = w.skip(CHANNEL_HEADER_LEN)?;
-        let mut toc = 0;
-        let mut single = true;
-        let full = level <= 2;
+/// Writes channel `ch`'s journal if anything on it changed; returns its S bit.
+fn write_channel(
+    st: &ChannelState,
+    ch: u8,
+    win: Window,
+    level: u8,
+    w: &mut Writer,
+) -> Result<Option<bool>, JournalError> {
+    if !st.last.is_some_and(|l| at_or_after(l, win.checkpoint)) {
+        return Ok(None);
+    }
+    let start = w.skip(CHANNEL_HEADER_LEN)?;
+    let mut toc = 0;
+    let mut single = true;
+    let full = level <= 2;
 
-        if let Some(p) = st.program.filter(|p| full && win.has(p.stamp)) {
-            toc |= TOC_P;
-            single &= win.s(p.stamp);
-            let (msb, lsb) = p.value.bank.unwrap_or((0, 0));
-            ChapterP {
-                single: win.s(p.stamp),
-                program: p.value.program,
-                bank_valid: p.value.bank.is_some(),
-                bank_msb: msb,
-                x: false,
-                bank_lsb: lsb,
-            }
-            .emit(w)?;
+    if let Some(p) = st.program.filter(|p| full && win.has(p.stamp)) {
+        toc |= TOC_P;
+        single &= win.s(p.stamp);
+        let (msb, lsb) = p.value.bank.unwrap_or((0, 0));
+        ChapterP {
+            single: win.s(p.stamp),
+            program: p.value.program,
+            bank_valid: p.value.bank.is_some(),
+            bank_msb: msb,
+            x: false,
+            bank_lsb: lsb,
         }
-
-        let ctrls = || {
-            (0..128u8).filter_map(|c| {
-                let v = st.controllers[usize::from(c)]?;
-                (controller_journalled(c) && win.has(v.stamp)).then_some((c, v))
-            })
-        };
-        if full {
-            if let Some(s) = write_list(w, ctrls().map(|(c, v)| (c, false, v.value, v.stamp)), win)?
-            {
-                toc |= TOC_C;
-                single &= s;
-            }
-        }
-
-        if full {
-            if let Some(s) = self.write_chapter_m(ch, win, w)? {
-                toc |= TOC_M;
-                single &= s;
-            }
-        }
-
-        if let Some(b) = st.bend.filter(|b| full && win.has(b.stamp)) {
-            toc |= TOC_W;
-            single &= win.s(b.stamp);
-            ChapterW {
-                single: win.s(b.stamp),
-                first: (b.value & 0x7F) as u8,
-                r: false,
-                second: (b.value >> 7) as u8 & LOW7,
-            }
-            .emit(w)?;
-        }
-
-        if let Some(s) = write_chapter_n(st, win, level <= 3, w)? {
-            toc |= TOC_N;
-            single &= s;
-        }
-
-        if level <= 1 {
-            let extras = (0..128u8).filter_map(|n| {
-                let note = st.notes[usize::from(n)];
-                let stamp = note.stamp?;
-                (!note.on && note.off_velocity != 64 && win.has(stamp)).then_some((
-                    n,
-                    true,
-                    note.off_velocity,
-                    stamp,
-                ))
-            });
-            if let Some(s) = write_list(w, extras, win)? {
-                toc |= TOC_E;
-                single &= s;
-            }
-        }
-
-        if let Some(p) = st.pressure.filter(|p| full && win.has(p.stamp)) {
-            toc |= TOC_T;
-            single &= win.s(p.stamp);
-            w.put(&[flag(win.s(p.stamp), S_BIT) | p.value])?;
-        }
-
-        if level <= 1 {
-            let poly = (0..128u8).filter_map(|n| {
-                let p = st.poly[usize::from(n)]?;
-                win.has(p.stamp).then_some((n, false, p.value, p.stamp))
-            });
-            if let Some(s) = write_list(w, poly, win)? {
-                toc |= TOC_A;
-                single &= s;
-            }
-        }
-
-        if toc == 0 {
-            w.truncate(start);
-            return Ok(None);
-        }
-        w.patch(start, &[flag(single, CJ_S) | (ch << CJ_CHAN_SHIFT), 0, toc]);
-        patch_len10(w, start, w.pos() - start)?;
-        Ok(Some(single))
+        .emit(w)?;
     }
 
-    /// Chapter M (A.4): one parameter log (value tool: V set, ENTRY-MSB/LSB as last written)
-    /// per parameter changed since the checkpoint, oldest first. E is set while a parameter is
-    /// selected (a transaction in progress) and that parameter's log comes last, so the receiver
-    /// ends with the same selection; with E clear the selection is the null parameter.
-    fn write_chapter_m(
-        &self,
-        ch: u8,
-        win: Window,
-        w: &mut Writer,
-    ) -> Result<Option<bool>, JournalError> {
-        let st = &self.state.channels[usize::from(ch)];
-        let current = st.selection.current();
-        let mut order = [(0u32, 0usize); PARAMS_PER_CHANNEL];
-        let mut n = 0;
-        for (i, p) in st.params.iter().enumerate() {
-            if let Some(p) = p.filter(|p| win.has(p.stamp) && Some(p.id) != current) {
-                order[n] = (p.stamp.wrapping_sub(win.checkpoint), i);
-                n += 1;
-            }
+    let ctrls = || {
+        (0..128u8).filter_map(|c| {
+            let v = st.controllers[usize::from(c)]?;
+            (controller_journalled(c) && win.has(v.stamp)).then_some((c, v))
+        })
+    };
+    if full {
+        if let Some(s) = write_list(w, ctrls().map(|(c, v)| (c, false, v.value, v.stamp)), win)? {
+            toc |= TOC_C;
+            single &= s;
         }
-        let sel_stamp = st.selection.stamp.filter(|&s| win.has(s));
-        let cur_param = current.and_then(|id| st.param(id));
-        let cur_stamp = cur_param.map(|p| p.stamp).filter(|&s| win.has(s));
-        if n == 0 && sel_stamp.is_none() && cur_stamp.is_none() {
-            return Ok(None);
+    }
+
+    if full {
+        if let Some(s) = write_chapter_m(st, win, w)? {
+            toc |= TOC_M;
+            single &= s;
         }
-        let order = &mut order[..n];
-        order.sort_unstable();
-        let s_of = |stamp: Option<u32>| stamp.is_none_or(|s| win.s(s));
-        let cur_log = current.map(|id| {
-            let (msb, lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
-            (id, msb, lsb, s_of(sel_stamp) && s_of(cur_stamp))
+    }
+
+    if let Some(b) = st.bend.filter(|b| full && win.has(b.stamp)) {
+        toc |= TOC_W;
+        single &= win.s(b.stamp);
+        ChapterW {
+            single: win.s(b.stamp),
+            first: (b.value & 0x7F) as u8,
+            r: false,
+            second: (b.value >> 7) as u8 & LOW7,
+        }
+        .emit(w)?;
+    }
+
+    if let Some(s) = write_chapter_n(st, win, level <= 3, w)? {
+        toc |= TOC_N;
+        single &= s;
+    }
+
+    if level <= 1 {
+        let extras = (0..128u8).filter_map(|n| {
+            let note = st.notes[usize::from(n)];
+            let stamp = note.stamp?;
+            (!note.on && note.off_velocity != 64 && win.has(stamp)).then_some((
+                n,
+                true,
+                note.off_velocity,
+                stamp,
+            ))
         });
-        let logs = || {
-            order
-                .iter()
-                .filter_map(|&(_, i)| st.params[i])
-                .map(|p| (p.id, p.msb, p.lsb, win.s(p.stamp)))
-                .chain(cur_log)
-        };
-        let any = logs().next().is_some();
-        let all_nrpn = any && logs().all(|l| l.0.nrpn);
-        let all_rpn = any && logs().all(|l| !l.0.nrpn);
-        let start = w.skip(2)?;
-        let mut single = s_of(sel_stamp);
-        for (id, msb, lsb, s) in logs() {
+        if let Some(s) = write_list(w, extras, win)? {
+            toc |= TOC_E;
             single &= s;
-            let toc = ML_V | flag(msb.is_some(), ML_J) | flag(lsb.is_some(), ML_K);
-            w.put(&[
-                flag(s, S_BIT) | (id.number & 0x7F) as u8,
-                flag(id.nrpn, S_BIT) | ((id.number >> 7) as u8 & LOW7),
-                toc,
-            ])?;
-            for v in [msb, lsb].into_iter().flatten() {
-                w.put(&[v & LOW7])?;
-            }
         }
-        w.or_at(
-            start,
-            flag(single, S_BIT)
-                | flag(current.is_some(), M_E)
-                | flag(all_rpn, M_U)
-                | flag(all_nrpn, M_W),
-        );
-        patch_len10(w, start, w.pos() - start)?;
-        Ok(Some(single))
     }
+
+    if let Some(p) = st.pressure.filter(|p| full && win.has(p.stamp)) {
+        toc |= TOC_T;
+        single &= win.s(p.stamp);
+        w.put(&[flag(win.s(p.stamp), S_BIT) | p.value])?;
+    }
+
+    if level <= 1 {
+        let poly = (0..128u8).filter_map(|n| {
+            let p = st.poly[usize::from(n)]?;
+            win.has(p.stamp).then_some((n, false, p.value, p.stamp))
+        });
+        if let Some(s) = write_list(w, poly, win)? {
+            toc |= TOC_A;
+            single &= s;
+        }
+    }
+
+    if toc == 0 {
+        w.truncate(start);
+        return Ok(None);
+    }
+    w.patch(start, &[flag(single, CJ_S) | (ch << CJ_CHAN_SHIFT), 0, toc]);
+    patch_len10(w, start, w.pos() - start)?;
+    Ok(Some(single))
+}
+
+/// Chapter M (A.4): one parameter log (value tool: V set, ENTRY-MSB/LSB as last written)
+/// per parameter changed since the checkpoint, oldest first. E is set while a parameter is
+/// selected (a transaction in progress) and that parameter's log comes last, so the receiver
+/// ends with the same selection; with E clear the selection is the null parameter.
+fn write_chapter_m(
+    st: &ChannelState,
+    win: Window,
+    w: &mut Writer,
+) -> Result<Option<bool>, JournalError> {
+    let current = st.selection.current();
+    let mut order = [(0u32, 0usize); PARAMS_PER_CHANNEL];
+    let mut n = 0;
+    for (i, p) in st.params.iter().enumerate() {
+        if let Some(p) = p.filter(|p| win.has(p.stamp) && Some(p.id) != current) {
+            order[n] = (p.stamp.wrapping_sub(win.checkpoint), i);
+            n += 1;
+        }
+    }
+    let sel_stamp = st.selection.stamp.filter(|&s| win.has(s));
+    let cur_param = current.and_then(|id| st.param(id));
+    let cur_stamp = cur_param.map(|p| p.stamp).filter(|&s| win.has(s));
+    if n == 0 && sel_stamp.is_none() && cur_stamp.is_none() {
+        return Ok(None);
+    }
+    let order = &mut order[..n];
+    order.sort_unstable();
+    let s_of = |stamp: Option<u32>| stamp.is_none_or(|s| win.s(s));
+    let cur_log = current.map(|id| {
+        let (msb, lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
+        (id, msb, lsb, s_of(sel_stamp) && s_of(cur_stamp))
+    });
+    let logs = || {
+        order
+            .iter()
+            .filter_map(|&(_, i)| st.params[i])
+            .map(|p| (p.id, p.msb, p.lsb, win.s(p.stamp)))
+            .chain(cur_log)
+    };
+    let any = logs().next().is_some();
+    let all_nrpn = any && logs().all(|l| l.0.nrpn);
+    let all_rpn = any && logs().all(|l| !l.0.nrpn);
+    let start = w.skip(2)?;
+    let mut single = s_of(sel_stamp);
+    for (id, msb, lsb, s) in logs() {
+        single &= s;
+        let toc = ML_V | flag(msb.is_some(), ML_J) | flag(lsb.is_some(), ML_K);
+        w.put(&[
+            flag(s, S_BIT) | (id.number & 0x7F) as u8,
+            flag(id.nrpn, S_BIT) | ((id.number >> 7) as u8 & LOW7),
+            toc,
+        ])?;
+        for v in [msb, lsb].into_iter().flatten() {
+            w.put(&[v & LOW7])?;
+        }
+    }
+    w.or_at(
+        start,
+        flag(single, S_BIT)
+            | flag(current.is_some(), M_E)
+            | flag(all_rpn, M_U)
+            | flag(all_nrpn, M_W),
+    );
+    patch_len10(w, start, w.pos() - start)?;
+    Ok(Some(single))
 }
 
 /// Writes a `|S|LEN|` + two-octet-log chapter (C, E or A) if `logs` is not empty.

@@ -29,6 +29,16 @@ pub struct Note {
     pub stamp: Option<u32>,
 }
 
+impl Note {
+    /// A note never played.
+    pub const UNTOUCHED: Note = Note {
+        on: false,
+        velocity: 0,
+        off_velocity: 0,
+        stamp: None,
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParamId {
     pub nrpn: bool,
@@ -80,27 +90,97 @@ pub struct ChannelState {
     pub selection: Selection,
     /// Latest stamp of anything on this channel.
     pub last: Option<u32>,
+    /// Which `controllers` and `poly` entries are set and not yet forgotten (see
+    /// [`MidiState::forget_before`]): the journal walks these bits, not 128 entries each.
+    pub(crate) controllers_set: u128,
+    pub(crate) poly_set: u128,
+    /// Notes with a stamp not yet forgotten, in the order they last changed.
+    pub(crate) note_order: NoteOrder,
 }
 
 impl Default for ChannelState {
     fn default() -> Self {
-        ChannelState {
-            notes: [Note::default(); 128],
-            controllers: [None; 128],
-            program: None,
-            bend: None,
-            pressure: None,
-            poly: [None; 128],
-            params: [None; PARAMS_PER_CHANNEL],
-            selection: Selection {
-                rpn: NULL_PARAM,
-                nrpn: NULL_PARAM,
-                active_nrpn: None,
-                stamp: None,
-            },
-            last: None,
-        }
+        ChannelState::EMPTY
     }
+}
+
+/// No note number: the end of a [`NoteOrder`] list.
+const NIL: u8 = 0xFF;
+
+/// Note numbers in the order they last changed, oldest first: a doubly linked list through two
+/// arrays, so moving a note to the end costs the same whatever the number of notes, and the
+/// journal lists note-ons oldest first (RFC 6295 A.6 logs in the order played) without sorting.
+#[derive(Clone, Debug)]
+pub(crate) struct NoteOrder {
+    prev: [u8; 128],
+    next: [u8; 128],
+    head: u8,
+    tail: u8,
+    linked: u128,
+}
+
+impl NoteOrder {
+    const EMPTY: NoteOrder = NoteOrder {
+        prev: [NIL; 128],
+        next: [NIL; 128],
+        head: NIL,
+        tail: NIL,
+        linked: 0,
+    };
+
+    fn unlink(&mut self, n: u8) {
+        let i = usize::from(n);
+        if self.linked & (1 << i) == 0 {
+            return;
+        }
+        let (p, x) = (self.prev[i], self.next[i]);
+        match p {
+            NIL => self.head = x,
+            p => self.next[usize::from(p)] = x,
+        }
+        match x {
+            NIL => self.tail = p,
+            x => self.prev[usize::from(x)] = p,
+        }
+        self.linked &= !(1 << i);
+    }
+
+    /// Moves note `n` (0-127) to the end, as the latest changed.
+    fn touch(&mut self, n: u8) {
+        self.unlink(n);
+        let i = usize::from(n);
+        self.prev[i] = self.tail;
+        self.next[i] = NIL;
+        match self.tail {
+            NIL => self.head = n,
+            t => self.next[usize::from(t)] = n,
+        }
+        self.tail = n;
+        self.linked |= 1 << i;
+    }
+
+    /// Note numbers, oldest change first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+        let mut at = self.head;
+        core::iter::from_fn(move || {
+            let n = at;
+            at = *self.next.get(usize::from(n))?;
+            Some(n)
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.linked == 0
+    }
+}
+
+/// Bit numbers set in `bits`, lowest first.
+pub(crate) fn bits(mut bits: u128) -> impl Iterator<Item = u8> {
+    core::iter::from_fn(move || {
+        let n = bits.trailing_zeros();
+        bits &= bits.wrapping_sub(1);
+        (n < 128).then_some(n as u8)
+    })
 }
 
 /// Controllers that change state in ways chapter C does not carry as a value
@@ -110,20 +190,73 @@ pub fn controller_journalled(number: u8) -> bool {
 }
 
 impl ChannelState {
+    /// A channel nothing was played on (a constant, so an absent channel can be read as one).
+    pub const EMPTY: ChannelState = ChannelState {
+        notes: [Note::UNTOUCHED; 128],
+        controllers: [None; 128],
+        program: None,
+        bend: None,
+        pressure: None,
+        poly: [None; 128],
+        params: [None; PARAMS_PER_CHANNEL],
+        selection: Selection {
+            rpn: NULL_PARAM,
+            nrpn: NULL_PARAM,
+            active_nrpn: None,
+            stamp: None,
+        },
+        last: None,
+        controllers_set: 0,
+        poly_set: 0,
+        note_order: NoteOrder::EMPTY,
+    };
+
     fn set_ctrl(&mut self, number: u8, value: u8, stamp: u32) {
         if let Some(c) = self.controllers.get_mut(usize::from(number)) {
             *c = Some(Stamped { value, stamp });
+            self.controllers_set |= 1 << number;
         }
     }
 
+    fn set_note(&mut self, n: u8, note: Note) {
+        self.notes[usize::from(n)] = note;
+        self.note_order.touch(n);
+    }
+
     fn all_notes_off(&mut self, stamp: u32) {
-        for n in self.notes.iter_mut().filter(|n| n.on) {
-            *n = Note {
-                on: false,
-                velocity: 0,
-                off_velocity: 64,
-                stamp: Some(stamp),
-            };
+        for n in 0..128u8 {
+            if self.notes[usize::from(n)].on {
+                self.set_note(
+                    n,
+                    Note {
+                        on: false,
+                        velocity: 0,
+                        off_velocity: 64,
+                        stamp: Some(stamp),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stops tracking entries last changed before `checkpoint` (they stay as they are):
+    /// the journal no longer carries them.
+    fn forget_before(&mut self, checkpoint: u32) {
+        let old = |stamp: u32| !super::sender::at_or_after(stamp, checkpoint);
+        for c in bits(self.controllers_set) {
+            if self.controllers[usize::from(c)].is_none_or(|v| old(v.stamp)) {
+                self.controllers_set &= !(1 << c);
+            }
+        }
+        for n in bits(self.poly_set) {
+            if self.poly[usize::from(n)].is_none_or(|v| old(v.stamp)) {
+                self.poly_set &= !(1 << n);
+            }
+        }
+        for n in bits(self.note_order.linked) {
+            if self.notes[usize::from(n)].stamp.is_none_or(old) {
+                self.note_order.unlink(n);
+            }
         }
     }
 
@@ -208,8 +341,11 @@ impl ChannelState {
                     stamp,
                 });
                 self.pressure = Some(Stamped { value: 0, stamp });
-                for p in self.poly.iter_mut().flatten() {
-                    *p = Stamped { value: 0, stamp };
+                for (n, p) in self.poly.iter_mut().enumerate() {
+                    if let Some(p) = p {
+                        *p = Stamped { value: 0, stamp };
+                        self.poly_set |= 1 << n;
+                    }
                 }
                 self.select(
                     ParamId {
@@ -232,31 +368,37 @@ impl ChannelState {
     pub fn apply(&mut self, kind: u8, d1: u8, d2: u8, stamp: u32) {
         let n = usize::from(d1 & 0x7F);
         match kind {
-            status::NOTE_OFF => {
-                self.notes[n] = Note {
+            status::NOTE_OFF => self.set_note(
+                d1 & 0x7F,
+                Note {
                     on: false,
                     velocity: 0,
                     off_velocity: d2,
                     stamp: Some(stamp),
-                }
-            }
-            status::NOTE_ON if d2 == 0 => {
-                self.notes[n] = Note {
+                },
+            ),
+            status::NOTE_ON if d2 == 0 => self.set_note(
+                d1 & 0x7F,
+                Note {
                     on: false,
                     velocity: 0,
                     off_velocity: 64,
                     stamp: Some(stamp),
-                }
-            }
-            status::NOTE_ON => {
-                self.notes[n] = Note {
+                },
+            ),
+            status::NOTE_ON => self.set_note(
+                d1 & 0x7F,
+                Note {
                     on: true,
                     velocity: d2,
                     off_velocity: 0,
                     stamp: Some(stamp),
-                }
+                },
+            ),
+            status::POLY_PRESSURE => {
+                self.poly[n] = Some(Stamped { value: d2, stamp });
+                self.poly_set |= 1 << n;
             }
-            status::POLY_PRESSURE => self.poly[n] = Some(Stamped { value: d2, stamp }),
             status::CONTROL_CHANGE => self.control_change(d1, d2, stamp),
             status::PROGRAM_CHANGE => {
                 // Chapter P's B bit: a bank is journalled when both bank select halves were sent.
@@ -417,7 +559,8 @@ pub struct SysexAssembler {
 impl SysexAssembler {
     pub fn new(cap: usize) -> Self {
         SysexAssembler {
-            buf: Vec::with_capacity(cap),
+            // Grows with the SysEx seen, up to `cap`: most streams carry none.
+            buf: Vec::new(),
             cap,
             open: false,
             overflow: false,
@@ -469,23 +612,57 @@ impl SysexAssembler {
     }
 }
 
+/// The 16 channels of a [`MidiState`], each allocated when first played on: a session that
+/// uses one channel holds one channel's state, not sixteen (each is about 5 kB). An absent
+/// channel reads as [`ChannelState::EMPTY`].
+#[derive(Clone, Debug, Default)]
+pub struct Channels([Option<Box<ChannelState>>; 16]);
+
+impl Channels {
+    /// Channel `ch` (0-15) if anything was played on it.
+    pub fn get(&self, ch: usize) -> Option<&ChannelState> {
+        self.0.get(ch)?.as_deref()
+    }
+
+    /// Channel `ch & 15`, allocated on first use.
+    pub(crate) fn get_or_insert(&mut self, ch: usize) -> &mut ChannelState {
+        self.0[ch & 0x0F].get_or_insert_with(|| Box::new(ChannelState::EMPTY))
+    }
+
+    /// All 16 channels in order, absent ones as [`ChannelState::EMPTY`].
+    pub fn iter(&self) -> impl Iterator<Item = &ChannelState> {
+        self.0
+            .iter()
+            .map(|c| c.as_deref().unwrap_or(&ChannelState::EMPTY))
+    }
+
+    /// The channels played on, with their numbers.
+    pub fn present(&self) -> impl Iterator<Item = (u8, &ChannelState)> {
+        (0u8..)
+            .zip(&self.0)
+            .filter_map(|(ch, c)| Some((ch, c.as_deref()?)))
+    }
+
+    fn present_mut(&mut self) -> impl Iterator<Item = &mut ChannelState> {
+        self.0.iter_mut().flatten().map(|c| &mut **c)
+    }
+}
+
+impl core::ops::Index<usize> for Channels {
+    type Output = ChannelState;
+    fn index(&self, ch: usize) -> &ChannelState {
+        assert!(ch < 16, "MIDI channel {ch} out of range");
+        self.get(ch).unwrap_or(&ChannelState::EMPTY)
+    }
+}
+
 /// The state of one MIDI stream: 16 channels and the system.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MidiState {
-    pub channels: Box<[ChannelState; 16]>,
+    pub channels: Channels,
     pub system: SystemState,
     /// The last complete SysEx (up to 256 octets), for comparisons.
     pub last_sysex: Vec<u8>,
-}
-
-impl Default for MidiState {
-    fn default() -> Self {
-        MidiState {
-            channels: Box::new(core::array::from_fn(|_| ChannelState::default())),
-            system: SystemState::default(),
-            last_sysex: Vec::with_capacity(LAST_SYSEX_MAX),
-        }
-    }
 }
 
 impl MidiState {
@@ -501,11 +678,20 @@ impl MidiState {
         if crate::midi::is_channel(st) {
             let d1 = msg.get(1).copied().unwrap_or(0);
             let d2 = msg.get(2).copied().unwrap_or(0);
-            self.channels[usize::from(st & 0x0F)].apply(st & 0xF0, d1, d2, stamp);
+            self.channels
+                .get_or_insert(usize::from(st & 0x0F))
+                .apply(st & 0xF0, d1, d2, stamp);
         } else {
             self.system.apply(msg, stamp);
         }
         true
+    }
+
+    /// Stops tracking what changed before `checkpoint` (the journal's history was trimmed).
+    pub(crate) fn forget_before(&mut self, checkpoint: u32) {
+        for c in self.channels.present_mut() {
+            c.forget_before(checkpoint);
+        }
     }
 
     pub fn note_sysex(&mut self, sysex: &[u8]) {
