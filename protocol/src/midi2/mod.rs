@@ -13,4 +13,7 @@
 //! amidi2net (ALSA's maintainer) and Zephyr's `subsys/net/lib/midi2`; where they differ the
 //! choice is said where it is made.
 pub mod auth;
+pub mod endpoint;
+pub mod session;
+pub mod ump;
 pub mod wire;
