@@ -187,6 +187,7 @@ pub struct Stats {
     pub lost: u64,
     pub retransmit_requests_sent: u64,
     pub retransmit_requests_answered: u64,
+    /// Session resets sent or received.
     pub session_resets: u64,
     pub malformed: u64,
     pub naks_received: u64,
@@ -650,7 +651,7 @@ impl Session {
             // The peer cannot fill our gap: give it up now (amidi2net does the same).
             Command::RetransmitError { .. } => {
                 if !self.rx_held.is_empty() {
-                    self.give_up_gap();
+                    self.reset_after_loss();
                 }
             }
             Command::SessionReset => {
@@ -735,7 +736,7 @@ impl Session {
         if diff as u64 > MAX_RX_PENDING {
             // Too far ahead to hold what lies between: that much is lost.
             self.rx_held.insert(ext, ump);
-            self.give_up_gap();
+            self.reset_after_loss();
             return;
         }
         if diff > 0 {
@@ -777,9 +778,7 @@ impl Session {
             return;
         };
         if self.rx_requests >= self.config.retransmit_attempts {
-            self.pending.push_back(Pending::SessionReset);
-            self.stats.session_resets += 1;
-            self.give_up_gap();
+            self.reset_after_loss();
             return;
         }
         self.rx_requests += 1;
@@ -789,6 +788,14 @@ impl Session {
             count: (first_held - next).min(u64::from(u16::MAX)) as u16,
         });
         self.set_timer(Timer::Missing, now + self.config.retransmit_wait);
+    }
+
+    /// Gives the gap up and tells the peer with a session reset, as amidi2net does: both sides
+    /// then start their receive state afresh and FEC stops repeating what came before.
+    fn reset_after_loss(&mut self) {
+        self.pending.push_back(Pending::SessionReset);
+        self.stats.session_resets += 1;
+        self.give_up_gap();
     }
 
     /// Delivers all that is held, in order, counting the gaps as lost.
