@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod journal;
 pub mod mdns;
 pub mod midi;
+pub mod midi2;
 pub mod outbox;
 pub mod rng;
 pub mod session;
