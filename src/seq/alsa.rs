@@ -743,6 +743,59 @@ mod tests {
         assert_eq!(got, [midi(&[0x90, 60, 100]), midi(&[0x80, 60, 0])]);
     }
 
+    /// True if one of `fds` is readable now.
+    fn readable(fds: &[RawFd]) -> bool {
+        let mut p: Vec<_> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `p` holds `p.len()` valid pollfds; zero timeout.
+        unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 0) > 0 }
+    }
+
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn input_in_alsa_lib_buffer_keeps_an_fd_readable() {
+        let mut rx = AlsaSequencer::open("rx").unwrap();
+        let rx_port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
+        let mut tx = AlsaSequencer::open("tx").unwrap();
+        let tx_port = tx.create_port("out", PortCaps::DUPLEX).unwrap();
+        let at = |client, port: PortId| SeqAddr {
+            client,
+            port: port.0,
+        };
+        tx.connect(at(tx.client(), tx_port), at(rx.client(), rx_port))
+            .unwrap();
+        while rx.recv().unwrap().is_some() {} // the subscription notice
+        let fds = rx.fds().unwrap();
+        assert!(!readable(&fds));
+
+        // Fewer than alsa-lib reads from the kernel at once (500): the first recv takes them
+        // all from the kernel. A reader that stops after a batch of 256 leaves 144 in
+        // alsa-lib's buffer, which the kernel's fd knows nothing of.
+        for i in 0..400 {
+            tx.send(tx_port, None, &message(&[0x90, (i % 128) as u8, 1]))
+                .unwrap();
+        }
+        assert!(readable(&fds));
+        for _ in 0..256 {
+            assert!(matches!(rx.recv().unwrap(), Some(SeqInput::Midi { .. })));
+        }
+        let (kernel, _) = fds.split_at(fds.len() - 1);
+        assert!(!readable(kernel), "the kernel's fd alone tells of them");
+        assert!(readable(&fds), "144 events wait and no fd says so");
+        let mut rest = 0;
+        while rx.recv().unwrap().is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 144);
+        assert!(!readable(&fds));
+    }
+
     #[test]
     #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
     fn send_at_delivers_later_and_never_out_of_order() {
