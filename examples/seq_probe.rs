@@ -23,6 +23,7 @@ use std::process::ExitCode;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use protocol::midi::MidiMessage;
 
 use seq::alsa::AlsaSequencer;
 use seq::{Direction, PortCaps, SeqInput, Sequencer, Subscription};
@@ -84,8 +85,9 @@ fn run(echo: bool, sysex_len: Option<usize>, time: bool, watch: bool) -> io::Res
                 SeqInput::Midi {
                     port,
                     source,
-                    bytes,
+                    message,
                 } => {
+                    let bytes = message.as_bytes();
                     let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
                     write!(out, "midi {source} len {} {}", bytes.len(), hex.join(" "))?;
                     if time {
@@ -93,7 +95,7 @@ fn run(echo: bool, sysex_len: Option<usize>, time: bool, watch: bool) -> io::Res
                     }
                     writeln!(out)?;
                     if echo {
-                        match seq.send(port, None, &bytes) {
+                        match seq.send(port, None, &message) {
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 writeln!(out, "dropped {} bytes: {e}", bytes.len())?
                             }
@@ -107,7 +109,7 @@ fn run(echo: bool, sysex_len: Option<usize>, time: bool, watch: bool) -> io::Res
                         let mut sysex: Vec<u8> = (0..n).map(|i| (i % 128) as u8).collect();
                         sysex[0] = 0xF0;
                         sysex[n - 1] = 0xF7;
-                        seq.send(s.port, None, &sysex)?;
+                        seq.send(s.port, None, &MidiMessage::SysEx(sysex))?;
                         writeln!(out, "sent sysex {n} (backlog {})", seq.backlog())?;
                     }
                 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 use protocol::midi::MidiMessage;
-use protocol::stream::StreamParser;
 
 use crate::seq::{
     Direction, PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription,
@@ -140,7 +139,6 @@ pub struct Bridge<K, S = Box<dyn Sequencer>> {
     subscribers: BTreeMap<PortId, Vec<SeqAddr>>,
     /// Local ports subscribed to or from the Network port, with their connections.
     exported: BTreeMap<SeqAddr, u32>,
-    parser: StreamParser,
     auto_export: Option<AutoExport>,
     /// `[export NAME]` sections, first match wins (before `auto_export`).
     sections: Vec<(PortMatch, ExportAs)>,
@@ -160,7 +158,6 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             ports: BTreeMap::new(),
             subscribers: BTreeMap::new(),
             exported: BTreeMap::new(),
-            parser: StreamParser::new(protocol::session::MAX_SYSEX),
             auto_export: None,
             sections: Vec::new(),
             export_as: BTreeMap::new(),
@@ -251,10 +248,9 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
         message: &MidiMessage,
         after: Option<Duration>,
     ) {
-        let bytes = message.as_bytes();
         let sent = match after {
-            Some(after) => self.seq.send_at(port, to, bytes, after),
-            None => self.seq.send(port, to, bytes),
+            Some(after) => self.seq.send_at(port, to, message, after),
+            None => self.seq.send(port, to, message),
         };
         if let Err(e) = sent {
             self.send_dropped += 1;
@@ -287,18 +283,12 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             SeqInput::Midi {
                 port,
                 source,
-                bytes,
+                message,
             } => {
-                let mut messages = Vec::new();
-                self.parser.feed(&bytes, |m| messages.push(m));
                 if port == self.network {
-                    out.extend(
-                        messages
-                            .into_iter()
-                            .map(|m| Action::FromExported(source, m)),
-                    );
+                    out.push(Action::FromExported(source, message));
                 } else if let Some(Owner::Peer(key)) = self.ports.get(&port) {
-                    out.extend(messages.into_iter().map(|m| Action::ToPeer(*key, m)));
+                    out.push(Action::ToPeer(*key, message));
                 }
             }
             SeqInput::Subscribed(sub) => self.subscription(sub, true, out),

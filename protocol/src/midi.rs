@@ -3,6 +3,11 @@
 //! A [`ShortMessage`] is any message but SysEx, stored inline (no allocation); a
 //! [`MidiMessage`] adds complete SysEx (`F0 .. F7`).
 
+/// The longest SysEx taken anywhere (from a peer or a local port), `F0` and `F7` included:
+/// patch dumps and firmware run to hundreds of KiB. Longer ones are dropped, so that a sender
+/// that never ends its message cannot grow a buffer without bound.
+pub const MAX_SYSEX: usize = 1 << 20;
+
 /// Status bytes with a name, MIDI 1.0 Detailed Specification, table I and II.
 pub mod status {
     pub const NOTE_OFF: u8 = 0x80;

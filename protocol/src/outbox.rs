@@ -329,7 +329,7 @@ impl Packet<'_> {
 mod tests {
     use super::*;
     use crate::midi::ShortMessage;
-    use crate::sysex::{SysExAssembler, DEFAULT_LIMIT};
+    use crate::sysex::SysExAssembler;
     use crate::wire::midi_list::{self, CommandKind};
 
     fn short(bytes: &[u8]) -> MidiMessage {
@@ -468,9 +468,9 @@ mod tests {
 
     #[test]
     fn long_sysex_over_many_packets() {
-        // 64 KiB with framing, the default reassembly limit, clock ticks queued behind it and
-        // a note after it.
-        let big = sysex(DEFAULT_LIMIT - 2);
+        // 64 KiB with framing, clock ticks queued behind it and a note after it.
+        const LEN: usize = 64 * 1024;
+        let big = sysex(LEN - 2);
         let mut o = Outbox::default();
         o.push(10, short(&[0x90, 0x3C, 0x64])).unwrap();
         o.push(20, big.clone()).unwrap();
@@ -480,7 +480,7 @@ mod tests {
         o.push(40, short(&[0x80, 0x3C, 0x40])).unwrap();
         let room = o.max_payload_len() - 100;
         let sent = drain(&mut o, room);
-        assert!(sent.len() >= DEFAULT_LIMIT / room);
+        assert!(sent.len() >= LEN / room);
         // Segments on the wire: the note alone (the SysEx waits for an empty packet), then
         // F0..F0 and the clocks, then F7..F0 .. F7..F7, then the note-off.
         assert_eq!(sent[0].recorded, vec![vec![0x90, 0x3C, 0x64]]);

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::journal::{GuardTimer, JournalReceiver, JournalSender};
-use crate::midi::{status, MidiMessage, ShortMessage};
+use crate::midi::{status, MidiMessage, ShortMessage, MAX_SYSEX};
 use crate::outbox::{Outbox, OutboxConfig};
 use crate::rng::Rng;
 use crate::sysex::SysExAssembler;
@@ -24,8 +24,6 @@ use crate::wire::rtp::{self, SeqExtender};
 pub const PAYLOAD_TYPE: u8 = rtp::PAYLOAD_TYPE_MIDI;
 /// Bytes of the RTP header we emit (no CSRC, no extension).
 const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
-/// Longest SysEx taken from a peer by default: patch dumps and firmware run to hundreds of KiB.
-pub const MAX_SYSEX: usize = 1 << 20;
 /// Room always left for commands next to the journal (the journal drops detail to fit).
 const MIN_COMMAND_ROOM: usize = 64;
 

@@ -9,8 +9,7 @@
 //! - A status byte arriving before a message is complete drops that message (counted); a data
 //!   byte with no status to belong to is dropped (counted); so is a stray F7.
 //! - SysEx longer than the limit is dropped (counted once) and skipped to its end.
-use crate::midi::{self, status, MidiMessage, ShortMessage};
-use crate::sysex::DEFAULT_LIMIT;
+use crate::midi::{self, status, MidiMessage, ShortMessage, MAX_SYSEX};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
@@ -35,7 +34,7 @@ pub struct StreamParser {
 
 impl Default for StreamParser {
     fn default() -> Self {
-        Self::new(DEFAULT_LIMIT)
+        Self::new(MAX_SYSEX)
     }
 }
 

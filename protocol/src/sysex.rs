@@ -1,10 +1,7 @@
 //! Reassembly of SysEx segments (RFC 6295 §3.2 Figure 5) received across packets into whole
 //! `F0 .. F7` messages, up to a size limit.
-use crate::midi::{self, status, MidiMessage};
+use crate::midi::{self, status, MidiMessage, MAX_SYSEX};
 use crate::wire::midi_list::{SegmentKind, SysExSegment};
-
-/// Default limit on a reassembled message, `F0` and `F7` included.
-pub const DEFAULT_LIMIT: usize = 64 * 1024;
 
 /// Why a SysEx message was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +43,7 @@ pub struct SysExAssembler {
 
 impl Default for SysExAssembler {
     fn default() -> Self {
-        Self::new(DEFAULT_LIMIT)
+        Self::new(MAX_SYSEX)
     }
 }
 

@@ -1,16 +1,18 @@
 //! An in-memory sequencer for unit tests of the daemon.
 //!
 //! Tests push what local applications would send or do (`push_*`) and read what the daemon
-//! sent (`take_sent`). The fd is one end of a socket pair made readable while input waits,
-//! so a poll loop wakes for it as for the real one.
+//! sent (`take_sent`). The fd is readable while input waits, so a poll loop wakes for it as
+//! for the real one.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::stream::{Message, Messages};
+use protocol::midi::MidiMessage;
+use protocol::stream::StreamParser;
+
+use super::ready::ReadyFd;
 use super::{PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription};
 
 /// A message given to `send_at`: port, destination, delay, bytes.
@@ -30,14 +32,11 @@ pub struct FakeSequencer {
     connections: Vec<(SeqAddr, SeqAddr)>,
     /// Messages `send` accepts before it reports a full sequencer.
     room: Option<usize>,
-    readable: UnixStream,
-    waker: UnixStream,
+    ready: ReadyFd,
 }
 
 impl FakeSequencer {
     pub fn new() -> io::Result<Self> {
-        let (readable, waker) = UnixStream::pair()?;
-        readable.set_nonblocking(true)?;
         Ok(FakeSequencer {
             ports: BTreeMap::new(),
             next_port: 0,
@@ -49,8 +48,7 @@ impl FakeSequencer {
             watching: false,
             connections: Vec::new(),
             room: None,
-            readable,
-            waker,
+            ready: ReadyFd::new()?,
         })
     }
 
@@ -68,19 +66,21 @@ impl FakeSequencer {
     }
 
     pub fn push(&mut self, input: SeqInput) {
-        if self.inbox.is_empty() {
-            // Readable until the inbox is drained; a lost wake-up byte only delays.
-            let _ = self.waker.write_all(&[1]);
-        }
         self.inbox.push_back(input);
+        self.ready.set(true);
     }
 
+    /// What a local application sending `bytes` to `port` makes: one input a message.
     pub fn push_midi(&mut self, port: PortId, source: SeqAddr, bytes: &[u8]) {
-        self.push(SeqInput::Midi {
-            port,
-            source,
-            bytes: bytes.to_vec(),
+        let inbox = &mut self.inbox;
+        StreamParser::default().feed(bytes, |message| {
+            inbox.push_back(SeqInput::Midi {
+                port,
+                source,
+                message,
+            })
         });
+        self.ready.set(!self.inbox.is_empty());
     }
 
     pub fn push_subscribed(&mut self, sub: Subscription) {
@@ -117,27 +117,18 @@ impl FakeSequencer {
         std::mem::take(&mut self.timed)
     }
 
-    /// The messages of `midi`, or a full sequencer's error when the room is used up.
-    fn accept(&mut self, port: PortId, midi: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    /// The bytes of `message`, or a full sequencer's error when the room is used up.
+    fn accept(&mut self, port: PortId, message: &MidiMessage) -> io::Result<Vec<u8>> {
         if !self.ports.contains_key(&port) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         }
-        let messages: Vec<Vec<u8>> = Messages::new(midi)
-            .map(|m| match m {
-                Message::Short(s) => s.as_bytes().to_vec(),
-                Message::SysEx(b) => b.to_vec(),
-            })
-            .collect();
         if let Some(room) = self.room {
-            if room == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "fake sequencer full",
-                ));
-            }
-            self.room = Some(room.saturating_sub(messages.len()));
+            self.room =
+                Some(room.checked_sub(1).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::WouldBlock, "fake sequencer full")
+                })?);
         }
-        Ok(messages)
+        Ok(message.as_bytes().to_vec())
     }
 
     /// Makes `send` accept `messages` more messages, then fail as a full sequencer does;
@@ -149,7 +140,7 @@ impl FakeSequencer {
 
 impl Sequencer for FakeSequencer {
     fn fds(&self) -> io::Result<Vec<RawFd>> {
-        Ok(vec![self.readable.as_raw_fd()])
+        Ok(vec![self.ready.fd()])
     }
 
     fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId> {
@@ -170,17 +161,13 @@ impl Sequencer for FakeSequencer {
 
     fn recv(&mut self) -> io::Result<Option<SeqInput>> {
         let input = self.inbox.pop_front();
-        if self.inbox.is_empty() {
-            let mut buf = [0u8; 16];
-            while self.readable.read(&mut buf).is_ok_and(|n| n > 0) {}
-        }
+        self.ready.set(!self.inbox.is_empty());
         Ok(input)
     }
 
-    fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
-        let messages = self.accept(port, midi)?;
-        self.sent
-            .extend(messages.into_iter().map(|m| (port, to, m)));
+    fn send(&mut self, port: PortId, to: Option<SeqAddr>, message: &MidiMessage) -> io::Result<()> {
+        let bytes = self.accept(port, message)?;
+        self.sent.push((port, to, bytes));
         Ok(())
     }
 
@@ -188,12 +175,11 @@ impl Sequencer for FakeSequencer {
         &mut self,
         port: PortId,
         to: Option<SeqAddr>,
-        midi: &[u8],
+        message: &MidiMessage,
         after: Duration,
     ) -> io::Result<()> {
-        let messages = self.accept(port, midi)?;
-        self.timed
-            .extend(messages.into_iter().map(|m| (port, to, after, m)));
+        let bytes = self.accept(port, message)?;
+        self.timed.push((port, to, after, bytes));
         Ok(())
     }
 
@@ -284,9 +270,11 @@ mod tests {
         let mut seq = FakeSequencer::new().unwrap();
         let port = seq.create_port("a", PortCaps::DUPLEX).unwrap();
         assert_eq!(seq.port("a"), Some(port));
+        let message = |bytes: &[u8]| MidiMessage::from_bytes(bytes).unwrap();
         seq.set_room(Some(2));
-        seq.send(port, None, &[0x90, 60, 1, 61, 1]).unwrap();
-        let err = seq.send(port, None, &[0xF8]).unwrap_err();
+        seq.send(port, None, &message(&[0x90, 60, 1])).unwrap();
+        seq.send(port, None, &message(&[0x90, 61, 1])).unwrap();
+        let err = seq.send(port, None, &message(&[0xF8])).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(
             seq.take_sent(),
@@ -296,13 +284,13 @@ mod tests {
             ]
         );
         seq.set_room(None);
-        seq.send_at(port, None, &[0xF8], Duration::from_millis(3))
+        seq.send_at(port, None, &message(&[0xF8]), Duration::from_millis(3))
             .unwrap();
         assert_eq!(
             seq.take_timed(),
             [(port, None, Duration::from_millis(3), vec![0xF8])]
         );
         seq.delete_port(port).unwrap();
-        assert!(seq.send(port, None, &[0xF8]).is_err());
+        assert!(seq.send(port, None, &message(&[0xF8])).is_err());
     }
 }

@@ -1,17 +1,19 @@
 //! The seam between the daemon and the ALSA sequencer.
 //!
-//! The daemon sees MIDI bytes (what RTP-MIDI carries) and subscription notices; only
-//! `alsa.rs` talks to libasound. `fake.rs` keeps queues in memory so the rest of the daemon
-//! is tested in ordinary unit tests. `stream.rs` splits and joins the bytes for both.
+//! The daemon sees whole MIDI messages ([`MidiMessage`], split once, on the way in) and
+//! subscription notices; only `alsa.rs` talks to libasound. `fake.rs` keeps queues in memory so
+//! the rest of the daemon is tested in ordinary unit tests.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use protocol::midi::MidiMessage;
+
 pub mod alsa;
 #[cfg(test)]
 pub mod fake;
-mod stream;
+mod ready;
 
 /// A port of our own client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,14 +97,14 @@ pub struct PortInfo {
 /// What [`Sequencer::recv`] returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SeqInput {
-    /// One or more complete MIDI messages that arrived on `port` from `source`, with
-    /// status bytes (no running status). A SysEx is whole (`F0 .. F7`) and alone, however
-    /// many ALSA events carried it. A 14-bit controller, NRPN or RPN event comes as the
-    /// control changes it stands for.
+    /// A MIDI message that arrived on `port` from `source`. One message an input, so that a
+    /// short one travels inline, without a heap allocation; a SysEx is whole (at most
+    /// [`protocol::midi::MAX_SYSEX`] bytes), however many ALSA events carried it. A 14-bit
+    /// controller, NRPN or RPN event comes as the control changes it stands for, one an input.
     Midi {
         port: PortId,
         source: SeqAddr,
-        bytes: Vec<u8>,
+        message: MidiMessage,
     },
     Subscribed(Subscription),
     Unsubscribed(Subscription),
@@ -121,19 +123,19 @@ pub enum SeqInput {
 /// Non-blocking throughout: `recv` returns `Ok(None)` when nothing is waiting, and what the
 /// sequencer cannot take yet waits in a bounded backlog until [`flush`](Sequencer::flush).
 pub trait Sequencer {
-    /// Descriptors to poll: readable when `recv` has input, writable when `flush` can make
-    /// progress.
+    /// Descriptors to poll: one of them is readable while `recv` has input (input already
+    /// read from the kernel included), writable when `flush` can make progress. Poll them all.
     fn fds(&self) -> io::Result<Vec<RawFd>>;
     /// Creates a port on our client named `name`.
     fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId>;
     fn delete_port(&mut self, port: PortId) -> io::Result<()>;
     /// The next input, or `None` once drained.
     fn recv(&mut self) -> io::Result<Option<SeqInput>>;
-    /// Sends complete MIDI messages (running status allowed, SysEx of any length) from `port`
-    /// to its subscribers, or only to `to` when given, at once. A message is taken whole or not at all: when the backlog
-    /// is full the call fails with [`io::ErrorKind::WouldBlock`] and nothing of `midi` is sent.
-    /// Bytes that form no message (stray data bytes, an unterminated SysEx) are skipped.
-    fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()>;
+    /// Sends `message` (a SysEx of any length) from `port` to its subscribers, or only to `to`
+    /// when given, at once. It is taken whole or not at all: when the backlog is full the call
+    /// fails with [`io::ErrorKind::WouldBlock`]. Messages ALSA has no event for (F4, F5, F9,
+    /// FD) are skipped.
+    fn send(&mut self, port: PortId, to: Option<SeqAddr>, message: &MidiMessage) -> io::Result<()>;
     /// Like [`send`](Sequencer::send), but delivered `after` from now by the sequencer's
     /// queue. Messages scheduled for the same time leave in the order they were given; a SysEx
     /// still paced out holds back the non-realtime messages behind it.
@@ -141,7 +143,7 @@ pub trait Sequencer {
         &mut self,
         port: PortId,
         to: Option<SeqAddr>,
-        midi: &[u8],
+        message: &MidiMessage,
         after: Duration,
     ) -> io::Result<()>;
     /// Reports the ports of other clients as [`SeqInput::PortStarted`] and
@@ -177,17 +179,17 @@ impl Sequencer for Box<dyn Sequencer> {
     fn recv(&mut self) -> io::Result<Option<SeqInput>> {
         (**self).recv()
     }
-    fn send(&mut self, port: PortId, to: Option<SeqAddr>, midi: &[u8]) -> io::Result<()> {
-        (**self).send(port, to, midi)
+    fn send(&mut self, port: PortId, to: Option<SeqAddr>, message: &MidiMessage) -> io::Result<()> {
+        (**self).send(port, to, message)
     }
     fn send_at(
         &mut self,
         port: PortId,
         to: Option<SeqAddr>,
-        midi: &[u8],
+        message: &MidiMessage,
         after: Duration,
     ) -> io::Result<()> {
-        (**self).send_at(port, to, midi, after)
+        (**self).send_at(port, to, message, after)
     }
     fn watch_ports(&mut self) -> io::Result<()> {
         (**self).watch_ports()

@@ -5,7 +5,8 @@
 # The probe must also see the whole SysEx as one message and both subscriptions with names.
 # Then a second probe sends a 100 KiB SysEx to aseqdump, which must get it all (paced output:
 # aseqdump's input FIFO holds only about 18 chunks). First of all, the unit tests of src/seq
-# run in the guest with the ones that need a kernel sequencer (--include-ignored).
+# run in the guest with the ones that need a kernel sequencer (--include-ignored), and so does
+# the check that reading MIDI from the kernel allocates nothing (tests/steady_state_alloc.rs).
 #
 # Usage: tests/vm/seq_probe.sh      (on the host: builds the probe, writes the .mid, boots)
 #        seq_probe.sh --guest       (inside the VM, next to seq_probe and probe.mid)
@@ -16,14 +17,20 @@ if [ "${1:-}" != --guest ]; then
     repo=$(cd "$here/../.." && pwd)
     (cd "$repo" && cargo build -q --example seq_probe)
     probe=${CARGO_TARGET_DIR:-$repo/target}/debug/examples/seq_probe
-    unit=$(cd "$repo" && cargo test -q --example seq_probe --no-run --message-format=json |
-        python3 -c '
+    test_binary() { # NAME CARGO-TEST-ARGS...: prints the test executable of target NAME
+        name=$1
+        shift
+        (cd "$repo" && cargo test -q "$@" --no-run --message-format=json) | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "seq_probe" and m["profile"]["test"]:
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m["profile"]["test"]:
+        print(m["executable"])' "$name"
+    }
+    unit=$(test_binary seq_probe --example seq_probe)
     [ -x "$unit" ] || { echo "seq_probe: no unit test binary" >&2; exit 1; }
+    alloc=$(test_binary steady_state_alloc --test steady_state_alloc)
+    [ -x "$alloc" ] || { echo "seq_probe: no steady_state_alloc test binary" >&2; exit 1; }
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     python3 - "$tmp" <<'EOF'
@@ -56,7 +63,7 @@ big[0], big[-1] = 0xF0, 0xF7
 with open(out + "/big.hex", "w") as f:
     f.write(" ".join("%02X" % b for b in big) + "\n")
 EOF
-    exec "$here/run.sh" --timeout 90 --copy "$0:seq_probe.sh" --copy "$probe:seq_probe" --copy "$unit:unit_tests" \
+    exec "$here/run.sh" --timeout 90 --copy "$0:seq_probe.sh" --copy "$probe:seq_probe" --copy "$unit:unit_tests" --copy "$alloc:alloc_tests" \
         --copy "$tmp/probe.mid:probe.mid" --copy "$tmp/sysex.hex:sysex.hex" --copy "$tmp/big.hex:big.hex" \
         -- /bin/sh seq_probe.sh --guest
 fi
@@ -83,6 +90,9 @@ wait_for() { wait_until "$3" grep -qs "$2" "$1"; } # FILE PATTERN WHAT
 
 ./unit_tests --include-ignored -q >unit.log 2>&1 || { cat unit.log; fail "unit tests"; }
 echo "seq_probe: $(grep 'test result' unit.log)"
+./alloc_tests --include-ignored --exact --nocapture midi_from_the_kernel_sequencer_does_not_allocate \
+    >alloc.log 2>&1 || { cat alloc.log; fail "no steady state without allocations"; }
+echo "seq_probe: $(grep 'events from the kernel' alloc.log)"
 
 ./seq_probe --echo >probe.log 2>&1 &
 wait_for probe.log '^ready ' "the probe to start"
