@@ -9,6 +9,7 @@ mod mdns;
 mod net;
 mod playout;
 mod reload;
+mod resolver;
 mod seq;
 
 use std::process::ExitCode;
