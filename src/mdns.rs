@@ -194,6 +194,17 @@ impl Mdns {
 
     /// Reads what `fd` has (up to a batch); true if it may have more.
     pub fn read(&mut self, now: Instant, fd: RawFd) -> bool {
+        self.read_tap(now, fd, &mut |_, _, _| {})
+    }
+
+    /// [`Mdns::read`], also showing every datagram to `tap` with the index of the interface
+    /// it came in on: the resolver's `.local` lookups take their answers from there.
+    pub fn read_tap(
+        &mut self,
+        now: Instant,
+        fd: RawFd,
+        tap: &mut dyn FnMut(SocketAddr, u32, &[u8]),
+    ) -> bool {
         let Some(socket) = [&self.v4, &self.v6]
             .into_iter()
             .flatten()
@@ -211,6 +222,7 @@ impl Mdns {
                     if let Some(iface) = self.interfaces.iter_mut().find(|i| i.index == index) {
                         iface.responder.handle_datagram(now, from, bytes);
                         iface.browser.handle_datagram(now, from, bytes);
+                        tap(from, index, bytes);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -222,6 +234,19 @@ impl Mdns {
         }
         self.flush(now);
         more
+    }
+
+    /// Sends a one-shot query (a resolver's `.local` lookup) to both groups on every
+    /// interface.
+    #[allow(dead_code)] // Until the daemon wires `crate::resolver` in.
+    pub fn send_query(&mut self, payload: &[u8]) {
+        let t = Transmit {
+            dst: Destination::Multicast,
+            payload: payload.to_vec(),
+        };
+        for iface in &self.interfaces {
+            send(&self.v4, &self.v6, iface, &t);
+        }
     }
 
     /// Runs what is due: the state machines' timers and the interface scan.

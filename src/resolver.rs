@@ -205,11 +205,18 @@ impl Resolver {
         self.mdns_queries.pop_front()
     }
 
-    /// A datagram the daemon's mDNS sockets received.
-    pub fn handle_mdns_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+    /// A datagram the daemon's mDNS sockets received on interface `if_index` (the `tap` of
+    /// `Mdns::read_tap`): link-local IPv6 addresses in its answers are on that interface.
+    pub fn handle_mdns_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        if_index: u32,
+        bytes: &[u8],
+    ) {
         self.core
             .handle_mdns_datagram(now, net::canonical(from), bytes);
-        self.flush();
+        self.flush_scoped(if_index);
     }
 
     /// Replies dropped as malformed, stray or spoofed.
@@ -217,8 +224,14 @@ impl Resolver {
         self.core.stats()
     }
 
-    /// Sends what the core wants sent and collects its events.
     fn flush(&mut self) {
+        self.flush_scoped(0);
+    }
+
+    /// Sends what the core wants sent and collects its events; link-local IPv6 addresses
+    /// without a scope of their own get `link_scope` (the interface an mDNS answer came in
+    /// on, 0 if none).
+    fn flush_scoped(&mut self, link_scope: u32) {
         let mut payload = Vec::new();
         while let Some(t) = self.core.poll_transmit(&mut payload) {
             let bytes = &payload[..t.size];
@@ -244,14 +257,17 @@ impl Resolver {
         }
         while let Some(event) = self.core.poll_event() {
             let id = event.id();
-            let Some((port, scope)) = self.wanted.remove(&id) else {
+            let Some((port, mut scope)) = self.wanted.remove(&id) else {
                 continue;
             };
+            if scope == 0 {
+                scope = link_scope;
+            }
             let result = match event {
                 Event::Resolved(_, addrs) => Ok(addrs
                     .into_iter()
                     .map(|ip| match ip {
-                        IpAddr::V6(v6) if scope != 0 => {
+                        IpAddr::V6(v6) if scope != 0 && v6.is_unicast_link_local() => {
                             SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope))
                         }
                         ip => SocketAddr::new(ip, port),
@@ -586,7 +602,9 @@ mod tests {
         let median = calls[calls.len() / 2];
         let max = *calls.last().unwrap();
         eprintln!("{} calls: median {median:?}, max {max:?}", calls.len());
+        let p99 = calls[calls.len() * 99 / 100];
         assert!(median < Duration::from_micros(200), "median {median:?}");
+        assert!(p99 < Duration::from_millis(1), "99th percentile {p99:?}");
         // Never anything like a timeout's wait (a loaded machine may preempt a call).
         assert!(max < Duration::from_millis(20), "max {max:?}");
         drop(silent);
@@ -645,12 +663,31 @@ mod tests {
             )],
             ..Message::response()
         };
-        resolver.handle_mdns_datagram(t, sa("192.168.1.30:5353"), &answer.to_bytes());
+        resolver.handle_mdns_datagram(t, sa("192.168.1.30:5353"), 3, &answer.to_bytes());
         assert_eq!(
             resolver.poll_done(),
             Some(Done {
                 id,
                 result: Ok(vec![sa("192.168.1.30:5004")])
+            })
+        );
+        // A link-local IPv6 answer is on the interface it came in on.
+        let id = resolver.lookup(t, "studio.local", 5004);
+        let aaaa = |a: &str| {
+            let data = RData::Aaaa(a.parse().unwrap());
+            Record::new(query.questions[0].name.clone(), 120, true, data)
+        };
+        let answer = Message {
+            answers: vec![aaaa("fe80::30"), aaaa("2001:db8::30")],
+            ..Message::response()
+        };
+        resolver.handle_mdns_datagram(t, sa("[fe80::30%3]:5353"), 3, &answer.to_bytes());
+        let both = vec![sa("[fe80::30%3]:5004"), sa("[2001:db8::30]:5004")];
+        assert_eq!(
+            resolver.poll_done(),
+            Some(Done {
+                id,
+                result: Ok(both)
             })
         );
     }
