@@ -224,7 +224,7 @@ impl Resolver {
             return id;
         }
         let start = if self.conf.rotate {
-            self.rotation = self.rotation.wrapping_add(1);
+            self.rotation = (self.rotation + 1) % self.servers.len();
             self.rotation
         } else {
             0
@@ -479,7 +479,7 @@ impl Resolver {
             dns.servfail = true;
             return self.next_name(now, id, dns);
         }
-        dns.server = self.servers[(dns.start + dns.tries) % n];
+        dns.server = self.servers[(dns.start % n + dns.tries % n) % n];
         dns.tries += 1;
         dns.deadline = now + self.conf.timeout.max(Duration::from_millis(1));
         let name = dns.names[dns.current].clone();
