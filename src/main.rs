@@ -9,6 +9,7 @@ mod mdns;
 mod net;
 mod playout;
 mod reload;
+mod resolver;
 mod router;
 mod seq;
 

@@ -191,8 +191,15 @@ impl Mdns {
         self.flush(now);
     }
 
-    /// Reads what `fd` has (up to a batch); true if it may have more.
-    pub fn read(&mut self, now: Instant, fd: RawFd) -> bool {
+    /// Reads what `fd` has (up to a batch); true if it may have more. Every datagram is also
+    /// shown to `tap` with the index of the interface it came in on: the resolver's `.local`
+    /// lookups take their answers from there.
+    pub fn read_tap(
+        &mut self,
+        now: Instant,
+        fd: RawFd,
+        tap: &mut dyn FnMut(SocketAddr, u32, &[u8]),
+    ) -> bool {
         let Some(socket) = [&self.v4, &self.v6]
             .into_iter()
             .flatten()
@@ -210,6 +217,7 @@ impl Mdns {
                     if let Some(iface) = self.interfaces.iter_mut().find(|i| i.index == index) {
                         iface.responder.handle_datagram(now, from, bytes);
                         iface.browser.handle_datagram(now, from, bytes);
+                        tap(from, index, bytes);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -221,6 +229,18 @@ impl Mdns {
         }
         self.flush(now);
         more
+    }
+
+    /// Sends a one-shot query (a resolver's `.local` lookup) to both groups on every
+    /// interface.
+    pub fn send_query(&mut self, payload: &[u8]) {
+        let t = Transmit {
+            dst: Destination::Multicast,
+            payload: payload.to_vec(),
+        };
+        for iface in &self.interfaces {
+            send(&self.v4, &self.v6, iface, &t);
+        }
     }
 
     /// Runs what is due: the state machines' timers and the interface scan.

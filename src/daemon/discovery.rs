@@ -35,6 +35,9 @@ impl Daemon {
             }
         }
         self.mdns = Some(mdns);
+        if let Some(names) = self.names.as_mut() {
+            names.resolver.set_mdns(true); // `.local` names through our own querier
+        }
         let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
         for id in ids {
             self.announce(ctx, id);
@@ -57,10 +60,19 @@ impl Daemon {
     fn read_mdns(&mut self, ctx: &mut Ctx, event: reactor::Event) {
         let now = self.now(ctx);
         if let Some(mdns) = self.mdns.as_mut() {
-            if mdns.read(now, event.fd) {
+            let mut names = self.names.as_mut();
+            let mut tap = |from, if_index, bytes: &[u8]| {
+                if let Some(names) = names.as_mut() {
+                    names
+                        .resolver
+                        .handle_mdns_datagram(now, from, if_index, bytes);
+                }
+            };
+            if mdns.read_tap(now, event.fd, &mut tap) {
                 let _ = ctx.reregister(event.source, Interest::READABLE);
             }
         }
+        self.finish_lookups(now);
         self.mdns_events(ctx);
         self.pump(ctx);
     }

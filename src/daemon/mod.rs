@@ -3,7 +3,7 @@
 //! the router answers. Policy lives in `router`; this only translates.
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
@@ -25,6 +25,7 @@ use crate::seq::Sequencer;
 
 mod discovery;
 mod listener;
+mod names;
 mod requests;
 mod setup;
 
@@ -110,6 +111,7 @@ pub struct Daemon {
     signals_seen: u32,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
+    names: Option<names::Names>,
     seed: u64,
     pub(crate) ops: Ops,
 }
@@ -153,6 +155,7 @@ impl Daemon {
             signals_seen: 0,
             mdns: None,
             mdns_sources: Vec::new(),
+            names: None,
             seed,
             ops: Ops::default(),
         })
@@ -184,6 +187,7 @@ impl Daemon {
                 self.seq_sources.push(source);
             }
         }
+        self.start_names(ctx)?;
         self.apply_sections(ctx)?;
         self.open_control(ctx, control_required)?;
         if let Some(path) = &path {
@@ -285,6 +289,7 @@ impl Daemon {
             listener.endpoint.handle_timeout(now);
         }
         self.router.handle_timeout(now);
+        self.finish_lookups(now);
         loop {
             // A failure is logged where it happens; the rest goes on.
             let _ = self.run_actions(ctx);
@@ -319,6 +324,7 @@ impl Daemon {
             .values()
             .filter_map(|l| l.endpoint.poll_timeout())
             .chain(self.router.poll_timeout())
+            .chain(self.names.as_ref().and_then(|n| n.poll_timeout()))
             .min();
         match deadline {
             Some(at) => ctx.set_timer(TimerId::Protocol, to_std_time(self.origin, at)),
@@ -453,27 +459,7 @@ impl Daemon {
                     bridge.remove_peer(port);
                 }
             }
-            Action::Connect { connection, target } => match resolve(&target.host, target.port) {
-                Ok(addr) => {
-                    info!("connecting to {addr}");
-                    let main = self.router.main();
-                    if let Some(l) = self.listeners.get_mut(&main) {
-                        let session = l.endpoint.connect(now, addr);
-                        self.router.connecting(
-                            connection,
-                            SessionKey {
-                                listener: main,
-                                session,
-                            },
-                            addr.ip(),
-                        );
-                    }
-                }
-                Err(e) => {
-                    warn!("cannot resolve {}: {e}", target.host);
-                    self.router.connect_failed(now, connection);
-                }
-            },
+            Action::Connect { connection, target } => self.look_up(now, connection, &target),
             Action::Close(key) => {
                 let session = self
                     .listeners
@@ -626,15 +612,6 @@ fn send_to_all(
             session.send_midi(now, message.clone());
         }
     }
-}
-
-/// Host names are resolved with the system resolver; the first address wins.
-fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
-    (host, port)
-        .to_socket_addrs()?
-        .next()
-        .map(net::canonical)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
 }
 
 fn to_protocol_time(origin: StdInstant, t: StdInstant) -> Instant {
