@@ -495,8 +495,8 @@ impl Router {
             c.retry_at = None;
             if let Some(key) = c.session.take() {
                 info!(
-                    "nothing is connected to {} any more: closing its session",
-                    c.label()
+                    "nothing is connected to {}:{} any more: closing its session",
+                    c.target.host, c.target.port
                 );
                 self.actions.push_back(Action::Close(key));
                 if let Some(peer) = self.peers.get_mut(&key) {
@@ -692,7 +692,10 @@ impl Router {
             c.session = None;
             if c.wanted && !stopping {
                 c.retry_at = Some(now + c.backoff);
-                info!("reconnecting to {} in {:?}", c.label(), c.backoff);
+                info!(
+                    "reconnecting to {}:{} in {:?}",
+                    c.target.host, c.target.port, c.backoff
+                );
                 c.backoff = (c.backoff * 2).min(RECONNECT_MAX);
             }
             return;

@@ -10,11 +10,8 @@
 //! [writable]` and `port exited ADDR` for other clients' ports.
 //!
 //! Usage: seq_probe [--echo] [--sysex N] [--time] [--watch]
-//!
-//! `cargo test --example seq_probe` runs the unit tests of src/seq/ until the daemon's
-//! main.rs includes the module.
 
-#[path = "../src/seq/mod.rs"]
+#[path = "../../src/seq/mod.rs"]
 #[allow(dead_code)]
 mod seq;
 
