@@ -3,10 +3,13 @@ mod bridge;
 mod cli;
 mod config;
 mod control;
+mod control_adapter;
+mod ctl;
 mod daemon;
 mod json;
 mod mdns;
 mod net;
+mod options;
 mod playout;
 mod reload;
 mod seq;
@@ -15,8 +18,9 @@ use std::process::ExitCode;
 
 use log::{error, LevelFilter};
 
-use crate::cli::{Command, Options};
-use crate::daemon::{Daemon, Settings};
+use crate::cli::Command;
+use crate::config::CommandLine;
+use crate::daemon::Daemon;
 
 /// Exit status for a bad command line, as getopts users expect.
 const EXIT_USAGE: u8 = 2;
@@ -32,21 +36,19 @@ fn main() -> ExitCode {
             println!("rtpmidid {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Ctl(ctl)) => control::run_ctl(&ctl),
-        Ok(Command::Run(options)) => {
+        Ok(Command::Ctl(ctl)) => ctl::client::run(&ctl),
+        Ok(Command::Run(command_line)) => {
             // A broken configuration file: say where, and do not start.
-            let (path, file) = match config::load(&options) {
+            let (path, file) = match config::load(&command_line) {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("rtpmidid: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            let settings = config::resolve(&options, &file, config::hostname);
-            // A control socket asked for must open; the default one may be missing.
-            let control_required = options.control.is_some() || file.control.is_some();
+            let settings = config::resolve(&command_line, &file, config::hostname);
             init_logging(settings.log_level);
-            match run(*options, path, settings, control_required) {
+            match run(*command_line, path, settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     error!("{message}");
@@ -78,12 +80,12 @@ fn init_logging(level: LevelFilter) {
 }
 
 fn run(
-    options: Options,
+    command_line: CommandLine,
     path: Option<std::path::PathBuf>,
     config: config::Settings,
-    control_required: bool,
 ) -> Result<(), String> {
-    let settings = Settings {
+    // Until the daemon takes `config::Settings` itself.
+    let settings = daemon::Settings {
         name: config.name.clone(),
         port: config.port,
         bind: config.bind.clone(),
@@ -107,7 +109,7 @@ fn run(
     reactor
         .watch_signals(&reactor::DAEMON_SIGNALS, daemon::on_signal)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
-    let sequencer: Option<Box<dyn seq::Sequencer>> = if options.no_alsa {
+    let sequencer: Option<Box<dyn seq::Sequencer>> = if !config.alsa {
         None
     } else {
         let mut seq = seq::alsa::AlsaSequencer::open(&config.alsa_name).map_err(|e| {
@@ -126,7 +128,14 @@ fn run(
     let mut daemon = Daemon::new(settings, sequencer, seed())
         .map_err(|e| format!("cannot start on UDP port {}: {e}", config.port))?;
     // Before `start`, which opens the first sessions: they get the file's timeouts.
-    daemon.start_ops(reactor.context(), options, path, config, control_required)?;
+    let control_required = config.control_required;
+    daemon.start_ops(
+        reactor.context(),
+        command_line,
+        path,
+        config,
+        control_required,
+    )?;
     daemon
         .start(reactor.context())
         .map_err(|e| format!("cannot register sockets: {e}"))?;

@@ -1,15 +1,24 @@
 //! Reload when the configuration file changes: an inotify watch on its folder (editors replace
 //! files by renaming, which a watch on the file itself would miss), registered with the loop.
 use std::ffi::OsString;
+use std::hash::Hash;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use log::debug;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use reactor::Interest;
+use reactor::{Context, Interest};
 
-use crate::daemon::{Ctx, Daemon};
+/// What the loop's state provides to reload when the file changes.
+pub trait Reload: Sized + 'static {
+    type Timer: Eq + Hash + Clone;
+
+    /// The watch, while there is one.
+    fn watch(&self) -> Option<&Watch>;
+
+    fn reload(&mut self, ctx: &mut Context<Self, Self::Timer>, why: &str);
+}
 
 pub struct Watch {
     inotify: Inotify,
@@ -17,7 +26,7 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn start(path: &Path, ctx: &mut Ctx) -> io::Result<Watch> {
+    pub fn start<R: Reload>(path: &Path, ctx: &mut Context<R, R::Timer>) -> io::Result<Watch> {
         let file_name = path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file"))?
@@ -32,7 +41,11 @@ impl Watch {
             dir,
             AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
         )?;
-        ctx.register(inotify.as_fd().as_raw_fd(), Interest::READABLE, on_change)?;
+        ctx.register(
+            inotify.as_fd().as_raw_fd(),
+            Interest::READABLE,
+            on_change::<R>,
+        )?;
         Ok(Watch { inotify, file_name })
     }
 
@@ -51,10 +64,9 @@ impl Watch {
     }
 }
 
-fn on_change(daemon: &mut Daemon, ctx: &mut Ctx, _event: reactor::Event) {
-    let changed = daemon.ops.watch.as_ref().is_some_and(Watch::ours);
-    if changed {
+fn on_change<R: Reload>(state: &mut R, ctx: &mut Context<R, R::Timer>, _event: reactor::Event) {
+    if state.watch().is_some_and(Watch::ours) {
         debug!("configuration file changed");
-        daemon.reload(ctx, "file changed");
+        state.reload(ctx, "file changed");
     }
 }

@@ -268,8 +268,9 @@ fn every_control_command_between_two_daemons() {
         "{}",
         e.err
     );
+    // A bad ALSA port is a bad command line: refused before it is sent.
     let e = a.ctl(&["export", "synth"]);
-    assert!(e.code == 1 && e.err.contains("bad ALSA port"), "{}", e.err);
+    assert!(e.code == 2 && e.err.contains("bad ALSA port"), "{}", e.err);
     let e = a.ctl(&["disconnect", "999"]);
     assert!(
         e.code == 1 && e.err.contains("no session with id 999"),
