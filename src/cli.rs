@@ -174,7 +174,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         playout_delay: value(&m, "playout-delay", options::playout_delay)?,
         export_auto: value(&m, "export-auto", AutoExport::parse)?,
         no_mdns: m.opt_present("no-mdns"),
-        mdns_interfaces: values(&m, "mdns-interface", options::name)?,
+        mdns_interfaces: values(&m, "mdns-interface", options::interface)?,
         config: value(&m, "config", path)?,
         control: value(&m, "control", path)?,
     })))

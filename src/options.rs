@@ -18,6 +18,14 @@ pub const DEFAULT_CONTROL: &str = "/run/rtpmidid/control.sock";
 pub const DEFAULT_ALSA_NAME: &str = "rtpmidid";
 /// A playout delay longer than this is surely a mistake (the unit is ms).
 pub const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
+/// Bytes of a name: an mDNS instance label and an ALSA client or port name take no more.
+pub const MAX_NAME: usize = 63;
+/// Bytes of a network interface's name (IFNAMSIZ less its NUL).
+pub const MAX_INTERFACE: usize = 15;
+/// Bytes of a host name (RFC 1035).
+pub const MAX_HOST: usize = 253;
+/// Shortest duration a timeout may have: the event loop keeps time in milliseconds.
+pub const MIN_DURATION: Duration = Duration::from_millis(10);
 /// Longest duration a timeout may have.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Longest clock sync period: peers end a session after 60 s without one.
@@ -112,7 +120,22 @@ pub fn name(text: &str) -> Result<String, String> {
     if text.chars().any(char::is_control) {
         return Err("control characters are not allowed".into());
     }
+    if text.len() > MAX_NAME {
+        return Err(format!(
+            "at most {MAX_NAME} bytes (mDNS and ALSA take no more)"
+        ));
+    }
     Ok(text.to_string())
+}
+
+/// A network interface's name, as `ip link` shows it.
+pub fn interface(text: &str) -> Result<String, String> {
+    if text.len() > MAX_INTERFACE {
+        return Err(format!(
+            "an interface name has at most {MAX_INTERFACE} bytes"
+        ));
+    }
+    name(text)
 }
 
 /// A host name or address, IPv6 with or without brackets.
@@ -123,6 +146,9 @@ pub fn host(text: &str) -> Result<String, String> {
     }
     if host.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err("a host name has no spaces".into());
+    }
+    if host.len() > MAX_HOST {
+        return Err(format!("a host name has at most {MAX_HOST} bytes"));
     }
     Ok(host.to_string())
 }
@@ -176,7 +202,7 @@ pub fn count(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("a count from 1 to {MAX_COUNT}"))
 }
 
-/// `10`, `10s`, `2.5s`, `500ms`: greater than zero, at most [`MAX_DURATION`].
+/// `10`, `10s`, `2.5s`, `500ms`: from [`MIN_DURATION`] to [`MAX_DURATION`].
 pub fn duration(text: &str) -> Result<Duration, String> {
     let (number, scale) = match text.strip_suffix("ms") {
         Some(ms) => (ms, 0.001),
@@ -187,9 +213,9 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         .parse::<f64>()
         .ok()
         .map(|n| n * scale)
-        .filter(|secs| *secs > 0.0 && *secs <= MAX_DURATION.as_secs_f64())
+        .filter(|secs| (MIN_DURATION.as_secs_f64()..=MAX_DURATION.as_secs_f64()).contains(secs))
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| "a duration such as 10, 2.5s or 500ms, up to 1 hour".into())
+        .ok_or_else(|| "a duration such as 10, 2.5s or 500ms, from 10ms to 1 hour".into())
 }
 
 #[cfg(test)]
@@ -238,5 +264,14 @@ mod tests {
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("2.5s"), Ok(Duration::from_millis(2500)));
         assert!(duration("0").is_err() && duration("3601").is_err() && duration("soon").is_err());
+        assert_eq!(duration("10ms"), Ok(MIN_DURATION));
+        for tiny in ["0.000000001", "1e-9", "9ms", "-1", "NaN", "inf"] {
+            assert!(duration(tiny).is_err(), "{tiny}");
+        }
+        let long = "x".repeat(MAX_NAME + 1);
+        assert!(name(&long).unwrap_err().contains("at most 63 bytes"));
+        assert!(name(&long[1..]).is_ok());
+        assert!(interface("a-very-long-ifname").is_err() && interface("eth0").is_ok());
+        assert!(host(&"h".repeat(MAX_HOST + 1)).is_err());
     }
 }

@@ -590,3 +590,51 @@ fn ctl_help_and_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// A FIFO given as the file, at start or renamed into place on reload, is refused at once.
+#[test]
+fn a_fifo_as_the_file_does_not_hang_start_or_reload() {
+    let dir = TempDir::new("fifo");
+    let fifo = dir.0.join("fifo.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--no-alsa", "--no-mdns", "-c"])
+        .arg(&fifo)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the start hangs on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fifo.conf: cannot read: a FIFO, not a regular file"),
+        "{err}"
+    );
+
+    let conf = dir.0.join("rtpmidid.conf");
+    write_config(&conf, "[general]\nname = Alpha\n");
+    let a = Daemon::start(&dir.0, "Alpha", &["-c", conf.to_str().unwrap()]);
+    std::fs::rename(&fifo, &conf).unwrap();
+    a.signal(Signal::SIGHUP);
+    wait_for("the refusal in the log", || {
+        let log = a.log_text();
+        (log.contains("configuration refused") && log.contains("a FIFO")).then_some(())
+    });
+    assert_eq!(a.ctl(&["status"]).code, 0, "the daemon still answers");
+}

@@ -187,7 +187,7 @@ pub static KEYS: &[Key] = &[
         Ok(())
     }),
     key(Mdns, "interfaces", |d, v| {
-        d.file.mdns.interfaces = list(v, options::name)?;
+        d.file.mdns.interfaces = list(v, options::interface)?;
         Ok(())
     }),
     key(Mdns, "include", |d, v| {

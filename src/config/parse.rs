@@ -3,11 +3,19 @@
 //! surrounding double quotes removed). Every error names the file and the line.
 use std::collections::BTreeSet;
 use std::fmt;
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::keys::{self, Draft, Section};
 use super::{Connection, Export, File, Listener};
 use crate::options::{self, DEFAULT_PORT};
+
+/// A bigger file is surely not a configuration file.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+/// Characters of the file's text an error quotes; the rest is cut.
+const MAX_QUOTED: usize = 80;
 
 /// What is wrong with a configuration file, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +29,8 @@ pub struct Error {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     Read(String),
+    /// Not text the parser can read: not UTF-8, or UTF-16.
+    Encoding(&'static str),
     /// Neither a header, a `key = value` nor a comment.
     Syntax(String),
     UnknownSection(String),
@@ -72,19 +82,26 @@ impl fmt::Display for Error {
         }
         match &self.kind {
             ErrorKind::Read(e) => write!(f, "cannot read: {e}"),
+            ErrorKind::Encoding(why) => write!(f, "{why}; save the file as UTF-8"),
             ErrorKind::Syntax(text) => {
-                write!(f, "expected [section] or key = value, found {text:?}")
+                write!(
+                    f,
+                    "expected [section] or key = value, found {:?}",
+                    Quoted(text)
+                )
             }
-            ErrorKind::UnknownSection(s) => write!(f, "unknown section [{s}]"),
+            ErrorKind::UnknownSection(s) => write!(f, "unknown section [{}]", Quoted(s)),
             ErrorKind::SectionName {
                 section,
                 wants_name: true,
             } => write!(f, "[{section}] needs a name: [{section} NAME]"),
             ErrorKind::SectionName { section, .. } => write!(f, "[{section}] takes no name"),
             ErrorKind::DuplicateSection(s) => write!(f, "section [{s}] appears twice"),
-            ErrorKind::KeyOutsideSection(k) => write!(f, "key {k:?} before any [section]"),
+            ErrorKind::KeyOutsideSection(k) => {
+                write!(f, "key {:?} before any [section]", Quoted(k))
+            }
             ErrorKind::UnknownKey { key, section } => {
-                write!(f, "unknown key {key:?} in [{section}]")
+                write!(f, "unknown key {:?} in [{section}]", Quoted(key))
             }
             ErrorKind::DuplicateKey { key, section } => {
                 write!(f, "key {key:?} appears twice in [{section}]")
@@ -93,7 +110,7 @@ impl fmt::Display for Error {
                 write!(f, "{key:?} in [{section}] is not supported yet: {why}")
             }
             ErrorKind::BadValue { key, value, why } => {
-                write!(f, "bad value {value:?} for {key:?}: {why}")
+                write!(f, "bad value {:?} for {key:?}: {why}", Quoted(value))
             }
             ErrorKind::MissingKey { key, section } => {
                 write!(f, "[{section}] needs a {key:?} key")
@@ -112,15 +129,91 @@ impl fmt::Display for Error {
     }
 }
 
-/// Reads and parses the file at `path`.
+/// Reads and parses the file at `path`: a regular file, opened without blocking, so a FIFO or
+/// a device given by mistake cannot hang the start or a reload.
 pub fn read(path: &Path) -> Result<File, Error> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error {
+    let error = |line, kind| Error {
         file: shown.clone(),
-        line: 0,
-        kind: ErrorKind::Read(e.to_string()),
-    })?;
-    parse(&shown, &text)
+        line,
+        kind,
+    };
+    let bytes = read_regular(path).map_err(|e| error(0, ErrorKind::Read(e)))?;
+    let text = decode(&bytes).map_err(|(line, why)| error(line, ErrorKind::Encoding(why)))?;
+    parse(&shown, text)
+}
+
+fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let kind = file.metadata().map_err(|e| e.to_string())?.file_type();
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a folder"
+    } else {
+        ""
+    };
+    if !what.is_empty() {
+        return Err(format!("{what}, not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(format!("larger than {MAX_FILE_SIZE} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// The file's bytes as UTF-8 text, or the line where they are not.
+fn decode(bytes: &[u8]) -> Result<&str, (usize, &'static str)> {
+    let line_at = |at: usize| bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return Err((1, "UTF-16 text (a byte-order mark FF FE or FE FF)"));
+    }
+    // UTF-16 without a mark: ASCII characters come with a NUL byte each.
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err((line_at(at), "a NUL byte (UTF-16 text?)"));
+    }
+    std::str::from_utf8(bytes).map_err(|e| (line_at(e.valid_up_to()), "not UTF-8 text"))
+}
+
+/// Text from the file as an error quotes it: cut after [`MAX_QUOTED`] characters, so a huge
+/// line is not echoed whole.
+struct Quoted<'a>(&'a str);
+
+impl Quoted<'_> {
+    /// The text kept, and whether some was cut.
+    fn kept(&self) -> (&str, bool) {
+        match self.0.char_indices().nth(MAX_QUOTED) {
+            None => (self.0, false),
+            Some((cut, _)) => (&self.0[..cut], true),
+        }
+    }
+}
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (text, cut) = self.kept();
+        write!(f, "{text}{}", if cut { "..." } else { "" })
+    }
+}
+
+impl fmt::Debug for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (text, cut) = self.kept();
+        write!(f, "{text:?}{}", if cut { "..." } else { "" })
+    }
 }
 
 /// A named section being read: its keys are checked when it ends.
@@ -134,6 +227,8 @@ struct Parser<'a> {
     file: &'a str,
     line: usize,
     draft: Draft,
+    /// The line of each section's `port` key, for clashes found at the end.
+    port_lines: Vec<(String, usize)>,
 }
 
 impl Parser<'_> {
@@ -191,6 +286,7 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
         file,
         line: 0,
         draft: Draft::default(),
+        port_lines: Vec::new(),
     };
     let mut section: Option<(Section, String)> = None;
     let mut pending: Option<Pending> = None;
@@ -221,6 +317,9 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
                     wants_name: found.named(),
                 }));
             }
+            if found.named() {
+                options::name(name).map_err(|why| parser.err(bad("section name", name, why)))?;
+            }
             // A name may appear once per kind; `[export x]` and `[connect x]` may coexist.
             let label = if name.is_empty() {
                 kind.to_string()
@@ -232,7 +331,6 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
             }
             parser.finish(pending.take())?;
             if found.named() {
-                options::name(name).map_err(|why| parser.err(bad("section name", name, why)))?;
                 pending = Some(Pending {
                     kind: found,
                     name: name.to_string(),
@@ -270,6 +368,9 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
             }));
         }
         (found.set)(&mut parser.draft, value).map_err(|why| parser.err(bad(key, value, why)))?;
+        if key == "port" {
+            parser.port_lines.push((label.clone(), parser.line));
+        }
     }
     parser.line = text.lines().count();
     parser.finish(pending.take())?;
@@ -302,16 +403,22 @@ fn check_ports(parser: &Parser<'_>) -> Result<(), Error> {
     let own = out
         .exports
         .iter()
-        .filter_map(|e| e.port.map(|p| (p, format!("[export {}]", e.name))))
+        .filter_map(|e| e.port.map(|p| (p, format!("export {}", e.name))))
         .chain(
             out.listeners
                 .iter()
-                .map(|l| (l.port, format!("[listener {}]", l.name))),
+                .map(|l| (l.port, format!("listener {}", l.name))),
         );
-    for (port, what) in own {
+    for (port, label) in own {
+        let what = format!("[{label}]");
         if let Some((other_port, other)) = used.iter().find(|(p, _)| port.abs_diff(*p) < 2) {
+            let line = parser
+                .port_lines
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map_or(0, |(_, line)| *line);
             return Err(parser.at(
-                0,
+                line,
                 ErrorKind::PortClash {
                     what,
                     port,
@@ -511,5 +618,136 @@ mod tests {
             let e = err(text).to_string();
             assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
         }
+    }
+
+    /// A scratch folder for files of odd kinds, removed at the end.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("rtpmidid-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn file(&self, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_a_fifo_does_not_block() {
+        let dir = Scratch::new("conf-kinds");
+        let fifo = dir.0.join("fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = read(&fifo).unwrap_err().to_string();
+        assert!(
+            e.ends_with("fifo.conf: cannot read: a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = read(Path::new("/dev/null")).unwrap_err().to_string();
+        assert!(e.contains("a device, not a regular file"), "{e}");
+        let e = read(&dir.0).unwrap_err().to_string();
+        assert!(e.contains("cannot read"), "{e}");
+        let big = dir.file("big.conf", &vec![b'#'; MAX_FILE_SIZE as usize + 1]);
+        let e = read(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_with_its_line() {
+        let dir = Scratch::new("conf-encoding");
+        let latin1 = dir.file("a.conf", b"[general]\n# caf\xe9\nname = x\n");
+        let e = read(&latin1).unwrap_err().to_string();
+        assert!(
+            e.ends_with("a.conf:2: not UTF-8 text; save the file as UTF-8"),
+            "{e}"
+        );
+        let utf16: Vec<u8> = "[general]\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let marked = dir.file("b.conf", &[&[0xff, 0xfe][..], &utf16].concat());
+        let e = read(&marked).unwrap_err().to_string();
+        assert!(e.contains("b.conf:1: UTF-16 text"), "{e}");
+        let unmarked = dir.file("c.conf", &[b"# ascii\n".as_slice(), &utf16].concat());
+        let e = read(&unmarked).unwrap_err().to_string();
+        assert!(e.contains("c.conf:2: a NUL byte"), "{e}");
+        let fine = dir.file("d.conf", "[general]\nname = Café\n".as_bytes());
+        assert_eq!(read(&fine).unwrap().name.as_deref(), Some("Café"));
+    }
+
+    #[test]
+    fn a_huge_line_is_not_echoed_whole() {
+        // 50 MB once; 1 MB elsewhere, which is already far past what an error may quote.
+        let huge = "x".repeat(1 << 20);
+        for text in [
+            format!("[general]\nname = {}\n", "x".repeat(50 << 20)),
+            format!("[general]\n{huge}\n"),
+            format!("[general]\n{huge} = 1\n"),
+            format!("[{huge}]\n"),
+            format!("[connect {huge}]\n"),
+        ] {
+            let e = err(&text).to_string();
+            assert!(e.starts_with("rtpmidid.conf:"), "{}", &e[..100]);
+            assert!(e.len() < 300, "{} bytes: {}...", e.len(), &e[..100]);
+        }
+    }
+
+    #[test]
+    fn names_and_durations_beyond_what_peers_take_are_refused() {
+        let long = "n".repeat(64);
+        for (text, want) in [
+            (format!("[general]\nname = {long}\n"), ":2: bad value"),
+            (format!("[general]\nalsa_name = {long}\n"), ":2: bad value"),
+            (format!("[connect {long}]\nhost = h\n"), ":1: bad value"),
+            (format!("[listener {long}]\nport = 7000\n"), ":1: bad value"),
+            (
+                format!("[connect a]\nhost = h\nlocal_port = {long}\n"),
+                ":3: bad value",
+            ),
+            (
+                "[mdns]\ninterfaces = eth0 averyverylongname0\n".into(),
+                ":2: bad value",
+            ),
+            (
+                "[timeouts]\nck_interval = 0.000000001\n".into(),
+                ":2: bad value",
+            ),
+            (
+                "[timeouts]\ninvite_interval = 1ms\n".into(),
+                ":2: bad value",
+            ),
+            (
+                "[timeouts]\nresponder_timeout = 1e-9\n".into(),
+                ":2: bad value",
+            ),
+        ] {
+            let e = err(&text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let e = err(&format!("[general]\nname = {long}\n")).to_string();
+        assert!(e.contains("at most 63 bytes"), "{e}");
+        assert!(parse("x", &format!("[general]\nname = {}\n", &long[1..])).is_ok());
+    }
+
+    #[test]
+    fn port_clashes_name_the_line_of_the_port() {
+        let e = err("[general]\nport = 7000\n\n[listener l]\n# c\nport = 7001\n").to_string();
+        assert!(
+            e.starts_with(
+                "rtpmidid.conf:6: [listener l]: UDP port 7001 clashes with [general] port"
+            ),
+            "{e}"
+        );
     }
 }

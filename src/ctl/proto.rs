@@ -38,13 +38,16 @@ pub enum Who {
 }
 
 impl Who {
-    /// A session id if the text is one, else a name (never empty).
+    /// A session id if the text is one, else a name.
     pub fn parse(text: &str) -> Result<Who, String> {
-        match PeerId::parse(text) {
-            Some(id) => Ok(Who::Id(id)),
-            None => options::name(text)
-                .map(Who::Name)
-                .map_err(|e| format!("bad name {text:?}: {e}")),
+        PeerId::parse(text).map_or_else(|| Who::name(text), |id| Ok(Who::Id(id)))
+    }
+
+    /// Not an empty name: it would match nothing, or a peer that has not said its name yet.
+    fn name(text: &str) -> Result<Who, String> {
+        match text.is_empty() {
+            true => Err("an empty name".into()),
+            false => Ok(Who::Name(text.to_string())),
         }
     }
 }
@@ -144,8 +147,7 @@ impl Request {
                     PeerId::from_json(id).ok_or("\"id\" must be a session id as peers shows it")?,
                 )),
                 (None, Some(Value::String(name))) => {
-                    let name = options::name(name).map_err(|e| format!("bad \"name\": {e}"))?;
-                    Request::Disconnect(Who::Name(name))
+                    Request::Disconnect(Who::name(name).map_err(|e| format!("bad \"name\": {e}"))?)
                 }
                 _ => return Err("disconnect needs an \"id\" number or a \"name\" string".into()),
             },
@@ -615,7 +617,10 @@ mod tests {
             (r#"{"cmd":"connect","host":"h","name":""}"#, "\"name\" must"),
             (r#"{"cmd":"disconnect"}"#, "needs an \"id\""),
             (r#"{"cmd":"disconnect","id":"x"}"#, "session id"),
-            (r#"{"cmd":"disconnect","name":""}"#, "bad \"name\""),
+            (
+                r#"{"cmd":"disconnect","name":""}"#,
+                "bad \"name\": an empty name",
+            ),
             (r#"{"cmd":"export"}"#, "export needs a \"port\""),
             (r#"{"cmd":"unexport","port":"x:0"}"#, "bad ALSA port"),
         ] {
@@ -627,6 +632,11 @@ mod tests {
         assert!(Request::parse(b"\xff").unwrap_err().contains("UTF-8"));
         assert!(Who::parse("").is_err());
         assert_eq!(Who::parse("1.x"), Ok(Who::Name("1.x".into())));
+        // A name that looks like an id is still a name when sent as one.
+        assert_eq!(
+            request(r#"{"cmd":"disconnect","name":"3"}"#),
+            Ok(Request::Disconnect(Who::Name("3".into())))
+        );
     }
 
     fn row(id: Option<PeerId>, name: &str, connection: Option<&str>) -> PeerRow {
