@@ -638,3 +638,37 @@ fn a_fifo_as_the_file_does_not_hang_start_or_reload() {
     });
     assert_eq!(a.ctl(&["status"]).code, 0, "the daemon still answers");
 }
+
+/// `rtpmidid ctl peers | head`: a reader that stops early is no error; `disconnect ''` is refused.
+#[test]
+fn ctl_survives_a_closed_pipe_and_refuses_an_empty_name() {
+    let dir = TempDir::new("ctl-pipe");
+    let a = Daemon::start(&dir.0, "Alpha", &[]);
+    for command in ["peers", "status"] {
+        let mut child = Command::new(BIN)
+            .arg("ctl")
+            .arg("--control")
+            .arg(&a.control)
+            .arg(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the answer comes.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command}: {err}");
+        assert!(!err.contains("panicked"), "{command}: {err}");
+    }
+    let e = a.ctl(&["disconnect", ""]);
+    assert!(e.code == 2 && e.err.contains("empty name"), "{}", e.err);
+    let mut s = UnixStream::connect(&a.control).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"{\"cmd\":\"disconnect\",\"name\":\"\"}\n")
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = s.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.contains("an empty name"), "{answer}");
+}

@@ -1,5 +1,5 @@
 //! `rtpmidid ctl`: one request to the running daemon, its answer printed as text or JSON.
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,8 +12,8 @@ use crate::seq::SeqAddr;
 
 /// How long `rtpmidid ctl` waits for the daemon's answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest answer line read.
-const MAX_ANSWER: u64 = 1 << 20;
+/// Longest answer line read: `peers` of many thousand sessions fits.
+const MAX_ANSWER: u64 = 256 << 20;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CtlOptions {
@@ -78,7 +78,7 @@ pub fn parse(args: &[String]) -> Result<CtlOptions, String> {
 }
 
 /// Sends one request and waits (with a deadline) for its answer.
-fn exchange(path: &Path, request: &Request) -> Result<Value, String> {
+pub fn exchange(path: &Path, request: &Request) -> Result<Value, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the daemon at {}: {e} (is rtpmidid running? see --control)",
@@ -100,30 +100,31 @@ fn exchange(path: &Path, request: &Request) -> Result<Value, String> {
 
 /// `rtpmidid ctl ...`: 0 on success, 1 when the daemon says no or cannot be reached.
 pub fn run(options: &CtlOptions) -> ExitCode {
-    let reply = exchange(&options.control, &options.request).and_then(|answer| {
+    let printed = exchange(&options.control, &options.request).and_then(|answer| {
         if options.json {
-            println!("{answer}");
+            let ok = answer.get("ok").and_then(Value::as_bool) == Some(true);
+            return Ok((format!("{answer}\n"), ok));
         }
-        Reply::from_json(&options.request, &answer)
-            .map_err(|e| format!("the daemon's answer is not understood ({e}): {answer}"))
+        match Reply::from_json(&options.request, &answer) {
+            Ok(Reply::Error(message)) => Err(message),
+            Ok(reply) => Ok((reply.to_text(), true)),
+            Err(e) => Err(format!(
+                "the daemon's answer is not understood ({e}): {answer}"
+            )),
+        }
     });
-    match reply {
-        Ok(Reply::Error(message)) => {
-            if !options.json {
-                eprintln!("rtpmidid ctl: {message}");
-            }
+    let (text, success) = printed.unwrap_or_else(|e| {
+        eprintln!("rtpmidid ctl: {e}");
+        (String::new(), false)
+    });
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        // A reader that stopped early (`ctl peers | head`) had what it wanted.
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => {
+            eprintln!("rtpmidid ctl: cannot print the answer: {e}");
             ExitCode::FAILURE
         }
-        Ok(reply) => {
-            if !options.json {
-                print!("{}", reply.to_text());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("rtpmidid ctl: {e}");
-            ExitCode::FAILURE
-        }
+        _ if success => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }
 
