@@ -101,7 +101,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::command_line as options;
+    use crate::config::command_line;
     use crate::config::{parse, resolve, settings};
 
     #[test]
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn command_line_connections_survive_reloads() {
-        let cli = options("-C keep@h9:9000 --hub");
+        let cli = command_line("-C keep@h9:9000 --hub");
         let old = resolve(
             &cli,
             &parse("x", "[connect a]\nhost = h1\n").unwrap(),

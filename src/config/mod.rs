@@ -15,7 +15,7 @@ use protocol::session;
 use crate::options::{AutoExport, ConnectTarget};
 
 mod diff;
-pub mod keys;
+mod keys;
 mod parse;
 mod resolve;
 

@@ -46,8 +46,8 @@ pub fn hostname() -> String {
 
 /// Reads the file to use: `-c FILE` (which must exist), else [`DEFAULT_CONFIG`] if it exists.
 /// Returns the path read, for reloads.
-pub fn load(options: &CommandLine) -> Result<(Option<PathBuf>, File), Error> {
-    let path = match &options.config {
+pub fn load(command_line: &CommandLine) -> Result<(Option<PathBuf>, File), Error> {
+    let path = match &command_line.config {
         Some(path) => path.clone(),
         None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
         None => return Ok((None, File::default())),
@@ -59,8 +59,12 @@ pub fn load(options: &CommandLine) -> Result<(Option<PathBuf>, File), Error> {
 /// Merges the file with the command line: an option given on the command line wins; `-b`
 /// replaces the file's `bind` list; `-C` adds to its `[connect]` sections (replacing one of the
 /// same name); `--hub` and `--no-mdns` switch on and off whatever the file says.
-pub fn resolve(options: &CommandLine, file: &File, hostname: impl FnOnce() -> String) -> Settings {
-    let log_level = match (options.quiet, options.verbosity) {
+pub fn resolve(
+    command_line: &CommandLine,
+    file: &File,
+    hostname: impl FnOnce() -> String,
+) -> Settings {
+    let log_level = match (command_line.quiet, command_line.verbosity) {
         (true, _) => LevelFilter::Error,
         (false, 0) => file.log_level.unwrap_or(LevelFilter::Warn),
         (false, 1) => LevelFilter::Info,
@@ -68,13 +72,13 @@ pub fn resolve(options: &CommandLine, file: &File, hostname: impl FnOnce() -> St
         _ => LevelFilter::Trace,
     };
     // --keep-connected wins over the file, a section's own key over [general].
-    let keep_connected = options.keep_connected || file.keep_connected.unwrap_or(false);
+    let keep_connected = command_line.keep_connected || file.keep_connected.unwrap_or(false);
     let mut connect = file.connect.clone();
     for c in &mut connect {
         c.keep_connected =
-            Some(options.keep_connected || c.keep_connected.unwrap_or(keep_connected));
+            Some(command_line.keep_connected || c.keep_connected.unwrap_or(keep_connected));
     }
-    for target in &options.connect {
+    for target in &command_line.connect {
         let name = target
             .name
             .clone()
@@ -89,34 +93,34 @@ pub fn resolve(options: &CommandLine, file: &File, hostname: impl FnOnce() -> St
         });
     }
     let mut mdns = file.mdns.clone();
-    mdns.enabled &= !options.no_mdns;
-    if !options.mdns_interfaces.is_empty() {
-        mdns.interfaces = options.mdns_interfaces.clone();
+    mdns.enabled &= !command_line.no_mdns;
+    if !command_line.mdns_interfaces.is_empty() {
+        mdns.interfaces = command_line.mdns_interfaces.clone();
     }
     Settings {
-        name: options
+        name: command_line
             .name
             .clone()
             .or_else(|| file.name.clone())
             .unwrap_or_else(hostname),
-        alsa_name: options
+        alsa_name: command_line
             .alsa_name
             .clone()
             .or_else(|| file.alsa_name.clone())
             .unwrap_or_else(|| DEFAULT_ALSA_NAME.into()),
-        port: options.port.or(file.port).unwrap_or(DEFAULT_PORT),
-        bind: if options.bind.is_empty() {
+        port: command_line.port.or(file.port).unwrap_or(DEFAULT_PORT),
+        bind: if command_line.bind.is_empty() {
             file.bind.clone()
         } else {
-            options.bind.clone()
+            command_line.bind.clone()
         },
         log_level,
-        control: options
+        control: command_line
             .control
             .clone()
             .or_else(|| file.control.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL)),
-        hub: options.hub || file.hub.unwrap_or(false),
+        hub: command_line.hub || file.hub.unwrap_or(false),
         connect,
         exports: file.exports.clone(),
         listeners: file.listeners.clone(),
@@ -124,14 +128,14 @@ pub fn resolve(options: &CommandLine, file: &File, hostname: impl FnOnce() -> St
         timeouts: file.timeouts.clone(),
         journal: file.journal.unwrap_or(true),
         keep_connected,
-        playout_delay: options.playout_delay.or(file.playout_delay),
-        export_auto: options
+        playout_delay: command_line.playout_delay.or(file.playout_delay),
+        export_auto: command_line
             .export_auto
             .clone()
             .or_else(|| file.export_auto.clone()),
-        sysex_rate: options.sysex_rate.or(file.sysex_rate),
-        alsa: !options.no_alsa,
-        control_required: options.control.is_some() || file.control.is_some(),
+        sysex_rate: command_line.sysex_rate.or(file.sysex_rate),
+        alsa: !command_line.no_alsa,
+        control_required: command_line.control.is_some() || file.control.is_some(),
     }
 }
 
@@ -142,7 +146,7 @@ mod tests {
     use protocol::session;
 
     use super::*;
-    use crate::config::command_line as options;
+    use crate::config::command_line;
     use crate::config::{diff, parse, settings, Action};
 
     #[test]
@@ -154,14 +158,14 @@ mod tests {
              [connect a]\nhost = h1\n[connect b]\nhost = h2\n",
         )
         .unwrap();
-        let s = resolve(&options(""), &file, || "host".into());
+        let s = resolve(&command_line(""), &file, || "host".into());
         assert_eq!((s.name.as_str(), s.port), ("File", 6000));
         assert_eq!(s.log_level, LevelFilter::Info);
         assert_eq!(s.control, PathBuf::from("/tmp/file.sock"));
         assert!(!s.hub && s.mdns.enabled);
 
         let s = resolve(
-            &options(
+            &command_line(
                 "-n Cli -p 7000 -b 127.0.0.1 -vv --hub --no-mdns --control /tmp/cli.sock \
                  -C b@h9:9000 -C h3:5004",
             ),
@@ -180,7 +184,7 @@ mod tests {
             .collect();
         assert_eq!(names, [("a", "h1"), ("b", "h9"), ("h3:5004", "h3")]);
         assert_eq!(
-            resolve(&options("-q"), &file, || "h".into()).log_level,
+            resolve(&command_line("-q"), &file, || "h".into()).log_level,
             LevelFilter::Error
         );
     }
@@ -195,7 +199,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.connect[1].keep_connected, Some(false));
-        let s = resolve(&options("-C c@h3:5004"), &file, || "h".into());
+        let s = resolve(&command_line("-C c@h3:5004"), &file, || "h".into());
         assert!(s.keep_connected);
         assert_eq!((s.playout_delay, s.sysex_rate), (Some(20), Some(3125)));
         assert_eq!(s.export_auto, Some(AutoExport::parse("all:key").unwrap()));
@@ -205,7 +209,9 @@ mod tests {
 
         // The command line wins.
         let s = resolve(
-            &options("--keep-connected --playout-delay 5 --export-auto hardware --sysex-rate 100"),
+            &command_line(
+                "--keep-connected --playout-delay 5 --export-auto hardware --sysex-rate 100",
+            ),
             &file,
             || "h".into(),
         );
@@ -213,7 +219,7 @@ mod tests {
         assert_eq!(s.export_auto, Some(AutoExport::parse("hardware").unwrap()));
         assert!(s.connect.iter().all(|c| c.keep_connected == Some(true)));
         // Nothing said anywhere: nothing kept, no delay.
-        let s = resolve(&options(""), &File::default(), || "h".into());
+        let s = resolve(&command_line(""), &File::default(), || "h".into());
         assert!(!s.keep_connected && s.playout_delay.is_none() && s.export_auto.is_none());
 
         // Changing them on reload needs a restart, except keep_connected, which reconnects
@@ -237,7 +243,7 @@ mod tests {
 
     #[test]
     fn defaults_without_a_file() {
-        let s = resolve(&options(""), &File::default(), || "myhost".into());
+        let s = resolve(&command_line(""), &File::default(), || "myhost".into());
         assert_eq!(s.name, "myhost");
         assert_eq!(s.port, DEFAULT_PORT);
         assert_eq!(s.control, PathBuf::from(DEFAULT_CONTROL));
@@ -254,7 +260,7 @@ mod tests {
             "[timeouts]\nck_interval = 5\ninvite_attempts = 2\n[journal]\nenabled = no\n",
         )
         .unwrap();
-        let c = resolve(&options(""), &file, || "h".into()).session_config();
+        let c = resolve(&command_line(""), &file, || "h".into()).session_config();
         assert_eq!(c.ck_interval, Duration::from_secs(5));
         assert_eq!(c.invite_attempts, 2);
         assert!(!c.journal);
