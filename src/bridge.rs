@@ -17,43 +17,9 @@ pub const NETWORK_PORT: &str = "Network";
 /// ALSA port names are at most 63 bytes.
 const MAX_PORT_NAME: usize = 63;
 
-/// `--export-auto KIND[:PATTERN]`: local ports connected to `Network` as they appear.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AutoExport {
-    pub kind: PortKind,
-    /// Part of the client or port name, any case; `None` for every name.
-    pub pattern: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PortKind {
-    /// Devices: USB and other rawmidi ports (port type HARDWARE).
-    Hardware,
-    /// Applications and kernel software ports (Midi Through, VirMIDI).
-    Software,
-    All,
-}
+pub use crate::options::{AutoExport, PortKind};
 
 impl AutoExport {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (kind, pattern) = match text.split_once(':') {
-            Some((kind, pattern)) if !pattern.is_empty() => (kind, Some(pattern.to_lowercase())),
-            Some(_) => return Err(format!("empty pattern after ':' in {text:?}")),
-            None => (text, None),
-        };
-        let kind = match kind {
-            "hardware" => PortKind::Hardware,
-            "software" => PortKind::Software,
-            "all" => PortKind::All,
-            _ => {
-                return Err(format!(
-                    "bad kind {kind:?} (hardware, software or all, then :PATTERN if wanted)"
-                ))
-            }
-        };
-        Ok(AutoExport { kind, pattern })
-    }
-
     /// True if `port` is to be exported.
     pub fn matches(&self, port: &PortInfo) -> bool {
         let kind = match self.kind {

@@ -6,8 +6,8 @@ use log::{debug, warn};
 use reactor::Interest;
 
 use super::{to_std_time, Ctx, Daemon, TimerId};
-use crate::cli::ConnectTarget;
 use crate::mdns::{self, Mdns, PeerEvent};
+use crate::options::ConnectTarget;
 use crate::router::ListenerId;
 
 impl Daemon {

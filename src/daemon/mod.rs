@@ -15,8 +15,8 @@ use protocol::time::{Duration, Instant};
 use reactor::{Context, Interest, Signal, SourceId};
 
 use crate::bridge::{self, Bridge};
-use crate::cli::Options;
 use crate::config;
+use crate::config::CommandLine;
 use crate::mdns::Mdns;
 use crate::net;
 use crate::playout::Playout;
@@ -30,7 +30,6 @@ mod requests;
 mod setup;
 
 use listener::Listener;
-pub use requests::{parse_peer_id, peer_id, Peer, Status};
 
 /// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
 /// others, so one flooding source cannot starve the rest.
@@ -94,7 +93,7 @@ pub struct Daemon {
     started: StdInstant,
     settings: config::Settings,
     /// The command line and the file the settings came from, to reload.
-    reload_from: Option<(Options, Option<PathBuf>)>,
+    reload_from: Option<(CommandLine, Option<PathBuf>)>,
     router: Router,
     listeners: BTreeMap<ListenerId, Listener>,
     bridge: Option<Bridge<PeerPortId>>,
@@ -167,9 +166,8 @@ impl Daemon {
     pub fn start(
         &mut self,
         ctx: &mut Ctx,
-        options: Options,
+        command_line: CommandLine,
         path: Option<PathBuf>,
-        control_required: bool,
     ) -> Result<(), String> {
         let main = self.router.main();
         if let Some(l) = self.listeners.get_mut(&main) {
@@ -189,11 +187,11 @@ impl Daemon {
         }
         self.start_names(ctx)?;
         self.apply_sections(ctx)?;
-        self.open_control(ctx, control_required)?;
+        self.open_control(ctx)?;
         if let Some(path) = &path {
             self.watch_file(ctx, path);
         }
-        self.reload_from = Some((options, path));
+        self.reload_from = Some((command_line, path));
         self.start_mdns(ctx);
         self.pump(ctx);
         Ok(())

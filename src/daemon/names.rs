@@ -8,7 +8,7 @@ use protocol::time::Instant;
 use reactor::Interest;
 
 use super::{Ctx, Daemon};
-use crate::cli::ConnectTarget;
+use crate::options::ConnectTarget;
 use crate::resolver::{self, Resolver};
 use crate::router::{ConnectionId, SessionKey};
 

@@ -1,98 +1,90 @@
-//! What the control socket asks of the daemon: status, peers, connect, disconnect, export.
-use std::path::PathBuf;
+//! What the control socket asks of the daemon: status, peers, connect, disconnect, export,
+//! answered in the control protocol's own types.
 use std::time::Instant as StdInstant;
 
-use protocol::endpoint::{DropStats, SessionId};
+use protocol::endpoint::SessionId;
 use protocol::session;
-use protocol::time::Duration;
+use reactor::Context;
 
-use super::{Ctx, Daemon};
-use crate::cli::ConnectTarget;
-use crate::router::{target_label, Origin, SessionKey};
+use super::{Ctx, Daemon, TimerId};
+use crate::control::{self, Server};
+use crate::ctl::proto::{Dropped, PeerId, PeerRow, Reply, Request, Status, Who};
+use crate::options::ConnectTarget;
+use crate::router::{target_label, ListenerKind, Origin, SessionKey};
 use crate::seq::SeqAddr;
 
-/// For `status`.
-pub struct Status {
-    pub name: String,
-    pub alsa_name: String,
-    pub port: u16,
-    pub uptime: std::time::Duration,
-    pub sessions: usize,
-    pub connected: usize,
-    pub connections: usize,
-    pub exports: usize,
-    pub hub: bool,
-    pub alsa: bool,
-    pub config: Option<PathBuf>,
-    pub dropped: DropStats,
-}
-
-/// For `peers`: a session, or a connection without one (`id` is `None`).
-pub struct Peer {
-    pub id: Option<SessionKey>,
-    pub name: String,
-    /// The name of the configured or requested connection this session serves.
-    pub connection: Option<String>,
-    pub address: String,
-    pub state: &'static str,
-    pub role: &'static str,
-    pub latency: Option<Duration>,
-    pub stats: session::Stats,
-}
-
-/// A session as `ctl` names it: the session number on the main listener, `L.S` on others.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerId {
-    pub listener: u32,
-    pub session: u64,
-}
-
-/// The main listener is the router's first, slot 0.
+/// The main listener is the router's first, slot 0; the others show their slot.
 const MAIN_SLOT: u32 = 0;
 
-pub fn peer_id(key: SessionKey) -> String {
-    match key.listener.index() {
-        MAIN_SLOT => key.session.0.to_string(),
-        l => format!("{l}.{}", key.session.0),
+fn peer_id(key: SessionKey) -> PeerId {
+    PeerId {
+        listener: Some(key.listener.index()).filter(|l| *l != MAIN_SLOT),
+        session: key.session.0,
     }
 }
 
-/// The inverse of [`peer_id`].
-pub fn parse_peer_id(text: &str) -> Option<PeerId> {
-    let (listener, session) = match text.split_once('.') {
-        Some((l, s)) => (l.parse().ok()?, s.parse().ok()?),
-        None => (MAIN_SLOT, text.parse().ok()?),
-    };
-    Some(PeerId { listener, session })
+impl control::Handler for Daemon {
+    type Timer = TimerId;
+
+    fn control_server(&mut self) -> Option<&mut Server> {
+        self.ops.control.as_mut()
+    }
+
+    fn handle(&mut self, ctx: &mut Context<Self, TimerId>, request: Request) -> Reply {
+        let done = match request {
+            Request::Status => return Reply::Status(self.status()),
+            Request::Peers => return Reply::Peers(self.peers()),
+            Request::Connect(target) => self.connect_peer(ctx, target).map(Reply::Connecting),
+            Request::Disconnect(Who::Id(id)) => {
+                self.disconnect_id(ctx, id).map(Reply::Disconnected)
+            }
+            Request::Disconnect(Who::Name(name)) => {
+                self.disconnect_name(ctx, &name).map(Reply::Disconnected)
+            }
+            Request::Export(port) => self
+                .export_local(ctx, port, true)
+                .map(|name| Reply::Exported { name, port }),
+            Request::Unexport(port) => self
+                .export_local(ctx, port, false)
+                .map(|name| Reply::Unexported { name, port }),
+        };
+        done.unwrap_or_else(Reply::Error)
+    }
 }
 
 impl Daemon {
-    pub fn status(&self) -> Status {
+    fn status(&self) -> Status {
         let sessions = || self.listeners.values().flat_map(|l| l.endpoint.sessions());
         let s = &self.settings;
         Status {
             name: s.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
             alsa_name: s.alsa_name.clone(),
+            pid: std::process::id(),
             port: s.port,
             uptime: StdInstant::now().saturating_duration_since(self.started),
-            sessions: sessions().count(),
-            connected: sessions().filter(|(_, s)| s.is_connected()).count(),
+            sessions: sessions().count() as u64,
+            connected: sessions().filter(|(_, s)| s.is_connected()).count() as u64,
             connections: self
                 .router
                 .connections()
                 .filter(|(_, c)| c.origin == Origin::Configured)
-                .count(),
+                .count() as u64,
             exports: self
                 .listeners
                 .keys()
                 .filter(|id| self.is_export(**id))
-                .count(),
+                .count() as u64,
             hub: self.router.hub(),
             alsa: self.bridge.is_some(),
-            config: self.reload_from.as_ref().and_then(|(_, p)| p.clone()),
-            dropped: self.listeners.values().fold(Default::default(), |sum, l| {
+            config: self
+                .reload_from
+                .as_ref()
+                .and_then(|(_, p)| p.as_ref())
+                .map(|p| p.display().to_string()),
+            dropped: self.listeners.values().fold(Dropped::default(), |sum, l| {
                 let d = l.endpoint.drops();
-                DropStats {
+                Dropped {
                     malformed: sum.malformed + d.malformed,
                     unknown_session: sum.unknown_session + d.unknown_session,
                     refused: sum.refused + d.refused,
@@ -104,16 +96,17 @@ impl Daemon {
     fn is_export(&self, id: crate::router::ListenerId) -> bool {
         self.router
             .listener(id)
-            .is_some_and(|l| matches!(l.kind, crate::router::ListenerKind::Export(_)))
+            .is_some_and(|l| matches!(l.kind, ListenerKind::Export(_)))
     }
 
-    pub fn peers(&self) -> Vec<Peer> {
+    fn peers(&self) -> Vec<PeerRow> {
         let mut peers = Vec::new();
         for (&listener, l) in &self.listeners {
             for (session, s) in l.endpoint.sessions() {
                 let key = SessionKey { listener, session };
-                peers.push(Peer {
-                    id: Some(key),
+                let stats = s.stats();
+                peers.push(PeerRow {
+                    id: Some(peer_id(key)),
                     name: s.peer_name().to_string(),
                     connection: self
                         .router
@@ -125,13 +118,18 @@ impl Daemon {
                         (true, _) => "connected",
                         (false, session::Role::Initiator) => "inviting",
                         (false, session::Role::Responder) => "accepting",
-                    },
+                    }
+                    .into(),
                     role: match s.role() {
                         session::Role::Initiator => "initiator",
                         session::Role::Responder => "responder",
-                    },
+                    }
+                    .into(),
                     latency: self.latency.get(&key).copied(),
-                    stats: s.stats(),
+                    sent: stats.packets_sent,
+                    received: stats.packets_received,
+                    lost: stats.packets_lost,
+                    journal_repairs: stats.journal_repairs,
                 });
             }
         }
@@ -140,23 +138,26 @@ impl Daemon {
             self.router
                 .connections()
                 .filter(|(_, c)| c.session.is_none())
-                .map(|(_, c)| Peer {
+                .map(|(_, c)| PeerRow {
                     id: None,
                     name: String::new(),
                     connection: Some(c.label()),
                     address: format!("{}:{}", c.target.host, c.target.port),
                     // With ALSA, a connection connects while something subscribes to its port.
-                    state: if c.wanted { "waiting" } else { "unused" },
-                    role: "initiator",
+                    state: if c.wanted { "waiting" } else { "unused" }.into(),
+                    role: "initiator".into(),
                     latency: None,
-                    stats: session::Stats::default(),
+                    sent: 0,
+                    received: 0,
+                    lost: 0,
+                    journal_repairs: 0,
                 }),
         );
         peers
     }
 
     /// Adds a connection kept until `disconnect`; returns its name.
-    pub fn connect_peer(&mut self, ctx: &mut Ctx, target: ConnectTarget) -> Result<String, String> {
+    fn connect_peer(&mut self, ctx: &mut Ctx, target: ConnectTarget) -> Result<String, String> {
         let name = target_label(&target);
         if self.router.configured(&name).is_some() {
             return Err(format!("a connection named {name:?} exists already"));
@@ -169,7 +170,8 @@ impl Daemon {
     }
 
     fn session_key(&self, id: PeerId) -> Option<SessionKey> {
-        let listener = self.listeners.keys().find(|l| l.index() == id.listener)?;
+        let slot = id.listener.unwrap_or(MAIN_SLOT);
+        let listener = self.listeners.keys().find(|l| l.index() == slot)?;
         Some(SessionKey {
             listener: *listener,
             session: SessionId(id.session),
@@ -177,8 +179,8 @@ impl Daemon {
     }
 
     /// Ends a session; if it serves a connection, the connection goes too.
-    pub fn disconnect_id(&mut self, ctx: &mut Ctx, id: PeerId) -> Result<String, String> {
-        let missing = || format!("no session with id {}", text_of(id));
+    fn disconnect_id(&mut self, ctx: &mut Ctx, id: PeerId) -> Result<String, String> {
+        let missing = || format!("no session with id {id}");
         let key = self.session_key(id).ok_or_else(missing)?;
         let session = self
             .listeners
@@ -197,7 +199,7 @@ impl Daemon {
                 self.router.remove_connection(c);
                 name
             }
-            None if peer_name.is_empty() => peer_id(key),
+            None if peer_name.is_empty() => peer_id(key).to_string(),
             None => peer_name,
         };
         self.pump(ctx);
@@ -205,7 +207,7 @@ impl Daemon {
     }
 
     /// Ends a connection by its name, or the sessions of peers of that name.
-    pub fn disconnect_name(&mut self, ctx: &mut Ctx, name: &str) -> Result<String, String> {
+    fn disconnect_name(&mut self, ctx: &mut Ctx, name: &str) -> Result<String, String> {
         if let Some(c) = self.router.configured(name) {
             self.router.remove_connection(c);
             self.pump(ctx);
@@ -230,12 +232,7 @@ impl Daemon {
     /// `ctl export` (`on`) and `ctl unexport`: connects local port `addr` to the Network
     /// port both ways, or removes those connections; the export follows as for anyone's
     /// connections. Returns the name the export is announced under.
-    pub fn export_local(
-        &mut self,
-        ctx: &mut Ctx,
-        addr: SeqAddr,
-        on: bool,
-    ) -> Result<String, String> {
+    fn export_local(&mut self, ctx: &mut Ctx, addr: SeqAddr, on: bool) -> Result<String, String> {
         let verb = if on { "export" } else { "unexport" };
         let Some(bridge) = self.bridge.as_mut() else {
             return Err(format!(
@@ -264,12 +261,5 @@ impl Daemon {
         self.pump(ctx);
         done.map_err(|e| format!("cannot {verb} {addr}: {e}"))?;
         Ok(after.or(before).unwrap_or_else(|| addr.to_string()))
-    }
-}
-
-fn text_of(id: PeerId) -> String {
-    match id.listener {
-        MAIN_SLOT => id.session.to_string(),
-        l => format!("{l}.{}", id.session),
     }
 }

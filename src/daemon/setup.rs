@@ -49,11 +49,13 @@ impl Daemon {
             .map_err(|e| format!("[listener]: {e}"))
     }
 
-    pub(super) fn open_control(&mut self, ctx: &mut Ctx, required: bool) -> Result<(), String> {
+    /// A control socket asked for explicitly must open; the default one may fail (no
+    /// /run/rtpmidid for an ordinary user) with a warning.
+    pub(super) fn open_control(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let path = self.settings.control.clone();
-        match crate::control::Server::start(&path, ctx) {
+        match crate::control::Server::start::<Daemon>(&path, ctx) {
             Ok(server) => self.ops.control = Some(server),
-            Err(e) if required => {
+            Err(e) if self.settings.control_required => {
                 return Err(format!(
                     "cannot open the control socket {}: {e}",
                     path.display()

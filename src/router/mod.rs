@@ -34,7 +34,7 @@ use protocol::time::{Duration, Instant};
 use arena::Arena;
 pub use arena::Id;
 
-use crate::cli::ConnectTarget;
+use crate::options::ConnectTarget;
 use crate::seq::SeqAddr;
 
 pub const RECONNECT_MIN: Duration = Duration::from_secs(1);
