@@ -64,7 +64,7 @@ pub struct Draft {
 pub struct SectionKeys {
     pub host: Option<String>,
     pub port: Option<u16>,
-    pub local_port: Option<String>,
+    pub alsa_port_name: Option<String>,
     pub alsa_port: Option<String>,
     pub keep_connected: Option<bool>,
 }
@@ -159,7 +159,7 @@ pub static KEYS: &[Key] = &[
         Ok(())
     }),
     key(Connect, "local_port", |d, v| {
-        d.section.local_port = Some(options::name(v)?);
+        d.section.alsa_port_name = Some(options::name(v)?);
         Ok(())
     }),
     key(Connect, "keep_connected", |d, v| {

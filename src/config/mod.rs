@@ -33,7 +33,7 @@ pub struct Connection {
     pub host: String,
     pub port: u16,
     /// Name of the ALSA port for this connection (default: `name`).
-    pub local_port: Option<String>,
+    pub alsa_port_name: Option<String>,
     /// Connected whatever is subscribed to its ALSA port. In a [`File`], `None` where the
     /// section says nothing; [`resolve`] fills it in from `[general]` and the command line.
     pub keep_connected: Option<bool>,
@@ -237,9 +237,7 @@ fn command_line(args: &str) -> CommandLine {
 /// The settings of this file and no command line, for tests.
 #[cfg(test)]
 fn settings(text: &str) -> Settings {
-    resolve(&command_line(""), &parse("x", text).unwrap(), || {
-        "h".into()
-    })
+    resolve(&command_line(""), &parse("x", text).unwrap(), || "h".into())
 }
 
 #[cfg(test)]

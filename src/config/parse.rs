@@ -262,7 +262,7 @@ impl Parser<'_> {
                 host: keys.host.ok_or_else(|| missing("host"))?,
                 name: p.name,
                 port: keys.port.unwrap_or(DEFAULT_PORT),
-                local_port: keys.local_port,
+                alsa_port_name: keys.alsa_port_name,
                 keep_connected: keys.keep_connected,
             }),
             Section::Export => file.exports.push(Export {
@@ -469,7 +469,7 @@ mod tests {
                 name: "piano".into(),
                 host: "10.0.0.2".into(),
                 port: 5008,
-                local_port: Some("Piano In".into()),
+                alsa_port_name: Some("Piano In".into()),
                 keep_connected: None,
             }]
         );

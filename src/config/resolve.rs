@@ -88,7 +88,7 @@ pub fn resolve(
             name,
             host: target.host.clone(),
             port: target.port,
-            local_port: None,
+            alsa_port_name: None,
             keep_connected: Some(keep_connected),
         });
     }

@@ -81,13 +81,6 @@ impl DropLog {
     }
 }
 
-/// The control socket and the file watch, which live as long as the daemon.
-#[derive(Default)]
-pub struct Ops {
-    pub control: Option<crate::control::Server>,
-    pub watch: Option<crate::reload::Watch>,
-}
-
 pub struct Daemon {
     origin: StdInstant,
     started: StdInstant,
@@ -112,7 +105,10 @@ pub struct Daemon {
     mdns_sources: Vec<SourceId>,
     names: Option<names::Names>,
     seed: u64,
-    pub(crate) ops: Ops,
+    /// The control socket, while it is open.
+    control: Option<crate::control::Server>,
+    /// The configuration file's watch, to reload when it is saved.
+    watch: Option<crate::reload::Watch>,
 }
 
 impl Daemon {
@@ -156,7 +152,8 @@ impl Daemon {
             mdns_sources: Vec::new(),
             names: None,
             seed,
-            ops: Ops::default(),
+            control: None,
+            watch: None,
         })
     }
 

@@ -27,7 +27,7 @@ impl control::Handler for Daemon {
     type Timer = TimerId;
 
     fn control_server(&mut self) -> Option<&mut Server> {
-        self.ops.control.as_mut()
+        self.control.as_mut()
     }
 
     fn handle(&mut self, ctx: &mut Context<Self, TimerId>, request: Request) -> Reply {

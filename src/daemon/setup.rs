@@ -19,7 +19,7 @@ impl Daemon {
         for c in self.settings.connect.clone() {
             let keep = c.keep_connected.unwrap_or(false);
             self.router
-                .add_connection(now, c.target(), keep, c.local_port.as_deref());
+                .add_connection(now, c.target(), keep, c.alsa_port_name.as_deref());
         }
         match self.bridge.as_mut() {
             Some(bridge) => {
@@ -54,7 +54,7 @@ impl Daemon {
     pub(super) fn open_control(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let path = self.settings.control.clone();
         match crate::control::Server::start::<Daemon>(&path, ctx) {
-            Ok(server) => self.ops.control = Some(server),
+            Ok(server) => self.control = Some(server),
             Err(e) if self.settings.control_required => {
                 return Err(format!(
                     "cannot open the control socket {}: {e}",
@@ -76,7 +76,7 @@ impl Daemon {
                 .map(|_| w)
         });
         match watch {
-            Ok(watch) => self.ops.watch = Some(watch),
+            Ok(watch) => self.watch = Some(watch),
             Err(e) => warn!("cannot watch {} for changes: {e}", path.display()),
         }
     }
@@ -144,7 +144,7 @@ impl Daemon {
                 // unless kept connected.
                 let keep = c.keep_connected.unwrap_or(false);
                 self.router
-                    .add_connection(now, c.target(), keep, c.local_port.as_deref());
+                    .add_connection(now, c.target(), keep, c.alsa_port_name.as_deref());
             }
             Action::SetHub(on) => {
                 info!("reload: hub {}", if on { "on" } else { "off" });
@@ -185,7 +185,7 @@ impl Daemon {
 }
 
 fn on_file_change(daemon: &mut Daemon, ctx: &mut Ctx, _event: reactor::Event) {
-    if daemon.ops.watch.as_ref().is_some_and(Watch::ours) {
+    if daemon.watch.as_ref().is_some_and(Watch::ours) {
         debug!("configuration file changed");
         daemon.reload(ctx, "file changed");
     }
