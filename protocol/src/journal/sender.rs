@@ -536,14 +536,13 @@ fn write_channel(
         .emit(w)?;
     }
 
-    let ctrls = || {
-        (0..128u8).filter_map(|c| {
-            let v = st.controllers[usize::from(c)]?;
-            (controller_journalled(c) && win.has(v.stamp)).then_some((c, v))
-        })
-    };
+    // Only the entries set since the last trim are visited (bitmaps), not all 128.
+    let ctrls = bits(st.controllers_set).filter_map(|c| {
+        let v = st.controllers[usize::from(c)]?;
+        (controller_journalled(c) && win.has(v.stamp)).then_some((c, false, v.value, v.stamp))
+    });
     if full {
-        if let Some(s) = write_list(w, ctrls().map(|(c, v)| (c, false, v.value, v.stamp)), win)? {
+        if let Some(s) = write_list(w, ctrls, win)? {
             toc |= TOC_C;
             single &= s;
         }
@@ -568,21 +567,16 @@ fn write_channel(
         .emit(w)?;
     }
 
-    if let Some(s) = write_chapter_n(st, win, level <= 3, w)? {
+    let notes = NotesInWindow::of(st, win);
+    if let Some(s) = notes.write_chapter_n(win, level <= 3, w)? {
         toc |= TOC_N;
         single &= s;
     }
 
     if level <= 1 {
-        let extras = (0..128u8).filter_map(|n| {
+        let extras = bits(notes.extras).filter_map(|n| {
             let note = st.notes[usize::from(n)];
-            let stamp = note.stamp?;
-            (!note.on && note.off_velocity != 64 && win.has(stamp)).then_some((
-                n,
-                true,
-                note.off_velocity,
-                stamp,
-            ))
+            Some((n, true, note.off_velocity, note.stamp?))
         });
         if let Some(s) = write_list(w, extras, win)? {
             toc |= TOC_E;
@@ -597,7 +591,7 @@ fn write_channel(
     }
 
     if level <= 1 {
-        let poly = (0..128u8).filter_map(|n| {
+        let poly = bits(st.poly_set).filter_map(|n| {
             let p = st.poly[usize::from(n)]?;
             win.has(p.stamp).then_some((n, false, p.value, p.stamp))
         });
@@ -714,67 +708,103 @@ fn write_list(
     Ok(Some(single))
 }
 
-/// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
-/// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
-/// OFFBITS; the returned S bit covers the whole chapter.
-fn write_chapter_n(
-    st: &super::state::ChannelState,
-    win: Window,
-    logs: bool,
-    w: &mut Writer,
-) -> Result<Option<bool>, JournalError> {
-    let mut offbits = [0u8; 16];
-    let mut low = 16usize;
-    let mut high = 0usize;
-    let mut on = [(0u32, 0u8); 128];
-    let mut nlogs = 0usize;
-    let mut b = true;
-    let mut single = true;
-    for (n, note) in st.notes.iter().enumerate() {
-        let Some(stamp) = note.stamp.filter(|&s| win.has(s)) else {
-            continue;
+/// The notes changed since the checkpoint, gathered in one walk over the channel's notes in
+/// the order they changed (no scan of all 128, no sort in the usual case).
+struct NotesInWindow {
+    /// Notes on, oldest first (ties by note number), each as its age since the checkpoint,
+    /// note number and velocity packed in one integer (`age << 16 | note << 8 | velocity`),
+    /// so ordering is one comparison and writing the log needs no second look at the note.
+    on: [u64; 128],
+    on_count: usize,
+    /// Notes off, as chapter N's OFFBITS octets, and the first and last octet used.
+    offbits: [u8; 16],
+    low: usize,
+    high: usize,
+    /// Whether every note off is older than packet `seq - 1` (chapter N's B bit).
+    b: bool,
+    /// Notes off with a release velocity other than 64 (chapter E's logs).
+    extras: u128,
+}
+
+impl NotesInWindow {
+    fn of(st: &ChannelState, win: Window) -> Self {
+        let mut n = NotesInWindow {
+            on: [0; 128],
+            on_count: 0,
+            offbits: [0; 16],
+            low: 16,
+            high: 0,
+            b: true,
+            extras: 0,
         };
-        if note.on {
-            if logs {
-                // Age relative to the checkpoint orders stamps across a wrap.
-                on[nlogs] = (stamp.wrapping_sub(win.checkpoint), n as u8);
-                nlogs += 1;
-                single &= win.s(stamp);
+        for note in st.note_order.iter() {
+            let i = usize::from(note);
+            let state = st.notes[i];
+            let Some(stamp) = state.stamp.filter(|&s| win.has(s)) else {
+                continue;
+            };
+            if state.on {
+                // Age relative to the checkpoint orders stamps across a wrap. The walk is in
+                // change order already, so this insertion only settles ties.
+                let age = u64::from(stamp.wrapping_sub(win.checkpoint));
+                let key = (age << 16) | (u64::from(note) << 8) | u64::from(state.velocity);
+                let mut at = n.on_count;
+                while at > 0 && n.on[at - 1] > key {
+                    n.on[at] = n.on[at - 1];
+                    at -= 1;
+                }
+                n.on[at] = key;
+                n.on_count += 1;
+            } else {
+                n.offbits[i / 8] |= 0x80 >> (i % 8);
+                n.low = n.low.min(i / 8);
+                n.high = n.high.max(i / 8);
+                n.b &= win.s(stamp);
+                if state.off_velocity != 64 {
+                    n.extras |= 1 << i;
+                }
             }
+        }
+        n
+    }
+
+    /// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
+    /// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
+    /// OFFBITS; the returned S bit covers the whole chapter.
+    fn write_chapter_n(
+        &self,
+        win: Window,
+        logs: bool,
+        w: &mut Writer,
+    ) -> Result<Option<bool>, JournalError> {
+        let on = if logs { &self.on[..self.on_count] } else { &[] };
+        let nlogs = on.len();
+        if nlogs == 0 && self.low == 16 {
+            return Ok(None);
+        }
+        let (lo, hi) = if self.low == 16 {
+            // No OFFBITS: LOW 15, HIGH 1, or HIGH 0 with LEN 127 for 128 logs (A.6).
+            (15, if nlogs == 128 { 0 } else { 1 })
         } else {
-            offbits[n / 8] |= 0x80 >> (n % 8);
-            low = low.min(n / 8);
-            high = high.max(n / 8);
-            b &= win.s(stamp);
+            (self.low, self.high)
+        };
+        w.put(&[
+            flag(self.b, S_BIT) | (nlogs.min(127) as u8),
+            ((lo as u8) << 4) | hi as u8,
+        ])?;
+        // S is 0 only for a note changed in packet `seq - 1`, i.e. of that age.
+        let latest = u64::from(win.seq.wrapping_sub(1).wrapping_sub(win.checkpoint));
+        let mut single = self.b;
+        for (&key, log) in on.iter().zip(w.reserve(2 * nlogs)?.chunks_exact_mut(2)) {
+            let s = key >> 16 != latest;
+            single &= s;
+            // |S| NOTENUM |Y| VELOCITY | with Y set: play it (A.6).
+            log[0] = flag(s, S_BIT) | ((key >> 8) as u8 & LOW7);
+            log[1] = S_BIT | (key as u8 & LOW7);
         }
-    }
-    if nlogs == 0 && low == 16 {
-        return Ok(None);
-    }
-    let (lo, hi) = if low == 16 {
-        // No OFFBITS: LOW 15, HIGH 1, or HIGH 0 with LEN 127 for 128 logs (A.6).
-        (15, if nlogs == 128 { 0 } else { 1 })
-    } else {
-        (low, high)
-    };
-    w.put(&[
-        flag(b, S_BIT) | (nlogs.min(127) as u8),
-        ((lo as u8) << 4) | hi as u8,
-    ])?;
-    let on = &mut on[..nlogs];
-    on.sort_unstable();
-    for &(_, n) in on.iter() {
-        let note = st.notes[usize::from(n)];
-        Log2 {
-            single: note.stamp.is_none_or(|s| win.s(s)),
-            number: n,
-            flag: true,
-            value: note.velocity,
+        if self.low != 16 {
+            w.put(&self.offbits[self.low..=self.high])?;
         }
-        .emit(w)?;
+        Ok(Some(single))
     }
-    if low != 16 {
-        w.put(&offbits[low..=high])?;
-    }
-    Ok(Some(single && b))
 }

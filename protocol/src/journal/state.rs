@@ -168,10 +168,6 @@ impl NoteOrder {
             Some(n)
         })
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.linked == 0
-    }
 }
 
 /// Bit numbers set in `bits`, lowest first.
