@@ -279,6 +279,9 @@ impl JournalSender {
     /// The receiver has everything up to and including `seq` (closed-loop, RFC 4696 §4.1):
     /// the checkpoint moves to `seq + 1` and older history is no longer sent.
     pub fn confirm(&mut self, seq: u32) {
+        // Commands held back may belong to a confirmed packet: apply them first, so what is
+        // forgotten below includes them.
+        self.flush();
         let (Some(cp), Some(newest)) = (self.checkpoint, self.newest) else {
             return;
         };
@@ -568,7 +571,7 @@ fn write_channel(
     }
 
     let notes = NotesInWindow::of(st, win);
-    if let Some(s) = notes.write_chapter_n(win, level <= 3, w)? {
+    if let Some(s) = notes.write_chapter_n(level <= 3, w)? {
         toc |= TOC_N;
         single &= s;
     }
@@ -708,19 +711,19 @@ fn write_list(
     Ok(Some(single))
 }
 
-/// The notes changed since the checkpoint, gathered in one walk over the channel's notes in
-/// the order they changed (no scan of all 128, no sort in the usual case).
+/// The notes changed since the checkpoint, as chapters N and E need them.
+#[derive(Debug, PartialEq, Eq)]
 struct NotesInWindow {
-    /// Notes on, oldest first (ties by note number), each as its age since the checkpoint,
-    /// note number and velocity packed in one integer (`age << 16 | note << 8 | velocity`),
-    /// so ordering is one comparison and writing the log needs no second look at the note.
-    on: [u64; 128],
-    on_count: usize,
+    /// Note logs of the notes on as on the wire with S set, oldest first (ties by note
+    /// number); the last `latest_on` of them changed in packet `seq - 1` (S clear).
+    logs: [[u8; 2]; 128],
+    count: usize,
+    latest_on: usize,
     /// Notes off, as chapter N's OFFBITS octets, and the first and last octet used.
     offbits: [u8; 16],
     low: usize,
     high: usize,
-    /// Whether every note off is older than packet `seq - 1` (chapter N's B bit).
+    /// Whether no note off changed in packet `seq - 1` (chapter N's B bit).
     b: bool,
     /// Notes off with a release velocity other than 64 (chapter E's logs).
     extras: u128,
@@ -728,9 +731,76 @@ struct NotesInWindow {
 
 impl NotesInWindow {
     fn of(st: &ChannelState, win: Window) -> Self {
+        if !st.ordered {
+            return Self::gathered(st, win);
+        }
+        let n = Self::tracked(st, win);
+        debug_assert_eq!(n, Self::gathered(st, win), "tracked notes disagree");
+        n
+    }
+
+    /// From what the channel tracks as it changes: only the notes changed in the last
+    /// packet (or later) are looked at, at the end of the change order.
+    fn tracked(st: &ChannelState, win: Window) -> Self {
+        let prev = win.seq.wrapping_sub(1);
+        // Notes applied ahead of this packet (not in its journal), then those of the last
+        // packet; everything before is in the window, older than `seq - 1`.
+        let (mut ahead, mut latest) = (0u128, 0u128);
+        for n in st.note_order.iter_rev() {
+            let stamp = st.notes[usize::from(n)].stamp.unwrap_or(prev);
+            if !win.has(stamp) {
+                ahead |= 1 << n;
+            } else if stamp == prev {
+                latest |= 1 << n;
+            } else {
+                break;
+            }
+        }
+        let on = &st.on_logs.logs[..st.on_logs.len];
+        let note = |log: &[u8; 2]| 1u128 << (log[0] & LOW7);
+        let count = on.len() - on.iter().rev().take_while(|l| ahead & note(l) != 0).count();
+        let latest_on = on[..count]
+            .iter()
+            .rev()
+            .take_while(|l| latest & note(l) != 0)
+            .count();
+        let mut logs = [[0u8; 2]; 128];
+        logs[..count].copy_from_slice(&on[..count]);
+        let off = st.off_set & !ahead;
+        let mut offbits = [0u8; 16];
+        for (k, octet) in offbits.iter_mut().enumerate() {
+            // Note 8k is the octet's top bit.
+            *octet = ((off >> (8 * k)) as u8).reverse_bits();
+        }
+        let (low, high) = if off == 0 {
+            (16, 0)
+        } else {
+            (
+                off.trailing_zeros() as usize / 8,
+                (127 - off.leading_zeros() as usize) / 8,
+            )
+        };
+        NotesInWindow {
+            logs,
+            count,
+            latest_on,
+            offbits,
+            low,
+            high,
+            b: off & latest == 0,
+            extras: st.extras_set & !ahead,
+        }
+    }
+
+    /// By looking at every note changed since the checkpoint: for a channel whose stamps
+    /// went back (commands recorded out of packet order).
+    fn gathered(st: &ChannelState, win: Window) -> Self {
+        let mut on = [0u64; 128];
+        let mut on_count = 0;
         let mut n = NotesInWindow {
-            on: [0; 128],
-            on_count: 0,
+            logs: [[0; 2]; 128],
+            count: 0,
+            latest_on: 0,
             offbits: [0; 16],
             low: 16,
             high: 0,
@@ -744,17 +814,10 @@ impl NotesInWindow {
                 continue;
             };
             if state.on {
-                // Age relative to the checkpoint orders stamps across a wrap. The walk is in
-                // change order already, so this insertion only settles ties.
+                // Age relative to the checkpoint orders stamps across a wrap.
                 let age = u64::from(stamp.wrapping_sub(win.checkpoint));
-                let key = (age << 16) | (u64::from(note) << 8) | u64::from(state.velocity);
-                let mut at = n.on_count;
-                while at > 0 && n.on[at - 1] > key {
-                    n.on[at] = n.on[at - 1];
-                    at -= 1;
-                }
-                n.on[at] = key;
-                n.on_count += 1;
+                on[on_count] = (age << 8) | u64::from(note);
+                on_count += 1;
             } else {
                 n.offbits[i / 8] |= 0x80 >> (i % 8);
                 n.low = n.low.min(i / 8);
@@ -765,20 +828,30 @@ impl NotesInWindow {
                 }
             }
         }
+        let on = &mut on[..on_count];
+        on.sort_unstable();
+        for (log, &key) in n.logs.iter_mut().zip(on.iter()) {
+            let note = key as u8;
+            *log = [S_BIT | note, S_BIT | st.notes[usize::from(note)].velocity];
+        }
+        n.count = on.len();
+        n.latest_on = on
+            .iter()
+            .rev()
+            .take_while(|&&key| !win.s(win.checkpoint.wrapping_add((key >> 8) as u32)))
+            .count();
         n
     }
 
     /// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
     /// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
     /// OFFBITS; the returned S bit covers the whole chapter.
-    fn write_chapter_n(
-        &self,
-        win: Window,
-        logs: bool,
-        w: &mut Writer,
-    ) -> Result<Option<bool>, JournalError> {
-        let on = if logs { &self.on[..self.on_count] } else { &[] };
-        let nlogs = on.len();
+    fn write_chapter_n(&self, logs: bool, w: &mut Writer) -> Result<Option<bool>, JournalError> {
+        let (nlogs, latest) = if logs {
+            (self.count, self.latest_on)
+        } else {
+            (0, 0)
+        };
         if nlogs == 0 && self.low == 16 {
             return Ok(None);
         }
@@ -792,19 +865,15 @@ impl NotesInWindow {
             flag(self.b, S_BIT) | (nlogs.min(127) as u8),
             ((lo as u8) << 4) | hi as u8,
         ])?;
-        // S is 0 only for a note changed in packet `seq - 1`, i.e. of that age.
-        let latest = u64::from(win.seq.wrapping_sub(1).wrapping_sub(win.checkpoint));
-        let mut single = self.b;
-        for (&key, log) in on.iter().zip(w.reserve(2 * nlogs)?.chunks_exact_mut(2)) {
-            let s = key >> 16 != latest;
-            single &= s;
-            // |S| NOTENUM |Y| VELOCITY | with Y set: play it (A.6).
-            log[0] = flag(s, S_BIT) | ((key >> 8) as u8 & LOW7);
-            log[1] = S_BIT | (key as u8 & LOW7);
+        let out = w.reserve(2 * nlogs)?;
+        out.copy_from_slice(self.logs[..nlogs].as_flattened());
+        // S is clear on the logs of notes changed in packet `seq - 1` (A.1).
+        for log in out.chunks_exact_mut(2).rev().take(latest) {
+            log[0] &= !S_BIT;
         }
         if self.low != 16 {
             w.put(&self.offbits[self.low..=self.high])?;
         }
-        Ok(Some(single))
+        Ok(Some(self.b && latest == 0))
     }
 }
