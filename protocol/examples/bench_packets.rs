@@ -21,9 +21,22 @@ use protocol::wire::applemidi::Command;
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-const ROUNDS: u32 = 200_000;
-/// Runs of each benchmark; the fastest is reported.
-const RUNS: usize = 5;
+/// Operations per run, and runs of each benchmark (the fastest is reported); `BENCH_ROUNDS`
+/// and `BENCH_RUNS` override them (e.g. small for `valgrind --tool=callgrind`, which counts
+/// instructions repeatably on a busy machine).
+fn rounds() -> u32 {
+    env_or("BENCH_ROUNDS", 200_000)
+}
+fn runs() -> u32 {
+    env_or("BENCH_RUNS", 5)
+}
+
+fn env_or(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// Time and allocations of one run of `ROUNDS` operations.
 #[derive(Clone, Copy)]
@@ -77,6 +90,7 @@ fn busy_sender(rng: &mut Rng) -> (JournalSender, u32) {
     (tx, seq)
 }
 
+#[inline(never)]
 /// Journal encode: record one note, emit the journal of the next packet.
 fn encode() -> (Cost, usize) {
     let mut rng = Rng::new(1);
@@ -84,15 +98,19 @@ fn encode() -> (Cost, usize) {
     let mut buf = [0u8; 1200];
     let mut total = 0usize;
     let (start, allocs) = (Clock::now(), allocations());
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let n = rng.below(128) as u8;
         tx.record(seq, &[0x90, n, 64]);
         total += tx.emit(seq + 1, &mut buf);
         seq += 1;
     }
-    (Cost::since(start, allocs, ROUNDS), total / ROUNDS as usize)
+    (
+        Cost::since(start, allocs, rounds()),
+        total / rounds() as usize,
+    )
 }
 
+#[inline(never)]
 /// Journal decode: parse the busy journal, and every other time repair a loss with it.
 fn decode() -> (Cost, usize) {
     let mut rng = Rng::new(1);
@@ -102,13 +120,13 @@ fn decode() -> (Cost, usize) {
     let mut rx = JournalReceiver::new();
     let mut sink = 0usize;
     let (start, allocs) = (Clock::now(), allocations());
-    for i in 0..ROUNDS {
+    for i in 0..rounds() {
         // Every other call repairs a loss, so decode and compare run for real.
         let lost = i % 2;
         let _ = rx.recover(seq, &buf[..len], lost, &mut |b: &[u8]| sink += b.len());
     }
     assert!(sink > 0, "repairs ran");
-    (Cost::since(start, allocs, ROUNDS), len)
+    (Cost::since(start, allocs, rounds()), len)
 }
 
 /// Costs of the session packet path: A sends one note a packet (send_midi, then poll_transmit
@@ -123,6 +141,7 @@ struct SessionCosts {
     journal_len: usize,
 }
 
+#[inline(never)]
 fn session_packets() -> SessionCosts {
     let a_addr = "10.0.0.1:5004".parse().unwrap();
     let b_addr = "10.0.0.2:5004".parse().unwrap();
@@ -162,7 +181,7 @@ fn session_packets() -> SessionCosts {
     let mut journal_len = 0usize;
     let b_data = data(a_addr);
     let (start, allocs) = (Clock::now(), allocations());
-    for i in 0..ROUNDS {
+    for i in 0..rounds() {
         now += Duration::from_micros(500);
         let note = ShortMessage::from_bytes(&[0x90, (i % 128) as u8, 100]).unwrap();
         let (t0, n0) = (Clock::now(), allocations());
@@ -191,49 +210,49 @@ fn session_packets() -> SessionCosts {
         pump(now, &mut b, b_addr, &mut a, &mut buf);
         while a.poll_event().is_some() {}
     }
-    let round = Cost::since(start, allocs, ROUNDS);
-    let n = f64::from(ROUNDS);
+    let round = Cost::since(start, allocs, rounds());
+    let n = f64::from(rounds());
     let per = |c: Cost| Cost {
         nanos: c.nanos / n,
         allocs: c.allocs / n,
     };
     assert!(
-        b.stats().packets_received >= u64::from(ROUNDS),
+        b.stats().packets_received >= u64::from(rounds()),
         "every note arrived"
     );
     SessionCosts {
         send: per(send),
         receive: per(receive),
         round,
-        journal_len: journal_len / ROUNDS as usize,
+        journal_len: journal_len / rounds() as usize,
     }
 }
 
 fn main() {
-    let runs: Vec<_> = (0..RUNS).map(|_| encode()).collect();
-    let bytes = runs[0].1;
+    let all: Vec<_> = (0..runs()).map(|_| encode()).collect();
+    let bytes = all[0].1;
     println!(
         "journal encode (busy, {bytes} bytes):          {}",
-        Cost::best(runs.into_iter().map(|r| r.0))
+        Cost::best(all.into_iter().map(|r| r.0))
     );
-    let runs: Vec<_> = (0..RUNS).map(|_| decode()).collect();
-    let bytes = runs[0].1;
+    let all: Vec<_> = (0..runs()).map(|_| decode()).collect();
+    let bytes = all[0].1;
     println!(
         "journal decode/repair ({bytes} bytes):         {}",
-        Cost::best(runs.into_iter().map(|r| r.0))
+        Cost::best(all.into_iter().map(|r| r.0))
     );
-    let runs: Vec<_> = (0..RUNS).map(|_| session_packets()).collect();
-    let bytes = runs[0].journal_len;
+    let all: Vec<_> = (0..runs()).map(|_| session_packets()).collect();
+    let bytes = all[0].journal_len;
     println!(
         "session send (send_midi..poll_transmit):  {}  (journal {bytes} bytes average)",
-        Cost::best(runs.iter().map(|r| r.send))
+        Cost::best(all.iter().map(|r| r.send))
     );
     println!(
         "session receive (handle_datagram, event): {}",
-        Cost::best(runs.iter().map(|r| r.receive))
+        Cost::best(all.iter().map(|r| r.receive))
     );
     println!(
         "session whole round (both, RS and CK):    {}",
-        Cost::best(runs.iter().map(|r| r.round))
+        Cost::best(all.iter().map(|r| r.round))
     );
 }

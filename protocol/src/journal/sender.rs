@@ -279,6 +279,9 @@ impl JournalSender {
     /// The receiver has everything up to and including `seq` (closed-loop, RFC 4696 §4.1):
     /// the checkpoint moves to `seq + 1` and older history is no longer sent.
     pub fn confirm(&mut self, seq: u32) {
+        // Commands held back may belong to a confirmed packet: apply them first, so what is
+        // forgotten below includes them.
+        self.flush();
         let (Some(cp), Some(newest)) = (self.checkpoint, self.newest) else {
             return;
         };
@@ -536,14 +539,13 @@ fn write_channel(
         .emit(w)?;
     }
 
-    let ctrls = || {
-        (0..128u8).filter_map(|c| {
-            let v = st.controllers[usize::from(c)]?;
-            (controller_journalled(c) && win.has(v.stamp)).then_some((c, v))
-        })
-    };
+    // Only the entries set since the last trim are visited (bitmaps), not all 128.
+    let ctrls = bits(st.controllers_set).filter_map(|c| {
+        let v = st.controllers[usize::from(c)]?;
+        (controller_journalled(c) && win.has(v.stamp)).then_some((c, false, v.value, v.stamp))
+    });
     if full {
-        if let Some(s) = write_list(w, ctrls().map(|(c, v)| (c, false, v.value, v.stamp)), win)? {
+        if let Some(s) = write_list(w, ctrls, win)? {
             toc |= TOC_C;
             single &= s;
         }
@@ -568,21 +570,16 @@ fn write_channel(
         .emit(w)?;
     }
 
-    if let Some(s) = write_chapter_n(st, win, level <= 3, w)? {
+    let notes = NotesInWindow::of(st, win);
+    if let Some(s) = notes.write_chapter_n(level <= 3, w)? {
         toc |= TOC_N;
         single &= s;
     }
 
     if level <= 1 {
-        let extras = (0..128u8).filter_map(|n| {
+        let extras = bits(notes.extras).filter_map(|n| {
             let note = st.notes[usize::from(n)];
-            let stamp = note.stamp?;
-            (!note.on && note.off_velocity != 64 && win.has(stamp)).then_some((
-                n,
-                true,
-                note.off_velocity,
-                stamp,
-            ))
+            Some((n, true, note.off_velocity, note.stamp?))
         });
         if let Some(s) = write_list(w, extras, win)? {
             toc |= TOC_E;
@@ -597,7 +594,7 @@ fn write_channel(
     }
 
     if level <= 1 {
-        let poly = (0..128u8).filter_map(|n| {
+        let poly = bits(st.poly_set).filter_map(|n| {
             let p = st.poly[usize::from(n)]?;
             win.has(p.stamp).then_some((n, false, p.value, p.stamp))
         });
@@ -714,67 +711,169 @@ fn write_list(
     Ok(Some(single))
 }
 
-/// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
-/// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
-/// OFFBITS; the returned S bit covers the whole chapter.
-fn write_chapter_n(
-    st: &super::state::ChannelState,
-    win: Window,
-    logs: bool,
-    w: &mut Writer,
-) -> Result<Option<bool>, JournalError> {
-    let mut offbits = [0u8; 16];
-    let mut low = 16usize;
-    let mut high = 0usize;
-    let mut on = [(0u32, 0u8); 128];
-    let mut nlogs = 0usize;
-    let mut b = true;
-    let mut single = true;
-    for (n, note) in st.notes.iter().enumerate() {
-        let Some(stamp) = note.stamp.filter(|&s| win.has(s)) else {
-            continue;
-        };
-        if note.on {
-            if logs {
-                // Age relative to the checkpoint orders stamps across a wrap.
-                on[nlogs] = (stamp.wrapping_sub(win.checkpoint), n as u8);
-                nlogs += 1;
-                single &= win.s(stamp);
+/// The notes changed since the checkpoint, as chapters N and E need them.
+#[derive(Debug, PartialEq, Eq)]
+struct NotesInWindow {
+    /// Note logs of the notes on as on the wire with S set, oldest first (ties by note
+    /// number); the last `latest_on` of them changed in packet `seq - 1` (S clear).
+    logs: [[u8; 2]; 128],
+    count: usize,
+    latest_on: usize,
+    /// Notes off, as chapter N's OFFBITS octets, and the first and last octet used.
+    offbits: [u8; 16],
+    low: usize,
+    high: usize,
+    /// Whether no note off changed in packet `seq - 1` (chapter N's B bit).
+    b: bool,
+    /// Notes off with a release velocity other than 64 (chapter E's logs).
+    extras: u128,
+}
+
+impl NotesInWindow {
+    fn of(st: &ChannelState, win: Window) -> Self {
+        if !st.ordered {
+            return Self::gathered(st, win);
+        }
+        let n = Self::tracked(st, win);
+        debug_assert_eq!(n, Self::gathered(st, win), "tracked notes disagree");
+        n
+    }
+
+    /// From what the channel tracks as it changes: only the notes changed in the last
+    /// packet (or later) are looked at, at the end of the change order.
+    fn tracked(st: &ChannelState, win: Window) -> Self {
+        let prev = win.seq.wrapping_sub(1);
+        // Notes applied ahead of this packet (not in its journal), then those of the last
+        // packet; everything before is in the window, older than `seq - 1`.
+        let (mut ahead, mut latest) = (0u128, 0u128);
+        for n in st.note_order.iter_rev() {
+            let stamp = st.notes[usize::from(n)].stamp.unwrap_or(prev);
+            if !win.has(stamp) {
+                ahead |= 1 << n;
+            } else if stamp == prev {
+                latest |= 1 << n;
+            } else {
+                break;
             }
+        }
+        let on = &st.on_logs.logs[..st.on_logs.len];
+        let note = |log: &[u8; 2]| 1u128 << (log[0] & LOW7);
+        let count = on.len() - on.iter().rev().take_while(|l| ahead & note(l) != 0).count();
+        let latest_on = on[..count]
+            .iter()
+            .rev()
+            .take_while(|l| latest & note(l) != 0)
+            .count();
+        let mut logs = [[0u8; 2]; 128];
+        logs[..count].copy_from_slice(&on[..count]);
+        let off = st.off_set & !ahead;
+        let mut offbits = [0u8; 16];
+        for (k, octet) in offbits.iter_mut().enumerate() {
+            // Note 8k is the octet's top bit.
+            *octet = ((off >> (8 * k)) as u8).reverse_bits();
+        }
+        let (low, high) = if off == 0 {
+            (16, 0)
         } else {
-            offbits[n / 8] |= 0x80 >> (n % 8);
-            low = low.min(n / 8);
-            high = high.max(n / 8);
-            b &= win.s(stamp);
+            (
+                off.trailing_zeros() as usize / 8,
+                (127 - off.leading_zeros() as usize) / 8,
+            )
+        };
+        NotesInWindow {
+            logs,
+            count,
+            latest_on,
+            offbits,
+            low,
+            high,
+            b: off & latest == 0,
+            extras: st.extras_set & !ahead,
         }
     }
-    if nlogs == 0 && low == 16 {
-        return Ok(None);
-    }
-    let (lo, hi) = if low == 16 {
-        // No OFFBITS: LOW 15, HIGH 1, or HIGH 0 with LEN 127 for 128 logs (A.6).
-        (15, if nlogs == 128 { 0 } else { 1 })
-    } else {
-        (low, high)
-    };
-    w.put(&[
-        flag(b, S_BIT) | (nlogs.min(127) as u8),
-        ((lo as u8) << 4) | hi as u8,
-    ])?;
-    let on = &mut on[..nlogs];
-    on.sort_unstable();
-    for &(_, n) in on.iter() {
-        let note = st.notes[usize::from(n)];
-        Log2 {
-            single: note.stamp.is_none_or(|s| win.s(s)),
-            number: n,
-            flag: true,
-            value: note.velocity,
+
+    /// By looking at every note changed since the checkpoint: for a channel whose stamps
+    /// went back (commands recorded out of packet order).
+    fn gathered(st: &ChannelState, win: Window) -> Self {
+        let mut on = [0u64; 128];
+        let mut on_count = 0;
+        let mut n = NotesInWindow {
+            logs: [[0; 2]; 128],
+            count: 0,
+            latest_on: 0,
+            offbits: [0; 16],
+            low: 16,
+            high: 0,
+            b: true,
+            extras: 0,
+        };
+        for note in st.note_order.iter() {
+            let i = usize::from(note);
+            let state = st.notes[i];
+            let Some(stamp) = state.stamp.filter(|&s| win.has(s)) else {
+                continue;
+            };
+            if state.on {
+                // Age relative to the checkpoint orders stamps across a wrap.
+                let age = u64::from(stamp.wrapping_sub(win.checkpoint));
+                on[on_count] = (age << 8) | u64::from(note);
+                on_count += 1;
+            } else {
+                n.offbits[i / 8] |= 0x80 >> (i % 8);
+                n.low = n.low.min(i / 8);
+                n.high = n.high.max(i / 8);
+                n.b &= win.s(stamp);
+                if state.off_velocity != 64 {
+                    n.extras |= 1 << i;
+                }
+            }
         }
-        .emit(w)?;
+        let on = &mut on[..on_count];
+        on.sort_unstable();
+        for (log, &key) in n.logs.iter_mut().zip(on.iter()) {
+            let note = key as u8;
+            *log = [S_BIT | note, S_BIT | st.notes[usize::from(note)].velocity];
+        }
+        n.count = on.len();
+        n.latest_on = on
+            .iter()
+            .rev()
+            .take_while(|&&key| !win.s(win.checkpoint.wrapping_add((key >> 8) as u32)))
+            .count();
+        n
     }
-    if low != 16 {
-        w.put(&offbits[low..=high])?;
+
+    /// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
+    /// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
+    /// OFFBITS; the returned S bit covers the whole chapter.
+    fn write_chapter_n(&self, logs: bool, w: &mut Writer) -> Result<Option<bool>, JournalError> {
+        let (nlogs, latest) = if logs {
+            (self.count, self.latest_on)
+        } else {
+            (0, 0)
+        };
+        if nlogs == 0 && self.low == 16 {
+            return Ok(None);
+        }
+        let (lo, hi) = if self.low == 16 {
+            // No OFFBITS: LOW 15, HIGH 1, or HIGH 0 with LEN 127 for 128 logs (A.6).
+            (15, if nlogs == 128 { 0 } else { 1 })
+        } else {
+            (self.low, self.high)
+        };
+        w.put(&[
+            flag(self.b, S_BIT) | (nlogs.min(127) as u8),
+            ((lo as u8) << 4) | hi as u8,
+        ])?;
+        let out = w.reserve(2 * nlogs)?;
+        out.copy_from_slice(self.logs[..nlogs].as_flattened());
+        // S is clear on the logs of notes changed in packet `seq - 1` (A.1).
+        for log in out.chunks_exact_mut(2).rev().take(latest) {
+            log[0] &= !S_BIT;
+        }
+        if self.low != 16 {
+            w.put(&self.offbits[self.low..=self.high])?;
+        }
+        Ok(Some(self.b && latest == 0))
     }
-    Ok(Some(single && b))
 }

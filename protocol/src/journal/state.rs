@@ -96,6 +96,77 @@ pub struct ChannelState {
     pub(crate) poly_set: u128,
     /// Notes with a stamp not yet forgotten, in the order they last changed.
     pub(crate) note_order: NoteOrder,
+    /// Whether stamps never went back along `note_order` (always so for a sender that
+    /// records packets in order): the journal then finds what changed in the last packet at
+    /// the end of the lists, and copies `on_logs` as they are.
+    pub(crate) ordered: bool,
+    /// Chapter N logs of the notes on, not yet forgotten.
+    pub(crate) on_logs: OnLogs,
+    /// Notes in `on_logs`; notes off not yet forgotten; those of them released with a
+    /// velocity other than 64 (chapter E).
+    pub(crate) on_set: u128,
+    pub(crate) off_set: u128,
+    pub(crate) extras_set: u128,
+}
+
+/// Chapter N note logs (RFC 6295 A.6) of the notes on, as they go on the wire (S set, Y set),
+/// oldest first and ties by note number, with their stamps: the journal copies them rather
+/// than gathering and sorting up to 128 notes for every packet.
+#[derive(Clone, Debug)]
+pub(crate) struct OnLogs {
+    pub(crate) logs: [[u8; 2]; 128],
+    pub(crate) stamps: [u32; 128],
+    pub(crate) len: usize,
+}
+
+impl OnLogs {
+    const EMPTY: OnLogs = OnLogs {
+        logs: [[0; 2]; 128],
+        stamps: [0; 128],
+        len: 0,
+    };
+
+    fn remove(&mut self, n: u8) {
+        let len = self.len;
+        if let Some(i) = self.logs[..len].iter().position(|l| l[0] & 0x7F == n) {
+            self.logs.copy_within(i + 1..len, i);
+            self.stamps.copy_within(i + 1..len, i);
+            self.len -= 1;
+        }
+    }
+
+    /// Appends note `n` (not in the list), before the notes of the same stamp above it.
+    fn push(&mut self, n: u8, velocity: u8, stamp: u32) {
+        let len = self.len;
+        if len == self.logs.len() {
+            return;
+        }
+        let mut at = len;
+        while at > 0 && self.stamps[at - 1] == stamp && self.logs[at - 1][0] & 0x7F > n {
+            at -= 1;
+        }
+        self.logs.copy_within(at..len, at + 1);
+        self.stamps.copy_within(at..len, at + 1);
+        self.logs[at] = [0x80 | n, 0x80 | (velocity & 0x7F)];
+        self.stamps[at] = stamp;
+        self.len += 1;
+    }
+
+    /// Keeps the logs `keep` accepts; returns the notes kept.
+    fn retain(&mut self, keep: impl Fn(u32) -> bool) -> u128 {
+        let mut kept = 0;
+        let mut set = 0u128;
+        for i in 0..self.len {
+            if keep(self.stamps[i]) {
+                self.logs[kept] = self.logs[i];
+                self.stamps[kept] = self.stamps[i];
+                set |= 1 << (self.logs[i][0] & 0x7F);
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        set
+    }
 }
 
 impl Default for ChannelState {
@@ -169,8 +240,18 @@ impl NoteOrder {
         })
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.linked == 0
+    /// Note numbers, latest change first.
+    pub(crate) fn iter_rev(&self) -> impl Iterator<Item = u8> + '_ {
+        let mut at = self.tail;
+        core::iter::from_fn(move || {
+            let n = at;
+            at = *self.prev.get(usize::from(n))?;
+            Some(n)
+        })
+    }
+
+    fn last(&self) -> Option<u8> {
+        (self.tail != NIL).then_some(self.tail)
     }
 }
 
@@ -209,6 +290,11 @@ impl ChannelState {
         controllers_set: 0,
         poly_set: 0,
         note_order: NoteOrder::EMPTY,
+        ordered: true,
+        on_logs: OnLogs::EMPTY,
+        on_set: 0,
+        off_set: 0,
+        extras_set: 0,
     };
 
     fn set_ctrl(&mut self, number: u8, value: u8, stamp: u32) {
@@ -218,9 +304,31 @@ impl ChannelState {
         }
     }
 
+    /// Sets note `n` (0-127) as a command stamped `note.stamp` (always set) left it.
     fn set_note(&mut self, n: u8, note: Note) {
+        let stamp = note.stamp.unwrap_or_default();
+        let latest = self.note_order.last();
+        if let Some(prev) = latest.and_then(|l| self.notes[usize::from(l)].stamp) {
+            self.ordered &= super::sender::at_or_after(stamp, prev);
+        }
         self.notes[usize::from(n)] = note;
         self.note_order.touch(n);
+        let bit = 1u128 << n;
+        if self.on_set & bit != 0 {
+            self.on_logs.remove(n);
+        }
+        self.on_set &= !bit;
+        self.off_set &= !bit;
+        self.extras_set &= !bit;
+        if note.on {
+            self.on_logs.push(n, note.velocity, stamp);
+            self.on_set |= bit;
+        } else {
+            self.off_set |= bit;
+            if note.off_velocity != 64 {
+                self.extras_set |= bit;
+            }
+        }
     }
 
     fn all_notes_off(&mut self, stamp: u32) {
@@ -257,6 +365,12 @@ impl ChannelState {
             if self.notes[usize::from(n)].stamp.is_none_or(old) {
                 self.note_order.unlink(n);
             }
+        }
+        self.on_set = self.on_logs.retain(|stamp| !old(stamp));
+        self.off_set &= self.note_order.linked;
+        self.extras_set &= self.note_order.linked;
+        if self.note_order.linked == 0 {
+            self.ordered = true;
         }
     }
 
