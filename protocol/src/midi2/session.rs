@@ -373,6 +373,10 @@ impl Session {
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
+    /// Neither closing nor closed: datagrams from its peer are for this session.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, State::Closing { .. } | State::Closed)
+    }
     /// Closed and nothing left to send or report: the owner may drop it.
     pub fn is_drained(&self) -> bool {
         self.state == State::Closed && self.pending.is_empty() && self.events.is_empty()
