@@ -15,11 +15,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use super::auth;
-use super::ump::Ump;
+use super::ump::{midi1_to_ump, Ump};
 use super::wire::{
     self, auth_state, bye_reason, caps, nak_reason, retransmit_error, Command, CommandError,
     DatagramWriter, Identity, HEADER_LEN, NONCE_LEN,
 };
+use crate::midi::MidiMessage;
 use crate::rng::Rng;
 use crate::session::sanitize_name;
 use crate::time::{Duration, Instant};
@@ -831,9 +832,19 @@ impl Session {
             return false;
         }
         self.push_command(Some(ump));
-        self.tail_left = self.config.fec_count.max(1);
+        // One more than the FEC count, as amidi2net: the last one carries no data as FEC but
+        // its number still reveals a gap, which a retransmit request then fills.
+        self.tail_left = self.config.fec_count + 1;
         self.timers[Timer::Tail as usize] = None;
         true
+    }
+
+    /// Queues a MIDI 1.0 message as UMP in the MIDI 1.0 protocol on `group` (a SysEx as
+    /// several packets). False if refused, as [`Session::send_ump`].
+    pub fn send_midi1(&mut self, group: u8, message: &MidiMessage) -> bool {
+        let mut umps = Vec::new();
+        midi1_to_ump(group, message, &mut umps);
+        umps.into_iter().all(|ump| self.send_ump(ump))
     }
 
     fn push_command(&mut self, ump: Option<Ump>) {
@@ -1285,7 +1296,7 @@ mod tests {
             };
             assert_eq!(wire::ump_words(payload).collect::<Vec<_>>(), ump(n).words());
         }
-        // Then zero-length commands every 100 ms, three of them.
+        // Then zero-length commands every 100 ms, one more than the FEC count.
         let mut tails = 0;
         for ms in (100..1000).step_by(50) {
             s.handle_timeout(at(ms));
@@ -1295,7 +1306,7 @@ mod tests {
                 tails += 1;
             }
         }
-        assert_eq!(tails, 3);
+        assert_eq!(tails, 4);
     }
 
     #[test]
