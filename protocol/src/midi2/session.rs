@@ -32,6 +32,8 @@ pub const MAX_PRODUCT_ID: usize = 42;
 const MAX_RX_PENDING: u64 = 512;
 /// A sequence number this far behind the expected one means the peer started over.
 const RESTART_DISTANCE: i64 = 1024;
+/// Replies (NAKs, ping replies) queued at most: a flood of bad commands cannot fill memory.
+const MAX_PENDING: usize = 256;
 /// Bytes one UMP data command takes at most (header + 4 words).
 const MAX_UMP_COMMAND: usize = HEADER_LEN + 16;
 
@@ -297,7 +299,7 @@ pub struct Session {
     tail_left: usize,
     // Receiving.
     rx_next: Option<u64>,
-    rx_held: BTreeMap<u64, Option<Ump>>,
+    rx_held: BTreeMap<u64, Vec<Ump>>,
     /// Retransmit requests sent for the current gap.
     rx_requests: u32,
     /// After the peer reset the session: take the next new command as the start.
@@ -410,7 +412,8 @@ impl Session {
     /// Answers a command we could not read with a NAK, except a NAK (two peers must never NAK
     /// each other's NAKs forever).
     fn nak_error(&mut self, e: &CommandError) {
-        if !matches!(e.header[0], wire::code::NAK | wire::code::NAK_AMIDI2NET) {
+        let is_nak = matches!(e.header[0], wire::code::NAK | wire::code::NAK_AMIDI2NET);
+        if !is_nak && self.pending.len() < MAX_PENDING {
             self.pending.push_back(Pending::Nak {
                 reason: e.nak_reason(),
                 header: e.header,
@@ -419,6 +422,9 @@ impl Session {
     }
 
     fn not_expected(&mut self, command: &Command<'_>) {
+        if self.pending.len() >= MAX_PENDING {
+            return;
+        }
         let mut header = [0u8; HEADER_LEN];
         // The header is the first four bytes of the command as emitted.
         let mut buf = [0u8; 1100];
@@ -434,7 +440,11 @@ impl Session {
     fn handle_command(&mut self, now: Instant, command: Command<'_>) {
         self.heard(now);
         match command {
-            Command::Ping(id) => self.pending.push_back(Pending::PingReply(id)),
+            Command::Ping(id) => {
+                if self.pending.len() < MAX_PENDING {
+                    self.pending.push_back(Pending::PingReply(id))
+                }
+            }
             Command::PingReply(id) => {
                 if let Some((sent_id, at)) = self.ping_outstanding {
                     if sent_id == id {
@@ -698,24 +708,18 @@ impl Session {
 
     fn receive_ump(&mut self, now: Instant, seq: u16, payload: &[u8]) {
         let words: Vec<u32> = wire::ump_words(payload).collect();
-        let ump = match words.len() {
-            0 => None,
-            _ => match Ump::new(&words) {
-                Ok(u) => Some(u),
-                Err(_) => {
-                    self.stats.malformed += 1;
-                    self.pending.push_back(Pending::Nak {
-                        reason: nak_reason::MALFORMED,
-                        header: [
-                            wire::code::UMP_DATA,
-                            words.len() as u8,
-                            (seq >> 8) as u8,
-                            seq as u8,
-                        ],
-                    });
-                    return;
-                }
-            },
+        // One UMP per command as amidi2net and Zephyr send; more are taken too, zero is a
+        // zero-length command (a number without data).
+        let Some(umps) = Ump::split(&words) else {
+            self.stats.malformed += 1;
+            if self.pending.len() < MAX_PENDING {
+                let [hi, lo] = seq.to_be_bytes();
+                self.pending.push_back(Pending::Nak {
+                    reason: nak_reason::MALFORMED,
+                    header: [wire::code::UMP_DATA, words.len() as u8, hi, lo],
+                });
+            }
+            return;
         };
         let Some(next) = self.rx_next else {
             // The first command of the session starts the count.
@@ -740,12 +744,12 @@ impl Session {
         }
         if diff as u64 > MAX_RX_PENDING {
             // Too far ahead to hold what lies between: that much is lost.
-            self.rx_held.insert(ext, ump);
+            self.rx_held.insert(ext, umps);
             self.reset_after_loss();
             return;
         }
         if diff > 0 {
-            self.rx_held.insert(ext, ump);
+            self.rx_held.insert(ext, umps);
             if self.timers[Timer::Missing as usize].is_none() {
                 self.set_timer(Timer::Missing, now + self.config.missing_wait);
             }
@@ -754,7 +758,7 @@ impl Session {
         if !self.rx_held.is_empty() {
             self.stats.repaired += 1;
         }
-        self.deliver(ump);
+        self.deliver(umps);
         let mut next = ext + 1;
         while let Some(held) = self.rx_held.remove(&next) {
             self.deliver(held);
@@ -770,11 +774,9 @@ impl Session {
         };
     }
 
-    fn deliver(&mut self, ump: Option<Ump>) {
-        if let Some(ump) = ump {
-            self.stats.umps_received += 1;
-            self.events.push_back(Event::Ump(ump));
-        }
+    fn deliver(&mut self, umps: Vec<Ump>) {
+        self.stats.umps_received += umps.len() as u64;
+        self.events.extend(umps.into_iter().map(Event::Ump));
     }
 
     /// The Missing timer: ask for the gap again, or give it up with a session reset (§7.4).
@@ -808,9 +810,9 @@ impl Session {
         let Some(mut next) = self.rx_next else { return };
         let held = std::mem::take(&mut self.rx_held);
         let mut lost = 0;
-        for (ext, ump) in held {
+        for (ext, umps) in held {
             lost += ext - next;
-            self.deliver(ump);
+            self.deliver(umps);
             next = ext + 1;
         }
         self.rx_next = Some(next);
@@ -1401,6 +1403,43 @@ mod tests {
         assert_eq!(s.stats().duplicates, 1);
         assert_eq!(s.stats().repaired, 1);
         assert_eq!(s.poll_timeout().map(|t| t > at(1000)), Some(true));
+    }
+
+    #[test]
+    fn a_command_with_two_umps_gives_both_and_a_cut_one_a_nak() {
+        let mut s = host();
+        let two = [0x20, 0x90, 0x3C, 0x64, 0x10, 0xF8, 0, 0];
+        let cut = [0x40, 0x90, 0x3C, 0x00];
+        s.handle_datagram(
+            at(1),
+            &datagram(&[
+                Command::UmpData {
+                    seq: 1,
+                    payload: &two,
+                },
+                Command::UmpData {
+                    seq: 2,
+                    payload: &cut,
+                },
+            ]),
+        );
+        let umps: Vec<Ump> = std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                Event::Ump(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            umps,
+            [
+                Ump::new(&[0x2090_3C64]).unwrap(),
+                Ump::new(&[0x10F8_0000]).unwrap()
+            ]
+        );
+        assert_eq!(
+            sent(&mut s, at(1)),
+            [vec![code::NAK, 1, nak_reason::MALFORMED, 0, 0xFF, 1, 0, 2]]
+        );
     }
 
     #[test]
