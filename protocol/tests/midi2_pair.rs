@@ -27,6 +27,8 @@ struct Net {
     nodes: Vec<Node>,
     rng: Rng,
     latency: Duration,
+    /// Extra delay up to this, drawn per datagram: reorders them.
+    jitter: Duration,
     loss: f64,
     blackhole: bool,
     filter: Option<Filter>,
@@ -51,6 +53,7 @@ impl Net {
             nodes: Vec::new(),
             rng: Rng::new(seed),
             latency: Duration::from_millis(2),
+            jitter: Duration::ZERO,
             loss: 0.0,
             blackhole: false,
             filter: None,
@@ -104,7 +107,9 @@ impl Net {
         }
         let id = self.next_flight;
         self.next_flight += 1;
-        self.queue.push(Reverse((self.now + self.latency, id)));
+        let jitter = self.rng.below(self.jitter.as_micros() as u64 + 1);
+        let at = self.now + self.latency + Duration::from_micros(jitter);
+        self.queue.push(Reverse((at, id)));
         let src = self.nodes[from].addr;
         self.flights.insert(id, (to, src, bytes));
     }
@@ -434,6 +439,42 @@ fn random_loss_loses_nothing() {
         assert_eq!(net.umps(HOST), want, "seed {seed}");
         assert_eq!(net.umps(CLIENT), want, "seed {seed}");
     }
+}
+
+#[test]
+fn reordering_with_loss_delivers_everything_once_in_order() {
+    for seed in 0..5 {
+        let mut net = connected_net(300 + seed, config("Keys"), config("Hub"));
+        net.loss = 0.1;
+        net.jitter = Duration::from_millis(15);
+        for n in 0..100u8 {
+            net.send_ump(CLIENT, note_on(n));
+            net.run_for(Duration::from_millis(4));
+        }
+        net.run_for(Duration::from_secs(2));
+        let want: Vec<Ump> = (0..100).map(note_on).collect();
+        assert_eq!(net.umps(HOST), want, "seed {seed}");
+        assert_eq!(net.stats(HOST).lost, 0);
+    }
+}
+
+#[test]
+fn midi1_in_and_out_through_the_session() {
+    use protocol::midi::MidiMessage;
+    use protocol::midi2::ump::ToMidi1;
+    let mut net = connected_net(16, config("Keys"), config("Hub"));
+    let sysex = MidiMessage::SysEx([&[0xF0][..], &[0x42; 40], &[0xF7]].concat());
+    let note = MidiMessage::from_bytes(&[0x91, 60, 100]).unwrap();
+    let id = net.session_id(CLIENT);
+    let session = net.nodes[CLIENT].endpoint.session_mut(id).unwrap();
+    assert!(session.send_midi1(0, &note));
+    assert!(session.send_midi1(0, &sysex));
+    net.run_for(Duration::from_millis(50));
+    let mut to_midi1 = ToMidi1::new(1024);
+    let mut got = Vec::new();
+    to_midi1.translate_all(&net.umps(HOST), &mut got);
+    let got: Vec<MidiMessage> = got.into_iter().map(|g| g.message).collect();
+    assert_eq!(got, [note, sysex]);
 }
 
 #[test]

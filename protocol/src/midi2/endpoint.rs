@@ -136,12 +136,13 @@ impl Endpoint {
         id
     }
 
-    /// The live session of `peer` (a closing one still takes its bye reply).
+    /// The session of `peer`: the newest active one, else one still closing (it takes its
+    /// bye reply).
     fn find(&self, peer: SocketAddr) -> Option<SessionId> {
         self.sessions
             .iter()
-            .filter(|(_, s)| same_peer(s.peer(), peer))
-            .min_by_key(|(_, s)| s.is_drained())
+            .filter(|(_, s)| same_peer(s.peer(), peer) && !s.is_drained())
+            .max_by_key(|(id, s)| (s.is_active(), **id))
             .map(|(id, _)| *id)
     }
 
@@ -158,10 +159,8 @@ impl Endpoint {
         };
         if let Some(id) = self.find(from) {
             if let Some(session) = self.sessions.get_mut(&id) {
-                if !session.is_drained() {
-                    session.handle_datagram(now, bytes);
-                    return Ok(id);
-                }
+                session.handle_datagram(now, bytes);
+                return Ok(id);
             }
         }
         match commands.next() {
@@ -273,4 +272,127 @@ impl Endpoint {
 /// IPv4 peers may reach a dual-stack socket as IPv4-mapped IPv6 addresses.
 fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::midi2::wire::code;
+
+    const PEER: &str = "192.0.2.9:5000";
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_micros(1_000_000 + ms * 1000)
+    }
+
+    fn datagram(c: Command<'_>) -> Vec<u8> {
+        let mut buf = vec![0; 64];
+        let mut w = DatagramWriter::new(&mut buf).unwrap();
+        w.push(&c).unwrap();
+        let len = w.len();
+        buf.truncate(len);
+        buf
+    }
+
+    fn replies(e: &mut Endpoint, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut buf = [0u8; 1500];
+        std::iter::from_fn(|| {
+            e.poll_transmit(now, &mut buf)
+                .map(|t| (t.dst, buf[4..t.len].to_vec()))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn strays_are_answered_as_other_implementations_do() {
+        let mut e = Endpoint::new(Config::default(), AcceptPolicy::default(), 1);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let cases = [
+            (
+                Command::Ping(5),
+                vec![code::PING_REPLY, 1, 0, 0, 0, 0, 0, 5],
+            ),
+            (
+                Command::Bye {
+                    reason: 1,
+                    text: "",
+                },
+                vec![code::BYE_REPLY, 0, 0, 0],
+            ),
+            (
+                Command::UmpData {
+                    seq: 1,
+                    payload: &[0x10, 0xF8, 0, 0],
+                },
+                vec![code::BYE, 0, bye_reason::NOT_ESTABLISHED, 0],
+            ),
+            (
+                Command::RetransmitRequest { seq: 1, count: 0 },
+                vec![code::NAK, 1, nak_reason::NOT_EXPECTED, 0, 0x80, 1, 0, 1],
+            ),
+        ];
+        for (command, reply) in cases {
+            assert_eq!(
+                e.handle_datagram(at(0), peer, &datagram(command)),
+                Err(Dropped::UnknownPeer)
+            );
+            assert_eq!(replies(&mut e, at(0)), [(peer, reply)], "{command:?}");
+        }
+        // NAKs and bye replies are not answered; datagrams without signature are dropped.
+        let nak = Command::Nak {
+            reason: 0,
+            header: [0; 4],
+            text: "",
+        };
+        assert!(e.handle_datagram(at(0), peer, &datagram(nak)).is_err());
+        assert_eq!(
+            e.handle_datagram(at(0), peer, b"RTP!"),
+            Err(Dropped::Malformed)
+        );
+        assert!(replies(&mut e, at(0)).is_empty());
+        assert_eq!(e.sessions().count(), 0);
+        assert_eq!(e.drops().unknown_peer, 5);
+    }
+
+    #[test]
+    fn refuse_all_answers_bye_not_accepted() {
+        let policy = AcceptPolicy {
+            refuse_all: true,
+            ..AcceptPolicy::default()
+        };
+        let mut e = Endpoint::new(Config::default(), policy, 1);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let inv = Command::Invitation {
+            caps: 0,
+            identity: Default::default(),
+        };
+        assert_eq!(
+            e.handle_datagram(at(0), peer, &datagram(inv)),
+            Err(Dropped::Refused)
+        );
+        assert_eq!(
+            replies(&mut e, at(0)),
+            [(peer, vec![code::BYE, 0, bye_reason::NOT_ACCEPTED, 0])]
+        );
+    }
+
+    #[test]
+    fn a_new_connect_to_the_same_peer_takes_its_datagrams() {
+        let mut e = Endpoint::new(Config::default(), AcceptPolicy::default(), 1);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let old = e.connect(at(0), peer);
+        let new = e.connect(at(1), peer);
+        assert_ne!(old, new);
+        let accepted = Command::Accepted(Default::default());
+        assert_eq!(e.handle_datagram(at(2), peer, &datagram(accepted)), Ok(new));
+        assert!(e.session(new).unwrap().is_connected());
+        // The old one, closed, no longer gets datagrams; it is gone once its bye is sent.
+        assert!(!e.session(old).unwrap().is_active());
+        let sent = replies(&mut e, at(3));
+        let bye = [code::BYE, 0, bye_reason::INVITATION_CANCELLED, 0];
+        assert!(sent.iter().any(|(to, b)| *to == peer && b.ends_with(&bye)));
+        while e.poll_event().is_some() {}
+        assert!(e.session(old).is_none());
+        assert!(e.session(new).is_some());
+    }
 }

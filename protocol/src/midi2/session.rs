@@ -15,11 +15,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use super::auth;
-use super::ump::Ump;
+use super::ump::{midi1_to_ump, Ump};
 use super::wire::{
     self, auth_state, bye_reason, caps, nak_reason, retransmit_error, Command, CommandError,
     DatagramWriter, Identity, HEADER_LEN, NONCE_LEN,
 };
+use crate::midi::MidiMessage;
 use crate::rng::Rng;
 use crate::session::sanitize_name;
 use crate::time::{Duration, Instant};
@@ -31,6 +32,8 @@ pub const MAX_PRODUCT_ID: usize = 42;
 const MAX_RX_PENDING: u64 = 512;
 /// A sequence number this far behind the expected one means the peer started over.
 const RESTART_DISTANCE: i64 = 1024;
+/// Replies (NAKs, ping replies) queued at most: a flood of bad commands cannot fill memory.
+const MAX_PENDING: usize = 256;
 /// Bytes one UMP data command takes at most (header + 4 words).
 const MAX_UMP_COMMAND: usize = HEADER_LEN + 16;
 
@@ -296,7 +299,7 @@ pub struct Session {
     tail_left: usize,
     // Receiving.
     rx_next: Option<u64>,
-    rx_held: BTreeMap<u64, Option<Ump>>,
+    rx_held: BTreeMap<u64, Vec<Ump>>,
     /// Retransmit requests sent for the current gap.
     rx_requests: u32,
     /// After the peer reset the session: take the next new command as the start.
@@ -373,6 +376,10 @@ impl Session {
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
+    /// Neither closing nor closed: datagrams from its peer are for this session.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, State::Closing { .. } | State::Closed)
+    }
     /// Closed and nothing left to send or report: the owner may drop it.
     pub fn is_drained(&self) -> bool {
         self.state == State::Closed && self.pending.is_empty() && self.events.is_empty()
@@ -405,7 +412,8 @@ impl Session {
     /// Answers a command we could not read with a NAK, except a NAK (two peers must never NAK
     /// each other's NAKs forever).
     fn nak_error(&mut self, e: &CommandError) {
-        if !matches!(e.header[0], wire::code::NAK | wire::code::NAK_AMIDI2NET) {
+        let is_nak = matches!(e.header[0], wire::code::NAK | wire::code::NAK_AMIDI2NET);
+        if !is_nak && self.pending.len() < MAX_PENDING {
             self.pending.push_back(Pending::Nak {
                 reason: e.nak_reason(),
                 header: e.header,
@@ -414,6 +422,9 @@ impl Session {
     }
 
     fn not_expected(&mut self, command: &Command<'_>) {
+        if self.pending.len() >= MAX_PENDING {
+            return;
+        }
         let mut header = [0u8; HEADER_LEN];
         // The header is the first four bytes of the command as emitted.
         let mut buf = [0u8; 1100];
@@ -429,7 +440,11 @@ impl Session {
     fn handle_command(&mut self, now: Instant, command: Command<'_>) {
         self.heard(now);
         match command {
-            Command::Ping(id) => self.pending.push_back(Pending::PingReply(id)),
+            Command::Ping(id) => {
+                if self.pending.len() < MAX_PENDING {
+                    self.pending.push_back(Pending::PingReply(id))
+                }
+            }
             Command::PingReply(id) => {
                 if let Some((sent_id, at)) = self.ping_outstanding {
                     if sent_id == id {
@@ -693,24 +708,18 @@ impl Session {
 
     fn receive_ump(&mut self, now: Instant, seq: u16, payload: &[u8]) {
         let words: Vec<u32> = wire::ump_words(payload).collect();
-        let ump = match words.len() {
-            0 => None,
-            _ => match Ump::new(&words) {
-                Ok(u) => Some(u),
-                Err(_) => {
-                    self.stats.malformed += 1;
-                    self.pending.push_back(Pending::Nak {
-                        reason: nak_reason::MALFORMED,
-                        header: [
-                            wire::code::UMP_DATA,
-                            words.len() as u8,
-                            (seq >> 8) as u8,
-                            seq as u8,
-                        ],
-                    });
-                    return;
-                }
-            },
+        // One UMP per command as amidi2net and Zephyr send; more are taken too, zero is a
+        // zero-length command (a number without data).
+        let Some(umps) = Ump::split(&words) else {
+            self.stats.malformed += 1;
+            if self.pending.len() < MAX_PENDING {
+                let [hi, lo] = seq.to_be_bytes();
+                self.pending.push_back(Pending::Nak {
+                    reason: nak_reason::MALFORMED,
+                    header: [wire::code::UMP_DATA, words.len() as u8, hi, lo],
+                });
+            }
+            return;
         };
         let Some(next) = self.rx_next else {
             // The first command of the session starts the count.
@@ -735,12 +744,12 @@ impl Session {
         }
         if diff as u64 > MAX_RX_PENDING {
             // Too far ahead to hold what lies between: that much is lost.
-            self.rx_held.insert(ext, ump);
+            self.rx_held.insert(ext, umps);
             self.reset_after_loss();
             return;
         }
         if diff > 0 {
-            self.rx_held.insert(ext, ump);
+            self.rx_held.insert(ext, umps);
             if self.timers[Timer::Missing as usize].is_none() {
                 self.set_timer(Timer::Missing, now + self.config.missing_wait);
             }
@@ -749,7 +758,7 @@ impl Session {
         if !self.rx_held.is_empty() {
             self.stats.repaired += 1;
         }
-        self.deliver(ump);
+        self.deliver(umps);
         let mut next = ext + 1;
         while let Some(held) = self.rx_held.remove(&next) {
             self.deliver(held);
@@ -765,11 +774,9 @@ impl Session {
         };
     }
 
-    fn deliver(&mut self, ump: Option<Ump>) {
-        if let Some(ump) = ump {
-            self.stats.umps_received += 1;
-            self.events.push_back(Event::Ump(ump));
-        }
+    fn deliver(&mut self, umps: Vec<Ump>) {
+        self.stats.umps_received += umps.len() as u64;
+        self.events.extend(umps.into_iter().map(Event::Ump));
     }
 
     /// The Missing timer: ask for the gap again, or give it up with a session reset (§7.4).
@@ -803,9 +810,9 @@ impl Session {
         let Some(mut next) = self.rx_next else { return };
         let held = std::mem::take(&mut self.rx_held);
         let mut lost = 0;
-        for (ext, ump) in held {
+        for (ext, umps) in held {
             lost += ext - next;
-            self.deliver(ump);
+            self.deliver(umps);
             next = ext + 1;
         }
         self.rx_next = Some(next);
@@ -827,9 +834,19 @@ impl Session {
             return false;
         }
         self.push_command(Some(ump));
-        self.tail_left = self.config.fec_count.max(1);
+        // One more than the FEC count, as amidi2net: the last one carries no data as FEC but
+        // its number still reveals a gap, which a retransmit request then fills.
+        self.tail_left = self.config.fec_count + 1;
         self.timers[Timer::Tail as usize] = None;
         true
+    }
+
+    /// Queues a MIDI 1.0 message as UMP in the MIDI 1.0 protocol on `group` (a SysEx as
+    /// several packets). False if refused, as [`Session::send_ump`].
+    pub fn send_midi1(&mut self, group: u8, message: &MidiMessage) -> bool {
+        let mut umps = Vec::new();
+        midi1_to_ump(group, message, &mut umps);
+        umps.into_iter().all(|ump| self.send_ump(ump))
     }
 
     fn push_command(&mut self, ump: Option<Ump>) {
@@ -1154,4 +1171,354 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::midi2::wire::code;
+
+    const PEER: &str = "192.0.2.9:5673";
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_micros(1_000_000 + ms * 1000)
+    }
+
+    fn datagram(commands: &[Command<'_>]) -> Vec<u8> {
+        let mut buf = vec![0; 1500];
+        let mut w = DatagramWriter::new(&mut buf).unwrap();
+        for c in commands {
+            w.push(c).unwrap();
+        }
+        let len = w.len();
+        buf.truncate(len);
+        buf
+    }
+
+    /// Every command the session sends now, as (code, bytes of the command).
+    fn sent(s: &mut Session, now: Instant) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 1500];
+        let mut out = Vec::new();
+        while let Some(t) = s.poll_transmit(now, &mut buf) {
+            let mut rest = &buf[4..t.len];
+            while !rest.is_empty() {
+                let (_, len) = Command::parse(rest).unwrap();
+                out.push(rest[..len].to_vec());
+                rest = &rest[len..];
+            }
+        }
+        out
+    }
+
+    fn parsed(bytes: &[u8]) -> Command<'_> {
+        Command::parse(bytes).unwrap().0
+    }
+
+    fn ump(n: u8) -> Ump {
+        Ump::new(&[0x2090_0064 | (u32::from(n) << 8)]).unwrap()
+    }
+
+    /// A host session after a plain invitation.
+    fn host() -> Session {
+        let mut s = Session::accept(Config::default(), at(0), PEER.parse().unwrap(), 3);
+        let inv = Command::Invitation {
+            caps: 0,
+            identity: Identity {
+                name: "Peer",
+                product_id: "",
+            },
+        };
+        s.handle_datagram(at(0), &datagram(&[inv]));
+        assert!(s.is_connected());
+        let out = sent(&mut s, at(0));
+        assert!(matches!(parsed(&out[0]), Command::Accepted(i) if i.name == "rtpmidid"));
+        assert!(matches!(s.poll_event(), Some(Event::Connected { name, .. }) if name == "Peer"));
+        s
+    }
+
+    #[test]
+    fn unexpected_and_unknown_commands_are_nakked_but_naks_never() {
+        let mut s = host();
+        let accepted = Command::Accepted(Identity::default());
+        s.handle_datagram(at(1), &datagram(&[accepted]));
+        let out = sent(&mut s, at(1));
+        assert_eq!(
+            out,
+            [vec![
+                code::NAK,
+                1,
+                nak_reason::NOT_EXPECTED,
+                0,
+                0x10,
+                0,
+                0,
+                0
+            ]]
+        );
+        s.handle_datagram(at(2), b"MIDI\x55\x00\x01\x02");
+        let out = sent(&mut s, at(2));
+        assert_eq!(
+            out,
+            [vec![
+                code::NAK,
+                1,
+                nak_reason::NOT_SUPPORTED,
+                0,
+                0x55,
+                0,
+                1,
+                2
+            ]]
+        );
+        // A malformed NAK gets no NAK back.
+        s.handle_datagram(at(3), b"MIDI\x8F\x00\x01\x00");
+        s.handle_datagram(at(3), b"MIDI\x7F\x02\x01\x00");
+        assert!(sent(&mut s, at(3)).is_empty());
+        assert!(s.is_connected());
+        assert_eq!(s.stats().malformed, 3);
+    }
+
+    #[test]
+    fn each_datagram_repeats_the_last_three_commands() {
+        let mut s = host();
+        for n in 0..5 {
+            assert!(s.send_ump(ump(n)));
+            let out = sent(&mut s, at(10 + u64::from(n)));
+            let seqs: Vec<u16> = out
+                .iter()
+                .map(|c| match parsed(c) {
+                    Command::UmpData { seq, .. } => seq,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(seqs.len(), usize::from(n.min(3)) + 1);
+            assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+            let Command::UmpData { payload, .. } = parsed(out.last().unwrap()) else {
+                unreachable!()
+            };
+            assert_eq!(wire::ump_words(payload).collect::<Vec<_>>(), ump(n).words());
+        }
+        // Then zero-length commands every 100 ms, one more than the FEC count.
+        let mut tails = 0;
+        for ms in (100..1000).step_by(50) {
+            s.handle_timeout(at(ms));
+            let out = sent(&mut s, at(ms));
+            if let Some(last) = out.last() {
+                assert!(matches!(parsed(last), Command::UmpData { payload: [], .. }));
+                tails += 1;
+            }
+        }
+        assert_eq!(tails, 4);
+    }
+
+    #[test]
+    fn retransmit_requests_are_answered_from_the_buffer_or_refused() {
+        let config = Config {
+            retransmit_buffer: 4,
+            fec_count: 0,
+            ..Config::default()
+        };
+        let mut s = Session::accept(config, at(0), PEER.parse().unwrap(), 3);
+        s.handle_datagram(
+            at(0),
+            &datagram(&[Command::Invitation {
+                caps: 0,
+                identity: Identity::default(),
+            }]),
+        );
+        sent(&mut s, at(0));
+        let mut seqs = Vec::new();
+        for n in 0..6 {
+            s.send_ump(ump(n));
+            for c in sent(&mut s, at(1)) {
+                if let Command::UmpData { seq, .. } = parsed(&c) {
+                    seqs.push(seq);
+                }
+            }
+        }
+        // The last two, on request.
+        let req = Command::RetransmitRequest {
+            seq: seqs[4],
+            count: 2,
+        };
+        s.handle_datagram(at(2), &datagram(&[req]));
+        let again: Vec<u16> = sent(&mut s, at(2))
+            .iter()
+            .filter_map(|c| match parsed(c) {
+                Command::UmpData { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again, &seqs[4..]);
+        // The first is gone (four kept): a retransmit error names it.
+        let req = Command::RetransmitRequest {
+            seq: seqs[0],
+            count: 0,
+        };
+        s.handle_datagram(at(3), &datagram(&[req]));
+        let out = sent(&mut s, at(3));
+        assert_eq!(
+            out.iter().map(|c| parsed(c)).collect::<Vec<_>>(),
+            [Command::RetransmitError {
+                seq: seqs[0],
+                reason: retransmit_error::NO_DATA
+            }]
+        );
+        assert_eq!(s.stats().retransmit_requests_answered, 1);
+    }
+
+    #[test]
+    fn receiving_holds_past_a_gap_asks_then_delivers_in_order() {
+        let mut s = host();
+        let data = |seq: u16, n: u8| {
+            let words = ump(n).words()[0].to_be_bytes();
+            datagram(&[Command::UmpData {
+                seq,
+                payload: &words,
+            }])
+        };
+        s.handle_datagram(at(1), &data(100, 0));
+        s.handle_datagram(at(2), &data(102, 2));
+        s.handle_datagram(at(3), &data(103, 3));
+        s.handle_datagram(at(3), &data(103, 3));
+        let umps = |s: &mut Session| {
+            let mut out = Vec::new();
+            while let Some(e) = s.poll_event() {
+                if let Event::Ump(u) = e {
+                    out.push(u)
+                }
+            }
+            out
+        };
+        assert_eq!(umps(&mut s), [ump(0)]);
+        // After the missing wait: a retransmit request for 101, one command.
+        s.handle_timeout(at(40));
+        let out = sent(&mut s, at(40));
+        assert_eq!(
+            parsed(&out[0]),
+            Command::RetransmitRequest { seq: 101, count: 1 }
+        );
+        s.handle_datagram(at(45), &data(101, 1));
+        assert_eq!(umps(&mut s), [ump(1), ump(2), ump(3)]);
+        assert_eq!(s.stats().duplicates, 1);
+        assert_eq!(s.stats().repaired, 1);
+        assert_eq!(s.poll_timeout().map(|t| t > at(1000)), Some(true));
+    }
+
+    #[test]
+    fn a_command_with_two_umps_gives_both_and_a_cut_one_a_nak() {
+        let mut s = host();
+        let two = [0x20, 0x90, 0x3C, 0x64, 0x10, 0xF8, 0, 0];
+        let cut = [0x40, 0x90, 0x3C, 0x00];
+        s.handle_datagram(
+            at(1),
+            &datagram(&[
+                Command::UmpData {
+                    seq: 1,
+                    payload: &two,
+                },
+                Command::UmpData {
+                    seq: 2,
+                    payload: &cut,
+                },
+            ]),
+        );
+        let umps: Vec<Ump> = std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                Event::Ump(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            umps,
+            [
+                Ump::new(&[0x2090_3C64]).unwrap(),
+                Ump::new(&[0x10F8_0000]).unwrap()
+            ]
+        );
+        assert_eq!(
+            sent(&mut s, at(1)),
+            [vec![code::NAK, 1, nak_reason::MALFORMED, 0, 0xFF, 1, 0, 2]]
+        );
+    }
+
+    #[test]
+    fn session_reset_is_answered_and_the_count_starts_again() {
+        let mut s = host();
+        let data = |seq: u16| {
+            datagram(&[Command::UmpData {
+                seq,
+                payload: &[0x20, 0x90, 0x3C, 0x64],
+            }])
+        };
+        s.handle_datagram(at(1), &data(7));
+        s.handle_datagram(at(2), &datagram(&[Command::SessionReset]));
+        assert_eq!(
+            sent(&mut s, at(2)),
+            [datagram(&[Command::SessionResetReply])[4..].to_vec()]
+        );
+        // A jump ahead after the reset is no loss.
+        s.handle_datagram(at(3), &data(300));
+        s.handle_timeout(at(500));
+        assert!(sent(&mut s, at(500)).is_empty());
+        let umps = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| matches!(e, Event::Ump(_)))
+            .count();
+        assert_eq!(umps, 2);
+        assert_eq!(s.stats().lost, 0);
+    }
+
+    #[test]
+    fn host_refuses_a_client_that_cannot_do_its_method() {
+        let config = Config {
+            host_auth: HostAuth::Users(vec![("u".into(), "p".into())]),
+            ..Config::default()
+        };
+        let mut s = Session::accept(config, at(0), PEER.parse().unwrap(), 3);
+        let inv = Command::Invitation {
+            caps: caps::AUTH,
+            identity: Identity::default(),
+        };
+        s.handle_datagram(at(0), &datagram(&[inv]));
+        let out = sent(&mut s, at(0));
+        assert_eq!(
+            parsed(&out[0]),
+            Command::Bye {
+                reason: bye_reason::NO_MATCHING_AUTH,
+                text: ""
+            }
+        );
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Disconnected {
+                reason: DisconnectReason::AuthFailed
+            })
+        );
+        assert!(s.is_drained());
+    }
+
+    #[test]
+    fn client_gives_up_inviting_with_invitation_cancelled() {
+        let mut s = Session::connect(Config::default(), at(0), PEER.parse().unwrap(), 1);
+        let mut invitations = 0;
+        for ms in (0..10_000).step_by(100) {
+            s.handle_timeout(at(ms));
+            for c in sent(&mut s, at(ms)) {
+                match parsed(&c) {
+                    Command::Invitation { caps: 0, .. } => invitations += 1,
+                    Command::Bye { reason, .. } => {
+                        assert_eq!(reason, bye_reason::INVITATION_CANCELLED)
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(invitations, 5);
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Disconnected {
+                reason: DisconnectReason::InviteTimeout
+            })
+        );
+    }
 }
