@@ -9,6 +9,10 @@
 #      B's "A": the same events in the same order as a direct local dump, nothing else
 #   b  the same the other way round (into B's "A", dumped on A's "B")
 #   e  a 100 KiB SysEx (paced by seq_probe) into A's "B" reaches aseqdump on B's "A" whole
+#   m  5000 notes on and off, in bursts of 1000 at once a second apart, into A's "B" reach a
+#      probe on B's "A" whole and in order, with no overrun or drop on the way; then 1900 more
+#      at once while A is stopped, which A reads in batches when it goes on (the tail from
+#      alsa-lib's buffer, of which the kernel's fd says nothing)
 #   c  export: Midi Through 14:0 and a probe connected to A's Network port get listeners 5006
 #      and 5008; daemon C connects to 5006: the .mid played into 14:0 reaches C's port, what C's
 #      side sends reaches 14:0 and neither the probe nor A's "B"; disconnecting withdraws the
@@ -61,6 +65,20 @@ notes = bytes([0, 0xFF, 0x51, 0x03, 0x07, 0x53, 0x00])
 for i in range(8):
     notes += bytes([0 if i == 0 else 20, 0x90, 0x40 + i, 0x64])
 smf(notes, out + "/spaced.mid")
+# 5000 events: note on and off in turn over all channels and notes, velocities 1..100 (as
+# tests/steady_state_alloc.rs's `event`), in bursts of 1000 at the same tick, 1 s apart (5 ms
+# ticks): a burst fits a reader's kernel FIFO (at most 2000 events; ALSA has no flow control,
+# a sender that outpaces its reader by more overruns it), and a daemon under TCG reads about
+# 2000 a second. stopped.mid: the first 1900 at once. burst.hex has the events as seq_probe
+# prints them.
+burst = [bytes([(0x90 if i % 2 == 0 else 0x80) | (i // 2 % 16), i // 2 % 128, 1 + i % 100])
+         for i in range(5000)]
+tempo = bytes([0, 0xFF, 0x51, 0x03, 0x07, 0x53, 0x00])
+smf(tempo + b"".join(bytes([0x81, 0x48] if i and i % 1000 == 0 else [0]) + e for i, e in enumerate(burst)),
+    out + "/burst.mid")
+smf(b"".join(b"\x00" + e for e in burst[:1900]), out + "/stopped.mid")
+with open(out + "/burst.hex", "w") as f:
+    f.writelines(" ".join("%02X" % b for b in e) + "\n" for e in burst)
 big = bytearray(i % 128 for i in range(100 * 1024))  # what seq_probe --sysex sends
 big[0], big[-1] = 0xF0, 0xF7
 with open(out + "/big.hex", "w") as f:
@@ -69,7 +87,8 @@ EOF
     exec "$here/run.sh" --timeout "${BRIDGE_TIMEOUT:-240}" --copy "$0:bridge.sh" \
         --copy "$target/rtpmidid:rtpmidid" --copy "$target/examples/seq_probe:seq_probe" \
         --copy "$tmp/events.mid:events.mid" --copy "$tmp/spaced.mid:spaced.mid" \
-        --copy "$tmp/big.hex:big.hex" -- /bin/sh bridge.sh --guest "$@"
+        --copy "$tmp/big.hex:big.hex" --copy "$tmp/burst.mid:burst.mid" --copy "$tmp/stopped.mid:stopped.mid" --copy "$tmp/burst.hex:burst.hex" \
+        -- /bin/sh bridge.sh --guest "$@"
 fi
 shift
 
@@ -79,6 +98,7 @@ now() { cut -d' ' -f1 /proc/uptime; }
 fail() {
     echo "bridge: FAIL: check $check: $*"
     for f in a.log b.log c.log e.log; do [ -f $f ] && { echo "--- $f (tail)"; tail -n 15 $f | cut -c1-200; }; done
+    [ -f burst.log ] && echo "--- burst.log: $(grep -c '^midi' burst.log) events"
     echo "--- aconnect -l"
     aconnect -l
     stop_started
@@ -234,6 +254,37 @@ check_e() {
     grep -q 'overrun\|dropped' a.log b.log && fail "a daemon logged an overrun or drop"
     echo "bridge: e: PASS: 100 KiB SysEx A -> B whole in $(grep -c 'System exclusive' big.txt) events," \
         "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s"
+}
+
+# --- m: bursts of thousands of events A -> B
+check_m() {
+    ./seq_probe >burst.log 2>&1 &
+    started $!
+    wait_for burst.log '^ready ' "the probe to start"
+    probe=$(sed -n 's/^ready //p' burst.log)
+    aconnect "$(port_of rtpB A)" "$probe" || fail "aconnect B's port A to the probe"
+    wait_until "A's port \"B\"" has_port rtpA B
+    received() { [ "$(grep -c '^midi' burst.log)" -ge "$1" ]; }
+    start=$(now)
+    aplaymidi -p "$(port_of rtpA B)" burst.mid || fail "aplaymidi into A's port B failed"
+    LIMIT=60 wait_until "5000 events at the probe on B's port A" received 5000
+    end=$(now)
+    # With A stopped all 1900 wait in its kernel FIFO; A reads 256 at a time, alsa-lib up to
+    # 500 from the kernel: after the last read from the kernel, 364 wait in alsa-lib's buffer.
+    kill -STOP "$a_pid"
+    aplaymidi -p "$(port_of rtpA B)" stopped.mid || { kill -CONT "$a_pid"; fail "aplaymidi into stopped A failed"; }
+    kill -CONT "$a_pid"
+    LIMIT=60 wait_until "1900 more events at the probe on B's port A" received 6900
+    sleep 0.5 # anything more would be a duplicate
+    stop_started
+    sed -n 's/^midi [0-9:]* len [0-9]* //p' burst.log >got-burst.hex
+    { cat burst.hex; head -n 1900 burst.hex; } >want-burst.hex
+    cmp -s got-burst.hex want-burst.hex ||
+        fail "the bursts arrived changed: $(wc -l <got-burst.hex) events, $(cmp got-burst.hex want-burst.hex)"
+    grep -q 'overrun\|dropped' a.log b.log burst.log &&
+        fail "an overrun or drop: $(grep -h 'overrun\|dropped' a.log b.log burst.log | head -n 3)"
+    echo "bridge: m: PASS: 5000 events in bursts of 1000 A -> B whole and in order in" \
+        "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s, then 1900 queued for a stopped A"
 }
 
 # --- c: export through Network
@@ -443,7 +494,7 @@ check_h() {
     echo "bridge: h: PASS: with ALSA, hub H forwards X1's events to X2 (not back to X1) and to its port X1"
 }
 
-checks=${*:-a b e c d p x h}
+checks=${*:-a b e m c d p x h}
 a_pid=$(daemon a.log $A_ARGS)
 wait_until "A's Network port" has_port rtpA Network
 start_b
