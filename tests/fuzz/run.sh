@@ -5,7 +5,8 @@
 set -euo pipefail
 
 seconds=${FUZZ_SECONDS:-10}
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/../.."
+dir=tests/fuzz
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     rustup toolchain install nightly --profile minimal
@@ -15,28 +16,29 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # The [[bin]] names in Cargo.toml are the targets.
-mapfile -t targets < <(cargo +nightly fuzz list)
+mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir "$dir")
 if [ "${#targets[@]}" -eq 0 ]; then
-    echo "fuzz.sh: no targets in tests/fuzz/Cargo.toml" >&2
+    echo "fuzz: no targets in tests/fuzz/Cargo.toml" >&2
     exit 1
 fi
 
-cargo +nightly fuzz build
+cargo +nightly fuzz build --fuzz-dir "$dir"
 failed=()
 for target in "${targets[@]}"; do
     echo "== fuzz $target for ${seconds}s"
-    mkdir -p "corpus/$target"
-    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 \
-        >"target/fuzz-$target.log" 2>&1; then
-        tail -n 40 "target/fuzz-$target.log" >&2
+    mkdir -p "$dir/corpus/$target"
+    log=$dir/target/fuzz-$target.log
+    if ! cargo +nightly fuzz run --fuzz-dir "$dir" "$target" -- -max_total_time="$seconds" \
+        -timeout=10 >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
         failed+=("$target")
     else
-        grep -E '^Done [0-9]+ runs' "target/fuzz-$target.log" || true
+        grep -E '^Done [0-9]+ runs' "$log" || true
     fi
 done
 
 if [ "${#failed[@]}" -ne 0 ]; then
-    echo "fuzz.sh: FAILED: ${failed[*]} (crash inputs in tests/fuzz/artifacts/)" >&2
+    echo "fuzz: FAILED: ${failed[*]} (crash inputs in tests/fuzz/artifacts/)" >&2
     exit 1
 fi
-echo "fuzz.sh: ${#targets[@]} targets ok"
+echo "fuzz: ${#targets[@]} targets ok"
