@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::rng::Rng;
-use crate::session::{self, Config, Event, Port, Role, Session, Transmit};
+use crate::session::{self, Challenge, Config, Event, Port, Role, Session, Transmit};
 use crate::time::Instant;
 use crate::wire::applemidi::{self, Command, Invitation};
 use crate::wire::rtp;
@@ -154,20 +154,27 @@ impl Endpoint {
                 Ok(Command::Accept(inv) | Command::Reject(inv)) => {
                     self.find(from.ip(), |s| s.token() == inv.token)
                 }
+                // Only the session's own peer address and port may end it, sync its clock or
+                // confirm its packets: a forged source on the same host reaches nothing.
                 Ok(Command::End(end)) => self.find(from.ip(), |s| {
-                    s.token() == end.token || s.peer_ssrc() == Some(end.ssrc)
+                    s.is_peer(port, from)
+                        && (s.token() == end.token || s.peer_ssrc() == Some(end.ssrc))
                 }),
-                Ok(Command::Clock(ck)) => self.find(from.ip(), |s| s.peer_ssrc() == Some(ck.ssrc)),
-                Ok(Command::Feedback(fb)) => {
-                    self.find(from.ip(), |s| s.peer_ssrc() == Some(fb.ssrc))
-                }
+                Ok(Command::Clock(ck)) => self.find(from.ip(), |s| {
+                    s.is_peer(port, from) && s.peer_ssrc() == Some(ck.ssrc)
+                }),
+                Ok(Command::Feedback(fb)) => self.find(from.ip(), |s| {
+                    s.is_peer(port, from) && s.peer_ssrc() == Some(fb.ssrc)
+                }),
                 Err(_) => return self.drop(Dropped::Malformed),
             }
         } else {
             match rtp::Packet::parse(bytes) {
                 Ok(packet) if port == Port::Data => {
                     let ssrc = packet.header.ssrc;
-                    self.find(from.ip(), |s| s.peer_ssrc() == Some(ssrc))
+                    self.find(from.ip(), |s| {
+                        s.is_peer(port, from) && s.peer_ssrc() == Some(ssrc)
+                    })
                 }
                 _ => return self.drop(Dropped::Malformed),
             }
@@ -200,13 +207,34 @@ impl Endpoint {
             return self.drop(Dropped::Refused);
         }
         // A peer that restarted invites again with a new token: its old session goes, so it
-        // never shows up twice.
-        for old in self.sessions.values_mut() {
-            let same_peer = old.peer_control() == from
-                || (same_host(old.peer_control().ip(), from.ip())
-                    && !name.is_empty()
-                    && old.peer_name() == name);
-            if old.role() == Role::Responder && same_peer {
+        // never shows up twice. From its old control port that is certain; from another port
+        // of the same host under the same name it may be anyone on the LAN, so the old session
+        // must first fail a liveness check (the claimant's retries wait for it).
+        let mut replaced = Vec::new();
+        for (id, old) in self.sessions.iter_mut() {
+            if old.role() != Role::Responder || old.is_closed() {
+                continue;
+            }
+            if old.peer_control() == from {
+                replaced.push(*id);
+            } else if same_host(old.peer_control().ip(), from.ip())
+                && !name.is_empty()
+                && old.peer_name() == name
+            {
+                match old.challenge(now) {
+                    Challenge::Silent => replaced.push(*id),
+                    Challenge::Pending => return self.drop(Dropped::Refused),
+                    Challenge::Alive => {
+                        if self.rejects.len() < MAX_PENDING_REJECTS {
+                            self.rejects.push_back((from, inv.token));
+                        }
+                        return self.drop(Dropped::Refused);
+                    }
+                }
+            }
+        }
+        for id in replaced {
+            if let Some(old) = self.sessions.get_mut(&id) {
                 old.replace();
             }
         }

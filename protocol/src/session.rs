@@ -34,6 +34,17 @@ pub enum Port {
     Data,
 }
 
+/// The answer of [`Session::challenge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// Probed, no answer yet.
+    Pending,
+    /// The peer answered: the session stays.
+    Alive,
+    /// No answer within `ck_answer_wait`: the peer is gone.
+    Silent,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Initiator,
@@ -63,6 +74,11 @@ pub struct Config {
     /// `ck_max_missed` misses in a row end the session.
     pub ck_answer_wait: Duration,
     pub ck_max_missed: u32,
+    /// As responder, silence after which we check the initiator is still there with CK0s of
+    /// our own (answered by every peer tried: Apple, rtpMIDI, node-rtpmidi, pymidi, rtpmidid),
+    /// so a peer that died without BY is noticed in seconds rather than after
+    /// `responder_timeout`.
+    pub responder_probe_after: Duration,
     /// Silence (no CK, no data) after which the session ends, as initiator and as responder
     /// (a responder depends on the peer's CK period, which may be up to 60 s).
     pub initiator_timeout: Duration,
@@ -87,6 +103,7 @@ impl Default for Config {
             ck_interval: Duration::from_secs(10),
             ck_answer_wait: Duration::from_millis(1500),
             ck_max_missed: 3,
+            responder_probe_after: Duration::from_secs(10),
             initiator_timeout: Duration::from_secs(35),
             responder_timeout: Duration::from_secs(90),
             feedback_interval: Duration::from_secs(1),
@@ -231,6 +248,8 @@ pub struct Session {
     /// CK0s in a row that got no answer.
     ck_missed: u32,
     ck_next_round: Instant,
+    /// When a peer claiming to replace this session made us check this one is alive.
+    challenged_at: Option<Instant>,
     // Receiving.
     rx_seq: SeqExtender,
     /// Highest extended sequence number seen, and a bitmap of the 64 below it.
@@ -334,6 +353,7 @@ impl Session {
             ck_outstanding: None,
             ck_missed: 0,
             ck_next_round: now,
+            challenged_at: None,
             rx_seq: SeqExtender::new(),
             rx_highest: None,
             rx_window: 0,
@@ -371,6 +391,10 @@ impl Session {
         self.state == State::AwaitingData
     }
     /// Closed and nothing left to send: the owner may drop it.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
     pub fn is_drained(&self) -> bool {
         self.state == State::Closed && self.pending.is_empty() && self.events.is_empty()
     }
@@ -825,9 +849,10 @@ impl Session {
             ),
             Pending::End(end) => (Port::Control, self.peer_control, Command::End(end)),
             Pending::Clock(port, dst, ck) => (port, dst, Command::Clock(ck)),
+            // To the control port, where Apple, rtpMIDI and rtpmidid send and expect it.
             Pending::Feedback(seq) => (
-                Port::Data,
-                self.peer_data,
+                Port::Control,
+                self.peer_control,
                 Command::Feedback(Feedback {
                     ssrc: self.ssrc,
                     seq,
@@ -888,8 +913,11 @@ impl Session {
         self.timers[Timer::Invite as usize] = None;
         self.heard(now);
         self.set_timer(Timer::Idle, now + self.idle_limit());
-        if self.role == Role::Initiator {
-            self.start_clock_round(now);
+        match self.role {
+            Role::Initiator => self.start_clock_round(now),
+            Role::Responder => {
+                self.set_timer(Timer::Clock, now + self.config.responder_probe_after)
+            }
         }
         let addr = self.peer_control;
         self.events.push_back(Event::Connected {
@@ -903,6 +931,9 @@ impl Session {
     /// `ck_max_missed` misses in a row end the session (a peer that restarted or vanished is
     /// noticed in seconds, not after the idle timeout). Otherwise it starts the next round when due.
     fn on_clock_timer(&mut self, now: Instant) {
+        if self.role == Role::Responder {
+            return self.on_probe_timer(now);
+        }
         if self.ck_outstanding.is_some() {
             self.ck_missed += 1;
             if self.ck_missed >= self.config.ck_max_missed {
@@ -915,6 +946,64 @@ impl Session {
         } else {
             self.set_timer(Timer::Clock, self.ck_next_round);
         }
+    }
+
+    /// The responder's Clock timer: the initiator keeps time, but after `responder_probe_after`
+    /// of silence we send CK0s ourselves, `ck_answer_wait` apart; anything heard from the peer
+    /// ends the check, `ck_max_missed` unanswered ones end the session.
+    fn on_probe_timer(&mut self, now: Instant) {
+        if self.challenged_at.is_some_and(|at| self.last_heard > at) {
+            self.challenged_at = None;
+        }
+        let silent_for = now.saturating_duration_since(self.last_heard);
+        if self.challenged_at.is_none() && silent_for < self.config.responder_probe_after {
+            self.ck_outstanding = None;
+            let next = self.last_heard + self.config.responder_probe_after;
+            return self.set_timer(Timer::Clock, next);
+        }
+        if self.ck_outstanding.is_some() {
+            self.ck_missed += 1;
+            if self.ck_missed >= self.config.ck_max_missed {
+                return self.end(DisconnectReason::Timeout);
+            }
+        }
+        self.send_probe(now);
+    }
+
+    fn send_probe(&mut self, now: Instant) {
+        let ts1 = self.clock_ticks(now);
+        self.ck_outstanding = Some(ts1);
+        let ck = self.clock(0, [ts1, 0, 0]);
+        self.pending
+            .push_back(Pending::Clock(Port::Data, self.peer_data, ck));
+        self.set_timer(Timer::Clock, now + self.config.ck_answer_wait);
+    }
+
+    /// Another peer on the same host invites under this session's peer name: is this session
+    /// still alive? The first call sends a CK0 probe; an answer (anything heard since) keeps
+    /// the session, silence for `ck_answer_wait` gives it up.
+    pub fn challenge(&mut self, now: Instant) -> Challenge {
+        match self.challenged_at {
+            None => {
+                self.challenged_at = Some(now);
+                self.send_probe(now);
+                Challenge::Pending
+            }
+            Some(at) if self.last_heard > at => {
+                self.challenged_at = None;
+                Challenge::Alive
+            }
+            Some(at) if now.saturating_duration_since(at) >= self.config.ck_answer_wait => {
+                Challenge::Silent
+            }
+            Some(_) => Challenge::Pending,
+        }
+    }
+
+    /// Did a datagram that came in on our `port` come from this session's peer? Only its own
+    /// address and port may end the session, send it MIDI or have CKs answered.
+    pub fn is_peer(&self, port: Port, from: SocketAddr) -> bool {
+        self.peer_addr(port) == from
     }
 
     fn start_clock_round(&mut self, now: Instant) {
@@ -1110,11 +1199,15 @@ mod tests {
             );
             s.handle_timeout(at(10 + u64::from(i) * 50));
         }
-        // 1.5 s of packets every 50 ms: exactly one RS so far, on the data port.
+        // 1.5 s of packets every 50 ms: exactly one RS so far, to the peer's control port
+        // (where Apple, rtpMIDI and the C++ rtpmidid expect it).
         let feedback: Vec<Feedback> = sent(&mut s, at(1460))
             .iter()
-            .filter_map(|(_, _, b)| match Command::parse(b) {
-                Ok(Command::Feedback(f)) => Some(f),
+            .filter_map(|(port, dst, b)| match Command::parse(b) {
+                Ok(Command::Feedback(f)) => {
+                    assert_eq!((*port, dst.to_string()), (Port::Control, PEER.to_string()));
+                    Some(f)
+                }
                 _ => None,
             })
             .collect();
