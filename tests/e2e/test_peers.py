@@ -239,3 +239,24 @@ def test_ipv6_and_ipv4_on_the_default_dual_stack_sockets(peers, daemons):
     v6.stop()
     v4.stop()
     assert hub.stop() == 0
+
+
+def test_responder_probes_keep_quiet_initiators_and_drop_dead_ones_quickly(peers, daemons):
+    """As responder the daemon checks a silent initiator with CK0s of its own after 10 s:
+    real initiators answer them (pymidi's scripted one that never syncs, node-rtpmidi), and one
+    killed without BY is dropped in seconds, not after the 90 s idle timeout."""
+    port = free_port_pair()
+    d = daemons.start(port, name="resp")
+    quiet = peers.pymidi_initiator((LOCAL, port), name="quiet", sync=False)
+    d.expect_log(r'session opened: "quiet"')
+    node = peers.node_peer("connect", free_port_pair(), target=(LOCAL, port), name="nodeini")
+    d.expect_log(r'session opened: "nodeini"', timeout=SLOW)
+    # The initiator that never syncs answered our probe: a clock sync is logged for it.
+    d.expect_log(r"clock sync with quiet", timeout=SLOW)
+    node.kill()
+    killed_at = time.monotonic()
+    d.expect_log(r"session closed: nodeini: Timeout", timeout=60)
+    assert time.monotonic() - killed_at < 30
+    # The quiet one, silent all along but answering, is still there.
+    assert d.count(r"session closed: quiet") == 0
+    assert d.stop() == 0
