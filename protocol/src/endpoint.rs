@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::admission::{AddressFilter, Refusal};
 use crate::rng::Rng;
 use crate::session::{self, Challenge, Config, Event, Port, Role, Session, Transmit};
 use crate::time::Instant;
@@ -19,6 +20,10 @@ pub struct SessionId(pub u64);
 pub struct AcceptPolicy {
     /// Refuse new invitations while this many sessions exist.
     pub max_sessions: Option<usize>,
+    /// Refuse new invitations from a host that has this many sessions.
+    pub max_sessions_per_host: Option<usize>,
+    /// Addresses that may talk to us at all; datagrams from others are dropped.
+    pub addresses: AddressFilter,
     /// Refuse peers whose name contains one of these (case-insensitive).
     pub refuse_names: Vec<String>,
     /// Refuse every invitation (a client-only endpoint).
@@ -26,14 +31,25 @@ pub struct AcceptPolicy {
 }
 
 impl AcceptPolicy {
-    fn admits(&self, name: &str, sessions: usize) -> bool {
+    fn refuses(&self, name: &str, sessions: usize, host_sessions: usize) -> Option<Refusal> {
         let lower = name.to_lowercase();
-        !self.refuse_all
-            && self.max_sessions.is_none_or(|max| sessions < max)
-            && !self
+        if self.refuse_all
+            || self
                 .refuse_names
                 .iter()
                 .any(|n| lower.contains(&n.to_lowercase()))
+        {
+            Some(Refusal::Policy)
+        } else if self.max_sessions.is_some_and(|max| sessions >= max) {
+            Some(Refusal::Sessions)
+        } else if self
+            .max_sessions_per_host
+            .is_some_and(|max| host_sessions >= max)
+        {
+            Some(Refusal::HostSessions)
+        } else {
+            None
+        }
     }
 }
 
@@ -70,6 +86,9 @@ pub struct Endpoint {
     /// Event order across sessions is kept by polling sessions in id order.
     events: VecDeque<(SessionId, Event)>,
     drops: DropStats,
+    /// The last kind of refusal reported, so a flood is reported once; cleared by an accept.
+    refusing: Option<Refusal>,
+    refusals: VecDeque<(SocketAddr, Refusal)>,
 }
 
 impl Endpoint {
@@ -83,7 +102,15 @@ impl Endpoint {
             rejects: VecDeque::new(),
             events: VecDeque::new(),
             drops: DropStats::default(),
+            refusing: None,
+            refusals: VecDeque::new(),
         }
+    }
+
+    /// A new kind of refusal since the last one (or since an invitation was accepted): who was
+    /// refused and why. Refusals in a row of the same kind are counted, not repeated.
+    pub fn poll_refusal(&mut self) -> Option<(SocketAddr, Refusal)> {
+        self.refusals.pop_front()
     }
 
     /// The configuration of sessions started from now on; running ones keep theirs.
@@ -142,6 +169,9 @@ impl Endpoint {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<SessionId, Dropped> {
+        if !self.policy.addresses.admits(from.ip()) {
+            return self.refuse(from, Refusal::Address);
+        }
         let found = if applemidi::is_applemidi(bytes) {
             match Command::parse(bytes) {
                 Ok(Command::Invitation(inv)) => {
@@ -195,16 +225,25 @@ impl Endpoint {
         inv: &Invitation<'_>,
     ) -> Result<SessionId, Dropped> {
         let name = session::sanitize_name(inv.name.unwrap_or(""));
-        let half_open = self
-            .sessions
-            .values()
-            .filter(|s| s.is_half_open() && same_host(s.peer_control().ip(), from.ip()))
-            .count();
-        if half_open >= MAX_HALF_OPEN_PER_HOST || !self.policy.admits(&name, self.sessions.len()) {
+        let of_host = || {
+            self.sessions
+                .values()
+                .filter(|s| !s.is_closed() && same_host(s.peer_control().ip(), from.ip()))
+        };
+        let half_open = of_host().filter(|s| s.is_half_open()).count();
+        // A restarted peer's own session does not count against it: it is about to go.
+        let host_sessions = of_host().filter(|s| s.peer_control() != from).count();
+        let live = self.sessions.values().filter(|s| !s.is_closed()).count();
+        let refusal = if half_open >= MAX_HALF_OPEN_PER_HOST {
+            Some(Refusal::HalfOpen)
+        } else {
+            self.policy.refuses(&name, live, host_sessions)
+        };
+        if let Some(why) = refusal {
             if self.rejects.len() < MAX_PENDING_REJECTS {
                 self.rejects.push_back((from, inv.token));
             }
-            return self.drop(Dropped::Refused);
+            return self.refuse(from, why);
         }
         // A peer that restarted invites again with a new token: its old session goes, so it
         // never shows up twice. From its old control port that is certain; from another port
@@ -240,7 +279,16 @@ impl Endpoint {
         }
         let seed = self.rng.next_u64();
         let session = Session::accept(self.config.clone(), now, from, inv, seed);
+        self.refusing = None;
         Ok(self.insert(session))
+    }
+
+    fn refuse(&mut self, from: SocketAddr, why: Refusal) -> Result<SessionId, Dropped> {
+        if self.refusing != Some(why) {
+            self.refusing = Some(why);
+            self.refusals.push_back((from, why));
+        }
+        self.drop(Dropped::Refused)
     }
 
     fn drop(&mut self, why: Dropped) -> Result<SessionId, Dropped> {

@@ -501,3 +501,95 @@ fn a_responder_that_probes_an_idle_but_live_initiator_keeps_the_session() {
     assert_eq!(disconnect_reason(&p, A), None);
     assert_eq!(disconnect_reason(&p, B), None);
 }
+
+#[test]
+fn invitations_beyond_the_limits_get_no_and_are_reported_once() {
+    use protocol::admission::Refusal;
+    let policy = AcceptPolicy {
+        max_sessions: Some(4),
+        max_sessions_per_host: Some(2),
+        ..AcceptPolicy::default()
+    };
+    let mut p = Pair::with_configs(
+        20,
+        LinkConfig::default(),
+        named("Alice"),
+        named("Bob"),
+        policy,
+    );
+    // Alice's host: two sessions, then refused.
+    for port in [7000u32, 7002] {
+        assert!(invite_b(
+            &mut p,
+            &format!("10.0.0.1:{port}"),
+            port,
+            &format!("a{port}")
+        ));
+    }
+    for port in [7004u32, 7006, 7008] {
+        assert!(!invite_b(
+            &mut p,
+            &format!("10.0.0.1:{port}"),
+            port,
+            &format!("a{port}")
+        ));
+    }
+    // Other hosts fill the listener up to its limit.
+    assert!(invite_b(&mut p, "10.0.0.3:7000", 1, "c"));
+    assert!(invite_b(&mut p, "10.0.0.4:7000", 2, "d"));
+    assert!(!invite_b(&mut p, "10.0.0.5:7000", 3, "e"));
+    assert!(!invite_b(&mut p, "10.0.0.6:7000", 4, "f"));
+    let reported: Vec<_> = std::iter::from_fn(|| p.nodes[B].endpoint.poll_refusal()).collect();
+    assert_eq!(
+        reported,
+        vec![
+            (pair::addr("10.0.0.1:7004"), Refusal::HostSessions),
+            (pair::addr("10.0.0.5:7000"), Refusal::Sessions)
+        ]
+    );
+    assert_eq!(p.nodes[B].endpoint.drops().refused, 5);
+    // Each refused invitation was answered with NO.
+    let mut buf = vec![0; 1500];
+    let now = p.now;
+    let mut noes = 0;
+    while let Some(t) = p.nodes[B].endpoint.poll_transmit(now, &mut buf) {
+        if let Ok(protocol::wire::applemidi::Command::Reject(_)) =
+            protocol::wire::applemidi::Command::parse(&buf[..t.len])
+        {
+            noes += 1;
+        }
+    }
+    assert_eq!(noes, 5);
+}
+
+#[test]
+fn datagrams_from_addresses_not_allowed_are_dropped_unanswered() {
+    use protocol::admission::{AddressFilter, Refusal};
+    let policy = AcceptPolicy {
+        addresses: AddressFilter {
+            allow: vec!["10.0.0.0/24".parse().unwrap()],
+            deny: vec!["10.0.0.66".parse().unwrap()],
+        },
+        ..AcceptPolicy::default()
+    };
+    let mut p = Pair::with_configs(
+        21,
+        LinkConfig::default(),
+        named("Alice"),
+        named("Bob"),
+        policy,
+    );
+    p.connect(A, B);
+    assert!(p.run_until(Duration::from_secs(10), |p| p.connected(B) == 1));
+    assert!(!invite_b(&mut p, "10.0.0.66:7000", 9, "denied"));
+    assert!(!invite_b(&mut p, "192.0.2.1:7000", 10, "outsider"));
+    assert_eq!(
+        p.nodes[B].endpoint.poll_refusal(),
+        Some((pair::addr("10.0.0.66:7000"), Refusal::Address))
+    );
+    let (mut buf, now, alice) = (vec![0; 1500], p.now, p.nodes[A].control.ip());
+    while let Some(t) = p.nodes[B].endpoint.poll_transmit(now, &mut buf) {
+        assert_eq!(t.dst.ip(), alice, "nothing goes to a refused address");
+    }
+    assert_eq!(p.nodes[B].endpoint.sessions().count(), 1);
+}

@@ -260,3 +260,21 @@ def test_responder_probes_keep_quiet_initiators_and_drop_dead_ones_quickly(peers
     # The quiet one, silent all along but answering, is still there.
     assert d.count(r"session closed: quiet") == 0
     assert d.stop() == 0
+
+
+def test_session_limits_and_denied_networks_refuse_invitations(peers, daemons):
+    port = free_port_pair()
+    d = daemons.start(port, name="lim", args=["--max-sessions", "1", "--deny", "127.0.0.2"])
+    first = peers.pymidi_initiator((LOCAL, port), name="first")
+    d.expect_log(r'session opened: "first"')
+    first.expect("send-ready")
+    # Beyond the limit: NO, and the log says why once.
+    for name in ("second", "third"):
+        peers.pymidi_initiator((LOCAL, port), name=name).expect("rejected")
+    d.expect_log(r"refusing invitations \(max_sessions reached\)")
+    assert d.count(r"refusing invitations") == 1
+    # From a denied address: no answer at all.
+    denied = peers.pymidi_initiator((LOCAL, port), name="denied", host="127.0.0.2")
+    denied.expect("timeout", timeout=SLOW)
+    assert d.count(r'session opened: "(second|third|denied)"') == 0
+    assert d.stop() == 0
