@@ -73,6 +73,10 @@ pub struct Config {
     pub feedback_interval: Duration,
     /// Send a recovery journal with every packet and guard packets after the stream stops.
     pub journal: bool,
+    /// Guard packets sent in a row while the peer confirms nothing (no RS): beyond this, none
+    /// until it does. A peer that answers about once a second (as we do) never reaches the
+    /// default; one that never answers costs this many, not one a second for ever.
+    pub guards_unconfirmed: u32,
 }
 
 impl Default for Config {
@@ -93,6 +97,8 @@ impl Default for Config {
             responder_timeout: Duration::from_secs(90),
             feedback_interval: Duration::from_secs(1),
             journal: true,
+            // 25 ms doubling to 1 s: 3.6 s of guards with no RS.
+            guards_unconfirmed: 8,
         }
     }
 }
@@ -313,7 +319,7 @@ impl Session {
             assembler: SysExAssembler::new(config.max_sysex),
             journal_scratch: vec![0; config.mtu],
             journal_tx: JournalSender::new(),
-            guard: GuardTimer::new(),
+            guard: GuardTimer::bounded(config.guards_unconfirmed),
             journal_rx: JournalReceiver::new(),
             config,
             role,
@@ -454,6 +460,7 @@ impl Session {
             Command::Feedback(fb) if Some(fb.ssrc) == self.peer_ssrc => {
                 self.heard(now);
                 self.journal_tx.confirm_rs(fb.seq);
+                self.guard.on_confirmed(now);
                 if !self.journal_tx.has_pending() {
                     self.guard.stop();
                 }
