@@ -232,7 +232,6 @@ pub struct Session {
     outbox: Outbox,
     journal_tx: JournalSender,
     guard: GuardTimer,
-    journal_scratch: Vec<u8>,
     ck_rounds: u32,
     /// ts1 of our CK0 awaiting its CK1.
     ck_outstanding: Option<u64>,
@@ -317,7 +316,6 @@ impl Session {
                 ..OutboxConfig::default()
             }),
             assembler: SysExAssembler::new(config.max_sysex),
-            journal_scratch: vec![0; config.mtu],
             journal_tx: JournalSender::new(),
             guard: GuardTimer::bounded(config.guards_unconfirmed),
             journal_rx: JournalReceiver::new(),
@@ -753,14 +751,19 @@ impl Session {
     fn encode_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let mtu = self.config.mtu.min(buf.len());
         let seq = self.next_seq as u32;
-        let journal_len = if self.config.journal {
-            let room = mtu.saturating_sub(RTP_HEADER_LEN + MIN_COMMAND_ROOM);
-            let scratch = &mut self.journal_scratch[..room.min(self.config.mtu)];
-            self.journal_tx.emit(seq, scratch)
-        } else {
-            0
+        // The journal is written first, in the caller's buffer past the room kept for
+        // commands, then moved to the end of the MTU while the commands fill what it left,
+        // then moved down behind them: no journal buffer per session.
+        let journal_start = RTP_HEADER_LEN + MIN_COMMAND_ROOM;
+        let journal_len = match buf.get_mut(journal_start..mtu) {
+            Some(room) if self.config.journal => self.journal_tx.emit(seq, room),
+            _ => 0,
         };
-        let section = buf.get_mut(RTP_HEADER_LEN..mtu - journal_len)?;
+        let journal_at = mtu - journal_len;
+        if journal_len > 0 {
+            buf.copy_within(journal_start..journal_start + journal_len, journal_at);
+        }
+        let section = buf.get_mut(RTP_HEADER_LEN..journal_at)?;
         let journal_tx = &mut self.journal_tx;
         let record = self.config.journal;
         let emitted = self
@@ -793,7 +796,7 @@ impl Session {
         };
         header.emit(&mut buf[..RTP_HEADER_LEN]).ok()?;
         let end = RTP_HEADER_LEN + section_len;
-        buf[end..end + journal_len].copy_from_slice(&self.journal_scratch[..journal_len]);
+        buf.copy_within(journal_at..mtu, end);
         self.next_seq += 1;
         if self.config.journal {
             self.guard.on_sent(now, had_midi);
