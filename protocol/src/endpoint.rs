@@ -280,6 +280,8 @@ impl Endpoint {
                 }
             }
             self.sessions.retain(|_, s| !s.is_drained());
+            // Memory taken by a burst of events goes back once they are taken.
+            self.events.shrink_to(64);
         }
         self.events.pop_front()
     }

@@ -28,6 +28,9 @@ const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
 pub const MAX_SYSEX: usize = 1 << 20;
 /// Room always left for commands next to the journal (the journal drops detail to fit).
 const MIN_COMMAND_ROOM: usize = 64;
+/// Capacity an empty event queue keeps (a burst may have grown it much further): enough for
+/// the usual few events per packet without allocating again.
+const QUEUE_KEEP: usize = 16;
 
 /// Which of our two local sockets a datagram came in on or must leave from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -594,47 +597,41 @@ impl Session {
     }
 
     fn assemble(&mut self, segment: &SysExSegment<'_>) -> Option<MidiMessage> {
-        let pushed = self.assembler.push(segment);
-        if pushed.error.is_some() {
-            self.stats.sysex_dropped += 1;
-        }
-        pushed.message
+        assemble(&mut self.assembler, &mut self.stats, segment)
     }
 
     /// Applies the peer's journal after `lost` packets went missing: the repairs it gives
     /// are delivered before the packet's own commands. A bad journal costs only itself.
     fn recover(&mut self, seq: u32, journal: &[u8], lost: u32, timestamp: u32) {
-        let mut repairs: Vec<Vec<u8>> = Vec::new();
+        // Each repair becomes an event as it comes (no list of copies in between).
+        let (events, assembler, stats) = (&mut self.events, &mut self.assembler, &mut self.stats);
         let result = self
             .journal_rx
             .recover(seq, journal, lost, &mut |bytes: &[u8]| {
-                repairs.push(bytes.to_vec())
+                let message = match bytes {
+                    // A SysEx repair may be a first segment: it joins what arrives next.
+                    [status::SYSEX_START, inner @ .., status::SYSEX_START] => {
+                        let segment = SysExSegment {
+                            kind: SegmentKind::First,
+                            data: inner,
+                        };
+                        assemble(assembler, stats, &segment);
+                        return;
+                    }
+                    _ => match MidiMessage::from_bytes(bytes) {
+                        Ok(m) => m,
+                        Err(_) => return,
+                    },
+                };
+                stats.journal_repairs += 1;
+                events.push_back(Event::Midi(MidiEvent {
+                    timestamp,
+                    message,
+                    recovered: true,
+                }));
             });
         if result.is_err() {
             self.stats.malformed += 1;
-        }
-        for bytes in repairs {
-            let message = match bytes.as_slice() {
-                // A SysEx repair may be a first segment: it joins what arrives next.
-                [status::SYSEX_START, inner @ .., status::SYSEX_START] => {
-                    let segment = SysExSegment {
-                        kind: SegmentKind::First,
-                        data: inner,
-                    };
-                    self.assemble(&segment);
-                    continue;
-                }
-                _ => match MidiMessage::from_bytes(&bytes) {
-                    Ok(m) => m,
-                    Err(_) => continue,
-                },
-            };
-            self.stats.journal_repairs += 1;
-            self.events.push_back(Event::Midi(MidiEvent {
-                timestamp,
-                message,
-                recovered: true,
-            }));
         }
     }
 
@@ -719,7 +716,12 @@ impl Session {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            // A burst of MIDI grew the queue: give the memory back once it is drained.
+            self.events.shrink_to(QUEUE_KEEP);
+        }
+        event
     }
 
     /// Writes the next datagram into `buf` (at least `mtu` bytes) and says where it goes.
@@ -982,6 +984,19 @@ impl Session {
     fn set_timer(&mut self, timer: Timer, at: Instant) {
         self.timers[timer as usize] = Some(at);
     }
+}
+
+/// Feeds a SysEx segment from the peer to `assembler`, counting what it drops.
+fn assemble(
+    assembler: &mut SysExAssembler,
+    stats: &mut Stats,
+    segment: &SysExSegment<'_>,
+) -> Option<MidiMessage> {
+    let pushed = assembler.push(segment);
+    if pushed.error.is_some() {
+        stats.sysex_dropped += 1;
+    }
+    pushed.message
 }
 
 /// Peer names go into logs and ALSA port names: printable, trimmed, at most 64 characters.

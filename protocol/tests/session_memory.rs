@@ -1,5 +1,5 @@
-//! Heap held by idle sessions, measured with a counting allocator (the only test in this
-//! binary, so no other test allocates meanwhile).
+//! Heap held by idle sessions, measured with a counting allocator (per thread, so the test
+//! harness's own allocations do not count).
 mod alloc;
 
 use alloc::{idle_sessions, live_bytes, Counting};

@@ -4,53 +4,60 @@
 #![allow(dead_code)] // each binary uses its own part
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering::Relaxed};
 
 use protocol::endpoint::{AcceptPolicy, Endpoint};
 use protocol::session::{Config, Event, Port};
 use protocol::time::{Duration, Instant};
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+// Per thread: the test harness allocates on its own thread while a test runs.
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
 
-/// The system allocator, counting allocations and the bytes held.
+fn count(bytes: isize, allocs: u64) {
+    // `try_with`: nothing to count in a thread being torn down.
+    let _ = LIVE.try_with(|l| l.set(l.get() + bytes));
+    let _ = ALLOCS.try_with(|a| a.set(a.get() + allocs));
+}
+
+/// The system allocator, counting per thread the allocations and the bytes held.
 pub struct Counting;
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        count(layout.size() as isize, 1);
         // SAFETY: forwarded as is.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        count(layout.size() as isize, 1);
         // SAFETY: forwarded as is.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        count(-(layout.size() as isize), 0);
         // SAFETY: forwarded as is.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        count(new_size as isize - layout.size() as isize, 1);
         // SAFETY: forwarded as is.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
-/// Heap bytes held now (requested sizes, not the allocator's overhead).
+/// Heap bytes this thread holds now (requested sizes, not the allocator's overhead; what it
+/// freed of other threads' counts against it).
 pub fn live_bytes() -> isize {
-    LIVE.load(Relaxed)
+    LIVE.with(Cell::get)
 }
 
-/// Allocations (and reallocations) so far.
+/// Allocations (and reallocations) this thread made so far.
 pub fn allocations() -> u64 {
-    ALLOCS.load(Relaxed)
+    ALLOCS.with(Cell::get)
 }
 
 const CONTROL_PORT: u16 = 5004;
