@@ -159,7 +159,7 @@ impl Default for JournalSender {
 impl JournalSender {
     pub fn new() -> Self {
         JournalSender {
-            state: MidiState::default(),
+            state: MidiState::tracking_notes(),
             checkpoint: None,
             newest: None,
             last_recorded: None,
@@ -731,6 +731,7 @@ struct NotesInWindow {
 
 impl NotesInWindow {
     fn of(st: &ChannelState, win: Window) -> Self {
+        debug_assert!(st.track_notes, "a sender's channels track their notes");
         if !st.ordered {
             return Self::gathered(st, win);
         }
