@@ -183,7 +183,7 @@ const NIL: u8 = 0xFF;
 
 /// Note numbers in the order they last changed, oldest first: a doubly linked list through two
 /// arrays, so moving a note to the end costs the same whatever the number of notes, and the
-/// journal lists note-ons oldest first (RFC 6295 A.6 logs in the order played) without sorting.
+/// journal finds the notes of the last packet at the end.
 #[derive(Clone, Debug)]
 pub(crate) struct NoteOrder {
     prev: [u8; 128],
@@ -735,7 +735,7 @@ impl SysexAssembler {
 }
 
 /// The 16 channels of a [`MidiState`], each allocated when first played on: a session that
-/// uses one channel holds one channel's state, not sixteen (each is about 5 kB). An absent
+/// uses one channel holds one channel's state, not sixteen (each is about 6 kB). An absent
 /// channel reads as [`ChannelState::EMPTY`].
 #[derive(Clone, Debug, Default)]
 pub struct Channels {
