@@ -14,7 +14,8 @@ static ALLOC: Counting = Counting;
 fn main() {
     for n in [10, 100, 1000] {
         let before = live_bytes();
-        let (client, server) = idle_sessions(n);
+        let net = idle_sessions(n);
+        let (client, server) = (net.clients, net.server);
         let held = live_bytes() - before;
         let before_server = live_bytes();
         drop(server);

@@ -281,7 +281,7 @@ impl Endpoint {
             }
             self.sessions.retain(|_, s| !s.is_drained());
             // Memory taken by a burst of events goes back once they are taken.
-            self.events.shrink_to(64);
+            self.events.shrink_to(16);
         }
         self.events.pop_front()
     }

@@ -149,6 +149,8 @@ pub struct JournalSender {
 
 /// Room for the commands of one packet held back by [`JournalSender::record`].
 const PENDING_CAP: usize = 4096;
+/// What that room shrinks back to on a confirmation: a few commands' worth.
+const PENDING_KEEP: usize = 64;
 
 impl Default for JournalSender {
     fn default() -> Self {
@@ -290,6 +292,9 @@ impl JournalSender {
             self.checkpoint = Some(next);
             self.sysex.trim(next);
             self.state.forget_before(next);
+            // A packet packed full of commands grew the held-back list: give that back now
+            // and then (here, about once a second), not after every packet.
+            self.pending.shrink_to(PENDING_KEEP);
         }
     }
 
