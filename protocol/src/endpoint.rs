@@ -78,7 +78,9 @@ pub enum Dropped {
 pub struct Endpoint {
     config: Config,
     policy: AcceptPolicy,
-    sessions: BTreeMap<SessionId, Session>,
+    /// Boxed: a map node has room for eleven entries whether used or not, and a session is
+    /// well over a kilobyte inline.
+    sessions: BTreeMap<SessionId, Box<Session>>,
     next_id: u64,
     rng: Rng,
     /// NO answers owed: (destination, token of the refused invitation).
@@ -134,29 +136,29 @@ impl Endpoint {
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Session> {
-        self.sessions.get(&id)
+        self.sessions.get(&id).map(|s| &**s)
     }
 
     pub fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
-        self.sessions.get_mut(&id)
+        self.sessions.get_mut(&id).map(|s| &mut **s)
     }
 
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
-        self.sessions.iter().map(|(id, s)| (*id, s))
+        self.sessions.iter().map(|(id, s)| (*id, &**s))
     }
 
     pub fn sessions_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {
-        self.sessions.iter_mut().map(|(id, s)| (*id, s))
+        self.sessions.iter_mut().map(|(id, s)| (*id, &mut **s))
     }
 
     pub fn close_all(&mut self) {
-        self.sessions.values_mut().for_each(Session::close);
+        self.sessions.values_mut().for_each(|s| s.close());
     }
 
     fn insert(&mut self, session: Session) -> SessionId {
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
         id
     }
 
@@ -318,7 +320,7 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .filter_map(Session::poll_timeout)
+            .filter_map(|s| s.poll_timeout())
             .min()
     }
 
@@ -354,6 +356,8 @@ impl Endpoint {
                 }
             }
             self.sessions.retain(|_, s| !s.is_drained());
+            // Memory taken by a burst of events goes back once they are taken.
+            self.events.shrink_to(16);
         }
         self.events.pop_front()
     }

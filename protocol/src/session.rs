@@ -26,6 +26,9 @@ pub const PAYLOAD_TYPE: u8 = rtp::PAYLOAD_TYPE_MIDI;
 const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
 /// Room always left for commands next to the journal (the journal drops detail to fit).
 const MIN_COMMAND_ROOM: usize = 64;
+/// Capacity an empty event queue keeps (a burst may have grown it much further): enough for
+/// the usual few events per packet without allocating again.
+const QUEUE_KEEP: usize = 16;
 
 /// Which of our two local sockets a datagram came in on or must leave from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,6 +90,10 @@ pub struct Config {
     pub feedback_interval: Duration,
     /// Send a recovery journal with every packet and guard packets after the stream stops.
     pub journal: bool,
+    /// Guard packets sent in a row while the peer confirms nothing (no RS): beyond this, none
+    /// until it does. A peer that answers about once a second (as we do) never reaches the
+    /// default; one that never answers costs this many, not one a second for ever.
+    pub guards_unconfirmed: u32,
 }
 
 impl Default for Config {
@@ -108,6 +115,8 @@ impl Default for Config {
             responder_timeout: Duration::from_secs(90),
             feedback_interval: Duration::from_secs(1),
             journal: true,
+            // 25 ms doubling to 1 s: 3.6 s of guards with no RS.
+            guards_unconfirmed: 8,
         }
     }
 }
@@ -241,7 +250,6 @@ pub struct Session {
     outbox: Outbox,
     journal_tx: JournalSender,
     guard: GuardTimer,
-    journal_scratch: Vec<u8>,
     ck_rounds: u32,
     /// ts1 of our CK0 awaiting its CK1.
     ck_outstanding: Option<u64>,
@@ -328,9 +336,8 @@ impl Session {
                 ..OutboxConfig::default()
             }),
             assembler: SysExAssembler::new(config.max_sysex),
-            journal_scratch: vec![0; config.mtu],
             journal_tx: JournalSender::new(),
-            guard: GuardTimer::new(),
+            guard: GuardTimer::bounded(config.guards_unconfirmed),
             journal_rx: JournalReceiver::new(),
             config,
             role,
@@ -476,6 +483,7 @@ impl Session {
             Command::Feedback(fb) if Some(fb.ssrc) == self.peer_ssrc => {
                 self.heard(now);
                 self.journal_tx.confirm_rs(fb.seq);
+                self.guard.on_confirmed(now);
                 if !self.journal_tx.has_pending() {
                     self.guard.stop();
                 }
@@ -611,47 +619,41 @@ impl Session {
     }
 
     fn assemble(&mut self, segment: &SysExSegment<'_>) -> Option<MidiMessage> {
-        let pushed = self.assembler.push(segment);
-        if pushed.error.is_some() {
-            self.stats.sysex_dropped += 1;
-        }
-        pushed.message
+        assemble(&mut self.assembler, &mut self.stats, segment)
     }
 
     /// Applies the peer's journal after `lost` packets went missing: the repairs it gives
     /// are delivered before the packet's own commands. A bad journal costs only itself.
     fn recover(&mut self, seq: u32, journal: &[u8], lost: u32, timestamp: u32) {
-        let mut repairs: Vec<Vec<u8>> = Vec::new();
+        // Each repair becomes an event as it comes (no list of copies in between).
+        let (events, assembler, stats) = (&mut self.events, &mut self.assembler, &mut self.stats);
         let result = self
             .journal_rx
             .recover(seq, journal, lost, &mut |bytes: &[u8]| {
-                repairs.push(bytes.to_vec())
+                let message = match bytes {
+                    // A SysEx repair may be a first segment: it joins what arrives next.
+                    [status::SYSEX_START, inner @ .., status::SYSEX_START] => {
+                        let segment = SysExSegment {
+                            kind: SegmentKind::First,
+                            data: inner,
+                        };
+                        assemble(assembler, stats, &segment);
+                        return;
+                    }
+                    _ => match MidiMessage::from_bytes(bytes) {
+                        Ok(m) => m,
+                        Err(_) => return,
+                    },
+                };
+                stats.journal_repairs += 1;
+                events.push_back(Event::Midi(MidiEvent {
+                    timestamp,
+                    message,
+                    recovered: true,
+                }));
             });
         if result.is_err() {
             self.stats.malformed += 1;
-        }
-        for bytes in repairs {
-            let message = match bytes.as_slice() {
-                // A SysEx repair may be a first segment: it joins what arrives next.
-                [status::SYSEX_START, inner @ .., status::SYSEX_START] => {
-                    let segment = SysExSegment {
-                        kind: SegmentKind::First,
-                        data: inner,
-                    };
-                    self.assemble(&segment);
-                    continue;
-                }
-                _ => match MidiMessage::from_bytes(&bytes) {
-                    Ok(m) => m,
-                    Err(_) => continue,
-                },
-            };
-            self.stats.journal_repairs += 1;
-            self.events.push_back(Event::Midi(MidiEvent {
-                timestamp,
-                message,
-                recovered: true,
-            }));
         }
     }
 
@@ -736,7 +738,12 @@ impl Session {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            // A burst of MIDI grew the queue: give the memory back once it is drained.
+            self.events.shrink_to(QUEUE_KEEP);
+        }
+        event
     }
 
     /// Writes the next datagram into `buf` (at least `mtu` bytes) and says where it goes.
@@ -768,14 +775,19 @@ impl Session {
     fn encode_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let mtu = self.config.mtu.min(buf.len());
         let seq = self.next_seq as u32;
-        let journal_len = if self.config.journal {
-            let room = mtu.saturating_sub(RTP_HEADER_LEN + MIN_COMMAND_ROOM);
-            let scratch = &mut self.journal_scratch[..room.min(self.config.mtu)];
-            self.journal_tx.emit(seq, scratch)
-        } else {
-            0
+        // The journal is written first, in the caller's buffer past the room kept for
+        // commands, then moved to the end of the MTU while the commands fill what it left,
+        // then moved down behind them: no journal buffer per session.
+        let journal_start = RTP_HEADER_LEN + MIN_COMMAND_ROOM;
+        let journal_len = match buf.get_mut(journal_start..mtu) {
+            Some(room) if self.config.journal => self.journal_tx.emit(seq, room),
+            _ => 0,
         };
-        let section = buf.get_mut(RTP_HEADER_LEN..mtu - journal_len)?;
+        let journal_at = mtu - journal_len;
+        if journal_len > 0 {
+            buf.copy_within(journal_start..journal_start + journal_len, journal_at);
+        }
+        let section = buf.get_mut(RTP_HEADER_LEN..journal_at)?;
         let journal_tx = &mut self.journal_tx;
         let record = self.config.journal;
         let emitted = self
@@ -808,7 +820,7 @@ impl Session {
         };
         header.emit(&mut buf[..RTP_HEADER_LEN]).ok()?;
         let end = RTP_HEADER_LEN + section_len;
-        buf[end..end + journal_len].copy_from_slice(&self.journal_scratch[..journal_len]);
+        buf.copy_within(journal_at..mtu, end);
         self.next_seq += 1;
         if self.config.journal {
             self.guard.on_sent(now, had_midi);
@@ -1059,6 +1071,19 @@ impl Session {
     fn set_timer(&mut self, timer: Timer, at: Instant) {
         self.timers[timer as usize] = Some(at);
     }
+}
+
+/// Feeds a SysEx segment from the peer to `assembler`, counting what it drops.
+fn assemble(
+    assembler: &mut SysExAssembler,
+    stats: &mut Stats,
+    segment: &SysExSegment<'_>,
+) -> Option<MidiMessage> {
+    let pushed = assembler.push(segment);
+    if pushed.error.is_some() {
+        stats.sysex_dropped += 1;
+    }
+    pushed.message
 }
 
 /// Peer names go into logs and ALSA port names: printable, trimmed, at most 64 characters.

@@ -593,3 +593,51 @@ fn datagrams_from_addresses_not_allowed_are_dropped_unanswered() {
     }
     assert_eq!(p.nodes[B].endpoint.sessions().count(), 1);
 }
+
+/// Counts the RTP packets node A sends and drops B's RS when `rs_from_b` is false.
+fn count_rtp_from_a(p: &mut Pair, rs_from_b: bool) -> std::rc::Rc<std::cell::Cell<u64>> {
+    let rtp = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let seen = rtp.clone();
+    p.filter = Some(Box::new(move |from, _, bytes| {
+        if from == A && bytes.first().is_some_and(|b| b & 0xC0 == 0x80) {
+            seen.set(seen.get() + 1);
+        }
+        from == B && !rs_from_b && bytes.starts_with(b"\xFF\xFFRS")
+    }));
+    rtp
+}
+
+#[test]
+fn guards_stop_for_a_peer_that_never_confirms() {
+    let mut p = connected_pair(41, LinkConfig::default());
+    let rtp = count_rtp_from_a(&mut p, false);
+    for n in 0..3 {
+        send(&mut p, A, note(60 + n));
+        p.run_for(Duration::from_secs(20));
+    }
+    // Three notes in a minute: three packets and a bounded number of guards, not one guard a
+    // second for as long as the session lasts.
+    let limit = 3 + u64::from(named("A").guards_unconfirmed);
+    assert!(rtp.get() <= limit, "{} RTP packets", rtp.get());
+    assert_eq!(p.midi_received(B).len(), 3);
+    assert_eq!(p.connected(A), 1, "the session is still up");
+    assert!(disconnect_reason(&p, A).is_none());
+}
+
+#[test]
+fn guards_go_on_for_a_peer_that_confirms() {
+    let mut p = connected_pair(42, LinkConfig::default());
+    let rtp = count_rtp_from_a(&mut p, true);
+    let notes = 10;
+    for n in 0..notes {
+        send(&mut p, A, note(60 + n as u8));
+        p.run_for(Duration::from_secs(5));
+    }
+    // Each note is followed by guards until B's RS confirms it (about a second).
+    let guards = rtp.get() - notes;
+    assert!(guards >= 3 * notes, "{guards} guard packets");
+    // And they stop once confirmed: at most one guard interval after the last RS.
+    let before = rtp.get();
+    p.run_for(Duration::from_secs(10));
+    assert_eq!(rtp.get(), before, "guards after everything was confirmed");
+}
