@@ -5,13 +5,14 @@
 //! NONREGPARAM and REGPARAM events as the control changes they stand for (alsa-lib
 //! `seq_midi_event.c`, `extra_decode_ctrl14`/`extra_decode_xrpn`). The bytes of each event,
 //! SysEx chunks included, go through one [`StreamParser`] per port and sender, which splits
-//! them into messages and joins SysEx; long SysEx is split into chunks on the way out.
+//! them into messages and joins SysEx; long SysEx is split into chunks on the way out. A NOTE
+//! event (note with a duration) never reaches us: the kernel accepts it only on a queue, which
+//! delivers a NOTEON and later a NOTEOFF instead (seq_clientmgr.c, `snd_seq_dispatch_event`).
 //!
-//! alsa-lib reads input from the kernel in bulk into its own buffer, and events left there do
-//! not make the sequencer's fd readable again: a caller that stops reading before `recv` says
-//! drained would strand them. A second fd ([`ReadyFd`]) is readable while they wait. A NOTE event (note
-//! with a duration) never reaches us: the kernel accepts it only on a queue, which delivers a
-//! NOTEON and later a NOTEOFF instead (seq_clientmgr.c, `snd_seq_dispatch_event`).
+//! alsa-lib reads input from the kernel in bulk (up to 500 events) into its own buffer, and
+//! events left there do not make the sequencer's fd readable again: a caller that stops
+//! reading before `recv` says drained (a batch limit) would strand them until the next event
+//! comes. So `fds` has a second fd, a [`ReadyFd`], readable while they wait.
 //!
 //! SysEx leaves paced: receivers read from small kernel FIFOs (aseqdump keeps the default of
 //! 200 cells, about 18 chunks of 256 bytes), and what overflows them is lost without a word to
