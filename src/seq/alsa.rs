@@ -624,7 +624,7 @@ mod tests {
 
     #[test]
     #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
-    fn kernel_events_arrive_as_midi_bytes_with_notices() {
+    fn kernel_events_arrive_as_midi_messages_with_notices() {
         let mut rx = AlsaSequencer::open("rx").unwrap();
         let port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
         let tx = Seq::open(None, None, false).unwrap();
