@@ -17,43 +17,9 @@ pub const NETWORK_PORT: &str = "Network";
 /// ALSA port names are at most 63 bytes.
 const MAX_PORT_NAME: usize = 63;
 
-/// `--export-auto KIND[:PATTERN]`: local ports connected to `Network` as they appear.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AutoExport {
-    pub kind: PortKind,
-    /// Part of the client or port name, any case; `None` for every name.
-    pub pattern: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PortKind {
-    /// Devices: USB and other rawmidi ports (port type HARDWARE).
-    Hardware,
-    /// Applications and kernel software ports (Midi Through, VirMIDI).
-    Software,
-    All,
-}
+pub use crate::options::{AutoExport, PortKind};
 
 impl AutoExport {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (kind, pattern) = match text.split_once(':') {
-            Some((kind, pattern)) if !pattern.is_empty() => (kind, Some(pattern.to_lowercase())),
-            Some(_) => return Err(format!("empty pattern after ':' in {text:?}")),
-            None => (text, None),
-        };
-        let kind = match kind {
-            "hardware" => PortKind::Hardware,
-            "software" => PortKind::Software,
-            "all" => PortKind::All,
-            _ => {
-                return Err(format!(
-                    "bad kind {kind:?} (hardware, software or all, then :PATTERN if wanted)"
-                ))
-            }
-        };
-        Ok(AutoExport { kind, pattern })
-    }
-
     /// True if `port` is to be exported.
     pub fn matches(&self, port: &PortInfo) -> bool {
         let kind = match self.kind {
@@ -132,12 +98,6 @@ pub enum Action<K> {
     },
 }
 
-/// A port kept after its session ended, for the same peer to take back.
-struct Dormant<K> {
-    key: K,
-    port: PortId,
-}
-
 pub struct Bridge<K, S = Box<dyn Sequencer>> {
     seq: S,
     network: PortId,
@@ -145,7 +105,6 @@ pub struct Bridge<K, S = Box<dyn Sequencer>> {
     subscribers: BTreeMap<PortId, Vec<SeqAddr>>,
     /// Local ports subscribed to or from the Network port, with their connections.
     exported: BTreeMap<SeqAddr, u32>,
-    dormant: Vec<Dormant<K>>,
     auto_export: Option<AutoExport>,
     /// `[export NAME]` sections, first match wins (before `auto_export`).
     sections: Vec<(PortMatch, ExportAs)>,
@@ -165,7 +124,6 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             ports: BTreeMap::new(),
             subscribers: BTreeMap::new(),
             exported: BTreeMap::new(),
-            dormant: Vec::new(),
             auto_export: None,
             sections: Vec::new(),
             export_as: BTreeMap::new(),
@@ -222,49 +180,6 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
             if let Err(e) = self.seq.delete_port(port) {
                 warn!("cannot delete ALSA port {}: {e}", port.0);
             }
-        }
-    }
-
-    /// Keeps peer `key`'s port for a moment: the same peer may come back (it restarted) and
-    /// should find the port, and the connections apps made to it, where they were.
-    pub fn park_peer(&mut self, key: K) {
-        if let Some(port) = self.port_of(key) {
-            self.ports.remove(&port);
-            self.dormant.push(Dormant { key, port });
-        }
-    }
-
-    /// Gives a parked port to `new_key` if `old_key` left one; true if it did.
-    pub fn adopt(&mut self, old_key: K, new_key: K) -> bool {
-        match self.dormant.iter().position(|d| d.key == old_key) {
-            Some(i) => {
-                let d = self.dormant.swap_remove(i);
-                self.ports.insert(d.port, Owner::Peer(new_key));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Gives peer `old_key`'s port, with its connections, to `new_key`.
-    pub fn rekey(&mut self, old_key: K, new_key: K) {
-        if let Some(port) = self.port_of(old_key) {
-            self.ports.insert(port, Owner::Peer(new_key));
-        }
-    }
-
-    /// True if something is subscribed to or from peer `key`'s port.
-    pub fn is_subscribed(&self, key: K) -> bool {
-        self.port_of(key)
-            .and_then(|port| self.subscribers.get(&port))
-            .is_some_and(|s| !s.is_empty())
-    }
-
-    /// Deletes the parked ports nobody took back.
-    pub fn drop_parked(&mut self) {
-        for d in std::mem::take(&mut self.dormant) {
-            self.subscribers.remove(&d.port);
-            let _ = self.seq.delete_port(d.port);
         }
     }
 
@@ -680,20 +595,6 @@ mod tests {
                 },
             ]
         );
-    }
-
-    #[test]
-    fn a_parked_port_is_adopted_or_dropped() {
-        let mut bridge = bridge_with(|_, _| {});
-        let port = bridge.add_peer(1, "Mac").unwrap();
-        bridge.park_peer(1);
-        assert_eq!(bridge.port_of(1), None);
-        assert!(bridge.adopt(1, 2));
-        assert_eq!(bridge.port_of(2), Some(port));
-        bridge.park_peer(2);
-        bridge.drop_parked();
-        assert!(!bridge.adopt(2, 3));
-        assert_eq!(bridge.port_of(3), None);
     }
 
     fn port(client: u8, client_name: &str, port_name: &str, hardware: bool) -> PortInfo {

@@ -1,79 +1,19 @@
-//! The command line: what the user asked for, checked, as a [`Options`] value.
-use std::net::IpAddr;
+//! The command line: what the user asked for, checked. Each value is read by the parser of its
+//! kind in `crate::options`, the one the configuration file uses too.
 use std::path::PathBuf;
 
-use getopts::Options as Getopts;
+use getopts::{Matches, Options as Getopts};
 
-use crate::bridge::AutoExport;
-
-pub const DEFAULT_PORT: u16 = 5004;
-/// A playout delay longer than this is surely a mistake (the unit is ms).
-pub const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
-
-/// A `--connect` target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectTarget {
-    pub name: Option<String>,
-    pub host: String,
-    pub port: u16,
-}
-
-impl ConnectTarget {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (name, rest) = match text.split_once('@') {
-            Some((name, rest)) if !name.is_empty() => (Some(name.to_string()), rest),
-            Some(_) => return Err(format!("empty name before '@' in {text:?}")),
-            None => (None, text),
-        };
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{text:?} has no :PORT"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("{text:?} has no host"));
-        }
-        let port = parse_port(port).map_err(|e| format!("{text:?}: {e}"))?;
-        Ok(ConnectTarget {
-            name,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Options {
-    /// 0 = warnings, 1 = info (-v), 2 = debug, 3+ = trace; -q forces errors only.
-    pub verbosity: u8,
-    pub quiet: bool,
-    pub name: Option<String>,
-    /// `None`: the configuration file's, or [`DEFAULT_PORT`].
-    pub port: Option<u16>,
-    pub bind: Vec<IpAddr>,
-    pub connect: Vec<ConnectTarget>,
-    pub hub: bool,
-    pub no_alsa: bool,
-    pub keep_connected: bool,
-    /// `None`: the configuration file's, or `rtpmidid`.
-    pub alsa_name: Option<String>,
-    /// SysEx bytes a second sent to ALSA (a MIDI cable takes 3125).
-    pub sysex_rate: Option<u32>,
-    /// Milliseconds MIDI from the network waits on ALSA's queue after its timestamp.
-    pub playout_delay: Option<u32>,
-    pub export_auto: Option<AutoExport>,
-    pub no_mdns: bool,
-    /// `--mdns-interface`: announce and browse only on these interfaces.
-    pub mdns_interfaces: Vec<String>,
-    pub config: Option<PathBuf>,
-    pub control: Option<PathBuf>,
-}
+use crate::config::CommandLine;
+use crate::ctl::client::{self, CtlOptions};
+use crate::options::{self, AutoExport, ConnectTarget};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Run(Box<Options>),
+    Run(Box<CommandLine>),
     /// `rtpmidid ctl ...`: talk to a running daemon.
-    Ctl(crate::control::CtlOptions),
+    Ctl(CtlOptions),
     Help(String),
     Version,
 }
@@ -171,20 +111,34 @@ fn getopts() -> Getopts {
     o
 }
 
-fn parse_port(text: &str) -> Result<u16, String> {
-    match text.parse::<u16>() {
-        Ok(p) if p > 0 && p < u16::MAX => Ok(p),
-        _ => Err(format!("bad port {text:?} (1-65534)")),
-    }
+/// The values of option `name`, each read by `parse`; an error names the option.
+fn values<T>(
+    m: &Matches,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    m.opt_strs(name)
+        .iter()
+        .map(|v| parse(v).map_err(|why| format!("bad value {v:?} for --{name}: {why}")))
+        .collect()
+}
+
+/// The last value of option `name`, read by `parse`.
+fn value<T>(
+    m: &Matches,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    Ok(values(m, name, parse)?.pop())
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if args.first().is_some_and(|a| a == "ctl") {
         if args.iter().any(|a| a == "-h" || a == "--help") {
-            return Ok(Command::Help(crate::control::ctl_usage()));
+            return Ok(Command::Help(client::usage()));
         }
-        return crate::control::parse_ctl(&args[1..]).map(Command::Ctl);
+        return client::parse(&args[1..]).map(Command::Ctl);
     }
     let spec = getopts();
     let m = spec.parse(args).map_err(|e| e.to_string())?;
@@ -200,63 +154,25 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if let Some(extra) = m.free.first() {
         return Err(format!("unexpected argument {extra:?}"));
     }
-    let port = m.opt_str("p").map(|p| parse_port(&p)).transpose()?;
-    let bind = m
-        .opt_strs("b")
-        .iter()
-        .map(|b| {
-            b.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .map_err(|_| format!("bad bind address {b:?}"))
-        })
-        .collect::<Result<_, _>>()?;
-    let connect = m
-        .opt_strs("C")
-        .iter()
-        .map(|c| ConnectTarget::parse(c))
-        .collect::<Result<_, _>>()?;
-    let name = m.opt_str("n");
-    if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-        return Err("the name must not be empty".into());
-    }
-    Ok(Command::Run(Box::new(Options {
-        verbosity: m.opt_count("v").min(u8::MAX as usize) as u8,
-        quiet: m.opt_present("q"),
-        name,
-        port,
-        bind,
-        connect,
+    let path = |text: &str| Ok(PathBuf::from(text));
+    Ok(Command::Run(Box::new(CommandLine {
+        verbosity: m.opt_count("verbose").min(u8::MAX as usize) as u8,
+        quiet: m.opt_present("quiet"),
+        name: value(&m, "name", options::name)?,
+        port: value(&m, "port", options::port)?,
+        bind: values(&m, "bind", options::address)?,
+        connect: values(&m, "connect", ConnectTarget::parse)?,
         hub: m.opt_present("hub"),
         no_alsa: m.opt_present("no-alsa"),
         keep_connected: m.opt_present("keep-connected"),
-        alsa_name: m.opt_str("alsa-name"),
-        sysex_rate: m
-            .opt_str("sysex-rate")
-            .map(|r| match r.parse::<u32>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!(
-                    "bad --sysex-rate {r:?} (bytes a second, at least 1)"
-                )),
-            })
-            .transpose()?,
-        playout_delay: m
-            .opt_str("playout-delay")
-            .map(|d| match d.parse::<u32>() {
-                Ok(n) if (1..=MAX_PLAYOUT_DELAY_MS).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "bad --playout-delay {d:?} (milliseconds, 1-{MAX_PLAYOUT_DELAY_MS})"
-                )),
-            })
-            .transpose()?,
-        export_auto: m
-            .opt_str("export-auto")
-            .map(|r| AutoExport::parse(&r).map_err(|e| format!("--export-auto: {e}")))
-            .transpose()?,
+        alsa_name: value(&m, "alsa-name", options::name)?,
+        sysex_rate: value(&m, "sysex-rate", options::sysex_rate)?,
+        playout_delay: value(&m, "playout-delay", options::playout_delay)?,
+        export_auto: value(&m, "export-auto", AutoExport::parse)?,
         no_mdns: m.opt_present("no-mdns"),
-        mdns_interfaces: m.opt_strs("mdns-interface"),
-        config: m.opt_str("c").map(PathBuf::from),
-        control: m.opt_str("control").map(PathBuf::from),
+        mdns_interfaces: values(&m, "mdns-interface", options::interface)?,
+        config: value(&m, "config", path)?,
+        control: value(&m, "control", path)?,
     })))
 }
 
@@ -268,7 +184,7 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
-    fn run(s: &str) -> Options {
+    fn run(s: &str) -> CommandLine {
         match parse(&args(s)) {
             Ok(Command::Run(o)) => *o,
             other => panic!("{s}: {other:?}"),
@@ -316,7 +232,7 @@ mod tests {
         assert_eq!(
             o.export_auto,
             Some(AutoExport {
-                kind: crate::bridge::PortKind::Hardware,
+                kind: crate::options::PortKind::Hardware,
                 pattern: Some("launch".into())
             })
         );
@@ -326,14 +242,16 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         for (line, needle) in [
-            ("-p 0", "bad port"),
-            ("-p 70000", "bad port"),
-            ("-C host", "no :PORT"),
-            ("-C @h:1", "empty name"),
-            ("-b nonsense", "bad bind"),
-            ("--playout-delay 0", "bad --playout-delay"),
-            ("--export-auto usb", "--export-auto: bad kind"),
-            ("--playout-delay 9000", "bad --playout-delay"),
+            ("-p 0", "bad value \"0\" for --port: a UDP port"),
+            ("-p 70000", "for --port"),
+            ("-C host", "for --connect: no :PORT"),
+            ("-C @h:1", "for --connect: must not be empty"),
+            ("-b nonsense", "for --bind: not an IP address"),
+            ("--playout-delay 0", "for --playout-delay: milliseconds"),
+            ("--export-auto usb", "for --export-auto: bad kind"),
+            ("--playout-delay 9000", "for --playout-delay"),
+            ("--sysex-rate 0", "for --sysex-rate: bytes a second"),
+            ("-n \u{1}", "for --name: control characters"),
             ("--bogus", "bogus"),
             ("extra", "unexpected"),
             ("-n", "'n'"),

@@ -3,20 +3,25 @@ mod bridge;
 mod cli;
 mod config;
 mod control;
+mod ctl;
 mod daemon;
 mod json;
 mod mdns;
 mod net;
+mod options;
 mod playout;
 mod reload;
+mod resolver;
+mod router;
 mod seq;
 
 use std::process::ExitCode;
 
 use log::{error, LevelFilter};
 
-use crate::cli::{Command, Options};
-use crate::daemon::{Daemon, Settings};
+use crate::cli::Command;
+use crate::config::CommandLine;
+use crate::daemon::Daemon;
 
 /// Exit status for a bad command line, as getopts users expect.
 const EXIT_USAGE: u8 = 2;
@@ -32,21 +37,19 @@ fn main() -> ExitCode {
             println!("rtpmidid {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Ctl(ctl)) => control::run_ctl(&ctl),
-        Ok(Command::Run(options)) => {
+        Ok(Command::Ctl(ctl)) => ctl::client::run(&ctl),
+        Ok(Command::Run(command_line)) => {
             // A broken configuration file: say where, and do not start.
-            let (path, file) = match config::load(&options) {
+            let (path, file) = match config::load(&command_line) {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("rtpmidid: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            let settings = config::resolve(&options, &file, config::hostname);
-            // A control socket asked for must open; the default one may be missing.
-            let control_required = options.control.is_some() || file.control.is_some();
+            let settings = config::resolve(&command_line, &file, config::hostname);
             init_logging(settings.log_level);
-            match run(*options, path, settings, control_required) {
+            match run(*command_line, path, settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     error!("{message}");
@@ -78,36 +81,16 @@ fn init_logging(level: LevelFilter) {
 }
 
 fn run(
-    options: Options,
+    command_line: CommandLine,
     path: Option<std::path::PathBuf>,
     config: config::Settings,
-    control_required: bool,
 ) -> Result<(), String> {
-    let settings = Settings {
-        name: config.name.clone(),
-        port: config.port,
-        bind: config.bind.clone(),
-        connect: config
-            .connect
-            .iter()
-            .map(config::Connection::target)
-            .collect(),
-        hub: config.hub,
-        keep_connected: config.keep_connected,
-        mdns: config.mdns.enabled.then(|| mdns::Config {
-            interfaces: config.mdns.interfaces.clone(),
-        }),
-        playout_delay: config
-            .playout_delay
-            .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
-        export_auto: config.export_auto.clone(),
-    };
     let mut reactor = reactor::Reactor::new(daemon::on_timer)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     reactor
         .watch_signals(&reactor::DAEMON_SIGNALS, daemon::on_signal)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
-    let sequencer: Option<Box<dyn seq::Sequencer>> = if options.no_alsa {
+    let sequencer: Option<Box<dyn seq::Sequencer>> = if !config.alsa {
         None
     } else {
         let mut seq = seq::alsa::AlsaSequencer::open(&config.alsa_name).map_err(|e| {
@@ -123,13 +106,10 @@ fn run(
         );
         Some(Box::new(seq))
     };
-    let mut daemon = Daemon::new(settings, sequencer, seed())
-        .map_err(|e| format!("cannot start on UDP port {}: {e}", config.port))?;
-    // Before `start`, which opens the first sessions: they get the file's timeouts.
-    daemon.start_ops(reactor.context(), options, path, config, control_required)?;
-    daemon
-        .start(reactor.context())
-        .map_err(|e| format!("cannot register sockets: {e}"))?;
+    let port = config.port;
+    let mut daemon = Daemon::new(config, sequencer, seed())
+        .map_err(|e| format!("cannot start on UDP port {port}: {e}"))?;
+    daemon.start(reactor.context(), command_line, path)?;
     reactor
         .run(&mut daemon)
         .map_err(|e| format!("event loop failed: {e}"))

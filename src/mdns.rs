@@ -1,7 +1,6 @@
 //! mDNS on the daemon's side: the UDP 5353 sockets, the interfaces and one
 //! [`Responder`] + [`Browser`] per interface (see `protocol::mdns` for how they are driven),
-//! peers merged over interfaces into [`PeerEvent`]s, and [`Discovered`]: which ALSA port slot
-//! stands for which discovered peer.
+//! peers merged over interfaces into [`PeerEvent`]s (the router decides what they get).
 //!
 //! One socket per family, bound to the wildcard address on 5353 with SO_REUSEADDR and
 //! SO_REUSEPORT so that an avahi-daemon on the same host keeps working, joined to the group on
@@ -192,8 +191,15 @@ impl Mdns {
         self.flush(now);
     }
 
-    /// Reads what `fd` has (up to a batch); true if it may have more.
-    pub fn read(&mut self, now: Instant, fd: RawFd) -> bool {
+    /// Reads what `fd` has (up to a batch); true if it may have more. Every datagram is also
+    /// shown to `tap` with the index of the interface it came in on: the resolver's `.local`
+    /// lookups take their answers from there.
+    pub fn read_tap(
+        &mut self,
+        now: Instant,
+        fd: RawFd,
+        tap: &mut dyn FnMut(SocketAddr, u32, &[u8]),
+    ) -> bool {
         let Some(socket) = [&self.v4, &self.v6]
             .into_iter()
             .flatten()
@@ -211,6 +217,7 @@ impl Mdns {
                     if let Some(iface) = self.interfaces.iter_mut().find(|i| i.index == index) {
                         iface.responder.handle_datagram(now, from, bytes);
                         iface.browser.handle_datagram(now, from, bytes);
+                        tap(from, index, bytes);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -222,6 +229,18 @@ impl Mdns {
         }
         self.flush(now);
         more
+    }
+
+    /// Sends a one-shot query (a resolver's `.local` lookup) to both groups on every
+    /// interface.
+    pub fn send_query(&mut self, payload: &[u8]) {
+        let t = Transmit {
+            dst: Destination::Multicast,
+            payload: payload.to_vec(),
+        };
+        for iface in &self.interfaces {
+            send(&self.v4, &self.v6, iface, &t);
+        }
     }
 
     /// Runs what is due: the state machines' timers and the interface scan.
@@ -712,91 +731,6 @@ fn best_address(seen: &[Sighting]) -> Option<SocketAddr> {
     })
 }
 
-/// How long a peer gone from mDNS keeps its ALSA port, so that one that comes straight back
-/// (restarted, or its network blinked) finds its port and the connections made to it.
-pub const GONE_GRACE: Duration = Duration::from_secs(10);
-
-/// Which client slot (and ALSA port) stands for which discovered peer. A slot is never reused
-/// for another name, so a peer that comes back gets its own slot again, never a second one.
-#[derive(Default, Debug)]
-pub struct Discovered {
-    entries: Vec<Entry>,
-}
-
-#[derive(Debug)]
-struct Entry {
-    name: String,
-    slot: usize,
-    has_port: bool,
-    /// Gone from mDNS: the port goes at this time unless the peer comes back.
-    gone_until: Option<Instant>,
-}
-
-/// What the daemon must do about a discovered peer's port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
-    /// A new peer: make slot `0` (the next free one the daemon passes in) and its port.
-    New(usize),
-    /// A known slot whose port is still there.
-    Kept(usize),
-    /// A known slot whose port was removed: make it again.
-    Recreate(usize),
-}
-
-impl Discovered {
-    /// `name` appeared or changed; `next` is the slot a new peer would get.
-    pub fn appeared(&mut self, name: &str, next: usize) -> Slot {
-        match self.entries.iter_mut().find(|e| e.name == name) {
-            Some(e) => {
-                e.gone_until = None;
-                let had = std::mem::replace(&mut e.has_port, true);
-                if had {
-                    Slot::Kept(e.slot)
-                } else {
-                    Slot::Recreate(e.slot)
-                }
-            }
-            None => {
-                self.entries.push(Entry {
-                    name: name.to_owned(),
-                    slot: next,
-                    has_port: true,
-                    gone_until: None,
-                });
-                Slot::New(next)
-            }
-        }
-    }
-
-    /// `name` is gone from mDNS: its port goes after [`GONE_GRACE`].
-    pub fn gone(&mut self, now: Instant, name: &str) {
-        if let Some(e) = self
-            .entries
-            .iter_mut()
-            .find(|e| e.name == name && e.has_port)
-        {
-            e.gone_until = Some(now + GONE_GRACE);
-        }
-    }
-
-    /// The slots whose grace ran out: remove their ports.
-    pub fn expired(&mut self, now: Instant) -> Vec<usize> {
-        let mut out = Vec::new();
-        for e in &mut self.entries {
-            if e.gone_until.is_some_and(|t| t <= now) {
-                e.gone_until = None;
-                e.has_port = false;
-                out.push(e.slot);
-            }
-        }
-        out
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.entries.iter().filter_map(|e| e.gone_until).min()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -921,32 +855,5 @@ mod tests {
         // A goodbye for something never seen is ignored.
         peers.update(3, gone("Nobody"), &mut out);
         assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_peer_that_comes_back_keeps_or_regains_its_slot() {
-        let t0 = Instant::from_micros(1_000_000);
-        let mut d = Discovered::default();
-        assert_eq!(d.appeared("Studio", 2), Slot::New(2));
-        assert_eq!(d.appeared("Keys", 3), Slot::New(3));
-        assert_eq!(d.appeared("Studio", 4), Slot::Kept(2));
-        // Gone, back within the grace: the same port, nothing expires.
-        d.gone(t0, "Studio");
-        assert_eq!(d.poll_timeout(), Some(t0 + GONE_GRACE));
-        assert_eq!(d.appeared("Studio", 4), Slot::Kept(2));
-        assert_eq!(d.poll_timeout(), None);
-        assert!(d.expired(t0 + GONE_GRACE).is_empty());
-        // Gone for longer: the port goes, and comes back in the same slot.
-        d.gone(t0, "Studio");
-        assert!(d
-            .expired(t0 + (GONE_GRACE - Duration::from_micros(1)))
-            .is_empty());
-        assert_eq!(d.expired(t0 + GONE_GRACE), vec![2]);
-        assert!(d.expired(t0 + GONE_GRACE * 2).is_empty());
-        // A second goodbye for a port already gone changes nothing.
-        d.gone(t0, "Studio");
-        assert_eq!(d.poll_timeout(), None);
-        assert_eq!(d.appeared("Studio", 4), Slot::Recreate(2));
-        assert_eq!(d.appeared("Studio", 4), Slot::Kept(2));
     }
 }

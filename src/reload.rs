@@ -1,15 +1,12 @@
 //! Reload when the configuration file changes: an inotify watch on its folder (editors replace
-//! files by renaming, which a watch on the file itself would miss), registered with the loop.
+//! files by renaming, which a watch on the file itself would miss). The daemon registers its
+//! descriptor with the loop.
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 
-use log::debug;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use reactor::Interest;
-
-use crate::daemon::{Ctx, Daemon};
 
 pub struct Watch {
     inotify: Inotify,
@@ -17,7 +14,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn start(path: &Path, ctx: &mut Ctx) -> io::Result<Watch> {
+    /// Watches the folder of `path` for `path` being written or renamed into place; the
+    /// caller polls [`Watch::fd`] and asks [`Watch::ours`] when it is readable.
+    pub fn new(path: &Path) -> io::Result<Watch> {
         let file_name = path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file"))?
@@ -32,12 +31,15 @@ impl Watch {
             dir,
             AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
         )?;
-        ctx.register(inotify.as_fd().as_raw_fd(), Interest::READABLE, on_change)?;
         Ok(Watch { inotify, file_name })
     }
 
+    pub fn fd(&self) -> RawFd {
+        self.inotify.as_fd().as_raw_fd()
+    }
+
     /// Drains the queued events; true if one concerns our file.
-    fn ours(&self) -> bool {
+    pub fn ours(&self) -> bool {
         let mut hit = false;
         while let Ok(events) = self.inotify.read_events() {
             if events.is_empty() {
@@ -48,13 +50,5 @@ impl Watch {
                 .any(|e| e.name.as_deref() == Some(self.file_name.as_os_str()));
         }
         hit
-    }
-}
-
-fn on_change(daemon: &mut Daemon, ctx: &mut Ctx, _event: reactor::Event) {
-    let changed = daemon.ops.watch.as_ref().is_some_and(Watch::ours);
-    if changed {
-        debug!("configuration file changed");
-        daemon.reload(ctx, "file changed");
     }
 }

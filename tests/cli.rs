@@ -34,10 +34,10 @@ fn help_and_version_exit_zero() {
 #[test]
 fn bad_arguments_say_what_is_wrong_and_exit_2() {
     for (args, needle) in [
-        (&["--port", "x"][..], "bad port"),
+        (&["--port", "x"][..], "bad value \"x\" for --port"),
         (&["--frobnicate"][..], "frobnicate"),
         (&["-C", "nohostport"][..], "no :PORT"),
-        (&["-b", "300.1.1.1"][..], "bad bind address"),
+        (&["-b", "300.1.1.1"][..], "for --bind: not an IP address"),
     ] {
         let (code, text) = rtpmidid(args);
         assert_eq!(code, 2, "{args:?}: {text}");

@@ -268,8 +268,9 @@ fn every_control_command_between_two_daemons() {
         "{}",
         e.err
     );
+    // A bad ALSA port is a bad command line: refused before it is sent.
     let e = a.ctl(&["export", "synth"]);
-    assert!(e.code == 1 && e.err.contains("bad ALSA port"), "{}", e.err);
+    assert!(e.code == 2 && e.err.contains("bad ALSA port"), "{}", e.err);
     let e = a.ctl(&["disconnect", "999"]);
     assert!(
         e.code == 1 && e.err.contains("no session with id 999"),
@@ -588,4 +589,86 @@ fn ctl_help_and_usage_errors() {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
+}
+
+/// A FIFO given as the file, at start or renamed into place on reload, is refused at once.
+#[test]
+fn a_fifo_as_the_file_does_not_hang_start_or_reload() {
+    let dir = TempDir::new("fifo");
+    let fifo = dir.0.join("fifo.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--no-alsa", "--no-mdns", "-c"])
+        .arg(&fifo)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the start hangs on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fifo.conf: cannot read: a FIFO, not a regular file"),
+        "{err}"
+    );
+
+    let conf = dir.0.join("rtpmidid.conf");
+    write_config(&conf, "[general]\nname = Alpha\n");
+    let a = Daemon::start(&dir.0, "Alpha", &["-c", conf.to_str().unwrap()]);
+    std::fs::rename(&fifo, &conf).unwrap();
+    a.signal(Signal::SIGHUP);
+    wait_for("the refusal in the log", || {
+        let log = a.log_text();
+        (log.contains("configuration refused") && log.contains("a FIFO")).then_some(())
+    });
+    assert_eq!(a.ctl(&["status"]).code, 0, "the daemon still answers");
+}
+
+/// `rtpmidid ctl peers | head`: a reader that stops early is no error; `disconnect ''` is refused.
+#[test]
+fn ctl_survives_a_closed_pipe_and_refuses_an_empty_name() {
+    let dir = TempDir::new("ctl-pipe");
+    let a = Daemon::start(&dir.0, "Alpha", &[]);
+    for command in ["peers", "status"] {
+        let mut child = Command::new(BIN)
+            .arg("ctl")
+            .arg("--control")
+            .arg(&a.control)
+            .arg(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the answer comes.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command}: {err}");
+        assert!(!err.contains("panicked"), "{command}: {err}");
+    }
+    let e = a.ctl(&["disconnect", ""]);
+    assert!(e.code == 2 && e.err.contains("empty name"), "{}", e.err);
+    let mut s = UnixStream::connect(&a.control).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"{\"cmd\":\"disconnect\",\"name\":\"\"}\n")
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = s.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.contains("an empty name"), "{answer}");
 }

@@ -8,7 +8,7 @@
 //!
 //! A global allocator takes `unsafe` (protocol/ forbids it), and it counts for the whole binary
 //! it is in, so it gets a test binary of its own: this one. The daemon is a binary crate, so its
-//! sequencer seam and bridge are compiled in here from their files, as examples/seq_probe.rs
+//! sequencer seam and bridge are compiled in here from their files, as tests/vm/seq_probe.rs
 //! does; their own unit tests come along and run here again. Tests run in parallel threads:
 //! each counts its own allocations.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -23,6 +23,10 @@ use protocol::wire::applemidi::Command;
 #[path = "../src/seq/mod.rs"]
 #[allow(dead_code)]
 mod seq;
+
+#[path = "../src/options.rs"]
+#[allow(dead_code)]
+mod options;
 
 #[path = "../src/bridge.rs"]
 #[allow(dead_code)]

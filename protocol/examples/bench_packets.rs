@@ -1,7 +1,15 @@
 //! Prints how long the packet path takes: journal encode and decode, and a whole session
 //! packet (encode with journal, parse, deliver). A benchmark, not a test: it asserts nothing.
 //! Run it optimised: `cargo run --release -p rtpmidid-protocol --example bench_packets`.
+//! Each figure is nanoseconds per operation and heap allocations per operation (a counting
+//! global allocator), the best of a few runs (the machine is shared; the best is the least
+//! disturbed).
+#[path = "../tests/alloc/mod.rs"]
+mod alloc;
+
 use std::time::Instant as Clock;
+
+use alloc::{allocations, Counting};
 
 use protocol::journal::{JournalReceiver, JournalSender};
 use protocol::midi::{MidiMessage, ShortMessage};
@@ -10,18 +18,61 @@ use protocol::session::{Config, Port, Session};
 use protocol::time::{Duration, Instant};
 use protocol::wire::applemidi::Command;
 
-const ROUNDS: u32 = 200_000;
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
-fn per_op(start: Clock, n: u32) -> f64 {
-    start.elapsed().as_nanos() as f64 / f64::from(n) / 1000.0
+/// Operations per run, and runs of each benchmark (the fastest is reported); `BENCH_ROUNDS`
+/// and `BENCH_RUNS` override them (e.g. small for `valgrind --tool=callgrind`, which counts
+/// instructions repeatably on a busy machine).
+fn rounds() -> u32 {
+    env_or("BENCH_ROUNDS", 200_000)
+}
+fn runs() -> u32 {
+    env_or("BENCH_RUNS", 5)
 }
 
-fn journal() {
-    let mut rng = Rng::new(1);
+fn env_or(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Time and allocations of one run of `ROUNDS` operations.
+#[derive(Clone, Copy)]
+struct Cost {
+    nanos: f64,
+    allocs: f64,
+}
+
+impl Cost {
+    fn since(start: Clock, allocs: u64, n: u32) -> Cost {
+        Cost {
+            nanos: start.elapsed().as_nanos() as f64 / f64::from(n),
+            allocs: (allocations() - allocs) as f64 / f64::from(n),
+        }
+    }
+
+    fn best(runs: impl IntoIterator<Item = Cost>) -> Cost {
+        runs.into_iter()
+            .reduce(|a, b| Cost {
+                nanos: a.nanos.min(b.nanos),
+                allocs: a.allocs.max(b.allocs),
+            })
+            .expect("a run")
+    }
+}
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:7.0} ns/op {:5.2} allocs/op", self.nanos, self.allocs)
+    }
+}
+
+/// A sender with a busy state: notes held and controllers set on several channels, and no
+/// confirmation, so every journal carries all of it (380 bytes).
+fn busy_sender(rng: &mut Rng) -> (JournalSender, u32) {
     let mut tx = JournalSender::new();
-    let mut rx = JournalReceiver::new();
-    let mut buf = [0u8; 1200];
-    // A busy state: notes held and controllers set on several channels.
     for seq in 0..64u32 {
         let ch = (seq % 4) as u8;
         tx.record(seq, &[0x90 | ch, 40 + (seq % 40) as u8, 100]);
@@ -30,33 +81,68 @@ fn journal() {
             &[0xB0 | ch, 1 + (seq % 20) as u8, rng.below(128) as u8],
         );
     }
-    let mut seq = 64u32;
+    // Then notes on channel 0, as the encode benchmark plays them.
+    let mut seq = 64;
+    for _ in 0..1000 {
+        tx.record(seq, &[0x90, rng.below(128) as u8, 64]);
+        seq += 1;
+    }
+    (tx, seq)
+}
+
+#[inline(never)]
+/// Journal encode: record one note, emit the journal of the next packet.
+fn encode() -> (Cost, usize) {
+    let mut rng = Rng::new(1);
+    let (mut tx, mut seq) = busy_sender(&mut rng);
+    let mut buf = [0u8; 1200];
     let mut total = 0usize;
-    let start = Clock::now();
-    for _ in 0..ROUNDS {
+    let (start, allocs) = (Clock::now(), allocations());
+    for _ in 0..rounds() {
         let n = rng.below(128) as u8;
         tx.record(seq, &[0x90, n, 64]);
         total += tx.emit(seq + 1, &mut buf);
         seq += 1;
     }
-    let encode = per_op(start, ROUNDS);
+    (
+        Cost::since(start, allocs, rounds()),
+        total / rounds() as usize,
+    )
+}
+
+#[inline(never)]
+/// Journal decode: parse the busy journal, and every other time repair a loss with it.
+fn decode() -> (Cost, usize) {
+    let mut rng = Rng::new(1);
+    let (mut tx, seq) = busy_sender(&mut rng);
+    let mut buf = [0u8; 1200];
     let len = tx.emit(seq, &mut buf);
-    let start = Clock::now();
+    let mut rx = JournalReceiver::new();
     let mut sink = 0usize;
-    for i in 0..ROUNDS {
+    let (start, allocs) = (Clock::now(), allocations());
+    for i in 0..rounds() {
         // Every other call repairs a loss, so decode and compare run for real.
         let lost = i % 2;
         let _ = rx.recover(seq, &buf[..len], lost, &mut |b: &[u8]| sink += b.len());
     }
-    let decode = per_op(start, ROUNDS);
-    println!(
-        "journal: encode {encode:.3} µs ({} bytes average), decode/repair {decode:.3} µs \
-         ({len} bytes, {sink} repair bytes)",
-        total / ROUNDS as usize
-    );
+    assert!(sink > 0, "repairs ran");
+    (Cost::since(start, allocs, rounds()), len)
 }
 
-fn session_packets() {
+/// Costs of the session packet path: A sends one note a packet (send_midi, then poll_transmit
+/// builds the packet with its journal), B takes it (handle_datagram parses the packet and its
+/// journal and queues the event, poll_event takes it); B's RS goes back to A once a second of
+/// simulated time, so A's journal holds about a second of notes. The RS and clock traffic
+/// is counted in `round` only.
+struct SessionCosts {
+    send: Cost,
+    receive: Cost,
+    round: Cost,
+    journal_len: usize,
+}
+
+#[inline(never)]
+fn session_packets() -> SessionCosts {
     let a_addr = "10.0.0.1:5004".parse().unwrap();
     let b_addr = "10.0.0.2:5004".parse().unwrap();
     let mut now = Instant::from_micros(1_000_000);
@@ -68,8 +154,8 @@ fn session_packets() {
     };
     let mut b = Session::accept(Config::default(), now, a_addr, &inv, 2);
     let data = |addr: std::net::SocketAddr| std::net::SocketAddr::new(addr.ip(), addr.port() + 1);
-    let mut pump = |now: Instant, from: &mut Session, from_addr, to: &mut Session| {
-        while let Some(t) = from.poll_transmit(now, &mut buf) {
+    let pump = |now: Instant, from: &mut Session, from_addr, to: &mut Session, buf: &mut [u8]| {
+        while let Some(t) = from.poll_transmit(now, buf) {
             let (port, src) = match t.port {
                 Port::Control => (Port::Control, from_addr),
                 Port::Data => (Port::Data, data(from_addr)),
@@ -78,31 +164,95 @@ fn session_packets() {
         }
     };
     for _ in 0..10 {
-        pump(now, &mut b, b_addr, &mut a);
-        pump(now, &mut a, a_addr, &mut b);
+        pump(now, &mut b, b_addr, &mut a, &mut buf);
+        pump(now, &mut a, a_addr, &mut b, &mut buf);
     }
     assert!(a.is_connected() && b.is_connected(), "handshake");
-    let start = Clock::now();
-    for i in 0..ROUNDS {
+    let (mut send, mut receive) = (
+        Cost {
+            nanos: 0.0,
+            allocs: 0.0,
+        },
+        Cost {
+            nanos: 0.0,
+            allocs: 0.0,
+        },
+    );
+    let mut journal_len = 0usize;
+    let b_data = data(a_addr);
+    let (start, allocs) = (Clock::now(), allocations());
+    for i in 0..rounds() {
         now += Duration::from_micros(500);
         let note = ShortMessage::from_bytes(&[0x90, (i % 128) as u8, 100]).unwrap();
+        let (t0, n0) = (Clock::now(), allocations());
         a.send_midi(now, MidiMessage::Short(note));
         a.handle_timeout(now);
-        b.handle_timeout(now);
-        pump(now, &mut a, a_addr, &mut b);
-        pump(now, &mut b, b_addr, &mut a);
+        let mut sent = [0usize; 4];
+        let mut k = 0;
+        while let Some(t) = a.poll_transmit(now, &mut buf[k * 1500 / 4..]) {
+            // Rarely more than the note's packet (a CK round); room for four.
+            sent[k] = t.len;
+            k = (k + 1).min(3);
+        }
+        let (t1, n1) = (Clock::now(), allocations());
+        for (j, &len) in sent.iter().enumerate().take(k.max(1)) {
+            let bytes = &buf[j * 1500 / 4..j * 1500 / 4 + len];
+            b.handle_datagram(now, Port::Data, b_data, bytes);
+        }
         while b.poll_event().is_some() {}
+        let (t2, n2) = (Clock::now(), allocations());
+        send.nanos += (t1 - t0).as_nanos() as f64;
+        send.allocs += (n1 - n0) as f64;
+        receive.nanos += (t2 - t1).as_nanos() as f64;
+        receive.allocs += (n2 - n1) as f64;
+        journal_len += sent[0].saturating_sub(16);
+        b.handle_timeout(now);
+        pump(now, &mut b, b_addr, &mut a, &mut buf);
         while a.poll_event().is_some() {}
     }
-    let took = per_op(start, ROUNDS);
-    let (sent, received) = (a.stats().packets_sent, b.stats().packets_received);
-    println!(
-        "session: one note a packet, built with its journal, parsed and delivered: {took:.3} µs \
-         ({sent} packets sent, {received} received)"
+    let round = Cost::since(start, allocs, rounds());
+    let n = f64::from(rounds());
+    let per = |c: Cost| Cost {
+        nanos: c.nanos / n,
+        allocs: c.allocs / n,
+    };
+    assert!(
+        b.stats().packets_received >= u64::from(rounds()),
+        "every note arrived"
     );
+    SessionCosts {
+        send: per(send),
+        receive: per(receive),
+        round,
+        journal_len: journal_len / rounds() as usize,
+    }
 }
 
 fn main() {
-    journal();
-    session_packets();
+    let all: Vec<_> = (0..runs()).map(|_| encode()).collect();
+    let bytes = all[0].1;
+    println!(
+        "journal encode (busy, {bytes} bytes):          {}",
+        Cost::best(all.into_iter().map(|r| r.0))
+    );
+    let all: Vec<_> = (0..runs()).map(|_| decode()).collect();
+    let bytes = all[0].1;
+    println!(
+        "journal decode/repair ({bytes} bytes):         {}",
+        Cost::best(all.into_iter().map(|r| r.0))
+    );
+    let all: Vec<_> = (0..runs()).map(|_| session_packets()).collect();
+    let bytes = all[0].journal_len;
+    println!(
+        "session send (send_midi..poll_transmit):  {}  (journal {bytes} bytes average)",
+        Cost::best(all.iter().map(|r| r.send))
+    );
+    println!(
+        "session receive (handle_datagram, event): {}",
+        Cost::best(all.iter().map(|r| r.receive))
+    );
+    println!(
+        "session whole round (both, RS and CK):    {}",
+        Cost::best(all.iter().map(|r| r.round))
+    );
 }

@@ -1,5 +1,5 @@
 //! Sans-IO core of rtpmidid: RTP-MIDI wire formats (RFC 6295), the AppleMIDI session protocol,
-//! the recovery journal and mDNS discovery.
+//! the recovery journal, mDNS discovery and host name resolution.
 //!
 //! Nothing here touches a socket, a clock, a thread or the sound system: time comes in as an
 //! [`time::Instant`] argument, randomness from a caller-given seed, and every state machine gives
@@ -10,7 +10,9 @@ pub mod endpoint;
 pub mod journal;
 pub mod mdns;
 pub mod midi;
+pub mod midi2;
 pub mod outbox;
+pub mod resolve;
 pub mod rng;
 pub mod session;
 pub mod stream;

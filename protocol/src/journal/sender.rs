@@ -1,6 +1,9 @@
 //! The sending side: MIDI state since the checkpoint, written as a recovery journal.
 
-use super::state::{controller_journalled, MidiState, Stamped, SysexAssembler, PARAMS_PER_CHANNEL};
+use super::state::{
+    bits, controller_journalled, ChannelState, MidiState, Stamped, SysexAssembler,
+    PARAMS_PER_CHANNEL,
+};
 use super::wire::*;
 use super::JournalError;
 
@@ -44,7 +47,7 @@ impl Window {
 /// When even level 4 does not fit, no journal is sent for that packet.
 const LEVELS: u8 = 5;
 
-/// SysEx commands sent since the checkpoint, in one preallocated buffer. Each entry keeps the
+/// SysEx commands sent since the checkpoint, in one buffer. Each entry keeps the
 /// sequence numbers of its first and last segment: it is journalled from the packet after its
 /// first segment (a receiver that lost that one needs the whole command) until the receiver
 /// confirms its last segment.
@@ -71,10 +74,11 @@ impl Window {
 }
 
 impl SysexLog {
+    /// Empty, and allocated only when SysEx is sent: most sessions never carry any.
     fn new() -> Self {
         SysexLog {
-            buf: Vec::with_capacity(SYSEX_JOURNAL_CAP),
-            entries: Vec::with_capacity(64),
+            buf: Vec::new(),
+            entries: Vec::new(),
         }
     }
 
@@ -103,6 +107,10 @@ impl SysexLog {
             .take_while(|e| !at_or_after(e.0.last, checkpoint))
             .count();
         self.drop_first(n);
+        if self.entries.is_empty() {
+            // All confirmed: give the memory back until the next SysEx.
+            *self = SysexLog::new();
+        }
     }
 
     fn in_window(&self, win: Window) -> impl Iterator<Item = (SysexSpan, &[u8])> {
@@ -119,8 +127,9 @@ impl SysexLog {
 ///
 /// Call [`record`](Self::record) for every command put in a packet, [`emit`](Self::emit) to
 /// append the journal to a packet, [`confirm`](Self::confirm) when the receiver's RS names a
-/// sequence number. No allocation after construction except for SysEx bookkeeping beyond its
-/// preallocated capacity (never: it is bounded).
+/// sequence number. Memory is taken as used (a channel's state when it is first played on,
+/// SysEx history while SysEx is unconfirmed, room for one packet's commands) and is bounded;
+/// `emit` never allocates.
 #[derive(Debug)]
 pub struct JournalSender {
     state: MidiState,
@@ -158,7 +167,7 @@ impl JournalSender {
             sysex_first: 0,
             sysex: SysexLog::new(),
             truncated: 0,
-            pending: Vec::with_capacity(PENDING_CAP),
+            pending: Vec::new(),
             pending_seq: None,
         }
     }
@@ -213,7 +222,7 @@ impl JournalSender {
             self.flush();
             self.pending_seq = Some(seq);
         }
-        if self.pending.len() + message.len() + 2 > self.pending.capacity() {
+        if self.pending.len() + message.len() + 2 > PENDING_CAP {
             // More than a packet's worth: apply now rather than grow.
             self.apply(seq, message);
         } else {
@@ -270,6 +279,9 @@ impl JournalSender {
     /// The receiver has everything up to and including `seq` (closed-loop, RFC 4696 §4.1):
     /// the checkpoint moves to `seq + 1` and older history is no longer sent.
     pub fn confirm(&mut self, seq: u32) {
+        // Commands held back may belong to a confirmed packet: apply them first, so what is
+        // forgotten below includes them.
+        self.flush();
         let (Some(cp), Some(newest)) = (self.checkpoint, self.newest) else {
             return;
         };
@@ -277,6 +289,7 @@ impl JournalSender {
         if at_or_after(next, cp) && at_or_after(newest, seq) {
             self.checkpoint = Some(next);
             self.sysex.trim(next);
+            self.state.forget_before(next);
         }
     }
 
@@ -334,8 +347,8 @@ impl JournalSender {
             single &= s;
         }
         let mut count = 0u8;
-        for ch in 0..16u8 {
-            if let Some(s) = self.write_channel(ch, win, level, w)? {
+        for (ch, st) in self.state.channels.present() {
+            if let Some(s) = write_channel(st, ch, win, level, w)? {
                 single &= s;
                 count += 1;
             }
@@ -493,187 +506,177 @@ impl JournalSender {
         patch_len10(w, start, w.pos() - start)?;
         Ok(Some(single))
     }
+}
 
-    /// Writes channel `ch`'s journal if anything on it changed; returns its S bit.
-    fn write_channel(
-        &self,
-        ch: u8,
-        win: Window,
-        level: u8,
-        w: &mut Writer,
-    ) -> Result<Option<bool>, JournalError> {
-        let st = &self.state.channels[usize::from(ch)];
-        if !st.last.is_some_and(|l| at_or_after(l, win.checkpoint)) {
-            return Ok(None);
-        }
-        let start = w.skip(CHANNEL_HEADER_LEN)?;
-        let mut toc = 0;
-        let mut single = true;
-        let full = level <= 2;
+/// Writes channel `ch`'s journal if anything on it changed; returns its S bit.
+fn write_channel(
+    st: &ChannelState,
+    ch: u8,
+    win: Window,
+    level: u8,
+    w: &mut Writer,
+) -> Result<Option<bool>, JournalError> {
+    if !st.last.is_some_and(|l| at_or_after(l, win.checkpoint)) {
+        return Ok(None);
+    }
+    let start = w.skip(CHANNEL_HEADER_LEN)?;
+    let mut toc = 0;
+    let mut single = true;
+    let full = level <= 2;
 
-        if let Some(p) = st.program.filter(|p| full && win.has(p.stamp)) {
-            toc |= TOC_P;
-            single &= win.s(p.stamp);
-            let (msb, lsb) = p.value.bank.unwrap_or((0, 0));
-            ChapterP {
-                single: win.s(p.stamp),
-                program: p.value.program,
-                bank_valid: p.value.bank.is_some(),
-                bank_msb: msb,
-                x: false,
-                bank_lsb: lsb,
-            }
-            .emit(w)?;
+    if let Some(p) = st.program.filter(|p| full && win.has(p.stamp)) {
+        toc |= TOC_P;
+        single &= win.s(p.stamp);
+        let (msb, lsb) = p.value.bank.unwrap_or((0, 0));
+        ChapterP {
+            single: win.s(p.stamp),
+            program: p.value.program,
+            bank_valid: p.value.bank.is_some(),
+            bank_msb: msb,
+            x: false,
+            bank_lsb: lsb,
         }
-
-        let ctrls = || {
-            (0..128u8).filter_map(|c| {
-                let v = st.controllers[usize::from(c)]?;
-                (controller_journalled(c) && win.has(v.stamp)).then_some((c, v))
-            })
-        };
-        if full {
-            if let Some(s) = write_list(w, ctrls().map(|(c, v)| (c, false, v.value, v.stamp)), win)?
-            {
-                toc |= TOC_C;
-                single &= s;
-            }
-        }
-
-        if full {
-            if let Some(s) = self.write_chapter_m(ch, win, w)? {
-                toc |= TOC_M;
-                single &= s;
-            }
-        }
-
-        if let Some(b) = st.bend.filter(|b| full && win.has(b.stamp)) {
-            toc |= TOC_W;
-            single &= win.s(b.stamp);
-            ChapterW {
-                single: win.s(b.stamp),
-                first: (b.value & 0x7F) as u8,
-                r: false,
-                second: (b.value >> 7) as u8 & LOW7,
-            }
-            .emit(w)?;
-        }
-
-        if let Some(s) = write_chapter_n(st, win, level <= 3, w)? {
-            toc |= TOC_N;
-            single &= s;
-        }
-
-        if level <= 1 {
-            let extras = (0..128u8).filter_map(|n| {
-                let note = st.notes[usize::from(n)];
-                let stamp = note.stamp?;
-                (!note.on && note.off_velocity != 64 && win.has(stamp)).then_some((
-                    n,
-                    true,
-                    note.off_velocity,
-                    stamp,
-                ))
-            });
-            if let Some(s) = write_list(w, extras, win)? {
-                toc |= TOC_E;
-                single &= s;
-            }
-        }
-
-        if let Some(p) = st.pressure.filter(|p| full && win.has(p.stamp)) {
-            toc |= TOC_T;
-            single &= win.s(p.stamp);
-            w.put(&[flag(win.s(p.stamp), S_BIT) | p.value])?;
-        }
-
-        if level <= 1 {
-            let poly = (0..128u8).filter_map(|n| {
-                let p = st.poly[usize::from(n)]?;
-                win.has(p.stamp).then_some((n, false, p.value, p.stamp))
-            });
-            if let Some(s) = write_list(w, poly, win)? {
-                toc |= TOC_A;
-                single &= s;
-            }
-        }
-
-        if toc == 0 {
-            w.truncate(start);
-            return Ok(None);
-        }
-        w.patch(start, &[flag(single, CJ_S) | (ch << CJ_CHAN_SHIFT), 0, toc]);
-        patch_len10(w, start, w.pos() - start)?;
-        Ok(Some(single))
+        .emit(w)?;
     }
 
-    /// Chapter M (A.4): one parameter log (value tool: V set, ENTRY-MSB/LSB as last written)
-    /// per parameter changed since the checkpoint, oldest first. E is set while a parameter is
-    /// selected (a transaction in progress) and that parameter's log comes last, so the receiver
-    /// ends with the same selection; with E clear the selection is the null parameter.
-    fn write_chapter_m(
-        &self,
-        ch: u8,
-        win: Window,
-        w: &mut Writer,
-    ) -> Result<Option<bool>, JournalError> {
-        let st = &self.state.channels[usize::from(ch)];
-        let current = st.selection.current();
-        let mut order = [(0u32, 0usize); PARAMS_PER_CHANNEL];
-        let mut n = 0;
-        for (i, p) in st.params.iter().enumerate() {
-            if let Some(p) = p.filter(|p| win.has(p.stamp) && Some(p.id) != current) {
-                order[n] = (p.stamp.wrapping_sub(win.checkpoint), i);
-                n += 1;
-            }
+    // Only the entries set since the last trim are visited (bitmaps), not all 128.
+    let ctrls = bits(st.controllers_set).filter_map(|c| {
+        let v = st.controllers[usize::from(c)]?;
+        (controller_journalled(c) && win.has(v.stamp)).then_some((c, false, v.value, v.stamp))
+    });
+    if full {
+        if let Some(s) = write_list(w, ctrls, win)? {
+            toc |= TOC_C;
+            single &= s;
         }
-        let sel_stamp = st.selection.stamp.filter(|&s| win.has(s));
-        let cur_param = current.and_then(|id| st.param(id));
-        let cur_stamp = cur_param.map(|p| p.stamp).filter(|&s| win.has(s));
-        if n == 0 && sel_stamp.is_none() && cur_stamp.is_none() {
-            return Ok(None);
+    }
+
+    if full {
+        if let Some(s) = write_chapter_m(st, win, w)? {
+            toc |= TOC_M;
+            single &= s;
         }
-        let order = &mut order[..n];
-        order.sort_unstable();
-        let s_of = |stamp: Option<u32>| stamp.is_none_or(|s| win.s(s));
-        let cur_log = current.map(|id| {
-            let (msb, lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
-            (id, msb, lsb, s_of(sel_stamp) && s_of(cur_stamp))
+    }
+
+    if let Some(b) = st.bend.filter(|b| full && win.has(b.stamp)) {
+        toc |= TOC_W;
+        single &= win.s(b.stamp);
+        ChapterW {
+            single: win.s(b.stamp),
+            first: (b.value & 0x7F) as u8,
+            r: false,
+            second: (b.value >> 7) as u8 & LOW7,
+        }
+        .emit(w)?;
+    }
+
+    let notes = NotesInWindow::of(st, win);
+    if let Some(s) = notes.write_chapter_n(level <= 3, w)? {
+        toc |= TOC_N;
+        single &= s;
+    }
+
+    if level <= 1 {
+        let extras = bits(notes.extras).filter_map(|n| {
+            let note = st.notes[usize::from(n)];
+            Some((n, true, note.off_velocity, note.stamp?))
         });
-        let logs = || {
-            order
-                .iter()
-                .filter_map(|&(_, i)| st.params[i])
-                .map(|p| (p.id, p.msb, p.lsb, win.s(p.stamp)))
-                .chain(cur_log)
-        };
-        let any = logs().next().is_some();
-        let all_nrpn = any && logs().all(|l| l.0.nrpn);
-        let all_rpn = any && logs().all(|l| !l.0.nrpn);
-        let start = w.skip(2)?;
-        let mut single = s_of(sel_stamp);
-        for (id, msb, lsb, s) in logs() {
+        if let Some(s) = write_list(w, extras, win)? {
+            toc |= TOC_E;
             single &= s;
-            let toc = ML_V | flag(msb.is_some(), ML_J) | flag(lsb.is_some(), ML_K);
-            w.put(&[
-                flag(s, S_BIT) | (id.number & 0x7F) as u8,
-                flag(id.nrpn, S_BIT) | ((id.number >> 7) as u8 & LOW7),
-                toc,
-            ])?;
-            for v in [msb, lsb].into_iter().flatten() {
-                w.put(&[v & LOW7])?;
-            }
         }
-        w.or_at(
-            start,
-            flag(single, S_BIT)
-                | flag(current.is_some(), M_E)
-                | flag(all_rpn, M_U)
-                | flag(all_nrpn, M_W),
-        );
-        patch_len10(w, start, w.pos() - start)?;
-        Ok(Some(single))
     }
+
+    if let Some(p) = st.pressure.filter(|p| full && win.has(p.stamp)) {
+        toc |= TOC_T;
+        single &= win.s(p.stamp);
+        w.put(&[flag(win.s(p.stamp), S_BIT) | p.value])?;
+    }
+
+    if level <= 1 {
+        let poly = bits(st.poly_set).filter_map(|n| {
+            let p = st.poly[usize::from(n)]?;
+            win.has(p.stamp).then_some((n, false, p.value, p.stamp))
+        });
+        if let Some(s) = write_list(w, poly, win)? {
+            toc |= TOC_A;
+            single &= s;
+        }
+    }
+
+    if toc == 0 {
+        w.truncate(start);
+        return Ok(None);
+    }
+    w.patch(start, &[flag(single, CJ_S) | (ch << CJ_CHAN_SHIFT), 0, toc]);
+    patch_len10(w, start, w.pos() - start)?;
+    Ok(Some(single))
+}
+
+/// Chapter M (A.4): one parameter log (value tool: V set, ENTRY-MSB/LSB as last written)
+/// per parameter changed since the checkpoint, oldest first. E is set while a parameter is
+/// selected (a transaction in progress) and that parameter's log comes last, so the receiver
+/// ends with the same selection; with E clear the selection is the null parameter.
+fn write_chapter_m(
+    st: &ChannelState,
+    win: Window,
+    w: &mut Writer,
+) -> Result<Option<bool>, JournalError> {
+    let current = st.selection.current();
+    let mut order = [(0u32, 0usize); PARAMS_PER_CHANNEL];
+    let mut n = 0;
+    for (i, p) in st.params.iter().enumerate() {
+        if let Some(p) = p.filter(|p| win.has(p.stamp) && Some(p.id) != current) {
+            order[n] = (p.stamp.wrapping_sub(win.checkpoint), i);
+            n += 1;
+        }
+    }
+    let sel_stamp = st.selection.stamp.filter(|&s| win.has(s));
+    let cur_param = current.and_then(|id| st.param(id));
+    let cur_stamp = cur_param.map(|p| p.stamp).filter(|&s| win.has(s));
+    if n == 0 && sel_stamp.is_none() && cur_stamp.is_none() {
+        return Ok(None);
+    }
+    let order = &mut order[..n];
+    order.sort_unstable();
+    let s_of = |stamp: Option<u32>| stamp.is_none_or(|s| win.s(s));
+    let cur_log = current.map(|id| {
+        let (msb, lsb) = cur_param.map_or((None, None), |p| (p.msb, p.lsb));
+        (id, msb, lsb, s_of(sel_stamp) && s_of(cur_stamp))
+    });
+    let logs = || {
+        order
+            .iter()
+            .filter_map(|&(_, i)| st.params[i])
+            .map(|p| (p.id, p.msb, p.lsb, win.s(p.stamp)))
+            .chain(cur_log)
+    };
+    let any = logs().next().is_some();
+    let all_nrpn = any && logs().all(|l| l.0.nrpn);
+    let all_rpn = any && logs().all(|l| !l.0.nrpn);
+    let start = w.skip(2)?;
+    let mut single = s_of(sel_stamp);
+    for (id, msb, lsb, s) in logs() {
+        single &= s;
+        let toc = ML_V | flag(msb.is_some(), ML_J) | flag(lsb.is_some(), ML_K);
+        w.put(&[
+            flag(s, S_BIT) | (id.number & 0x7F) as u8,
+            flag(id.nrpn, S_BIT) | ((id.number >> 7) as u8 & LOW7),
+            toc,
+        ])?;
+        for v in [msb, lsb].into_iter().flatten() {
+            w.put(&[v & LOW7])?;
+        }
+    }
+    w.or_at(
+        start,
+        flag(single, S_BIT)
+            | flag(current.is_some(), M_E)
+            | flag(all_rpn, M_U)
+            | flag(all_nrpn, M_W),
+    );
+    patch_len10(w, start, w.pos() - start)?;
+    Ok(Some(single))
 }
 
 /// Writes a `|S|LEN|` + two-octet-log chapter (C, E or A) if `logs` is not empty.
@@ -708,67 +711,169 @@ fn write_list(
     Ok(Some(single))
 }
 
-/// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
-/// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
-/// OFFBITS; the returned S bit covers the whole chapter.
-fn write_chapter_n(
-    st: &super::state::ChannelState,
-    win: Window,
-    logs: bool,
-    w: &mut Writer,
-) -> Result<Option<bool>, JournalError> {
-    let mut offbits = [0u8; 16];
-    let mut low = 16usize;
-    let mut high = 0usize;
-    let mut on = [(0u32, 0u8); 128];
-    let mut nlogs = 0usize;
-    let mut b = true;
-    let mut single = true;
-    for (n, note) in st.notes.iter().enumerate() {
-        let Some(stamp) = note.stamp.filter(|&s| win.has(s)) else {
-            continue;
-        };
-        if note.on {
-            if logs {
-                // Age relative to the checkpoint orders stamps across a wrap.
-                on[nlogs] = (stamp.wrapping_sub(win.checkpoint), n as u8);
-                nlogs += 1;
-                single &= win.s(stamp);
+/// The notes changed since the checkpoint, as chapters N and E need them.
+#[derive(Debug, PartialEq, Eq)]
+struct NotesInWindow {
+    /// Note logs of the notes on as on the wire with S set, oldest first (ties by note
+    /// number); the last `latest_on` of them changed in packet `seq - 1` (S clear).
+    logs: [[u8; 2]; 128],
+    count: usize,
+    latest_on: usize,
+    /// Notes off, as chapter N's OFFBITS octets, and the first and last octet used.
+    offbits: [u8; 16],
+    low: usize,
+    high: usize,
+    /// Whether no note off changed in packet `seq - 1` (chapter N's B bit).
+    b: bool,
+    /// Notes off with a release velocity other than 64 (chapter E's logs).
+    extras: u128,
+}
+
+impl NotesInWindow {
+    fn of(st: &ChannelState, win: Window) -> Self {
+        if !st.ordered {
+            return Self::gathered(st, win);
+        }
+        let n = Self::tracked(st, win);
+        debug_assert_eq!(n, Self::gathered(st, win), "tracked notes disagree");
+        n
+    }
+
+    /// From what the channel tracks as it changes: only the notes changed in the last
+    /// packet (or later) are looked at, at the end of the change order.
+    fn tracked(st: &ChannelState, win: Window) -> Self {
+        let prev = win.seq.wrapping_sub(1);
+        // Notes applied ahead of this packet (not in its journal), then those of the last
+        // packet; everything before is in the window, older than `seq - 1`.
+        let (mut ahead, mut latest) = (0u128, 0u128);
+        for n in st.note_order.iter_rev() {
+            let stamp = st.notes[usize::from(n)].stamp.unwrap_or(prev);
+            if !win.has(stamp) {
+                ahead |= 1 << n;
+            } else if stamp == prev {
+                latest |= 1 << n;
+            } else {
+                break;
             }
+        }
+        let on = &st.on_logs.logs[..st.on_logs.len];
+        let note = |log: &[u8; 2]| 1u128 << (log[0] & LOW7);
+        let count = on.len() - on.iter().rev().take_while(|l| ahead & note(l) != 0).count();
+        let latest_on = on[..count]
+            .iter()
+            .rev()
+            .take_while(|l| latest & note(l) != 0)
+            .count();
+        let mut logs = [[0u8; 2]; 128];
+        logs[..count].copy_from_slice(&on[..count]);
+        let off = st.off_set & !ahead;
+        let mut offbits = [0u8; 16];
+        for (k, octet) in offbits.iter_mut().enumerate() {
+            // Note 8k is the octet's top bit.
+            *octet = ((off >> (8 * k)) as u8).reverse_bits();
+        }
+        let (low, high) = if off == 0 {
+            (16, 0)
         } else {
-            offbits[n / 8] |= 0x80 >> (n % 8);
-            low = low.min(n / 8);
-            high = high.max(n / 8);
-            b &= win.s(stamp);
+            (
+                off.trailing_zeros() as usize / 8,
+                (127 - off.leading_zeros() as usize) / 8,
+            )
+        };
+        NotesInWindow {
+            logs,
+            count,
+            latest_on,
+            offbits,
+            low,
+            high,
+            b: off & latest == 0,
+            extras: st.extras_set & !ahead,
         }
     }
-    if nlogs == 0 && low == 16 {
-        return Ok(None);
-    }
-    let (lo, hi) = if low == 16 {
-        // No OFFBITS: LOW 15, HIGH 1, or HIGH 0 with LEN 127 for 128 logs (A.6).
-        (15, if nlogs == 128 { 0 } else { 1 })
-    } else {
-        (low, high)
-    };
-    w.put(&[
-        flag(b, S_BIT) | (nlogs.min(127) as u8),
-        ((lo as u8) << 4) | hi as u8,
-    ])?;
-    let on = &mut on[..nlogs];
-    on.sort_unstable();
-    for &(_, n) in on.iter() {
-        let note = st.notes[usize::from(n)];
-        Log2 {
-            single: note.stamp.is_none_or(|s| win.s(s)),
-            number: n,
-            flag: true,
-            value: note.velocity,
+
+    /// By looking at every note changed since the checkpoint: for a channel whose stamps
+    /// went back (commands recorded out of packet order).
+    fn gathered(st: &ChannelState, win: Window) -> Self {
+        let mut on = [0u64; 128];
+        let mut on_count = 0;
+        let mut n = NotesInWindow {
+            logs: [[0; 2]; 128],
+            count: 0,
+            latest_on: 0,
+            offbits: [0; 16],
+            low: 16,
+            high: 0,
+            b: true,
+            extras: 0,
+        };
+        for note in st.note_order.iter() {
+            let i = usize::from(note);
+            let state = st.notes[i];
+            let Some(stamp) = state.stamp.filter(|&s| win.has(s)) else {
+                continue;
+            };
+            if state.on {
+                // Age relative to the checkpoint orders stamps across a wrap.
+                let age = u64::from(stamp.wrapping_sub(win.checkpoint));
+                on[on_count] = (age << 8) | u64::from(note);
+                on_count += 1;
+            } else {
+                n.offbits[i / 8] |= 0x80 >> (i % 8);
+                n.low = n.low.min(i / 8);
+                n.high = n.high.max(i / 8);
+                n.b &= win.s(stamp);
+                if state.off_velocity != 64 {
+                    n.extras |= 1 << i;
+                }
+            }
         }
-        .emit(w)?;
+        let on = &mut on[..on_count];
+        on.sort_unstable();
+        for (log, &key) in n.logs.iter_mut().zip(on.iter()) {
+            let note = key as u8;
+            *log = [S_BIT | note, S_BIT | st.notes[usize::from(note)].velocity];
+        }
+        n.count = on.len();
+        n.latest_on = on
+            .iter()
+            .rev()
+            .take_while(|&&key| !win.s(win.checkpoint.wrapping_add((key >> 8) as u32)))
+            .count();
+        n
     }
-    if low != 16 {
-        w.put(&offbits[low..=high])?;
+
+    /// Chapter N (A.6): a note log for each note on since the checkpoint (if `logs`), oldest
+    /// first, and OFFBITS for each note turned off since the checkpoint. B is the S bit of the
+    /// OFFBITS; the returned S bit covers the whole chapter.
+    fn write_chapter_n(&self, logs: bool, w: &mut Writer) -> Result<Option<bool>, JournalError> {
+        let (nlogs, latest) = if logs {
+            (self.count, self.latest_on)
+        } else {
+            (0, 0)
+        };
+        if nlogs == 0 && self.low == 16 {
+            return Ok(None);
+        }
+        let (lo, hi) = if self.low == 16 {
+            // No OFFBITS: LOW 15, HIGH 1, or HIGH 0 with LEN 127 for 128 logs (A.6).
+            (15, if nlogs == 128 { 0 } else { 1 })
+        } else {
+            (self.low, self.high)
+        };
+        w.put(&[
+            flag(self.b, S_BIT) | (nlogs.min(127) as u8),
+            ((lo as u8) << 4) | hi as u8,
+        ])?;
+        let out = w.reserve(2 * nlogs)?;
+        out.copy_from_slice(self.logs[..nlogs].as_flattened());
+        // S is clear on the logs of notes changed in packet `seq - 1` (A.1).
+        for log in out.chunks_exact_mut(2).rev().take(latest) {
+            log[0] &= !S_BIT;
+        }
+        if self.low != 16 {
+            w.put(&self.offbits[self.low..=self.high])?;
+        }
+        Ok(Some(self.b && latest == 0))
     }
-    Ok(Some(single && b))
 }

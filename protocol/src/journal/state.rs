@@ -29,6 +29,16 @@ pub struct Note {
     pub stamp: Option<u32>,
 }
 
+impl Note {
+    /// A note never played.
+    pub const UNTOUCHED: Note = Note {
+        on: false,
+        velocity: 0,
+        off_velocity: 0,
+        stamp: None,
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParamId {
     pub nrpn: bool,
@@ -80,27 +90,178 @@ pub struct ChannelState {
     pub selection: Selection,
     /// Latest stamp of anything on this channel.
     pub last: Option<u32>,
+    /// Which `controllers` and `poly` entries are set and not yet forgotten (see
+    /// [`MidiState::forget_before`]): the journal walks these bits, not 128 entries each.
+    pub(crate) controllers_set: u128,
+    pub(crate) poly_set: u128,
+    /// Notes with a stamp not yet forgotten, in the order they last changed.
+    pub(crate) note_order: NoteOrder,
+    /// Whether stamps never went back along `note_order` (always so for a sender that
+    /// records packets in order): the journal then finds what changed in the last packet at
+    /// the end of the lists, and copies `on_logs` as they are.
+    pub(crate) ordered: bool,
+    /// Chapter N logs of the notes on, not yet forgotten.
+    pub(crate) on_logs: OnLogs,
+    /// Notes in `on_logs`; notes off not yet forgotten; those of them released with a
+    /// velocity other than 64 (chapter E).
+    pub(crate) on_set: u128,
+    pub(crate) off_set: u128,
+    pub(crate) extras_set: u128,
+}
+
+/// Chapter N note logs (RFC 6295 A.6) of the notes on, as they go on the wire (S set, Y set),
+/// oldest first and ties by note number, with their stamps: the journal copies them rather
+/// than gathering and sorting up to 128 notes for every packet.
+#[derive(Clone, Debug)]
+pub(crate) struct OnLogs {
+    pub(crate) logs: [[u8; 2]; 128],
+    pub(crate) stamps: [u32; 128],
+    pub(crate) len: usize,
+}
+
+impl OnLogs {
+    const EMPTY: OnLogs = OnLogs {
+        logs: [[0; 2]; 128],
+        stamps: [0; 128],
+        len: 0,
+    };
+
+    fn remove(&mut self, n: u8) {
+        let len = self.len;
+        if let Some(i) = self.logs[..len].iter().position(|l| l[0] & 0x7F == n) {
+            self.logs.copy_within(i + 1..len, i);
+            self.stamps.copy_within(i + 1..len, i);
+            self.len -= 1;
+        }
+    }
+
+    /// Appends note `n` (not in the list), before the notes of the same stamp above it.
+    fn push(&mut self, n: u8, velocity: u8, stamp: u32) {
+        let len = self.len;
+        if len == self.logs.len() {
+            return;
+        }
+        let mut at = len;
+        while at > 0 && self.stamps[at - 1] == stamp && self.logs[at - 1][0] & 0x7F > n {
+            at -= 1;
+        }
+        self.logs.copy_within(at..len, at + 1);
+        self.stamps.copy_within(at..len, at + 1);
+        self.logs[at] = [0x80 | n, 0x80 | (velocity & 0x7F)];
+        self.stamps[at] = stamp;
+        self.len += 1;
+    }
+
+    /// Keeps the logs `keep` accepts; returns the notes kept.
+    fn retain(&mut self, keep: impl Fn(u32) -> bool) -> u128 {
+        let mut kept = 0;
+        let mut set = 0u128;
+        for i in 0..self.len {
+            if keep(self.stamps[i]) {
+                self.logs[kept] = self.logs[i];
+                self.stamps[kept] = self.stamps[i];
+                set |= 1 << (self.logs[i][0] & 0x7F);
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        set
+    }
 }
 
 impl Default for ChannelState {
     fn default() -> Self {
-        ChannelState {
-            notes: [Note::default(); 128],
-            controllers: [None; 128],
-            program: None,
-            bend: None,
-            pressure: None,
-            poly: [None; 128],
-            params: [None; PARAMS_PER_CHANNEL],
-            selection: Selection {
-                rpn: NULL_PARAM,
-                nrpn: NULL_PARAM,
-                active_nrpn: None,
-                stamp: None,
-            },
-            last: None,
-        }
+        ChannelState::EMPTY
     }
+}
+
+/// No note number: the end of a [`NoteOrder`] list.
+const NIL: u8 = 0xFF;
+
+/// Note numbers in the order they last changed, oldest first: a doubly linked list through two
+/// arrays, so moving a note to the end costs the same whatever the number of notes, and the
+/// journal lists note-ons oldest first (RFC 6295 A.6 logs in the order played) without sorting.
+#[derive(Clone, Debug)]
+pub(crate) struct NoteOrder {
+    prev: [u8; 128],
+    next: [u8; 128],
+    head: u8,
+    tail: u8,
+    linked: u128,
+}
+
+impl NoteOrder {
+    const EMPTY: NoteOrder = NoteOrder {
+        prev: [NIL; 128],
+        next: [NIL; 128],
+        head: NIL,
+        tail: NIL,
+        linked: 0,
+    };
+
+    fn unlink(&mut self, n: u8) {
+        let i = usize::from(n);
+        if self.linked & (1 << i) == 0 {
+            return;
+        }
+        let (p, x) = (self.prev[i], self.next[i]);
+        match p {
+            NIL => self.head = x,
+            p => self.next[usize::from(p)] = x,
+        }
+        match x {
+            NIL => self.tail = p,
+            x => self.prev[usize::from(x)] = p,
+        }
+        self.linked &= !(1 << i);
+    }
+
+    /// Moves note `n` (0-127) to the end, as the latest changed.
+    fn touch(&mut self, n: u8) {
+        self.unlink(n);
+        let i = usize::from(n);
+        self.prev[i] = self.tail;
+        self.next[i] = NIL;
+        match self.tail {
+            NIL => self.head = n,
+            t => self.next[usize::from(t)] = n,
+        }
+        self.tail = n;
+        self.linked |= 1 << i;
+    }
+
+    /// Note numbers, oldest change first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+        let mut at = self.head;
+        core::iter::from_fn(move || {
+            let n = at;
+            at = *self.next.get(usize::from(n))?;
+            Some(n)
+        })
+    }
+
+    /// Note numbers, latest change first.
+    pub(crate) fn iter_rev(&self) -> impl Iterator<Item = u8> + '_ {
+        let mut at = self.tail;
+        core::iter::from_fn(move || {
+            let n = at;
+            at = *self.prev.get(usize::from(n))?;
+            Some(n)
+        })
+    }
+
+    fn last(&self) -> Option<u8> {
+        (self.tail != NIL).then_some(self.tail)
+    }
+}
+
+/// Bit numbers set in `bits`, lowest first.
+pub(crate) fn bits(mut bits: u128) -> impl Iterator<Item = u8> {
+    core::iter::from_fn(move || {
+        let n = bits.trailing_zeros();
+        bits &= bits.wrapping_sub(1);
+        (n < 128).then_some(n as u8)
+    })
 }
 
 /// Controllers that change state in ways chapter C does not carry as a value
@@ -110,20 +271,106 @@ pub fn controller_journalled(number: u8) -> bool {
 }
 
 impl ChannelState {
+    /// A channel nothing was played on (a constant, so an absent channel can be read as one).
+    pub const EMPTY: ChannelState = ChannelState {
+        notes: [Note::UNTOUCHED; 128],
+        controllers: [None; 128],
+        program: None,
+        bend: None,
+        pressure: None,
+        poly: [None; 128],
+        params: [None; PARAMS_PER_CHANNEL],
+        selection: Selection {
+            rpn: NULL_PARAM,
+            nrpn: NULL_PARAM,
+            active_nrpn: None,
+            stamp: None,
+        },
+        last: None,
+        controllers_set: 0,
+        poly_set: 0,
+        note_order: NoteOrder::EMPTY,
+        ordered: true,
+        on_logs: OnLogs::EMPTY,
+        on_set: 0,
+        off_set: 0,
+        extras_set: 0,
+    };
+
     fn set_ctrl(&mut self, number: u8, value: u8, stamp: u32) {
         if let Some(c) = self.controllers.get_mut(usize::from(number)) {
             *c = Some(Stamped { value, stamp });
+            self.controllers_set |= 1 << number;
+        }
+    }
+
+    /// Sets note `n` (0-127) as a command stamped `note.stamp` (always set) left it.
+    fn set_note(&mut self, n: u8, note: Note) {
+        let stamp = note.stamp.unwrap_or_default();
+        let latest = self.note_order.last();
+        if let Some(prev) = latest.and_then(|l| self.notes[usize::from(l)].stamp) {
+            self.ordered &= super::sender::at_or_after(stamp, prev);
+        }
+        self.notes[usize::from(n)] = note;
+        self.note_order.touch(n);
+        let bit = 1u128 << n;
+        if self.on_set & bit != 0 {
+            self.on_logs.remove(n);
+        }
+        self.on_set &= !bit;
+        self.off_set &= !bit;
+        self.extras_set &= !bit;
+        if note.on {
+            self.on_logs.push(n, note.velocity, stamp);
+            self.on_set |= bit;
+        } else {
+            self.off_set |= bit;
+            if note.off_velocity != 64 {
+                self.extras_set |= bit;
+            }
         }
     }
 
     fn all_notes_off(&mut self, stamp: u32) {
-        for n in self.notes.iter_mut().filter(|n| n.on) {
-            *n = Note {
-                on: false,
-                velocity: 0,
-                off_velocity: 64,
-                stamp: Some(stamp),
-            };
+        for n in 0..128u8 {
+            if self.notes[usize::from(n)].on {
+                self.set_note(
+                    n,
+                    Note {
+                        on: false,
+                        velocity: 0,
+                        off_velocity: 64,
+                        stamp: Some(stamp),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stops tracking entries last changed before `checkpoint` (they stay as they are):
+    /// the journal no longer carries them.
+    fn forget_before(&mut self, checkpoint: u32) {
+        let old = |stamp: u32| !super::sender::at_or_after(stamp, checkpoint);
+        for c in bits(self.controllers_set) {
+            if self.controllers[usize::from(c)].is_none_or(|v| old(v.stamp)) {
+                self.controllers_set &= !(1 << c);
+            }
+        }
+        for n in bits(self.poly_set) {
+            if self.poly[usize::from(n)].is_none_or(|v| old(v.stamp)) {
+                self.poly_set &= !(1 << n);
+            }
+        }
+        for n in bits(self.note_order.linked) {
+            if self.notes[usize::from(n)].stamp.is_none_or(old) {
+                self.note_order.unlink(n);
+            }
+        }
+        self.on_set = self.on_logs.retain(|stamp| !old(stamp));
+        self.off_set &= self.note_order.linked;
+        self.extras_set &= self.note_order.linked;
+        if self.note_order.linked == 0 {
+            self.ordered = true;
         }
     }
 
@@ -208,8 +455,11 @@ impl ChannelState {
                     stamp,
                 });
                 self.pressure = Some(Stamped { value: 0, stamp });
-                for p in self.poly.iter_mut().flatten() {
-                    *p = Stamped { value: 0, stamp };
+                for (n, p) in self.poly.iter_mut().enumerate() {
+                    if let Some(p) = p {
+                        *p = Stamped { value: 0, stamp };
+                        self.poly_set |= 1 << n;
+                    }
                 }
                 self.select(
                     ParamId {
@@ -232,31 +482,37 @@ impl ChannelState {
     pub fn apply(&mut self, kind: u8, d1: u8, d2: u8, stamp: u32) {
         let n = usize::from(d1 & 0x7F);
         match kind {
-            status::NOTE_OFF => {
-                self.notes[n] = Note {
+            status::NOTE_OFF => self.set_note(
+                d1 & 0x7F,
+                Note {
                     on: false,
                     velocity: 0,
                     off_velocity: d2,
                     stamp: Some(stamp),
-                }
-            }
-            status::NOTE_ON if d2 == 0 => {
-                self.notes[n] = Note {
+                },
+            ),
+            status::NOTE_ON if d2 == 0 => self.set_note(
+                d1 & 0x7F,
+                Note {
                     on: false,
                     velocity: 0,
                     off_velocity: 64,
                     stamp: Some(stamp),
-                }
-            }
-            status::NOTE_ON => {
-                self.notes[n] = Note {
+                },
+            ),
+            status::NOTE_ON => self.set_note(
+                d1 & 0x7F,
+                Note {
                     on: true,
                     velocity: d2,
                     off_velocity: 0,
                     stamp: Some(stamp),
-                }
+                },
+            ),
+            status::POLY_PRESSURE => {
+                self.poly[n] = Some(Stamped { value: d2, stamp });
+                self.poly_set |= 1 << n;
             }
-            status::POLY_PRESSURE => self.poly[n] = Some(Stamped { value: d2, stamp }),
             status::CONTROL_CHANGE => self.control_change(d1, d2, stamp),
             status::PROGRAM_CHANGE => {
                 // Chapter P's B bit: a bank is journalled when both bank select halves were sent.
@@ -417,7 +673,8 @@ pub struct SysexAssembler {
 impl SysexAssembler {
     pub fn new(cap: usize) -> Self {
         SysexAssembler {
-            buf: Vec::with_capacity(cap),
+            // Grows with the SysEx seen, up to `cap`: most streams carry none.
+            buf: Vec::new(),
             cap,
             open: false,
             overflow: false,
@@ -469,23 +726,57 @@ impl SysexAssembler {
     }
 }
 
+/// The 16 channels of a [`MidiState`], each allocated when first played on: a session that
+/// uses one channel holds one channel's state, not sixteen (each is about 5 kB). An absent
+/// channel reads as [`ChannelState::EMPTY`].
+#[derive(Clone, Debug, Default)]
+pub struct Channels([Option<Box<ChannelState>>; 16]);
+
+impl Channels {
+    /// Channel `ch` (0-15) if anything was played on it.
+    pub fn get(&self, ch: usize) -> Option<&ChannelState> {
+        self.0.get(ch)?.as_deref()
+    }
+
+    /// Channel `ch & 15`, allocated on first use.
+    pub(crate) fn get_or_insert(&mut self, ch: usize) -> &mut ChannelState {
+        self.0[ch & 0x0F].get_or_insert_with(|| Box::new(ChannelState::EMPTY))
+    }
+
+    /// All 16 channels in order, absent ones as [`ChannelState::EMPTY`].
+    pub fn iter(&self) -> impl Iterator<Item = &ChannelState> {
+        self.0
+            .iter()
+            .map(|c| c.as_deref().unwrap_or(&ChannelState::EMPTY))
+    }
+
+    /// The channels played on, with their numbers.
+    pub fn present(&self) -> impl Iterator<Item = (u8, &ChannelState)> {
+        (0u8..)
+            .zip(&self.0)
+            .filter_map(|(ch, c)| Some((ch, c.as_deref()?)))
+    }
+
+    fn present_mut(&mut self) -> impl Iterator<Item = &mut ChannelState> {
+        self.0.iter_mut().flatten().map(|c| &mut **c)
+    }
+}
+
+impl core::ops::Index<usize> for Channels {
+    type Output = ChannelState;
+    fn index(&self, ch: usize) -> &ChannelState {
+        assert!(ch < 16, "MIDI channel {ch} out of range");
+        self.get(ch).unwrap_or(&ChannelState::EMPTY)
+    }
+}
+
 /// The state of one MIDI stream: 16 channels and the system.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MidiState {
-    pub channels: Box<[ChannelState; 16]>,
+    pub channels: Channels,
     pub system: SystemState,
     /// The last complete SysEx (up to 256 octets), for comparisons.
     pub last_sysex: Vec<u8>,
-}
-
-impl Default for MidiState {
-    fn default() -> Self {
-        MidiState {
-            channels: Box::new(core::array::from_fn(|_| ChannelState::default())),
-            system: SystemState::default(),
-            last_sysex: Vec::with_capacity(LAST_SYSEX_MAX),
-        }
-    }
 }
 
 impl MidiState {
@@ -501,11 +792,20 @@ impl MidiState {
         if crate::midi::is_channel(st) {
             let d1 = msg.get(1).copied().unwrap_or(0);
             let d2 = msg.get(2).copied().unwrap_or(0);
-            self.channels[usize::from(st & 0x0F)].apply(st & 0xF0, d1, d2, stamp);
+            self.channels
+                .get_or_insert(usize::from(st & 0x0F))
+                .apply(st & 0xF0, d1, d2, stamp);
         } else {
             self.system.apply(msg, stamp);
         }
         true
+    }
+
+    /// Stops tracking what changed before `checkpoint` (the journal's history was trimmed).
+    pub(crate) fn forget_before(&mut self, checkpoint: u32) {
+        for c in self.channels.present_mut() {
+            c.forget_before(checkpoint);
+        }
     }
 
     pub fn note_sysex(&mut self, sysex: &[u8]) {

@@ -1089,6 +1089,14 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
+    /// The next `n` octets, to be filled by the caller (one bounds check for many logs).
+    pub fn reserve(&mut self, n: usize) -> Result<&mut [u8], JournalError> {
+        let at = self.pos;
+        let dst = self.buf.get_mut(at..at + n).ok_or(JournalError::NoRoom)?;
+        self.pos = at + n;
+        Ok(dst)
+    }
+
     /// Reserves `n` octets to be filled in later with [`Writer::patch`].
     pub fn skip(&mut self, n: usize) -> Result<usize, JournalError> {
         let at = self.pos;

@@ -1,6 +1,7 @@
 //! DNS messages (RFC 1035 §4.1) as mDNS uses them (RFC 6762 §18): header, questions with the
 //! QU bit, resource records with the cache-flush bit, and the record data of PTR, SRV, TXT, A,
-//! AAAA and NSEC; other types are kept as opaque octets.
+//! AAAA, NSEC and CNAME; other types are kept as opaque octets. Unicast DNS (`crate::resolve`)
+//! uses the same codec with the RD and RA flags.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::name::{Compressor, Name};
@@ -27,6 +28,10 @@ pub mod flags {
     pub const AA: u16 = 0x0400;
     /// Truncated: in an mDNS query, more known answers follow (RFC 6762 §18.5).
     pub const TC: u16 = 0x0200;
+    /// Recursion desired: set in a unicast query to a recursive resolver.
+    pub const RD: u16 = 0x0100;
+    /// Recursion available (unicast responses).
+    pub const RA: u16 = 0x0080;
     pub const RCODE_MASK: u16 = 0x000F;
 }
 
@@ -44,6 +49,7 @@ pub struct Type(pub u16);
 
 impl Type {
     pub const A: Type = Type(1);
+    pub const CNAME: Type = Type(5);
     pub const PTR: Type = Type(12);
     pub const TXT: Type = Type(16);
     pub const AAAA: Type = Type(28);
@@ -82,6 +88,8 @@ pub enum RData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
     Ptr(Name),
+    /// An alias: the canonical name (RFC 1035 §3.3.1).
+    Cname(Name),
     /// RFC 2782.
     Srv {
         priority: u16,
@@ -109,6 +117,7 @@ impl RData {
             RData::A(_) => Type::A,
             RData::Aaaa(_) => Type::AAAA,
             RData::Ptr(_) => Type::PTR,
+            RData::Cname(_) => Type::CNAME,
             RData::Srv { .. } => Type::SRV,
             RData::Txt(_) => Type::TXT,
             RData::Nsec { .. } => Type::NSEC,
@@ -140,6 +149,7 @@ impl RData {
                     .into(),
             ),
             Type::PTR => RData::Ptr(name_at(start)?),
+            Type::CNAME => RData::Cname(name_at(start)?),
             Type::SRV => {
                 let fixed = data.get(..6).ok_or(Error::BadRdata)?;
                 RData::Srv {
@@ -186,7 +196,7 @@ impl RData {
         match self {
             RData::A(a) => msg.extend_from_slice(&a.octets()),
             RData::Aaaa(a) => msg.extend_from_slice(&a.octets()),
-            RData::Ptr(n) => name(n, msg, comp),
+            RData::Ptr(n) | RData::Cname(n) => name(n, msg, comp),
             RData::Srv {
                 priority,
                 weight,
@@ -708,6 +718,7 @@ pub(crate) mod tests {
             any::<[u8; 4]>().prop_map(|a| RData::A(a.into())),
             any::<[u8; 16]>().prop_map(|a| RData::Aaaa(a.into())),
             arb_name().prop_map(RData::Ptr),
+            arb_name().prop_map(RData::Cname),
             (any::<u16>(), any::<u16>(), any::<u16>(), arb_name()).prop_map(|(p, w, port, t)| {
                 RData::Srv {
                     priority: p,

@@ -10,11 +10,8 @@
 //! [writable]` and `port exited ADDR` for other clients' ports.
 //!
 //! Usage: seq_probe [--echo] [--sysex N] [--time] [--watch]
-//!
-//! `cargo test --example seq_probe` runs the unit tests of src/seq/ alone: tests/vm/seq_probe.sh
-//! runs that binary in the guest, with the tests that need a kernel sequencer.
 
-#[path = "../src/seq/mod.rs"]
+#[path = "../../src/seq/mod.rs"]
 #[allow(dead_code)]
 mod seq;
 

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Builds every cargo-fuzz target listed in fuzz/Cargo.toml and runs each for FUZZ_SECONDS
+# Builds every cargo-fuzz target listed in tests/fuzz/Cargo.toml and runs each for FUZZ_SECONDS
 # (default 10). Fails on any crash, leak or timeout libFuzzer reports, or on a build failure.
 # Installs the nightly toolchain and cargo-fuzz when they are missing.
 set -euo pipefail
 
 seconds=${FUZZ_SECONDS:-10}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root/fuzz"
+cd "$(dirname "$0")"
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     rustup toolchain install nightly --profile minimal
@@ -15,10 +14,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-# The [[bin]] names in fuzz/Cargo.toml are the targets.
+# The [[bin]] names in Cargo.toml are the targets.
 mapfile -t targets < <(cargo +nightly fuzz list)
 if [ "${#targets[@]}" -eq 0 ]; then
-    echo "fuzz.sh: no targets in fuzz/Cargo.toml" >&2
+    echo "fuzz.sh: no targets in tests/fuzz/Cargo.toml" >&2
     exit 1
 fi
 
@@ -37,7 +36,7 @@ for target in "${targets[@]}"; do
 done
 
 if [ "${#failed[@]}" -ne 0 ]; then
-    echo "fuzz.sh: FAILED: ${failed[*]} (crash inputs in fuzz/artifacts/)" >&2
+    echo "fuzz.sh: FAILED: ${failed[*]} (crash inputs in tests/fuzz/artifacts/)" >&2
     exit 1
 fi
 echo "fuzz.sh: ${#targets[@]} targets ok"

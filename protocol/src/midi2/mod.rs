@@ -1,0 +1,19 @@
+//! Network MIDI 2.0 (UDP) transport, MIDI Association M2-124-UM v1.0, sans-IO like the
+//! AppleMIDI [`crate::session`]: datagrams and time come in as arguments, datagrams to send,
+//! events and the next deadline go out.
+//!
+//! - [`wire`]: the datagram and its command packets.
+//! - [`auth`]: the SHA-256 digests of the two authentication methods.
+//! - [`session`]: one session with one peer, as client or host.
+//! - [`endpoint`]: a host's sessions on one socket, by peer address.
+//! - [`ump`]: Universal MIDI Packets to and from MIDI 1.0, and the UMP stream messages a
+//!   UMP endpoint answers.
+//!
+//! Details the PDF (members only) decides were read side by side in two public implementations,
+//! amidi2net (ALSA's maintainer) and Zephyr's `subsys/net/lib/midi2`; where they differ the
+//! choice is said where it is made.
+pub mod auth;
+pub mod endpoint;
+pub mod session;
+pub mod ump;
+pub mod wire;

@@ -1,0 +1,321 @@
+//! Every section and key of the file, in one table: the parser takes from it which keys a
+//! section has and how each value is read; the tests check against it that each key is
+//! documented in `contrib/rtpmidid.conf.example` and the README.
+use super::File;
+use crate::options::{self, AutoExport, MAX_CK_INTERVAL};
+use Section::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    General,
+    Hub,
+    Connect,
+    Export,
+    Listener,
+    Mdns,
+    Timeouts,
+    Journal,
+}
+
+impl Section {
+    pub const ALL: [Section; 8] = [
+        Section::General,
+        Section::Hub,
+        Section::Connect,
+        Section::Export,
+        Section::Listener,
+        Section::Mdns,
+        Section::Timeouts,
+        Section::Journal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::General => "general",
+            Section::Hub => "hub",
+            Section::Connect => "connect",
+            Section::Export => "export",
+            Section::Listener => "listener",
+            Section::Mdns => "mdns",
+            Section::Timeouts => "timeouts",
+            Section::Journal => "journal",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// `[connect NAME]`, `[export NAME]`, `[listener NAME]`: one section per thing named.
+    pub fn named(self) -> bool {
+        matches!(self, Section::Connect | Section::Export | Section::Listener)
+    }
+}
+
+/// What the keys read so far go into: the file, and the keys of the named section being read
+/// (checked when it ends).
+#[derive(Default)]
+pub struct Draft {
+    pub file: File,
+    pub section: SectionKeys,
+}
+
+#[derive(Default)]
+pub struct SectionKeys {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub alsa_port_name: Option<String>,
+    pub alsa_port: Option<String>,
+    pub keep_connected: Option<bool>,
+}
+
+pub struct Key {
+    pub section: Section,
+    pub name: &'static str,
+    /// Why the key is refused: the format knows it, the daemon cannot apply it yet.
+    pub unsupported: Option<&'static str>,
+    /// Reads the value into the draft, or says why it is refused.
+    pub set: fn(&mut Draft, &str) -> Result<(), String>,
+}
+
+/// The key `name` of section `section`.
+pub fn find(section: Section, name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.section == section && k.name == name)
+}
+
+/// Items of a list value: separated by commas and/or whitespace.
+fn list<T>(value: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| item(s).map_err(|e| format!("{s:?}: {e}")))
+        .collect()
+}
+
+const fn key(
+    section: Section,
+    name: &'static str,
+    set: fn(&mut Draft, &str) -> Result<(), String>,
+) -> Key {
+    Key {
+        section,
+        name,
+        unsupported: None,
+        set,
+    }
+}
+
+pub static KEYS: &[Key] = &[
+    key(General, "name", |d, v| {
+        d.file.name = Some(options::name(v)?);
+        Ok(())
+    }),
+    key(General, "alsa_name", |d, v| {
+        d.file.alsa_name = Some(options::name(v)?);
+        Ok(())
+    }),
+    key(General, "port", |d, v| {
+        d.file.port = Some(options::port(v)?);
+        Ok(())
+    }),
+    key(General, "bind", |d, v| {
+        d.file.bind = list(v, options::address)?;
+        Ok(())
+    }),
+    key(General, "log_level", |d, v| {
+        d.file.log_level = Some(options::log_level(v)?);
+        Ok(())
+    }),
+    key(General, "control", |d, v| {
+        d.file.control = Some(options::control_path(v)?);
+        Ok(())
+    }),
+    key(General, "keep_connected", |d, v| {
+        d.file.keep_connected = Some(options::boolean(v)?);
+        Ok(())
+    }),
+    key(General, "playout_delay", |d, v| {
+        d.file.playout_delay = Some(options::playout_delay(v)?);
+        Ok(())
+    }),
+    key(General, "export_auto", |d, v| {
+        d.file.export_auto = Some(AutoExport::parse(v)?);
+        Ok(())
+    }),
+    key(General, "sysex_rate", |d, v| {
+        d.file.sysex_rate = Some(options::sysex_rate(v)?);
+        Ok(())
+    }),
+    key(Hub, "enabled", |d, v| {
+        d.file.hub = Some(options::boolean(v)?);
+        Ok(())
+    }),
+    key(Connect, "host", |d, v| {
+        d.section.host = Some(options::host(v)?);
+        Ok(())
+    }),
+    key(Connect, "port", |d, v| {
+        d.section.port = Some(options::port(v)?);
+        Ok(())
+    }),
+    key(Connect, "local_port", |d, v| {
+        d.section.alsa_port_name = Some(options::name(v)?);
+        Ok(())
+    }),
+    key(Connect, "keep_connected", |d, v| {
+        d.section.keep_connected = Some(options::boolean(v)?);
+        Ok(())
+    }),
+    key(Export, "alsa_port", |d, v| {
+        d.section.alsa_port = Some(options::name(v)?);
+        Ok(())
+    }),
+    key(Export, "port", |d, v| {
+        d.section.port = Some(options::port(v)?);
+        Ok(())
+    }),
+    key(Listener, "port", |d, v| {
+        d.section.port = Some(options::port(v)?);
+        Ok(())
+    }),
+    Key {
+        unsupported: Some("its sessions get ALSA ports of their own, as on the main port"),
+        ..key(Listener, "alsa_port", |_, _| Ok(()))
+    },
+    key(Mdns, "enabled", |d, v| {
+        d.file.mdns.enabled = options::boolean(v)?;
+        Ok(())
+    }),
+    key(Mdns, "interfaces", |d, v| {
+        d.file.mdns.interfaces = list(v, options::interface)?;
+        Ok(())
+    }),
+    key(Mdns, "include", |d, v| {
+        d.file.mdns.include = list(v, options::name)?;
+        Ok(())
+    }),
+    key(Mdns, "exclude", |d, v| {
+        d.file.mdns.exclude = list(v, options::name)?;
+        Ok(())
+    }),
+    key(Timeouts, "invite_interval", |d, v| {
+        d.file.timeouts.invite_interval = options::duration(v)?;
+        Ok(())
+    }),
+    key(Timeouts, "invite_attempts", |d, v| {
+        d.file.timeouts.invite_attempts = options::count(v)?;
+        Ok(())
+    }),
+    key(Timeouts, "ck_interval", |d, v| {
+        let interval = options::duration(v)?;
+        if interval > MAX_CK_INTERVAL {
+            return Err(format!(
+                "at most {} s (peers expect it)",
+                MAX_CK_INTERVAL.as_secs()
+            ));
+        }
+        d.file.timeouts.ck_interval = interval;
+        Ok(())
+    }),
+    key(Timeouts, "ck_max_missed", |d, v| {
+        d.file.timeouts.ck_max_missed = options::count(v)?;
+        Ok(())
+    }),
+    key(Timeouts, "initiator_timeout", |d, v| {
+        d.file.timeouts.initiator_timeout = options::duration(v)?;
+        Ok(())
+    }),
+    key(Timeouts, "responder_timeout", |d, v| {
+        d.file.timeouts.responder_timeout = options::duration(v)?;
+        Ok(())
+    }),
+    key(Journal, "enabled", |d, v| {
+        d.file.journal = Some(options::boolean(v)?);
+        Ok(())
+    }),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Mdns, Timeouts};
+
+    const EXAMPLE: &str = include_str!("../../contrib/rtpmidid.conf.example");
+    const README: &str = include_str!("../../README.md");
+
+    /// The example with the comment marks of its settings and headers removed.
+    fn uncommented() -> String {
+        EXAMPLE
+            .lines()
+            .map(|l| {
+                l.strip_prefix("#[")
+                    .map(|s| format!("[{s}"))
+                    .unwrap_or_else(|| match l.strip_prefix('#') {
+                        Some(s) if s.contains(" = ") && !s.starts_with(' ') => s.to_string(),
+                        _ => l.to_string(),
+                    })
+            })
+            .map(|l| l + "\n")
+            .collect()
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        // Every option is there, commented out: the file as shipped sets nothing...
+        assert_eq!(parse("example", EXAMPLE).unwrap(), File::default());
+        // ...and with the comment marks of its settings removed, every option parses.
+        let f = parse("example", &uncommented()).unwrap();
+        assert!(f.name.is_some() && f.alsa_name.is_some() && f.port.is_some());
+        assert!(!f.bind.is_empty() && f.log_level.is_some() && f.control.is_some());
+        assert!(f.hub.is_some() && f.journal.is_some());
+        assert!(!f.connect.is_empty() && !f.exports.is_empty() && !f.listeners.is_empty());
+        assert_ne!(f.mdns, Mdns::default());
+        // The defaults it documents are the code's.
+        assert_eq!(f.timeouts, Timeouts::default());
+    }
+
+    /// The README's line for a section: its header and its keys.
+    fn readme_line(section: Section) -> String {
+        let header = match section.named() {
+            true => format!("[{} NAME]", section.name()),
+            false => format!("[{}]", section.name()),
+        };
+        let keys: Vec<String> = KEYS
+            .iter()
+            .filter(|k| k.section == section && k.unsupported.is_none())
+            .map(|k| format!("`{}`", k.name))
+            .collect();
+        format!("- `{header}`: {}\n", keys.join(", "))
+    }
+
+    #[test]
+    fn every_key_is_in_the_readme() {
+        for section in Section::ALL {
+            let line = readme_line(section);
+            assert!(README.contains(&line), "the README lacks {line:?}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented_in_its_section() {
+        let example = uncommented();
+        for section in Section::ALL {
+            // The section's part of the example: from its header to the next one.
+            let header = format!("\n[{}", section.name());
+            let start = example
+                .find(&header)
+                .unwrap_or_else(|| panic!("{header} missing"));
+            let rest = &example[start + 1..];
+            let text = &rest[..rest[1..].find("\n[").map_or(rest.len(), |end| end + 1)];
+            let keys = KEYS.iter().filter(|k| k.section == section);
+            for key in keys.filter(|k| k.unsupported.is_none()) {
+                assert!(
+                    text.contains(&format!("\n{} = ", key.name)),
+                    "[{}] {} is not in the example",
+                    section.name(),
+                    key.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Settings: the command line and the configuration file resolved into one [`Settings`] the
+//! daemon is built from, and compared on reload into [`Action`]s.
+//!
+//! [`parse`] reads the file (errors name file and line), [`keys`] lists every key of it,
+//! [`resolve`] merges the command line over the file over the defaults, [`diff`] turns two
+//! settings into what a reload does. Values are checked by the parsers of `crate::options`,
+//! the same for the command line and the file.
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+use protocol::session;
+
+use crate::options::{AutoExport, ConnectTarget};
+
+mod diff;
+mod keys;
+mod parse;
+mod resolve;
+
+pub use diff::{diff, Action};
+#[cfg(test)]
+use parse::parse;
+pub use parse::{read, Error};
+pub use resolve::{hostname, load, resolve, CommandLine};
+
+/// A static connection: the daemon invites this peer and reconnects when the session ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The section name, or `HOST:PORT` for an unnamed `--connect`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Name of the ALSA port for this connection (default: `name`).
+    pub alsa_port_name: Option<String>,
+    /// Connected whatever is subscribed to its ALSA port. In a [`File`], `None` where the
+    /// section says nothing; [`resolve`] fills it in from `[general]` and the command line.
+    pub keep_connected: Option<bool>,
+}
+
+impl Connection {
+    pub fn target(&self) -> ConnectTarget {
+        ConnectTarget {
+            name: Some(self.name.clone()),
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+/// `[export NAME]`: a local ALSA port offered to the network as session NAME.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    pub name: String,
+    /// `client:port` numbers or a case-insensitive substring of `client name:port name`.
+    pub alsa_port: String,
+    /// UDP port of its own; `None` shares the main port.
+    pub port: Option<u16>,
+}
+
+/// `[listener NAME]`: an RTP-MIDI server on a port of its own, announced as NAME, each of its
+/// sessions with an ALSA port of its own as on the main port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mdns {
+    pub enabled: bool,
+    /// Network interfaces to announce and browse on; empty means all.
+    pub interfaces: Vec<String>,
+    /// Name patterns (`*` and `?` wildcards, case-insensitive) of discovered peers to show;
+    /// empty means all. `exclude` wins over `include`.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Mdns {
+    /// True if a discovered peer of this service name is to be used.
+    pub fn admits(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        let matches = |p: &String| wildcard(&p.to_lowercase(), &name);
+        (self.include.is_empty() || self.include.iter().any(matches))
+            && !self.exclude.iter().any(matches)
+    }
+}
+
+/// `*` any run of characters, `?` one character, anything else itself.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Greedy with backtracking to the last `*`: linear in practice, no recursion.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+impl Default for Mdns {
+    fn default() -> Self {
+        Mdns {
+            enabled: true,
+            interfaces: Vec::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// `[timeouts]`: the session tunables a user may want to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub invite_interval: Duration,
+    pub invite_attempts: u32,
+    pub ck_interval: Duration,
+    pub ck_max_missed: u32,
+    pub initiator_timeout: Duration,
+    pub responder_timeout: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let d = session::Config::default();
+        Timeouts {
+            invite_interval: d.invite_interval,
+            invite_attempts: d.invite_attempts,
+            ck_interval: d.ck_interval,
+            ck_max_missed: d.ck_max_missed,
+            initiator_timeout: d.initiator_timeout,
+            responder_timeout: d.responder_timeout,
+        }
+    }
+}
+
+/// What the file says; `None` where it says nothing, so the command line and the defaults can
+/// fill in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct File {
+    pub name: Option<String>,
+    pub alsa_name: Option<String>,
+    pub port: Option<u16>,
+    pub bind: Vec<IpAddr>,
+    pub log_level: Option<LevelFilter>,
+    pub control: Option<PathBuf>,
+    pub hub: Option<bool>,
+    pub connect: Vec<Connection>,
+    pub exports: Vec<Export>,
+    pub listeners: Vec<Listener>,
+    pub mdns: Mdns,
+    pub timeouts: Timeouts,
+    pub journal: Option<bool>,
+    pub keep_connected: Option<bool>,
+    /// Milliseconds.
+    pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
+    /// Bytes a second.
+    pub sysex_rate: Option<u32>,
+}
+
+/// The daemon's effective settings: the file, overridden by the command line, with defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub name: String,
+    pub alsa_name: String,
+    pub port: u16,
+    pub bind: Vec<IpAddr>,
+    pub log_level: LevelFilter,
+    pub control: PathBuf,
+    pub hub: bool,
+    pub connect: Vec<Connection>,
+    pub exports: Vec<Export>,
+    pub listeners: Vec<Listener>,
+    pub mdns: Mdns,
+    pub timeouts: Timeouts,
+    pub journal: bool,
+    /// The default of the connections; each [`Connection`] has its own, filled in.
+    pub keep_connected: bool,
+    pub playout_delay: Option<u32>,
+    pub export_auto: Option<AutoExport>,
+    pub sysex_rate: Option<u32>,
+    /// Use the ALSA sequencer (no `--no-alsa`).
+    pub alsa: bool,
+    /// The control socket was asked for (`--control`, `control =`), so it must open; the
+    /// default one may be missing.
+    pub control_required: bool,
+}
+
+impl Settings {
+    /// The protocol's session tunables for these settings.
+    pub fn session_config(&self) -> session::Config {
+        let t = &self.timeouts;
+        session::Config {
+            name: self.name.clone(),
+            invite_interval: t.invite_interval,
+            invite_attempts: t.invite_attempts,
+            ck_interval: t.ck_interval,
+            ck_max_missed: t.ck_max_missed,
+            initiator_timeout: t.initiator_timeout,
+            responder_timeout: t.responder_timeout,
+            journal: self.journal,
+            ..session::Config::default()
+        }
+    }
+}
+
+/// The command line of these arguments, for tests.
+#[cfg(test)]
+fn command_line(args: &str) -> CommandLine {
+    let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+    match crate::cli::parse(&args) {
+        Ok(crate::cli::Command::Run(o)) => *o,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The settings of this file and no command line, for tests.
+#[cfg(test)]
+fn settings(text: &str) -> Settings {
+    resolve(&command_line(""), &parse("x", text).unwrap(), || "h".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_filters_match_names_with_wildcards_in_any_case() {
+        let f = |include: &[&str], exclude: &[&str]| Mdns {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            ..Mdns::default()
+        };
+        assert!(Mdns::default().admits("anything"));
+        let stage = f(&["Stage*", "Mac?"], &["*test*"]);
+        assert!(stage.admits("Stage Left") && stage.admits("stage") && stage.admits("MacA"));
+        assert!(!stage.admits("Studio") && !stage.admits("Mac") && !stage.admits("MacBook"));
+        assert!(!stage.admits("Stage Test Rig"), "exclude wins");
+        assert!(f(&[], &["*iphone*"]).admits("Studio"));
+        assert!(!f(&[], &["*iphone*"]).admits("Ana's iPhone"));
+        assert!(f(&["a*b*c"], &[]).admits("aXbYbZc") && !f(&["a*b*c"], &[]).admits("acb"));
+        assert!(f(&["*"], &[]).admits("") && !f(&["?"], &[]).admits(""));
+        assert!(f(&["Ünï*"], &[]).admits("üNÏcode"));
+    }
+}

@@ -1,0 +1,753 @@
+//! Reading the file: `[section]` or `[section NAME]` headers, `key = value` lines, full-line
+//! comments starting with `#` or `;`. Values are taken as written (outer whitespace trimmed,
+//! surrounding double quotes removed). Every error names the file and the line.
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::keys::{self, Draft, Section};
+use super::{Connection, Export, File, Listener};
+use crate::options::{self, DEFAULT_PORT};
+
+/// A bigger file is surely not a configuration file.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+/// Characters of the file's text an error quotes; the rest is cut.
+const MAX_QUOTED: usize = 80;
+
+/// What is wrong with a configuration file, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub file: String,
+    /// 1-based; 0 when the error concerns the whole file.
+    pub line: usize,
+    pub kind: ErrorKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    Read(String),
+    /// Not text the parser can read: not UTF-8, or UTF-16.
+    Encoding(&'static str),
+    /// Neither a header, a `key = value` nor a comment.
+    Syntax(String),
+    UnknownSection(String),
+    /// `[connect]` without its name, or `[general x]` with one.
+    SectionName {
+        section: String,
+        wants_name: bool,
+    },
+    DuplicateSection(String),
+    KeyOutsideSection(String),
+    UnknownKey {
+        key: String,
+        section: String,
+    },
+    DuplicateKey {
+        key: String,
+        section: String,
+    },
+    BadValue {
+        key: String,
+        value: String,
+        why: String,
+    },
+    MissingKey {
+        key: String,
+        section: String,
+    },
+    /// A key the format knows that the daemon cannot apply yet.
+    NotSupported {
+        key: String,
+        section: String,
+        why: &'static str,
+    },
+    /// Two things want the same UDP port (each session port pair is N and N+1).
+    PortClash {
+        what: String,
+        port: u16,
+        other: String,
+        other_port: u16,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.file, self.line)?;
+        } else {
+            write!(f, "{}: ", self.file)?;
+        }
+        match &self.kind {
+            ErrorKind::Read(e) => write!(f, "cannot read: {e}"),
+            ErrorKind::Encoding(why) => write!(f, "{why}; save the file as UTF-8"),
+            ErrorKind::Syntax(text) => {
+                write!(
+                    f,
+                    "expected [section] or key = value, found {:?}",
+                    Quoted(text)
+                )
+            }
+            ErrorKind::UnknownSection(s) => write!(f, "unknown section [{}]", Quoted(s)),
+            ErrorKind::SectionName {
+                section,
+                wants_name: true,
+            } => write!(f, "[{section}] needs a name: [{section} NAME]"),
+            ErrorKind::SectionName { section, .. } => write!(f, "[{section}] takes no name"),
+            ErrorKind::DuplicateSection(s) => write!(f, "section [{s}] appears twice"),
+            ErrorKind::KeyOutsideSection(k) => {
+                write!(f, "key {:?} before any [section]", Quoted(k))
+            }
+            ErrorKind::UnknownKey { key, section } => {
+                write!(f, "unknown key {:?} in [{section}]", Quoted(key))
+            }
+            ErrorKind::DuplicateKey { key, section } => {
+                write!(f, "key {key:?} appears twice in [{section}]")
+            }
+            ErrorKind::NotSupported { key, section, why } => {
+                write!(f, "{key:?} in [{section}] is not supported yet: {why}")
+            }
+            ErrorKind::BadValue { key, value, why } => {
+                write!(f, "bad value {:?} for {key:?}: {why}", Quoted(value))
+            }
+            ErrorKind::MissingKey { key, section } => {
+                write!(f, "[{section}] needs a {key:?} key")
+            }
+            ErrorKind::PortClash {
+                what,
+                port,
+                other,
+                other_port,
+            } => write!(
+                f,
+                "{what}: UDP port {port} clashes with {other} (port {other_port}); \
+                 each session server uses ports N and N+1"
+            ),
+        }
+    }
+}
+
+/// Reads and parses the file at `path`: a regular file, opened without blocking, so a FIFO or
+/// a device given by mistake cannot hang the start or a reload.
+pub fn read(path: &Path) -> Result<File, Error> {
+    let shown = path.display().to_string();
+    let error = |line, kind| Error {
+        file: shown.clone(),
+        line,
+        kind,
+    };
+    let bytes = read_regular(path).map_err(|e| error(0, ErrorKind::Read(e)))?;
+    let text = decode(&bytes).map_err(|(line, why)| error(line, ErrorKind::Encoding(why)))?;
+    parse(&shown, text)
+}
+
+fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let kind = file.metadata().map_err(|e| e.to_string())?.file_type();
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a folder"
+    } else {
+        ""
+    };
+    if !what.is_empty() {
+        return Err(format!("{what}, not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(format!("larger than {MAX_FILE_SIZE} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// The file's bytes as UTF-8 text, or the line where they are not.
+fn decode(bytes: &[u8]) -> Result<&str, (usize, &'static str)> {
+    let line_at = |at: usize| bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return Err((1, "UTF-16 text (a byte-order mark FF FE or FE FF)"));
+    }
+    // UTF-16 without a mark: ASCII characters come with a NUL byte each.
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err((line_at(at), "a NUL byte (UTF-16 text?)"));
+    }
+    std::str::from_utf8(bytes).map_err(|e| (line_at(e.valid_up_to()), "not UTF-8 text"))
+}
+
+/// Text from the file as an error quotes it: cut after [`MAX_QUOTED`] characters, so a huge
+/// line is not echoed whole.
+struct Quoted<'a>(&'a str);
+
+impl Quoted<'_> {
+    /// The text kept, and whether some was cut.
+    fn kept(&self) -> (&str, bool) {
+        match self.0.char_indices().nth(MAX_QUOTED) {
+            None => (self.0, false),
+            Some((cut, _)) => (&self.0[..cut], true),
+        }
+    }
+}
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (text, cut) = self.kept();
+        write!(f, "{text}{}", if cut { "..." } else { "" })
+    }
+}
+
+impl fmt::Debug for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (text, cut) = self.kept();
+        write!(f, "{text:?}{}", if cut { "..." } else { "" })
+    }
+}
+
+/// A named section being read: its keys are checked when it ends.
+struct Pending {
+    kind: Section,
+    name: String,
+    line: usize,
+}
+
+struct Parser<'a> {
+    file: &'a str,
+    line: usize,
+    draft: Draft,
+    /// The line of each section's `port` key, for clashes found at the end.
+    port_lines: Vec<(String, usize)>,
+}
+
+impl Parser<'_> {
+    fn err(&self, kind: ErrorKind) -> Error {
+        self.at(self.line, kind)
+    }
+
+    fn at(&self, line: usize, kind: ErrorKind) -> Error {
+        Error {
+            file: self.file.to_string(),
+            line,
+            kind,
+        }
+    }
+
+    /// Ends the named section `pending`: its required keys are there, it joins the file.
+    fn finish(&mut self, pending: Option<Pending>) -> Result<(), Error> {
+        let Some(p) = pending else { return Ok(()) };
+        let keys = std::mem::take(&mut self.draft.section);
+        let missing = |key: &str| Error {
+            file: self.file.to_string(),
+            line: p.line,
+            kind: ErrorKind::MissingKey {
+                key: key.into(),
+                section: format!("{} {}", p.kind.name(), p.name),
+            },
+        };
+        let file = &mut self.draft.file;
+        match p.kind {
+            Section::Connect => file.connect.push(Connection {
+                host: keys.host.ok_or_else(|| missing("host"))?,
+                name: p.name,
+                port: keys.port.unwrap_or(DEFAULT_PORT),
+                alsa_port_name: keys.alsa_port_name,
+                keep_connected: keys.keep_connected,
+            }),
+            Section::Export => file.exports.push(Export {
+                alsa_port: keys.alsa_port.ok_or_else(|| missing("alsa_port"))?,
+                name: p.name,
+                port: keys.port,
+            }),
+            Section::Listener => file.listeners.push(Listener {
+                port: keys.port.ok_or_else(|| missing("port"))?,
+                name: p.name,
+            }),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Parses the text of a configuration file; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<File, Error> {
+    let mut parser = Parser {
+        file,
+        line: 0,
+        draft: Draft::default(),
+        port_lines: Vec::new(),
+    };
+    let mut section: Option<(Section, String)> = None;
+    let mut pending: Option<Pending> = None;
+    let mut seen_sections = BTreeSet::new();
+    let mut seen_keys = BTreeSet::new();
+    // Editors on other systems may add a byte-order mark and CR LF line ends.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (index, raw) in text.lines().enumerate() {
+        parser.line = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header
+                .strip_suffix(']')
+                .ok_or_else(|| parser.err(ErrorKind::Syntax(line.into())))?
+                .trim();
+            let (kind, name) = match header.split_once(char::is_whitespace) {
+                Some((kind, name)) => (kind, unquote(name.trim())),
+                None => (header, ""),
+            };
+            let found = Section::from_name(kind)
+                .ok_or_else(|| parser.err(ErrorKind::UnknownSection(kind.into())))?;
+            if found.named() == name.is_empty() {
+                return Err(parser.err(ErrorKind::SectionName {
+                    section: kind.into(),
+                    wants_name: found.named(),
+                }));
+            }
+            if found.named() {
+                options::name(name).map_err(|why| parser.err(bad("section name", name, why)))?;
+            }
+            // A name may appear once per kind; `[export x]` and `[connect x]` may coexist.
+            let label = if name.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind} {name}")
+            };
+            if !seen_sections.insert(label.clone()) {
+                return Err(parser.err(ErrorKind::DuplicateSection(label)));
+            }
+            parser.finish(pending.take())?;
+            if found.named() {
+                pending = Some(Pending {
+                    kind: found,
+                    name: name.to_string(),
+                    line: parser.line,
+                });
+            }
+            section = Some((found, label));
+            seen_keys.clear();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(parser.err(ErrorKind::Syntax(line.into())));
+        };
+        let (key, value) = (key.trim(), unquote(value.trim()));
+        let Some((kind, label)) = &section else {
+            return Err(parser.err(ErrorKind::KeyOutsideSection(key.into())));
+        };
+        let Some(found) = keys::find(*kind, key) else {
+            return Err(parser.err(ErrorKind::UnknownKey {
+                key: key.into(),
+                section: label.clone(),
+            }));
+        };
+        if let Some(why) = found.unsupported {
+            return Err(parser.err(ErrorKind::NotSupported {
+                key: key.into(),
+                section: label.clone(),
+                why,
+            }));
+        }
+        if !seen_keys.insert(key.to_string()) {
+            return Err(parser.err(ErrorKind::DuplicateKey {
+                key: key.into(),
+                section: label.clone(),
+            }));
+        }
+        (found.set)(&mut parser.draft, value).map_err(|why| parser.err(bad(key, value, why)))?;
+        if key == "port" {
+            parser.port_lines.push((label.clone(), parser.line));
+        }
+    }
+    parser.line = text.lines().count();
+    parser.finish(pending.take())?;
+    check_ports(&parser)?;
+    Ok(parser.draft.file)
+}
+
+fn bad(key: &str, value: &str, why: String) -> ErrorKind {
+    ErrorKind::BadValue {
+        key: key.into(),
+        value: value.into(),
+        why,
+    }
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+/// Every session server needs ports N and N+1 to itself.
+fn check_ports(parser: &Parser<'_>) -> Result<(), Error> {
+    let out = &parser.draft.file;
+    let mut used = vec![(
+        out.port.unwrap_or(DEFAULT_PORT),
+        "[general] port".to_string(),
+    )];
+    let own = out
+        .exports
+        .iter()
+        .filter_map(|e| e.port.map(|p| (p, format!("export {}", e.name))))
+        .chain(
+            out.listeners
+                .iter()
+                .map(|l| (l.port, format!("listener {}", l.name))),
+        );
+    for (port, label) in own {
+        let what = format!("[{label}]");
+        if let Some((other_port, other)) = used.iter().find(|(p, _)| port.abs_diff(*p) < 2) {
+            let line = parser
+                .port_lines
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map_or(0, |(_, line)| *line);
+            return Err(parser.at(
+                line,
+                ErrorKind::PortClash {
+                    what,
+                    port,
+                    other: other.clone(),
+                    other_port: *other_port,
+                },
+            ));
+        }
+        used.push((port, what));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use log::LevelFilter;
+
+    use super::*;
+
+    fn err(text: &str) -> Error {
+        parse("rtpmidid.conf", text).expect_err(text)
+    }
+
+    #[test]
+    fn full_file() {
+        let f = parse(
+            "x",
+            "# comment\n; another\n[general]\nname = \"Stage Left\"\nalsa_name = rtp\nport = 6000\n\
+             bind = 127.0.0.1, ::1\nlog_level = debug\ncontrol = /tmp/c.sock\n\
+             [hub]\nenabled = yes\n[connect piano]\nhost = 10.0.0.2\nport = 5008\n\
+             local_port = Piano In\n[export synth]\nalsa_port = 20:0\nport = 6010\n\
+             [listener drums]\nport = 6020\n[mdns]\nenabled = no\ninterfaces = eth0 wlan0\n\
+             include = Stage*\nexclude = *test*, Mac?\n[timeouts]\ninvite_interval = 250ms\n\
+             invite_attempts = 3\nck_interval = 2.5s\nck_max_missed = 5\n\
+             initiator_timeout = 20\nresponder_timeout = 120s\n[journal]\nenabled = off\n",
+        )
+        .unwrap();
+        assert_eq!(f.name.as_deref(), Some("Stage Left"));
+        assert_eq!(f.port, Some(6000));
+        assert_eq!(f.bind.len(), 2);
+        assert_eq!(f.log_level, Some(LevelFilter::Debug));
+        assert_eq!(f.hub, Some(true));
+        assert_eq!(
+            f.connect,
+            vec![Connection {
+                name: "piano".into(),
+                host: "10.0.0.2".into(),
+                port: 5008,
+                alsa_port_name: Some("Piano In".into()),
+                keep_connected: None,
+            }]
+        );
+        assert_eq!(f.exports[0].port, Some(6010));
+        assert_eq!(f.listeners[0].port, 6020);
+        assert!(!f.mdns.enabled);
+        assert_eq!(f.mdns.interfaces, ["eth0", "wlan0"]);
+        assert_eq!(f.mdns.exclude, ["*test*", "Mac?"]);
+        assert_eq!(f.timeouts.invite_interval, Duration::from_millis(250));
+        assert_eq!(f.timeouts.ck_interval, Duration::from_millis(2500));
+        assert_eq!(f.timeouts.initiator_timeout, Duration::from_secs(20));
+        assert_eq!(f.timeouts.ck_max_missed, 5);
+        assert_eq!(f.journal, Some(false));
+    }
+
+    #[test]
+    fn byte_order_mark_and_crlf() {
+        let f = parse("x", "\u{feff}[general]\r\nport = 6000\r\n").unwrap();
+        assert_eq!(f.port, Some(6000));
+    }
+
+    #[test]
+    fn every_error_names_file_and_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[general]\nprot = 5\n",
+                "rtpmidid.conf:2: unknown key \"prot\" in [general]",
+            ),
+            ("\n[genral]\n", "rtpmidid.conf:2: unknown section [genral]"),
+            (
+                "[general]\nport 5004\n",
+                "rtpmidid.conf:2: expected [section]",
+            ),
+            ("[general\n", "rtpmidid.conf:1: expected [section]"),
+            (
+                "port = 5\n",
+                "rtpmidid.conf:1: key \"port\" before any [section]",
+            ),
+            ("[connect]\n", "rtpmidid.conf:1: [connect] needs a name"),
+            ("[hub x]\n", "rtpmidid.conf:1: [hub] takes no name"),
+            (
+                "[hub]\n[hub]\n",
+                "rtpmidid.conf:2: section [hub] appears twice",
+            ),
+            (
+                "[connect a]\nhost=h\n[connect a]\nhost=h\n",
+                ":3: section [connect a] appears twice",
+            ),
+            (
+                "[general]\nport=1\nport=2\n",
+                ":3: key \"port\" appears twice in [general]",
+            ),
+            ("[general]\nport = 0\n", ":2: bad value \"0\" for \"port\""),
+            ("[general]\nport = 65535\n", ":2: bad value"),
+            ("[general]\nport = x\n", ":2: bad value"),
+            (
+                "[general]\nbind = 1.2.3\n",
+                ":2: bad value \"1.2.3\" for \"bind\"",
+            ),
+            ("[general]\nlog_level = loud\n", ":2: bad value \"loud\""),
+            ("[general]\ncontrol = run/x\n", ":2: bad value"),
+            (
+                "[general]\nname =\n",
+                ":2: bad value \"\" for \"name\": must not be empty",
+            ),
+            (
+                "[hub]\nenabled = maybe\n",
+                ":2: bad value \"maybe\" for \"enabled\": use yes or no",
+            ),
+            ("[connect a]\nhost = a b\n", ":2: bad value"),
+            (
+                "[connect p]\nport = 5004\n",
+                ":1: [connect p] needs a \"host\" key",
+            ),
+            (
+                "[export e]\nport = 6000\n",
+                ":1: [export e] needs a \"alsa_port\" key",
+            ),
+            ("[listener l]\n\n", ":1: [listener l] needs a \"port\" key"),
+            (
+                "[listener l]\nport = 7000\nalsa_port = 20:0\n",
+                ":3: \"alsa_port\" in [listener l] is not supported yet",
+            ),
+            (
+                "[timeouts]\nck_interval = 61\n",
+                ":2: bad value \"61\" for \"ck_interval\": at most 60",
+            ),
+            ("[timeouts]\nck_interval = 0\n", ":2: bad value"),
+            ("[timeouts]\ninvite_interval = soon\n", ":2: bad value"),
+            ("[timeouts]\ninvite_attempts = 0\n", ":2: bad value"),
+            (
+                "[timeouts]\nck_timeout = 5\n",
+                ":2: unknown key \"ck_timeout\" in [timeouts]",
+            ),
+            ("[mdns]\ninclude = a\u{1}\n", ":2: bad value"),
+            (
+                "[listener l]\nport = 5005\n",
+                "[listener l]: UDP port 5005 clashes with [general] port (port 5004)",
+            ),
+            (
+                "[listener l]\nport = 7000\n[export e]\nalsa_port=x\nport=7001\n",
+                "[listener l]: UDP port 7000 clashes with [export e] (port 7001)",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(text).to_string();
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+            assert!(e.starts_with("rtpmidid.conf"), "{e}");
+        }
+        let e = read(Path::new("/nonexistent/rtpmidid.conf")).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/rtpmidid.conf: cannot read"));
+    }
+
+    #[test]
+    fn values_of_command_line_options_are_checked_in_the_file_too() {
+        for (text, want) in [
+            (
+                "[general]\nkeep_connected = perhaps\n",
+                ":2: bad value \"perhaps\"",
+            ),
+            (
+                "[general]\n\nplayout_delay = 0\n",
+                ":3: bad value \"0\" for \"playout_delay\"",
+            ),
+            (
+                "[general]\nplayout_delay = 5001\n",
+                "milliseconds from 1 to 5000",
+            ),
+            (
+                "[general]\nexport_auto = usb\n",
+                ":2: bad value \"usb\" for \"export_auto\": bad kind",
+            ),
+            ("[general]\nexport_auto = all:\n", ":2: bad value"),
+            (
+                "[general]\nsysex_rate = 0\n",
+                ":2: bad value \"0\" for \"sysex_rate\"",
+            ),
+            (
+                "[connect a]\nhost = h\nkeep_connected = 2\n",
+                ":3: bad value",
+            ),
+            ("[mdns]\nkeep_connected = yes\n", ":2: unknown key"),
+        ] {
+            let e = err(text).to_string();
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+    }
+
+    /// A scratch folder for files of odd kinds, removed at the end.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("rtpmidid-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn file(&self, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_a_fifo_does_not_block() {
+        let dir = Scratch::new("conf-kinds");
+        let fifo = dir.0.join("fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = read(&fifo).unwrap_err().to_string();
+        assert!(
+            e.ends_with("fifo.conf: cannot read: a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = read(Path::new("/dev/null")).unwrap_err().to_string();
+        assert!(e.contains("a device, not a regular file"), "{e}");
+        let e = read(&dir.0).unwrap_err().to_string();
+        assert!(e.contains("cannot read"), "{e}");
+        let big = dir.file("big.conf", &vec![b'#'; MAX_FILE_SIZE as usize + 1]);
+        let e = read(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_with_its_line() {
+        let dir = Scratch::new("conf-encoding");
+        let latin1 = dir.file("a.conf", b"[general]\n# caf\xe9\nname = x\n");
+        let e = read(&latin1).unwrap_err().to_string();
+        assert!(
+            e.ends_with("a.conf:2: not UTF-8 text; save the file as UTF-8"),
+            "{e}"
+        );
+        let utf16: Vec<u8> = "[general]\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let marked = dir.file("b.conf", &[&[0xff, 0xfe][..], &utf16].concat());
+        let e = read(&marked).unwrap_err().to_string();
+        assert!(e.contains("b.conf:1: UTF-16 text"), "{e}");
+        let unmarked = dir.file("c.conf", &[b"# ascii\n".as_slice(), &utf16].concat());
+        let e = read(&unmarked).unwrap_err().to_string();
+        assert!(e.contains("c.conf:2: a NUL byte"), "{e}");
+        let fine = dir.file("d.conf", "[general]\nname = Café\n".as_bytes());
+        assert_eq!(read(&fine).unwrap().name.as_deref(), Some("Café"));
+    }
+
+    #[test]
+    fn a_huge_line_is_not_echoed_whole() {
+        // 50 MB once; 1 MB elsewhere, which is already far past what an error may quote.
+        let huge = "x".repeat(1 << 20);
+        for text in [
+            format!("[general]\nname = {}\n", "x".repeat(50 << 20)),
+            format!("[general]\n{huge}\n"),
+            format!("[general]\n{huge} = 1\n"),
+            format!("[{huge}]\n"),
+            format!("[connect {huge}]\n"),
+        ] {
+            let e = err(&text).to_string();
+            assert!(e.starts_with("rtpmidid.conf:"), "{}", &e[..100]);
+            assert!(e.len() < 300, "{} bytes: {}...", e.len(), &e[..100]);
+        }
+    }
+
+    #[test]
+    fn names_and_durations_beyond_what_peers_take_are_refused() {
+        let long = "n".repeat(64);
+        for (text, want) in [
+            (format!("[general]\nname = {long}\n"), ":2: bad value"),
+            (format!("[general]\nalsa_name = {long}\n"), ":2: bad value"),
+            (format!("[connect {long}]\nhost = h\n"), ":1: bad value"),
+            (format!("[listener {long}]\nport = 7000\n"), ":1: bad value"),
+            (
+                format!("[connect a]\nhost = h\nlocal_port = {long}\n"),
+                ":3: bad value",
+            ),
+            (
+                "[mdns]\ninterfaces = eth0 averyverylongname0\n".into(),
+                ":2: bad value",
+            ),
+            (
+                "[timeouts]\nck_interval = 0.000000001\n".into(),
+                ":2: bad value",
+            ),
+            (
+                "[timeouts]\ninvite_interval = 1ms\n".into(),
+                ":2: bad value",
+            ),
+            (
+                "[timeouts]\nresponder_timeout = 1e-9\n".into(),
+                ":2: bad value",
+            ),
+        ] {
+            let e = err(&text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let e = err(&format!("[general]\nname = {long}\n")).to_string();
+        assert!(e.contains("at most 63 bytes"), "{e}");
+        assert!(parse("x", &format!("[general]\nname = {}\n", &long[1..])).is_ok());
+    }
+
+    #[test]
+    fn port_clashes_name_the_line_of_the_port() {
+        let e = err("[general]\nport = 7000\n\n[listener l]\n# c\nport = 7001\n").to_string();
+        assert!(
+            e.starts_with(
+                "rtpmidid.conf:6: [listener l]: UDP port 7001 clashes with [general] port"
+            ),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! mDNS in the shell: its sockets, announcing our listeners, and discovered peers handed to
+//! the router (after the `[mdns]` filters).
+use std::net::SocketAddr;
+
+use log::{debug, warn};
+use reactor::Interest;
+
+use super::{to_std_time, Ctx, Daemon, TimerId};
+use crate::mdns::{self, Mdns, PeerEvent};
+use crate::options::ConnectTarget;
+use crate::router::ListenerId;
+
+impl Daemon {
+    /// Opens mDNS and announces the listeners; without it the daemon still works.
+    pub(super) fn start_mdns(&mut self, ctx: &mut Ctx) {
+        if !self.settings.mdns.enabled {
+            return;
+        }
+        let config = mdns::Config {
+            interfaces: self.settings.mdns.interfaces.clone(),
+        };
+        let now = self.now(ctx);
+        let seed = self.origin.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+        let mdns = match Mdns::new(now, config, seed) {
+            Ok(mdns) => mdns,
+            Err(e) => {
+                warn!("mDNS off: {e}");
+                return;
+            }
+        };
+        for fd in mdns.fds() {
+            match ctx.register(fd, Interest::READABLE, on_mdns) {
+                Ok(source) => self.mdns_sources.push(source),
+                Err(e) => warn!("mDNS: cannot watch a socket: {e}"),
+            }
+        }
+        self.mdns = Some(mdns);
+        if let Some(names) = self.names.as_mut() {
+            names.resolver.set_mdns(true); // `.local` names through our own querier
+        }
+        let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
+        for id in ids {
+            self.announce(ctx, id);
+        }
+    }
+
+    /// Announces listener `id` under its name on its port.
+    pub(super) fn announce(&mut self, ctx: &mut Ctx, id: ListenerId) {
+        let now = self.now(ctx);
+        let (Some(mdns), Some(listener)) = (self.mdns.as_mut(), self.listeners.get(&id)) else {
+            return;
+        };
+        match listener.port() {
+            Some(port) => mdns.add_service(now, id.index(), &listener.name, port),
+            None => warn!("mDNS: cannot announce {:?}: no local port", listener.name),
+        }
+        self.mdns_events(ctx);
+    }
+
+    fn read_mdns(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            let mut names = self.names.as_mut();
+            let mut tap = |from, if_index, bytes: &[u8]| {
+                if let Some(names) = names.as_mut() {
+                    names
+                        .resolver
+                        .handle_mdns_datagram(now, from, if_index, bytes);
+                }
+            };
+            if mdns.read_tap(now, event.fd, &mut tap) {
+                let _ = ctx.reregister(event.source, Interest::READABLE);
+            }
+        }
+        self.finish_lookups(now);
+        self.mdns_events(ctx);
+        self.pump(ctx);
+    }
+
+    pub(super) fn mdns_timeout(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.handle_timeout(now);
+        }
+        self.mdns_events(ctx);
+        self.pump(ctx);
+    }
+
+    /// Discovered peers to the router, and the mDNS timer re-armed.
+    pub(super) fn mdns_events(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        let Some(mdns) = self.mdns.as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(event) = mdns.poll_event() {
+            events.push(event);
+        }
+        ctx.set_timer(TimerId::Mdns, to_std_time(self.origin, mdns.poll_timeout()));
+        for event in events {
+            match event {
+                PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } => {
+                    if !self.settings.mdns.admits(&name) {
+                        debug!("mDNS: {name:?} at {addr} ignored ([mdns] include/exclude)");
+                        continue;
+                    }
+                    let target = ConnectTarget {
+                        name: Some(name.clone()),
+                        host: host_of(addr),
+                        port: addr.port(),
+                    };
+                    self.router.discovered(now, &name, target);
+                }
+                PeerEvent::Gone { name } => self.router.discovered_gone(now, &name),
+            }
+        }
+    }
+}
+
+/// A discovered address as a host: a link-local IPv6 address keeps the interface it was
+/// seen on.
+fn host_of(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V6(v6) if v6.scope_id() != 0 => format!("{}%{}", v6.ip(), v6.scope_id()),
+        _ => addr.ip().to_string(),
+    }
+}
+
+fn on_mdns(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_mdns(ctx, event);
+}

@@ -1,0 +1,651 @@
+//! The daemon's shell: it owns the loop's registrations, the sockets, the sequencer and mDNS,
+//! feeds what they say to the protocol endpoints and to the [`Router`], and carries out what
+//! the router answers. Policy lives in `router`; this only translates.
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant as StdInstant;
+
+use log::{debug, error, info, log, trace, warn, Level};
+use protocol::endpoint::{AcceptPolicy, Dropped, Endpoint, SessionId};
+use protocol::midi::MidiMessage;
+use protocol::session::{self, DisconnectReason, Event, Port};
+use protocol::time::{Duration, Instant};
+use reactor::{Context, Interest, Signal, SourceId};
+
+use crate::bridge::{self, Bridge};
+use crate::config;
+use crate::config::CommandLine;
+use crate::mdns::Mdns;
+use crate::net;
+use crate::playout::Playout;
+use crate::router::{Action, Dest, Ended, ListenerId, PeerPortId, Router, SessionKey, Source};
+use crate::seq::Sequencer;
+
+mod discovery;
+mod listener;
+mod names;
+mod requests;
+mod setup;
+
+use listener::Listener;
+
+/// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
+/// others, so one flooding source cannot starve the rest.
+const READ_BATCH: usize = 256;
+/// Largest datagram we read; RTP-MIDI over UDP is far below it.
+const MAX_DATAGRAM: usize = 65_536;
+/// Dropped datagrams are logged at warn level at most this often.
+const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// Retry period while the sequencer's output is full.
+const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerId {
+    /// The nearest deadline of the protocol endpoints and the router.
+    Protocol,
+    /// Retry output the sequencer had no room for.
+    SeqFlush,
+    /// The nearest deadline of mDNS.
+    Mdns,
+}
+
+pub type Ctx = Context<Daemon, TimerId>;
+
+/// Counts dropped datagrams; logs each at debug level and a summary at most every 10 s at warn.
+#[derive(Default)]
+struct DropLog {
+    since_warn: u64,
+    total: u64,
+    last_warn: Option<Instant>,
+}
+
+impl DropLog {
+    fn record(&mut self, now: Instant, why: Dropped, from: SocketAddr, len: usize) {
+        self.total += 1;
+        self.since_warn += 1;
+        debug!("dropped a {len}-byte datagram from {from}: {why:?}");
+        if self
+            .last_warn
+            .is_none_or(|at| now.saturating_duration_since(at) >= DROP_WARN_INTERVAL)
+        {
+            warn!(
+                "dropped {} datagram(s) that belong to no session or are malformed \
+                 (last from {from}: {why:?}; {} in all)",
+                self.since_warn, self.total
+            );
+            self.since_warn = 0;
+            self.last_warn = Some(now);
+        }
+    }
+}
+
+pub struct Daemon {
+    origin: StdInstant,
+    started: StdInstant,
+    settings: config::Settings,
+    /// The command line and the file the settings came from, to reload.
+    reload_from: Option<(CommandLine, Option<PathBuf>)>,
+    router: Router,
+    listeners: BTreeMap<ListenerId, Listener>,
+    bridge: Option<Bridge<PeerPortId>>,
+    seq_sources: Vec<SourceId>,
+    /// With `--playout-delay`: each session's schedule.
+    playouts: BTreeMap<SessionKey, Playout>,
+    /// Round trip of each session's last CK exchange.
+    latency: BTreeMap<SessionKey, Duration>,
+    recv_buf: Vec<u8>,
+    send_buf: Vec<u8>,
+    drops: DropLog,
+    bridge_actions: Vec<bridge::Action<PeerPortId>>,
+    dests: Vec<Dest>,
+    signals_seen: u32,
+    mdns: Option<Mdns>,
+    mdns_sources: Vec<SourceId>,
+    names: Option<names::Names>,
+    seed: u64,
+    /// The control socket, while it is open.
+    control: Option<crate::control::Server>,
+    /// The configuration file's watch, to reload when it is saved.
+    watch: Option<crate::reload::Watch>,
+}
+
+impl Daemon {
+    /// Binds the main port and builds the graph the settings describe; nothing runs until
+    /// [`Daemon::start`].
+    pub fn new(
+        settings: config::Settings,
+        sequencer: Option<Box<dyn Sequencer>>,
+        seed: u64,
+    ) -> io::Result<Daemon> {
+        let sockets = net::bind_all(&settings.bind, settings.port)?;
+        let mut bridge = sequencer.map(Bridge::new).transpose()?;
+        if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
+            bridge.set_auto_export(rule)?;
+        }
+        let router = Router::new(&settings.name, bridge.is_some(), settings.hub);
+        let main = Listener::new(
+            &settings.name,
+            Endpoint::new(settings.session_config(), AcceptPolicy::default(), seed),
+            sockets,
+        );
+        let now = StdInstant::now();
+        Ok(Daemon {
+            origin: now,
+            started: now,
+            listeners: BTreeMap::from([(router.main(), main)]),
+            router,
+            settings,
+            reload_from: None,
+            bridge,
+            seq_sources: Vec::new(),
+            playouts: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            recv_buf: vec![0; MAX_DATAGRAM],
+            send_buf: vec![0; MAX_DATAGRAM],
+            drops: DropLog::default(),
+            bridge_actions: Vec::new(),
+            dests: Vec::new(),
+            signals_seen: 0,
+            mdns: None,
+            mdns_sources: Vec::new(),
+            names: None,
+            seed,
+            control: None,
+            watch: None,
+        })
+    }
+
+    /// Registers the sockets and the sequencer, opens the file's sections, the control socket,
+    /// the file watch and mDNS. A control socket asked for explicitly must open; the default
+    /// one may fail (no /run/rtpmidid for an ordinary user) with a warning.
+    pub fn start(
+        &mut self,
+        ctx: &mut Ctx,
+        command_line: CommandLine,
+        path: Option<PathBuf>,
+    ) -> Result<(), String> {
+        let main = self.router.main();
+        if let Some(l) = self.listeners.get_mut(&main) {
+            l.register(ctx)
+                .map_err(|e| format!("cannot register sockets: {e}"))?;
+        }
+        if let Some(bridge) = &self.bridge {
+            let fds = bridge
+                .fds()
+                .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
+            for fd in fds {
+                let source = ctx
+                    .register(fd, Interest::READABLE, on_sequencer)
+                    .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
+                self.seq_sources.push(source);
+            }
+        }
+        self.start_names(ctx)?;
+        self.apply_sections(ctx)?;
+        self.open_control(ctx)?;
+        if let Some(path) = &path {
+            self.watch_file(ctx, path);
+        }
+        self.reload_from = Some((command_line, path));
+        self.start_mdns(ctx);
+        self.pump(ctx);
+        Ok(())
+    }
+
+    fn now(&self, ctx: &Ctx) -> Instant {
+        to_protocol_time(self.origin, ctx.now())
+    }
+
+    fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: Port) {
+        let found = self
+            .listeners
+            .iter()
+            .find_map(|(id, l)| l.pair_of(event.fd, port).map(|pair| (*id, pair)));
+        let Some((id, pair)) = found else {
+            return;
+        };
+        let now = self.now(ctx);
+        let listener = self.listeners.get_mut(&id).expect("found above");
+        for _ in 0..READ_BATCH {
+            let socket = listener::socket(&listener.sockets[pair], port);
+            match socket.recv_from(&mut self.recv_buf) {
+                Ok((len, from)) => {
+                    let from = net::canonical(from);
+                    let bytes = &self.recv_buf[..len];
+                    if let Err(why) = listener.endpoint.handle_datagram(now, port, from, bytes) {
+                        self.drops.record(now, why, from, len);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors from earlier sends surface here; they concern no one datagram.
+                Err(e) => debug!("receive on {port:?} socket: {e}"),
+            }
+            // Answer as we go so a long batch does not delay replies.
+            listener.flush(now, &mut self.send_buf);
+        }
+        // Edge-triggered: if the batch ended with data left, ask to be told again next turn.
+        let _ = ctx.reregister(event.source, Interest::READABLE);
+        self.pump(ctx);
+    }
+
+    fn read_sequencer(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
+        let mut actions = std::mem::take(&mut self.bridge_actions);
+        if let Some(bridge) = self.bridge.as_mut() {
+            for _ in 0..READ_BATCH {
+                match bridge.poll(&mut actions) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        warn!("ALSA sequencer input: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        for action in actions.drain(..) {
+            self.on_bridge_action(now, action);
+        }
+        self.bridge_actions = actions;
+        let _ = ctx.reregister(event.source, Interest::READABLE);
+        self.pump(ctx);
+    }
+
+    fn on_bridge_action(&mut self, now: Instant, action: bridge::Action<PeerPortId>) {
+        match action {
+            bridge::Action::ToPeer(port, message) => {
+                self.forward(now, Source::Port(port), message, None)
+            }
+            bridge::Action::FromExported(local, message) => {
+                self.forward(now, Source::Network(local), message, None)
+            }
+            bridge::Action::PeerWanted(port, on) => self.router.port_subscribed(now, port, on),
+            bridge::Action::Export { local, name, on } => {
+                let section = self.bridge.as_ref().and_then(|b| b.export_as(local));
+                match section {
+                    Some(how) => {
+                        let (name, port) = (how.name.clone(), how.port);
+                        self.router.export_changed(local, &name, true, port, on)
+                    }
+                    None => self.router.export_changed(local, &name, false, None, on),
+                }
+            }
+        }
+    }
+
+    /// Runs the protocol and the router until they have nothing more to say: timeouts,
+    /// datagrams, events (which may queue more datagrams, as the hub does), the router's
+    /// actions; then re-arms the loop's timer.
+    fn pump(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        for listener in self.listeners.values_mut() {
+            listener.endpoint.handle_timeout(now);
+        }
+        self.router.handle_timeout(now);
+        self.finish_lookups(now);
+        loop {
+            // A failure is logged where it happens; the rest goes on.
+            let _ = self.run_actions(ctx);
+            let mut busy = false;
+            let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
+            for id in ids {
+                if let Some(listener) = self.listeners.get_mut(&id) {
+                    listener.flush(now, &mut self.send_buf);
+                }
+                while let Some((session, event)) = self
+                    .listeners
+                    .get_mut(&id)
+                    .and_then(|l| l.endpoint.poll_event())
+                {
+                    busy = true;
+                    self.on_session_event(
+                        now,
+                        SessionKey {
+                            listener: id,
+                            session,
+                        },
+                        event,
+                    );
+                }
+            }
+            if !busy {
+                break;
+            }
+        }
+        let deadline = self
+            .listeners
+            .values()
+            .filter_map(|l| l.endpoint.poll_timeout())
+            .chain(self.router.poll_timeout())
+            .chain(self.names.as_ref().and_then(|n| n.poll_timeout()))
+            .min();
+        match deadline {
+            Some(at) => ctx.set_timer(TimerId::Protocol, to_std_time(self.origin, at)),
+            None => {
+                ctx.cancel_timer(&TimerId::Protocol);
+            }
+        }
+        if self.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
+            ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
+        }
+    }
+
+    fn on_session_event(&mut self, now: Instant, key: SessionKey, event: Event) {
+        let who = |d: &Daemon| {
+            d.router
+                .peer_name(key)
+                .map_or_else(|| format!("session {}", key.session.0), str::to_string)
+        };
+        match event {
+            Event::Connected { name, ssrc, addr } => {
+                let on = self.listeners.get(&key.listener).map_or("", |l| &l.name);
+                info!("session opened: {name:?} at {addr} (SSRC {ssrc:08X}) on {on}");
+                self.router.session_up(key, &name, addr.ip());
+            }
+            Event::Midi(midi) => {
+                trace!("MIDI from {}: {:?}", who(self), midi.message);
+                let after = self.playout_after(now, key, midi.timestamp);
+                self.forward(now, Source::Session(key), midi.message, after);
+            }
+            Event::Latency { rtt, offset_ticks } => {
+                self.playout_clock(now, key, rtt, offset_ticks);
+                // The first measurement of a session at info level, the rest at debug.
+                let first = self.latency.insert(key, rtt).is_none();
+                log!(
+                    if first { Level::Info } else { Level::Debug },
+                    "clock sync with {}: round trip {:.2} ms, offset {} ticks",
+                    who(self),
+                    rtt.as_secs_f64() * 1000.0,
+                    offset_ticks
+                );
+            }
+            Event::Loss { lost } => info!("{lost} packet(s) from {} lost", who(self)),
+            Event::Disconnected { reason } => {
+                match reason {
+                    DisconnectReason::Closed | DisconnectReason::PeerEnded => {
+                        info!("session closed: {}: {reason:?}", who(self))
+                    }
+                    _ => warn!("session closed: {}: {reason:?}", who(self)),
+                }
+                self.latency.remove(&key);
+                self.playouts.remove(&key);
+                let ended = match reason {
+                    DisconnectReason::Replaced => Ended::Replaced,
+                    _ => Ended::Other,
+                };
+                self.router.session_down(now, key, ended);
+            }
+        }
+    }
+
+    /// MIDI from `from` to wherever the router says; `after`: the playout delay of MIDI
+    /// from the network on its way to ALSA.
+    fn forward(
+        &mut self,
+        now: Instant,
+        from: Source,
+        message: MidiMessage,
+        after: Option<Duration>,
+    ) {
+        let mut dests = std::mem::take(&mut self.dests);
+        self.router.route(from, &mut dests);
+        for dest in &dests {
+            match *dest {
+                Dest::Port(port) => {
+                    if let Some(bridge) = self.bridge.as_mut() {
+                        bridge.send_to_port(port, &message, after);
+                    }
+                }
+                Dest::Local(local) => {
+                    if let Some(bridge) = self.bridge.as_mut() {
+                        bridge.send_to_exported(local, &message, after);
+                    }
+                }
+                Dest::Session(key) => {
+                    let session = self
+                        .listeners
+                        .get_mut(&key.listener)
+                        .and_then(|l| l.endpoint.session_mut(key.session));
+                    if let Some(s) = session {
+                        s.send_midi(now, message.clone());
+                    }
+                }
+                Dest::Listener { listener, except } => {
+                    if let Some(l) = self.listeners.get_mut(&listener) {
+                        let except = except.map(|k| k.session);
+                        send_to_all(&mut l.endpoint, now, except, &message);
+                    }
+                }
+            }
+        }
+        self.dests = dests;
+    }
+
+    /// Carries out what the router asked; the first failure to open a listener is returned
+    /// (and logged), the rest goes on.
+    fn run_actions(&mut self, ctx: &mut Ctx) -> Result<(), String> {
+        let mut result = Ok(());
+        while let Some(action) = self.router.poll_action() {
+            if let Err(e) = self.run_action(ctx, action) {
+                error!("{e}");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    fn run_action(&mut self, ctx: &mut Ctx, action: Action) -> Result<(), String> {
+        let now = self.now(ctx);
+        match action {
+            Action::CreatePort { port, name } => {
+                if let Some(bridge) = self.bridge.as_mut() {
+                    if let Err(e) = bridge.add_peer(port, &name) {
+                        self.router.port_failed(port);
+                        return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
+                    }
+                }
+            }
+            Action::DeletePort(port) => {
+                if let Some(bridge) = self.bridge.as_mut() {
+                    bridge.remove_peer(port);
+                }
+            }
+            Action::Connect { connection, target } => self.look_up(now, connection, &target),
+            Action::Close(key) => {
+                let session = self
+                    .listeners
+                    .get_mut(&key.listener)
+                    .and_then(|l| l.endpoint.session_mut(key.session));
+                if let Some(s) = session {
+                    s.close();
+                }
+            }
+            Action::OpenListener {
+                listener,
+                name,
+                port,
+            } => {
+                if let Err(e) = self.open_listener(ctx, listener, &name, port) {
+                    self.router.listener_failed(listener);
+                    let port = port.map_or_else(
+                        || "a free UDP port".to_string(),
+                        |p| format!("UDP port {p}"),
+                    );
+                    return Err(format!("{name:?}: cannot open {port}: {e}"));
+                }
+            }
+            Action::CloseListener(id) => {
+                if let Some(mut l) = self.listeners.remove(&id) {
+                    l.endpoint.close_all();
+                    l.flush(now, &mut self.send_buf);
+                    l.deregister(ctx);
+                }
+                self.playouts.retain(|key, _| key.listener != id);
+                self.latency.retain(|key, _| key.listener != id);
+            }
+            Action::Announce(id) => self.announce(ctx, id),
+            Action::Withdraw(id) => {
+                if let Some(mdns) = self.mdns.as_mut() {
+                    mdns.remove_service(now, id.index());
+                }
+                self.mdns_events(ctx);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_listener(
+        &mut self,
+        ctx: &mut Ctx,
+        id: ListenerId,
+        name: &str,
+        port: Option<u16>,
+    ) -> io::Result<()> {
+        let sockets = match port {
+            Some(port) => net::bind_all(&self.settings.bind, port)?,
+            None => listener::bind_free_pair(&self.settings.bind, self.settings.port)?,
+        };
+        let config = session::Config {
+            name: name.to_string(),
+            ..self.settings.session_config()
+        };
+        let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut listener = Listener::new(
+            name,
+            Endpoint::new(config, AcceptPolicy::default(), seed),
+            sockets,
+        );
+        listener.register(ctx)?;
+        if let Some(port) = listener.port() {
+            info!("listening as {name:?} on UDP port {port}");
+        }
+        self.listeners.insert(id, listener);
+        Ok(())
+    }
+
+    /// With `--playout-delay`: how long MIDI stamped `timestamp` by session `key`'s peer
+    /// waits before ALSA delivers it (see `playout`).
+    fn playout_after(&mut self, now: Instant, key: SessionKey, timestamp: u32) -> Option<Duration> {
+        let delay = self.playout_delay()?;
+        self.bridge.as_ref()?;
+        let playout = self
+            .playouts
+            .entry(key)
+            .or_insert_with(|| Playout::new(delay));
+        let was_clock = playout.uses_clock();
+        let at = playout.schedule(now, timestamp);
+        if was_clock && !playout.uses_clock() {
+            warn!(
+                "session {}: RTP timestamps far from the CK clock: playout timed by arrivals",
+                key.session.0
+            );
+        }
+        trace!("playout of {timestamp} in {:?}", at - now);
+        Some(at - now)
+    }
+
+    /// A CK round of session `key` ended: its offset times the playout from now on.
+    fn playout_clock(&mut self, now: Instant, key: SessionKey, rtt: Duration, offset_ticks: i64) {
+        let Some(delay) = self.playout_delay() else {
+            return;
+        };
+        let session = self
+            .listeners
+            .get(&key.listener)
+            .and_then(|l| l.endpoint.session(key.session));
+        let Some(session) = session else {
+            return;
+        };
+        let local_ticks = session.clock_ticks(now);
+        self.playouts
+            .entry(key)
+            .or_insert_with(|| Playout::new(delay))
+            .on_clock(now, rtt, local_ticks, offset_ticks);
+    }
+
+    fn playout_delay(&self) -> Option<Duration> {
+        self.settings
+            .playout_delay
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// First SIGINT/SIGTERM: BY to every peer, then stop. A second: exit at once.
+    fn on_shutdown_signal(&mut self, ctx: &mut Ctx, signal: Signal) {
+        self.signals_seen += 1;
+        if self.signals_seen > 1 {
+            warn!("{signal:?} again: exiting at once");
+            std::process::exit(1);
+        }
+        info!("{signal:?}: closing every session");
+        self.router.stop();
+        for listener in self.listeners.values_mut() {
+            listener.endpoint.close_all();
+        }
+        self.pump(ctx);
+        let now = self.now(ctx);
+        if let Some(mdns) = self.mdns.as_mut() {
+            info!("mDNS: saying goodbye");
+            mdns.shutdown(now);
+        }
+        ctx.stop();
+    }
+}
+
+/// Queues `message` for every connected session of `endpoint` but `except`.
+fn send_to_all(
+    endpoint: &mut Endpoint,
+    now: Instant,
+    except: Option<SessionId>,
+    message: &MidiMessage,
+) {
+    for (id, session) in endpoint.sessions_mut() {
+        if Some(id) != except && session.is_connected() {
+            session.send_midi(now, message.clone());
+        }
+    }
+}
+
+fn to_protocol_time(origin: StdInstant, t: StdInstant) -> Instant {
+    Instant::from_micros(t.saturating_duration_since(origin).as_micros() as u64)
+}
+
+fn to_std_time(origin: StdInstant, t: Instant) -> StdInstant {
+    origin + std::time::Duration::from_micros(t.as_micros())
+}
+
+fn on_control(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_socket(ctx, event, Port::Control);
+}
+
+fn on_data(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_socket(ctx, event, Port::Data);
+}
+
+fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_sequencer(ctx, event);
+}
+
+pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
+    match timer {
+        TimerId::Mdns => return daemon.mdns_timeout(ctx),
+        TimerId::SeqFlush => {
+            if let Some(bridge) = daemon.bridge.as_mut() {
+                bridge.flush();
+            }
+        }
+        TimerId::Protocol => {}
+    }
+    daemon.pump(ctx);
+}
+
+pub fn on_signal(daemon: &mut Daemon, ctx: &mut Ctx, signal: Signal) {
+    match signal {
+        Signal::SIGHUP => daemon.reload(ctx, "SIGHUP"),
+        Signal::SIGINT | Signal::SIGTERM => daemon.on_shutdown_signal(ctx, signal),
+        other => error!("unexpected signal {other:?}"),
+    }
+}

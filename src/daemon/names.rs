@@ -1,0 +1,136 @@
+//! Connections' host names looked up without blocking the loop (`crate::resolver`), and the
+//! sessions started once they are.
+use std::collections::BTreeMap;
+
+use log::{info, warn};
+use protocol::resolve::LookupId;
+use protocol::time::Instant;
+use reactor::Interest;
+
+use super::{Ctx, Daemon};
+use crate::options::ConnectTarget;
+use crate::resolver::{self, Resolver};
+use crate::router::{ConnectionId, SessionKey};
+
+/// The resolver and which connection each lookup is for.
+pub struct Names {
+    pub resolver: Resolver,
+    lookups: BTreeMap<LookupId, ConnectionId>,
+}
+
+impl Names {
+    pub fn new(seed: u64) -> std::io::Result<Names> {
+        Ok(Names {
+            resolver: Resolver::new(resolver::Config::default(), seed)?,
+            lookups: BTreeMap::new(),
+        })
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.resolver.poll_timeout()
+    }
+}
+
+impl Daemon {
+    pub(super) fn start_names(&mut self, ctx: &mut Ctx) -> Result<(), String> {
+        let names = Names::new(self.seed.rotate_left(17))
+            .map_err(|e| format!("cannot open the resolver's socket: {e}"))?;
+        names
+            .resolver
+            .register(ctx, on_resolver)
+            .map_err(|e| format!("cannot watch the resolver's socket: {e}"))?;
+        self.names = Some(names);
+        Ok(())
+    }
+
+    /// Starts a session for `connection` once `target`'s host is looked up.
+    pub(super) fn look_up(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        target: &ConnectTarget,
+    ) {
+        match self.names.as_mut() {
+            Some(names) => {
+                let id = names.resolver.lookup(now, &target.host, target.port);
+                names.lookups.insert(id, connection);
+            }
+            None => self.router.connect_failed(now, connection),
+        }
+        self.finish_lookups(now);
+    }
+
+    /// Finished lookups become sessions (or retries); `.local` queries go out by mDNS.
+    pub(super) fn finish_lookups(&mut self, now: Instant) {
+        let Some(names) = self.names.as_mut() else {
+            return;
+        };
+        // Lookups for connections removed or no longer wanted meanwhile.
+        let router = &self.router;
+        names.lookups.retain(|id, connection| {
+            let wanted = router.connection(*connection).is_some_and(|c| c.opening);
+            if !wanted {
+                names.resolver.cancel(*id);
+            }
+            wanted
+        });
+        names.resolver.handle_timeout(now);
+        if let Some(mdns) = self.mdns.as_mut() {
+            while let Some(query) = names.resolver.poll_mdns_query() {
+                mdns.send_query(&query);
+            }
+        }
+        while let Some(done) = names.resolver.poll_done() {
+            let Some(connection) = names.lookups.remove(&done.id) else {
+                continue;
+            };
+            // Removed or unwanted while its name was looked up.
+            if !self
+                .router
+                .connection(connection)
+                .is_some_and(|c| c.opening)
+            {
+                continue;
+            }
+            match done.result.map(|addrs| addrs.first().copied()) {
+                Ok(Some(addr)) => {
+                    info!("connecting to {addr}");
+                    let main = self.router.main();
+                    if let Some(l) = self.listeners.get_mut(&main) {
+                        let session = l.endpoint.connect(now, addr);
+                        let key = SessionKey {
+                            listener: main,
+                            session,
+                        };
+                        self.router.connecting(connection, key, addr.ip());
+                    }
+                }
+                failed => {
+                    let host = self
+                        .router
+                        .connection(connection)
+                        .map_or_else(String::new, |c| c.target.host.clone());
+                    // Bad replies dropped so far tell a broken or spoofing network.
+                    let dropped = names.resolver.stats();
+                    match failed {
+                        Err(why) => {
+                            warn!("cannot resolve {host}: {why:?} (replies dropped: {dropped:?})")
+                        }
+                        _ => warn!("cannot resolve {host}: no address"),
+                    }
+                    self.router.connect_failed(now, connection);
+                }
+            }
+        }
+    }
+}
+
+fn on_resolver(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    let now = daemon.now(ctx);
+    let more = daemon.names.as_mut().is_some_and(|n| n.resolver.read(now));
+    if more {
+        let _ = ctx.reregister(event.source, Interest::READABLE);
+    }
+    daemon.finish_lookups(now);
+    daemon.pump(ctx);
+}

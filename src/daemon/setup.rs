@@ -1,0 +1,192 @@
+//! The configuration in the shell: the file's sections applied at start, the control socket
+//! opened, and reloads turned into router calls.
+use std::path::Path;
+
+use log::{debug, error, info, warn};
+use protocol::session;
+use reactor::Interest;
+
+use super::{Ctx, Daemon};
+use crate::bridge::{ExportAs, PortMatch};
+use crate::config::{self, Action};
+use crate::reload::Watch;
+
+impl Daemon {
+    /// The connections, `[export]` and `[listener]` sections of the settings. A listener that
+    /// cannot open stops the start.
+    pub(super) fn apply_sections(&mut self, ctx: &mut Ctx) -> Result<(), String> {
+        let now = self.now(ctx);
+        for c in self.settings.connect.clone() {
+            let keep = c.keep_connected.unwrap_or(false);
+            self.router
+                .add_connection(now, c.target(), keep, c.alsa_port_name.as_deref());
+        }
+        match self.bridge.as_mut() {
+            Some(bridge) => {
+                for e in &self.settings.exports {
+                    let how = ExportAs {
+                        name: e.name.clone(),
+                        port: e.port,
+                    };
+                    bridge
+                        .add_export_section(PortMatch::parse(&e.alsa_port), how)
+                        .map_err(|e| format!("cannot watch ALSA ports for [export]: {e}"))?;
+                }
+            }
+            None => {
+                for e in &self.settings.exports {
+                    warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
+                }
+                if self.settings.export_auto.is_some() {
+                    warn!("export_auto ignored: the daemon runs without ALSA");
+                }
+            }
+        }
+        for l in self.settings.listeners.clone() {
+            self.router.add_listener(&l.name, l.port);
+        }
+        self.run_actions(ctx)
+            .map_err(|e| format!("[listener]: {e}"))
+    }
+
+    /// A control socket asked for explicitly must open; the default one may fail (no
+    /// /run/rtpmidid for an ordinary user) with a warning.
+    pub(super) fn open_control(&mut self, ctx: &mut Ctx) -> Result<(), String> {
+        let path = self.settings.control.clone();
+        match crate::control::Server::start::<Daemon>(&path, ctx) {
+            Ok(server) => self.control = Some(server),
+            Err(e) if self.settings.control_required => {
+                return Err(format!(
+                    "cannot open the control socket {}: {e}",
+                    path.display()
+                ))
+            }
+            Err(e) => warn!(
+                "no control socket: cannot open {}: {e} (set one with --control)",
+                path.display()
+            ),
+        }
+        Ok(())
+    }
+
+    /// Reloads when `path` is saved.
+    pub(super) fn watch_file(&mut self, ctx: &mut Ctx, path: &Path) {
+        let watch = Watch::new(path).and_then(|w| {
+            ctx.register(w.fd(), Interest::READABLE, on_file_change)
+                .map(|_| w)
+        });
+        match watch {
+            Ok(watch) => self.watch = Some(watch),
+            Err(e) => warn!("cannot watch {} for changes: {e}", path.display()),
+        }
+    }
+
+    /// Reads the configuration file again and applies what changed; a broken file changes
+    /// nothing.
+    pub fn reload(&mut self, ctx: &mut Ctx, why: &str) {
+        let Some((options, Some(path))) = &self.reload_from else {
+            info!("{why}: no configuration file to reload");
+            return;
+        };
+        let file = match config::read(path) {
+            Ok(file) => file,
+            Err(e) => {
+                error!("{why}: configuration refused, the running one stays: {e}");
+                return;
+            }
+        };
+        let new = config::resolve(options, &file, config::hostname);
+        let actions = config::diff(&self.settings, &new);
+        if actions.is_empty() {
+            info!("{why}: configuration unchanged");
+        } else {
+            info!("{why}: configuration reloaded, {} change(s)", actions.len());
+        }
+        self.settings = new;
+        for action in actions {
+            self.apply(ctx, action);
+        }
+        self.pump(ctx);
+    }
+
+    fn apply(&mut self, ctx: &mut Ctx, action: Action) {
+        let now = self.now(ctx);
+        match action {
+            Action::RemoveListener(name) => {
+                info!("reload: closing [listener {name}]");
+                if let Some(id) = self.router.extra_listener(&name) {
+                    self.router.remove_listener(id);
+                }
+            }
+            Action::AddListener(l) => {
+                info!(
+                    "reload: opening [listener {}] on UDP port {}",
+                    l.name, l.port
+                );
+                self.router.add_listener(&l.name, l.port);
+            }
+            Action::Disconnect(name) => {
+                info!("reload: closing connection {name:?}");
+                if let Some(c) = self.router.configured(&name) {
+                    self.router.remove_connection(c);
+                }
+            }
+            Action::Connect(c) => {
+                info!(
+                    "reload: new connection {:?} to {}:{}",
+                    c.name, c.host, c.port
+                );
+                // A connection of that name made over the control socket gives way.
+                if let Some(old) = self.router.configured(&c.name) {
+                    self.router.remove_connection(old);
+                }
+                // Like --connect: with ALSA, wanted once something subscribes to its port,
+                // unless kept connected.
+                let keep = c.keep_connected.unwrap_or(false);
+                self.router
+                    .add_connection(now, c.target(), keep, c.alsa_port_name.as_deref());
+            }
+            Action::SetHub(on) => {
+                info!("reload: hub {}", if on { "on" } else { "off" });
+                self.router.set_hub(on);
+            }
+            Action::SessionConfig => {
+                info!("reload: new name, timeouts or journal setting apply to new sessions");
+                self.router.set_name(&self.settings.name);
+                let main = self.router.main();
+                for (id, l) in &mut self.listeners {
+                    let name = if *id == main {
+                        self.settings.name.clone()
+                    } else {
+                        l.name.clone()
+                    };
+                    l.endpoint.set_config(session::Config {
+                        name,
+                        ..self.settings.session_config()
+                    });
+                }
+            }
+            Action::SetLogLevel(level) => {
+                if std::env::var_os("RUST_LOG").is_none() {
+                    log::set_max_level(level);
+                }
+            }
+            Action::PeerFilter => {
+                info!("reload: new [mdns] filters apply to peers discovered from now on")
+            }
+            Action::Bridge(what) => {
+                warn!("reload: {what} changed; it takes effect at the next start")
+            }
+            Action::NeedsRestart(what) => {
+                warn!("reload: {what} changed; restart rtpmidid to apply it")
+            }
+        }
+    }
+}
+
+fn on_file_change(daemon: &mut Daemon, ctx: &mut Ctx, _event: reactor::Event) {
+    if daemon.watch.as_ref().is_some_and(Watch::ours) {
+        debug!("configuration file changed");
+        daemon.reload(ctx, "file changed");
+    }
+}

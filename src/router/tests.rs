@@ -1,0 +1,451 @@
+//! Every rule of the router, driven directly: no socket, no sequencer, a made-up clock.
+use super::*;
+
+fn t(ms: u64) -> Instant {
+    Instant::from_micros(ms * 1000)
+}
+
+fn drain(r: &mut Router) -> Vec<Action> {
+    std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+fn target(name: Option<&str>, host: &str, port: u16) -> ConnectTarget {
+    ConnectTarget {
+        name: name.map(str::to_string),
+        host: host.to_string(),
+        port,
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn key(listener: ListenerId, n: u64) -> SessionKey {
+    SessionKey {
+        listener,
+        session: SessionId(n),
+    }
+}
+
+fn created(actions: &[Action]) -> Vec<(PeerPortId, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreatePort { port, name } => Some((*port, name.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one port `actions` create.
+fn one_port(actions: &[Action]) -> (PeerPortId, String) {
+    match &created(actions)[..] {
+        [one] => one.clone(),
+        _ => panic!("not one port created: {actions:?}"),
+    }
+}
+
+fn connects(actions: &[Action]) -> Vec<ConnectionId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect { connection, .. } => Some(*connection),
+            _ => None,
+        })
+        .collect()
+}
+
+fn routed(r: &Router, from: Source) -> Vec<Dest> {
+    let mut out = vec![Dest::Local(SeqAddr { client: 0, port: 0 })];
+    r.route(from, &mut out);
+    out
+}
+
+#[test]
+fn a_connection_connects_on_its_first_subscription_and_closes_on_its_last() {
+    let mut r = Router::new("us", true, false);
+    let c = r.add_connection(t(0), target(Some("piano"), "10.0.0.2", 5004), false, None);
+    let actions = drain(&mut r);
+    let (port, name) = one_port(&actions);
+    assert_eq!(name, "piano");
+    r.handle_timeout(t(100));
+    assert!(drain(&mut r).is_empty(), "not wanted before a subscription");
+    assert_eq!(r.poll_timeout(), None);
+
+    r.port_subscribed(t(200), port, true);
+    assert_eq!(r.poll_timeout(), Some(t(200)));
+    r.handle_timeout(t(200));
+    assert_eq!(connects(&drain(&mut r)), vec![c]);
+    let k = key(r.main(), 1);
+    r.connecting(c, k, ip("10.0.0.2"));
+    r.session_up(k, "piano", ip("10.0.0.2"));
+    assert!(
+        drain(&mut r).is_empty(),
+        "the connection's port serves its session"
+    );
+    assert_eq!(routed(&r, Source::Session(k)), vec![Dest::Port(port)]);
+    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(k)]);
+
+    r.port_subscribed(t(300), port, false);
+    assert_eq!(drain(&mut r), vec![Action::Close(k)]);
+    r.session_down(t(310), k, Ended::Other);
+    assert!(drain(&mut r).is_empty(), "the port stays, no reconnection");
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn kept_connections_and_those_without_alsa_connect_at_once_and_back_off() {
+    for (alsa, keep) in [(true, true), (false, false)] {
+        let mut r = Router::new("us", alsa, false);
+        let c = r.add_connection(t(0), target(None, "10.0.0.2", 5004), keep, None);
+        assert_eq!(created(&drain(&mut r)).len(), usize::from(alsa));
+        r.handle_timeout(t(0));
+        assert_eq!(connects(&drain(&mut r)), vec![c]);
+        // The name did not resolve: 1 s, then 2 s.
+        r.connect_failed(t(0), c);
+        assert_eq!(r.poll_timeout(), Some(t(1000)));
+        r.handle_timeout(t(1000));
+        assert_eq!(connects(&drain(&mut r)), vec![c]);
+        r.connect_failed(t(1000), c);
+        assert_eq!(r.poll_timeout(), Some(t(3000)));
+        // Up, then lost: the back-off starts over from 1 s.
+        r.handle_timeout(t(3000));
+        assert_eq!(connects(&drain(&mut r)), vec![c]);
+        let k = key(r.main(), 7);
+        r.connecting(c, k, ip("10.0.0.2"));
+        r.session_up(k, "far", ip("10.0.0.2"));
+        r.session_down(t(4000), k, Ended::Other);
+        assert_eq!(r.poll_timeout(), Some(t(5000)));
+        // Shutting down: no reconnection.
+        r.stop();
+        r.handle_timeout(t(5000));
+        assert!(connects(&drain(&mut r)).is_empty());
+    }
+}
+
+#[test]
+fn a_session_the_connected_peer_starts_shares_its_port() {
+    let mut r = Router::new("us", true, false);
+    let c = r.add_connection(t(0), target(Some("Keys"), "10.0.0.9", 5004), false, None);
+    let (port, _) = one_port(&drain(&mut r));
+    // Same name, other address: a port of its own.
+    let stranger = key(r.main(), 1);
+    r.session_up(stranger, "Keys", ip("10.0.0.10"));
+    assert_eq!(created(&drain(&mut r)).len(), 1);
+    // Same name and address: the connection's port.
+    let k = key(r.main(), 2);
+    r.session_up(k, "Keys", ip("::ffff:10.0.0.9"));
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.connection(c).unwrap().accepted, Some(k));
+    assert_eq!(routed(&r, Source::Session(k)), vec![Dest::Port(port)]);
+    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(k)]);
+    // Its end leaves the port to the connection.
+    r.session_down(t(10), k, Ended::Other);
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.connection(c).unwrap().accepted, None);
+    assert_eq!(routed(&r, Source::Port(port)), vec![]);
+}
+
+#[test]
+fn our_session_wins_over_the_one_the_peer_started_while_both_are_up() {
+    let mut r = Router::new("us", true, false);
+    let c = r.add_connection(t(0), target(Some("Keys"), "10.0.0.9", 5004), true, None);
+    let (port, _) = one_port(&drain(&mut r));
+    let theirs = key(r.main(), 1);
+    r.session_up(theirs, "Keys", ip("10.0.0.9"));
+    r.handle_timeout(t(0));
+    assert_eq!(connects(&drain(&mut r)), vec![c]);
+    let ours = key(r.main(), 2);
+    r.connecting(c, ours, ip("10.0.0.9"));
+    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(theirs)]);
+    r.session_up(ours, "Keys", ip("10.0.0.9"));
+    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(ours)]);
+}
+
+#[test]
+fn a_replaced_session_parks_its_port_for_the_returning_peer() {
+    let mut r = Router::new("us", true, false);
+    let old = key(r.main(), 1);
+    r.session_up(old, "Studio", ip("10.0.0.5"));
+    let (port, _) = one_port(&drain(&mut r));
+    r.session_down(t(1000), old, Ended::Replaced);
+    assert!(drain(&mut r).is_empty(), "parked, not deleted");
+    assert_eq!(r.poll_timeout(), Some(t(1000) + PARK_TIME));
+    let new = key(r.main(), 2);
+    r.session_up(new, "Studio", ip("10.0.0.5"));
+    assert!(drain(&mut r).is_empty(), "the parked port is taken back");
+    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(new)]);
+    assert_eq!(r.poll_timeout(), None);
+
+    // Replaced again, and nobody comes back: deleted after the park time.
+    r.session_down(t(2000), new, Ended::Replaced);
+    r.handle_timeout(t(6999)); // PARK_TIME is 5 s
+    assert!(drain(&mut r).is_empty());
+    r.handle_timeout(t(7000));
+    assert_eq!(drain(&mut r), vec![Action::DeletePort(port)]);
+}
+
+#[test]
+fn a_session_that_ends_otherwise_loses_its_port_and_others_get_their_own() {
+    let mut r = Router::new("us", true, false);
+    let a = key(r.main(), 1);
+    r.session_up(a, "A", ip("10.0.0.1"));
+    let extra = r.add_listener("drums", 5020);
+    let actions = drain(&mut r);
+    assert!(actions.contains(&Action::OpenListener {
+        listener: extra,
+        name: "drums".into(),
+        port: Some(5020)
+    }));
+    assert!(actions.contains(&Action::Announce(extra)));
+    let b = key(extra, 1);
+    r.session_up(b, "B", ip("10.0.0.2"));
+    let ports = created(&drain(&mut r));
+    assert_eq!(
+        ports.len(),
+        1,
+        "sessions of an extra listener get ports too"
+    );
+    r.session_down(t(5), a, Ended::Other);
+    let deleted = drain(&mut r);
+    assert!(matches!(deleted[..], [Action::DeletePort(_)]));
+    // Closing the listener deletes its sessions' ports and withdraws it.
+    r.remove_listener(extra);
+    let actions = drain(&mut r);
+    assert_eq!(
+        actions,
+        vec![
+            Action::DeletePort(ports[0].0),
+            Action::Withdraw(extra),
+            Action::CloseListener(extra)
+        ]
+    );
+}
+
+#[test]
+fn without_alsa_sessions_get_no_ports_and_discovered_peers_are_ignored() {
+    let mut r = Router::new("us", false, true);
+    r.session_up(key(r.main(), 1), "A", ip("10.0.0.1"));
+    r.discovered(t(0), "B", target(Some("B"), "10.0.0.2", 5004));
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.connections().count(), 0);
+}
+
+#[test]
+fn the_hub_forwards_to_every_session_of_the_main_listener_but_the_sender() {
+    let mut r = Router::new("us", false, true);
+    let main = r.main();
+    let a = key(main, 1);
+    r.session_up(a, "A", ip("10.0.0.1"));
+    assert_eq!(
+        routed(&r, Source::Session(a)),
+        vec![Dest::Listener {
+            listener: main,
+            except: Some(a)
+        }]
+    );
+    // Sessions of an extra listener are not hub members.
+    let extra = r.add_listener("drums", 5020);
+    let b = key(extra, 1);
+    r.session_up(b, "B", ip("10.0.0.2"));
+    assert_eq!(routed(&r, Source::Session(b)), vec![]);
+    r.set_hub(false);
+    assert_eq!(routed(&r, Source::Session(a)), vec![]);
+}
+
+#[test]
+fn an_export_is_a_listener_whose_sessions_speak_with_its_local_port_only() {
+    let mut r = Router::new("Stage", true, true);
+    let keys = SeqAddr {
+        client: 24,
+        port: 0,
+    };
+    let pads = SeqAddr {
+        client: 25,
+        port: 0,
+    };
+    r.export_changed(keys, "KeyStep", false, None, true);
+    let actions = drain(&mut r);
+    let Some(Action::OpenListener {
+        listener,
+        name,
+        port: None,
+    }) = actions.first().cloned()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(name, "Stage KeyStep");
+    assert_eq!(actions[1], Action::Announce(listener));
+    // A section's name and port; a second match of the same name gets a free pair.
+    r.export_changed(pads, "Stage KeyStep", true, Some(5010), true);
+    let actions = drain(&mut r);
+    let Some(Action::OpenListener {
+        listener: second,
+        name,
+        port: None,
+    }) = actions.first().cloned()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(name, "Stage KeyStep (2)");
+
+    // Its sessions: no ALSA port, MIDI to its local port, not the hub.
+    let s = key(listener, 1);
+    r.session_up(s, "Mac", ip("10.0.0.3"));
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(routed(&r, Source::Session(s)), vec![Dest::Local(keys)]);
+    // MIDI from a local port goes to its own export's sessions only.
+    assert_eq!(
+        routed(&r, Source::Network(keys)),
+        vec![Dest::Listener {
+            listener,
+            except: None
+        }]
+    );
+    assert_eq!(
+        routed(&r, Source::Network(pads)),
+        vec![Dest::Listener {
+            listener: second,
+            except: None
+        }]
+    );
+    assert_eq!(
+        routed(&r, Source::Network(SeqAddr { client: 9, port: 9 })),
+        vec![]
+    );
+
+    r.export_changed(keys, "KeyStep", false, None, false);
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::Withdraw(listener), Action::CloseListener(listener)]
+    );
+    assert_eq!(routed(&r, Source::Session(s)), vec![]);
+    // A section's own name takes its port.
+    r.export_changed(keys, "Keys", true, Some(5010), true);
+    assert!(matches!(
+        drain(&mut r)[0],
+        Action::OpenListener {
+            port: Some(5010),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn discovered_peers_get_one_port_each_and_keep_it_while_briefly_gone() {
+    let mut r = Router::new("us", true, false);
+    r.discovered(t(0), "Studio", target(Some("Studio"), "10.0.0.7", 5004));
+    let (port, name) = one_port(&drain(&mut r));
+    assert_eq!(name, "Studio");
+    // Seen again (another interface, a new address): the same port.
+    r.discovered(t(10), "Studio", target(Some("Studio"), "10.0.0.8", 5004));
+    assert!(drain(&mut r).is_empty());
+    // Lazy connect like a --connect target.
+    r.port_subscribed(t(20), port, true);
+    r.handle_timeout(t(20));
+    let [c] = connects(&drain(&mut r))[..] else {
+        panic!()
+    };
+    assert_eq!(r.connection(c).unwrap().target.host, "10.0.0.8");
+    // Gone, back within the grace: nothing changes.
+    r.discovered_gone(t(100), "Studio");
+    assert_eq!(r.poll_timeout(), Some(t(100) + GONE_GRACE));
+    r.discovered(t(200), "Studio", target(Some("Studio"), "10.0.0.8", 5004));
+    r.handle_timeout(t(100) + GONE_GRACE);
+    assert!(drain(&mut r).is_empty());
+    // Gone for good: the port goes.
+    r.discovered_gone(t(300), "Studio");
+    r.handle_timeout(t(300) + GONE_GRACE);
+    assert_eq!(drain(&mut r), vec![Action::DeletePort(port)]);
+    assert_eq!(r.connections().count(), 0);
+    // Back later: a port again.
+    r.discovered(
+        t(20_000),
+        "Studio",
+        target(Some("Studio"), "10.0.0.8", 5004),
+    );
+    assert_eq!(created(&drain(&mut r)).len(), 1);
+}
+
+#[test]
+fn a_session_that_came_first_gives_its_port_to_the_discovered_peer_and_gets_it_back() {
+    let mut r = Router::new("us", true, false);
+    let k = key(r.main(), 1);
+    r.session_up(k, "Studio", ip("10.0.0.7"));
+    let (port, _) = one_port(&drain(&mut r));
+    r.port_subscribed(t(0), port, true);
+    r.discovered(t(10), "Studio", target(Some("Studio"), "10.0.0.7", 5004));
+    let actions = drain(&mut r);
+    assert!(
+        created(&actions).is_empty(),
+        "one port per peer: {actions:?}"
+    );
+    let (c, conn) = r.connections().next().unwrap();
+    assert_eq!((conn.port, conn.accepted), (Some(port), Some(k)));
+    assert!(conn.wanted, "its port was subscribed already");
+    assert_eq!(routed(&r, Source::Session(k)), vec![Dest::Port(port)]);
+    // Gone from mDNS while the session lasts: the port stays the session's.
+    r.discovered_gone(t(20), "Studio");
+    r.handle_timeout(t(20) + GONE_GRACE);
+    let actions = drain(&mut r);
+    assert!(!actions.contains(&Action::DeletePort(port)), "{actions:?}");
+    assert!(r.connection(c).is_none());
+    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(k)]);
+    r.session_down(t(30_000), k, Ended::Other);
+    assert_eq!(drain(&mut r), vec![Action::DeletePort(port)]);
+}
+
+#[test]
+fn a_removed_connection_closes_its_session_and_deletes_its_port() {
+    let mut r = Router::new("us", true, false);
+    let c = r.add_connection(
+        t(0),
+        target(Some("far"), "10.0.0.2", 5004),
+        true,
+        Some("Far port"),
+    );
+    let (port, name) = one_port(&drain(&mut r));
+    assert_eq!(name, "Far port");
+    assert_eq!(r.configured("far"), Some(c));
+    r.handle_timeout(t(0));
+    drain(&mut r);
+    let k = key(r.main(), 3);
+    r.connecting(c, k, ip("10.0.0.2"));
+    r.session_up(k, "far", ip("10.0.0.2"));
+    r.remove_connection(c);
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::Close(k), Action::DeletePort(port)]
+    );
+    r.session_down(t(10), k, Ended::Other);
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.poll_timeout(), None);
+    assert_eq!(routed(&r, Source::Session(k)), vec![]);
+}
+
+#[test]
+fn a_session_started_for_a_connection_no_longer_wanted_is_closed() {
+    let mut r = Router::new("us", true, false);
+    let c = r.add_connection(t(0), target(None, "peer.example", 5004), false, None);
+    let (port, _) = one_port(&drain(&mut r));
+    r.port_subscribed(t(0), port, true);
+    r.handle_timeout(t(0));
+    assert_eq!(connects(&drain(&mut r)), vec![c]);
+    // The shell is still resolving when the subscription goes.
+    r.port_subscribed(t(5), port, false);
+    let k = key(r.main(), 4);
+    r.connecting(c, k, ip("10.0.0.4"));
+    assert_eq!(drain(&mut r), vec![Action::Close(k)]);
+}
+
+#[test]
+fn a_listener_that_cannot_open_is_forgotten_unannounced() {
+    let mut r = Router::new("us", true, false);
+    let l = r.add_listener("drums", 5020);
+    assert!(matches!(r.poll_action(), Some(Action::OpenListener { .. })));
+    r.listener_failed(l);
+    assert!(drain(&mut r).is_empty());
+    assert!(r.listener(l).is_none());
+    assert_eq!(r.extra_listener("drums"), None);
+}
