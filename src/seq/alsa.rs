@@ -744,6 +744,66 @@ mod tests {
         assert_eq!(got, [midi(&[0x90, 60, 100]), midi(&[0x80, 60, 0])]);
     }
 
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn sysex_chunks_are_joined_per_sender() {
+        let mut rx = AlsaSequencer::open("rx").unwrap();
+        let port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
+        let tx = Seq::open(None, None, false).unwrap();
+        let caps = PortCap::READ | PortCap::SUBS_READ;
+        let mut sources = Vec::new();
+        for name in [c"a", c"b"] {
+            let tx_port = tx
+                .create_simple_port(name, caps, PortType::MIDI_GENERIC)
+                .unwrap();
+            let subs = PortSubscribe::empty().unwrap();
+            let sender = Addr {
+                client: tx.client_id().unwrap(),
+                port: tx_port,
+            };
+            subs.set_sender(sender);
+            subs.set_dest(Addr {
+                client: i32::from(rx.client()),
+                port: i32::from(port.0),
+            });
+            tx.subscribe_port(&subs).unwrap();
+            sources.push(addr(sender).unwrap());
+        }
+        let send = |from: SeqAddr, mut ev: Event| {
+            ev.set_source(i32::from(from.port));
+            ev.set_subs();
+            ev.set_direct();
+            tx.event_output_direct(&mut ev).unwrap();
+        };
+        let sysex = |from, chunk: &[u8]| send(from, Event::new_ext(EventType::Sysex, chunk));
+        let (a, b) = (sources[0], sources[1]);
+        sysex(a, &[0xF0, 1, 2]);
+        sysex(b, &[0xF0, 9]);
+        // Realtime may come in the middle of a SysEx and ends nothing.
+        send(a, Event::new(EventType::Sensing, &()));
+        sysex(a, &[3, 4]);
+        sysex(b, &[0xF7]);
+        sysex(a, &[5, 0xF7]);
+
+        let mut got = Vec::new();
+        while let Some(input) = rx.recv().unwrap() {
+            if let SeqInput::Midi {
+                source, message, ..
+            } = input
+            {
+                got.push((source, message));
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                (a, message(&[0xFE])),
+                (b, message(&[0xF0, 9, 0xF7])),
+                (a, message(&[0xF0, 1, 2, 3, 4, 5, 0xF7])),
+            ]
+        );
+    }
+
     /// True if one of `fds` is readable now.
     fn readable(fds: &[RawFd]) -> bool {
         let mut p: Vec<_> = fds
