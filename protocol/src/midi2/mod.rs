@@ -11,7 +11,8 @@
 //!
 //! Details the PDF (members only) decides were read side by side in two public implementations,
 //! amidi2net (ALSA's maintainer) and Zephyr's `subsys/net/lib/midi2`; where they differ the
-//! choice is said where it is made.
+//! choice is said where it is made. Section numbers (§) are cited only where those
+//! implementations cite them too.
 pub mod auth;
 pub mod endpoint;
 pub mod session;

@@ -5,7 +5,7 @@
 //! [`Session::send_ump`], [`Session::close`]; outputs: [`Session::poll_transmit`],
 //! [`Session::poll_event`], [`Session::poll_timeout`]. Call them in that order after every input.
 //!
-//! Reliability (M2-124-UM §7): every UMP data command has a 16-bit sequence number; each
+//! Reliability: every UMP data command has a 16-bit sequence number; each
 //! datagram repeats the `fec_count` commands sent before its new ones (forward error
 //! correction), and after the stream stops a few zero-length commands carry the last ones again.
 //! The receiver holds commands that arrive past a gap, asks for the gap with a retransmit request
@@ -25,7 +25,8 @@ use crate::rng::Rng;
 use crate::session::sanitize_name;
 use crate::time::{Duration, Instant};
 
-/// Longest UMP endpoint name (M2-104-UM §7.1.4: 98 bytes) and product instance id (42 bytes).
+/// Longest UMP endpoint name (M2-104-UM endpoint name notification: 98 bytes) and product
+/// instance id (42 bytes).
 pub const MAX_NAME: usize = 98;
 pub const MAX_PRODUCT_ID: usize = 42;
 /// Commands held past a gap at most; a larger jump is a loss given up at once.
@@ -142,7 +143,7 @@ pub struct Transmit {
 pub enum DisconnectReason {
     /// We closed it.
     Closed,
-    /// The peer sent bye with this reason (§6.16).
+    /// The peer sent bye with this reason ([`wire::bye_reason`]).
     PeerBye(u8),
     /// The host answered our invitation with bye and this reason (too many sessions, …).
     Refused(u8),
@@ -617,7 +618,7 @@ impl Session {
     }
 
     /// The outcome of a client's digest: accept, ask again under a new nonce, or refuse after
-    /// too many tries (bye 0x43 / 0x44, §6.16).
+    /// too many tries (bye 0x43 / 0x44).
     fn authenticated(&mut self, now: Instant, ok: bool, retry_state: u8, failures: u32) {
         let State::Authenticating { user, .. } = self.state else {
             return;
@@ -698,7 +699,7 @@ impl Session {
         });
     }
 
-    // Receiving UMP data (§7).
+    // Receiving UMP data.
 
     /// The extended number of `seq`, read as the nearest to what we expect.
     fn rx_extend(next: u64, seq: u16) -> (u64, i64) {
@@ -779,7 +780,7 @@ impl Session {
         self.events.extend(umps.into_iter().map(Event::Ump));
     }
 
-    /// The Missing timer: ask for the gap again, or give it up with a session reset (§7.4).
+    /// The Missing timer: ask for the gap again, or give it up with a session reset.
     fn on_missing_timer(&mut self, now: Instant) {
         let (Some(next), Some(&first_held)) = (self.rx_next, self.rx_held.keys().next()) else {
             return;
