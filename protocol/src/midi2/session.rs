@@ -33,6 +33,9 @@ pub const MAX_PRODUCT_ID: usize = 42;
 const MAX_RX_PENDING: u64 = 512;
 /// A sequence number this far behind the expected one means the peer started over.
 const RESTART_DISTANCE: i64 = 1024;
+/// After a session reset, a number this low and behind the expected one is a peer that
+/// started counting from zero again.
+const RESTART_FROM_ZERO: u16 = 64;
 /// Replies (NAKs, ping replies) queued at most: a flood of bad commands cannot fill memory.
 const MAX_PENDING: usize = 256;
 /// Bytes one UMP data command takes at most (header + 4 words).
@@ -728,10 +731,19 @@ impl Session {
             return self.receive_ump(now, seq, payload);
         };
         let (ext, diff) = Self::rx_extend(next, seq);
-        if self.rx_resync && diff >= 0 {
-            self.rx_resync = false;
-            self.rx_next = Some(ext);
-            return self.receive_ump(now, seq, payload);
+        if self.rx_resync {
+            // After a session reset the peer either goes on counting (amidi2net) or starts
+            // again from zero (Zephyr, Windows MIDI Services); older numbers are stale copies.
+            if diff >= 0 {
+                self.rx_resync = false;
+                self.rx_next = Some(ext);
+                return self.receive_ump(now, seq, payload);
+            }
+            if seq <= RESTART_FROM_ZERO {
+                self.rx_resync = false;
+                self.rx_next = None;
+                return self.receive_ump(now, seq, payload);
+            }
         }
         if diff < -RESTART_DISTANCE {
             // The peer started over (a new sequence): count from it as from a first command.
@@ -804,6 +816,7 @@ impl Session {
         self.pending.push_back(Pending::SessionReset);
         self.stats.session_resets += 1;
         self.give_up_gap();
+        self.rx_resync = true;
     }
 
     /// Delivers all that is held, in order, counting the gaps as lost.
@@ -1467,6 +1480,35 @@ mod tests {
             .count();
         assert_eq!(umps, 2);
         assert_eq!(s.stats().lost, 0);
+    }
+
+    #[test]
+    fn after_a_reset_a_peer_counting_from_zero_again_is_followed() {
+        let mut s = host();
+        let data = |seq: u16| {
+            datagram(&[Command::UmpData {
+                seq,
+                payload: &[0x20, 0x90, 0x3C, 0x64],
+            }])
+        };
+        s.handle_datagram(at(1), &data(500));
+        // 501 never comes, nor any answer to the requests: a reset.
+        s.handle_datagram(at(2), &data(502));
+        for ms in (10..2000).step_by(10) {
+            s.handle_timeout(at(ms));
+        }
+        let out = sent(&mut s, at(2000));
+        assert!(out.iter().any(|c| parsed(c) == Command::SessionReset));
+        // A stale copy is ignored, numbers from zero are taken.
+        s.handle_datagram(at(2001), &data(499));
+        s.handle_datagram(at(2002), &data(0));
+        s.handle_datagram(at(2003), &data(1));
+        let umps = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| matches!(e, Event::Ump(_)))
+            .count();
+        assert_eq!(umps, 4);
+        assert_eq!(s.stats().lost, 1);
+        assert_eq!(s.stats().duplicates, 1);
     }
 
     #[test]
