@@ -5,7 +5,7 @@
 //! [`Session::send_ump`], [`Session::close`]; outputs: [`Session::poll_transmit`],
 //! [`Session::poll_event`], [`Session::poll_timeout`]. Call them in that order after every input.
 //!
-//! Reliability: every UMP data command has a 16-bit sequence number; each
+//! Reliability (§7.2): every UMP data command has a 16-bit sequence number; each
 //! datagram repeats the `fec_count` commands sent before its new ones (forward error
 //! correction), and after the stream stops a few zero-length commands carry the last ones again.
 //! The receiver holds commands that arrive past a gap, asks for the gap with a retransmit request
@@ -988,8 +988,8 @@ impl Session {
             (Timer::Ping, State::Connected) => self.on_ping_timer(now),
             (Timer::Missing, State::Connected) => self.on_missing_timer(now),
             (Timer::Tail, State::Connected) if self.tail_left > 0 => {
-                // A zero-length command: a new number that carries the last ones as FEC, so a
-                // lost last datagram is repaired or at least noticed (amidi2net does the same).
+                // A zero-length command (§7.2.1): a new number that carries the last ones as FEC,
+                // so a lost last datagram is repaired or at least noticed (as amidi2net does).
                 self.tail_left -= 1;
                 self.push_command(None);
             }

@@ -83,7 +83,7 @@ pub mod bye_reason {
     pub const INVITATION_CANCELLED: u8 = 0x80;
 }
 
-/// Retransmit error reasons.
+/// Retransmit error reasons (§7.2.4).
 pub mod retransmit_error {
     pub const UNKNOWN: u8 = 0x00;
     pub const NO_DATA: u8 = 0x01;
