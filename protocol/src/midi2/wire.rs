@@ -32,7 +32,7 @@ pub mod code {
     pub const RETRANSMIT_ERROR: u8 = 0x81;
     pub const SESSION_RESET: u8 = 0x82;
     pub const SESSION_RESET_REPLY: u8 = 0x83;
-    /// NAK as Zephyr and pymidi2 send it (their reading of the §5.5 table).
+    /// NAK as Zephyr, pymidi2 and Windows MIDI Services send it (their §5.5 table).
     pub const NAK: u8 = 0x8F;
     /// NAK as amidi2net sends it; read as a NAK too, never sent.
     pub const NAK_AMIDI2NET: u8 = 0x7F;
