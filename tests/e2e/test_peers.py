@@ -278,3 +278,20 @@ def test_session_limits_and_denied_networks_refuse_invitations(peers, daemons):
     denied.expect("timeout", timeout=SLOW)
     assert d.count(r'session opened: "(second|third|denied)"') == 0
     assert d.stop() == 0
+
+
+def test_two_hubs_that_connect_to_each_other_keep_one_session_and_do_not_loop(peers, daemons):
+    a_port, b_port = free_port_pair(), free_port_pair()
+    a = daemons.start(a_port, name="A", args=["--hub", "-C", "%s:%d" % (LOCAL, b_port)])
+    b = daemons.start(b_port, name="B", args=["--hub", "-C", "%s:%d" % (LOCAL, a_port)])
+    for d in (a, b):
+        d.expect_log(r"connected to each other: one session is kept", timeout=SLOW)
+    sender = peers.pymidi_initiator((LOCAL, a_port), name="in")
+    receiver = peers.pymidi_initiator((LOCAL, b_port), name="out")
+    sender.expect("send-ready")
+    receiver.expect("send-ready")
+    # A loop would have delivered copies of the notes before the last one arrives.
+    send_all(sender, NOTES + ["b0 7b 00"])
+    assert_received_exactly(receiver, NOTES + ["b0 7b 00"])
+    assert [e["bytes"] for e in sender.events("midi")] == []
+    assert a.stop() == 0 and b.stop() == 0
