@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use getopts::{Matches, Options as Getopts};
 
-use crate::config::CommandLine;
+use crate::config::{AdmissionKeys, CommandLine};
 use crate::ctl::client::{self, CtlOptions};
 use crate::options::{self, AutoExport, ConnectTarget};
 
@@ -95,6 +95,24 @@ fn getopts() -> Getopts {
         "NAME",
     );
     o.optopt(
+        "",
+        "max-sessions",
+        "sessions a listener takes at once (default 256)",
+        "N",
+    );
+    o.optmulti(
+        "",
+        "allow",
+        "take sessions only from this address or network (repeatable; default: any)",
+        "NET",
+    );
+    o.optmulti(
+        "",
+        "deny",
+        "never take sessions from this address or network (repeatable)",
+        "NET",
+    );
+    o.optopt(
         "c",
         "config",
         "configuration file (default: /etc/rtpmidid/rtpmidid.conf if it exists)",
@@ -173,6 +191,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         mdns_interfaces: values(&m, "mdns-interface", options::interface)?,
         config: value(&m, "config", path)?,
         control: value(&m, "control", path)?,
+        admission: AdmissionKeys {
+            max_sessions: value(&m, "max-sessions", options::sessions)?,
+            max_sessions_per_host: None,
+            allow: Some(values(&m, "allow", options::network)?).filter(|l| !l.is_empty()),
+            deny: Some(values(&m, "deny", options::network)?).filter(|l| !l.is_empty()),
+        },
     })))
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
+use protocol::admission::IpNet;
 
 /// The main control UDP port; the data port is the next one.
 pub const DEFAULT_PORT: u16 = 5004;
@@ -32,6 +33,12 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const MAX_CK_INTERVAL: Duration = Duration::from_secs(60);
 /// Highest count of tries or missed clock syncs.
 pub const MAX_COUNT: u32 = 100;
+/// Sessions a listener takes at once by default: more than any rig uses, a few MB at most.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+/// Sessions one host may have with a listener by default.
+pub const DEFAULT_MAX_SESSIONS_PER_HOST: usize = 32;
+/// The most sessions a listener may be allowed.
+pub const MAX_SESSIONS: usize = 100_000;
 
 /// A connection target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +210,19 @@ pub fn count(text: &str) -> Result<u32, String> {
 }
 
 /// `10`, `10s`, `2.5s`, `500ms`: from [`MIN_DURATION`] to [`MAX_DURATION`].
+/// An address or a network: `192.168.1.0/24`, `fe80::/10`, `10.0.0.5`.
+pub fn network(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>().map_err(|e| e.to_string())
+}
+
+/// A number of sessions, from 1 to [`MAX_SESSIONS`].
+pub fn sessions(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_SESSIONS).contains(n))
+        .ok_or_else(|| format!("a number of sessions from 1 to {MAX_SESSIONS}"))
+}
+
 pub fn duration(text: &str) -> Result<Duration, String> {
     let (number, scale) = match text.strip_suffix("ms") {
         Some(ms) => (ms, 0.001),

@@ -8,9 +8,9 @@
 //!
 //! A global allocator takes `unsafe` (protocol/ forbids it), and it counts for the whole binary
 //! it is in, so it gets a test binary of its own: this one. The daemon is a binary crate, so its
-//! sequencer seam and bridge are compiled in here from their files, as tests/vm/seq_probe.rs
-//! does; their own unit tests come along and run here again. Tests run in parallel threads:
-//! each counts its own allocations.
+//! sequencer seam and bridge (with the options it uses) are compiled in here from their files,
+//! as tests/vm/seq_probe.rs does; their own unit tests come along and run here again. Tests run
+//! in parallel threads: each counts its own allocations.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;

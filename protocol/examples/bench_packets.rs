@@ -1,9 +1,10 @@
 //! Prints how long the packet path takes: journal encode and decode, and a whole session
-//! packet (encode with journal, parse, deliver). A benchmark, not a test: it asserts nothing.
-//! Run it optimised: `cargo run --release -p rtpmidid-protocol --example bench_packets`.
-//! Each figure is nanoseconds per operation and heap allocations per operation (a counting
-//! global allocator), the best of a few runs (the machine is shared; the best is the least
-//! disturbed).
+//! packet (encode with journal, parse, deliver). A benchmark, not a test: it checks only that
+//! the work was done. Run it optimised:
+//! `cargo run --release -p rtpmidid-protocol --example bench_packets`.
+//! Each figure is nanoseconds per operation, the best of a few runs (the machine is shared;
+//! the best is the least disturbed), and heap allocations per operation (a counting global
+//! allocator; the most of the runs).
 #[path = "../tests/alloc/mod.rs"]
 mod alloc;
 
@@ -38,7 +39,7 @@ fn env_or(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// Time and allocations of one run of `ROUNDS` operations.
+/// Time and allocations per operation of one run.
 #[derive(Clone, Copy)]
 struct Cost {
     nanos: f64,
@@ -70,7 +71,7 @@ impl std::fmt::Display for Cost {
 }
 
 /// A sender with a busy state: notes held and controllers set on several channels, and no
-/// confirmation, so every journal carries all of it (380 bytes).
+/// confirmation, so every journal carries all of it (381 bytes).
 fn busy_sender(rng: &mut Rng) -> (JournalSender, u32) {
     let mut tx = JournalSender::new();
     for seq in 0..64u32 {

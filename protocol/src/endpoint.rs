@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::admission::{AddressFilter, Refusal};
 use crate::rng::Rng;
-use crate::session::{self, Config, Event, Port, Role, Session, Transmit};
+use crate::session::{self, Challenge, Config, Event, Port, Role, Session, Transmit};
 use crate::time::Instant;
 use crate::wire::applemidi::{self, Command, Invitation};
 use crate::wire::rtp;
@@ -19,6 +20,10 @@ pub struct SessionId(pub u64);
 pub struct AcceptPolicy {
     /// Refuse new invitations while this many sessions exist.
     pub max_sessions: Option<usize>,
+    /// Refuse new invitations from a host that has this many sessions.
+    pub max_sessions_per_host: Option<usize>,
+    /// Addresses that may talk to us at all; datagrams from others are dropped.
+    pub addresses: AddressFilter,
     /// Refuse peers whose name contains one of these (case-insensitive).
     pub refuse_names: Vec<String>,
     /// Refuse every invitation (a client-only endpoint).
@@ -26,14 +31,25 @@ pub struct AcceptPolicy {
 }
 
 impl AcceptPolicy {
-    fn admits(&self, name: &str, sessions: usize) -> bool {
+    fn refuses(&self, name: &str, sessions: usize, host_sessions: usize) -> Option<Refusal> {
         let lower = name.to_lowercase();
-        !self.refuse_all
-            && self.max_sessions.is_none_or(|max| sessions < max)
-            && !self
+        if self.refuse_all
+            || self
                 .refuse_names
                 .iter()
                 .any(|n| lower.contains(&n.to_lowercase()))
+        {
+            Some(Refusal::Policy)
+        } else if self.max_sessions.is_some_and(|max| sessions >= max) {
+            Some(Refusal::Sessions)
+        } else if self
+            .max_sessions_per_host
+            .is_some_and(|max| host_sessions >= max)
+        {
+            Some(Refusal::HostSessions)
+        } else {
+            None
+        }
     }
 }
 
@@ -62,7 +78,9 @@ pub enum Dropped {
 pub struct Endpoint {
     config: Config,
     policy: AcceptPolicy,
-    sessions: BTreeMap<SessionId, Session>,
+    /// Boxed: a map node has room for eleven entries whether used or not, and a session is
+    /// well over a kilobyte inline.
+    sessions: BTreeMap<SessionId, Box<Session>>,
     next_id: u64,
     rng: Rng,
     /// NO answers owed: (destination, token of the refused invitation).
@@ -70,6 +88,9 @@ pub struct Endpoint {
     /// Event order across sessions is kept by polling sessions in id order.
     events: VecDeque<(SessionId, Event)>,
     drops: DropStats,
+    /// The last kind of refusal reported, so a flood is reported once; cleared by an accept.
+    refusing: Option<Refusal>,
+    refusals: VecDeque<(SocketAddr, Refusal)>,
 }
 
 impl Endpoint {
@@ -83,7 +104,15 @@ impl Endpoint {
             rejects: VecDeque::new(),
             events: VecDeque::new(),
             drops: DropStats::default(),
+            refusing: None,
+            refusals: VecDeque::new(),
         }
+    }
+
+    /// A new kind of refusal since the last one (or since an invitation was accepted): who was
+    /// refused and why. Refusals in a row of the same kind are counted, not repeated.
+    pub fn poll_refusal(&mut self) -> Option<(SocketAddr, Refusal)> {
+        self.refusals.pop_front()
     }
 
     /// The configuration of sessions started from now on; running ones keep theirs.
@@ -107,29 +136,29 @@ impl Endpoint {
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Session> {
-        self.sessions.get(&id)
+        self.sessions.get(&id).map(|s| &**s)
     }
 
     pub fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
-        self.sessions.get_mut(&id)
+        self.sessions.get_mut(&id).map(|s| &mut **s)
     }
 
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
-        self.sessions.iter().map(|(id, s)| (*id, s))
+        self.sessions.iter().map(|(id, s)| (*id, &**s))
     }
 
     pub fn sessions_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {
-        self.sessions.iter_mut().map(|(id, s)| (*id, s))
+        self.sessions.iter_mut().map(|(id, s)| (*id, &mut **s))
     }
 
     pub fn close_all(&mut self) {
-        self.sessions.values_mut().for_each(Session::close);
+        self.sessions.values_mut().for_each(|s| s.close());
     }
 
     fn insert(&mut self, session: Session) -> SessionId {
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
         id
     }
 
@@ -142,6 +171,9 @@ impl Endpoint {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<SessionId, Dropped> {
+        if !self.policy.addresses.admits(from.ip()) {
+            return self.refuse(from, Refusal::Address);
+        }
         let found = if applemidi::is_applemidi(bytes) {
             match Command::parse(bytes) {
                 Ok(Command::Invitation(inv)) => {
@@ -154,20 +186,27 @@ impl Endpoint {
                 Ok(Command::Accept(inv) | Command::Reject(inv)) => {
                     self.find(from.ip(), |s| s.token() == inv.token)
                 }
+                // Only the session's own peer address and port may end it, sync its clock or
+                // confirm its packets: a forged source on the same host reaches nothing.
                 Ok(Command::End(end)) => self.find(from.ip(), |s| {
-                    s.token() == end.token || s.peer_ssrc() == Some(end.ssrc)
+                    s.is_peer(port, from)
+                        && (s.token() == end.token || s.peer_ssrc() == Some(end.ssrc))
                 }),
-                Ok(Command::Clock(ck)) => self.find(from.ip(), |s| s.peer_ssrc() == Some(ck.ssrc)),
-                Ok(Command::Feedback(fb)) => {
-                    self.find(from.ip(), |s| s.peer_ssrc() == Some(fb.ssrc))
-                }
+                Ok(Command::Clock(ck)) => self.find(from.ip(), |s| {
+                    s.is_peer(port, from) && s.peer_ssrc() == Some(ck.ssrc)
+                }),
+                Ok(Command::Feedback(fb)) => self.find(from.ip(), |s| {
+                    s.is_peer(port, from) && s.peer_ssrc() == Some(fb.ssrc)
+                }),
                 Err(_) => return self.drop(Dropped::Malformed),
             }
         } else {
             match rtp::Packet::parse(bytes) {
                 Ok(packet) if port == Port::Data => {
                     let ssrc = packet.header.ssrc;
-                    self.find(from.ip(), |s| s.peer_ssrc() == Some(ssrc))
+                    self.find(from.ip(), |s| {
+                        s.is_peer(port, from) && s.peer_ssrc() == Some(ssrc)
+                    })
                 }
                 _ => return self.drop(Dropped::Malformed),
             }
@@ -188,31 +227,70 @@ impl Endpoint {
         inv: &Invitation<'_>,
     ) -> Result<SessionId, Dropped> {
         let name = session::sanitize_name(inv.name.unwrap_or(""));
-        let half_open = self
-            .sessions
-            .values()
-            .filter(|s| s.is_half_open() && same_host(s.peer_control().ip(), from.ip()))
-            .count();
-        if half_open >= MAX_HALF_OPEN_PER_HOST || !self.policy.admits(&name, self.sessions.len()) {
+        let of_host = || {
+            self.sessions
+                .values()
+                .filter(|s| !s.is_closed() && same_host(s.peer_control().ip(), from.ip()))
+        };
+        let half_open = of_host().filter(|s| s.is_half_open()).count();
+        // A restarted peer's own session does not count against it: it is about to go.
+        let host_sessions = of_host().filter(|s| s.peer_control() != from).count();
+        let live = self.sessions.values().filter(|s| !s.is_closed()).count();
+        let refusal = if half_open >= MAX_HALF_OPEN_PER_HOST {
+            Some(Refusal::HalfOpen)
+        } else {
+            self.policy.refuses(&name, live, host_sessions)
+        };
+        if let Some(why) = refusal {
             if self.rejects.len() < MAX_PENDING_REJECTS {
                 self.rejects.push_back((from, inv.token));
             }
-            return self.drop(Dropped::Refused);
+            return self.refuse(from, why);
         }
         // A peer that restarted invites again with a new token: its old session goes, so it
-        // never shows up twice.
-        for old in self.sessions.values_mut() {
-            let same_peer = old.peer_control() == from
-                || (same_host(old.peer_control().ip(), from.ip())
-                    && !name.is_empty()
-                    && old.peer_name() == name);
-            if old.role() == Role::Responder && same_peer {
+        // never shows up twice. From its old control port that is certain; from another port
+        // of the same host under the same name it may be anyone on the LAN, so the old session
+        // must first fail a liveness check (the claimant's retries wait for it).
+        let mut replaced = Vec::new();
+        for (id, old) in self.sessions.iter_mut() {
+            if old.role() != Role::Responder || old.is_closed() {
+                continue;
+            }
+            if old.peer_control() == from {
+                replaced.push(*id);
+            } else if same_host(old.peer_control().ip(), from.ip())
+                && !name.is_empty()
+                && old.peer_name() == name
+            {
+                match old.challenge(now) {
+                    Challenge::Silent => replaced.push(*id),
+                    Challenge::Pending => return self.drop(Dropped::Refused),
+                    Challenge::Alive => {
+                        if self.rejects.len() < MAX_PENDING_REJECTS {
+                            self.rejects.push_back((from, inv.token));
+                        }
+                        return self.drop(Dropped::Refused);
+                    }
+                }
+            }
+        }
+        for id in replaced {
+            if let Some(old) = self.sessions.get_mut(&id) {
                 old.replace();
             }
         }
         let seed = self.rng.next_u64();
         let session = Session::accept(self.config.clone(), now, from, inv, seed);
+        self.refusing = None;
         Ok(self.insert(session))
+    }
+
+    fn refuse(&mut self, from: SocketAddr, why: Refusal) -> Result<SessionId, Dropped> {
+        if self.refusing != Some(why) {
+            self.refusing = Some(why);
+            self.refusals.push_back((from, why));
+        }
+        self.drop(Dropped::Refused)
     }
 
     fn drop(&mut self, why: Dropped) -> Result<SessionId, Dropped> {
@@ -242,7 +320,7 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .filter_map(Session::poll_timeout)
+            .filter_map(|s| s.poll_timeout())
             .min()
     }
 
@@ -278,6 +356,8 @@ impl Endpoint {
                 }
             }
             self.sessions.retain(|_, s| !s.is_drained());
+            // Memory taken by a burst of events goes back once they are taken.
+            self.events.shrink_to(16);
         }
         self.events.pop_front()
     }

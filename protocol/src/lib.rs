@@ -6,6 +6,7 @@
 //! back the datagrams it wants sent, the events it produced and its next deadline.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod endpoint;
 pub mod journal;
 pub mod mdns;

@@ -8,6 +8,9 @@ use crate::wire::midi_list::{ListWriter, SegmentKind, MAX_DELTA};
 
 /// RTP fixed header (RFC 3550 §5.1), no CSRC: what the MTU must leave room for.
 const RTP_HEADER_LEN: usize = 12;
+/// Capacity an emptied queue keeps: a burst may have grown it to thousands of messages, and
+/// an idle session should not hold that.
+const QUEUE_KEEP: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
@@ -125,7 +128,7 @@ impl Outbox {
 
     /// Drops everything waiting.
     pub fn clear(&mut self) {
-        self.queue.clear();
+        self.queue = VecDeque::new();
         self.split = None;
         self.queued_bytes = 0;
     }
@@ -217,6 +220,9 @@ impl Outbox {
                 }
                 None => break,
             }
+        }
+        if self.queue.is_empty() {
+            self.queue.shrink_to(QUEUE_KEEP);
         }
         let first = packet.first?;
         self.last_emitted = packet.prev;

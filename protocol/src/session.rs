@@ -26,12 +26,26 @@ pub const PAYLOAD_TYPE: u8 = rtp::PAYLOAD_TYPE_MIDI;
 const RTP_HEADER_LEN: usize = rtp::HEADER_LEN;
 /// Room always left for commands next to the journal (the journal drops detail to fit).
 const MIN_COMMAND_ROOM: usize = 64;
+/// Capacity an empty event queue keeps (a burst may have grown it much further): enough for
+/// the usual few events per packet without allocating again.
+const QUEUE_KEEP: usize = 16;
 
 /// Which of our two local sockets a datagram came in on or must leave from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Port {
     Control,
     Data,
+}
+
+/// The answer of [`Session::challenge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// Probed, no answer yet.
+    Pending,
+    /// The peer answered: the session stays.
+    Alive,
+    /// No answer within `ck_answer_wait`: the peer is gone.
+    Silent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +77,11 @@ pub struct Config {
     /// `ck_max_missed` misses in a row end the session.
     pub ck_answer_wait: Duration,
     pub ck_max_missed: u32,
+    /// As responder, silence after which we check the initiator is still there with CK0s of
+    /// our own (answered by every peer tried: Apple, rtpMIDI, node-rtpmidi, pymidi, rtpmidid),
+    /// so a peer that died without BY is noticed in seconds rather than after
+    /// `responder_timeout`.
+    pub responder_probe_after: Duration,
     /// Silence (no CK, no data) after which the session ends, as initiator and as responder
     /// (a responder depends on the peer's CK period, which may be up to 60 s).
     pub initiator_timeout: Duration,
@@ -71,6 +90,10 @@ pub struct Config {
     pub feedback_interval: Duration,
     /// Send a recovery journal with every packet and guard packets after the stream stops.
     pub journal: bool,
+    /// Guard packets sent in a row while the peer confirms nothing (no RS): beyond this, none
+    /// until it does. A peer that answers about once a second (as we do) never reaches the
+    /// default; one that never answers costs this many, not one a second for ever.
+    pub guards_unconfirmed: u32,
 }
 
 impl Default for Config {
@@ -87,10 +110,13 @@ impl Default for Config {
             ck_interval: Duration::from_secs(10),
             ck_answer_wait: Duration::from_millis(1500),
             ck_max_missed: 3,
+            responder_probe_after: Duration::from_secs(10),
             initiator_timeout: Duration::from_secs(35),
             responder_timeout: Duration::from_secs(90),
             feedback_interval: Duration::from_secs(1),
             journal: true,
+            // 25 ms doubling to 1 s: 3.6 s of guards with no RS.
+            guards_unconfirmed: 8,
         }
     }
 }
@@ -224,13 +250,14 @@ pub struct Session {
     outbox: Outbox,
     journal_tx: JournalSender,
     guard: GuardTimer,
-    journal_scratch: Vec<u8>,
     ck_rounds: u32,
     /// ts1 of our CK0 awaiting its CK1.
     ck_outstanding: Option<u64>,
     /// CK0s in a row that got no answer.
     ck_missed: u32,
     ck_next_round: Instant,
+    /// When a peer claiming to replace this session made us check this one is alive.
+    challenged_at: Option<Instant>,
     // Receiving.
     rx_seq: SeqExtender,
     /// Highest extended sequence number seen, and a bitmap of the 64 below it.
@@ -309,9 +336,8 @@ impl Session {
                 ..OutboxConfig::default()
             }),
             assembler: SysExAssembler::new(config.max_sysex),
-            journal_scratch: vec![0; config.mtu],
             journal_tx: JournalSender::new(),
-            guard: GuardTimer::new(),
+            guard: GuardTimer::bounded(config.guards_unconfirmed),
             journal_rx: JournalReceiver::new(),
             config,
             role,
@@ -334,6 +360,7 @@ impl Session {
             ck_outstanding: None,
             ck_missed: 0,
             ck_next_round: now,
+            challenged_at: None,
             rx_seq: SeqExtender::new(),
             rx_highest: None,
             rx_window: 0,
@@ -371,6 +398,10 @@ impl Session {
         self.state == State::AwaitingData
     }
     /// Closed and nothing left to send: the owner may drop it.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
     pub fn is_drained(&self) -> bool {
         self.state == State::Closed && self.pending.is_empty() && self.events.is_empty()
     }
@@ -452,6 +483,7 @@ impl Session {
             Command::Feedback(fb) if Some(fb.ssrc) == self.peer_ssrc => {
                 self.heard(now);
                 self.journal_tx.confirm_rs(fb.seq);
+                self.guard.on_confirmed(now);
                 if !self.journal_tx.has_pending() {
                     self.guard.stop();
                 }
@@ -587,47 +619,41 @@ impl Session {
     }
 
     fn assemble(&mut self, segment: &SysExSegment<'_>) -> Option<MidiMessage> {
-        let pushed = self.assembler.push(segment);
-        if pushed.error.is_some() {
-            self.stats.sysex_dropped += 1;
-        }
-        pushed.message
+        assemble(&mut self.assembler, &mut self.stats, segment)
     }
 
     /// Applies the peer's journal after `lost` packets went missing: the repairs it gives
     /// are delivered before the packet's own commands. A bad journal costs only itself.
     fn recover(&mut self, seq: u32, journal: &[u8], lost: u32, timestamp: u32) {
-        let mut repairs: Vec<Vec<u8>> = Vec::new();
+        // Each repair becomes an event as it comes (no list of copies in between).
+        let (events, assembler, stats) = (&mut self.events, &mut self.assembler, &mut self.stats);
         let result = self
             .journal_rx
             .recover(seq, journal, lost, &mut |bytes: &[u8]| {
-                repairs.push(bytes.to_vec())
+                let message = match bytes {
+                    // A SysEx repair may be a first segment: it joins what arrives next.
+                    [status::SYSEX_START, inner @ .., status::SYSEX_START] => {
+                        let segment = SysExSegment {
+                            kind: SegmentKind::First,
+                            data: inner,
+                        };
+                        assemble(assembler, stats, &segment);
+                        return;
+                    }
+                    _ => match MidiMessage::from_bytes(bytes) {
+                        Ok(m) => m,
+                        Err(_) => return,
+                    },
+                };
+                stats.journal_repairs += 1;
+                events.push_back(Event::Midi(MidiEvent {
+                    timestamp,
+                    message,
+                    recovered: true,
+                }));
             });
         if result.is_err() {
             self.stats.malformed += 1;
-        }
-        for bytes in repairs {
-            let message = match bytes.as_slice() {
-                // A SysEx repair may be a first segment: it joins what arrives next.
-                [status::SYSEX_START, inner @ .., status::SYSEX_START] => {
-                    let segment = SysExSegment {
-                        kind: SegmentKind::First,
-                        data: inner,
-                    };
-                    self.assemble(&segment);
-                    continue;
-                }
-                _ => match MidiMessage::from_bytes(&bytes) {
-                    Ok(m) => m,
-                    Err(_) => continue,
-                },
-            };
-            self.stats.journal_repairs += 1;
-            self.events.push_back(Event::Midi(MidiEvent {
-                timestamp,
-                message,
-                recovered: true,
-            }));
         }
     }
 
@@ -712,7 +738,12 @@ impl Session {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            // A burst of MIDI grew the queue: give the memory back once it is drained.
+            self.events.shrink_to(QUEUE_KEEP);
+        }
+        event
     }
 
     /// Writes the next datagram into `buf` (at least `mtu` bytes) and says where it goes.
@@ -744,14 +775,19 @@ impl Session {
     fn encode_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let mtu = self.config.mtu.min(buf.len());
         let seq = self.next_seq as u32;
-        let journal_len = if self.config.journal {
-            let room = mtu.saturating_sub(RTP_HEADER_LEN + MIN_COMMAND_ROOM);
-            let scratch = &mut self.journal_scratch[..room.min(self.config.mtu)];
-            self.journal_tx.emit(seq, scratch)
-        } else {
-            0
+        // The journal is written first, in the caller's buffer past the room kept for
+        // commands, then moved to the end of the MTU while the commands fill what it left,
+        // then moved down behind them: no journal buffer per session.
+        let journal_start = RTP_HEADER_LEN + MIN_COMMAND_ROOM;
+        let journal_len = match buf.get_mut(journal_start..mtu) {
+            Some(room) if self.config.journal => self.journal_tx.emit(seq, room),
+            _ => 0,
         };
-        let section = buf.get_mut(RTP_HEADER_LEN..mtu - journal_len)?;
+        let journal_at = mtu - journal_len;
+        if journal_len > 0 {
+            buf.copy_within(journal_start..journal_start + journal_len, journal_at);
+        }
+        let section = buf.get_mut(RTP_HEADER_LEN..journal_at)?;
         let journal_tx = &mut self.journal_tx;
         let record = self.config.journal;
         let emitted = self
@@ -784,7 +820,7 @@ impl Session {
         };
         header.emit(&mut buf[..RTP_HEADER_LEN]).ok()?;
         let end = RTP_HEADER_LEN + section_len;
-        buf[end..end + journal_len].copy_from_slice(&self.journal_scratch[..journal_len]);
+        buf.copy_within(journal_at..mtu, end);
         self.next_seq += 1;
         if self.config.journal {
             self.guard.on_sent(now, had_midi);
@@ -825,9 +861,10 @@ impl Session {
             ),
             Pending::End(end) => (Port::Control, self.peer_control, Command::End(end)),
             Pending::Clock(port, dst, ck) => (port, dst, Command::Clock(ck)),
+            // To the control port, where Apple, rtpMIDI and rtpmidid send and expect it.
             Pending::Feedback(seq) => (
-                Port::Data,
-                self.peer_data,
+                Port::Control,
+                self.peer_control,
                 Command::Feedback(Feedback {
                     ssrc: self.ssrc,
                     seq,
@@ -888,8 +925,11 @@ impl Session {
         self.timers[Timer::Invite as usize] = None;
         self.heard(now);
         self.set_timer(Timer::Idle, now + self.idle_limit());
-        if self.role == Role::Initiator {
-            self.start_clock_round(now);
+        match self.role {
+            Role::Initiator => self.start_clock_round(now),
+            Role::Responder => {
+                self.set_timer(Timer::Clock, now + self.config.responder_probe_after)
+            }
         }
         let addr = self.peer_control;
         self.events.push_back(Event::Connected {
@@ -903,6 +943,9 @@ impl Session {
     /// `ck_max_missed` misses in a row end the session (a peer that restarted or vanished is
     /// noticed in seconds, not after the idle timeout). Otherwise it starts the next round when due.
     fn on_clock_timer(&mut self, now: Instant) {
+        if self.role == Role::Responder {
+            return self.on_probe_timer(now);
+        }
         if self.ck_outstanding.is_some() {
             self.ck_missed += 1;
             if self.ck_missed >= self.config.ck_max_missed {
@@ -915,6 +958,64 @@ impl Session {
         } else {
             self.set_timer(Timer::Clock, self.ck_next_round);
         }
+    }
+
+    /// The responder's Clock timer: the initiator keeps time, but after `responder_probe_after`
+    /// of silence we send CK0s ourselves, `ck_answer_wait` apart; anything heard from the peer
+    /// ends the check, `ck_max_missed` unanswered ones end the session.
+    fn on_probe_timer(&mut self, now: Instant) {
+        if self.challenged_at.is_some_and(|at| self.last_heard > at) {
+            self.challenged_at = None;
+        }
+        let silent_for = now.saturating_duration_since(self.last_heard);
+        if self.challenged_at.is_none() && silent_for < self.config.responder_probe_after {
+            self.ck_outstanding = None;
+            let next = self.last_heard + self.config.responder_probe_after;
+            return self.set_timer(Timer::Clock, next);
+        }
+        if self.ck_outstanding.is_some() {
+            self.ck_missed += 1;
+            if self.ck_missed >= self.config.ck_max_missed {
+                return self.end(DisconnectReason::Timeout);
+            }
+        }
+        self.send_probe(now);
+    }
+
+    fn send_probe(&mut self, now: Instant) {
+        let ts1 = self.clock_ticks(now);
+        self.ck_outstanding = Some(ts1);
+        let ck = self.clock(0, [ts1, 0, 0]);
+        self.pending
+            .push_back(Pending::Clock(Port::Data, self.peer_data, ck));
+        self.set_timer(Timer::Clock, now + self.config.ck_answer_wait);
+    }
+
+    /// Another peer on the same host invites under this session's peer name: is this session
+    /// still alive? The first call sends a CK0 probe; an answer (anything heard since) keeps
+    /// the session, silence for `ck_answer_wait` gives it up.
+    pub fn challenge(&mut self, now: Instant) -> Challenge {
+        match self.challenged_at {
+            None => {
+                self.challenged_at = Some(now);
+                self.send_probe(now);
+                Challenge::Pending
+            }
+            Some(at) if self.last_heard > at => {
+                self.challenged_at = None;
+                Challenge::Alive
+            }
+            Some(at) if now.saturating_duration_since(at) >= self.config.ck_answer_wait => {
+                Challenge::Silent
+            }
+            Some(_) => Challenge::Pending,
+        }
+    }
+
+    /// Did a datagram that came in on our `port` come from this session's peer? Only its own
+    /// address and port may end the session, send it MIDI or have CKs answered.
+    pub fn is_peer(&self, port: Port, from: SocketAddr) -> bool {
+        self.peer_addr(port) == from
     }
 
     fn start_clock_round(&mut self, now: Instant) {
@@ -970,6 +1071,19 @@ impl Session {
     fn set_timer(&mut self, timer: Timer, at: Instant) {
         self.timers[timer as usize] = Some(at);
     }
+}
+
+/// Feeds a SysEx segment from the peer to `assembler`, counting what it drops.
+fn assemble(
+    assembler: &mut SysExAssembler,
+    stats: &mut Stats,
+    segment: &SysExSegment<'_>,
+) -> Option<MidiMessage> {
+    let pushed = assembler.push(segment);
+    if pushed.error.is_some() {
+        stats.sysex_dropped += 1;
+    }
+    pushed.message
 }
 
 /// Peer names go into logs and ALSA port names: printable, trimmed, at most 64 characters.
@@ -1110,11 +1224,15 @@ mod tests {
             );
             s.handle_timeout(at(10 + u64::from(i) * 50));
         }
-        // 1.5 s of packets every 50 ms: exactly one RS so far, on the data port.
+        // 1.5 s of packets every 50 ms: exactly one RS so far, to the peer's control port
+        // (where Apple, rtpMIDI and the C++ rtpmidid expect it).
         let feedback: Vec<Feedback> = sent(&mut s, at(1460))
             .iter()
-            .filter_map(|(_, _, b)| match Command::parse(b) {
-                Ok(Command::Feedback(f)) => Some(f),
+            .filter_map(|(port, dst, b)| match Command::parse(b) {
+                Ok(Command::Feedback(f)) => {
+                    assert_eq!((*port, dst.to_string()), (Port::Control, PEER.to_string()));
+                    Some(f)
+                }
                 _ => None,
             })
             .collect();

@@ -360,3 +360,284 @@ fn a_flood_of_invitations_is_refused_beyond_a_few_half_open_sessions() {
     p.run_for(Duration::from_millis(50));
     assert_eq!(p.midi_received(B), vec![note(1).as_bytes().to_vec()]);
 }
+
+/// A datagram with `cmd` in it.
+fn datagram(cmd: &protocol::wire::applemidi::Command<'_>) -> Vec<u8> {
+    let mut buf = vec![0; cmd.buffer_len()];
+    cmd.emit(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn forged_bye_clock_and_rtp_from_another_port_of_the_peers_host_reach_nothing() {
+    use protocol::wire::applemidi::{Clock, Command, End};
+    let mut p = connected_pair(15, LinkConfig::default());
+    let (id_b, now) = (p.session_id(B), p.now);
+    let session = p.nodes[B].endpoint.session(id_b).unwrap();
+    let (token, a_ssrc) = (session.token(), session.peer_ssrc().unwrap());
+    // Alice's host, another port: a third party forging Alice's address.
+    let forged = pair::addr("10.0.0.1:7777");
+    let bye = datagram(&Command::End(End {
+        token,
+        ssrc: a_ssrc,
+    }));
+    let ck0 = datagram(&Command::Clock(Clock {
+        ssrc: a_ssrc,
+        count: 0,
+        timestamps: [1, 0, 0],
+    }));
+    // A real RTP packet of Alice's, taken before it left, replayed from the forger's port.
+    let rtp_from_a = {
+        let (id_a, mut buf) = (p.session_id(A), vec![0; 1500]);
+        let session = p.nodes[A].endpoint.session_mut(id_a).unwrap();
+        session.send_midi(now, note(10));
+        let t = session.poll_transmit(now, &mut buf).expect("an RTP packet");
+        buf[..t.len].to_vec()
+    };
+    let drops = p.nodes[B].endpoint.drops().unknown_session;
+    for (port, bytes) in [
+        (Port::Control, &bye),
+        (Port::Data, &bye),
+        (Port::Data, &ck0),
+        (Port::Data, &rtp_from_a),
+    ] {
+        let got = p.nodes[B]
+            .endpoint
+            .handle_datagram(now, port, forged, bytes);
+        assert!(got.is_err(), "{port:?} {bytes:02X?}");
+    }
+    assert_eq!(p.nodes[B].endpoint.drops().unknown_session, drops + 4);
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(disconnect_reason(&p, B), None, "the session survived");
+    assert!(p.midi_received(B).is_empty(), "no injected notes");
+    // Alice herself is still heard.
+    send(&mut p, A, note(1));
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.midi_received(B), vec![note(1).as_bytes().to_vec()]);
+}
+
+/// An IN for `name` from `from`, handed to node B.
+fn invite_b(p: &mut Pair, from: &str, token: u32, name: &str) -> bool {
+    use protocol::wire::applemidi::{Command, Invitation};
+    let bytes = datagram(&Command::Invitation(Invitation {
+        token,
+        ssrc: token ^ 0x5555,
+        name: Some(name),
+    }));
+    let now = p.now;
+    p.nodes[B]
+        .endpoint
+        .handle_datagram(now, Port::Control, pair::addr(from), &bytes)
+        .is_ok()
+}
+
+#[test]
+fn an_invitation_in_a_live_peers_name_from_another_port_does_not_replace_it() {
+    let mut p = connected_pair(16, LinkConfig::default());
+    let old = p.session_id(B);
+    // The first claim only starts a liveness check; Alice answers it.
+    assert!(!invite_b(&mut p, "10.0.0.1:7000", 0xBAD, "Alice"));
+    p.run_for(Duration::from_millis(100));
+    // The claimant's retry is refused: Alice is alive.
+    assert!(!invite_b(&mut p, "10.0.0.1:7000", 0xBAD, "Alice"));
+    p.run_for(Duration::from_secs(3));
+    assert_eq!(disconnect_reason(&p, B), None);
+    assert_eq!(p.session_id(B), old);
+    assert_eq!(p.nodes[B].endpoint.sessions().count(), 1);
+}
+
+#[test]
+fn a_restarted_initiator_on_another_port_replaces_its_silent_session() {
+    let mut p = connected_pair(17, LinkConfig::default());
+    let old = p.session_id(B);
+    // Alice's old process is gone: nothing of it arrives any more.
+    p.filter = Some(Box::new(|from, _, _| from == A));
+    p.run_for(Duration::from_millis(100));
+    assert!(!invite_b(&mut p, "10.0.0.1:7000", 0xF00D, "Alice"));
+    p.run_for(Duration::from_secs(2));
+    // The retry after the unanswered check is accepted and the old session gives way.
+    assert!(invite_b(&mut p, "10.0.0.1:7000", 0xF00D, "Alice"));
+    p.run_for(Duration::from_millis(10));
+    assert!(p.nodes[B].events.iter().any(|(id, e)| *id == old
+        && *e
+            == Event::Disconnected {
+                reason: DisconnectReason::Replaced
+            }));
+}
+
+#[test]
+fn a_responder_notices_a_silent_initiator_within_seconds() {
+    let mut p = connected_pair(18, LinkConfig::default());
+    p.run_for(Duration::from_secs(30));
+    let cut_at = p.now;
+    // The initiator dies without BY.
+    p.filter = Some(Box::new(|from, _, _| from == A));
+    assert!(
+        p.run_until(Duration::from_secs(90), |p| disconnect_reason(p, B)
+            .is_some())
+    );
+    assert_eq!(disconnect_reason(&p, B), Some(DisconnectReason::Timeout));
+    // Silence since the last CK (at most one CK period, 10 s), the probe delay (10 s) and three
+    // unanswered probes (4.5 s): far below the 90 s idle timeout.
+    let took = p.now - cut_at;
+    assert!(took <= Duration::from_secs(25), "{took:?}");
+}
+
+#[test]
+fn a_responder_that_probes_an_idle_but_live_initiator_keeps_the_session() {
+    let mut config = named("Alice");
+    // An initiator that syncs rarely (every 60 s, as Apple allows).
+    config.ck_interval = Duration::from_secs(60);
+    let mut p = Pair::with_configs(
+        19,
+        LinkConfig::default(),
+        config,
+        named("Bob"),
+        AcceptPolicy::default(),
+    );
+    p.connect(A, B);
+    assert!(p.run_until(Duration::from_secs(10), |p| p.connected(B) == 1));
+    p.run_for(Duration::from_secs(300));
+    assert_eq!(disconnect_reason(&p, A), None);
+    assert_eq!(disconnect_reason(&p, B), None);
+}
+
+#[test]
+fn invitations_beyond_the_limits_get_no_and_are_reported_once() {
+    use protocol::admission::Refusal;
+    let policy = AcceptPolicy {
+        max_sessions: Some(4),
+        max_sessions_per_host: Some(2),
+        ..AcceptPolicy::default()
+    };
+    let mut p = Pair::with_configs(
+        20,
+        LinkConfig::default(),
+        named("Alice"),
+        named("Bob"),
+        policy,
+    );
+    // Alice's host: two sessions, then refused.
+    for port in [7000u32, 7002] {
+        assert!(invite_b(
+            &mut p,
+            &format!("10.0.0.1:{port}"),
+            port,
+            &format!("a{port}")
+        ));
+    }
+    for port in [7004u32, 7006, 7008] {
+        assert!(!invite_b(
+            &mut p,
+            &format!("10.0.0.1:{port}"),
+            port,
+            &format!("a{port}")
+        ));
+    }
+    // Other hosts fill the listener up to its limit.
+    assert!(invite_b(&mut p, "10.0.0.3:7000", 1, "c"));
+    assert!(invite_b(&mut p, "10.0.0.4:7000", 2, "d"));
+    assert!(!invite_b(&mut p, "10.0.0.5:7000", 3, "e"));
+    assert!(!invite_b(&mut p, "10.0.0.6:7000", 4, "f"));
+    let reported: Vec<_> = std::iter::from_fn(|| p.nodes[B].endpoint.poll_refusal()).collect();
+    assert_eq!(
+        reported,
+        vec![
+            (pair::addr("10.0.0.1:7004"), Refusal::HostSessions),
+            (pair::addr("10.0.0.5:7000"), Refusal::Sessions)
+        ]
+    );
+    assert_eq!(p.nodes[B].endpoint.drops().refused, 5);
+    // Each refused invitation was answered with NO.
+    let mut buf = vec![0; 1500];
+    let now = p.now;
+    let mut noes = 0;
+    while let Some(t) = p.nodes[B].endpoint.poll_transmit(now, &mut buf) {
+        if let Ok(protocol::wire::applemidi::Command::Reject(_)) =
+            protocol::wire::applemidi::Command::parse(&buf[..t.len])
+        {
+            noes += 1;
+        }
+    }
+    assert_eq!(noes, 5);
+}
+
+#[test]
+fn datagrams_from_addresses_not_allowed_are_dropped_unanswered() {
+    use protocol::admission::{AddressFilter, Refusal};
+    let policy = AcceptPolicy {
+        addresses: AddressFilter {
+            allow: vec!["10.0.0.0/24".parse().unwrap()],
+            deny: vec!["10.0.0.66".parse().unwrap()],
+        },
+        ..AcceptPolicy::default()
+    };
+    let mut p = Pair::with_configs(
+        21,
+        LinkConfig::default(),
+        named("Alice"),
+        named("Bob"),
+        policy,
+    );
+    p.connect(A, B);
+    assert!(p.run_until(Duration::from_secs(10), |p| p.connected(B) == 1));
+    assert!(!invite_b(&mut p, "10.0.0.66:7000", 9, "denied"));
+    assert!(!invite_b(&mut p, "192.0.2.1:7000", 10, "outsider"));
+    assert_eq!(
+        p.nodes[B].endpoint.poll_refusal(),
+        Some((pair::addr("10.0.0.66:7000"), Refusal::Address))
+    );
+    let (mut buf, now, alice) = (vec![0; 1500], p.now, p.nodes[A].control.ip());
+    while let Some(t) = p.nodes[B].endpoint.poll_transmit(now, &mut buf) {
+        assert_eq!(t.dst.ip(), alice, "nothing goes to a refused address");
+    }
+    assert_eq!(p.nodes[B].endpoint.sessions().count(), 1);
+}
+
+/// Counts the RTP packets node A sends and drops B's RS when `rs_from_b` is false.
+fn count_rtp_from_a(p: &mut Pair, rs_from_b: bool) -> std::rc::Rc<std::cell::Cell<u64>> {
+    let rtp = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let seen = rtp.clone();
+    p.filter = Some(Box::new(move |from, _, bytes| {
+        if from == A && bytes.first().is_some_and(|b| b & 0xC0 == 0x80) {
+            seen.set(seen.get() + 1);
+        }
+        from == B && !rs_from_b && bytes.starts_with(b"\xFF\xFFRS")
+    }));
+    rtp
+}
+
+#[test]
+fn guards_stop_for_a_peer_that_never_confirms() {
+    let mut p = connected_pair(41, LinkConfig::default());
+    let rtp = count_rtp_from_a(&mut p, false);
+    for n in 0..3 {
+        send(&mut p, A, note(60 + n));
+        p.run_for(Duration::from_secs(20));
+    }
+    // Three notes in a minute: three packets and a bounded number of guards, not one guard a
+    // second for as long as the session lasts.
+    let limit = 3 + u64::from(named("A").guards_unconfirmed);
+    assert!(rtp.get() <= limit, "{} RTP packets", rtp.get());
+    assert_eq!(p.midi_received(B).len(), 3);
+    assert_eq!(p.connected(A), 1, "the session is still up");
+    assert!(disconnect_reason(&p, A).is_none());
+}
+
+#[test]
+fn guards_go_on_for_a_peer_that_confirms() {
+    let mut p = connected_pair(42, LinkConfig::default());
+    let rtp = count_rtp_from_a(&mut p, true);
+    let notes = 10;
+    for n in 0..notes {
+        send(&mut p, A, note(60 + n as u8));
+        p.run_for(Duration::from_secs(5));
+    }
+    // Each note is followed by guards until B's RS confirms it (about a second).
+    let guards = rtp.get() - notes;
+    assert!(guards >= 3 * notes, "{guards} guard packets");
+    // And they stop once confirmed: at most one guard interval after the last RS.
+    let before = rtp.get();
+    p.run_for(Duration::from_secs(10));
+    assert_eq!(rtp.get(), before, "guards after everything was confirmed");
+}

@@ -22,6 +22,9 @@ pub enum Action {
     Bridge(&'static str),
     /// New `[mdns]` include/exclude filters: they apply to peers discovered from now on.
     PeerFilter,
+    /// New `[general]` limits or networks: for new invitations on every listener that uses
+    /// them, and for peers discovered from now on.
+    Admission,
     /// A change that needs a restart (ports, bound addresses, control socket); it is ignored.
     NeedsRestart(&'static str),
 }
@@ -70,6 +73,9 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     }
     if (&old.mdns.include, &old.mdns.exclude) != (&new.mdns.include, &new.mdns.exclude) {
         actions.push(Action::PeerFilter);
+    }
+    if old.admission != new.admission {
+        actions.push(Action::Admission);
     }
     if old.port != new.port {
         actions.push(Action::NeedsRestart("port"));

@@ -1,7 +1,7 @@
 //! Every section and key of the file, in one table: the parser takes from it which keys a
 //! section has and how each value is read; the tests check against it that each key is
 //! documented in `contrib/rtpmidid.conf.example` and the README.
-use super::File;
+use super::{AdmissionKeys, File};
 use crate::options::{self, AutoExport, MAX_CK_INTERVAL};
 use Section::*;
 
@@ -67,6 +67,7 @@ pub struct SectionKeys {
     pub alsa_port_name: Option<String>,
     pub alsa_port: Option<String>,
     pub keep_connected: Option<bool>,
+    pub admission: AdmissionKeys,
 }
 
 pub struct Key {
@@ -146,6 +147,22 @@ pub static KEYS: &[Key] = &[
         d.file.sysex_rate = Some(options::sysex_rate(v)?);
         Ok(())
     }),
+    key(General, "max_sessions", |d, v| {
+        d.file.admission.max_sessions = Some(options::sessions(v)?);
+        Ok(())
+    }),
+    key(General, "max_sessions_per_host", |d, v| {
+        d.file.admission.max_sessions_per_host = Some(options::sessions(v)?);
+        Ok(())
+    }),
+    key(General, "allow", |d, v| {
+        d.file.admission.allow = Some(list(v, options::network)?);
+        Ok(())
+    }),
+    key(General, "deny", |d, v| {
+        d.file.admission.deny = Some(list(v, options::network)?);
+        Ok(())
+    }),
     key(Hub, "enabled", |d, v| {
         d.file.hub = Some(options::boolean(v)?);
         Ok(())
@@ -176,6 +193,22 @@ pub static KEYS: &[Key] = &[
     }),
     key(Listener, "port", |d, v| {
         d.section.port = Some(options::port(v)?);
+        Ok(())
+    }),
+    key(Listener, "max_sessions", |d, v| {
+        d.section.admission.max_sessions = Some(options::sessions(v)?);
+        Ok(())
+    }),
+    key(Listener, "max_sessions_per_host", |d, v| {
+        d.section.admission.max_sessions_per_host = Some(options::sessions(v)?);
+        Ok(())
+    }),
+    key(Listener, "allow", |d, v| {
+        d.section.admission.allow = Some(list(v, options::network)?);
+        Ok(())
+    }),
+    key(Listener, "deny", |d, v| {
+        d.section.admission.deny = Some(list(v, options::network)?);
         Ok(())
     }),
     Key {

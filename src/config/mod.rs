@@ -12,7 +12,12 @@ use std::time::Duration;
 use log::LevelFilter;
 use protocol::session;
 
-use crate::options::{AutoExport, ConnectTarget};
+use protocol::admission::{AddressFilter, IpNet};
+use protocol::endpoint::AcceptPolicy;
+
+use crate::options::{
+    AutoExport, ConnectTarget, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_HOST,
+};
 
 mod diff;
 mod keys;
@@ -65,6 +70,69 @@ pub struct Export {
 pub struct Listener {
     pub name: String,
     pub port: u16,
+    /// Its own limits and networks; what it leaves out comes from `[general]`.
+    pub admission: AdmissionKeys,
+}
+
+/// Who may open sessions with a listener, and how many: `[general]` (and the command line)
+/// for the main port, exports and discovered peers; a `[listener]` may change it for itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub max_sessions: usize,
+    pub max_sessions_per_host: usize,
+    pub addresses: AddressFilter,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_host: DEFAULT_MAX_SESSIONS_PER_HOST,
+            addresses: AddressFilter::default(),
+        }
+    }
+}
+
+impl Admission {
+    pub fn policy(&self) -> AcceptPolicy {
+        AcceptPolicy {
+            max_sessions: Some(self.max_sessions),
+            max_sessions_per_host: Some(self.max_sessions_per_host),
+            addresses: self.addresses.clone(),
+            ..AcceptPolicy::default()
+        }
+    }
+}
+
+/// The admission keys a section sets; `None` where it says nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdmissionKeys {
+    pub max_sessions: Option<usize>,
+    pub max_sessions_per_host: Option<usize>,
+    pub allow: Option<Vec<IpNet>>,
+    pub deny: Option<Vec<IpNet>>,
+}
+
+impl AdmissionKeys {
+    /// These keys over `base`.
+    pub fn over(&self, base: &Admission) -> Admission {
+        Admission {
+            max_sessions: self.max_sessions.unwrap_or(base.max_sessions),
+            max_sessions_per_host: self
+                .max_sessions_per_host
+                .unwrap_or(base.max_sessions_per_host),
+            addresses: AddressFilter {
+                allow: self
+                    .allow
+                    .clone()
+                    .unwrap_or_else(|| base.addresses.allow.clone()),
+                deny: self
+                    .deny
+                    .clone()
+                    .unwrap_or_else(|| base.addresses.deny.clone()),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +244,7 @@ pub struct File {
     pub export_auto: Option<AutoExport>,
     /// Bytes a second.
     pub sysex_rate: Option<u32>,
+    pub admission: AdmissionKeys,
 }
 
 /// The daemon's effective settings: the file, overridden by the command line, with defaults.
@@ -204,6 +273,7 @@ pub struct Settings {
     /// The control socket was asked for (`--control`, `control =`), so it must open; the
     /// default one may be missing.
     pub control_required: bool,
+    pub admission: Admission,
 }
 
 impl Settings {

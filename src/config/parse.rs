@@ -273,6 +273,7 @@ impl Parser<'_> {
             Section::Listener => file.listeners.push(Listener {
                 port: keys.port.ok_or_else(|| missing("port"))?,
                 name: p.name,
+                admission: keys.admission,
             }),
             _ => {}
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use log::LevelFilter;
 
-use super::{read, Connection, Error, File, Settings};
+use super::{read, Admission, AdmissionKeys, Connection, Error, File, Settings};
 use crate::options::{
     AutoExport, ConnectTarget, DEFAULT_ALSA_NAME, DEFAULT_CONFIG, DEFAULT_CONTROL, DEFAULT_PORT,
 };
@@ -34,6 +34,8 @@ pub struct CommandLine {
     pub mdns_interfaces: Vec<String>,
     pub config: Option<PathBuf>,
     pub control: Option<PathBuf>,
+    /// `--max-sessions`, `--allow`, `--deny`: over the file's `[general]` keys.
+    pub admission: AdmissionKeys,
 }
 
 /// The default session name.
@@ -136,6 +138,9 @@ pub fn resolve(
         sysex_rate: command_line.sysex_rate.or(file.sysex_rate),
         alsa: !command_line.no_alsa,
         control_required: command_line.control.is_some() || file.control.is_some(),
+        admission: command_line
+            .admission
+            .over(&file.admission.over(&Admission::default())),
     }
 }
 
@@ -144,6 +149,8 @@ mod tests {
     use std::time::Duration;
 
     use protocol::session;
+
+    use protocol::admission::IpNet;
 
     use super::*;
     use crate::config::command_line;
@@ -264,5 +271,65 @@ mod tests {
         assert_eq!(c.ck_interval, Duration::from_secs(5));
         assert_eq!(c.invite_attempts, 2);
         assert!(!c.journal);
+    }
+
+    #[test]
+    fn limits_and_networks_from_the_file_the_command_line_and_a_listener() {
+        let text = "[general]\nmax_sessions = 10\nmax_sessions_per_host = 2\n\
+                    allow = 10.0.0.0/8, fd00::/8\ndeny = 10.9.9.9\n\
+                    [listener drums]\nport = 6000\nallow = 10.1.0.0/16\n";
+        let file = parse("x", text).unwrap();
+        let s = resolve(&command_line(""), &file, || "h".into());
+        let net = |t: &str| t.parse::<IpNet>().unwrap();
+        assert_eq!(s.admission.max_sessions, 10);
+        assert_eq!(s.admission.max_sessions_per_host, 2);
+        assert_eq!(
+            s.admission.addresses.allow,
+            vec![net("10.0.0.0/8"), net("fd00::/8")]
+        );
+        assert!(!s.admission.addresses.admits("10.9.9.9".parse().unwrap()));
+        // The listener changes the networks it names and keeps [general]'s limits.
+        let drums = s.listeners[0].admission.over(&s.admission);
+        assert_eq!(drums.addresses.allow, vec![net("10.1.0.0/16")]);
+        assert_eq!(drums.addresses.deny, vec![net("10.9.9.9")]);
+        assert_eq!(drums.max_sessions_per_host, 2);
+        // The command line replaces what it names.
+        let cli = command_line("--max-sessions 3 --allow 192.168.0.0/16 --allow ::1");
+        let s = resolve(&cli, &file, || "h".into());
+        assert_eq!(s.admission.max_sessions, 3);
+        assert_eq!(s.admission.max_sessions_per_host, 2);
+        assert_eq!(
+            s.admission.addresses.allow,
+            vec![net("192.168.0.0/16"), net("::1")]
+        );
+        assert_eq!(s.admission.addresses.deny, vec![net("10.9.9.9")]);
+        // Defaults that fit a stage, and a reload that changes them says so.
+        let d = resolve(&command_line(""), &File::default(), || "h".into());
+        assert_eq!(
+            (d.admission.max_sessions, d.admission.max_sessions_per_host),
+            (256, 32)
+        );
+        assert!(d.admission.addresses.admits("203.0.113.1".parse().unwrap()));
+        assert!(diff(&d, &resolve(&command_line(""), &file, || "h".into()))
+            .contains(&Action::Admission));
+    }
+
+    #[test]
+    fn bad_limits_and_networks_are_refused_with_their_line() {
+        for (text, needle) in [
+            (
+                "[general]\nmax_sessions = 0\n",
+                ":2: bad value \"0\" for \"max_sessions\"",
+            ),
+            ("[general]\nallow = 10.0.0.0/40\n", ":2: bad value"),
+            (
+                "[listener l]\nport = 6000\ndeny = nowhere\n",
+                ":3: bad value",
+            ),
+        ] {
+            let e = parse("x", text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        assert!(crate::cli::parse(&["--allow".into(), "x/1".into()]).is_err());
     }
 }

@@ -104,6 +104,10 @@ impl Daemon {
                         debug!("mDNS: {name:?} at {addr} ignored ([mdns] include/exclude)");
                         continue;
                     }
+                    if !self.settings.admission.addresses.admits(addr.ip()) {
+                        debug!("mDNS: {name:?} at {addr} ignored (allow/deny)");
+                        continue;
+                    }
                     let target = ConnectTarget {
                         name: Some(name.clone()),
                         host: host_of(addr),

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
 use log::{debug, error, info, log, trace, warn, Level};
-use protocol::endpoint::{AcceptPolicy, Dropped, Endpoint, SessionId};
+use protocol::admission::Refusal;
+use protocol::endpoint::{Dropped, Endpoint, SessionId};
 use protocol::midi::MidiMessage;
 use protocol::session::{self, DisconnectReason, Event, Port};
 use protocol::time::{Duration, Instant};
@@ -127,7 +128,7 @@ impl Daemon {
         let router = Router::new(&settings.name, bridge.is_some(), settings.hub);
         let main = Listener::new(
             &settings.name,
-            Endpoint::new(settings.session_config(), AcceptPolicy::default(), seed),
+            Endpoint::new(settings.session_config(), settings.admission.policy(), seed),
             sockets,
         );
         let now = StdInstant::now();
@@ -224,6 +225,13 @@ impl Daemon {
             }
             // Answer as we go so a long batch does not delay replies.
             listener.flush(now, &mut self.send_buf);
+        }
+        while let Some((from, why)) = listener.endpoint.poll_refusal() {
+            warn!(
+                "{}: refusing invitations ({}), first from {from}; the rest are counted",
+                listener.name,
+                refusal_text(why)
+            );
         }
         // Edge-triggered: if the batch ended with data left, ask to be told again next turn.
         let _ = ctx.reregister(event.source, Interest::READABLE);
@@ -514,11 +522,8 @@ impl Daemon {
             ..self.settings.session_config()
         };
         let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut listener = Listener::new(
-            name,
-            Endpoint::new(config, AcceptPolicy::default(), seed),
-            sockets,
-        );
+        let policy = self.admission_of(id).policy();
+        let mut listener = Listener::new(name, Endpoint::new(config, policy, seed), sockets);
         listener.register(ctx)?;
         if let Some(port) = listener.port() {
             info!("listening as {name:?} on UDP port {port}");
@@ -606,6 +611,16 @@ fn send_to_all(
         if Some(id) != except && session.is_connected() {
             session.send_midi(now, message.clone());
         }
+    }
+}
+
+fn refusal_text(why: Refusal) -> &'static str {
+    match why {
+        Refusal::Address => "address not allowed: see allow/deny",
+        Refusal::Sessions => "max_sessions reached",
+        Refusal::HostSessions => "max_sessions_per_host reached",
+        Refusal::HalfOpen => "too many half-open invitations from one host",
+        Refusal::Policy => "refused by policy",
     }
 }
 

@@ -8,8 +8,9 @@ use reactor::Interest;
 
 use super::{Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
-use crate::config::{self, Action};
+use crate::config::{self, Action, Admission};
 use crate::reload::Watch;
+use crate::router::{ListenerId, ListenerKind};
 
 impl Daemon {
     /// The connections, `[export]` and `[listener]` sections of the settings. A listener that
@@ -78,6 +79,21 @@ impl Daemon {
         match watch {
             Ok(watch) => self.watch = Some(watch),
             Err(e) => warn!("cannot watch {} for changes: {e}", path.display()),
+        }
+    }
+
+    /// Who may open sessions on listener `id`: a `[listener]` section's own keys over
+    /// `[general]`'s, which the others use.
+    pub(super) fn admission_of(&self, id: ListenerId) -> Admission {
+        let general = &self.settings.admission;
+        match self.router.listener(id) {
+            Some(l) if l.kind == ListenerKind::Extra => self
+                .settings
+                .listeners
+                .iter()
+                .find(|s| s.name == l.name)
+                .map_or_else(|| general.clone(), |s| s.admission.over(general)),
+            _ => general.clone(),
         }
     }
 
@@ -169,6 +185,16 @@ impl Daemon {
             Action::SetLogLevel(level) => {
                 if std::env::var_os("RUST_LOG").is_none() {
                     log::set_max_level(level);
+                }
+            }
+            Action::Admission => {
+                info!("reload: new limits or allow/deny networks apply to new invitations");
+                let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
+                for id in ids {
+                    let policy = self.admission_of(id).policy();
+                    if let Some(l) = self.listeners.get_mut(&id) {
+                        l.endpoint.set_policy(policy);
+                    }
                 }
             }
             Action::PeerFilter => {

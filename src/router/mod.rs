@@ -631,6 +631,11 @@ impl Router {
     /// connection's own session uses the connection's; a session its known peer started shares
     /// it; a returning peer takes back the port its replaced session parked.
     pub fn session_up(&mut self, key: SessionKey, name: &str, ip: IpAddr) {
+        self.attach(key, name, ip);
+        self.merge_twins(key);
+    }
+
+    fn attach(&mut self, key: SessionKey, name: &str, ip: IpAddr) {
         let mut peer = Peer {
             name: name.to_string(),
             ip,
@@ -652,13 +657,26 @@ impl Router {
             return;
         }
         if key.listener == self.main {
-            let matching = self.connections.iter_mut().find(|(_, c)| {
-                c.port.is_some()
-                    && c.accepted.is_none()
-                    && c.label() == name
-                    && c.addr.is_some_and(|a| same_ip(a, ip))
-            });
-            if let Some((id, c)) = matching {
+            // The peer is known by the connection's name, or by the name its session with
+            // us gave.
+            let known_as = |c: &Connection| {
+                c.label() == name
+                    || c.session
+                        .and_then(|k| self.peers.get(&k))
+                        .is_some_and(|p| p.name == name)
+            };
+            let matching = self
+                .connections
+                .iter()
+                .find(|(_, c)| {
+                    c.port.is_some()
+                        && c.accepted.is_none()
+                        && known_as(c)
+                        && c.addr.is_some_and(|a| same_ip(a, ip))
+                })
+                .map(|(id, _)| id);
+            if let Some((id, c)) = matching.and_then(|id| Some((id, self.connections.get_mut(id)?)))
+            {
                 info!("{name:?} connected to us: its session shares the peer's ALSA port");
                 c.accepted = Some(key);
                 peer.port = c.port;
@@ -682,15 +700,71 @@ impl Router {
         self.peers.insert(key, peer);
     }
 
+    /// Two daemons that connect to each other (A `--connect`s B while B `--connect`s A) get
+    /// two sessions between them; with hubs on both sides each would forward the other's MIDI
+    /// back in a loop. One is kept: the one the daemon whose name sorts first started, which
+    /// both sides agree on; the connection of the other side is satisfied by it and does not
+    /// reconnect while it lasts. (Equal names cannot be ordered: both stay.)
+    fn merge_twins(&mut self, key: SessionKey) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let (name, ip) = (peer.name.clone(), peer.ip);
+        if name == self.name {
+            return;
+        }
+        let twin = self
+            .peers
+            .iter()
+            .find(|(k, p)| {
+                **k != key && k.listener == key.listener && p.name == name && same_ip(p.ip, ip)
+            })
+            .map(|(k, _)| *k);
+        let Some(twin) = twin else {
+            return;
+        };
+        let (ours, theirs, id) = match (self.connection_of(key), self.connection_of(twin)) {
+            (Some(id), None) => (key, twin, id),
+            (None, Some(id)) => (twin, key, id),
+            _ => return,
+        };
+        info!("{name:?} and we connected to each other: one session is kept");
+        if self.name.as_str() < name.as_str() {
+            self.actions.push_back(Action::Close(theirs));
+            if let Some(c) = self.connections.get_mut(id) {
+                c.accepted = c.accepted.filter(|k| *k != theirs);
+            }
+        } else {
+            self.actions.push_back(Action::Close(ours));
+            let port = self.connections.get_mut(id).and_then(|c| {
+                c.accepted = Some(theirs);
+                c.port
+            });
+            if let Some(p) = self.peers.get_mut(&theirs) {
+                p.connection = Some(id);
+                p.port = port.or(p.port);
+            }
+        }
+    }
+
+    /// The session the peer started with us for connection `id` is up.
+    fn accepted_up(&self, c: &Connection) -> bool {
+        c.accepted.is_some_and(|k| self.peers.contains_key(&k))
+    }
+
     /// A session ended (or failed to start).
     pub fn session_down(&mut self, now: Instant, key: SessionKey, ended: Ended) {
         let peer = self.peers.remove(&key);
         // A connection's session, whether it came up or not.
         if let Some(id) = self.connection_of(key) {
             let stopping = self.stopping;
+            let twin_up = self
+                .connections
+                .get(id)
+                .is_some_and(|c| self.accepted_up(c));
             let c = self.connections.get_mut(id).expect("found above");
             c.session = None;
-            if c.wanted && !stopping {
+            if c.wanted && !stopping && !twin_up {
                 c.retry_at = Some(now + c.backoff);
                 info!(
                     "reconnecting to {}:{} in {:?}",
@@ -704,9 +778,14 @@ impl Router {
             return;
         };
         if let Some(id) = peer.connection {
+            let stopping = self.stopping;
             if let Some(c) = self.connections.get_mut(id) {
                 if c.accepted == Some(key) {
                     c.accepted = None; // the port is the connection's: it stays
+                                       // It stood in for our own session: ours comes back.
+                    if c.wanted && c.session.is_none() && !c.opening && !stopping {
+                        c.retry_at = Some(now);
+                    }
                 }
             }
             return;
@@ -815,9 +894,13 @@ impl Router {
             .map(|(id, _)| id)
             .collect();
         for id in due {
+            let twin_up = self
+                .connections
+                .get(id)
+                .is_some_and(|c| self.accepted_up(c));
             let c = self.connections.get_mut(id).expect("listed above");
             c.retry_at = None;
-            if c.wanted && c.session.is_none() && !c.opening && !self.stopping {
+            if c.wanted && c.session.is_none() && !c.opening && !self.stopping && !twin_up {
                 c.opening = true;
                 self.actions.push_back(Action::Connect {
                     connection: id,

@@ -148,19 +148,52 @@ fn a_session_the_connected_peer_starts_shares_its_port() {
 }
 
 #[test]
-fn our_session_wins_over_the_one_the_peer_started_while_both_are_up() {
-    let mut r = Router::new("us", true, false);
-    let c = r.add_connection(t(0), target(Some("Keys"), "10.0.0.9", 5004), true, None);
-    let (port, _) = one_port(&drain(&mut r));
-    let theirs = key(r.main(), 1);
-    r.session_up(theirs, "Keys", ip("10.0.0.9"));
-    r.handle_timeout(t(0));
-    assert_eq!(connects(&drain(&mut r)), vec![c]);
-    let ours = key(r.main(), 2);
-    r.connecting(c, ours, ip("10.0.0.9"));
-    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(theirs)]);
-    r.session_up(ours, "Keys", ip("10.0.0.9"));
-    assert_eq!(routed(&r, Source::Port(port)), vec![Dest::Session(ours)]);
+fn two_daemons_that_connect_to_each_other_keep_one_session() {
+    // Without ALSA (hubs, typically) and with it; our name sorting first or last.
+    for (alsa, ours_first) in [(false, true), (false, false), (true, true), (true, false)] {
+        let us = if ours_first { "A" } else { "Z" };
+        let mut r = Router::new(us, alsa, true);
+        let c = r.add_connection(t(0), target(None, "10.0.0.9", 5004), true, None);
+        r.handle_timeout(t(0));
+        assert_eq!(connects(&drain(&mut r)), vec![c]);
+        let ours = key(r.main(), 1);
+        r.connecting(c, ours, ip("10.0.0.9"));
+        r.session_up(ours, "M", ip("10.0.0.9"));
+        drain(&mut r);
+        // M connects to us too.
+        let theirs = key(r.main(), 2);
+        r.session_up(theirs, "M", ip("10.0.0.9"));
+        let (kept, closed) = if ours_first {
+            (ours, theirs)
+        } else {
+            (theirs, ours)
+        };
+        assert_eq!(drain(&mut r), vec![Action::Close(closed)], "{us} {alsa}");
+        r.session_down(t(10), closed, Ended::Other);
+        drain(&mut r);
+        // The hub forwards over the kept session only; nothing reconnects while it lasts.
+        r.handle_timeout(t(60_000));
+        assert!(connects(&drain(&mut r)).is_empty());
+        assert_eq!(
+            routed(&r, Source::Session(kept)),
+            [
+                alsa.then(|| Dest::Port(r.connection(c).unwrap().port.unwrap())),
+                Some(Dest::Listener {
+                    listener: r.main(),
+                    except: Some(kept)
+                })
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+        );
+        // When M's session goes, ours comes back.
+        if !ours_first {
+            r.session_down(t(70_000), theirs, Ended::Other);
+            r.handle_timeout(t(70_000));
+            assert_eq!(connects(&drain(&mut r)), vec![c]);
+        }
+    }
 }
 
 #[test]

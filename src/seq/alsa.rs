@@ -5,13 +5,14 @@
 //! NONREGPARAM and REGPARAM events as the control changes they stand for (alsa-lib
 //! `seq_midi_event.c`, `extra_decode_ctrl14`/`extra_decode_xrpn`). The bytes of each event,
 //! SysEx chunks included, go through one [`StreamParser`] per port and sender, which splits
-//! them into messages and joins SysEx; long SysEx is split into chunks on the way out.
+//! them into messages and joins SysEx; long SysEx is split into chunks on the way out. A NOTE
+//! event (note with a duration) never reaches us: the kernel accepts it only on a queue, which
+//! delivers a NOTEON and later a NOTEOFF instead (seq_clientmgr.c, `snd_seq_dispatch_event`).
 //!
-//! alsa-lib reads input from the kernel in bulk into its own buffer, and events left there do
-//! not make the sequencer's fd readable again: a caller that stops reading before `recv` says
-//! drained would strand them. A second fd ([`ReadyFd`]) is readable while they wait. A NOTE event (note
-//! with a duration) never reaches us: the kernel accepts it only on a queue, which delivers a
-//! NOTEON and later a NOTEOFF instead (seq_clientmgr.c, `snd_seq_dispatch_event`).
+//! alsa-lib reads input from the kernel in bulk (up to 500 events) into its own buffer, and
+//! events left there do not make the sequencer's fd readable again: a caller that stops
+//! reading before `recv` says drained (a batch limit) would strand them until the next event
+//! comes. So `fds` has a second fd, a [`ReadyFd`], readable while they wait.
 //!
 //! SysEx leaves paced: receivers read from small kernel FIFOs (aseqdump keeps the default of
 //! 200 cells, about 18 chunks of 256 bytes), and what overflows them is lost without a word to
@@ -623,7 +624,7 @@ mod tests {
 
     #[test]
     #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
-    fn kernel_events_arrive_as_midi_bytes_with_notices() {
+    fn kernel_events_arrive_as_midi_messages_with_notices() {
         let mut rx = AlsaSequencer::open("rx").unwrap();
         let port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
         let tx = Seq::open(None, None, false).unwrap();
@@ -741,6 +742,66 @@ mod tests {
             }
         }
         assert_eq!(got, [midi(&[0x90, 60, 100]), midi(&[0x80, 60, 0])]);
+    }
+
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn sysex_chunks_are_joined_per_sender() {
+        let mut rx = AlsaSequencer::open("rx").unwrap();
+        let port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
+        let tx = Seq::open(None, None, false).unwrap();
+        let caps = PortCap::READ | PortCap::SUBS_READ;
+        let mut sources = Vec::new();
+        for name in [c"a", c"b"] {
+            let tx_port = tx
+                .create_simple_port(name, caps, PortType::MIDI_GENERIC)
+                .unwrap();
+            let subs = PortSubscribe::empty().unwrap();
+            let sender = Addr {
+                client: tx.client_id().unwrap(),
+                port: tx_port,
+            };
+            subs.set_sender(sender);
+            subs.set_dest(Addr {
+                client: i32::from(rx.client()),
+                port: i32::from(port.0),
+            });
+            tx.subscribe_port(&subs).unwrap();
+            sources.push(addr(sender).unwrap());
+        }
+        let send = |from: SeqAddr, mut ev: Event| {
+            ev.set_source(i32::from(from.port));
+            ev.set_subs();
+            ev.set_direct();
+            tx.event_output_direct(&mut ev).unwrap();
+        };
+        let sysex = |from, chunk: &[u8]| send(from, Event::new_ext(EventType::Sysex, chunk));
+        let (a, b) = (sources[0], sources[1]);
+        sysex(a, &[0xF0, 1, 2]);
+        sysex(b, &[0xF0, 9]);
+        // Realtime may come in the middle of a SysEx and ends nothing.
+        send(a, Event::new(EventType::Sensing, &()));
+        sysex(a, &[3, 4]);
+        sysex(b, &[0xF7]);
+        sysex(a, &[5, 0xF7]);
+
+        let mut got = Vec::new();
+        while let Some(input) = rx.recv().unwrap() {
+            if let SeqInput::Midi {
+                source, message, ..
+            } = input
+            {
+                got.push((source, message));
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                (a, message(&[0xFE])),
+                (b, message(&[0xF0, 9, 0xF7])),
+                (a, message(&[0xF0, 1, 2, 3, 4, 5, 0xF7])),
+            ]
+        );
     }
 
     /// True if one of `fds` is readable now.

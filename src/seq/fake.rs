@@ -122,11 +122,15 @@ impl FakeSequencer {
         if !self.ports.contains_key(&port) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         }
-        if let Some(room) = self.room {
-            self.room =
-                Some(room.checked_sub(1).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::WouldBlock, "fake sequencer full")
-                })?);
+        match self.room {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "fake sequencer full",
+                ))
+            }
+            Some(room) => self.room = Some(room - 1),
+            None => {}
         }
         Ok(message.as_bytes().to_vec())
     }

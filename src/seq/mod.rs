@@ -123,8 +123,9 @@ pub enum SeqInput {
 /// Non-blocking throughout: `recv` returns `Ok(None)` when nothing is waiting, and what the
 /// sequencer cannot take yet waits in a bounded backlog until [`flush`](Sequencer::flush).
 pub trait Sequencer {
-    /// Descriptors to poll: one of them is readable while `recv` has input (input already
-    /// read from the kernel included), writable when `flush` can make progress. Poll them all.
+    /// Descriptors to poll, all of them: one is readable while `recv` has input, input that
+    /// alsa-lib already read from the kernel included (so a reader may stop after a batch and
+    /// poll again); writable when `flush` can make progress.
     fn fds(&self) -> io::Result<Vec<RawFd>>;
     /// Creates a port on our client named `name`.
     fn create_port(&mut self, name: &str, caps: PortCaps) -> io::Result<PortId>;

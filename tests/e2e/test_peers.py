@@ -239,3 +239,59 @@ def test_ipv6_and_ipv4_on_the_default_dual_stack_sockets(peers, daemons):
     v6.stop()
     v4.stop()
     assert hub.stop() == 0
+
+
+def test_responder_probes_keep_quiet_initiators_and_drop_dead_ones_quickly(peers, daemons):
+    """As responder the daemon checks a silent initiator with CK0s of its own after 10 s:
+    real initiators answer them (pymidi's scripted one that never syncs, node-rtpmidi), and one
+    killed without BY is dropped in seconds, not after the 90 s idle timeout."""
+    port = free_port_pair()
+    d = daemons.start(port, name="resp")
+    quiet = peers.pymidi_initiator((LOCAL, port), name="quiet", sync=False)
+    d.expect_log(r'session opened: "quiet"')
+    node = peers.node_peer("connect", free_port_pair(), target=(LOCAL, port), name="nodeini")
+    d.expect_log(r'session opened: "nodeini"', timeout=SLOW)
+    # The initiator that never syncs answered our probe: a clock sync is logged for it.
+    d.expect_log(r"clock sync with quiet", timeout=SLOW)
+    node.kill()
+    killed_at = time.monotonic()
+    d.expect_log(r"session closed: nodeini: Timeout", timeout=60)
+    assert time.monotonic() - killed_at < 30
+    # The quiet one, silent all along but answering, is still there.
+    assert d.count(r"session closed: quiet") == 0
+    assert d.stop() == 0
+
+
+def test_session_limits_and_denied_networks_refuse_invitations(peers, daemons):
+    port = free_port_pair()
+    d = daemons.start(port, name="lim", args=["--max-sessions", "1", "--deny", "127.0.0.2"])
+    first = peers.pymidi_initiator((LOCAL, port), name="first")
+    d.expect_log(r'session opened: "first"')
+    first.expect("send-ready")
+    # Beyond the limit: NO, and the log says why once.
+    for name in ("second", "third"):
+        peers.pymidi_initiator((LOCAL, port), name=name).expect("rejected")
+    d.expect_log(r"refusing invitations \(max_sessions reached\)")
+    assert d.count(r"refusing invitations") == 1
+    # From a denied address: no answer at all.
+    denied = peers.pymidi_initiator((LOCAL, port), name="denied", host="127.0.0.2")
+    denied.expect("timeout", timeout=SLOW)
+    assert d.count(r'session opened: "(second|third|denied)"') == 0
+    assert d.stop() == 0
+
+
+def test_two_hubs_that_connect_to_each_other_keep_one_session_and_do_not_loop(peers, daemons):
+    a_port, b_port = free_port_pair(), free_port_pair()
+    a = daemons.start(a_port, name="A", args=["--hub", "-C", "%s:%d" % (LOCAL, b_port)])
+    b = daemons.start(b_port, name="B", args=["--hub", "-C", "%s:%d" % (LOCAL, a_port)])
+    for d in (a, b):
+        d.expect_log(r"connected to each other: one session is kept", timeout=SLOW)
+    sender = peers.pymidi_initiator((LOCAL, a_port), name="in")
+    receiver = peers.pymidi_initiator((LOCAL, b_port), name="out")
+    sender.expect("send-ready")
+    receiver.expect("send-ready")
+    # A loop would have delivered copies of the notes before the last one arrives.
+    send_all(sender, NOTES + ["b0 7b 00"])
+    assert_received_exactly(receiver, NOTES + ["b0 7b 00"])
+    assert [e["bytes"] for e in sender.events("midi")] == []
+    assert a.stop() == 0 and b.stop() == 0

@@ -9,7 +9,7 @@
 #      B's "A": the same events in the same order as a direct local dump, nothing else
 #   b  the same the other way round (into B's "A", dumped on A's "B")
 #   e  a 100 KiB SysEx (paced by seq_probe) into A's "B" reaches aseqdump on B's "A" whole
-#   m  5000 notes on and off, in bursts of 1000 at once a second apart, into A's "B" reach a
+#   m  5000 notes on and off, in bursts of 1000 at once 2 s apart, into A's "B" reach a
 #      probe on B's "A" whole and in order, with no overrun or drop on the way; then 1900 more
 #      at once while A is stopped, which A reads in batches when it goes on (the tail from
 #      alsa-lib's buffer, of which the kernel's fd says nothing)
@@ -66,15 +66,15 @@ for i in range(8):
     notes += bytes([0 if i == 0 else 20, 0x90, 0x40 + i, 0x64])
 smf(notes, out + "/spaced.mid")
 # 5000 events: note on and off in turn over all channels and notes, velocities 1..100 (as
-# tests/steady_state_alloc.rs's `event`), in bursts of 1000 at the same tick, 1 s apart (5 ms
+# tests/steady_state_alloc.rs's `event`), in bursts of 1000 at the same tick, 2 s apart (5 ms
 # ticks): a burst fits a reader's kernel FIFO (at most 2000 events; ALSA has no flow control,
-# a sender that outpaces its reader by more overruns it), and a daemon under TCG reads about
-# 2000 a second. stopped.mid: the first 1900 at once. burst.hex has the events as seq_probe
-# prints them.
+# a sender that outpaces its reader by more overruns it), and a debug daemon under TCG reads
+# one before the next comes (250 ms apart, it fell behind and overran). stopped.mid: the
+# first 1900 at once. burst.hex has the events as seq_probe prints them.
 burst = [bytes([(0x90 if i % 2 == 0 else 0x80) | (i // 2 % 16), i // 2 % 128, 1 + i % 100])
          for i in range(5000)]
 tempo = bytes([0, 0xFF, 0x51, 0x03, 0x07, 0x53, 0x00])
-smf(tempo + b"".join(bytes([0x81, 0x48] if i and i % 1000 == 0 else [0]) + e for i, e in enumerate(burst)),
+smf(tempo + b"".join(bytes([0x83, 0x10] if i and i % 1000 == 0 else [0]) + e for i, e in enumerate(burst)),
     out + "/burst.mid")
 smf(b"".join(b"\x00" + e for e in burst[:1900]), out + "/stopped.mid")
 with open(out + "/burst.hex", "w") as f:

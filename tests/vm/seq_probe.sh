@@ -1,5 +1,5 @@
 #!/bin/sh
-# The sequencer seam on a real kernel sequencer: examples/seq_probe echoes what arrives on its
+# The sequencer seam on a real kernel sequencer: seq_probe(.rs) echoes what arrives on its
 # port; aplaymidi plays a note-on, a CC, a pitch bend, a program change, a 1000-byte SysEx and
 # a note-off into it, aseqdump records what comes back out, and both ends must match the file.
 # The probe must also see the whole SysEx as one message and both subscriptions with names.

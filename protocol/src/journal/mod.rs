@@ -19,7 +19,8 @@
 //!   [`GuardTimer::on_sent`]`(now, true)`. On an RS: [`JournalSender::confirm_rs`]; when
 //!   [`JournalSender::has_pending`] turns false, [`GuardTimer::stop`]. When
 //!   [`GuardTimer::next_guard`] is due: a packet with no commands and `emit`'s journal, then
-//!   `on_sent(now, false)` (or `stop()` if `emit` gave nothing).
+//!   `on_sent(now, false)` (or `stop()` if `emit` gave nothing). With a
+//!   [`GuardTimer::bounded`] timer, tell it of each RS with [`GuardTimer::on_confirmed`].
 //! - receiving packet `seq` after `lost` missing ones: [`JournalReceiver::recover`] with the
 //!   journal (its repairs are delivered first; on an error the packet's commands are still
 //!   delivered), then each command delivered goes through [`JournalReceiver::observe`]; RS

@@ -20,7 +20,8 @@ pub const SYSEX_MAX: usize = 1024;
 pub struct JournalReceiver {
     state: MidiState,
     assembler: SysexAssembler,
-    /// Where chapter X commands are rebuilt (capacity [`SYSEX_MAX`], never grown).
+    /// Where chapter X commands are rebuilt (at most [`SYSEX_MAX`] octets; allocated by the
+    /// first SysEx repair).
     scratch: Vec<u8>,
     repairs: u64,
     uncovered: u64,
@@ -76,7 +77,7 @@ impl JournalReceiver {
         JournalReceiver {
             state: MidiState::default(),
             assembler: SysexAssembler::new(SYSEX_MAX),
-            scratch: Vec::with_capacity(SYSEX_MAX),
+            scratch: Vec::new(),
             repairs: 0,
             uncovered: 0,
             stamp: 0,
@@ -270,12 +271,12 @@ fn repair_system<F: FnMut(&[u8])>(r: &mut Repair<F>, sys: &SystemJournal, single
                 }
                 continue;
             };
-            // Rebuilt in a buffer allocated once; longer commands are not replayed.
+            // Rebuilt in a buffer kept for the next; longer commands are not replayed.
             let mut sysex = core::mem::take(&mut r.scratch);
             sysex.clear();
             sysex.push(status::SYSEX_START);
             for b in data {
-                if sysex.len() + 1 < sysex.capacity() {
+                if sysex.len() + 1 < SYSEX_MAX {
                     sysex.push(b);
                 } else {
                     sysex.clear();

@@ -149,6 +149,8 @@ pub struct JournalSender {
 
 /// Room for the commands of one packet held back by [`JournalSender::record`].
 const PENDING_CAP: usize = 4096;
+/// What that room shrinks back to on a confirmation: a few commands' worth.
+const PENDING_KEEP: usize = 64;
 
 impl Default for JournalSender {
     fn default() -> Self {
@@ -159,7 +161,7 @@ impl Default for JournalSender {
 impl JournalSender {
     pub fn new() -> Self {
         JournalSender {
-            state: MidiState::default(),
+            state: MidiState::tracking_notes(),
             checkpoint: None,
             newest: None,
             last_recorded: None,
@@ -290,6 +292,9 @@ impl JournalSender {
             self.checkpoint = Some(next);
             self.sysex.trim(next);
             self.state.forget_before(next);
+            // A packet packed full of commands grew the held-back list: give that back now
+            // and then (here, about once a second), not after every packet.
+            self.pending.shrink_to(PENDING_KEEP);
         }
     }
 
@@ -731,6 +736,7 @@ struct NotesInWindow {
 
 impl NotesInWindow {
     fn of(st: &ChannelState, win: Window) -> Self {
+        debug_assert!(st.track_notes, "a sender's channels track their notes");
         if !st.ordered {
             return Self::gathered(st, win);
         }

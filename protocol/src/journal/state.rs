@@ -96,6 +96,9 @@ pub struct ChannelState {
     pub(crate) poly_set: u128,
     /// Notes with a stamp not yet forgotten, in the order they last changed.
     pub(crate) note_order: NoteOrder,
+    /// Whether the fields below are kept (a sender's state): a receiver's does not need them
+    /// and skips their upkeep.
+    pub(crate) track_notes: bool,
     /// Whether stamps never went back along `note_order` (always so for a sender that
     /// records packets in order): the journal then finds what changed in the last packet at
     /// the end of the lists, and copies `on_logs` as they are.
@@ -180,7 +183,7 @@ const NIL: u8 = 0xFF;
 
 /// Note numbers in the order they last changed, oldest first: a doubly linked list through two
 /// arrays, so moving a note to the end costs the same whatever the number of notes, and the
-/// journal lists note-ons oldest first (RFC 6295 A.6 logs in the order played) without sorting.
+/// journal finds the notes of the last packet at the end.
 #[derive(Clone, Debug)]
 pub(crate) struct NoteOrder {
     prev: [u8; 128],
@@ -290,6 +293,7 @@ impl ChannelState {
         controllers_set: 0,
         poly_set: 0,
         note_order: NoteOrder::EMPTY,
+        track_notes: false,
         ordered: true,
         on_logs: OnLogs::EMPTY,
         on_set: 0,
@@ -306,6 +310,10 @@ impl ChannelState {
 
     /// Sets note `n` (0-127) as a command stamped `note.stamp` (always set) left it.
     fn set_note(&mut self, n: u8, note: Note) {
+        if !self.track_notes {
+            self.notes[usize::from(n)] = note;
+            return;
+        }
         let stamp = note.stamp.unwrap_or_default();
         let latest = self.note_order.last();
         if let Some(prev) = latest.and_then(|l| self.notes[usize::from(l)].stamp) {
@@ -727,25 +735,35 @@ impl SysexAssembler {
 }
 
 /// The 16 channels of a [`MidiState`], each allocated when first played on: a session that
-/// uses one channel holds one channel's state, not sixteen (each is about 5 kB). An absent
+/// uses one channel holds one channel's state, not sixteen (each is about 6 kB). An absent
 /// channel reads as [`ChannelState::EMPTY`].
 #[derive(Clone, Debug, Default)]
-pub struct Channels([Option<Box<ChannelState>>; 16]);
+pub struct Channels {
+    slots: [Option<Box<ChannelState>>; 16],
+    /// Channels are made with [`ChannelState::track_notes`] set.
+    track_notes: bool,
+}
 
 impl Channels {
     /// Channel `ch` (0-15) if anything was played on it.
     pub fn get(&self, ch: usize) -> Option<&ChannelState> {
-        self.0.get(ch)?.as_deref()
+        self.slots.get(ch)?.as_deref()
     }
 
     /// Channel `ch & 15`, allocated on first use.
     pub(crate) fn get_or_insert(&mut self, ch: usize) -> &mut ChannelState {
-        self.0[ch & 0x0F].get_or_insert_with(|| Box::new(ChannelState::EMPTY))
+        let track_notes = self.track_notes;
+        self.slots[ch & 0x0F].get_or_insert_with(|| {
+            Box::new(ChannelState {
+                track_notes,
+                ..ChannelState::EMPTY
+            })
+        })
     }
 
     /// All 16 channels in order, absent ones as [`ChannelState::EMPTY`].
     pub fn iter(&self) -> impl Iterator<Item = &ChannelState> {
-        self.0
+        self.slots
             .iter()
             .map(|c| c.as_deref().unwrap_or(&ChannelState::EMPTY))
     }
@@ -753,12 +771,12 @@ impl Channels {
     /// The channels played on, with their numbers.
     pub fn present(&self) -> impl Iterator<Item = (u8, &ChannelState)> {
         (0u8..)
-            .zip(&self.0)
+            .zip(&self.slots)
             .filter_map(|(ch, c)| Some((ch, c.as_deref()?)))
     }
 
     fn present_mut(&mut self) -> impl Iterator<Item = &mut ChannelState> {
-        self.0.iter_mut().flatten().map(|c| &mut **c)
+        self.slots.iter_mut().flatten().map(|c| &mut **c)
     }
 }
 
@@ -780,6 +798,14 @@ pub struct MidiState {
 }
 
 impl MidiState {
+    /// A state that keeps, besides the values, which notes changed in what order since
+    /// [`forget_before`](Self::forget_before): what a journal sender needs.
+    pub(crate) fn tracking_notes() -> Self {
+        let mut state = MidiState::default();
+        state.channels.track_notes = true;
+        state
+    }
+
     /// Applies one complete non-SysEx message; returns false if it is not one.
     pub fn apply_short(&mut self, msg: &[u8], stamp: u32) -> bool {
         let Some(&st) = msg.first() else {

@@ -1,7 +1,7 @@
-//! Authentication digests (M2-124-UM §6.9, §6.10). The host sends a 16-byte nonce; the client
-//! answers SHA-256(nonce ‖ secret) for a shared secret, SHA-256(nonce ‖ user ‖ password) for a
-//! user; strings as their UTF-8 bytes without terminator. Same layout in amidi2net (`auth.c`)
-//! and Zephyr (`netmidi2_auth_session`).
+//! Authentication digests (M2-124-UM §6.9, §6.10). The host sends a 16-byte nonce; the
+//! client answers SHA-256(nonce ‖ secret) for a shared secret, SHA-256(nonce ‖ user ‖
+//! password) for a user; strings as their UTF-8 bytes without terminator. Same layout in
+//! amidi2net (`auth.c`) and Zephyr (`netmidi2_auth_session`).
 use sha2::{Digest, Sha256};
 
 use super::wire::{DIGEST_LEN, NONCE_LEN};

@@ -9,9 +9,11 @@
 //! - [`ump`]: Universal MIDI Packets to and from MIDI 1.0, and the UMP stream messages a
 //!   UMP endpoint answers.
 //!
-//! Details the PDF (members only) decides were read side by side in two public implementations,
-//! amidi2net (ALSA's maintainer) and Zephyr's `subsys/net/lib/midi2`; where they differ the
-//! choice is said where it is made.
+//! Details the PDF (members only) decides were read side by side in public implementations:
+//! amidi2net (ALSA's maintainer), Zephyr's `subsys/net/lib/midi2` and Windows MIDI Services'
+//! UDP transport; where they differ the choice is said where it is made (the NAK code, 0x8F
+//! for Zephyr and Windows, 0x7F for amidi2net, is one). Section numbers (§) are cited only where
+//! those implementations cite them too.
 pub mod auth;
 pub mod endpoint;
 pub mod session;

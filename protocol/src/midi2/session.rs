@@ -5,7 +5,7 @@
 //! [`Session::send_ump`], [`Session::close`]; outputs: [`Session::poll_transmit`],
 //! [`Session::poll_event`], [`Session::poll_timeout`]. Call them in that order after every input.
 //!
-//! Reliability (M2-124-UM §7): every UMP data command has a 16-bit sequence number; each
+//! Reliability (§7.2): every UMP data command has a 16-bit sequence number; each
 //! datagram repeats the `fec_count` commands sent before its new ones (forward error
 //! correction), and after the stream stops a few zero-length commands carry the last ones again.
 //! The receiver holds commands that arrive past a gap, asks for the gap with a retransmit request
@@ -25,13 +25,17 @@ use crate::rng::Rng;
 use crate::session::sanitize_name;
 use crate::time::{Duration, Instant};
 
-/// Longest UMP endpoint name (M2-104-UM §7.1.4: 98 bytes) and product instance id (42 bytes).
+/// Longest UMP endpoint name (M2-104-UM endpoint name notification: 98 bytes) and product
+/// instance id (42 bytes).
 pub const MAX_NAME: usize = 98;
 pub const MAX_PRODUCT_ID: usize = 42;
 /// Commands held past a gap at most; a larger jump is a loss given up at once.
 const MAX_RX_PENDING: u64 = 512;
 /// A sequence number this far behind the expected one means the peer started over.
 const RESTART_DISTANCE: i64 = 1024;
+/// After a session reset, a number this low and behind the expected one is a peer that
+/// started counting from zero again.
+const RESTART_FROM_ZERO: u16 = 64;
 /// Replies (NAKs, ping replies) queued at most: a flood of bad commands cannot fill memory.
 const MAX_PENDING: usize = 256;
 /// Bytes one UMP data command takes at most (header + 4 words).
@@ -142,7 +146,7 @@ pub struct Transmit {
 pub enum DisconnectReason {
     /// We closed it.
     Closed,
-    /// The peer sent bye with this reason (§6.16).
+    /// The peer sent bye with this reason ([`wire::bye_reason`]).
     PeerBye(u8),
     /// The host answered our invitation with bye and this reason (too many sessions, …).
     Refused(u8),
@@ -617,7 +621,7 @@ impl Session {
     }
 
     /// The outcome of a client's digest: accept, ask again under a new nonce, or refuse after
-    /// too many tries (bye 0x43 / 0x44, §6.16).
+    /// too many tries (bye 0x43 / 0x44).
     fn authenticated(&mut self, now: Instant, ok: bool, retry_state: u8, failures: u32) {
         let State::Authenticating { user, .. } = self.state else {
             return;
@@ -698,7 +702,7 @@ impl Session {
         });
     }
 
-    // Receiving UMP data (§7).
+    // Receiving UMP data.
 
     /// The extended number of `seq`, read as the nearest to what we expect.
     fn rx_extend(next: u64, seq: u16) -> (u64, i64) {
@@ -727,10 +731,19 @@ impl Session {
             return self.receive_ump(now, seq, payload);
         };
         let (ext, diff) = Self::rx_extend(next, seq);
-        if self.rx_resync && diff >= 0 {
-            self.rx_resync = false;
-            self.rx_next = Some(ext);
-            return self.receive_ump(now, seq, payload);
+        if self.rx_resync {
+            // After a session reset the peer either goes on counting (amidi2net) or starts
+            // again from zero (Zephyr, Windows MIDI Services); older numbers are stale copies.
+            if diff >= 0 {
+                self.rx_resync = false;
+                self.rx_next = Some(ext);
+                return self.receive_ump(now, seq, payload);
+            }
+            if seq <= RESTART_FROM_ZERO {
+                self.rx_resync = false;
+                self.rx_next = None;
+                return self.receive_ump(now, seq, payload);
+            }
         }
         if diff < -RESTART_DISTANCE {
             // The peer started over (a new sequence): count from it as from a first command.
@@ -779,7 +792,7 @@ impl Session {
         self.events.extend(umps.into_iter().map(Event::Ump));
     }
 
-    /// The Missing timer: ask for the gap again, or give it up with a session reset (§7.4).
+    /// The Missing timer: ask for the gap again, or give it up with a session reset.
     fn on_missing_timer(&mut self, now: Instant) {
         let (Some(next), Some(&first_held)) = (self.rx_next, self.rx_held.keys().next()) else {
             return;
@@ -803,6 +816,7 @@ impl Session {
         self.pending.push_back(Pending::SessionReset);
         self.stats.session_resets += 1;
         self.give_up_gap();
+        self.rx_resync = true;
     }
 
     /// Delivers all that is held, in order, counting the gaps as lost.
@@ -974,8 +988,8 @@ impl Session {
             (Timer::Ping, State::Connected) => self.on_ping_timer(now),
             (Timer::Missing, State::Connected) => self.on_missing_timer(now),
             (Timer::Tail, State::Connected) if self.tail_left > 0 => {
-                // A zero-length command: a new number that carries the last ones as FEC, so a
-                // lost last datagram is repaired or at least noticed (amidi2net does the same).
+                // A zero-length command (§7.2.1): a new number that carries the last ones as FEC,
+                // so a lost last datagram is repaired or at least noticed (as amidi2net does).
                 self.tail_left -= 1;
                 self.push_command(None);
             }
@@ -1466,6 +1480,35 @@ mod tests {
             .count();
         assert_eq!(umps, 2);
         assert_eq!(s.stats().lost, 0);
+    }
+
+    #[test]
+    fn after_a_reset_a_peer_counting_from_zero_again_is_followed() {
+        let mut s = host();
+        let data = |seq: u16| {
+            datagram(&[Command::UmpData {
+                seq,
+                payload: &[0x20, 0x90, 0x3C, 0x64],
+            }])
+        };
+        s.handle_datagram(at(1), &data(500));
+        // 501 never comes, nor any answer to the requests: a reset.
+        s.handle_datagram(at(2), &data(502));
+        for ms in (10..2000).step_by(10) {
+            s.handle_timeout(at(ms));
+        }
+        let out = sent(&mut s, at(2000));
+        assert!(out.iter().any(|c| parsed(c) == Command::SessionReset));
+        // A stale copy is ignored, numbers from zero are taken.
+        s.handle_datagram(at(2001), &data(499));
+        s.handle_datagram(at(2002), &data(0));
+        s.handle_datagram(at(2003), &data(1));
+        let umps = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| matches!(e, Event::Ump(_)))
+            .count();
+        assert_eq!(umps, 4);
+        assert_eq!(s.stats().lost, 1);
+        assert_eq!(s.stats().duplicates, 1);
     }
 
     #[test]

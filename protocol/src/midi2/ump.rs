@@ -6,7 +6,7 @@ use crate::sysex::SysExAssembler;
 use crate::wire::midi_list::{SegmentKind, SysExSegment};
 
 /// One Universal MIDI Packet: 1 to 4 32-bit words, the count set by the message type in the top
-/// nibble (M2-104-UM §2.1.4, table 4).
+/// nibble (M2-104-UM, table of message types).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ump {
     words: [u32; 4],
@@ -78,7 +78,7 @@ impl core::fmt::Debug for Ump {
     }
 }
 
-/// UMP message types (M2-104-UM §2.1.4).
+/// UMP message types (M2-104-UM).
 pub mod mt {
     pub const UTILITY: u8 = 0x0;
     pub const SYSTEM: u8 = 0x1;
@@ -88,7 +88,7 @@ pub mod mt {
     pub const STREAM: u8 = 0xF;
 }
 
-/// Status of a 7-bit SysEx (Data 64) packet, bits 23-20 of its first word (§7.7).
+/// Status of a 7-bit SysEx (Data 64) packet, bits 23-20 of its first word.
 mod sysex7 {
     pub const COMPLETE: u8 = 0x0;
     pub const START: u8 = 0x1;
@@ -98,7 +98,7 @@ mod sysex7 {
     pub const BYTES: usize = 6;
 }
 
-/// MIDI 2.0 channel voice opcodes (§7.4) that have no MIDI 1.0 status of the same number.
+/// MIDI 2.0 channel voice opcodes that have no MIDI 1.0 status of the same number.
 mod opcode {
     pub const REGISTERED_CONTROLLER: u8 = 0x2;
     pub const ASSIGNABLE_CONTROLLER: u8 = 0x3;
@@ -124,8 +124,8 @@ mod cc {
 }
 
 /// Scales `value` of `src_bits` up to `dst_bits` so that minimum, center and maximum map to
-/// minimum, center and maximum (M2-104-UM appendix D.3, "min-center-max" scaling): below the
-/// center a plain shift, above it the lower bits repeated into the new ones.
+/// minimum, center and maximum (M2-104-UM translation appendix, "min-center-max" scaling):
+/// below the center a plain shift, above it the lower bits repeated into the new ones.
 pub fn scale_up(value: u32, src_bits: u32, dst_bits: u32) -> u32 {
     let shift = dst_bits - src_bits;
     let shifted = value << shift;
@@ -148,7 +148,7 @@ pub fn scale_up(value: u32, src_bits: u32, dst_bits: u32) -> u32 {
     out
 }
 
-/// Scales down by dropping the low bits (appendix D.3).
+/// Scales down by dropping the low bits (translation appendix).
 pub fn scale_down(value: u32, src_bits: u32, dst_bits: u32) -> u32 {
     value >> (src_bits - dst_bits)
 }
@@ -161,8 +161,9 @@ pub struct GroupMessage {
 }
 
 /// UMP to MIDI 1.0: types 1 (system), 2 (MIDI 1.0 channel voice), 3 (7-bit SysEx, reassembled
-/// per group) and 4 (MIDI 2.0 channel voice, by the rules of M2-104-UM appendix D). Other types
-/// (utility, stream, data 128, flex data) have no MIDI 1.0 form and give nothing.
+/// per group) and 4 (MIDI 2.0 channel voice, by the rules of the M2-104-UM translation
+/// appendix). Other types (utility, stream, data 128, flex data) have no MIDI 1.0 form and give
+/// nothing.
 #[derive(Clone, Debug)]
 pub struct ToMidi1 {
     sysex: Vec<SysExAssembler>,
@@ -246,7 +247,7 @@ impl ToMidi1 {
     }
 }
 
-/// A MIDI 2.0 channel voice message (words `w0`, `w1`) as MIDI 1.0 (appendix D.3): values
+/// A MIDI 2.0 channel voice message (words `w0`, `w1`) as MIDI 1.0 (translation appendix): values
 /// scaled down, registered / assignable controllers as RPN / NRPN sequences, program change with
 /// bank as bank select then program change; per-note and relative messages have no MIDI 1.0
 /// form and are dropped.
@@ -353,8 +354,8 @@ struct ChannelState {
     data_msb: u8,
 }
 
-/// MIDI 1.0 to UMP in the MIDI 2.0 protocol (appendix D.2): channel voice becomes type 4 with
-/// values scaled up min-center-max; bank select is held for the next program change (bank
+/// MIDI 1.0 to UMP in the MIDI 2.0 protocol (translation appendix): channel voice becomes type 4
+/// with values scaled up min-center-max; bank select is held for the next program change (bank
 /// valid); RPN / NRPN selection and data entry become one registered / assignable controller
 /// message, sent on data entry MSB and again, finer, on data entry LSB. System messages and
 /// SysEx are as in [`midi1_to_ump`].
@@ -438,7 +439,7 @@ impl ToMidi2 {
     }
 }
 
-/// UMP stream message statuses (M2-104-UM §7.1), bits 25-16 of the first word.
+/// UMP stream message statuses (M2-104-UM, UMP stream messages), bits 25-16 of the first word.
 pub mod stream {
     pub const ENDPOINT_DISCOVERY: u16 = 0x000;
     pub const ENDPOINT_INFO: u16 = 0x001;
@@ -451,20 +452,20 @@ pub mod stream {
     pub const FUNCTION_BLOCK_INFO: u16 = 0x011;
     pub const FUNCTION_BLOCK_NAME: u16 = 0x012;
 
-    /// Endpoint discovery filter bits (§7.1.1).
+    /// Endpoint discovery filter bits.
     pub const WANT_INFO: u32 = 1 << 0;
     pub const WANT_NAME: u32 = 1 << 2;
     pub const WANT_PRODUCT_ID: u32 = 1 << 3;
     pub const WANT_CONFIG: u32 = 1 << 4;
-    /// Function block discovery filter bits (§7.1.7).
+    /// Function block discovery filter bits.
     pub const WANT_FB_INFO: u8 = 1 << 0;
     pub const WANT_FB_NAME: u8 = 1 << 1;
-    /// Stream configuration protocols (§7.1.5).
+    /// Stream configuration protocols.
     pub const PROTOCOL_MIDI1: u8 = 0x01;
     pub const PROTOCOL_MIDI2: u8 = 0x02;
 }
 
-/// Form of a multi-packet stream message (§7.1): complete, start, continue, end.
+/// Form of a multi-packet stream message: complete, start, continue, end.
 fn form(index: usize, count: usize) -> u32 {
     match (index, count) {
         (_, 1) => 0,
@@ -510,7 +511,7 @@ fn text_packets(status: u16, prefix: Option<u8>, text: &[u8], out: &mut Vec<Ump>
     }
 }
 
-/// One function block of our endpoint (§7.1.8).
+/// One function block of our endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionBlock {
     pub name: String,
@@ -559,7 +560,7 @@ impl EndpointInfo {
     }
 }
 
-/// Answers the UMP stream messages a peer sends to learn about our endpoint (§7.1): endpoint
+/// Answers the UMP stream messages a peer sends to learn about our endpoint: endpoint
 /// discovery, stream configuration request, function block discovery.
 #[derive(Clone, Debug)]
 pub struct StreamResponder {
@@ -878,7 +879,8 @@ mod tests {
             prop_assert_eq!(ums.len(), data.len().div_ceil(6).max(1));
             let mut back = Vec::new();
             ToMidi1::new(1000).translate_all(&ums, &mut back);
-            prop_assert_eq!(back, vec![GroupMessage { group: 0, message: MidiMessage::SysEx(bytes) }]);
+            let want = GroupMessage { group: 0, message: MidiMessage::SysEx(bytes) };
+            prop_assert_eq!(back, vec![want]);
         }
 
         #[test]

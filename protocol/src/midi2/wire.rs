@@ -7,7 +7,7 @@
 //! to whole words; we emit them with a terminator (as amidi2net does) and read up to the first
 //! NUL (Zephyr sends none when the text fills its last word).
 
-/// Every datagram starts with these four bytes (§5.2).
+/// Every datagram starts with these four bytes.
 pub const SIGNATURE: [u8; 4] = *b"MIDI";
 /// Bytes of a command packet header.
 pub const HEADER_LEN: usize = 4;
@@ -32,7 +32,7 @@ pub mod code {
     pub const RETRANSMIT_ERROR: u8 = 0x81;
     pub const SESSION_RESET: u8 = 0x82;
     pub const SESSION_RESET_REPLY: u8 = 0x83;
-    /// NAK as Zephyr and pymidi2 send it (their reading of the §5.5 table).
+    /// NAK as Zephyr, pymidi2 and Windows MIDI Services send it (their §5.5 table).
     pub const NAK: u8 = 0x8F;
     /// NAK as amidi2net sends it; read as a NAK too, never sent.
     pub const NAK_AMIDI2NET: u8 = 0x7F;
@@ -64,7 +64,7 @@ pub mod nak_reason {
     pub const BAD_PING_REPLY: u8 = 0x20;
 }
 
-/// Bye reasons (§6.16).
+/// Bye reasons.
 pub mod bye_reason {
     pub const UNKNOWN: u8 = 0x00;
     pub const TERMINATED: u8 = 0x01;
@@ -83,13 +83,13 @@ pub mod bye_reason {
     pub const INVITATION_CANCELLED: u8 = 0x80;
 }
 
-/// Retransmit error reasons (§6.12).
+/// Retransmit error reasons (§7.2.4).
 pub mod retransmit_error {
     pub const UNKNOWN: u8 = 0x00;
     pub const NO_DATA: u8 = 0x01;
 }
 
-/// Name and product instance id carried by invitations and their replies (§6.4-6.6).
+/// Name and product instance id carried by invitations and their replies (§6.4, §6.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Identity<'a> {
     pub name: &'a str,
@@ -115,7 +115,7 @@ pub enum Command<'a> {
     },
     Accepted(Identity<'a>),
     Pending(Identity<'a>),
-    /// §6.7 (shared secret) and §6.8 (`user: true`).
+    /// §6.7 (shared secret), and its user-authentication twin (`user: true`).
     AuthRequired {
         user: bool,
         state: u8,
@@ -124,12 +124,12 @@ pub enum Command<'a> {
     },
     Ping(u32),
     PingReply(u32),
-    /// §6.11: resend from `seq` on, `count` UMP data commands (0: all up to the newest).
+    /// Resend from `seq` on, `count` UMP data commands (0: all up to the newest).
     RetransmitRequest {
         seq: u16,
         count: u16,
     },
-    /// §6.12: `seq` is the first one that cannot be sent.
+    /// `seq` is the first one that cannot be sent.
     RetransmitError {
         seq: u16,
         reason: u8,
@@ -147,7 +147,7 @@ pub enum Command<'a> {
         text: &'a str,
     },
     ByeReply,
-    /// §6.14: UMP words, big-endian on the wire, as received (a multiple of 4 bytes).
+    /// UMP words, big-endian on the wire, as received (a multiple of 4 bytes).
     UmpData {
         seq: u16,
         payload: &'a [u8],

@@ -4,53 +4,60 @@
 #![allow(dead_code)] // each binary uses its own part
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering::Relaxed};
 
 use protocol::endpoint::{AcceptPolicy, Endpoint};
 use protocol::session::{Config, Event, Port};
 use protocol::time::{Duration, Instant};
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+// Per thread: the test harness allocates on its own thread while a test runs.
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
 
-/// The system allocator, counting allocations and the bytes held.
+fn count(bytes: isize, allocs: u64) {
+    // `try_with`: nothing to count in a thread being torn down.
+    let _ = LIVE.try_with(|l| l.set(l.get() + bytes));
+    let _ = ALLOCS.try_with(|a| a.set(a.get() + allocs));
+}
+
+/// The system allocator, counting per thread the allocations and the bytes held.
 pub struct Counting;
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        count(layout.size() as isize, 1);
         // SAFETY: forwarded as is.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        count(layout.size() as isize, 1);
         // SAFETY: forwarded as is.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        count(-(layout.size() as isize), 0);
         // SAFETY: forwarded as is.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        count(new_size as isize - layout.size() as isize, 1);
         // SAFETY: forwarded as is.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
-/// Heap bytes held now (requested sizes, not the allocator's overhead).
+/// Heap bytes this thread holds now (requested sizes, not the allocator's overhead; what it
+/// freed of other threads' counts against it).
 pub fn live_bytes() -> isize {
-    LIVE.load(Relaxed)
+    LIVE.with(Cell::get)
 }
 
-/// Allocations (and reallocations) so far.
+/// Allocations (and reallocations) this thread made so far.
 pub fn allocations() -> u64 {
-    ALLOCS.load(Relaxed)
+    ALLOCS.with(Cell::get)
 }
 
 const CONTROL_PORT: u16 = 5004;
@@ -59,38 +66,67 @@ fn addr(i: usize, port: u16) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], port))
 }
 
-/// Endpoints on a simulated clock with `n` sessions established: `n` client endpoints (one
-/// host each: an endpoint takes one invitation per host and name at a time) each invite the
-/// server, which holds the `n` responders. Run past the handshake and the first clock rounds,
-/// then idle.
-pub fn idle_sessions(n: usize) -> (Vec<Endpoint>, Endpoint) {
+/// Endpoints on a simulated clock joined by a perfect link: `n` client endpoints (one host
+/// each: an endpoint takes one invitation per host and name at a time) and the server, which
+/// holds a session with each.
+pub struct Net {
+    pub clients: Vec<Endpoint>,
+    pub server: Endpoint,
+    pub now: Instant,
+    /// MIDI events taken (only the clients send any); other events are checked and dropped.
+    pub server_midi: usize,
+}
+
+impl Net {
+    /// Runs every endpoint's timers and delivers what they send, in 10 ms steps, for `d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            let now = self.now;
+            for (i, client) in self.clients.iter_mut().enumerate() {
+                for (_, port, src, bytes) in pump(now, client, addr(i + 1, CONTROL_PORT)) {
+                    let _ = self.server.handle_datagram(now, port, src, &bytes);
+                }
+            }
+            for (dst, port, src, bytes) in pump(now, &mut self.server, addr(0, CONTROL_PORT)) {
+                let _ = self.clients[index(dst) - 1].handle_datagram(now, port, src, &bytes);
+            }
+            for endpoint in self.clients.iter_mut().chain([&mut self.server]) {
+                while let Some((_, e)) = endpoint.poll_event() {
+                    assert!(!matches!(e, Event::Disconnected { .. }), "{e:?}");
+                    self.server_midi += usize::from(matches!(e, Event::Midi(_)));
+                }
+            }
+            self.now += Duration::from_millis(10);
+        }
+    }
+}
+
+/// `n` sessions established through the Endpoint handshake, past their first clock rounds,
+/// idle.
+pub fn idle_sessions(n: usize) -> Net {
     let config = Config::default();
-    let server_addr = addr(0, CONTROL_PORT);
     let mut server = Endpoint::new(config.clone(), AcceptPolicy::default(), 1);
-    let mut now = Instant::from_micros(1_000_000);
-    let mut clients: Vec<Endpoint> = (0..n)
+    let now = Instant::from_micros(1_000_000);
+    let clients: Vec<Endpoint> = (0..n)
         .map(|i| {
             let mut c = Endpoint::new(config.clone(), AcceptPolicy::default(), 2 + i as u64);
-            c.connect(now, server_addr);
+            c.connect(now, addr(0, CONTROL_PORT));
             c
         })
         .collect();
-    let end = now + Duration::from_secs(12);
-    while now < end {
-        for (i, client) in clients.iter_mut().enumerate() {
-            for (_, port, src, bytes) in pump(now, client, addr(i + 1, CONTROL_PORT)) {
-                let _ = server.handle_datagram(now, port, src, &bytes);
-            }
-        }
-        for (dst, port, src, bytes) in pump(now, &mut server, server_addr) {
-            let _ = clients[index(dst) - 1].handle_datagram(now, port, src, &bytes);
-        }
-        now += Duration::from_millis(100);
-    }
+    server.set_config(config);
+    let mut net = Net {
+        clients,
+        server,
+        now,
+        server_midi: 0,
+    };
+    net.run_for(Duration::from_secs(12));
     let connected = |e: &Endpoint| e.sessions().filter(|(_, s)| s.is_connected()).count();
-    assert_eq!(connected(&server), n, "handshakes");
-    assert!(clients.iter().all(|c| connected(c) == 1), "handshakes");
-    (clients, server)
+    assert_eq!(connected(&net.server), n, "handshakes");
+    assert!(net.clients.iter().all(|c| connected(c) == 1), "handshakes");
+    net
 }
 
 fn index(a: SocketAddr) -> usize {
@@ -122,9 +158,6 @@ fn pump(
             )
         };
         out.push((t.dst, port, src, buf[..t.len].to_vec()));
-    }
-    while let Some((_, e)) = from.poll_event() {
-        assert!(!matches!(e, Event::Disconnected { .. }), "{e:?}");
     }
     out
 }
