@@ -94,6 +94,13 @@ fn getopts() -> Getopts {
         "use mDNS only on this interface (repeatable; default: every multicast interface)",
         "NAME",
     );
+    o.optflag("", "no-midi2", "no Network MIDI 2.0 host");
+    o.optopt(
+        "",
+        "midi2-port",
+        "Network MIDI 2.0 host's UDP port (default 5673)",
+        "PORT",
+    );
     o.optopt(
         "",
         "max-sessions",
@@ -191,6 +198,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         mdns_interfaces: values(&m, "mdns-interface", options::interface)?,
         config: value(&m, "config", path)?,
         control: value(&m, "control", path)?,
+        no_midi2: m.opt_present("no-midi2"),
+        midi2_port: value(&m, "midi2-port", options::port)?,
         admission: AdmissionKeys {
             max_sessions: value(&m, "max-sessions", options::sessions)?,
             max_sessions_per_host: None,
@@ -241,12 +250,14 @@ mod tests {
                 ConnectTarget {
                     name: Some("piano".into()),
                     host: "10.0.0.2".into(),
-                    port: 5004
+                    port: 5004,
+                    midi2: false,
                 },
                 ConnectTarget {
                     name: None,
                     host: "::1".into(),
-                    port: 5006
+                    port: 5006,
+                    midi2: false,
                 }
             ]
         );
