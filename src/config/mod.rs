@@ -18,6 +18,7 @@ mod diff;
 mod keys;
 mod parse;
 mod resolve;
+pub mod upstream;
 
 pub use diff::{diff, Action};
 #[cfg(test)]
@@ -237,9 +238,7 @@ fn command_line(args: &str) -> CommandLine {
 /// The settings of this file and no command line, for tests.
 #[cfg(test)]
 fn settings(text: &str) -> Settings {
-    resolve(&command_line(""), &parse("x", text).unwrap(), || {
-        "h".into()
-    })
+    resolve(&command_line(""), &parse("x", text).unwrap(), || "h".into())
 }
 
 #[cfg(test)]
