@@ -19,7 +19,8 @@ archs=("$@")
 log() { echo "build-deb: $*" >&2; }
 
 # The epoch puts us above every version of the C++ rtpmidid package we replace.
-version="1:$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)-1"
+upstream=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version="1:$upstream-1"
 
 missing=()
 for p in dpkg-dev libasound2-dev pkg-config; do
@@ -49,23 +50,27 @@ sed -e 's#/usr/local/bin/rtpmidid#/usr/bin/rtpmidid#' contrib/init.d/rtpmidid \
 bash contrib/debian/gen-man.sh target/release/rtpmidid "$assets" >/dev/null
 
 debs=()
+mkdir -p target/debian
 for arch in "${archs[@]}"; do
+  # The file name without the epoch, as Debian names them.
+  deb=target/debian/rtpmidid_${upstream}-1_$arch.deb
+  rm -f "$deb"
   case $arch in
     amd64)
       log "cargo deb ($arch)"
-      out=$(cargo deb --locked --deb-version "$version" -o target/debian/ 2>&1 | tail -n1) ;;
+      cargo deb --locked --deb-version "$version" -o "$deb" >"$deb.log" 2>&1 || true ;;
     arm64 | armhf)
       [ "$arch" = arm64 ] && static=aarch64 || static=armhf
       triple=$(bash contrib/build-static.sh "$static" | tail -n1 | sed 's#.*/target/\([^/]*\)/release/rtpmidid#\1#')
       host=$( [ "$arch" = arm64 ] && echo aarch64-linux-gnu || echo arm-linux-gnueabihf )
       log "cargo deb ($arch, static)"
       # cargo-deb strips a copy with the strip of the target's binutils.
-      out=$(env "STRIP_$host=$host-strip" "OBJCOPY_$host=$host-objcopy" \
+      env "STRIP_$host=$host-strip" "OBJCOPY_$host=$host-objcopy" \
         cargo deb --no-build --target "$triple" --variant static --deb-version "$version" \
-          -o target/debian/ 2>&1 | tail -n1) ;;
+          -o "$deb" >"$deb.log" 2>&1 || true ;;
     *) echo "usage: $0 [amd64] [arm64] [armhf]" >&2; exit 2 ;;
   esac
-  [ -f "$out" ] || { echo "build-deb: cargo deb failed for $arch: $out" >&2; exit 1; }
-  debs+=("$PWD/$out")
+  [ -f "$deb" ] || { tail -n 20 "$deb.log" >&2; log "cargo deb failed for $arch"; exit 1; }
+  debs+=("$PWD/$deb")
 done
 printf '%s\n' "${debs[@]}"

@@ -99,14 +99,16 @@ listing() {
     -o -path /var/lib/dpkg -o -path /var/log -o -path /var/cache/debconf \) -prune -o -print \
     | grep -Ev '^/etc/(passwd|group|shadow|gshadow|subuid|subgid)-?$' | sort
 }
-# Starts the daemon from the unit's ExecStart as the unit's user and group, in the runtime
-# folder systemd would make, and waits for `ctl status` to answer. Extra arguments follow.
+# Starts the daemon from the unit's ExecStart (its --control made the test socket) as the
+# unit's user and group, in the runtime folder systemd would make, and waits for `ctl status`
+# to answer. Extra arguments follow.
 start() {
-  cmd=$(sed -n 's/^ExecStart=//p' $unit)
+  cmd=$(sed -n 's/^ExecStart=//p' $unit | sed 's#--control [^ ]*#--control /run/rtpmidid/test.sock#')
   user=$(sed -n 's/^User=//p' $unit) group=$(sed -n 's/^Group=//p' $unit)
   install -d -o "$user" -g "$group" -m 0750 /run/rtpmidid
-  setpriv --reuid "$user" --regid "$group" --init-groups $cmd --no-alsa --no-mdns \
-    --control /run/rtpmidid/test.sock "$@" 2>/tmp/daemon.log &
+  case $cmd in *test.sock*) ;; *) echo "no --control in ExecStart: $cmd"; exit 1 ;; esac
+  setpriv --reuid "$user" --regid "$group" --init-groups $cmd --no-alsa --no-mdns "$@" \
+    2>/tmp/daemon.log &
   pid=$!
   i=0
   until rtpmidid ctl --control /run/rtpmidid/test.sock status >/tmp/status 2>&1; do
@@ -114,10 +116,15 @@ start() {
     if [ $i -gt 100 ]; then cat /tmp/status /tmp/daemon.log; exit 1; fi
     sleep 0.1
   done
-  echo "daemon: $cmd --no-alsa --no-mdns --control /run/rtpmidid/test.sock $*"
+  echo "daemon: $cmd --no-alsa --no-mdns $*"
   echo "  runs as $(stat -c %U /proc/$pid):$(stat -c %G /proc/$pid); ctl status says:"
   sed 's/^/    /' /tmp/status
   [ "$(stat -c %U /proc/$pid)" = "$user" ]
+}
+# dpkg, failing on a shell error in a maintainer script too (`postinst: 33: x: not found`).
+dpkg_ok() {
+  dpkg "$@" >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }
+  if grep -E '(inst|rm): [0-9]+: ' /tmp/dpkg.log; then exit 1; fi
 }
 stop() {
   kill "$pid"; wait "$pid" || true
@@ -125,7 +132,7 @@ stop() {
 }
 
 listing >/tmp/before
-dpkg -i /tmp/rtpmidid.deb >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }
+dpkg_ok -i /tmp/rtpmidid.deb
 echo "installed $(dpkg-query -W -f='${Package} ${Version}' rtpmidid)"
 id rtpmidid
 id -gn rtpmidid | grep -qx audio
@@ -135,16 +142,16 @@ echo "conffiles: $(dpkg-query -W -f='${Conffiles}' rtpmidid | awk 'NF {printf "%
 ls /usr/share/man/man8/rtpmidid.8.gz /usr/share/man/man5/rtpmidid.conf.5.gz >/dev/null
 start
 stop
-dpkg --purge rtpmidid >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }
+dpkg_ok --purge rtpmidid
 listing >/tmp/after
 if ! diff /tmp/before /tmp/after; then echo "dpkg --purge left the above behind"; exit 1; fi
 echo "purged: no file left behind; the user stays (Debian keeps system users): $(id rtpmidid)"
 userdel rtpmidid
 
 echo "--- takeover from the C++ rtpmidid package"
-dpkg -i /tmp/old.deb >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }
+dpkg_ok -i /tmp/old.deb
 echo "installed $(dpkg-query -W -f='${Package} ${Version}' rtpmidid): $(rtpmidid)"
-dpkg -i /tmp/rtpmidid.deb >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }
+dpkg_ok -i /tmp/rtpmidid.deb
 sed 's/^/  dpkg: /' /tmp/dpkg.log | grep -v 'Reading database'
 echo "upgraded to $(dpkg-query -W -f='${Version}' rtpmidid)"
 id -nG rtpmidid | grep -qw audio
@@ -153,7 +160,7 @@ start
 rtpmidid ctl --control /run/rtpmidid/test.sock peers
 rtpmidid ctl --control /run/rtpmidid/test.sock --json peers | grep -q '"connection":"DeepMind12D"'
 stop
-dpkg --purge rtpmidid >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }
+dpkg_ok --purge rtpmidid
 [ ! -e /etc/rtpmidid ] || { ls -la /etc/rtpmidid; echo "purge left /etc/rtpmidid"; exit 1; }
 echo "purged: /etc/rtpmidid is gone, default.ini with it"
 EOF
