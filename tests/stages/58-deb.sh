@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Debian packages of contrib/build-deb.sh, for real. amd64: lintian finds no error; in a
+# The Debian packages of contrib/build-deb.sh, for real. amd64: lintian finds no error, the
+# packaged unit passes `systemd-analyze verify`; in a
 # fresh Debian root (debootstrap minbase, cached in target/debootstrap/) it installs with
 # `dpkg -i`, creates the user rtpmidid in group audio, the daemon starts from the unit's
 # ExecStart as that user (plus --no-alsa --no-mdns and a test socket) and `rtpmidid ctl status`
@@ -52,6 +53,17 @@ done
 amd64=$(printf '%s\n' "${debs[@]}" | grep '_amd64\.deb$' || true)
 [ -n "$amd64" ] || { echo "no amd64 package: skipping the install test"; exit 0; }
 
+# The packaged unit passes systemd's own check (pointed at the packaged binary).
+command -v systemd-analyze >/dev/null \
+  || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+dpkg-deb -x "$amd64" "$tmp/amd64"
+sed "s#/usr/bin/rtpmidid#$tmp/amd64/usr/bin/rtpmidid#" "$tmp/amd64/usr/lib/systemd/system/rtpmidid.service" \
+  >"$tmp/rtpmidid.service"
+# --man=no: the man page it names is in the package, not on this machine.
+out=$(systemd-analyze verify --man=no "$tmp/rtpmidid.service" 2>&1) && [ -z "$out" ] \
+  || { echo "packaged unit: $out"; exit 1; }
+echo "packaged unit: systemd-analyze verify ok"
+
 # A fresh Debian root: debootstrap once (the mirror apt uses here), then a copy of it per run.
 cache=$top/target/debootstrap/bookworm-minbase.tar
 if [ ! -f "$cache" ]; then
@@ -96,7 +108,8 @@ set -eu
 unit=/usr/lib/systemd/system/rtpmidid.service
 listing() {
   find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /tmp -o -path /run \
-    -o -path /var/lib/dpkg -o -path /var/log -o -path /var/cache/debconf \) -prune -o -print \
+    -o -path /var/lib/dpkg -o -path /var/log/dpkg.log -o -path /var/log/alternatives.log \
+    -o -path /var/cache/debconf \) -prune -o -print \
     | grep -Ev '^/etc/(passwd|group|shadow|gshadow|subuid|subgid)-?$' | sort
 }
 # Starts the daemon from the unit's ExecStart (its --control made the test socket) as the
