@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The Debian packages of contrib/build-deb.sh, for real. amd64: lintian finds no error, the
-# packaged unit passes `systemd-analyze verify`; in a
-# fresh Debian root (debootstrap minbase, cached in target/debootstrap/) it installs with
-# `dpkg -i`, creates the user rtpmidid in group audio, the daemon starts from the unit's
-# ExecStart as that user (plus --no-alsa --no-mdns and a test socket) and `rtpmidid ctl status`
-# answers, and `dpkg --purge` leaves no file behind. Then the takeover: over a stand-in for the
-# C++ rtpmidid package (same name, its default.ini as a conffile) ours installs, converts
-# default.ini into rtpmidid.conf, and the daemon starts from it. arm64, armhf: lintian, and the
-# packaged binary prints --version under qemu-user-static.
+# packaged unit passes `systemd-analyze verify`; in a fresh Debian root (debootstrap minbase,
+# cached in target/debootstrap/) it installs with `dpkg -i`, creates the user rtpmidid in group
+# audio, the daemon starts from the unit's ExecStart as that user (plus --no-alsa --no-mdns and
+# a test socket) and `rtpmidid ctl status` answers, and `dpkg --purge` leaves no file behind.
+# Then the takeover: over a stand-in for the C++ rtpmidid package (same name, its default.ini
+# as a conffile) ours installs, converts default.ini into rtpmidid.conf, and the daemon starts
+# from it. arm64, armhf: lintian, and the packaged binary prints --version under
+# qemu-user-static. DEB_ARCHS="amd64" builds only that one.
 #
 # Everything in the root runs in a network namespace of its own (loopback only): no packet of
 # the daemon, nor of a service a maintainer script might start, reaches the host's network.
