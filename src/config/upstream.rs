@@ -23,7 +23,6 @@ const NETWORK_PORT: &str = "Network";
 const HOSTNAME: &str = "{{hostname}}";
 
 /// Our file, and what did not carry over.
-#[derive(Debug, Default, PartialEq)]
 pub struct Converted {
     pub text: String,
     /// `file:line: what happened`, in the order of the file (`file:` for the whole file).
