@@ -8,12 +8,18 @@ use crate::config::{AdmissionKeys, CommandLine};
 use crate::ctl::client::{self, CtlOptions};
 use crate::options::{self, AutoExport, ConnectTarget};
 
+const CONVERT_USAGE: &str = "rtpmidid convert-config FILE\n\n\
+    Prints the C++ rtpmidid's INI file FILE (/etc/rtpmidid/default.ini) as an rtpmidid.conf;\n\
+    what cannot carry over is named with FILE:LINE on stderr.\n";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Box<CommandLine>),
     /// `rtpmidid ctl ...`: talk to a running daemon.
     Ctl(CtlOptions),
+    /// `rtpmidid convert-config FILE`: the C++ rtpmidid's INI file in our format.
+    ConvertConfig(PathBuf),
     Help(String),
     Version,
 }
@@ -165,11 +171,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         return client::parse(&args[1..]).map(Command::Ctl);
     }
+    if args.first().is_some_and(|a| a == "convert-config") {
+        return match &args[1..] {
+            [h] if h == "-h" || h == "--help" => Ok(Command::Help(CONVERT_USAGE.into())),
+            [file] if !file.starts_with('-') => Ok(Command::ConvertConfig(file.into())),
+            _ => Err(format!("usage: {CONVERT_USAGE}")),
+        };
+    }
     let spec = getopts();
     let m = spec.parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
         let brief = "Usage: rtpmidid [OPTIONS]\n       rtpmidid ctl [--control PATH] [--json] \
-                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P|unexport C:P\n\n\
+                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P|unexport C:P\n\
+                     \x20      rtpmidid convert-config FILE\n\n\
                      RTP-MIDI (AppleMIDI) network MIDI daemon.";
         return Ok(Command::Help(spec.usage(brief)));
     }
@@ -293,6 +307,24 @@ mod tests {
         ] {
             let err = parse(&args(line)).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn convert_config_takes_one_file() {
+        assert_eq!(
+            parse(&args("convert-config /etc/rtpmidid/default.ini")),
+            Ok(Command::ConvertConfig("/etc/rtpmidid/default.ini".into()))
+        );
+        assert!(matches!(
+            parse(&args("convert-config -h")),
+            Ok(Command::Help(_))
+        ));
+        for bad in ["convert-config", "convert-config a b", "convert-config --x"] {
+            assert!(
+                parse(&args(bad)).unwrap_err().starts_with("usage:"),
+                "{bad}"
+            );
         }
     }
 

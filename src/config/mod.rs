@@ -23,6 +23,7 @@ mod diff;
 mod keys;
 mod parse;
 mod resolve;
+pub mod upstream;
 
 pub use diff::{diff, Action};
 #[cfg(test)]
