@@ -30,10 +30,8 @@ impl Target {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/rtpmidid").into()
         });
         let port = sys::free_port_pair()?;
-        let path = std::env::temp_dir().join(format!(
-            "rtpmidid-bench-{}-{port}.sock",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("rtpmidid-bench-{}-{port}.sock", std::process::id()));
         let mut cmd = Cmd::new(&bin);
         cmd.args(["-q", "--no-alsa", "--no-mdns", "--hub", "-b", "127.0.0.1"])
             .args(["-n", "bench", "-p", &port.to_string(), "--control"])
@@ -51,7 +49,9 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Err(io::Error::other("the daemon did not answer on its control socket"))
+        Err(io::Error::other(
+            "the daemon did not answer on its control socket",
+        ))
     }
 
     /// The null forwarder, sending on to `dests`; it has one port, for data.
@@ -183,7 +183,11 @@ pub fn open(target: &Target, n: usize, in_flight: usize, limit: Duration) -> io:
         for token in poller.wait(1)? {
             let i = (token / 2) as usize;
             let peer = &peers[i];
-            let sock = if token % 2 == 0 { &peer.ctl } else { &peer.data };
+            let sock = if token % 2 == 0 {
+                &peer.ctl
+            } else {
+                &peer.data
+            };
             loop {
                 let len = match sock.recv(&mut buf) {
                     Ok(len) => len,
@@ -252,8 +256,16 @@ fn send_stage(peer: &Peer, stage: Stage, target: &Target) -> io::Result<()> {
             target.data,
             wire::invitation(b"IN", peer.token, peer.ssrc, &peer.name),
         ),
-        Stage::Clock => (&peer.data, target.data, wire::clock(peer.ssrc, 0, [ticks, 0, 0])),
-        Stage::Done => (&peer.data, target.data, wire::clock(peer.ssrc, 2, [ticks, ticks, ticks])),
+        Stage::Clock => (
+            &peer.data,
+            target.data,
+            wire::clock(peer.ssrc, 0, [ticks, 0, 0]),
+        ),
+        Stage::Done => (
+            &peer.data,
+            target.data,
+            wire::clock(peer.ssrc, 2, [ticks, ticks, ticks]),
+        ),
     };
     match sock.send_to(&packet, to) {
         Err(e) if e.kind() != ErrorKind::WouldBlock => Err(e),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use crate::peers::Peer;
 use crate::sys::{now_ns, sleep_until, Poller};
@@ -13,11 +13,20 @@ use crate::wire;
 /// Who sends, where to, who receives.
 pub struct Route<'a> {
     pub sender: &'a Peer,
+    /// The sender's RTP sequence numbers towards this target, going on across runs: the
+    /// daemon drops a packet far behind the newest it saw as a duplicate.
+    pub seq: &'a AtomicU16,
     pub to: SocketAddr,
     pub receivers: &'a [Peer],
     /// The daemon's control port, for the receivers' RS: without it the daemon's journal to
     /// them would grow and guard packets would go on. None for the baselines.
     pub feedback: Option<SocketAddr>,
+}
+
+impl Route<'_> {
+    fn next_seq(&self) -> u16 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// How long after the last send the receivers wait for stragglers.
@@ -122,7 +131,8 @@ pub fn stamped(route: &Route, period_ns: u64, count: usize) -> io::Result<Stampe
             let mut result = Ok(());
             for k in 0..count {
                 sleep_until(start + k as u64 * period_ns);
-                let p = wire::rtp_midi(k as u16, route.sender.ssrc, &wire::stamp_list(now_ns()));
+                let stamp = wire::stamp_list(now_ns());
+                let p = wire::rtp_midi(route.next_seq(), route.sender.ssrc, &stamp);
                 if let Err(e) = route.sender.data.send_to(&p, route.to) {
                     result = Err(e);
                     break;
@@ -191,7 +201,7 @@ pub fn flood(
                 let due = (((now - start) as f64 * packets_per_s / 1e9) as u64).min(total);
                 while sent < due {
                     let list = wire::notes_list(sent * per_packet as u64, per_packet);
-                    let p = wire::rtp_midi(sent as u16, route.sender.ssrc, &list);
+                    let p = wire::rtp_midi(route.next_seq(), route.sender.ssrc, &list);
                     match route.sender.data.send_to(&p, route.to) {
                         Ok(_) => sent += 1,
                         // The socket's buffer is full: the sender is the limit; go on later.

@@ -276,7 +276,10 @@ fn read_proc(pid: u32, file: &str) -> io::Result<String> {
 pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     let stat = read_proc(pid, "stat")?;
     // Fields after the command name, which may hold spaces: state is field 3.
-    let rest = &stat[stat.rfind(')').ok_or_else(|| io::Error::other("bad stat"))? + 2..];
+    let rest = &stat[stat
+        .rfind(')')
+        .ok_or_else(|| io::Error::other("bad stat"))?
+        + 2..];
     let f: Vec<u64> = rest
         .split(' ')
         .skip(11)

@@ -92,7 +92,11 @@ const STAMP_BYTES: usize = 10;
 /// A command list of one SysEx carrying `ns`, most significant group first.
 pub fn stamp_list(ns: u64) -> Vec<u8> {
     let mut l = vec![0xf0, 0x7d];
-    l.extend((0..STAMP_BYTES).rev().map(|i| ((ns >> (7 * i)) & 0x7f) as u8));
+    l.extend(
+        (0..STAMP_BYTES)
+            .rev()
+            .map(|i| ((ns >> (7 * i)) & 0x7f) as u8),
+    );
     l.push(0xf7);
     l
 }
@@ -136,7 +140,10 @@ pub fn parse_rtp_midi(p: &[u8]) -> Option<Midi> {
     }
     let flags = *p.get(pos)?;
     let (len, start) = if flags & 0x80 != 0 {
-        (usize::from(flags & 0x0f) << 8 | usize::from(*p.get(pos + 1)?), pos + 2)
+        (
+            usize::from(flags & 0x0f) << 8 | usize::from(*p.get(pos + 1)?),
+            pos + 2,
+        )
     } else {
         (usize::from(flags & 0x0f), pos + 1)
     };
