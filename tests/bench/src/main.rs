@@ -96,13 +96,6 @@ impl Row {
     }
 }
 
-/// Where each side runs: the daemon and the baselines on one CPU, the harness on another,
-/// when there are two.
-#[derive(Clone, Copy)]
-struct Cpus {
-    target: Option<usize>,
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -138,32 +131,26 @@ fn main() {
     sys::raise_fd_limit();
     sys::precise_timers();
     let allowed = sys::allowed_cpus();
-    let cpus = if allowed.len() >= 2 {
-        // The harness (sender and receivers) on one CPU, the program measured on another.
-        let _ = sys::pin(allowed[1]);
-        Cpus {
-            target: Some(allowed[0]),
-        }
-    } else {
-        Cpus { target: None }
-    };
+    // With two CPUs: the harness (sender and receivers) on one, the program measured (the
+    // daemon or a baseline) on the other.
+    let cpu = (allowed.len() >= 2 && sys::pin(allowed[1]).is_ok()).then(|| allowed[0]);
     // The machine is shared with busy compilers: under the normal scheduler a woken thread
     // may wait milliseconds for a CPU. Real-time priority for the harness, the daemon and
     // the baselines alike (children inherit it) measures the programs, not that queue.
     let rt = rt && sys::realtime(10).is_ok();
-    print_machine(&allowed, cpus, rt);
+    print_machine(&allowed, cpu, rt);
 
     let mut rows = Vec::new();
     let mut micro = None;
     for group in only {
         eprintln!("bench: {group} ...");
         let result = match group {
-            "latency" => latency(sizes, cpus),
-            "throughput" => throughput(sizes, cpus),
-            "cpu" => cpu(sizes, cpus),
-            "idle" => idle(sizes, cpus),
-            "handshakes" => handshakes(sizes, cpus),
-            "fanout" => fanout(sizes, cpus),
+            "latency" => latency(sizes, cpu),
+            "throughput" => throughput(sizes, cpu),
+            "cpu" => cpu_cost(sizes, cpu),
+            "idle" => idle(sizes, cpu),
+            "handshakes" => handshakes(sizes, cpu),
+            "fanout" => fanout(sizes, cpu),
             "micro" => {
                 micro = Some(micro_benchmarks());
                 continue;
@@ -202,7 +189,7 @@ fn exit_on_error(r: io::Result<()>) -> ! {
     std::process::exit(0);
 }
 
-fn print_machine(allowed: &[usize], cpus: Cpus, rt: bool) {
+fn print_machine(allowed: &[usize], cpu: Option<usize>, rt: bool) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -218,12 +205,12 @@ fn print_machine(allowed: &[usize], cpus: Cpus, rt: bool) {
         kernel.trim(),
         load_average()
     );
-    match cpus.target {
+    match cpu {
         Some(t) => println!(
             "pinned: daemon and baselines on CPU {t}, harness on CPU {}",
             allowed[1]
         ),
-        None => println!("pinned: no (one CPU)"),
+        None => println!("pinned: no (fewer than two CPUs)"),
     }
     if rt {
         println!("scheduling: SCHED_FIFO 10 for the harness, the daemon and the baselines");
@@ -327,8 +314,8 @@ struct Hub {
 }
 
 impl Hub {
-    fn new(cpus: Cpus, receivers: usize) -> io::Result<Hub> {
-        let daemon = Target::daemon(cpus.target)?;
+    fn new(cpu: Option<usize>, receivers: usize) -> io::Result<Hub> {
+        let daemon = Target::daemon(cpu)?;
         let mut peers = peers::open(&daemon, receivers + 1, 8, Duration::from_secs(30))?.peers;
         let sender = peers.remove(0);
         let ports: Vec<u16> = peers
@@ -336,7 +323,7 @@ impl Hub {
             .map(|p| p.data.local_addr().map(|a| a.port()))
             .collect::<io::Result<_>>()?;
         Ok(Hub {
-            forwarder: Target::forwarder(cpus.target, &ports)?,
+            forwarder: Target::forwarder(cpu, &ports)?,
             daemon,
             sender,
             receivers: peers,
@@ -389,8 +376,8 @@ fn latency_rows(what: &str, runs: &(Vec<stream::Stamped>, Vec<stream::Stamped>))
 }
 
 /// Hub hop latency: one stamped message a millisecond, sender -> hub -> receiver.
-fn latency(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
-    let hub = Hub::new(cpus, 1)?;
+fn latency(sizes: &Sizes, cpu: Option<usize>) -> io::Result<Vec<Row>> {
+    let hub = Hub::new(cpu, 1)?;
     let runs = alternate(sizes.rounds, |side| {
         stream::stamped(&hub.route(side), 1_000_000, sizes.latency_messages)
     })?;
@@ -428,8 +415,8 @@ fn zero_loss(sizes: &Sizes, route: &Route, per_packet: usize) -> io::Result<(f64
     Ok((best, sender_max))
 }
 
-fn throughput(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
-    let hub = Hub::new(cpus, 1)?;
+fn throughput(sizes: &Sizes, cpu: Option<usize>) -> io::Result<Vec<Row>> {
+    let hub = Hub::new(cpu, 1)?;
     // A deep queue at the receiver: the harness's reads must not be what loses.
     sys::set_recv_buffer(&hub.receivers[0].data, 4 << 20);
     let mut rows = Vec::new();
@@ -457,8 +444,8 @@ fn throughput(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
 
 /// CPU per forwarded event: a steady stream well below the limits, the target's CPU time
 /// (utime + stime) over it divided by the events that arrived.
-fn cpu(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
-    let hub = Hub::new(cpus, 1)?;
+fn cpu_cost(sizes: &Sizes, cpu: Option<usize>) -> io::Result<Vec<Row>> {
+    let hub = Hub::new(cpu, 1)?;
     sys::set_recv_buffer(&hub.receivers[0].data, 4 << 20);
     let mut rows = Vec::new();
     for (per_packet, packets_per_s) in [(1, 20_000.0), (16, 5_000.0)] {
@@ -520,9 +507,9 @@ fn idle_figures(sizes: &Sizes, target: &Target) -> io::Result<IdleFigures> {
 }
 
 /// Idle wake-ups and memory, beside the null responder holding the same sessions.
-fn idle(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
-    let base = idle_figures(sizes, &Target::responder(cpus.target)?)?;
-    let daemon = idle_figures(sizes, &Target::daemon(cpus.target)?)?;
+fn idle(sizes: &Sizes, cpu: Option<usize>) -> io::Result<Vec<Row>> {
+    let base = idle_figures(sizes, &Target::responder(cpu)?)?;
+    let daemon = idle_figures(sizes, &Target::daemon(cpu)?)?;
     let levels = sizes.idle_levels;
     let mut rows = Vec::new();
     for (i, &level) in levels.iter().enumerate() {
@@ -556,9 +543,9 @@ fn idle(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
 }
 
 /// Handshakes a second: IN/OK on both ports and a CK round, 1, 8 or all at a time.
-fn handshakes(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
-    let daemon = Target::daemon(cpus.target)?;
-    let responder = Target::responder(cpus.target)?;
+fn handshakes(sizes: &Sizes, cpu: Option<usize>) -> io::Result<Vec<Row>> {
+    let daemon = Target::daemon(cpu)?;
+    let responder = Target::responder(cpu)?;
     let n = sizes.handshakes;
     let mut rows = Vec::new();
     for (what, in_flight) in [("1 at a time", 1), ("8 in flight", 8), ("all at once", n)] {
@@ -589,10 +576,10 @@ fn handshakes(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
 
 /// Fan-out: latency from the send of a stamped message to its arrival at the last of N
 /// receivers; the baseline is the null forwarder with N destinations (a sendto per peer).
-fn fanout(sizes: &Sizes, cpus: Cpus) -> io::Result<Vec<Row>> {
+fn fanout(sizes: &Sizes, cpu: Option<usize>) -> io::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for n in sizes.fanout {
-        let hub = Hub::new(cpus, n)?;
+        let hub = Hub::new(cpu, n)?;
         // Room between messages for the slowest side to finish each one.
         let period_ns = (n as u64 * 20_000).max(5_000_000);
         let runs = alternate(sizes.rounds, |side| {

@@ -145,12 +145,13 @@ pub fn stamped(route: &Route, period_ns: u64, count: usize) -> io::Result<Stampe
         while latencies_ns.len() < count && drain_until.is_none_or(|t| now_ns() < t) {
             let tokens = poller.wait(10)?;
             drain(route, &tokens, &mut fb, &mut |_, now, midi| {
-                let Some(stamp) = midi.stamp else { return };
-                let e = partial.entry(stamp).or_insert((0, 0));
-                *e = (e.0 + 1, now);
-                if e.0 == receivers {
-                    latencies_ns.push(now - stamp);
-                    partial.remove(&stamp);
+                for &stamp in &midi.stamps {
+                    let e = partial.entry(stamp).or_insert((0, 0));
+                    *e = (e.0 + 1, now);
+                    if e.0 == receivers {
+                        latencies_ns.push(now - stamp);
+                        partial.remove(&stamp);
+                    }
                 }
             })?;
             let now = now_ns();

@@ -116,12 +116,13 @@ pub fn notes_list(first: u64, n: usize) -> Vec<u8> {
 }
 
 /// What the harness reads from an RTP-MIDI packet: its sequence number, how many note-ons
-/// and note-offs its command section holds, and the send time of a stamp SysEx if any.
+/// and note-offs its command section holds, and the send times of its stamp SysExes (the
+/// daemon puts several in one packet when they wait together).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Midi {
     pub seq: u16,
     pub notes: u32,
-    pub stamp: Option<u64>,
+    pub stamps: Vec<u64>,
 }
 
 /// Parses the command section (the journal after it is skipped); None if malformed.
@@ -175,7 +176,7 @@ pub fn parse_rtp_midi(p: &[u8]) -> Option<Midi> {
                     let stamp = body[i + 1..end]
                         .iter()
                         .fold(0u64, |acc, &b| acc << 7 | u64::from(b));
-                    midi.stamp = Some(stamp);
+                    midi.stamps.push(stamp);
                 }
                 i = end + 1;
                 running = 0;
@@ -203,13 +204,15 @@ mod tests {
 
     #[test]
     fn stamps_and_notes_read_back() {
-        let p = rtp_midi(7, 1, &stamp_list(123_456_789_012));
+        let mut list = stamp_list(123_456_789_012);
+        list.push(0);
+        list.extend(stamp_list(5));
         assert_eq!(
-            parse_rtp_midi(&p),
+            parse_rtp_midi(&rtp_midi(7, 1, &list)),
             Some(Midi {
                 seq: 7,
                 notes: 0,
-                stamp: Some(123_456_789_012)
+                stamps: vec![123_456_789_012, 5]
             })
         );
         let p = rtp_midi(8, 1, &notes_list(120, 16));
