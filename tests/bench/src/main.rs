@@ -283,23 +283,29 @@ enum Side {
     Daemon,
 }
 
-/// Runs `f` for both sides, `rounds` times alternating; each side's results in run order.
-fn alternate<T>(
-    rounds: usize,
-    mut f: impl FnMut(Side) -> io::Result<T>,
-) -> io::Result<(Vec<T>, Vec<T>)> {
-    let (mut base, mut daemon) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        base.push(f(Side::Baseline)?);
-        daemon.push(f(Side::Daemon)?);
-    }
-    Ok((base, daemon))
+/// Each side's results, in run order.
+struct Runs<T> {
+    baseline: Vec<T>,
+    daemon: Vec<T>,
 }
 
-/// The median over rounds of `figure` for each side.
-fn medians<T>(sides: &(Vec<T>, Vec<T>), figure: impl Fn(&T) -> f64) -> (Option<f64>, Option<f64>) {
+/// Runs `f` for both sides, `rounds` times alternating.
+fn alternate<T>(rounds: usize, mut f: impl FnMut(Side) -> io::Result<T>) -> io::Result<Runs<T>> {
+    let mut runs = Runs {
+        baseline: Vec::new(),
+        daemon: Vec::new(),
+    };
+    for _ in 0..rounds {
+        runs.baseline.push(f(Side::Baseline)?);
+        runs.daemon.push(f(Side::Daemon)?);
+    }
+    Ok(runs)
+}
+
+/// The median over rounds of `figure`: the daemon's, the baseline's.
+fn medians<T>(runs: &Runs<T>, figure: impl Fn(&T) -> f64) -> (Option<f64>, Option<f64>) {
     let m = |v: &Vec<T>| median(v.iter().map(&figure).collect());
-    (m(&sides.1), m(&sides.0))
+    (m(&runs.daemon), m(&runs.baseline))
 }
 
 /// A daemon with one sending session and `receivers` receiving ones, and a null forwarder
@@ -354,9 +360,9 @@ impl Hub {
 }
 
 /// Latency percentiles of stamped streams, one row per percentile, in µs.
-fn latency_rows(what: &str, runs: &(Vec<stream::Stamped>, Vec<stream::Stamped>)) -> Vec<Row> {
-    let lost: usize = runs.1.iter().map(|s| s.lost).sum();
-    let lost_base: usize = runs.0.iter().map(|s| s.lost).sum();
+fn latency_rows(what: &str, runs: &Runs<stream::Stamped>) -> Vec<Row> {
+    let lost: usize = runs.daemon.iter().map(|s| s.lost).sum();
+    let lost_base: usize = runs.baseline.iter().map(|s| s.lost).sum();
     [50.0, 99.0, 99.9]
         .iter()
         .map(|&p| {
@@ -563,7 +569,7 @@ fn handshakes(sizes: &Sizes, cpu: Option<usize>) -> io::Result<Vec<Row>> {
             Ok(figures)
         })?;
         let (d, b) = medians(&runs, |r| r.0);
-        let last = runs.1.last().expect("a round");
+        let last = runs.daemon.last().expect("a round");
         rows.push(
             Row::new(format!("handshakes/s, {n} sessions, {what}"), d, b).note(format!(
                 "NO answers: {} ({} invitations refused first), last round",

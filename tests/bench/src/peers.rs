@@ -183,11 +183,8 @@ pub fn open(target: &Target, n: usize, in_flight: usize, limit: Duration) -> io:
         for token in poller.wait(1)? {
             let i = (token / 2) as usize;
             let peer = &peers[i];
-            let sock = if token % 2 == 0 {
-                &peer.ctl
-            } else {
-                &peer.data
-            };
+            let on_data = token % 2 == 1;
+            let sock = if on_data { &peer.data } else { &peer.ctl };
             loop {
                 let len = match sock.recv(&mut buf) {
                     Ok(len) => len,
@@ -195,24 +192,26 @@ pub fn open(target: &Target, n: usize, in_flight: usize, limit: Duration) -> io:
                     Err(e) => return Err(e),
                 };
                 let now = now_ns();
-                let next = match (stages[i], wire::parse_command(&buf[..len])) {
-                    (Stage::Control, Some(Command::Session(code, t))) if t == peer.token => {
-                        if &code == b"NO" {
-                            nos += 1;
-                            refused_first += u32::from(!answered[i]);
-                            answered[i] = true;
-                            retry_at[i] = now + RETRY_AFTER_NO_NS;
-                            continue;
-                        }
+                let next = match (stages[i], on_data, wire::parse_command(&buf[..len])) {
+                    (Stage::Control, false, Some(Command::Session(code, t))) if t == peer.token => {
+                        refused_first += u32::from(!answered[i] && &code == b"NO");
                         answered[i] = true;
-                        Stage::Data
+                        match &code {
+                            b"OK" => Stage::Data,
+                            b"NO" => {
+                                nos += 1;
+                                retry_at[i] = now + RETRY_AFTER_NO_NS;
+                                continue;
+                            }
+                            _ => continue,
+                        }
                     }
-                    (Stage::Data, Some(Command::Session(code, t)))
+                    (Stage::Data, true, Some(Command::Session(code, t)))
                         if &code == b"OK" && t == peer.token =>
                     {
                         Stage::Clock
                     }
-                    (Stage::Clock, Some(Command::Clock { count: 1, .. })) => Stage::Done,
+                    (Stage::Clock, true, Some(Command::Clock { count: 1, .. })) => Stage::Done,
                     _ => continue,
                 };
                 stages[i] = next;
