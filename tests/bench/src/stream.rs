@@ -72,6 +72,14 @@ impl<'a> Feedback<'a> {
             }
         }
     }
+
+    /// RS from every receiver now, at the end of a run, so that the daemon's guard packets
+    /// stop before the next run (the baseline's) starts.
+    fn flush(&mut self) {
+        self.next_check = 0;
+        self.due.fill(0);
+        self.tick(now_ns());
+    }
 }
 
 /// Reads every datagram waiting on the receivers' data sockets that `tokens` name, calling
@@ -160,6 +168,7 @@ pub fn stamped(route: &Route, period_ns: u64, count: usize) -> io::Result<Stampe
                 drain_until = Some(now + DRAIN_NS);
             }
         }
+        fb.flush();
         sender.join().expect("sender thread")
     })?;
     Ok(Stamped {
@@ -239,6 +248,7 @@ pub fn flood(
                 break;
             }
         }
+        fb.flush();
         sender.join().expect("sender thread")
     })?;
     let sent_events = sent * per_packet as u64;
