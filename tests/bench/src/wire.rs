@@ -8,7 +8,7 @@ pub enum Command {
     /// IN, OK, NO or BY with the initiator token.
     Session([u8; 2], u32),
     /// CK with its count and first timestamp.
-    Clock { count: u8, ssrc: u32, ts1: u64 },
+    Clock { count: u8, ts1: u64 },
 }
 
 /// IN, OK or NO: signature, command, version 2, token, SSRC, NUL-terminated name.
@@ -62,7 +62,6 @@ pub fn parse_command(b: &[u8]) -> Option<Command> {
         let ts1 = u64::from_be_bytes(b.get(12..20)?.try_into().ok()?);
         return Some(Command::Clock {
             count: *b.get(8)?,
-            ssrc: be32(b, 4)?,
             ts1,
         });
     }
@@ -234,11 +233,7 @@ mod tests {
         assert_eq!(parse_command(&p), Some(Command::Session(*b"OK", 42)));
         assert_eq!(
             parse_command(&clock(9, 1, [5, 6, 0])),
-            Some(Command::Clock {
-                count: 1,
-                ssrc: 9,
-                ts1: 5
-            })
+            Some(Command::Clock { count: 1, ts1: 5 })
         );
         assert_eq!(parse_command(&end(3, 9)), Some(Command::Session(*b"BY", 3)));
     }
