@@ -191,9 +191,17 @@ class A2nProc:
                   % (self.label, self.pid, " ".join(self.argv), what, self.recent()))
 
     # -- input to the network
-    def send(self, *packets):
-        """Send UMP packets (each a tuple of words, an int, or a hex string) into the network."""
-        self.send_lines([ump_line(p) for p in packets])
+    def send(self, *packets, allow_128bit=False):
+        """Send UMP packets (each a tuple of words, an int, or a hex string) into the network.
+
+        amidi2net aborts on a 128-bit packet from its I/O side (types 5, 0xD, 0xE, 0xF: an
+        `assert(plen < 4)` in submit_*_output_ump), so these are refused unless
+        allow_128bit=True. Receiving them from the network works."""
+        words = [ump_words(p) for p in packets]
+        if not allow_128bit and any(len(w) == 4 for w in words):
+            raise ValueError("amidi2net aborts on 128-bit UMPs from its I/O side "
+                             "(assert plen < 4); pass allow_128bit=True to do it anyway")
+        self.send_lines([ump_line(w) for w in words])
 
     def send_lines(self, lines):
         """Write raw lines to stdin (for malformed-input tests: no checks here)."""
@@ -340,6 +348,74 @@ class A2nProc:
             except ProcessLookupError:
                 pass
         return self.stop()
+
+
+class RawClient:
+    """A bare Network MIDI 2.0 client on its own UDP socket, for wire-level probes of a server
+    (no FEC, no retransmit, no ping answers: keep probes shorter than the liveness timeout)."""
+
+    def __init__(self, port, host="127.0.0.1", name="raw-probe", prod_id="0"):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.addr = (host, port)
+        self.name, self.prod_id = name, prod_id
+        self.seqno = 0
+
+    @staticmethod
+    def _string(s):
+        b = s.encode() + b"\0" if s else b""
+        return b + bytes(-len(b) % 4)
+
+    def send_cmds(self, *cmds):
+        """Send one datagram: "MIDI" + each (code, byte2, byte3, payload bytes)."""
+        out = bytearray(b"MIDI")
+        for code, b2, b3, payload in cmds:
+            assert len(payload) % 4 == 0
+            out += bytes([code, len(payload) // 4, b2, b3]) + payload
+        self.sock.sendto(bytes(out), self.addr)
+
+    def recv_cmds(self, timeout=DEFAULT_TIMEOUT):
+        """The commands of the next datagram: [(code, byte2, byte3, payload bytes), ...]."""
+        self.sock.settimeout(timeout)
+        data, _ = self.sock.recvfrom(2048)
+        assert data[:4] == b"MIDI", data[:4]
+        cmds, i = [], 4
+        while i + 4 <= len(data):
+            code, n, b2, b3 = data[i:i + 4]
+            cmds.append((code, b2, b3, data[i + 4:i + 4 + 4 * n]))
+            i += 4 + 4 * n
+        return cmds
+
+    def invite(self, caps=0, timeout=DEFAULT_TIMEOUT):
+        """Send an Invitation; return the first reply command (0x10 = accepted)."""
+        name, prod = self._string(self.name), self._string(self.prod_id)
+        self.send_cmds((0x01, len(name) // 4, caps, name + prod))
+        return self.recv_cmds(timeout)[0]
+
+    def send_ump(self, *packets):
+        """One UMP Data command (next sequence number) holding these packets."""
+        self.seqno = (self.seqno + 1) & 0xFFFF
+        payload = b"".join(w.to_bytes(4, "big") for p in packets for w in ump_words(p))
+        self.send_cmds((0xFF, self.seqno >> 8, self.seqno & 0xFF, payload))
+
+    def recv_ump(self, timeout=DEFAULT_TIMEOUT):
+        """(seqno, [words]) of the newest UMP Data command in the next datagram carrying one
+        (FEC copies of older ones come first in the same datagram); skips other commands."""
+        deadline = time.monotonic() + timeout
+        while True:
+            data = [c for c in self.recv_cmds(max(deadline - time.monotonic(), 0.001))
+                    if c[0] == 0xFF]
+            if data:
+                code, b2, b3, payload = data[-1]
+                return (b2 << 8 | b3, [int.from_bytes(payload[i:i + 4], "big")
+                                       for i in range(0, len(payload), 4)])
+
+    def bye(self, reason=0x01):
+        self.send_cmds((0xF0, reason, 0, b""))
+
+    def close(self):
+        self.sock.close()
 
 
 def _common_args(fec, ipv6, debug, ep_name, extra):

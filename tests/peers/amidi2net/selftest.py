@@ -98,6 +98,48 @@ def test_user_auth_wrong_password():
         assert not any("accepted" in l for l in srv.log), srv.log
 
 
+def test_ipv6_fixed_port():
+    port = a2nlib.free_udp_port("::1")
+    with a2nlib.Group() as g:
+        srv, cli = _pair(g, {"port": port, "ipv6": True}, {"host": "::1", "ipv6": True})
+        assert srv.port == port
+        _notes_both_ways(srv, cli)
+        _clean(srv, cli)
+
+
+def test_raw_wire_and_128bit_ump():
+    """A bare client (a2nlib.RawClient) checks the wire: invitation accepted (with the server's
+    endpoint name), UMP words big-endian both ways, several UMPs in one UMP Data command, and
+    128-bit UMPs (a Stream message, a SysEx8 packet) from the network come out intact.
+    amidi2net cannot send 128-bit UMPs itself (A2nProc.send refuses them)."""
+    stream = (0xF0010101, 0x00000000, 0x00000000, 0x00000000)
+    sysex8 = (0x50000102, 0x03040506, 0x0708090A, 0x0B0C0D0E)
+    with a2nlib.Group() as g:
+        srv = g.server(ep_name="rig-server")
+        raw = a2nlib.RawClient(srv.port)
+        try:
+            code, name_words, caps, payload = raw.invite()
+            assert code == 0x10, "reply %02x" % code
+            assert payload[:4 * name_words].rstrip(b"\0") == b"rig-server", payload
+            srv.wait_session()
+            raw.send_ump(midi1_note_on(0, 0, 60, 100), stream, sysex8)
+            srv.expect(midi1_note_on(0, 0, 60, 100), stream, sysex8)
+            srv.send(midi2_note_on(0, 1, 62, 0x1234))
+            seqno, words = raw.recv_ump()
+            assert words == list(midi2_note_on(0, 1, 62, 0x1234)), [hex(w) for w in words]
+            try:
+                srv.send(stream)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("send() took a 128-bit UMP")
+            raw.bye()
+            srv.wait_log(r"received bye message")
+            _clean(srv)
+        finally:
+            raw.close()
+
+
 def _sysex(size, seed):
     return bytes((i * 7 + seed) & 0x7F for i in range(size))
 
