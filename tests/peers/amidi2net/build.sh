@@ -84,10 +84,11 @@ fetch_alsa_tarball() {
                               c && $3 ~ /\.orig\.tar\./ {print $1, $3; exit}' <<<"$info")
     [ -n "${orig:-}" ] || die "no alsa-lib orig tarball listed for $ALSA_SUITE"
     if [ ! -f "$CACHE/src/$orig" ]; then
-        # The .dsc may be missing on some mirrors; only the orig tarball is needed.
-        (cd "$CACHE/src" && apt-get "${o[@]}" source -d -qq alsa-lib >&2) || true
+        # The .dsc may be missing on some mirrors (apt-get then fails after fetching the rest);
+        # only the orig tarball is needed, and its SHA-256 is checked below.
+        (cd "$CACHE/src" && apt-get "${o[@]}" source -d -qq alsa-lib >"$apt/source.log" 2>&1) || true
     fi
-    [ -f "$CACHE/src/$orig" ] || die "could not download $orig"
+    [ -f "$CACHE/src/$orig" ] || { cat "$apt/source.log" >&2; die "could not download $orig"; }
     echo "$sum  $CACHE/src/$orig" | sha256sum -c --quiet - >&2 \
         || { rm -f "$CACHE/src/$orig"; die "$orig: SHA-256 mismatch"; }
     echo "$CACHE/src/$orig"
