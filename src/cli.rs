@@ -113,6 +113,12 @@ fn getopts() -> Getopts {
         "sessions a listener takes at once (default 256)",
         "N",
     );
+    o.optopt(
+        "",
+        "max-sessions-per-host",
+        "sessions one host may have with a listener (default 32)",
+        "N",
+    );
     o.optmulti(
         "",
         "allow",
@@ -216,7 +222,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         midi2_port: value(&m, "midi2-port", options::port)?,
         admission: AdmissionKeys {
             max_sessions: value(&m, "max-sessions", options::sessions)?,
-            max_sessions_per_host: None,
+            max_sessions_per_host: value(&m, "max-sessions-per-host", options::sessions)?,
             allow: Some(values(&m, "allow", options::network)?).filter(|l| !l.is_empty()),
             deny: Some(values(&m, "deny", options::network)?).filter(|l| !l.is_empty()),
         },

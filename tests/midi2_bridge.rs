@@ -131,14 +131,14 @@ impl Peers {
         }
     }
 
-    fn from_midi2(&mut self, message: &MidiMessage) {
+    fn send_from_midi2(&mut self, message: &MidiMessage) {
         let ids: Vec<_> = self.midi2.sessions().map(|(id, _)| id).collect();
         for id in ids {
             assert!(self.midi2.session_mut(id).unwrap().send_midi1(0, message));
         }
     }
 
-    fn from_apple(&mut self, message: MidiMessage) {
+    fn send_from_apple(&mut self, message: MidiMessage) {
         let now = self.now();
         let ids: Vec<_> = self.apple.sessions().map(|(id, _)| id).collect();
         for id in ids {
@@ -240,7 +240,7 @@ fn midi2_and_rtp_midi_sessions_meet_in_the_hub() {
         short(&[0x80, 60, 0]),
     ];
     for n in &notes {
-        p.from_midi2(n);
+        p.send_from_midi2(n);
     }
     p.wait("the notes at the RTP-MIDI peer", |p| {
         p.apple_got.len() >= notes.len()
@@ -250,7 +250,7 @@ fn midi2_and_rtp_midi_sessions_meet_in_the_hub() {
     // RTP-MIDI -> hub -> MIDI 2.0, a 10 kB SysEx among notes.
     let back = [short(&[0xE0, 0, 64]), sysex(10_000), short(&[0x91, 40, 1])];
     for m in &back {
-        p.from_apple(m.clone());
+        p.send_from_apple(m.clone());
     }
     p.wait("the messages at the MIDI 2.0 client", |p| {
         p.midi2_got.len() >= back.len()

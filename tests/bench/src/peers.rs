@@ -33,7 +33,9 @@ impl Target {
         let path =
             std::env::temp_dir().join(format!("rtpmidid-bench-{}-{port}.sock", std::process::id()));
         let mut cmd = Cmd::new(&bin);
-        cmd.args(["-q", "--no-alsa", "--no-mdns", "--hub", "-b", "127.0.0.1"])
+        // The rows open up to 1000 sessions from this one host: past the stage defaults.
+        cmd.args(["-q", "--no-alsa", "--no-mdns", "--no-midi2", "--hub", "-b", "127.0.0.1"])
+            .args(["--max-sessions", "5000", "--max-sessions-per-host", "5000"])
             .args(["-n", "bench", "-p", &port.to_string(), "--control"])
             .arg(&path);
         let proc = Proc::spawn(cmd, cpu).map_err(|e| io::Error::other(format!("{bin}: {e}")))?;
