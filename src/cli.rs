@@ -8,12 +8,18 @@ use crate::config::{AdmissionKeys, CommandLine};
 use crate::ctl::client::{self, CtlOptions};
 use crate::options::{self, AutoExport, ConnectTarget};
 
+const CONVERT_USAGE: &str = "rtpmidid convert-config FILE\n\n\
+    Prints the C++ rtpmidid's INI file FILE (/etc/rtpmidid/default.ini) as an rtpmidid.conf;\n\
+    what cannot carry over is named with FILE:LINE on stderr.\n";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Box<CommandLine>),
     /// `rtpmidid ctl ...`: talk to a running daemon.
     Ctl(CtlOptions),
+    /// `rtpmidid convert-config FILE`: the C++ rtpmidid's INI file in our format.
+    ConvertConfig(PathBuf),
     Help(String),
     Version,
 }
@@ -94,10 +100,23 @@ fn getopts() -> Getopts {
         "use mDNS only on this interface (repeatable; default: every multicast interface)",
         "NAME",
     );
+    o.optflag("", "no-midi2", "no Network MIDI 2.0 host");
+    o.optopt(
+        "",
+        "midi2-port",
+        "Network MIDI 2.0 host's UDP port (default 5673)",
+        "PORT",
+    );
     o.optopt(
         "",
         "max-sessions",
         "sessions a listener takes at once (default 256)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-sessions-per-host",
+        "sessions one host may have with a listener (default 32)",
         "N",
     );
     o.optmulti(
@@ -158,11 +177,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         return client::parse(&args[1..]).map(Command::Ctl);
     }
+    if args.first().is_some_and(|a| a == "convert-config") {
+        return match &args[1..] {
+            [h] if h == "-h" || h == "--help" => Ok(Command::Help(CONVERT_USAGE.into())),
+            [file] if !file.starts_with('-') => Ok(Command::ConvertConfig(file.into())),
+            _ => Err(format!("usage: {CONVERT_USAGE}")),
+        };
+    }
     let spec = getopts();
     let m = spec.parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
         let brief = "Usage: rtpmidid [OPTIONS]\n       rtpmidid ctl [--control PATH] [--json] \
-                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P|unexport C:P\n\n\
+                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P|unexport C:P\n\
+                     \x20      rtpmidid convert-config FILE\n\n\
                      RTP-MIDI (AppleMIDI) network MIDI daemon.";
         return Ok(Command::Help(spec.usage(brief)));
     }
@@ -191,9 +218,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         mdns_interfaces: values(&m, "mdns-interface", options::interface)?,
         config: value(&m, "config", path)?,
         control: value(&m, "control", path)?,
+        no_midi2: m.opt_present("no-midi2"),
+        midi2_port: value(&m, "midi2-port", options::port)?,
         admission: AdmissionKeys {
             max_sessions: value(&m, "max-sessions", options::sessions)?,
-            max_sessions_per_host: None,
+            max_sessions_per_host: value(&m, "max-sessions-per-host", options::sessions)?,
             allow: Some(values(&m, "allow", options::network)?).filter(|l| !l.is_empty()),
             deny: Some(values(&m, "deny", options::network)?).filter(|l| !l.is_empty()),
         },
@@ -241,12 +270,14 @@ mod tests {
                 ConnectTarget {
                     name: Some("piano".into()),
                     host: "10.0.0.2".into(),
-                    port: 5004
+                    port: 5004,
+                    midi2: false,
                 },
                 ConnectTarget {
                     name: None,
                     host: "::1".into(),
-                    port: 5006
+                    port: 5006,
+                    midi2: false,
                 }
             ]
         );
@@ -282,6 +313,24 @@ mod tests {
         ] {
             let err = parse(&args(line)).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn convert_config_takes_one_file() {
+        assert_eq!(
+            parse(&args("convert-config /etc/rtpmidid/default.ini")),
+            Ok(Command::ConvertConfig("/etc/rtpmidid/default.ini".into()))
+        );
+        assert!(matches!(
+            parse(&args("convert-config -h")),
+            Ok(Command::Help(_))
+        ));
+        for bad in ["convert-config", "convert-config a b", "convert-config --x"] {
+            assert!(
+                parse(&args(bad)).unwrap_err().starts_with("usage:"),
+                "{bad}"
+            );
         }
     }
 

@@ -381,6 +381,7 @@ mod tests {
                 address: "192.168.100.200:5004".into(),
                 state: "connected".into(),
                 role: "initiator".into(),
+                protocol: "rtp-midi".into(),
                 latency: Some(Duration::from_micros(1234)),
                 sent: 123_456,
                 received: 654_321,

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Ctl(ctl)) => ctl::client::run(&ctl),
+        Ok(Command::ConvertConfig(path)) => config::upstream::run(&path),
         Ok(Command::Run(command_line)) => {
             // A broken configuration file: say where, and do not start.
             let (path, file) = match config::load(&command_line) {

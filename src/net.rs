@@ -34,18 +34,63 @@ impl PortPair {
 
     /// Can this pair send to `dst`?
     pub fn reaches(&self, dst: &SocketAddr) -> bool {
-        self.dual_stack || dst.is_ipv6() == self.ipv6
+        reaches(self.ipv6, self.dual_stack, dst)
     }
 
-    /// The address to hand the kernel: IPv4 destinations become v4-mapped on an IPv6 socket.
     pub fn wire_addr(&self, dst: SocketAddr) -> SocketAddr {
-        match dst {
-            SocketAddr::V4(v4) if self.ipv6 => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            other => other,
-        }
+        wire_addr(self.ipv6, dst)
     }
+}
+
+/// One UDP socket for one local address (a Network MIDI 2.0 port).
+pub struct UdpPort {
+    pub socket: UdpSocket,
+    ipv6: bool,
+    dual_stack: bool,
+}
+
+impl UdpPort {
+    pub fn reaches(&self, dst: &SocketAddr) -> bool {
+        reaches(self.ipv6, self.dual_stack, dst)
+    }
+
+    pub fn wire_addr(&self, dst: SocketAddr) -> SocketAddr {
+        wire_addr(self.ipv6, dst)
+    }
+}
+
+fn reaches(ipv6: bool, dual_stack: bool, dst: &SocketAddr) -> bool {
+    dual_stack || dst.is_ipv6() == ipv6
+}
+
+/// The address to hand the kernel: IPv4 destinations become v4-mapped on an IPv6 socket.
+fn wire_addr(ipv6: bool, dst: SocketAddr) -> SocketAddr {
+    match dst {
+        SocketAddr::V4(v4) if ipv6 => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        other => other,
+    }
+}
+
+/// Binds UDP `port` on `binds`, or on every address when empty, as [`bind_all`] does pairs.
+pub fn bind_ports(binds: &[IpAddr], port: u16) -> io::Result<Vec<UdpPort>> {
+    let one = |addr: IpAddr| {
+        let dual_stack = addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        Ok::<_, io::Error>(UdpPort {
+            socket: bind_udp(SocketAddr::new(addr, port), dual_stack)?,
+            ipv6: addr.is_ipv6(),
+            dual_stack,
+        })
+    };
+    if binds.is_empty() {
+        return match one(IpAddr::V6(Ipv6Addr::UNSPECIFIED)) {
+            Ok(p) => Ok(vec![p]),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(e),
+            Err(_) => Ok(vec![one(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))?]),
+        };
+    }
+    binds.iter().map(|&a| one(a)).collect()
 }
 
 fn bind_udp(addr: SocketAddr, dual_stack: bool) -> io::Result<UdpSocket> {

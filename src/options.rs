@@ -40,16 +40,22 @@ pub const DEFAULT_MAX_SESSIONS_PER_HOST: usize = 32;
 /// The most sessions a listener may be allowed.
 pub const MAX_SESSIONS: usize = 100_000;
 
-/// A connection target: `[NAME@]HOST:PORT`, resolved when the daemon starts.
+/// A connection target: `[NAME@]HOST:PORT` for RTP-MIDI, `midi2://[NAME@]HOST:PORT` for
+/// Network MIDI 2.0; resolved when the daemon starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectTarget {
     pub name: Option<String>,
     pub host: String,
     pub port: u16,
+    pub midi2: bool,
 }
 
 impl ConnectTarget {
     pub fn parse(text: &str) -> Result<Self, String> {
+        let (midi2, text) = match text.strip_prefix(MIDI2_SCHEME) {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
         let (name, rest) = match text.split_once('@') {
             Some((name, rest)) => (Some(self::name(name)?), rest),
             None => (None, text),
@@ -59,9 +65,15 @@ impl ConnectTarget {
             name,
             host: self::host(host)?,
             port: self::port(port)?,
+            midi2,
         })
     }
 }
+
+/// What marks a Network MIDI 2.0 connection target.
+pub const MIDI2_SCHEME: &str = "midi2://";
+/// The Network MIDI 2.0 host's UDP port (the specification's default).
+pub const DEFAULT_MIDI2_PORT: u16 = 5673;
 
 /// `--export-auto KIND[:PATTERN]`: local ports connected to `Network` as they appear.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,7 +261,8 @@ mod tests {
             Ok(ConnectTarget {
                 name: Some("piano".into()),
                 host: "::1".into(),
-                port: 5006
+                port: 5006,
+                midi2: false,
             })
         );
         for (bad, why) in [

@@ -570,3 +570,23 @@ fn lost_handshake_datagrams_are_retried() {
         );
     }
 }
+
+#[test]
+fn a_long_sysex_queued_at_once_arrives_whole_after_what_came_before() {
+    use protocol::midi::MidiMessage;
+    use protocol::midi2::ump::ToMidi1;
+    let mut net = connected_net(17, config("Keys"), config("Hub"));
+    // ~1700 UMPs queued before anything is sent: more than the retransmit buffer holds.
+    let sysex = MidiMessage::SysEx([&[0xF0][..], &[0x11; 9_998], &[0xF7]].concat());
+    let note = MidiMessage::from_bytes(&[0x91, 60, 100]).unwrap();
+    let id = net.session_id(CLIENT);
+    let session = net.nodes[CLIENT].endpoint.session_mut(id).unwrap();
+    assert!(session.send_midi1(0, &note));
+    assert!(session.send_midi1(0, &sysex));
+    net.run_for(Duration::from_secs(2));
+    let mut to_midi1 = ToMidi1::new(protocol::midi::MAX_SYSEX);
+    let mut got = Vec::new();
+    to_midi1.translate_all(&net.umps(HOST), &mut got);
+    let got: Vec<MidiMessage> = got.into_iter().map(|g| g.message).collect();
+    assert_eq!(got, [note, sysex]);
+}

@@ -15,10 +15,11 @@ pub enum Section {
     Mdns,
     Timeouts,
     Journal,
+    Midi2,
 }
 
 impl Section {
-    pub const ALL: [Section; 8] = [
+    pub const ALL: [Section; 9] = [
         Section::General,
         Section::Hub,
         Section::Connect,
@@ -27,6 +28,7 @@ impl Section {
         Section::Mdns,
         Section::Timeouts,
         Section::Journal,
+        Section::Midi2,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Section {
             Section::Mdns => "mdns",
             Section::Timeouts => "timeouts",
             Section::Journal => "journal",
+            Section::Midi2 => "midi2",
         }
     }
 
@@ -67,6 +70,7 @@ pub struct SectionKeys {
     pub alsa_port_name: Option<String>,
     pub alsa_port: Option<String>,
     pub keep_connected: Option<bool>,
+    pub midi2: bool,
     pub admission: AdmissionKeys,
 }
 
@@ -183,6 +187,14 @@ pub static KEYS: &[Key] = &[
         d.section.keep_connected = Some(options::boolean(v)?);
         Ok(())
     }),
+    key(Connect, "protocol", |d, v| {
+        d.section.midi2 = match v {
+            "rtp-midi" => false,
+            "midi2" => true,
+            _ => return Err("rtp-midi or midi2".into()),
+        };
+        Ok(())
+    }),
     key(Export, "alsa_port", |d, v| {
         d.section.alsa_port = Some(options::name(v)?);
         Ok(())
@@ -260,6 +272,29 @@ pub static KEYS: &[Key] = &[
     }),
     key(Timeouts, "responder_timeout", |d, v| {
         d.file.timeouts.responder_timeout = options::duration(v)?;
+        Ok(())
+    }),
+    key(Midi2, "enabled", |d, v| {
+        d.file.midi2.enabled = options::boolean(v)?;
+        Ok(())
+    }),
+    key(Midi2, "port", |d, v| {
+        d.file.midi2.port = Some(options::port(v)?);
+        Ok(())
+    }),
+    key(Midi2, "secret", |d, v| {
+        d.file.midi2.secret = Some(options::name(v)?);
+        Ok(())
+    }),
+    key(Midi2, "users", |d, v| {
+        d.file.midi2.users = list(v, |pair| {
+            let (user, password) = pair.split_once(':').ok_or("USER:PASSWORD")?;
+            Ok((options::name(user)?, options::name(password)?))
+        })?;
+        Ok(())
+    }),
+    key(Midi2, "fec", |d, v| {
+        d.file.midi2.fec = options::count(v)? as usize;
         Ok(())
     }),
     key(Journal, "enabled", |d, v| {

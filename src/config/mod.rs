@@ -23,6 +23,7 @@ mod diff;
 mod keys;
 mod parse;
 mod resolve;
+pub mod upstream;
 
 pub use diff::{diff, Action};
 #[cfg(test)]
@@ -42,6 +43,8 @@ pub struct Connection {
     /// Connected whatever is subscribed to its ALSA port. In a [`File`], `None` where the
     /// section says nothing; [`resolve`] fills it in from `[general]` and the command line.
     pub keep_connected: Option<bool>,
+    /// Network MIDI 2.0 rather than RTP-MIDI (`protocol = midi2`).
+    pub midi2: bool,
 }
 
 impl Connection {
@@ -50,6 +53,7 @@ impl Connection {
             name: Some(self.name.clone()),
             host: self.host.clone(),
             port: self.port,
+            midi2: self.midi2,
         }
     }
 }
@@ -72,6 +76,34 @@ pub struct Listener {
     pub port: u16,
     /// Its own limits and networks; what it leaves out comes from `[general]`.
     pub admission: AdmissionKeys,
+}
+
+/// `[midi2]`: the Network MIDI 2.0 host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Midi2 {
+    pub enabled: bool,
+    /// Asked for (`port =`, `--midi2-port`): it must open. Otherwise the default port, given
+    /// up with a warning when taken (another daemon has it).
+    pub port: Option<u16>,
+    /// Clients must show this shared secret (unless `users` is set), and our connections to
+    /// other hosts show it.
+    pub secret: Option<String>,
+    /// Clients must log in as one of these (user, password).
+    pub users: Vec<(String, String)>,
+    /// Earlier UMP data commands repeated in each datagram.
+    pub fec: usize,
+}
+
+impl Default for Midi2 {
+    fn default() -> Self {
+        Midi2 {
+            enabled: true,
+            port: None,
+            secret: None,
+            users: Vec::new(),
+            fec: 3,
+        }
+    }
 }
 
 /// Who may open sessions with a listener, and how many: `[general]` (and the command line)
@@ -245,6 +277,7 @@ pub struct File {
     /// Bytes a second.
     pub sysex_rate: Option<u32>,
     pub admission: AdmissionKeys,
+    pub midi2: Midi2,
 }
 
 /// The daemon's effective settings: the file, overridden by the command line, with defaults.
@@ -274,6 +307,7 @@ pub struct Settings {
     /// default one may be missing.
     pub control_required: bool,
     pub admission: Admission,
+    pub midi2: Midi2,
 }
 
 impl Settings {

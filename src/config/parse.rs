@@ -264,6 +264,7 @@ impl Parser<'_> {
                 port: keys.port.unwrap_or(DEFAULT_PORT),
                 alsa_port_name: keys.alsa_port_name,
                 keep_connected: keys.keep_connected,
+                midi2: keys.midi2,
             }),
             Section::Export => file.exports.push(Export {
                 alsa_port: keys.alsa_port.ok_or_else(|| missing("alsa_port"))?,
@@ -472,6 +473,7 @@ mod tests {
                 port: 5008,
                 alsa_port_name: Some("Piano In".into()),
                 keep_connected: None,
+                midi2: false,
             }]
         );
         assert_eq!(f.exports[0].port, Some(6010));

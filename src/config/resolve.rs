@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use log::LevelFilter;
 
-use super::{read, Admission, AdmissionKeys, Connection, Error, File, Settings};
+use super::{read, Admission, AdmissionKeys, Connection, Error, File, Midi2, Settings};
 use crate::options::{
     AutoExport, ConnectTarget, DEFAULT_ALSA_NAME, DEFAULT_CONFIG, DEFAULT_CONTROL, DEFAULT_PORT,
 };
@@ -36,6 +36,8 @@ pub struct CommandLine {
     pub control: Option<PathBuf>,
     /// `--max-sessions`, `--allow`, `--deny`: over the file's `[general]` keys.
     pub admission: AdmissionKeys,
+    pub no_midi2: bool,
+    pub midi2_port: Option<u16>,
 }
 
 /// The default session name.
@@ -92,6 +94,7 @@ pub fn resolve(
             port: target.port,
             alsa_port_name: None,
             keep_connected: Some(keep_connected),
+            midi2: target.midi2,
         });
     }
     let mut mdns = file.mdns.clone();
@@ -141,6 +144,11 @@ pub fn resolve(
         admission: command_line
             .admission
             .over(&file.admission.over(&Admission::default())),
+        midi2: Midi2 {
+            enabled: file.midi2.enabled && !command_line.no_midi2,
+            port: command_line.midi2_port.or(file.midi2.port),
+            ..file.midi2.clone()
+        },
     }
 }
 

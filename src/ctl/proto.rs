@@ -136,10 +136,19 @@ impl Request {
                     Some(Value::String(n)) if options::name(n).is_ok() => Some(n.clone()),
                     Some(_) => return Err("\"name\" must be a non-empty string".into()),
                 };
+                let midi2 = match request.get("protocol") {
+                    None | Some(Value::Null) => false,
+                    Some(p) => match p.as_str() {
+                        Some("rtp-midi") => false,
+                        Some("midi2") => true,
+                        _ => return Err("\"protocol\" is \"rtp-midi\" or \"midi2\"".into()),
+                    },
+                };
                 Request::Connect(ConnectTarget {
                     name,
                     host: options::host(host).map_err(|e| format!("bad \"host\": {e}"))?,
                     port,
+                    midi2,
                 })
             }
             "disconnect" => match (request.get("id"), request.get("name")) {
@@ -186,6 +195,9 @@ impl Request {
                 ];
                 if let Some(name) = &t.name {
                     pairs.push(("name", Value::from(name.as_str())));
+                }
+                if t.midi2 {
+                    pairs.push(("protocol", Value::from("midi2")));
                 }
                 Value::object(pairs)
             }
@@ -267,6 +279,8 @@ pub struct PeerRow {
     pub address: String,
     pub state: String,
     pub role: String,
+    /// `rtp-midi` or `midi2`.
+    pub protocol: String,
     /// Round trip of the last clock sync.
     pub latency: Option<Duration>,
     pub sent: u64,
@@ -427,6 +441,7 @@ impl PeerRow {
             ("address", Value::from(self.address.as_str())),
             ("state", Value::from(self.state.as_str())),
             ("role", Value::from(self.role.as_str())),
+            ("protocol", Value::from(self.protocol.as_str())),
             ("latency_ms", Value::from(latency_ms)),
             ("sent", Value::from(self.sent)),
             ("received", Value::from(self.received)),
@@ -457,6 +472,10 @@ impl PeerRow {
             address: p.str("address")?,
             state: p.str("state")?,
             role: p.str("role")?,
+            // Daemons before MIDI 2.0 spoke RTP-MIDI only.
+            protocol: p
+                .optional_str("protocol")?
+                .unwrap_or_else(|| "rtp-midi".into()),
             latency,
             sent: p.number("sent")?,
             received: p.number("received")?,
@@ -466,7 +485,7 @@ impl PeerRow {
     }
 
     /// The cells of its row in [`peer_table`].
-    fn cells(&self) -> [String; 10] {
+    fn cells(&self) -> [String; 11] {
         let name = match (&self.connection, self.name.is_empty()) {
             (Some(c), true) => c.clone(),
             (None, true) => "-".into(),
@@ -482,6 +501,7 @@ impl PeerRow {
             self.address.clone(),
             self.state.clone(),
             self.role.clone(),
+            self.protocol.clone(),
             latency,
             self.sent.to_string(),
             self.received.to_string(),
@@ -494,10 +514,11 @@ impl PeerRow {
 /// Left-aligned columns, two spaces apart, under a header.
 fn peer_table(rows: &[PeerRow]) -> String {
     let header = [
-        "ID", "NAME", "ADDRESS", "STATE", "ROLE", "LATENCY", "SENT", "RECEIVED", "LOST", "REPAIRS",
+        "ID", "NAME", "ADDRESS", "STATE", "ROLE", "PROTOCOL", "LATENCY", "SENT", "RECEIVED",
+        "LOST", "REPAIRS",
     ]
     .map(String::from);
-    let rows: Vec<[String; 10]> = std::iter::once(header)
+    let rows: Vec<[String; 11]> = std::iter::once(header)
         .chain(rows.iter().map(PeerRow::cells))
         .collect();
     let widths: Vec<usize> = (0..10)
@@ -566,6 +587,7 @@ mod tests {
             name: Some("Piano".into()),
             host: "::1".into(),
             port: 5006,
+            midi2: false,
         };
         let id = |listener, session| Who::Id(PeerId { listener, session });
         for r in [
@@ -600,7 +622,8 @@ mod tests {
             Ok(Request::Connect(ConnectTarget {
                 name: None,
                 host: "h".into(),
-                port: DEFAULT_PORT
+                port: DEFAULT_PORT,
+                midi2: false,
             }))
         );
     }
@@ -647,6 +670,7 @@ mod tests {
             address: "127.0.0.1:5004".into(),
             state: "connected".into(),
             role: "initiator".into(),
+            protocol: "rtp-midi".into(),
             latency: Some(Duration::from_micros(123)),
             sent: 10,
             received: 12,

@@ -8,7 +8,7 @@ use reactor::Interest;
 use super::{to_std_time, Ctx, Daemon, TimerId};
 use crate::mdns::{self, Mdns, PeerEvent};
 use crate::options::ConnectTarget;
-use crate::router::ListenerId;
+use crate::router::{ListenerId, ListenerKind};
 
 impl Daemon {
     /// Opens mDNS and announces the listeners; without it the daemon still works.
@@ -47,6 +47,14 @@ impl Daemon {
     /// Announces listener `id` under its name on its port.
     pub(super) fn announce(&mut self, ctx: &mut Ctx, id: ListenerId) {
         let now = self.now(ctx);
+        // Our mDNS speaks `_apple-midi._udp` only so far; `_midi2._udp` is still to come.
+        if self
+            .router
+            .listener(id)
+            .is_some_and(|l| l.kind == ListenerKind::Midi2)
+        {
+            return;
+        }
         let (Some(mdns), Some(listener)) = (self.mdns.as_mut(), self.listeners.get(&id)) else {
             return;
         };
@@ -112,6 +120,7 @@ impl Daemon {
                         name: Some(name.clone()),
                         host: host_of(addr),
                         port: addr.port(),
+                        midi2: false,
                     };
                     self.router.discovered(now, &name, target);
                 }

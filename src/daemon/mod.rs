@@ -9,9 +9,10 @@ use std::time::Instant as StdInstant;
 
 use log::{debug, error, info, log, trace, warn, Level};
 use protocol::admission::Refusal;
-use protocol::endpoint::{Dropped, Endpoint, SessionId};
+use protocol::endpoint::{Dropped, Endpoint};
 use protocol::midi::MidiMessage;
-use protocol::session::{self, DisconnectReason, Event, Port};
+use protocol::midi2;
+use protocol::session::{self, Port};
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Interest, Signal, SourceId};
 
@@ -20,8 +21,11 @@ use crate::config;
 use crate::config::CommandLine;
 use crate::mdns::Mdns;
 use crate::net;
+use crate::options::DEFAULT_MIDI2_PORT;
 use crate::playout::Playout;
-use crate::router::{Action, Dest, Ended, ListenerId, PeerPortId, Router, SessionKey, Source};
+use crate::router::{
+    Action, Dest, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
+};
 use crate::seq::Sequencer;
 
 mod discovery;
@@ -30,7 +34,7 @@ mod names;
 mod requests;
 mod setup;
 
-use listener::Listener;
+use listener::{Happening, Listener};
 
 /// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
 /// others, so one flooding source cannot starve the rest.
@@ -126,7 +130,7 @@ impl Daemon {
             bridge.set_auto_export(rule)?;
         }
         let router = Router::new(&settings.name, bridge.is_some(), settings.hub);
-        let main = Listener::new(
+        let main = Listener::apple_midi(
             &settings.name,
             Endpoint::new(settings.session_config(), settings.admission.policy(), seed),
             sockets,
@@ -199,34 +203,17 @@ impl Daemon {
         to_protocol_time(self.origin, ctx.now())
     }
 
+    /// Datagrams on one of the listeners' sockets (`port`: which AppleMIDI one).
     fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: Port) {
-        let found = self
-            .listeners
-            .iter()
-            .find_map(|(id, l)| l.pair_of(event.fd, port).map(|pair| (*id, pair)));
-        let Some((id, pair)) = found else {
+        let now = self.now(ctx);
+        let drops = &mut self.drops;
+        let mut dropped = |why, from, len| drops.record(now, why, from, len);
+        let bufs = (&mut self.recv_buf[..], &mut self.send_buf[..]);
+        let Some(listener) = self.listeners.values_mut().find(|l| l.owns(event.fd)) else {
             return;
         };
-        let now = self.now(ctx);
-        let listener = self.listeners.get_mut(&id).expect("found above");
-        for _ in 0..READ_BATCH {
-            let socket = listener::socket(&listener.sockets[pair], port);
-            match socket.recv_from(&mut self.recv_buf) {
-                Ok((len, from)) => {
-                    let from = net::canonical(from);
-                    let bytes = &self.recv_buf[..len];
-                    if let Err(why) = listener.endpoint.handle_datagram(now, port, from, bytes) {
-                        self.drops.record(now, why, from, len);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors from earlier sends surface here; they concern no one datagram.
-                Err(e) => debug!("receive on {port:?} socket: {e}"),
-            }
-            // Answer as we go so a long batch does not delay replies.
-            listener.flush(now, &mut self.send_buf);
-        }
-        while let Some((from, why)) = listener.endpoint.poll_refusal() {
+        listener.read(now, (event.fd, port), bufs, &mut dropped);
+        while let Some((from, why)) = listener.poll_refusal() {
             warn!(
                 "{}: refusing invitations ({}), first from {from}; the rest are counted",
                 listener.name,
@@ -289,7 +276,7 @@ impl Daemon {
     fn pump(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
         for listener in self.listeners.values_mut() {
-            listener.endpoint.handle_timeout(now);
+            listener.handle_timeout(now);
         }
         self.router.handle_timeout(now);
         self.finish_lookups(now);
@@ -302,13 +289,11 @@ impl Daemon {
                 if let Some(listener) = self.listeners.get_mut(&id) {
                     listener.flush(now, &mut self.send_buf);
                 }
-                while let Some((session, event)) = self
-                    .listeners
-                    .get_mut(&id)
-                    .and_then(|l| l.endpoint.poll_event())
+                while let Some((session, event)) =
+                    self.listeners.get_mut(&id).and_then(|l| l.poll_happening())
                 {
                     busy = true;
-                    self.on_session_event(
+                    self.on_happening(
                         now,
                         SessionKey {
                             listener: id,
@@ -325,7 +310,7 @@ impl Daemon {
         let deadline = self
             .listeners
             .values()
-            .filter_map(|l| l.endpoint.poll_timeout())
+            .filter_map(|l| l.poll_timeout())
             .chain(self.router.poll_timeout())
             .chain(self.names.as_ref().and_then(|n| n.poll_timeout()))
             .min();
@@ -340,25 +325,27 @@ impl Daemon {
         }
     }
 
-    fn on_session_event(&mut self, now: Instant, key: SessionKey, event: Event) {
+    fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
         let who = |d: &Daemon| {
             d.router
                 .peer_name(key)
                 .map_or_else(|| format!("session {}", key.session.0), str::to_string)
         };
-        match event {
-            Event::Connected { name, ssrc, addr } => {
+        match happening {
+            Happening::Connected { name, addr } => {
                 let on = self.listeners.get(&key.listener).map_or("", |l| &l.name);
-                info!("session opened: {name:?} at {addr} (SSRC {ssrc:08X}) on {on}");
+                info!("session opened: {name:?} at {addr} on {on}");
                 self.router.session_up(key, &name, addr.ip());
             }
-            Event::Midi(midi) => {
-                trace!("MIDI from {}: {:?}", who(self), midi.message);
-                let after = self.playout_after(now, key, midi.timestamp);
-                self.forward(now, Source::Session(key), midi.message, after);
+            Happening::Midi { message, timestamp } => {
+                trace!("MIDI from {}: {:?}", who(self), message);
+                let after = timestamp.and_then(|t| self.playout_after(now, key, t));
+                self.forward(now, Source::Session(key), message, after);
             }
-            Event::Latency { rtt, offset_ticks } => {
-                self.playout_clock(now, key, rtt, offset_ticks);
+            Happening::Latency { rtt, offset_ticks } => {
+                if let Some(offset) = offset_ticks {
+                    self.playout_clock(now, key, rtt, offset);
+                }
                 // The first measurement of a session at info level, the rest at debug.
                 let first = self.latency.insert(key, rtt).is_none();
                 log!(
@@ -366,23 +353,22 @@ impl Daemon {
                     "clock sync with {}: round trip {:.2} ms, offset {} ticks",
                     who(self),
                     rtt.as_secs_f64() * 1000.0,
-                    offset_ticks
+                    offset_ticks.unwrap_or(0)
                 );
             }
-            Event::Loss { lost } => info!("{lost} packet(s) from {} lost", who(self)),
-            Event::Disconnected { reason } => {
-                match reason {
-                    DisconnectReason::Closed | DisconnectReason::PeerEnded => {
-                        info!("session closed: {}: {reason:?}", who(self))
-                    }
-                    _ => warn!("session closed: {}: {reason:?}", who(self)),
+            Happening::Loss { lost } => info!("{lost} packet(s) from {} lost", who(self)),
+            Happening::Ended {
+                ended,
+                reason,
+                orderly,
+            } => {
+                if orderly {
+                    info!("session closed: {}: {reason}", who(self))
+                } else {
+                    warn!("session closed: {}: {reason}", who(self))
                 }
                 self.latency.remove(&key);
                 self.playouts.remove(&key);
-                let ended = match reason {
-                    DisconnectReason::Replaced => Ended::Replaced,
-                    _ => Ended::Other,
-                };
                 self.router.session_down(now, key, ended);
             }
         }
@@ -412,18 +398,13 @@ impl Daemon {
                     }
                 }
                 Dest::Session(key) => {
-                    let session = self
-                        .listeners
-                        .get_mut(&key.listener)
-                        .and_then(|l| l.endpoint.session_mut(key.session));
-                    if let Some(s) = session {
-                        s.send_midi(now, message.clone());
+                    if let Some(l) = self.listeners.get_mut(&key.listener) {
+                        l.send_midi(now, key.session, &message);
                     }
                 }
                 Dest::Listener { listener, except } => {
                     if let Some(l) = self.listeners.get_mut(&listener) {
-                        let except = except.map(|k| k.session);
-                        send_to_all(&mut l.endpoint, now, except, &message);
+                        l.send_to_all(now, except.map(|k| k.session), &message);
                     }
                 }
             }
@@ -462,14 +443,14 @@ impl Daemon {
                     bridge.remove_peer(port);
                 }
             }
-            Action::Connect { connection, target } => self.look_up(now, connection, &target),
+            Action::Connect {
+                connection,
+                listener,
+                target,
+            } => self.look_up(now, connection, listener, &target),
             Action::Close(key) => {
-                let session = self
-                    .listeners
-                    .get_mut(&key.listener)
-                    .and_then(|l| l.endpoint.session_mut(key.session));
-                if let Some(s) = session {
-                    s.close();
+                if let Some(l) = self.listeners.get_mut(&key.listener) {
+                    l.close(now, key.session);
                 }
             }
             Action::OpenListener {
@@ -478,7 +459,13 @@ impl Daemon {
                 port,
             } => {
                 if let Err(e) = self.open_listener(ctx, listener, &name, port) {
+                    let midi2 = self.router.listener(listener).map(|l| l.kind);
                     self.router.listener_failed(listener);
+                    // The default MIDI 2.0 port may be another daemon's: not worth stopping for.
+                    if midi2 == Some(ListenerKind::Midi2) && port.is_none() {
+                        warn!("no Network MIDI 2.0 host: UDP port {DEFAULT_MIDI2_PORT}: {e}");
+                        return Ok(());
+                    }
                     let port = port.map_or_else(
                         || "a free UDP port".to_string(),
                         |p| format!("UDP port {p}"),
@@ -488,7 +475,7 @@ impl Daemon {
             }
             Action::CloseListener(id) => {
                 if let Some(mut l) = self.listeners.remove(&id) {
-                    l.endpoint.close_all();
+                    l.close_all(now);
                     l.flush(now, &mut self.send_buf);
                     l.deregister(ctx);
                 }
@@ -513,23 +500,59 @@ impl Daemon {
         name: &str,
         port: Option<u16>,
     ) -> io::Result<()> {
-        let sockets = match port {
-            Some(port) => net::bind_all(&self.settings.bind, port)?,
-            None => listener::bind_free_pair(&self.settings.bind, self.settings.port)?,
-        };
-        let config = session::Config {
-            name: name.to_string(),
-            ..self.settings.session_config()
-        };
         let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let policy = self.admission_of(id).policy();
-        let mut listener = Listener::new(name, Endpoint::new(config, policy, seed), sockets);
+        let kind = self.router.listener(id).map(|l| l.kind);
+        let mut listener = if kind == Some(ListenerKind::Midi2) {
+            let port = port.unwrap_or(DEFAULT_MIDI2_PORT);
+            let sockets = net::bind_ports(&self.settings.bind, port)?;
+            let endpoint = midi2::endpoint::Endpoint::new(
+                self.midi2_config(name),
+                listener::midi2_policy(&policy),
+                seed,
+            );
+            Listener::midi2(name, endpoint, policy.addresses, sockets)
+        } else {
+            let sockets = match port {
+                Some(port) => net::bind_all(&self.settings.bind, port)?,
+                None => listener::bind_free_pair(&self.settings.bind, self.settings.port)?,
+            };
+            let config = session::Config {
+                name: name.to_string(),
+                ..self.settings.session_config()
+            };
+            Listener::apple_midi(name, Endpoint::new(config, policy, seed), sockets)
+        };
         listener.register(ctx)?;
         if let Some(port) = listener.port() {
             info!("listening as {name:?} on UDP port {port}");
         }
         self.listeners.insert(id, listener);
         Ok(())
+    }
+
+    /// Our Network MIDI 2.0 sessions' settings: `[midi2]`'s authentication for hosts, and its
+    /// shared secret for the hosts we connect to.
+    fn midi2_config(&self, name: &str) -> midi2::session::Config {
+        use midi2::session::{ClientAuth, HostAuth};
+        let m = &self.settings.midi2;
+        let host_auth = match (&m.secret, m.users.is_empty()) {
+            (_, false) => HostAuth::Users(m.users.clone()),
+            (Some(secret), true) => HostAuth::Secret(secret.clone()),
+            (None, true) => HostAuth::None,
+        };
+        let client_auth = m
+            .secret
+            .clone()
+            .map_or(ClientAuth::None, ClientAuth::Secret);
+        midi2::session::Config {
+            name: name.to_string(),
+            product_id: listener::product_id(name),
+            fec_count: m.fec,
+            host_auth,
+            client_auth,
+            ..midi2::session::Config::default()
+        }
     }
 
     /// With `--playout-delay`: how long MIDI stamped `timestamp` by session `key`'s peer
@@ -558,14 +581,13 @@ impl Daemon {
         let Some(delay) = self.playout_delay() else {
             return;
         };
-        let session = self
+        let ticks = self
             .listeners
             .get(&key.listener)
-            .and_then(|l| l.endpoint.session(key.session));
-        let Some(session) = session else {
+            .and_then(|l| l.clock_ticks(key.session, now));
+        let Some(local_ticks) = ticks else {
             return;
         };
-        let local_ticks = session.clock_ticks(now);
         self.playouts
             .entry(key)
             .or_insert_with(|| Playout::new(delay))
@@ -587,8 +609,9 @@ impl Daemon {
         }
         info!("{signal:?}: closing every session");
         self.router.stop();
+        let now = self.now(ctx);
         for listener in self.listeners.values_mut() {
-            listener.endpoint.close_all();
+            listener.close_all(now);
         }
         self.pump(ctx);
         let now = self.now(ctx);
@@ -597,20 +620,6 @@ impl Daemon {
             mdns.shutdown(now);
         }
         ctx.stop();
-    }
-}
-
-/// Queues `message` for every connected session of `endpoint` but `except`.
-fn send_to_all(
-    endpoint: &mut Endpoint,
-    now: Instant,
-    except: Option<SessionId>,
-    message: &MidiMessage,
-) {
-    for (id, session) in endpoint.sessions_mut() {
-        if Some(id) != except && session.is_connected() {
-            session.send_midi(now, message.clone());
-        }
     }
 }
 
@@ -637,6 +646,11 @@ fn on_control(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
 }
 
 fn on_data(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_socket(ctx, event, Port::Data);
+}
+
+/// A Network MIDI 2.0 socket (its listener ignores the AppleMIDI socket kind).
+fn on_midi2(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_socket(ctx, event, Port::Data);
 }
 

@@ -10,12 +10,13 @@ use reactor::Interest;
 use super::{Ctx, Daemon};
 use crate::options::ConnectTarget;
 use crate::resolver::{self, Resolver};
-use crate::router::{ConnectionId, SessionKey};
+use crate::router::{ConnectionId, ListenerId, SessionKey};
 
 /// The resolver and which connection each lookup is for.
 pub struct Names {
     pub resolver: Resolver,
-    lookups: BTreeMap<LookupId, ConnectionId>,
+    /// Each lookup's connection and the listener its session will live on.
+    lookups: BTreeMap<LookupId, (ConnectionId, ListenerId)>,
 }
 
 impl Names {
@@ -48,12 +49,13 @@ impl Daemon {
         &mut self,
         now: Instant,
         connection: ConnectionId,
+        listener: ListenerId,
         target: &ConnectTarget,
     ) {
         match self.names.as_mut() {
             Some(names) => {
                 let id = names.resolver.lookup(now, &target.host, target.port);
-                names.lookups.insert(id, connection);
+                names.lookups.insert(id, (connection, listener));
             }
             None => self.router.connect_failed(now, connection),
         }
@@ -67,7 +69,7 @@ impl Daemon {
         };
         // Lookups for connections removed or no longer wanted meanwhile.
         let router = &self.router;
-        names.lookups.retain(|id, connection| {
+        names.lookups.retain(|id, (connection, _)| {
             let wanted = router.connection(*connection).is_some_and(|c| c.opening);
             if !wanted {
                 names.resolver.cancel(*id);
@@ -81,7 +83,7 @@ impl Daemon {
             }
         }
         while let Some(done) = names.resolver.poll_done() {
-            let Some(connection) = names.lookups.remove(&done.id) else {
+            let Some((connection, listener)) = names.lookups.remove(&done.id) else {
                 continue;
             };
             // Removed or unwanted while its name was looked up.
@@ -95,13 +97,9 @@ impl Daemon {
             match done.result.map(|addrs| addrs.first().copied()) {
                 Ok(Some(addr)) => {
                     info!("connecting to {addr}");
-                    let main = self.router.main();
-                    if let Some(l) = self.listeners.get_mut(&main) {
-                        let session = l.endpoint.connect(now, addr);
-                        let key = SessionKey {
-                            listener: main,
-                            session,
-                        };
+                    if let Some(l) = self.listeners.get_mut(&listener) {
+                        let session = l.connect(now, addr);
+                        let key = SessionKey { listener, session };
                         self.router.connecting(connection, key, addr.ip());
                     }
                 }

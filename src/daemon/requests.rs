@@ -3,7 +3,6 @@
 use std::time::Instant as StdInstant;
 
 use protocol::endpoint::SessionId;
-use protocol::session;
 use reactor::Context;
 
 use super::{Ctx, Daemon, TimerId};
@@ -54,7 +53,12 @@ impl control::Handler for Daemon {
 
 impl Daemon {
     fn status(&self) -> Status {
-        let sessions = || self.listeners.values().flat_map(|l| l.endpoint.sessions());
+        let rows: Vec<PeerRow> = self
+            .listeners
+            .values()
+            .flat_map(|l| l.rows())
+            .map(|(_, r)| r)
+            .collect();
         let s = &self.settings;
         Status {
             name: s.name.clone(),
@@ -63,8 +67,8 @@ impl Daemon {
             pid: std::process::id(),
             port: s.port,
             uptime: StdInstant::now().saturating_duration_since(self.started),
-            sessions: sessions().count() as u64,
-            connected: sessions().filter(|(_, s)| s.is_connected()).count() as u64,
+            sessions: rows.len() as u64,
+            connected: rows.iter().filter(|r| r.state == "connected").count() as u64,
             connections: self
                 .router
                 .connections()
@@ -83,7 +87,7 @@ impl Daemon {
                 .and_then(|(_, p)| p.as_ref())
                 .map(|p| p.display().to_string()),
             dropped: self.listeners.values().fold(Dropped::default(), |sum, l| {
-                let d = l.endpoint.drops();
+                let d = l.drops();
                 Dropped {
                     malformed: sum.malformed + d.malformed,
                     unknown_session: sum.unknown_session + d.unknown_session,
@@ -102,35 +106,16 @@ impl Daemon {
     fn peers(&self) -> Vec<PeerRow> {
         let mut peers = Vec::new();
         for (&listener, l) in &self.listeners {
-            for (session, s) in l.endpoint.sessions() {
+            for (session, mut row) in l.rows() {
                 let key = SessionKey { listener, session };
-                let stats = s.stats();
-                peers.push(PeerRow {
-                    id: Some(peer_id(key)),
-                    name: s.peer_name().to_string(),
-                    connection: self
-                        .router
-                        .connection_of(key)
-                        .and_then(|c| self.router.connection(c))
-                        .map(|c| c.label()),
-                    address: s.peer_control().to_string(),
-                    state: match (s.is_connected(), s.role()) {
-                        (true, _) => "connected",
-                        (false, session::Role::Initiator) => "inviting",
-                        (false, session::Role::Responder) => "accepting",
-                    }
-                    .into(),
-                    role: match s.role() {
-                        session::Role::Initiator => "initiator",
-                        session::Role::Responder => "responder",
-                    }
-                    .into(),
-                    latency: self.latency.get(&key).copied(),
-                    sent: stats.packets_sent,
-                    received: stats.packets_received,
-                    lost: stats.packets_lost,
-                    journal_repairs: stats.journal_repairs,
-                });
+                row.id = Some(peer_id(key));
+                row.connection = self
+                    .router
+                    .connection_of(key)
+                    .and_then(|c| self.router.connection(c))
+                    .map(|c| c.label());
+                row.latency = self.latency.get(&key).copied();
+                peers.push(row);
             }
         }
         // Connections without a session: ours, and discovered peers (which have a port).
@@ -146,6 +131,7 @@ impl Daemon {
                     // With ALSA, a connection connects while something subscribes to its port.
                     state: if c.wanted { "waiting" } else { "unused" }.into(),
                     role: "initiator".into(),
+                    protocol: if c.target.midi2 { "midi2" } else { "rtp-midi" }.into(),
                     latency: None,
                     sent: 0,
                     received: 0,
@@ -182,13 +168,12 @@ impl Daemon {
     fn disconnect_id(&mut self, ctx: &mut Ctx, id: PeerId) -> Result<String, String> {
         let missing = || format!("no session with id {id}");
         let key = self.session_key(id).ok_or_else(missing)?;
-        let session = self
+        let now = self.now(ctx);
+        let peer_name = self
             .listeners
             .get_mut(&key.listener)
-            .and_then(|l| l.endpoint.session_mut(key.session))
+            .and_then(|l| l.close(now, key.session))
             .ok_or_else(missing)?;
-        session.close();
-        let peer_name = session.peer_name().to_string();
         let name = match self.router.connection_of(key) {
             Some(c) => {
                 let name = self
@@ -213,14 +198,10 @@ impl Daemon {
             self.pump(ctx);
             return Ok(name.to_string());
         }
+        let now = self.now(ctx);
         let mut found = false;
         for listener in self.listeners.values_mut() {
-            for (_, s) in listener.endpoint.sessions_mut() {
-                if s.peer_name() == name {
-                    s.close();
-                    found = true;
-                }
-            }
+            found |= listener.close_named(now, name);
         }
         if !found {
             return Err(format!("no connection or peer named {name:?}"));

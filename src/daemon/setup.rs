@@ -46,6 +46,9 @@ impl Daemon {
         for l in self.settings.listeners.clone() {
             self.router.add_listener(&l.name, l.port);
         }
+        if self.settings.midi2.enabled {
+            self.router.add_midi2_listener(self.settings.midi2.port);
+        }
         self.run_actions(ctx)
             .map_err(|e| format!("[listener]: {e}"))
     }
@@ -176,7 +179,7 @@ impl Daemon {
                     } else {
                         l.name.clone()
                     };
-                    l.endpoint.set_config(session::Config {
+                    l.set_session_config(session::Config {
                         name,
                         ..self.settings.session_config()
                     });
@@ -193,7 +196,7 @@ impl Daemon {
                 for id in ids {
                     let policy = self.admission_of(id).policy();
                     if let Some(l) = self.listeners.get_mut(&id) {
-                        l.endpoint.set_policy(policy);
+                        l.set_policy(policy);
                     }
                 }
             }

@@ -27,7 +27,7 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use protocol::endpoint::SessionId;
 use protocol::time::{Duration, Instant};
 
@@ -67,6 +67,24 @@ pub enum ListenerKind {
     /// A local ALSA port connected to `Network`, offered to the network: its sessions speak
     /// with that port only.
     Export(SeqAddr),
+    /// The Network MIDI 2.0 host: like the main port for its protocol (ports, connections,
+    /// the hub, which joins it to the main port's sessions).
+    Midi2,
+}
+
+impl ListenerKind {
+    /// Its sessions get ALSA ports of their own (or their connection's).
+    fn ports(self) -> bool {
+        matches!(
+            self,
+            ListenerKind::Main | ListenerKind::Extra | ListenerKind::Midi2
+        )
+    }
+
+    /// Connections and discovered peers of its protocol live here; its sessions form the hub.
+    fn shared(self) -> bool {
+        matches!(self, ListenerKind::Main | ListenerKind::Midi2)
+    }
 }
 
 pub struct Listener {
@@ -159,6 +177,7 @@ pub enum Action {
     /// [`Router::connecting`] its key (or [`Router::connect_failed`]).
     Connect {
         connection: ConnectionId,
+        listener: ListenerId,
         target: ConnectTarget,
     },
     /// End a session (BY).
@@ -215,6 +234,8 @@ pub struct Router {
     /// Shutting down: nothing reconnects.
     stopping: bool,
     main: ListenerId,
+    /// The Network MIDI 2.0 host, when it runs.
+    midi2: Option<ListenerId>,
     listeners: Arena<Listener>,
     connections: Arena<Connection>,
     ports: Arena<PeerPort>,
@@ -236,6 +257,7 @@ impl Router {
             hub,
             stopping: false,
             main,
+            midi2: None,
             listeners,
             connections: Arena::default(),
             ports: Arena::default(),
@@ -297,6 +319,23 @@ impl Router {
 
     // ----- listeners
 
+    /// The Network MIDI 2.0 host on `port` (`None`: the default, given up with a warning if
+    /// taken), opened and announced.
+    pub fn add_midi2_listener(&mut self, port: Option<u16>) -> ListenerId {
+        let id = self.listeners.insert(Listener {
+            name: self.name.clone(),
+            kind: ListenerKind::Midi2,
+        });
+        self.midi2 = Some(id);
+        self.actions.push_back(Action::OpenListener {
+            listener: id,
+            name: self.name.clone(),
+            port,
+        });
+        self.actions.push_back(Action::Announce(id));
+        id
+    }
+
     /// A `[listener NAME]` on `port`, opened and announced.
     pub fn add_listener(&mut self, name: &str, port: u16) -> ListenerId {
         let id = self.listeners.insert(Listener {
@@ -316,6 +355,9 @@ impl Router {
     pub fn remove_listener(&mut self, id: ListenerId) {
         if id == self.main || self.listeners.remove(id).is_none() {
             return;
+        }
+        if self.midi2 == Some(id) {
+            self.midi2 = None;
         }
         let keys: Vec<SessionKey> = self
             .peers
@@ -342,6 +384,9 @@ impl Router {
     pub fn listener_failed(&mut self, id: ListenerId) {
         if id != self.main {
             self.listeners.remove(id);
+            if self.midi2 == Some(id) {
+                self.midi2 = None;
+            }
             self.actions
                 .retain(|a| *a != Action::Announce(id) && *a != Action::Withdraw(id));
         }
@@ -551,11 +596,16 @@ impl Router {
             return;
         }
         let ip = host_ip(&target.host);
+        let main = if target.midi2 {
+            self.midi2.unwrap_or(self.main)
+        } else {
+            self.main
+        };
         let id = self.insert_connection(target, Origin::Discovered { gone_until: None }, false);
         // A session the peer started with us before it was discovered: its port becomes the
         // discovered peer's.
         let live = self.peers.iter_mut().find(|(key, p)| {
-            key.listener == self.main
+            key.listener == main
                 && p.connection.is_none()
                 && p.port.is_some()
                 && p.name == name
@@ -651,12 +701,12 @@ impl Router {
             return;
         }
         let kind = self.listeners.get(key.listener).map(|l| l.kind);
-        if !self.alsa || !matches!(kind, Some(ListenerKind::Main | ListenerKind::Extra)) {
+        if !self.alsa || !kind.is_some_and(ListenerKind::ports) {
             // Without ALSA no ports; an export's sessions speak through `Network`.
             self.peers.insert(key, peer);
             return;
         }
-        if key.listener == self.main {
+        if kind.is_some_and(ListenerKind::shared) {
             // The peer is known by the connection's name, or by the name its session with
             // us gave.
             let known_as = |c: &Connection| {
@@ -902,10 +952,22 @@ impl Router {
             c.retry_at = None;
             if c.wanted && c.session.is_none() && !c.opening && !self.stopping && !twin_up {
                 c.opening = true;
-                self.actions.push_back(Action::Connect {
-                    connection: id,
-                    target: c.target.clone(),
-                });
+                let listener = if c.target.midi2 {
+                    self.midi2
+                } else {
+                    Some(self.main)
+                };
+                match listener {
+                    Some(listener) => self.actions.push_back(Action::Connect {
+                        connection: id,
+                        listener,
+                        target: c.target.clone(),
+                    }),
+                    None => {
+                        c.opening = false;
+                        warn!("{}: Network MIDI 2.0 is off (--no-midi2)", c.label());
+                    }
+                }
             }
         }
         let parked: Vec<PeerPortId> = self
@@ -950,11 +1012,14 @@ impl Router {
                     }
                     None => return,
                 }
-                if self.hub && kind == Some(ListenerKind::Main) {
-                    out.push(Dest::Listener {
-                        listener: key.listener,
-                        except: Some(key),
-                    });
+                if self.hub && kind.is_some_and(ListenerKind::shared) {
+                    // Every protocol's shared listener: the hub bridges them.
+                    for listener in [Some(self.main), self.midi2].into_iter().flatten() {
+                        out.push(Dest::Listener {
+                            listener,
+                            except: Some(key).filter(|k| k.listener == listener),
+                        });
+                    }
                 }
             }
             Source::Port(port) => match self.ports.get(port).map(|p| &p.owner) {

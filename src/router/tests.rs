@@ -14,6 +14,7 @@ fn target(name: Option<&str>, host: &str, port: u16) -> ConnectTarget {
         name: name.map(str::to_string),
         host: host.to_string(),
         port,
+        midi2: false,
     }
 }
 

@@ -30,6 +30,9 @@ use crate::time::{Duration, Instant};
 pub const MAX_NAME: usize = 98;
 pub const MAX_PRODUCT_ID: usize = 42;
 /// Commands held past a gap at most; a larger jump is a loss given up at once.
+/// UMP data commands queued and not sent yet, at most: a 1 MiB SysEx is ~175k, but the
+/// sequence number is 16 bits; the caller sends as it queues.
+const MAX_UNSENT: usize = 16_384;
 const MAX_RX_PENDING: u64 = 512;
 /// A sequence number this far behind the expected one means the peer started over.
 const RESTART_DISTANCE: i64 = 1024;
@@ -864,10 +867,16 @@ impl Session {
     }
 
     fn push_command(&mut self, ump: Option<Ump>) {
-        let capacity = self.config.retransmit_buffer.max(self.config.fec_count + 1);
-        if self.tx_buffer.len() >= capacity {
+        let history = self.config.retransmit_buffer.max(self.config.fec_count + 1);
+        // Sent commands beyond the retransmit buffer go; unsent ones wait for the caller to
+        // poll (a long SysEx is queued at once), up to a bound that keeps 16-bit sequence
+        // numbers unambiguous.
+        while self.tx_buffer.len() >= history && self.tx_oldest() < self.tx_unsent {
             self.tx_buffer.pop_front();
-            let oldest = self.tx_next - self.tx_buffer.len() as u64;
+        }
+        if self.tx_buffer.len() >= history + MAX_UNSENT {
+            self.tx_buffer.pop_front();
+            let oldest = self.tx_oldest();
             if self.tx_unsent < oldest {
                 // Never sent: the queue overflowed before the caller polled.
                 self.stats.send_dropped += 1;
