@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod endpoint;
+pub mod hubtag;
 pub mod journal;
 pub mod mdns;
 pub mod midi;

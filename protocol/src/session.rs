@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::hubtag;
 use crate::journal::{GuardTimer, JournalReceiver, JournalSender};
 use crate::midi::{status, MidiMessage, ShortMessage, MAX_SYSEX};
 use crate::outbox::{Outbox, OutboxConfig};
@@ -90,6 +91,8 @@ pub struct Config {
     pub feedback_interval: Duration,
     /// Send a recovery journal with every packet and guard packets after the stream stops.
     pub journal: bool,
+    /// Mark our SSRC as an rtpmidid hub's ([`hubtag`]), so other hubs tag what they forward.
+    pub hub_mark: bool,
     /// Guard packets sent in a row while the peer confirms nothing (no RS): beyond this, none
     /// until it does. A peer that answers about once a second (as we do) never reaches the
     /// default; one that never answers costs this many, not one a second for ever.
@@ -115,6 +118,7 @@ impl Default for Config {
             responder_timeout: Duration::from_secs(90),
             feedback_interval: Duration::from_secs(1),
             journal: true,
+            hub_mark: false,
             // 25 ms doubling to 1 s: 3.6 s of guards with no RS.
             guards_unconfirmed: 8,
         }
@@ -300,7 +304,7 @@ impl Session {
         s.peer_ssrc = Some(inv.ssrc);
         s.peer_name = sanitize_name(inv.name.unwrap_or(""));
         while s.ssrc == inv.ssrc {
-            s.ssrc = s.rng.next_u32();
+            s.ssrc = s.new_ssrc();
         }
         s.state = State::AwaitingData;
         s.pending.push_back(Pending::Accept(Port::Control, from));
@@ -329,6 +333,11 @@ impl Session {
     ) -> Self {
         let mut rng = Rng::new(seed);
         let ssrc = rng.next_u32();
+        let ssrc = if config.hub_mark {
+            hubtag::mark(ssrc)
+        } else {
+            ssrc
+        };
         let next_seq = u64::from(rng.next_u32() as u16);
         Session {
             outbox: Outbox::new(OutboxConfig {
@@ -875,13 +884,27 @@ impl Session {
         Some(Transmit { port, dst, len })
     }
 
+    fn new_ssrc(&mut self) -> u32 {
+        let ssrc = self.rng.next_u32();
+        if self.config.hub_mark {
+            hubtag::mark(ssrc)
+        } else {
+            ssrc
+        }
+    }
+
+    /// Does the peer mark its SSRC as an rtpmidid hub ([`hubtag`])?
+    pub fn peer_is_hub(&self) -> bool {
+        self.peer_ssrc.is_some_and(hubtag::is_marked)
+    }
+
     /// The peer chose our SSRC (RFC 3550 §8.2): leave, and invite again under a new SSRC and
     /// token.
     fn restart_after_collision(&mut self, now: Instant) {
         self.pending.push_back(Pending::End(self.end_command()));
         let old = self.ssrc;
         while self.ssrc == old {
-            self.ssrc = self.rng.next_u32();
+            self.ssrc = self.new_ssrc();
         }
         self.token = self.rng.next_u32();
         self.peer_ssrc = None;

@@ -99,8 +99,9 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
 }
 
 impl Settings {
-    fn session_config_fields(&self) -> (&str, &Timeouts, bool) {
-        (&self.name, &self.timeouts, self.journal)
+    /// What new sessions are made with (the hub marks their SSRCs).
+    fn session_config_fields(&self) -> (&str, &Timeouts, bool, bool) {
+        (&self.name, &self.timeouts, self.journal, self.hub)
     }
 }
 
@@ -126,7 +127,9 @@ mod tests {
                 Action::Disconnect("b".into()),
                 Action::Connect(b2),
                 Action::Connect(c),
-                Action::SetHub(true)
+                Action::SetHub(true),
+                // New sessions mark their SSRCs as a hub's.
+                Action::SessionConfig
             ]
         );
         let fewer = settings("[connect b]\nhost = h2\n");

@@ -323,6 +323,7 @@ impl Settings {
             initiator_timeout: t.initiator_timeout,
             responder_timeout: t.responder_timeout,
             journal: self.journal,
+            hub_mark: self.hub,
             ..session::Config::default()
         }
     }

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use log::{debug, info};
 use protocol::admission::{AddressFilter, Refusal};
 use protocol::endpoint::{AcceptPolicy, DropStats, Dropped, Endpoint, SessionId};
+use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2;
 use protocol::midi2::ump::{StreamResponder, ToMidi1, Ump};
@@ -40,6 +41,8 @@ pub enum Happening {
     Midi {
         message: MidiMessage,
         timestamp: Option<u32>,
+        /// What another hub said this event is ([`hubtag`]).
+        tag: Option<Tag>,
     },
     /// A clock sync (AppleMIDI CK, with the offset of the peer's clock) or a ping (MIDI 2.0).
     Latency {
@@ -69,6 +72,8 @@ enum Server {
     AppleMidi {
         endpoint: Endpoint,
         sockets: Vec<PortPair>,
+        /// The tag a hub peer sent, for its next event.
+        tags: BTreeMap<SessionId, Tag>,
     },
     Midi2(Midi2),
 }
@@ -91,7 +96,11 @@ impl Listener {
     pub fn apple_midi(name: &str, endpoint: Endpoint, sockets: Vec<PortPair>) -> Listener {
         Listener {
             name: name.to_string(),
-            server: Server::AppleMidi { endpoint, sockets },
+            server: Server::AppleMidi {
+                endpoint,
+                sockets,
+                tags: BTreeMap::new(),
+            },
             sources: Vec::new(),
         }
     }
@@ -200,7 +209,9 @@ impl Listener {
         dropped: &mut dyn FnMut(Dropped, SocketAddr, usize),
     ) -> bool {
         match &mut self.server {
-            Server::AppleMidi { endpoint, sockets } => {
+            Server::AppleMidi {
+                endpoint, sockets, ..
+            } => {
                 let Some(pair) = sockets
                     .iter()
                     .position(|p| socket(p, port).as_raw_fd() == fd)
@@ -247,9 +258,9 @@ impl Listener {
     /// Sends what its sessions want to send, each from the socket that reaches it.
     pub fn flush(&mut self, now: Instant, buf: &mut [u8]) {
         match &mut self.server {
-            Server::AppleMidi { endpoint, sockets } => {
-                flush_apple_midi(endpoint, sockets, now, buf)
-            }
+            Server::AppleMidi {
+                endpoint, sockets, ..
+            } => flush_apple_midi(endpoint, sockets, now, buf),
             Server::Midi2(m) => flush_midi2(m, now, buf),
         }
     }
@@ -272,10 +283,22 @@ impl Listener {
     /// our endpoint are answered here).
     pub fn poll_happening(&mut self) -> Option<(SessionId, Happening)> {
         match &mut self.server {
-            Server::AppleMidi { endpoint, .. } => {
+            Server::AppleMidi { endpoint, tags, .. } => loop {
                 let (id, event) = endpoint.poll_event()?;
-                Some((id, apple_midi_happening(event)))
-            }
+                let from_hub = endpoint.session(id).is_some_and(|s| s.peer_is_hub());
+                let mut happening = apple_midi_happening(event);
+                if let Happening::Midi { message, tag, .. } = &mut happening {
+                    if from_hub {
+                        // A tag is kept for the event it precedes.
+                        if let Some(t) = message_tag(message) {
+                            tags.insert(id, t);
+                            continue;
+                        }
+                        *tag = tags.remove(&id);
+                    }
+                }
+                return Some((id, happening));
+            },
             Server::Midi2(m) => m.poll_happening(),
         }
     }
@@ -287,11 +310,12 @@ impl Listener {
         }
     }
 
-    pub fn send_midi(&mut self, now: Instant, id: SessionId, message: &MidiMessage) {
+    /// Sends `message` to session `id`, preceded by its `tag` if the peer is a hub.
+    pub fn send_midi(&mut self, now: Instant, id: SessionId, message: &MidiMessage, tag: Tag) {
         match &mut self.server {
             Server::AppleMidi { endpoint, .. } => {
                 if let Some(s) = endpoint.session_mut(id) {
-                    s.send_midi(now, message.clone());
+                    send_tagged(s, now, message, tag);
                 }
             }
             Server::Midi2(m) => {
@@ -302,13 +326,19 @@ impl Listener {
         }
     }
 
-    /// Queues `message` for every connected session but `except`.
-    pub fn send_to_all(&mut self, now: Instant, except: Option<SessionId>, message: &MidiMessage) {
+    /// Queues `message` for every connected session but `except`; hubs get its `tag` first.
+    pub fn send_to_all(
+        &mut self,
+        now: Instant,
+        except: Option<SessionId>,
+        message: &MidiMessage,
+        tag: Tag,
+    ) {
         match &mut self.server {
             Server::AppleMidi { endpoint, .. } => {
                 for (id, session) in endpoint.sessions_mut() {
                     if Some(id) != except && session.is_connected() {
-                        session.send_midi(now, message.clone());
+                        send_tagged(session, now, message, tag);
                     }
                 }
             }
@@ -510,6 +540,7 @@ impl Midi2 {
                             Happening::Midi {
                                 message,
                                 timestamp: None,
+                                tag: None,
                             },
                         ));
                     }
@@ -547,6 +578,22 @@ impl Midi2 {
     }
 }
 
+/// The hub tag `message` is, if it is one.
+fn message_tag(message: &MidiMessage) -> Option<Tag> {
+    match message {
+        MidiMessage::SysEx(bytes) => Tag::parse(bytes),
+        _ => None,
+    }
+}
+
+/// `message` to `session`, after its tag when the peer is a hub (which forwards it on).
+fn send_tagged(session: &mut session::Session, now: Instant, message: &MidiMessage, tag: Tag) {
+    if session.peer_is_hub() {
+        session.send_midi(now, MidiMessage::SysEx(tag.emit().to_vec()));
+    }
+    session.send_midi(now, message.clone());
+}
+
 fn apple_midi_happening(event: session::Event) -> Happening {
     use session::Event;
     match event {
@@ -554,6 +601,7 @@ fn apple_midi_happening(event: session::Event) -> Happening {
         Event::Midi(midi) => Happening::Midi {
             message: midi.message,
             timestamp: Some(midi.timestamp),
+            tag: None,
         },
         Event::Latency { rtt, offset_ticks } => Happening::Latency {
             rtt,

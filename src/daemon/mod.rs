@@ -10,6 +10,7 @@ use std::time::Instant as StdInstant;
 use log::{debug, error, info, log, trace, warn, Level};
 use protocol::admission::Refusal;
 use protocol::endpoint::{Dropped, Endpoint};
+use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2;
 use protocol::session::{self, Port};
@@ -129,7 +130,7 @@ impl Daemon {
         if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
             bridge.set_auto_export(rule)?;
         }
-        let router = Router::new(&settings.name, bridge.is_some(), settings.hub);
+        let router = Router::new(&settings.name, bridge.is_some(), settings.hub, seed as u32);
         let main = Listener::apple_midi(
             &settings.name,
             Endpoint::new(settings.session_config(), settings.admission.policy(), seed),
@@ -251,10 +252,10 @@ impl Daemon {
     fn on_bridge_action(&mut self, now: Instant, action: bridge::Action<PeerPortId>) {
         match action {
             bridge::Action::ToPeer(port, message) => {
-                self.forward(now, Source::Port(port), message, None)
+                self.forward(now, Source::Port(port), message, None, None)
             }
             bridge::Action::FromExported(local, message) => {
-                self.forward(now, Source::Network(local), message, None)
+                self.forward(now, Source::Network(local), message, None, None)
             }
             bridge::Action::PeerWanted(port, on) => self.router.port_subscribed(now, port, on),
             bridge::Action::Export { local, name, on } => {
@@ -337,10 +338,14 @@ impl Daemon {
                 info!("session opened: {name:?} at {addr} on {on}");
                 self.router.session_up(key, &name, addr.ip());
             }
-            Happening::Midi { message, timestamp } => {
+            Happening::Midi {
+                message,
+                timestamp,
+                tag,
+            } => {
                 trace!("MIDI from {}: {:?}", who(self), message);
                 let after = timestamp.and_then(|t| self.playout_after(now, key, t));
-                self.forward(now, Source::Session(key), message, after);
+                self.forward(now, Source::Session(key), message, after, tag);
             }
             Happening::Latency { rtt, offset_ticks } => {
                 if let Some(offset) = offset_ticks {
@@ -382,7 +387,12 @@ impl Daemon {
         from: Source,
         message: MidiMessage,
         after: Option<Duration>,
+        tag: Option<Tag>,
     ) {
+        let Some(tag) = self.router.admit(tag) else {
+            trace!("a copy of {tag:?} came back over another hub: dropped");
+            return;
+        };
         let mut dests = std::mem::take(&mut self.dests);
         self.router.route(from, &mut dests);
         for dest in &dests {
@@ -399,12 +409,12 @@ impl Daemon {
                 }
                 Dest::Session(key) => {
                     if let Some(l) = self.listeners.get_mut(&key.listener) {
-                        l.send_midi(now, key.session, &message);
+                        l.send_midi(now, key.session, &message, tag);
                     }
                 }
                 Dest::Listener { listener, except } => {
                     if let Some(l) = self.listeners.get_mut(&listener) {
-                        l.send_to_all(now, except.map(|k| k.session), &message);
+                        l.send_to_all(now, except.map(|k| k.session), &message, tag);
                     }
                 }
             }

@@ -29,6 +29,7 @@ use std::net::IpAddr;
 
 use log::{debug, info, warn};
 use protocol::endpoint::SessionId;
+use protocol::hubtag::{Seen, Tag};
 use protocol::time::{Duration, Instant};
 
 use arena::Arena;
@@ -241,11 +242,17 @@ pub struct Router {
     ports: Arena<PeerPort>,
     peers: BTreeMap<SessionKey, Peer>,
     actions: VecDeque<Action>,
+    /// This daemon as the origin of events in a hub topology, its next event number, and the
+    /// events of every origin handled ([`hubtag`]).
+    origin: u32,
+    next_event: u32,
+    seen: Seen,
 }
 
 impl Router {
-    /// `name`: our session name, which exports are named after; `alsa`: ports exist.
-    pub fn new(name: &str, alsa: bool, hub: bool) -> Router {
+    /// `name`: our session name, which exports are named after; `alsa`: ports exist;
+    /// `origin`: a number no other hub of the network has (a random one).
+    pub fn new(name: &str, alsa: bool, hub: bool, origin: u32) -> Router {
         let mut listeners = Arena::default();
         let main = listeners.insert(Listener {
             name: name.to_string(),
@@ -263,6 +270,9 @@ impl Router {
             ports: Arena::default(),
             peers: BTreeMap::new(),
             actions: VecDeque::new(),
+            origin,
+            next_event: 0,
+            seen: Seen::default(),
         }
     }
 
@@ -996,6 +1006,21 @@ impl Router {
     }
 
     // ----- MIDI
+
+    /// An event arrived (`tag`: what the hub it came from called it): the tag it travels on
+    /// with, or `None` for a copy that reached us over another path of a hub topology with
+    /// cycles, to be dropped (it was handled when the first copy came). An untagged event
+    /// enters the topology here and gets a tag of ours.
+    pub fn admit(&mut self, tag: Option<Tag>) -> Option<Tag> {
+        let tag = tag.unwrap_or_else(|| {
+            self.next_event = self.next_event.wrapping_add(1);
+            Tag {
+                origin: self.origin,
+                seq: self.next_event,
+            }
+        });
+        self.seen.first(tag).then_some(tag)
+    }
 
     /// Where MIDI from `from` goes, into `out` (cleared first).
     pub fn route(&self, from: Source, out: &mut Vec<Dest>) {

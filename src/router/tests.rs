@@ -65,7 +65,7 @@ fn routed(r: &Router, from: Source) -> Vec<Dest> {
 
 #[test]
 fn a_connection_connects_on_its_first_subscription_and_closes_on_its_last() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let c = r.add_connection(t(0), target(Some("piano"), "10.0.0.2", 5004), false, None);
     let actions = drain(&mut r);
     let (port, name) = one_port(&actions);
@@ -98,7 +98,7 @@ fn a_connection_connects_on_its_first_subscription_and_closes_on_its_last() {
 #[test]
 fn kept_connections_and_those_without_alsa_connect_at_once_and_back_off() {
     for (alsa, keep) in [(true, true), (false, false)] {
-        let mut r = Router::new("us", alsa, false);
+        let mut r = Router::new("us", alsa, false, 7);
         let c = r.add_connection(t(0), target(None, "10.0.0.2", 5004), keep, None);
         assert_eq!(created(&drain(&mut r)).len(), usize::from(alsa));
         r.handle_timeout(t(0));
@@ -127,7 +127,7 @@ fn kept_connections_and_those_without_alsa_connect_at_once_and_back_off() {
 
 #[test]
 fn a_session_the_connected_peer_starts_shares_its_port() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let c = r.add_connection(t(0), target(Some("Keys"), "10.0.0.9", 5004), false, None);
     let (port, _) = one_port(&drain(&mut r));
     // Same name, other address: a port of its own.
@@ -153,7 +153,7 @@ fn two_daemons_that_connect_to_each_other_keep_one_session() {
     // Without ALSA (hubs, typically) and with it; our name sorting first or last.
     for (alsa, ours_first) in [(false, true), (false, false), (true, true), (true, false)] {
         let us = if ours_first { "A" } else { "Z" };
-        let mut r = Router::new(us, alsa, true);
+        let mut r = Router::new(us, alsa, true, 7);
         let c = r.add_connection(t(0), target(None, "10.0.0.9", 5004), true, None);
         r.handle_timeout(t(0));
         assert_eq!(connects(&drain(&mut r)), vec![c]);
@@ -199,7 +199,7 @@ fn two_daemons_that_connect_to_each_other_keep_one_session() {
 
 #[test]
 fn a_replaced_session_parks_its_port_for_the_returning_peer() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let old = key(r.main(), 1);
     r.session_up(old, "Studio", ip("10.0.0.5"));
     let (port, _) = one_port(&drain(&mut r));
@@ -222,7 +222,7 @@ fn a_replaced_session_parks_its_port_for_the_returning_peer() {
 
 #[test]
 fn a_session_that_ends_otherwise_loses_its_port_and_others_get_their_own() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let a = key(r.main(), 1);
     r.session_up(a, "A", ip("10.0.0.1"));
     let extra = r.add_listener("drums", 5020);
@@ -259,7 +259,7 @@ fn a_session_that_ends_otherwise_loses_its_port_and_others_get_their_own() {
 
 #[test]
 fn without_alsa_sessions_get_no_ports_and_discovered_peers_are_ignored() {
-    let mut r = Router::new("us", false, true);
+    let mut r = Router::new("us", false, true, 7);
     r.session_up(key(r.main(), 1), "A", ip("10.0.0.1"));
     r.discovered(t(0), "B", target(Some("B"), "10.0.0.2", 5004));
     assert!(drain(&mut r).is_empty());
@@ -268,7 +268,7 @@ fn without_alsa_sessions_get_no_ports_and_discovered_peers_are_ignored() {
 
 #[test]
 fn the_hub_forwards_to_every_session_of_the_main_listener_but_the_sender() {
-    let mut r = Router::new("us", false, true);
+    let mut r = Router::new("us", false, true, 7);
     let main = r.main();
     let a = key(main, 1);
     r.session_up(a, "A", ip("10.0.0.1"));
@@ -290,7 +290,7 @@ fn the_hub_forwards_to_every_session_of_the_main_listener_but_the_sender() {
 
 #[test]
 fn an_export_is_a_listener_whose_sessions_speak_with_its_local_port_only() {
-    let mut r = Router::new("Stage", true, true);
+    let mut r = Router::new("Stage", true, true, 7);
     let keys = SeqAddr {
         client: 24,
         port: 0,
@@ -368,7 +368,7 @@ fn an_export_is_a_listener_whose_sessions_speak_with_its_local_port_only() {
 
 #[test]
 fn discovered_peers_get_one_port_each_and_keep_it_while_briefly_gone() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     r.discovered(t(0), "Studio", target(Some("Studio"), "10.0.0.7", 5004));
     let (port, name) = one_port(&drain(&mut r));
     assert_eq!(name, "Studio");
@@ -404,7 +404,7 @@ fn discovered_peers_get_one_port_each_and_keep_it_while_briefly_gone() {
 
 #[test]
 fn a_session_that_came_first_gives_its_port_to_the_discovered_peer_and_gets_it_back() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let k = key(r.main(), 1);
     r.session_up(k, "Studio", ip("10.0.0.7"));
     let (port, _) = one_port(&drain(&mut r));
@@ -432,7 +432,7 @@ fn a_session_that_came_first_gives_its_port_to_the_discovered_peer_and_gets_it_b
 
 #[test]
 fn a_removed_connection_closes_its_session_and_deletes_its_port() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let c = r.add_connection(
         t(0),
         target(Some("far"), "10.0.0.2", 5004),
@@ -460,7 +460,7 @@ fn a_removed_connection_closes_its_session_and_deletes_its_port() {
 
 #[test]
 fn a_session_started_for_a_connection_no_longer_wanted_is_closed() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let c = r.add_connection(t(0), target(None, "peer.example", 5004), false, None);
     let (port, _) = one_port(&drain(&mut r));
     r.port_subscribed(t(0), port, true);
@@ -475,11 +475,27 @@ fn a_session_started_for_a_connection_no_longer_wanted_is_closed() {
 
 #[test]
 fn a_listener_that_cannot_open_is_forgotten_unannounced() {
-    let mut r = Router::new("us", true, false);
+    let mut r = Router::new("us", true, false, 7);
     let l = r.add_listener("drums", 5020);
     assert!(matches!(r.poll_action(), Some(Action::OpenListener { .. })));
     r.listener_failed(l);
     assert!(drain(&mut r).is_empty());
     assert!(r.listener(l).is_none());
     assert_eq!(r.extra_listener("drums"), None);
+}
+
+#[test]
+fn each_event_goes_on_once_and_copies_from_other_hubs_stop_here() {
+    let mut r = Router::new("us", false, true, 7);
+    // An event entering here gets our tags, numbered.
+    let a = r.admit(None).unwrap();
+    let b = r.admit(None).unwrap();
+    assert_eq!((a.origin, b.origin), (7, 7));
+    assert_ne!(a.seq, b.seq);
+    // One from another hub goes on under its own tag, once.
+    let far = Tag { origin: 99, seq: 5 };
+    assert_eq!(r.admit(Some(far)), Some(far));
+    assert_eq!(r.admit(Some(far)), None, "a copy over another path");
+    // Our own events coming back round a ring stop here too.
+    assert_eq!(r.admit(Some(a)), None);
 }

@@ -295,3 +295,24 @@ def test_two_hubs_that_connect_to_each_other_keep_one_session_and_do_not_loop(pe
     assert_received_exactly(receiver, NOTES + ["b0 7b 00"])
     assert [e["bytes"] for e in sender.events("midi")] == []
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_a_ring_of_three_hubs_delivers_each_note_once_and_goes_quiet(peers, daemons):
+    ports = [free_port_pair() for _ in range(3)]
+    hubs = []
+    for i, name in enumerate("ABC"):
+        nxt = ports[(i + 1) % 3]
+        hubs.append(daemons.start(ports[i], name=name, args=["--hub", "-C", "%s:%d" % (LOCAL, nxt)]))
+    for h in hubs:
+        h.wait_count(r"session opened", 2, timeout=SLOW)
+    sender = peers.pymidi_initiator((LOCAL, ports[0]), name="in")
+    outs = [peers.pymidi_initiator((LOCAL, p), name="out%d" % i) for i, p in enumerate(ports[1:])]
+    for p in [sender] + outs:
+        p.expect("send-ready")
+    # The marker last: copies from a loop would arrive before it.
+    send_all(sender, NOTES + ["b0 7b 00"])
+    for out in outs:
+        assert_received_exactly(out, NOTES + ["b0 7b 00"])
+    assert [e["bytes"] for e in sender.events("midi")] == []
+    for h in hubs:
+        assert h.stop() == 0
