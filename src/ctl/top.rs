@@ -1,0 +1,309 @@
+//! `rtpmidid ctl top`: the `peers` table with packet rates, asked for again every interval.
+//!
+//! On a terminal the table is redrawn in place on the alternate screen with the cursor hidden,
+//! and `q`, Ctrl-C, SIGTERM or SIGHUP put the terminal back as it was. Elsewhere (a pipe, a
+//! file) each refresh prints a plain table, without escapes, after a blank line.
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
+
+use super::client::exchange;
+use super::proto::{self, PeerId, PeerRow, Reply, Request, PEER_HEADER};
+
+/// Alternate screen and hidden cursor, then back: the shell's screen comes back untouched.
+const ENTER: &str = "\x1b[?1049h\x1b[?25l";
+const LEAVE: &str = "\x1b[?25h\x1b[?1049l";
+/// Cursor to the top left; clear to the end of the line; clear to the end of the screen.
+const HOME: &str = "\x1b[H";
+const CLEAR_LINE: &str = "\x1b[K";
+const CLEAR_DOWN: &str = "\x1b[J";
+
+/// Signals that end the view; SIGWINCH only redraws it.
+const SIGNALS: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGWINCH,
+];
+
+/// `rtpmidid ctl top`: 0 when ended by `q` or a signal, 1 when the daemon cannot be asked at
+/// the start (a wrong `--control`); later failures are shown and asked again, so the view
+/// outlives a daemon restart.
+pub fn run(control: &Path, every: Duration) -> ExitCode {
+    let mut rates = Rates::default();
+    let first = match peers(control) {
+        Ok(rows) => rates.frame(&rows, every, Instant::now()),
+        Err(e) => {
+            eprintln!("rtpmidid ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match watch(control, every, rates, first) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped (`ctl top | head`) had what it wanted.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtpmidid ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn watch(control: &Path, every: Duration, mut rates: Rates, first: String) -> io::Result<()> {
+    // Blocked, the signals arrive only through the descriptor, between two refreshes, so the
+    // screen is restored by `Screen::drop` rather than left behind by a default handler.
+    let mask: SigSet = SIGNALS.into_iter().collect();
+    mask.thread_block()?;
+    let signals = SignalFd::new(&mask)?;
+    let mut screen = Screen::open()?;
+    let mut frame = first;
+    loop {
+        screen.show(&frame)?;
+        let next = Instant::now() + every;
+        loop {
+            match wait(&signals, screen.keys, next)? {
+                Wake::Refresh => break,
+                Wake::Quit => return Ok(()),
+                Wake::Redraw => screen.show(&frame)?,
+                Wake::Key => {
+                    if let Some(b'q' | b'Q') = screen.read_key()? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        frame = match peers(control) {
+            Ok(rows) => rates.frame(&rows, every, now),
+            Err(e) => format!("{e}\n"),
+        };
+    }
+}
+
+fn peers(control: &Path) -> Result<Vec<PeerRow>, String> {
+    let answer = exchange(control, &Request::Peers)?;
+    match Reply::from_json(&Request::Peers, &answer) {
+        Ok(Reply::Peers(rows)) => Ok(rows),
+        Ok(Reply::Error(message)) => Err(message),
+        Ok(_) => Err(format!("not a peers answer: {answer}")),
+        Err(e) => Err(format!(
+            "the daemon's answer is not understood ({e}): {answer}"
+        )),
+    }
+}
+
+enum Wake {
+    Refresh,
+    Quit,
+    Redraw,
+    Key,
+}
+
+/// Sleeps until `next`, a signal, or a key when `keys`.
+fn wait(signals: &SignalFd, keys: bool, next: Instant) -> io::Result<Wake> {
+    let stdin = io::stdin();
+    let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    if keys {
+        fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+    }
+    let left = next.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Ok(Wake::Refresh);
+    }
+    // Rounded up: a timeout rounded down to 0 ms would spin until `next`.
+    let timeout =
+        PollTimeout::try_from(left + Duration::from_micros(999)).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(Wake::Refresh),
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    if ready(&fds[0]) {
+        let signal = signals.read_signal()?.map(|s| s.ssi_signo as i32);
+        return Ok(match signal.and_then(|s| Signal::try_from(s).ok()) {
+            Some(Signal::SIGWINCH) | None => Wake::Redraw,
+            Some(_) => Wake::Quit,
+        });
+    }
+    Ok(if fds.get(1).is_some_and(ready) {
+        Wake::Key
+    } else {
+        Wake::Refresh
+    })
+}
+
+/// Where frames go: a terminal redrawn in place, or plain text.
+struct Screen {
+    terminal: bool,
+    /// Whether keys are read from stdin (a terminal put in non-canonical mode).
+    keys: bool,
+    /// The stdin settings to put back.
+    saved: Option<Termios>,
+}
+
+impl Screen {
+    fn open() -> io::Result<Screen> {
+        let terminal = io::stdout().is_terminal();
+        let mut screen = Screen {
+            terminal,
+            keys: false,
+            saved: None,
+        };
+        if !terminal {
+            return Ok(screen);
+        }
+        let stdin = io::stdin();
+        if stdin.is_terminal() {
+            // Keys one by one, unechoed; Ctrl-C still raises SIGINT.
+            let saved = termios::tcgetattr(stdin.as_fd())?;
+            let mut raw = saved.clone();
+            raw.local_flags
+                .remove(LocalFlags::ICANON | LocalFlags::ECHO);
+            raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+            raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+            termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
+            screen.saved = Some(saved);
+            screen.keys = true;
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(ENTER.as_bytes())?;
+        out.flush()?;
+        Ok(screen)
+    }
+
+    fn show(&mut self, frame: &str) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if self.terminal {
+            // Each line clears what a longer line left there before, and the end clears the
+            // rows of sessions that are gone.
+            let mut text = String::from(HOME);
+            for line in frame.lines() {
+                text += line;
+                text += CLEAR_LINE;
+                text += "\r\n";
+            }
+            text += CLEAR_DOWN;
+            out.write_all(text.as_bytes())?;
+        } else {
+            writeln!(out, "{frame}")?;
+        }
+        out.flush()
+    }
+
+    /// One key, or `None` at the end of input, after which keys are no longer read.
+    fn read_key(&mut self) -> io::Result<Option<u8>> {
+        let mut key = [0];
+        match io::stdin().lock().read(&mut key)? {
+            0 => {
+                self.keys = false;
+                Ok(None)
+            }
+            _ => Ok(Some(key[0])),
+        }
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        if self.terminal {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(LEAVE.as_bytes()).and_then(|()| out.flush());
+        }
+        if let Some(saved) = &self.saved {
+            let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, saved);
+        }
+    }
+}
+
+/// Each session's counters at the last refresh, for packets per second since then.
+#[derive(Default)]
+struct Rates {
+    last: HashMap<PeerId, (Instant, u64, u64)>,
+}
+
+impl Rates {
+    /// A title line and the table, with the rates since the last frame (`-` for a session
+    /// seen for the first time).
+    fn frame(&mut self, rows: &[PeerRow], every: Duration, now: Instant) -> String {
+        let mut last = HashMap::new();
+        let header = PEER_HEADER.iter().chain(&["SENT/S", "RECEIVED/S"]);
+        let mut table = vec![header.map(|h| h.to_string()).collect()];
+        for row in rows {
+            let mut cells = row.cells();
+            let rates = row.id.and_then(|id| {
+                last.insert(id, (now, row.sent, row.received));
+                let (then, sent, received) = *self.last.get(&id)?;
+                let seconds = now.duration_since(then).as_secs_f64();
+                let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / seconds;
+                (seconds > 0.0).then(|| [rate(row.sent, sent), rate(row.received, received)])
+            });
+            match rates {
+                Some(rates) => cells.extend(rates.map(|r| format!("{r:.1}"))),
+                None => cells.extend(["-", "-"].map(String::from)),
+            }
+            table.push(cells);
+        }
+        self.last = last;
+        let sessions = rows.iter().filter(|r| r.id.is_some()).count();
+        format!(
+            "rtpmidid: {sessions} session{}, every {:.1} s\n\n{}",
+            if sessions == 1 { "" } else { "s" },
+            every.as_secs_f64(),
+            proto::table(table)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(session: u64, sent: u64, received: u64) -> PeerRow {
+        PeerRow {
+            id: Some(PeerId {
+                listener: None,
+                session,
+            }),
+            name: format!("peer{session}"),
+            connection: None,
+            address: "127.0.0.1:5004".into(),
+            state: "connected".into(),
+            role: "listener".into(),
+            latency: Some(Duration::from_micros(250)),
+            sent,
+            received,
+            lost: 1,
+            journal_repairs: 2,
+        }
+    }
+
+    #[test]
+    fn rates_are_packets_per_second_between_frames() {
+        let every = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut rates = Rates::default();
+        let first = rates.frame(&[row(1, 10, 20)], every, start);
+        let lines: Vec<&str> = first.lines().collect();
+        assert_eq!(lines[0], "rtpmidid: 1 session, every 1.0 s");
+        assert!(lines[2].starts_with("ID  NAME") && lines[2].ends_with("SENT/S  RECEIVED/S"));
+        assert!(
+            lines[3].ends_with("20        1     2        -       -"),
+            "{first}"
+        );
+        let later = start + Duration::from_secs(2);
+        let second = rates.frame(&[row(1, 30, 21), row(2, 5, 5)], every, later);
+        let lines: Vec<&str> = second.lines().collect();
+        assert!(lines[3].ends_with("10.0    0.5"), "{second}");
+        assert!(lines[4].ends_with("-       -"), "{second}");
+        assert!(lines[0].contains("2 sessions"));
+    }
+}
