@@ -120,14 +120,15 @@ fn top_redraws_in_place_and_leaves_the_terminal_clean() {
     let dir = TempDir::new("ctl-top");
     let (a, _b, notes) = two_sessions(&dir.0);
     let _notes = Stop(notes);
-    // Two runs in one pane: the first ended with q, the second with Ctrl-C. The shell's trap
-    // keeps it alive through the SIGINT (a trap, unlike an ignored signal, is reset for `top`).
+    // Two runs in one pane: the first ended with q, the second, started by Enter once the
+    // first one's leaving is checked, with Ctrl-C. The shell's trap keeps it alive through the
+    // SIGINT (a trap, unlike an ignored signal, is reset for `top`).
     let top = format!(
         "{BIN} ctl --control {} top --interval 0.5",
         a.control.display()
     );
     let script = format!(
-        "trap true INT; {top}; echo \"first top: $?\"; {top}; echo \"second top: $?\"; exec sleep 120"
+        "trap true INT; {top}; echo \"first top: $?\"; read go; {top}; echo \"second top: $?\"; exec sleep 120"
     );
     let Some(tmux) = Tmux::start(&format!("sh -c '{script}'")) else {
         return;
@@ -147,13 +148,24 @@ fn top_redraws_in_place_and_leaves_the_terminal_clean() {
         "{screen}"
     );
     assert!(row(&screen, "Beta").is_some(), "{screen}");
-    // Notes 100 ms apart, on and off in packets of their own: about 20 packets a second.
-    assert!((5.0..=40.0).contains(&rate), "{rate} in\n{screen}");
+    // Notes 100 ms apart, on and off in packets of their own: about 20 packets a second (loose
+    // bounds: a loaded machine bunches them).
+    assert!((2.0..=80.0).contains(&rate), "{rate} in\n{screen}");
     let later = wait_for("the count to go up", || {
         received(&tmux.screen(), "send_note").filter(|(c, _)| *c > count)
     });
     assert!(later.1 > 0.0);
     assert_eq!(tmux.cursor_and_alternate(), (false, true), "while running");
+
+    // A smaller window: the frame is cut to it rather than scrolling or wrapping.
+    tmux.run(&["resize-window", "-x", "40", "-y", "4"]);
+    let screen = wait_for("a frame cut to the window", || {
+        let s = tmux.screen();
+        s.contains("more lines").then_some(s)
+    });
+    assert!(screen.starts_with("rtpmidid: 2 sessions"), "{screen}");
+    assert_eq!(screen.lines().count(), 4, "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 40), "{screen}");
 
     // q: the shell's screen comes back as it was (empty), the cursor shown.
     tmux.run(&["send-keys", "q"]);
@@ -165,15 +177,17 @@ fn top_redraws_in_place_and_leaves_the_terminal_clean() {
     assert_eq!(tmux.cursor_and_alternate(), (true, false), "after q");
 
     // Ctrl-C, the same.
+    tmux.run(&["send-keys", "Enter"]);
     wait_for("the second top", || {
-        tmux.screen().contains("RECEIVED/S").then_some(())
+        tmux.screen().contains("rtpmidid: 2 sessions").then_some(())
     });
     tmux.run(&["send-keys", "C-c"]);
     let screen = wait_for("the second top to end", || {
         let s = tmux.screen();
         s.contains("second top:").then_some(s)
     });
-    assert_eq!(screen, "first top: 0\nsecond top: 0");
+    // The blank line is the Enter that `read` echoed.
+    assert_eq!(screen, "first top: 0\n\nsecond top: 0");
     assert_eq!(tmux.cursor_and_alternate(), (true, false), "after Ctrl-C");
 }
 

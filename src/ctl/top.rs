@@ -183,16 +183,8 @@ impl Screen {
     fn show(&mut self, frame: &str) -> io::Result<()> {
         let mut out = io::stdout().lock();
         if self.terminal {
-            // Each line clears what a longer line left there before, and the end clears the
-            // rows of sessions that are gone.
-            let mut text = String::from(HOME);
-            for line in frame.lines() {
-                text += line;
-                text += CLEAR_LINE;
-                text += "\r\n";
-            }
-            text += CLEAR_DOWN;
-            out.write_all(text.as_bytes())?;
+            let size = window_size().unwrap_or((usize::MAX, usize::MAX));
+            out.write_all(draw(frame, size).as_bytes())?;
         } else {
             writeln!(out, "{frame}")?;
         }
@@ -222,6 +214,52 @@ impl Drop for Screen {
             let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, saved);
         }
     }
+}
+
+/// The bytes that draw `frame` from the top left of a window of `rows` x `cols`. A frame
+/// taller than the window would scroll it (and the next frame's home would no longer be its
+/// top), so it is cut, and so are lines wider than the window, which would wrap. Each line is
+/// cleared before it is written, the rows below the last one after it: what a longer line or a
+/// session that is gone left there goes.
+fn draw(frame: &str, (rows, cols): (usize, usize)) -> String {
+    let mut lines: Vec<&str> = frame.lines().collect();
+    let more;
+    if lines.len() > rows {
+        let shown = rows - 1;
+        more = format!(
+            "({} more lines: a taller window shows them)",
+            lines.len() - shown
+        );
+        lines.truncate(shown);
+        lines.push(&more);
+    }
+    let mut text = String::from(HOME);
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            text += "\r\n";
+        }
+        text += CLEAR_LINE;
+        text.extend(line.chars().take(cols));
+    }
+    if lines.len() < rows {
+        text += "\r\n";
+        text += CLEAR_DOWN;
+    }
+    text
+}
+
+/// The terminal's rows and columns, if stdout is one that knows them.
+fn window_size() -> Option<(usize, usize)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` to the pointer, which points to ours.
+    let done = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (done && size.ws_row > 0 && size.ws_col > 0)
+        .then(|| (usize::from(size.ws_row), usize::from(size.ws_col)))
 }
 
 /// Each session's counters at the last refresh, for packets per second since then.
@@ -284,6 +322,26 @@ mod tests {
             lost: 1,
             journal_repairs: 2,
         }
+    }
+
+    #[test]
+    fn frames_fit_the_window() {
+        let frame = "title\n\nheader\nrow one\nrow two\n";
+        let k = CLEAR_LINE;
+        assert_eq!(
+            draw(frame, (10, 80)),
+            format!(
+                "{HOME}{k}title\r\n{k}\r\n{k}header\r\n{k}row one\r\n{k}row two\r\n{CLEAR_DOWN}"
+            )
+        );
+        // Exactly as tall: nothing below to clear, and no newline that would scroll.
+        assert!(draw(frame, (5, 80)).ends_with(&format!("{k}row two")));
+        // Too short and too narrow: cut, with the count of lines left out.
+        assert_eq!(
+            draw(frame, (3, 4)),
+            format!("{HOME}{k}titl\r\n{k}\r\n{k}(3 m")
+        );
+        assert!(draw(frame, (3, 80)).ends_with("(3 more lines: a taller window shows them)"));
     }
 
     #[test]
