@@ -54,7 +54,13 @@
 //! assert_eq!(heard, Some(MidiMessage::Short(note)));
 //!
 //! /// Hands every datagram `from` wants sent to `to`, as the network would.
-//! fn deliver(from: &mut Endpoint, from_at: SocketAddr, to: &mut Endpoint, to_at: SocketAddr, now: Instant) {
+//! fn deliver(
+//!     from: &mut Endpoint,
+//!     from_at: SocketAddr,
+//!     to: &mut Endpoint,
+//!     to_at: SocketAddr,
+//!     now: Instant,
+//! ) {
 //!     let mut buf = [0; 1500];
 //!     while let Some(t) = from.poll_transmit(now, &mut buf) {
 //!         let port_of = |at: SocketAddr, port| match port {

@@ -209,7 +209,21 @@ mod tests {
         );
         assert_eq!(json("export 20:0"), r#"{"cmd":"export","port":"20:0"}"#);
         assert_eq!(json("unexport 20:0"), r#"{"cmd":"unexport","port":"20:0"}"#);
+        let top = ctl("top").unwrap();
+        assert_eq!((top.request, top.top), (Request::Peers, Some(TOP_INTERVAL)));
+        assert_eq!(ctl("peers").unwrap().top, None);
+        assert_eq!(
+            ctl("top --interval 0.25").unwrap().top,
+            Some(Duration::from_millis(250))
+        );
         for bad in [
+            "top --interval 0",
+            "top --interval 0.01",
+            "top --interval x",
+            "top --interval inf",
+            "--interval 2 peers",
+            "--json top",
+            "top now",
             "",
             "frob",
             "connect",
