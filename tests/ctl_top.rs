@@ -6,14 +6,15 @@ mod support;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::{send_note_example, wait_for, Daemon, TempDir, BIN};
 
-/// A tmux server of our own (`-L`), so that the test neither sees nor disturbs any other; the
-/// server goes with it.
+/// A tmux server of our own (`-L`) with one window, so that the test neither sees nor disturbs
+/// any other; the server goes with it.
 struct Tmux {
     socket: String,
 }
@@ -30,8 +31,11 @@ impl Tmux {
             eprintln!("skipped: tmux is not installed (tests/setup-deps.sh installs it)");
             return None;
         }
+        // Tests run in parallel: one server each.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let tmux = Tmux {
-            socket: format!("rtpmidid-top-{}", std::process::id()),
+            socket: format!("rtpmidid-top-{}-{n}", std::process::id()),
         };
         tmux.run(&["new-session", "-d", "-x", "160", "-y", "30", command]);
         Some(tmux)
@@ -230,4 +234,41 @@ fn top_prints_plain_tables_into_a_pipe_until_sigterm() {
         .unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("cannot reach the daemon"));
+}
+
+#[test]
+fn ctrl_z_gives_the_shell_its_screen_until_fg() {
+    let dir = TempDir::new("ctl-top-suspend");
+    let daemon = Daemon::start(&dir.0, "Alpha", &[]);
+    // An interactive shell, for job control.
+    let Some(tmux) = Tmux::start("env PS1='$ ' bash --norc --noprofile -i") else {
+        return;
+    };
+    let top = format!(
+        "clear; {BIN} ctl --control {} top",
+        daemon.control.display()
+    );
+    tmux.run(&["send-keys", "-l", &top]);
+    tmux.run(&["send-keys", "Enter"]);
+    let running = || tmux.screen().starts_with("rtpmidid: 0 sessions");
+    wait_for("top", || running().then_some(()));
+    assert_eq!(tmux.cursor_and_alternate(), (false, true));
+
+    tmux.run(&["send-keys", "C-z"]);
+    let screen = wait_for("the shell after Ctrl-Z", || {
+        let s = tmux.screen();
+        s.contains("Stopped").then_some(s)
+    });
+    assert!(!screen.contains("RECEIVED/S"), "{screen}");
+    assert_eq!(tmux.cursor_and_alternate(), (true, false), "stopped");
+
+    tmux.run(&["send-keys", "fg", "Enter"]);
+    wait_for("top again", || running().then_some(()));
+    assert_eq!(tmux.cursor_and_alternate(), (false, true), "after fg");
+    // Keys are read again: q ends it.
+    tmux.run(&["send-keys", "q"]);
+    wait_for("the shell after q", || {
+        (tmux.cursor_and_alternate() == (true, false)).then_some(())
+    });
+    assert!(!tmux.screen().contains("RECEIVED/S"));
 }

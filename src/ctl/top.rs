@@ -1,8 +1,9 @@
 //! `rtpmidid ctl top`: the `peers` table with packet rates, asked for again every interval.
 //!
 //! On a terminal the table is redrawn in place on the alternate screen with the cursor hidden,
-//! and `q`, Ctrl-C, SIGTERM or SIGHUP put the terminal back as it was. Elsewhere (a pipe, a
-//! file) each refresh prints a plain table, without escapes, after a blank line.
+//! and `q`, Ctrl-C, SIGTERM or SIGHUP put the terminal back as it was (Ctrl-Z too, until `fg`).
+//! Elsewhere (a pipe, a file) each refresh prints a plain table, without escapes, after a blank
+//! line.
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{self, SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
 
@@ -26,11 +27,12 @@ const HOME: &str = "\x1b[H";
 const CLEAR_LINE: &str = "\x1b[K";
 const CLEAR_DOWN: &str = "\x1b[J";
 
-/// Signals that end the view; SIGWINCH only redraws it.
-const SIGNALS: [Signal; 4] = [
+/// Signals that end the view, SIGTSTP (Ctrl-Z) that stops it, SIGWINCH that redraws it.
+const SIGNALS: [Signal; 5] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
+    Signal::SIGTSTP,
     Signal::SIGWINCH,
 ];
 
@@ -72,7 +74,15 @@ fn watch(control: &Path, every: Duration, mut rates: Rates, first: String) -> io
             match wait(&signals, screen.keys, next)? {
                 Wake::Refresh => break,
                 Wake::Quit => return Ok(()),
-                Wake::Redraw => screen.show(&frame)?,
+                Wake::Redraw => screen.redraw(&frame)?,
+                Wake::Suspend => {
+                    // The shell gets its screen and settings back while we are stopped, and
+                    // `fg` brings the view back.
+                    screen.leave();
+                    signal::raise(Signal::SIGSTOP)?;
+                    screen.enter()?;
+                    screen.redraw(&frame)?;
+                }
                 Wake::Key => {
                     if let Some(b'q' | b'Q') = screen.read_key()? {
                         return Ok(());
@@ -103,6 +113,7 @@ fn peers(control: &Path) -> Result<Vec<PeerRow>, String> {
 enum Wake {
     Refresh,
     Quit,
+    Suspend,
     Redraw,
     Key,
 }
@@ -130,6 +141,7 @@ fn wait(signals: &SignalFd, keys: bool, next: Instant) -> io::Result<Wake> {
     if ready(&fds[0]) {
         let signal = signals.read_signal()?.map(|s| s.ssi_signo as i32);
         return Ok(match signal.and_then(|s| Signal::try_from(s).ok()) {
+            Some(Signal::SIGTSTP) => Wake::Suspend,
             Some(Signal::SIGWINCH) | None => Wake::Redraw,
             Some(_) => Wake::Quit,
         });
@@ -144,9 +156,9 @@ fn wait(signals: &SignalFd, keys: bool, next: Instant) -> io::Result<Wake> {
 /// Where frames go: a terminal redrawn in place, or plain text.
 struct Screen {
     terminal: bool,
-    /// Whether keys are read from stdin (a terminal put in non-canonical mode).
+    /// Whether keys are read from stdin: a terminal, until it ends.
     keys: bool,
-    /// The stdin settings to put back.
+    /// Stdin's settings to put back while we hold the terminal.
     saved: Option<Termios>,
 }
 
@@ -155,15 +167,21 @@ impl Screen {
         let terminal = io::stdout().is_terminal();
         let mut screen = Screen {
             terminal,
-            keys: false,
+            keys: terminal && io::stdin().is_terminal(),
             saved: None,
         };
-        if !terminal {
-            return Ok(screen);
+        screen.enter()?;
+        Ok(screen)
+    }
+
+    /// Takes the terminal: the alternate screen, the cursor hidden, keys one by one and
+    /// unechoed (Ctrl-C and Ctrl-Z still raise their signals).
+    fn enter(&mut self) -> io::Result<()> {
+        if !self.terminal {
+            return Ok(());
         }
-        let stdin = io::stdin();
-        if stdin.is_terminal() {
-            // Keys one by one, unechoed; Ctrl-C still raises SIGINT.
+        if self.keys {
+            let stdin = io::stdin();
             let saved = termios::tcgetattr(stdin.as_fd())?;
             let mut raw = saved.clone();
             raw.local_flags
@@ -171,13 +189,22 @@ impl Screen {
             raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
             raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
             termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
-            screen.saved = Some(saved);
-            screen.keys = true;
+            self.saved = Some(saved);
         }
         let mut out = io::stdout().lock();
         out.write_all(ENTER.as_bytes())?;
-        out.flush()?;
-        Ok(screen)
+        out.flush()
+    }
+
+    /// Gives the terminal back as it was before [`Screen::enter`].
+    fn leave(&mut self) {
+        if self.terminal {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(LEAVE.as_bytes()).and_then(|()| out.flush());
+        }
+        if let Some(saved) = self.saved.take() {
+            let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, &saved);
+        }
     }
 
     fn show(&mut self, frame: &str) -> io::Result<()> {
@@ -189,6 +216,15 @@ impl Screen {
             writeln!(out, "{frame}")?;
         }
         out.flush()
+    }
+
+    /// The same frame again on a terminal (after a resize or `fg`); plain output, a record of
+    /// refreshes, has it already.
+    fn redraw(&mut self, frame: &str) -> io::Result<()> {
+        match self.terminal {
+            true => self.show(frame),
+            false => Ok(()),
+        }
     }
 
     /// One key, or `None` at the end of input, after which keys are no longer read.
@@ -206,13 +242,7 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
-        if self.terminal {
-            let mut out = io::stdout().lock();
-            let _ = out.write_all(LEAVE.as_bytes()).and_then(|()| out.flush());
-        }
-        if let Some(saved) = &self.saved {
-            let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, saved);
-        }
+        self.leave();
     }
 }
 
