@@ -29,7 +29,8 @@ pub struct CtlOptions {
 const TOP_INTERVAL: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "Usage: rtpmidid ctl [--control PATH] [--json] COMMAND\n\n\
-    Commands:\n  status\n  peers\n  top [--interval SECONDS]   (live peers table; q quits)\n  connect HOST:PORT [NAME]   (also NAME@HOST:PORT)\n  \
+    Commands:\n  status\n  peers\n  top [--interval SECONDS]   (peers, live; q quits)\n  \
+    connect HOST:PORT [NAME]   (also NAME@HOST:PORT)\n  \
     disconnect ID|NAME\n  export CLIENT:PORT\n  unexport CLIENT:PORT";
 
 fn getopts() -> getopts::Options {
