@@ -188,7 +188,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let m = spec.parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
         let brief = "Usage: rtpmidid [OPTIONS]\n       rtpmidid ctl [--control PATH] [--json] \
-                     status|peers|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P|unexport C:P\n\
+                     status|peers|top|connect HOST:PORT [NAME]|disconnect ID|NAME|export C:P|unexport C:P\n\
                      \x20      rtpmidid convert-config FILE\n\n\
                      RTP-MIDI (AppleMIDI) network MIDI daemon.";
         return Ok(Command::Help(spec.usage(brief)));

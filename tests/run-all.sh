@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 bash tests/setup-deps.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# setup-deps.sh installed tshark: the Wireshark checks inside `cargo test` must not skip.
-export RTPMIDID_REQUIRE_TSHARK=1
+# setup-deps.sh installed tshark and tmux: the Wireshark checks and the terminal test of
+# `ctl top` inside `cargo test` must not skip.
+export RTPMIDID_REQUIRE_TSHARK=1 RTPMIDID_REQUIRE_TMUX=1
 
 passed=0; failed=0; failures=()
 stage() {

@@ -8,6 +8,7 @@ apt_packages=(
   tshark                               # Wireshark's dissectors as a second opinion on our bytes
   qemu-system-x86 busybox-static alsa-utils cpio kmod iproute2 xz-utils  # the ALSA test VM
   python3-venv                         # test peers from PyPI
+  tmux                                 # a real terminal for `ctl top` (tests/ctl_top.rs)
 )
 missing=()
 for p in "${apt_packages[@]}"; do

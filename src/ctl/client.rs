@@ -21,10 +21,16 @@ pub struct CtlOptions {
     /// Print the daemon's JSON answer instead of text.
     pub json: bool,
     pub request: Request,
+    /// `top`: ask [`Request::Peers`] again every this long and show it as a live table.
+    pub top: Option<Duration>,
 }
 
+/// `top`'s refresh interval unless `--interval` says otherwise.
+const TOP_INTERVAL: Duration = Duration::from_secs(1);
+
 const USAGE: &str = "Usage: rtpmidid ctl [--control PATH] [--json] COMMAND\n\n\
-    Commands:\n  status\n  peers\n  connect HOST:PORT [NAME]   (also NAME@HOST:PORT)\n  \
+    Commands:\n  status\n  peers\n  top [--interval SECONDS]   (peers, live; q quits)\n  \
+    connect HOST:PORT [NAME]   (also NAME@HOST:PORT)\n  \
     disconnect ID|NAME\n  export CLIENT:PORT\n  unexport CLIENT:PORT";
 
 fn getopts() -> getopts::Options {
@@ -36,6 +42,12 @@ fn getopts() -> getopts::Options {
         "PATH",
     );
     spec.optflag("", "json", "print the daemon's JSON answer");
+    spec.optopt(
+        "",
+        "interval",
+        "top: seconds between refreshes (default 1)",
+        "SECONDS",
+    );
     spec.optflag("h", "help", "print this help");
     spec
 }
@@ -51,9 +63,10 @@ pub fn parse(args: &[String]) -> Result<CtlOptions, String> {
     let port = |text: &str| {
         SeqAddr::parse(text).ok_or_else(|| format!("bad ALSA port {text:?}: use client:port"))
     };
+    let top = words == ["top"];
     let request = match words.as_slice() {
         ["status"] => Request::Status,
-        ["peers"] => Request::Peers,
+        ["peers" | "top"] => Request::Peers,
         ["connect", target, rest @ ..] if rest.len() <= 1 => {
             let mut t =
                 ConnectTarget::parse(target).map_err(|e| format!("bad target {target:?}: {e}"))?;
@@ -68,13 +81,33 @@ pub fn parse(args: &[String]) -> Result<CtlOptions, String> {
         [] => return Err("ctl needs a command".into()),
         _ => return Err(format!("bad ctl command {:?}\n{USAGE}", words.join(" "))),
     };
+    let interval = m
+        .opt_str("interval")
+        .map(|text| interval(&text))
+        .transpose()?;
+    if interval.is_some() && !top {
+        return Err("--interval is for top".into());
+    }
+    if top && m.opt_present("json") {
+        return Err("top shows a table; for JSON use peers --json".into());
+    }
     Ok(CtlOptions {
         control: m
             .opt_str("control")
             .map_or_else(|| PathBuf::from(DEFAULT_CONTROL), PathBuf::from),
         json: m.opt_present("json"),
         request,
+        top: top.then(|| interval.unwrap_or(TOP_INTERVAL)),
     })
+}
+
+/// Seconds, at least a tenth: faster would only load the daemon with `peers` requests.
+fn interval(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && (0.1..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("bad --interval {text:?}: seconds from 0.1 to 86400"))
 }
 
 /// Sends one request and waits (with a deadline) for its answer.
@@ -100,6 +133,9 @@ pub fn exchange(path: &Path, request: &Request) -> Result<Value, String> {
 
 /// `rtpmidid ctl ...`: 0 on success, 1 when the daemon says no or cannot be reached.
 pub fn run(options: &CtlOptions) -> ExitCode {
+    if let Some(every) = options.top {
+        return super::top::run(&options.control, every);
+    }
     let printed = exchange(&options.control, &options.request).and_then(|answer| {
         if options.json {
             let ok = answer.get("ok").and_then(Value::as_bool) == Some(true);
@@ -174,7 +210,21 @@ mod tests {
         );
         assert_eq!(json("export 20:0"), r#"{"cmd":"export","port":"20:0"}"#);
         assert_eq!(json("unexport 20:0"), r#"{"cmd":"unexport","port":"20:0"}"#);
+        let top = ctl("top").unwrap();
+        assert_eq!((top.request, top.top), (Request::Peers, Some(TOP_INTERVAL)));
+        assert_eq!(ctl("peers").unwrap().top, None);
+        assert_eq!(
+            ctl("top --interval 0.25").unwrap().top,
+            Some(Duration::from_millis(250))
+        );
         for bad in [
+            "top --interval 0",
+            "top --interval 0.01",
+            "top --interval x",
+            "top --interval inf",
+            "--interval 2 peers",
+            "--json top",
+            "top now",
             "",
             "frob",
             "connect",

@@ -53,7 +53,7 @@ impl Who {
 }
 
 /// A session's id as `peers` shows it: its number on the main port, `L.S` on listener `L`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerId {
     /// `None` for the main port.
     pub listener: Option<u32>,
@@ -484,8 +484,8 @@ impl PeerRow {
         })
     }
 
-    /// The cells of its row in [`peer_table`].
-    fn cells(&self) -> [String; 11] {
+    /// The cells of its row under [`PEER_HEADER`].
+    pub fn cells(&self) -> Vec<String> {
         let name = match (&self.connection, self.name.is_empty()) {
             (Some(c), true) => c.clone(),
             (None, true) => "-".into(),
@@ -495,7 +495,7 @@ impl PeerRow {
             || "-".into(),
             |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
         );
-        [
+        vec![
             self.id.map_or_else(|| "-".into(), |id| id.to_string()),
             name,
             self.address.clone(),
@@ -511,17 +511,24 @@ impl PeerRow {
     }
 }
 
-/// Left-aligned columns, two spaces apart, under a header.
+/// The column names of [`PeerRow::cells`].
+pub const PEER_HEADER: [&str; 11] = [
+    "ID", "NAME", "ADDRESS", "STATE", "ROLE", "PROTOCOL", "LATENCY", "SENT", "RECEIVED", "LOST",
+    "REPAIRS",
+];
+
 fn peer_table(rows: &[PeerRow]) -> String {
-    let header = [
-        "ID", "NAME", "ADDRESS", "STATE", "ROLE", "PROTOCOL", "LATENCY", "SENT", "RECEIVED",
-        "LOST", "REPAIRS",
-    ]
-    .map(String::from);
-    let rows: Vec<[String; 11]> = std::iter::once(header)
-        .chain(rows.iter().map(PeerRow::cells))
-        .collect();
-    let widths: Vec<usize> = (0..10)
+    table(
+        std::iter::once(PEER_HEADER.map(String::from).to_vec())
+            .chain(rows.iter().map(PeerRow::cells))
+            .collect(),
+    )
+}
+
+/// Left-aligned columns, two spaces apart; the first row is the header.
+pub fn table(rows: Vec<Vec<String>>) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
