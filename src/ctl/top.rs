@@ -346,6 +346,7 @@ mod tests {
             address: "127.0.0.1:5004".into(),
             state: "connected".into(),
             role: "listener".into(),
+            protocol: "rtp-midi".into(),
             latency: Some(Duration::from_micros(250)),
             sent,
             received,
