@@ -11,7 +11,7 @@
 #   --libs-for FILE  add the shared libraries host ELF FILE needs (copied ELF files get theirs
 #                    without asking). Repeatable.
 #   --timeout S      give up after S seconds (default 60); exit status 124.
-#   --mem MIB        guest memory (default 256; 128 works, 96 panics).
+#   --mem MIB        guest memory (default 1024: the copied debug binaries live in RAM).
 #   -v               print the boot+run time and, on failure, the kernel console's tail.
 # The command runs under /bin/sh (dash) with busybox, iproute2 and alsa-utils on PATH.
 # Exit status: the command's; 124 on timeout; 125 when the guest died without one.
@@ -21,7 +21,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 die() { echo "vm: $*" >&2; exit 125; }
 usage() { sed -n '/^# Usage/,/^# Exit/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-share= timeout_s=60 mem=256 verbose=0
+share= timeout_s=60 mem=1024 verbose=0
 copies=() libs_for=()
 while [[ $# -gt 0 ]]; do
     case $1 in
