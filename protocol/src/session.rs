@@ -893,9 +893,10 @@ impl Session {
         }
     }
 
-    /// Does the peer mark its SSRC as an rtpmidid hub ([`hubtag`])?
-    pub fn peer_is_hub(&self) -> bool {
-        self.peer_ssrc.is_some_and(hubtag::is_marked)
+    /// Is this a session between two rtpmidid hubs, whose events carry tags ([`hubtag`])?
+    /// Both sides mark their SSRCs; a daemon that is not a hub neither sends nor reads tags.
+    pub fn links_hubs(&self) -> bool {
+        self.config.hub_mark && self.peer_ssrc.is_some_and(hubtag::is_marked)
     }
 
     /// The peer chose our SSRC (RFC 3550 §8.2): leave, and invite again under a new SSRC and

@@ -641,3 +641,22 @@ fn guards_go_on_for_a_peer_that_confirms() {
     p.run_for(Duration::from_secs(10));
     assert_eq!(rtp.get(), before, "guards after everything was confirmed");
 }
+
+#[test]
+fn only_sessions_between_two_hubs_carry_hub_tags() {
+    for (a_hub, b_hub) in [(true, true), (true, false), (false, true), (false, false)] {
+        let mut a = named("Alice");
+        a.hub_mark = a_hub;
+        let mut b = named("Bob");
+        b.hub_mark = b_hub;
+        let mut p = Pair::with_configs(22, LinkConfig::default(), a, b, AcceptPolicy::default());
+        p.connect(A, B);
+        assert!(p.run_until(Duration::from_secs(10), |p| p.connected(A) == 1
+            && p.connected(B) == 1));
+        for node in [A, B] {
+            let id = p.session_id(node);
+            let links = p.nodes[node].endpoint.session(id).unwrap().links_hubs();
+            assert_eq!(links, a_hub && b_hub, "{a_hub} {b_hub}");
+        }
+    }
+}

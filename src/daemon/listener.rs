@@ -285,7 +285,7 @@ impl Listener {
         match &mut self.server {
             Server::AppleMidi { endpoint, tags, .. } => loop {
                 let (id, event) = endpoint.poll_event()?;
-                let from_hub = endpoint.session(id).is_some_and(|s| s.peer_is_hub());
+                let from_hub = endpoint.session(id).is_some_and(|s| s.links_hubs());
                 let mut happening = apple_midi_happening(event);
                 if let Happening::Midi { message, tag, .. } = &mut happening {
                     if from_hub {
@@ -588,7 +588,7 @@ fn message_tag(message: &MidiMessage) -> Option<Tag> {
 
 /// `message` to `session`, after its tag when the peer is a hub (which forwards it on).
 fn send_tagged(session: &mut session::Session, now: Instant, message: &MidiMessage, tag: Tag) {
-    if session.peer_is_hub() {
+    if session.links_hubs() {
         session.send_midi(now, MidiMessage::SysEx(tag.emit().to_vec()));
     }
     session.send_midi(now, message.clone());
