@@ -67,8 +67,9 @@ echo "packaged unit: systemd-analyze verify ok"
 # A fresh Debian root: debootstrap once (the mirror apt uses here), then a copy of it per run.
 cache=$top/target/debootstrap/bookworm-minbase.tar
 if [ ! -f "$cache" ]; then
-  mirror=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list \
-             /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | head -n1)
+  # Either file may be missing (grep then fails even with matches from the other).
+  mirror=$({ grep -rhoE '^(URIs:|deb) +https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list \
+             /etc/apt/sources.list.d/ 2>/dev/null || true; } | awk '{print $2}' | head -n1)
   echo "debootstrap bookworm from ${mirror:=http://deb.debian.org/debian} (once; cached in $cache)"
   mkdir -p "$(dirname "$cache")"
   debootstrap --variant=minbase --include=adduser,libasound2 bookworm "$tmp/boot" "$mirror" \
