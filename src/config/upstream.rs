@@ -229,7 +229,7 @@ fn general(section: &Section, out: &mut Out) {
     for e in &section.entries {
         let key = match e.key.as_str() {
             "alsa_name" => out.check(e, options::name).map(|v| ("alsa_name", v)),
-            "control" => out.check(e, options::control_path).map(|v| ("control", v)),
+            "control" => out.check(e, options::path).map(|v| ("control", v)),
             "log_level" => out.check(e, options::log_level).map(|v| ("log_level", v)),
             _ => {
                 unknown_key(section, e, out);
