@@ -44,11 +44,11 @@ for n in (10240, 1024):  # what seq_probe --sysex N sends
     with open("%s/sysex%d.hex" % (out, n), "w") as f:
         f.write(" ".join("%02X" % b for b in big) + "\n")
 EOF
-    exec "$here/run.sh" --timeout "${RAWMIDI_TIMEOUT:-180}" --copy "$0:rawmidi.sh" \
+    exec "$here/run.sh" --mem 512 --timeout "${RAWMIDI_TIMEOUT:-180}" --copy "$0:rawmidi.sh" \
         --copy "$target/rtpmidid:rtpmidid" --copy "$target/examples/seq_probe:seq_probe" \
         --copy "$tmp/events.mid:events.mid" --copy "$tmp/sysex10240.hex:sysex10240.hex" \
         --copy "$tmp/sysex1024.hex:sysex1024.hex" \
-        -- /bin/sh rawmidi.sh --guest
+        -- /bin/sh ${RAWMIDI_SH_FLAGS:-} rawmidi.sh --guest
 fi
 
 now() { cut -d' ' -f1 /proc/uptime; }
