@@ -143,11 +143,11 @@ aplaymidi -p 16:0 events.mid || fail "aplaymidi into 16:0 failed"
 wait_until "$n events at aseqdump on B's V" count_at_least net.txt "$n"
 events net.txt >got.txt
 cmp -s got.txt want.txt || { diff want.txt got.txt; fail "device -> network: events differ from the local dump"; }
-: >net.txt
+dump "$v" sx1.txt # a fresh dump: what comes next only
 send_sysex 10240 16:0
-all() { [ "$(sysex_of net.txt | wc -c)" -ge "$(wc -c <sysex10240.hex)" ]; }
+all() { [ "$(sysex_of sx1.txt | wc -c)" -ge "$(wc -c <sysex10240.hex)" ]; }
 LIMIT=40 wait_until "the 10 KiB SysEx at B's V" all
-sysex_of net.txt >got.hex
+sysex_of sx1.txt >got.hex
 cmp -s got.hex sysex10240.hex || fail "device -> network: the 10 KiB SysEx arrived changed ($(wc -c <got.hex) hex bytes)"
 stop_started
 echo "rawmidi: 1: PASS: $n events and a 10 KiB SysEx from the device at B's port V"
@@ -159,28 +159,29 @@ aplaymidi -p "$v" events.mid || fail "aplaymidi into B's V failed"
 wait_until "$n events out of 16:0" count_at_least dev.txt "$n"
 events dev.txt >got.txt
 cmp -s got.txt want.txt || { diff want.txt got.txt; fail "network -> device: events differ from the local dump"; }
-: >dev.txt
+dump 16:0 sx2.txt
 send_sysex 1024 "$v"
-all() { [ "$(sysex_of dev.txt | wc -c)" -ge "$(wc -c <sysex1024.hex)" ]; }
+all() { [ "$(sysex_of sx2.txt | wc -c)" -ge "$(wc -c <sysex1024.hex)" ]; }
 LIMIT=40 wait_until "the 1 KiB SysEx out of 16:0" all
-sysex_of dev.txt >got.hex
+sysex_of sx2.txt >got.hex
 cmp -s got.hex sysex1024.hex || fail "network -> device: the 1 KiB SysEx arrived changed ($(wc -c <got.hex) hex bytes)"
 echo "rawmidi: 2: PASS: $n events and a 1 KiB SysEx from B's port V out of the device"
 
 # --- 3: unplug and replug (the node goes and comes back, as udev does it)
+before=$(grep -c 'midiC0D0 opened' r.log)
 mv /dev/snd/midiC0D0 /dev/snd/gone
 wait_for r.log 'raw MIDI device "V" is gone' "R to see the device go"
 wait_for b.log 'session closed: .*PeerEnded' "B's session to end with BY"
 mv /dev/snd/gone /dev/snd/midiC0D0
 # B reconnects with its back-off (up to 30 s).
-opened() { [ "$(grep -c 'midiC0D0 opened' r.log)" -ge 2 ]; }
+opened() { [ "$(grep -c 'midiC0D0 opened' r.log)" -gt "$before" ]; }
 LIMIT=60 wait_until "B's session with the device back" opened
-: >keep.txt
-: >dev.txt
+dump "$v" net3.txt
+dump 16:0 dev3.txt
 aplaymidi -p 16:0 events.mid || fail "aplaymidi into 16:0 failed"
-wait_until "$n events at B's V" count_at_least keep.txt "$n"
+wait_until "$n events at B's V" count_at_least net3.txt "$n"
 aplaymidi -p "$v" events.mid || fail "aplaymidi into B's V failed"
-wait_until "$n events out of 16:0" count_at_least dev.txt "$n"
+wait_until "$n events out of 16:0" count_at_least dev3.txt "$n"
 stop_started
 kill "$r_pid" "$b_pid"
 wait "$r_pid" "$b_pid" || true
