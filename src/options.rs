@@ -197,8 +197,9 @@ pub fn log_level(text: &str) -> Result<LevelFilter, String> {
     })
 }
 
-/// The control socket's path: absolute, since the daemon's working folder is no one's business.
-pub fn control_path(text: &str) -> Result<PathBuf, String> {
+/// A path (the control socket's, a device's): absolute, since the daemon's working folder is
+/// no one's business.
+pub fn path(text: &str) -> Result<PathBuf, String> {
     if !text.starts_with('/') {
         return Err("must be an absolute path".into());
     }
@@ -291,7 +292,7 @@ mod tests {
         assert!(playout_delay("0").is_err() && playout_delay("5001").is_err());
         assert!(sysex_rate("0").is_err());
         assert_eq!(log_level("WARNING"), Ok(LevelFilter::Warn));
-        assert!(control_path("run/x").is_err());
+        assert!(path("run/x").is_err());
         assert_eq!(boolean("On"), Ok(true));
         assert!(count("0").is_err() && count("101").is_err());
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));

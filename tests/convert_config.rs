@@ -26,9 +26,10 @@ fn a_converted_file_starts_the_daemon() {
     let out = run(&["convert-config", FIXTURE]);
     let notes = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{notes}");
+    assert!(!notes.contains("[rawmidi]"), "{notes}");
     assert!(
-        notes.contains("default.ini:43: [rawmidi] left out"),
-        "{notes}"
+        String::from_utf8_lossy(&out.stdout).contains("[rawmidi MIDI C4D0]"),
+        "the device carries over"
     );
 
     let dir = std::env::temp_dir().join(format!("rtpmidid-convert-{}", std::process::id()));

@@ -77,6 +77,9 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     if old.admission != new.admission {
         actions.push(Action::Admission);
     }
+    if old.rawmidi != new.rawmidi {
+        actions.push(Action::NeedsRestart("[rawmidi]"));
+    }
     if old.port != new.port {
         actions.push(Action::NeedsRestart("port"));
     }

@@ -1,6 +1,8 @@
 //! Every section and key of the file, in one table: the parser takes from it which keys a
 //! section has and how each value is read; the tests check against it that each key is
 //! documented in `contrib/rtpmidid.conf.example` and the README.
+use std::path::PathBuf;
+
 use super::{AdmissionKeys, File};
 use crate::options::{self, AutoExport, MAX_CK_INTERVAL};
 use Section::*;
@@ -16,10 +18,11 @@ pub enum Section {
     Timeouts,
     Journal,
     Midi2,
+    RawMidi,
 }
 
 impl Section {
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::General,
         Section::Hub,
         Section::Connect,
@@ -29,6 +32,7 @@ impl Section {
         Section::Timeouts,
         Section::Journal,
         Section::Midi2,
+        Section::RawMidi,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Section {
             Section::Timeouts => "timeouts",
             Section::Journal => "journal",
             Section::Midi2 => "midi2",
+            Section::RawMidi => "rawmidi",
         }
     }
 
@@ -49,9 +54,13 @@ impl Section {
         Section::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// `[connect NAME]`, `[export NAME]`, `[listener NAME]`: one section per thing named.
+    /// `[connect NAME]`, `[export NAME]`, `[listener NAME]`, `[rawmidi NAME]`: one section
+    /// per thing named.
     pub fn named(self) -> bool {
-        matches!(self, Section::Connect | Section::Export | Section::Listener)
+        matches!(
+            self,
+            Section::Connect | Section::Export | Section::Listener | Section::RawMidi
+        )
     }
 }
 
@@ -72,6 +81,8 @@ pub struct SectionKeys {
     pub keep_connected: Option<bool>,
     pub midi2: bool,
     pub admission: AdmissionKeys,
+    pub device: Option<PathBuf>,
+    pub remote_port: Option<u16>,
 }
 
 pub struct Key {
@@ -132,7 +143,7 @@ pub static KEYS: &[Key] = &[
         Ok(())
     }),
     key(General, "control", |d, v| {
-        d.file.control = Some(options::control_path(v)?);
+        d.file.control = Some(options::path(v)?);
         Ok(())
     }),
     key(General, "keep_connected", |d, v| {
@@ -301,6 +312,22 @@ pub static KEYS: &[Key] = &[
         d.file.journal = Some(options::boolean(v)?);
         Ok(())
     }),
+    key(RawMidi, "device", |d, v| {
+        d.section.device = Some(options::path(v)?);
+        Ok(())
+    }),
+    key(RawMidi, "port", |d, v| {
+        d.section.port = Some(options::port(v)?);
+        Ok(())
+    }),
+    key(RawMidi, "host", |d, v| {
+        d.section.host = Some(options::host(v)?);
+        Ok(())
+    }),
+    key(RawMidi, "remote_port", |d, v| {
+        d.section.remote_port = Some(options::port(v)?);
+        Ok(())
+    }),
 ];
 
 #[cfg(test)]
@@ -337,6 +364,7 @@ mod tests {
         assert!(!f.bind.is_empty() && f.log_level.is_some() && f.control.is_some());
         assert!(f.hub.is_some() && f.journal.is_some());
         assert!(!f.connect.is_empty() && !f.exports.is_empty() && !f.listeners.is_empty());
+        assert!(!f.rawmidi.is_empty());
         assert_ne!(f.mdns, Mdns::default());
         // The defaults it documents are the code's.
         assert_eq!(f.timeouts, Timeouts::default());

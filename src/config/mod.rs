@@ -78,6 +78,19 @@ pub struct Listener {
     pub admission: AdmissionKeys,
 }
 
+/// `[rawmidi NAME]`: a raw MIDI device offered to the network as session NAME, or connected
+/// to a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawMidi {
+    pub name: String,
+    /// A character device or FIFO that speaks MIDI bytes.
+    pub device: PathBuf,
+    /// UDP port of its own; `None`: the next free pair.
+    pub port: Option<u16>,
+    /// The peer to connect to (`host`, `remote_port`); `None`: offered to the network.
+    pub remote: Option<(String, u16)>,
+}
+
 /// `[midi2]`: the Network MIDI 2.0 host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Midi2 {
@@ -267,6 +280,7 @@ pub struct File {
     pub connect: Vec<Connection>,
     pub exports: Vec<Export>,
     pub listeners: Vec<Listener>,
+    pub rawmidi: Vec<RawMidi>,
     pub mdns: Mdns,
     pub timeouts: Timeouts,
     pub journal: Option<bool>,
@@ -293,6 +307,7 @@ pub struct Settings {
     pub connect: Vec<Connection>,
     pub exports: Vec<Export>,
     pub listeners: Vec<Listener>,
+    pub rawmidi: Vec<RawMidi>,
     pub mdns: Mdns,
     pub timeouts: Timeouts,
     pub journal: bool,

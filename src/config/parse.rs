@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::keys::{self, Draft, Section};
-use super::{Connection, Export, File, Listener};
+use super::{Connection, Export, File, Listener, RawMidi};
 use crate::options::{self, DEFAULT_PORT};
 
 /// A bigger file is surely not a configuration file.
@@ -276,6 +276,19 @@ impl Parser<'_> {
                 name: p.name,
                 admission: keys.admission,
             }),
+            Section::RawMidi => {
+                let remote = match (keys.host, keys.remote_port) {
+                    (Some(host), port) => Some((host, port.unwrap_or(DEFAULT_PORT))),
+                    (None, Some(_)) => return Err(missing("host")),
+                    (None, None) => None,
+                };
+                file.rawmidi.push(RawMidi {
+                    device: keys.device.ok_or_else(|| missing("device"))?,
+                    name: p.name,
+                    port: keys.port,
+                    remote,
+                })
+            }
             _ => {}
         }
         Ok(())
@@ -410,6 +423,11 @@ fn check_ports(parser: &Parser<'_>) -> Result<(), Error> {
             out.listeners
                 .iter()
                 .map(|l| (l.port, format!("listener {}", l.name))),
+        )
+        .chain(
+            out.rawmidi
+                .iter()
+                .filter_map(|r| r.port.map(|p| (p, format!("rawmidi {}", r.name)))),
         );
     for (port, label) in own {
         let what = format!("[{label}]");

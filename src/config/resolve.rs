@@ -129,6 +129,7 @@ pub fn resolve(
         connect,
         exports: file.exports.clone(),
         listeners: file.listeners.clone(),
+        rawmidi: file.rawmidi.clone(),
         mdns,
         timeouts: file.timeouts.clone(),
         journal: file.journal.unwrap_or(true),

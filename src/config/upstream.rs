@@ -140,10 +140,7 @@ pub fn convert(file: &str, text: &str, hostname: &str) -> Converted {
             }
             "connect_to" => connect_to(section, &mut out),
             "alsa_hw_auto_export" => auto_export(section, &mut out),
-            "rawmidi" => out.note(
-                section.line,
-                "[rawmidi] left out: raw MIDI devices are not supported yet",
-            ),
+            "rawmidi" => rawmidi(section, &mut out),
             other => out.note(
                 section.line,
                 format!("[{other}] left out: not a section of rtpmidid's INI file"),
@@ -229,7 +226,7 @@ fn general(section: &Section, out: &mut Out) {
     for e in &section.entries {
         let key = match e.key.as_str() {
             "alsa_name" => out.check(e, options::name).map(|v| ("alsa_name", v)),
-            "control" => out.check(e, options::control_path).map(|v| ("control", v)),
+            "control" => out.check(e, options::path).map(|v| ("control", v)),
             "log_level" => out.check(e, options::log_level).map(|v| ("log_level", v)),
             _ => {
                 unknown_key(section, e, out);
@@ -363,6 +360,52 @@ fn connect_to(section: &Section, out: &mut Out) {
         port.filter(|p| *p != DEFAULT_PORT.to_string())
             .map(|p| ("port", p)),
     );
+    out.named.push((header, keys));
+}
+
+/// `[rawmidi]` is our `[rawmidi NAME]`: the device offered as NAME on `local_udp_port`, or
+/// connected from it to `hostname:remote_udp_port`.
+fn rawmidi(section: &Section, out: &mut Out) {
+    let (mut name, mut device, mut host, mut port, mut remote) = (None, None, None, None, None);
+    for e in &section.entries {
+        match e.key.as_str() {
+            "name" => name = out.check(e, options::name),
+            "device" => device = out.check(e, options::path),
+            "hostname" => host = out.check(e, options::host),
+            "local_udp_port" => port = out.check(e, options::port),
+            "remote_udp_port" => remote = out.check(e, options::port).map(|p| (e.line, p)),
+            _ => unknown_key(section, e, out),
+        }
+    }
+    let Some(device) = device else {
+        out.note(section.line, "[rawmidi] left out: no device");
+        return;
+    };
+    // Unnamed: after the device's file (midiC1D0).
+    let name = name.unwrap_or_else(|| {
+        Path::new(&device)
+            .file_name()
+            .map_or_else(|| device.clone(), |f| f.to_string_lossy().into_owned())
+    });
+    let header = out.header("rawmidi", &name);
+    let mut keys = vec![("device", device)];
+    keys.extend(port.map(|p| ("port", p)));
+    match (host, remote) {
+        (Some(host), remote) => {
+            keys.push(("host", host));
+            keys.extend(
+                remote
+                    .map(|(_, p)| p)
+                    .filter(|p| *p != DEFAULT_PORT.to_string())
+                    .map(|p| ("remote_port", p)),
+            );
+        }
+        (None, Some((line, p))) => out.note(
+            line,
+            format!("remote_udp_port={p} left out: no hostname to connect to"),
+        ),
+        (None, None) => {}
+    }
     out.named.push((header, keys));
 }
 
@@ -608,17 +651,15 @@ mod tests {
              [mdns]\ninclude = Studio*, Stage*\nexclude = *iPhone*, *iPad*\n\n\
              [listener pi drums]\nport = 45020\n\n\
              [connect DeepMind12D]\nhost = 127.0.0.1\nport = 45030\n\n\
-             [connect midid]\nhost = 127.0.0.1\n"
+             [connect midid]\nhost = 127.0.0.1\n\n\
+             [rawmidi MIDI C4D0]\ndevice = /dev/snd/midiC4D0\nport = 5104\n"
         );
         let lines: Vec<&str> = c
             .notes
             .iter()
             .map(|n| n.split(' ').next().unwrap())
             .collect();
-        assert_eq!(
-            lines,
-            ["default.ini:25:", "default.ini:36:", "default.ini:43:"]
-        );
+        assert_eq!(lines, ["default.ini:25:", "default.ini:36:"]);
         parse::parse("x", &c.text).unwrap();
     }
 
@@ -669,14 +710,14 @@ mod tests {
     fn what_cannot_carry_over_is_named_with_its_line() {
         let notes = notes_of(
             "[general]\nalsa_name=x\nfoo=1\n[connect_to]\nhostname=h\nlocal_udp_port=5010\n\
-             [rawmidi]\ndevice=/dev/snd/midiC1D0\n[alsa_announce]\nname=Net\n\
+             [rawmidi]\nremote_udp_port=5004\n[alsa_announce]\nname=Net\n\
              [alsa_hw_auto_export]\ntype=system\nname_negative_regex=Midi Through\n\
              [rtpmidi_discover]\nname_positive_regex=[Pp]eak\n[bogus]\nnot a key\n",
         );
         let expected = [
             "f.ini:3: foo left out",
             "f.ini:6: local_udp_port=5010 left out",
-            "f.ini:7: [rawmidi] left out",
+            "f.ini:7: [rawmidi] left out: no device",
             "f.ini:10: name=Net: the ALSA port",
             "f.ini:12: type=system left out",
             "f.ini:13: name_negative_regex=Midi Through left out",
@@ -725,6 +766,41 @@ mod tests {
                 ("synth", "10.0.0.2", 5004),
                 ("synth (2)", "10.0.0.3", 6004),
                 ("::1", "::1", 5004)
+            ]
+        );
+    }
+
+    #[test]
+    fn rawmidi_sections_become_devices_offered_or_connected() {
+        let text = "[rtpmidi_announce]\nport=5004\n\
+                    [rawmidi]\nname=Keys\ndevice=/dev/snd/midiC1D0\nlocal_udp_port=5104\n\
+                    [rawmidi]\ndevice=/dev/snd/midiC2D0\nhostname=10.0.0.2\n\
+                    remote_udp_port=6004\n";
+        let c = convert("f", text, "pi");
+        assert_eq!(c.notes, Vec::<String>::new());
+        let file = parse::parse("x", &c.text).unwrap();
+        let devices: Vec<_> = file
+            .rawmidi
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    r.device.to_str().unwrap(),
+                    r.port,
+                    r.remote.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            devices,
+            [
+                ("Keys", "/dev/snd/midiC1D0", Some(5104), None),
+                (
+                    "midiC2D0",
+                    "/dev/snd/midiC2D0",
+                    None,
+                    Some(("10.0.0.2".to_string(), 6004))
+                )
             ]
         );
     }

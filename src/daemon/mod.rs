@@ -25,13 +25,14 @@ use crate::net;
 use crate::options::DEFAULT_MIDI2_PORT;
 use crate::playout::Playout;
 use crate::router::{
-    Action, Dest, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
+    Action, Dest, DeviceId, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
 };
 use crate::seq::Sequencer;
 
 mod discovery;
 mod listener;
 mod names;
+mod rawmidi;
 mod requests;
 mod setup;
 
@@ -55,6 +56,8 @@ pub enum TimerId {
     SeqFlush,
     /// The nearest deadline of mDNS.
     Mdns,
+    /// Look for the raw MIDI devices' paths.
+    RawMidi,
 }
 
 pub type Ctx = Context<Daemon, TimerId>;
@@ -97,6 +100,8 @@ pub struct Daemon {
     listeners: BTreeMap<ListenerId, Listener>,
     bridge: Option<Bridge<PeerPortId>>,
     seq_sources: Vec<SourceId>,
+    /// The `[rawmidi]` devices.
+    devices: BTreeMap<DeviceId, rawmidi::Device>,
     /// With `--playout-delay`: each session's schedule.
     playouts: BTreeMap<SessionKey, Playout>,
     /// Round trip of each session's last CK exchange.
@@ -146,6 +151,7 @@ impl Daemon {
             reload_from: None,
             bridge,
             seq_sources: Vec::new(),
+            devices: BTreeMap::new(),
             playouts: BTreeMap::new(),
             latency: BTreeMap::new(),
             recv_buf: vec![0; MAX_DATAGRAM],
@@ -284,7 +290,8 @@ impl Daemon {
         loop {
             // A failure is logged where it happens; the rest goes on.
             let _ = self.run_actions(ctx);
-            let mut busy = false;
+            // A device that failed has its sessions closed by the router.
+            let mut busy = self.flush_devices(ctx);
             let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
             for id in ids {
                 if let Some(listener) = self.listeners.get_mut(&id) {
@@ -324,6 +331,7 @@ impl Daemon {
         if self.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
             ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
         }
+        self.arm_devices(ctx);
     }
 
     fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
@@ -405,6 +413,11 @@ impl Daemon {
                 Dest::Local(local) => {
                     if let Some(bridge) = self.bridge.as_mut() {
                         bridge.send_to_exported(local, &message, after);
+                    }
+                }
+                Dest::Device(id) => {
+                    if let Some(device) = self.devices.get_mut(&id) {
+                        device.send(&message);
                     }
                 }
                 Dest::Session(key) => {
@@ -493,6 +506,8 @@ impl Daemon {
                 self.latency.retain(|key, _| key.listener != id);
             }
             Action::Announce(id) => self.announce(ctx, id),
+            Action::OpenDevice(id) => self.open_device(ctx, id),
+            Action::CloseDevice(id) => self.close_device(ctx, id),
             Action::Withdraw(id) => {
                 if let Some(mdns) = self.mdns.as_mut() {
                     mdns.remove_service(now, id.index());
@@ -671,6 +686,7 @@ fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
 pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
     match timer {
         TimerId::Mdns => return daemon.mdns_timeout(ctx),
+        TimerId::RawMidi => return daemon.poll_devices(ctx),
         TimerId::SeqFlush => {
             if let Some(bridge) = daemon.bridge.as_mut() {
                 bridge.flush();

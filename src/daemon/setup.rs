@@ -6,15 +6,16 @@ use log::{debug, error, info, warn};
 use protocol::session;
 use reactor::Interest;
 
-use super::{Ctx, Daemon};
+use super::{rawmidi, Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
 use crate::config::{self, Action, Admission};
+use crate::options::ConnectTarget;
 use crate::reload::Watch;
 use crate::router::{ListenerId, ListenerKind};
 
 impl Daemon {
-    /// The connections, `[export]` and `[listener]` sections of the settings. A listener that
-    /// cannot open stops the start.
+    /// The connections, `[export]`, `[listener]` and `[rawmidi]` sections of the settings. A
+    /// listener that cannot open stops the start (a device's waits for it instead).
     pub(super) fn apply_sections(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let now = self.now(ctx);
         for c in self.settings.connect.clone() {
@@ -50,7 +51,21 @@ impl Daemon {
             self.router.add_midi2_listener(self.settings.midi2.port);
         }
         self.run_actions(ctx)
-            .map_err(|e| format!("[listener]: {e}"))
+            .map_err(|e| format!("[listener]: {e}"))?;
+        for r in &self.settings.rawmidi {
+            let target = r.remote.as_ref().map(|(host, port)| ConnectTarget {
+                name: Some(r.name.clone()),
+                host: host.clone(),
+                port: *port,
+                midi2: false,
+            });
+            let id = self.router.add_device(&r.name, r.port, target);
+            self.devices
+                .insert(id, rawmidi::Device::new(&r.name, r.device.clone()));
+        }
+        // The devices there now get their listeners at once; the rest are looked for.
+        self.poll_devices(ctx);
+        Ok(())
     }
 
     /// A control socket asked for explicitly must open; the default one may fail (no

@@ -16,7 +16,10 @@
 //! - a local port connected to `Network` is exported as a listener of its own, whose
 //!   sessions exchange MIDI with that port only;
 //! - the hub forwards what a session of a hub listener sends to every session of every hub
-//!   listener but the sender.
+//!   listener but the sender;
+//! - a raw MIDI device (`[rawmidi]`) that is there has a listener of its own whose sessions
+//!   exchange MIDI with it only, and with a host a connection kept from that listener to the
+//!   peer; the device is open while one of those sessions is up; when it goes, they end.
 //!
 //! A listener is a protocol's session server; the router does not know which protocol, so a
 //! second one plugs in as listeners of another [`ListenerKind`] flavour.
@@ -49,6 +52,7 @@ pub const GONE_GRACE: Duration = Duration::from_secs(10);
 pub type ListenerId = Id<Listener>;
 pub type ConnectionId = Id<Connection>;
 pub type PeerPortId = Id<PeerPort>;
+pub type DeviceId = Id<Device>;
 
 /// A session anywhere: the listener it lives on and its id there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,6 +75,8 @@ pub enum ListenerKind {
     /// The Network MIDI 2.0 host: like the main port for its protocol (ports, connections,
     /// the hub, which joins it to the main port's sessions).
     Midi2,
+    /// A raw MIDI device's: its sessions speak with that device only.
+    Device(DeviceId),
 }
 
 impl ListenerKind {
@@ -100,6 +106,8 @@ pub enum Origin {
     Configured,
     /// Found by mDNS; `gone_until` while it is away.
     Discovered { gone_until: Option<Instant> },
+    /// A `[rawmidi]` section's, kept from its device's listener while the device is there.
+    Device(DeviceId),
 }
 
 /// A peer we keep a session with while it is wanted, reconnecting with back-off.
@@ -155,6 +163,20 @@ enum PortOwner {
     },
 }
 
+/// A `[rawmidi NAME]` device as the rules see it: there or not, used or not.
+pub struct Device {
+    pub name: String,
+    /// Its listener's UDP port (`None`: the next free pair).
+    port: Option<u16>,
+    /// The peer it is connected to; `None`: offered to the network as session `name`.
+    target: Option<ConnectTarget>,
+    /// Its listener, while the device is there.
+    listener: Option<ListenerId>,
+    connection: Option<ConnectionId>,
+    /// The shell was asked to open it ([`Action::OpenDevice`]).
+    open: bool,
+}
+
 /// A session that is up.
 struct Peer {
     name: String,
@@ -194,6 +216,11 @@ pub enum Action {
     /// Announce the listener under its name by mDNS.
     Announce(ListenerId),
     Withdraw(ListenerId),
+    /// Open the raw MIDI device (a session uses it), or tell [`Router::device_present`] it
+    /// is not there.
+    OpenDevice(DeviceId),
+    /// Close it: no session uses it any more.
+    CloseDevice(DeviceId),
 }
 
 /// Where MIDI comes from.
@@ -204,6 +231,8 @@ pub enum Source {
     Port(PeerPortId),
     /// Sent to `Network` by an exported local port.
     Network(SeqAddr),
+    /// Read from a raw MIDI device.
+    Device(DeviceId),
 }
 
 /// Where MIDI goes.
@@ -218,6 +247,8 @@ pub enum Dest {
     Port(PeerPortId),
     /// To this exported local port, through `Network`.
     Local(SeqAddr),
+    /// Written to a raw MIDI device.
+    Device(DeviceId),
 }
 
 /// How a session ended, as far as the rules care.
@@ -240,6 +271,7 @@ pub struct Router {
     listeners: Arena<Listener>,
     connections: Arena<Connection>,
     ports: Arena<PeerPort>,
+    devices: Arena<Device>,
     peers: BTreeMap<SessionKey, Peer>,
     actions: VecDeque<Action>,
     /// This daemon as the origin of events in a hub topology, its next event number, and the
@@ -268,6 +300,7 @@ impl Router {
             listeners,
             connections: Arena::default(),
             ports: Arena::default(),
+            devices: Arena::default(),
             peers: BTreeMap::new(),
             actions: VecDeque::new(),
             origin,
@@ -399,6 +432,18 @@ impl Router {
             }
             self.actions
                 .retain(|a| *a != Action::Announce(id) && *a != Action::Withdraw(id));
+            // A device waits to be plugged in again.
+            let device = self
+                .devices
+                .iter()
+                .find(|(_, d)| d.listener == Some(id))
+                .map(|(d, _)| d);
+            if let Some(d) = device.and_then(|d| self.devices.get_mut(d)) {
+                d.listener = None;
+                if let Some(c) = d.connection.take() {
+                    self.remove_connection(c);
+                }
+            }
         }
     }
 
@@ -465,6 +510,93 @@ impl Router {
             n += 1;
         }
         unique
+    }
+
+    // ----- raw MIDI devices
+
+    /// A `[rawmidi NAME]` device: nothing happens until [`Router::device_present`] says it is
+    /// there. `port`: its listener's; `target`: the peer to connect to, else it is offered to
+    /// the network.
+    pub fn add_device(
+        &mut self,
+        name: &str,
+        port: Option<u16>,
+        target: Option<ConnectTarget>,
+    ) -> DeviceId {
+        self.devices.insert(Device {
+            name: name.to_string(),
+            port,
+            target,
+            listener: None,
+            connection: None,
+            open: false,
+        })
+    }
+
+    /// The device appeared (`present`), or it went or failed: it gets its listener (and
+    /// connection) or loses them, which ends their sessions.
+    pub fn device_present(&mut self, now: Instant, id: DeviceId, present: bool) {
+        let Some(d) = self.devices.get(id) else {
+            return;
+        };
+        match (present, d.listener) {
+            (true, None) => {
+                let (name, port, target) = (d.name.clone(), d.port, d.target.clone());
+                info!("raw MIDI device {name:?} is there");
+                let listener = self.listeners.insert(Listener {
+                    name: name.clone(),
+                    kind: ListenerKind::Device(id),
+                });
+                self.actions.push_back(Action::OpenListener {
+                    listener,
+                    name,
+                    port,
+                });
+                let connection = match target {
+                    None => {
+                        self.actions.push_back(Action::Announce(listener));
+                        None
+                    }
+                    // Kept connected while the device is there; no ALSA port stands for it.
+                    Some(target) => {
+                        let c = self.insert_connection(target, Origin::Device(id), true);
+                        self.set_wanted(now, c, false);
+                        Some(c)
+                    }
+                };
+                let d = self.devices.get_mut(id).expect("found above");
+                d.listener = Some(listener);
+                d.connection = connection;
+            }
+            (false, Some(listener)) => {
+                info!("raw MIDI device {:?} is gone: its sessions end", d.name);
+                let d = self.devices.get_mut(id).expect("found above");
+                d.listener = None;
+                if let Some(c) = d.connection.take() {
+                    self.remove_connection(c);
+                }
+                self.remove_listener(listener);
+                self.device_use(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Opens the device when a session of its listener came up, closes it when none is left.
+    fn device_use(&mut self, id: DeviceId) {
+        let Some(d) = self.devices.get(id) else {
+            return;
+        };
+        let used = d
+            .listener
+            .is_some_and(|l| self.peers.keys().any(|k| k.listener == l));
+        if used != d.open {
+            self.devices.get_mut(id).expect("found above").open = used;
+            self.actions.push_back(match used {
+                true => Action::OpenDevice(id),
+                false => Action::CloseDevice(id),
+            });
+        }
     }
 
     // ----- connections
@@ -693,6 +825,9 @@ impl Router {
     pub fn session_up(&mut self, key: SessionKey, name: &str, ip: IpAddr) {
         self.attach(key, name, ip);
         self.merge_twins(key);
+        if let Some(ListenerKind::Device(id)) = self.listener(key.listener).map(|l| l.kind) {
+            self.device_use(id);
+        }
     }
 
     fn attach(&mut self, key: SessionKey, name: &str, ip: IpAddr) {
@@ -815,6 +950,9 @@ impl Router {
     /// A session ended (or failed to start).
     pub fn session_down(&mut self, now: Instant, key: SessionKey, ended: Ended) {
         let peer = self.peers.remove(&key);
+        if let Some(ListenerKind::Device(id)) = self.listener(key.listener).map(|l| l.kind) {
+            self.device_use(id);
+        }
         // A connection's session, whether it came up or not.
         if let Some(id) = self.connection_of(key) {
             let stopping = self.stopping;
@@ -962,10 +1100,11 @@ impl Router {
             c.retry_at = None;
             if c.wanted && c.session.is_none() && !c.opening && !self.stopping && !twin_up {
                 c.opening = true;
-                let listener = if c.target.midi2 {
-                    self.midi2
-                } else {
-                    Some(self.main)
+                let listener = match c.origin {
+                    // There while the device is: so is its connection.
+                    Origin::Device(d) => self.devices.get(d).and_then(|d| d.listener),
+                    _ if c.target.midi2 => self.midi2,
+                    _ => Some(self.main),
                 };
                 match listener {
                     Some(listener) => self.actions.push_back(Action::Connect {
@@ -996,7 +1135,7 @@ impl Router {
         let retries = self.connections.iter().filter_map(|(_, c)| c.retry_at);
         let gone = self.connections.iter().filter_map(|(_, c)| match c.origin {
             Origin::Discovered { gone_until } => gone_until,
-            Origin::Configured => None,
+            Origin::Configured | Origin::Device(_) => None,
         });
         let parked = self.ports.iter().filter_map(|(_, p)| match p.owner {
             PortOwner::Parked { until, .. } => Some(until),
@@ -1030,6 +1169,7 @@ impl Router {
                 let kind = self.listeners.get(key.listener).map(|l| l.kind);
                 match kind {
                     Some(ListenerKind::Export(local)) => out.push(Dest::Local(local)),
+                    Some(ListenerKind::Device(id)) => out.push(Dest::Device(id)),
                     Some(_) => {
                         if let Some(port) = self.peers.get(&key).and_then(|p| p.port) {
                             out.push(Dest::Port(port));
@@ -1067,6 +1207,14 @@ impl Router {
             },
             Source::Network(local) => {
                 if let Some(listener) = self.export_of(local) {
+                    out.push(Dest::Listener {
+                        listener,
+                        except: None,
+                    });
+                }
+            }
+            Source::Device(id) => {
+                if let Some(listener) = self.devices.get(id).and_then(|d| d.listener) {
                     out.push(Dest::Listener {
                         listener,
                         except: None,

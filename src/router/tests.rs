@@ -499,3 +499,150 @@ fn each_event_goes_on_once_and_copies_from_other_hubs_stop_here() {
     // Our own events coming back round a ring stop here too.
     assert_eq!(r.admit(Some(a)), None);
 }
+
+/// The listener a device's [`Action::OpenListener`] opens, with its port.
+fn opened(actions: &[Action]) -> (ListenerId, String, Option<u16>) {
+    match actions.first() {
+        Some(Action::OpenListener {
+            listener,
+            name,
+            port,
+        }) => (*listener, name.clone(), *port),
+        _ => panic!("no listener opened: {actions:?}"),
+    }
+}
+
+#[test]
+fn a_device_is_offered_while_it_is_there_and_open_while_a_session_uses_it() {
+    let mut r = Router::new("Stage", true, true, 7);
+    let d = r.add_device("Synth", Some(5010), None);
+    assert!(
+        drain(&mut r).is_empty(),
+        "nothing before the device is there"
+    );
+    r.device_present(t(0), d, true);
+    let actions = drain(&mut r);
+    let (listener, name, port) = opened(&actions);
+    assert_eq!((name.as_str(), port), ("Synth", Some(5010)));
+    assert_eq!(actions[1..], [Action::Announce(listener)]);
+    r.device_present(t(1), d, true);
+    assert!(drain(&mut r).is_empty(), "seen again: nothing new");
+
+    // The first session opens it, no ALSA port; the last to end closes it.
+    let (a, b) = (key(listener, 1), key(listener, 2));
+    r.session_up(a, "Mac", ip("10.0.0.3"));
+    assert_eq!(drain(&mut r), vec![Action::OpenDevice(d)]);
+    r.session_up(b, "iPad", ip("10.0.0.4"));
+    assert!(drain(&mut r).is_empty());
+    // MIDI: between the device and its sessions only, never the hub.
+    assert_eq!(routed(&r, Source::Session(a)), vec![Dest::Device(d)]);
+    assert_eq!(
+        routed(&r, Source::Device(d)),
+        vec![Dest::Listener {
+            listener,
+            except: None
+        }]
+    );
+    let main = key(r.main(), 9);
+    r.session_up(main, "Other", ip("10.0.0.9"));
+    drain(&mut r);
+    assert!(!routed(&r, Source::Session(main)).contains(&Dest::Device(d)));
+    r.session_down(t(2), a, Ended::Other);
+    assert!(drain(&mut r).is_empty());
+    r.session_down(t(3), b, Ended::Other);
+    assert_eq!(drain(&mut r), vec![Action::CloseDevice(d)]);
+
+    // Unplugged while used: its sessions end with the listener, the device closes.
+    r.session_up(a, "Mac", ip("10.0.0.3"));
+    assert_eq!(drain(&mut r), vec![Action::OpenDevice(d)]);
+    r.device_present(t(4), d, false);
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::Withdraw(listener),
+            Action::CloseListener(listener),
+            Action::CloseDevice(d)
+        ]
+    );
+    assert_eq!(routed(&r, Source::Device(d)), vec![]);
+    assert_eq!(routed(&r, Source::Session(a)), vec![]);
+    // Plugged in again: offered again.
+    r.device_present(t(5), d, true);
+    let (again, name, _) = opened(&drain(&mut r));
+    assert_eq!(name, "Synth");
+    assert_ne!(again, listener);
+}
+
+#[test]
+fn a_device_with_a_host_keeps_a_connection_from_its_own_listener_while_it_is_there() {
+    let mut r = Router::new("Stage", true, true, 7);
+    let d = r.add_device("Synth", None, Some(target(Some("Synth"), "10.0.0.2", 5004)));
+    r.device_present(t(0), d, true);
+    let actions = drain(&mut r);
+    let (listener, _, port) = opened(&actions);
+    assert_eq!(port, None);
+    assert_eq!(actions.len(), 1, "not announced, no ALSA port: {actions:?}");
+    // Connected at once, from the device's listener.
+    r.handle_timeout(t(0));
+    let actions = drain(&mut r);
+    let [Action::Connect {
+        connection,
+        listener: from,
+        ..
+    }] = actions[..]
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(from, listener);
+    assert_eq!(r.configured("Synth"), None, "not a [connect] section's");
+    let s = key(listener, 1);
+    r.connecting(connection, s, ip("10.0.0.2"));
+    r.session_up(s, "Synth", ip("10.0.0.2"));
+    assert_eq!(drain(&mut r), vec![Action::OpenDevice(d)]);
+    assert_eq!(routed(&r, Source::Session(s)), vec![Dest::Device(d)]);
+    // The peer went: reconnects with back-off, the device closes meanwhile.
+    r.session_down(t(10), s, Ended::Other);
+    assert_eq!(drain(&mut r), vec![Action::CloseDevice(d)]);
+    assert_eq!(r.poll_timeout(), Some(t(10) + RECONNECT_MIN));
+    r.handle_timeout(t(10) + RECONNECT_MIN);
+    assert_eq!(connects(&drain(&mut r)), vec![connection]);
+    let s = key(listener, 2);
+    r.connecting(connection, s, ip("10.0.0.2"));
+    r.session_up(s, "Synth", ip("10.0.0.2"));
+    drain(&mut r);
+
+    // Unplugged: the session ends (BY), nothing reconnects until it is back.
+    r.device_present(t(20), d, false);
+    let actions = drain(&mut r);
+    assert_eq!(actions[0], Action::Close(s));
+    assert!(actions.contains(&Action::CloseListener(listener)));
+    assert!(actions.contains(&Action::CloseDevice(d)));
+    assert_eq!(r.poll_timeout(), None);
+    assert!(r.connection(connection).is_none());
+    r.device_present(t(30), d, true);
+    let (again, _, _) = opened(&drain(&mut r));
+    r.handle_timeout(t(30));
+    assert!(matches!(
+        drain(&mut r)[..],
+        [Action::Connect { listener, .. }] if listener == again
+    ));
+}
+
+#[test]
+fn a_device_whose_listener_cannot_open_waits_to_be_plugged_in_again() {
+    let mut r = Router::new("Stage", false, false, 7);
+    let d = r.add_device("Synth", Some(5010), Some(target(None, "10.0.0.2", 5004)));
+    r.device_present(t(0), d, true);
+    let (listener, _, _) = opened(&drain(&mut r));
+    r.listener_failed(listener);
+    r.handle_timeout(t(0));
+    assert!(
+        drain(&mut r).is_empty(),
+        "no connection without its listener"
+    );
+    assert_eq!(r.poll_timeout(), None);
+    r.device_present(t(1), d, false);
+    assert!(drain(&mut r).is_empty());
+    r.device_present(t(2), d, true);
+    opened(&drain(&mut r));
+}

@@ -1,0 +1,322 @@
+//! Raw MIDI devices (`[rawmidi NAME]`): a character device or FIFO that speaks MIDI bytes.
+//! Its path is looked for every [`POLL_INTERVAL`] (a USB device comes and goes with its node);
+//! the router is told when it appears or goes, and asks for it to be opened while a session
+//! uses it. Reads and writes never block the loop: bytes read are split into messages, and
+//! messages the device has no room for wait in a bounded queue.
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant as StdInstant};
+
+use log::{debug, info, warn};
+use protocol::midi::{MidiMessage, MAX_SYSEX};
+use protocol::stream::StreamParser;
+use reactor::{Interest, SourceId};
+
+use super::{Ctx, Daemon, TimerId};
+use crate::router::{DeviceId, Source};
+
+/// How often the devices' paths are looked for.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// After a device failed, how long before its path counts again: a node that stays but
+/// cannot be used would otherwise open and fail every poll.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+/// Bytes waiting for a full device, at most: room for the largest SysEx.
+const MAX_QUEUED: usize = MAX_SYSEX;
+/// Reads from one device before the loop looks at the others.
+const READ_BATCH: usize = 64;
+
+pub struct Device {
+    pub name: String,
+    path: PathBuf,
+    /// What the router was last told.
+    present: bool,
+    /// After a failure, the path is ignored until then.
+    quiet_until: Option<StdInstant>,
+    open: Option<Open>,
+}
+
+struct Open {
+    file: File,
+    source: SourceId,
+    readable: bool,
+    writable: bool,
+    parser: StreamParser,
+    /// Messages not written yet; the first may be written in part (`written` bytes of it).
+    queue: VecDeque<Vec<u8>>,
+    queued: usize,
+    written: usize,
+    /// Whether the loop was asked to say when the device can take more.
+    armed: bool,
+    dropped: u64,
+}
+
+impl Device {
+    pub fn new(name: &str, path: PathBuf) -> Device {
+        Device {
+            name: name.to_string(),
+            path,
+            present: false,
+            quiet_until: None,
+            open: None,
+        }
+    }
+
+    /// Opens the device without blocking: read and write if it allows, else the one it
+    /// allows (a FIFO may be one or the other for us).
+    fn open(&mut self, ctx: &mut Ctx) -> io::Result<()> {
+        if self.open.is_some() {
+            return Ok(());
+        }
+        let try_open = |read: bool, write: bool| {
+            OpenOptions::new()
+                .read(read)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&self.path)
+                .map(|f| (f, read, write))
+        };
+        let (file, readable, writable) = try_open(true, true)
+            .or_else(|_| try_open(true, false))
+            .or_else(|_| try_open(false, true))?;
+        let interest = if readable {
+            Interest::READABLE
+        } else {
+            Interest::WRITABLE
+        };
+        let source = ctx.register(file.as_raw_fd(), interest, on_device)?;
+        info!(
+            "raw MIDI device {:?}: {} opened",
+            self.name,
+            self.path.display()
+        );
+        self.open = Some(Open {
+            file,
+            source,
+            readable,
+            writable,
+            parser: StreamParser::new(MAX_SYSEX),
+            queue: VecDeque::new(),
+            queued: 0,
+            written: 0,
+            armed: !readable,
+            dropped: 0,
+        });
+        Ok(())
+    }
+
+    fn close(&mut self, ctx: &mut Ctx) {
+        if let Some(open) = self.open.take() {
+            let _ = ctx.deregister(open.source);
+            if open.dropped > 0 {
+                warn!(
+                    "raw MIDI device {:?}: {} message(s) dropped in all: it took them too slowly",
+                    self.name, open.dropped
+                );
+            }
+            debug!("raw MIDI device {:?} closed", self.name);
+        }
+    }
+
+    /// Writes a message, or queues it behind the others; when the queue is full the oldest
+    /// go (never the one written in part, which the device must get whole).
+    pub fn send(&mut self, message: &MidiMessage) {
+        let Some(open) = self.open.as_mut().filter(|o| o.writable) else {
+            return;
+        };
+        let bytes = message.as_bytes();
+        while open.queued + bytes.len() > MAX_QUEUED {
+            let at = usize::from(open.written > 0);
+            let Some(old) = open.queue.remove(at) else {
+                break;
+            };
+            open.queued -= old.len();
+            open.dropped += 1;
+            // Logged each time a power of two is reached: a stuck device is heard of, once.
+            if open.dropped.is_power_of_two() {
+                warn!(
+                    "raw MIDI device {:?} is full: {} message(s) dropped",
+                    self.name, open.dropped
+                );
+            }
+        }
+        open.queued += bytes.len();
+        open.queue.push_back(bytes.to_vec());
+    }
+
+    /// Writes what is queued until the device is full. An error means it is gone.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        while let Some(front) = open.queue.front() {
+            match open.file.write(&front[open.written..]) {
+                Ok(n) => {
+                    open.written += n;
+                    if open.written == front.len() {
+                        open.queued -= front.len();
+                        open.written = 0;
+                        open.queue.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a batch of bytes into messages. `Ok(true)`: more may be waiting. EOF or an
+    /// error means it is gone.
+    fn read(&mut self, buf: &mut [u8], messages: &mut Vec<MidiMessage>) -> io::Result<bool> {
+        let Some(open) = self.open.as_mut().filter(|o| o.readable) else {
+            return Ok(false);
+        };
+        for _ in 0..READ_BATCH {
+            match open.file.read(buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => open.parser.feed(&buf[..n], |m| messages.push(m)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Daemon {
+    /// The router asked for the device: open it, or say it is not there.
+    pub(super) fn open_device(&mut self, ctx: &mut Ctx, id: DeviceId) {
+        let Some(device) = self.devices.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = device.open(ctx) {
+            warn!(
+                "raw MIDI device {:?}: cannot open {}: {e}",
+                device.name,
+                device.path.display()
+            );
+            self.device_failed(ctx, id);
+        }
+    }
+
+    pub(super) fn close_device(&mut self, ctx: &mut Ctx, id: DeviceId) {
+        if let Some(device) = self.devices.get_mut(&id) {
+            device.close(ctx);
+        }
+    }
+
+    /// The device failed: its sessions end, and it is looked for again a while later.
+    fn device_failed(&mut self, ctx: &mut Ctx, id: DeviceId) {
+        let now = self.now(ctx);
+        if let Some(device) = self.devices.get_mut(&id) {
+            device.close(ctx);
+            device.present = false;
+            device.quiet_until = Some(ctx.now() + RETRY_AFTER_ERROR);
+        }
+        self.router.device_present(now, id, false);
+    }
+
+    /// Looks for each device's path; the router hears of those that came or went.
+    pub(super) fn poll_devices(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        for (&id, device) in &mut self.devices {
+            if device.quiet_until.is_some_and(|at| ctx.now() < at) {
+                continue;
+            }
+            device.quiet_until = None;
+            let present = device.path.exists();
+            if present != device.present {
+                device.present = present;
+                if !present {
+                    device.close(ctx);
+                }
+                self.router.device_present(now, id, present);
+            }
+        }
+        if !self.devices.is_empty() {
+            ctx.set_timer(TimerId::RawMidi, ctx.now() + POLL_INTERVAL);
+        }
+        self.pump(ctx);
+    }
+
+    /// Asks the loop to say when a device with messages waiting can take more.
+    pub(super) fn arm_devices(&mut self, ctx: &mut Ctx) {
+        for device in self.devices.values_mut() {
+            if let Some(open) = device.open.as_mut() {
+                if !open.queue.is_empty() && !open.armed {
+                    open.armed = true;
+                    let interest = if open.readable {
+                        Interest::READABLE | Interest::WRITABLE
+                    } else {
+                        Interest::WRITABLE
+                    };
+                    let _ = ctx.reregister(open.source, interest);
+                }
+            }
+        }
+    }
+
+    /// Writes what the devices have queued (`pump` calls it after routing); true if one
+    /// failed (the router has more to say).
+    pub(super) fn flush_devices(&mut self, ctx: &mut Ctx) -> bool {
+        let failed: Vec<(DeviceId, io::Error)> = self
+            .devices
+            .iter_mut()
+            .filter_map(|(&id, d)| d.flush().err().map(|e| (id, e)))
+            .collect();
+        for (id, e) in &failed {
+            if let Some(d) = self.devices.get(id) {
+                warn!("raw MIDI device {:?}: write: {e}", d.name);
+            }
+            self.device_failed(ctx, *id);
+        }
+        !failed.is_empty()
+    }
+
+    fn read_device(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
+        let found = self
+            .devices
+            .iter_mut()
+            .find(|(_, d)| d.open.as_ref().is_some_and(|o| o.source == event.source));
+        let Some((&id, device)) = found else {
+            return;
+        };
+        if event.writable {
+            if let Some(open) = device.open.as_mut() {
+                open.armed = false;
+            }
+        }
+        let mut messages = Vec::new();
+        let result = device.read(&mut self.recv_buf, &mut messages);
+        for message in messages {
+            self.forward(now, Source::Device(id), message, None, None);
+        }
+        match result {
+            // Edge-triggered: a batch that ended with data left is reported again.
+            Ok(true) => {
+                if let Some(open) = self.devices.get_mut(&id).and_then(|d| d.open.as_mut()) {
+                    let _ = ctx.reregister(open.source, Interest::READABLE);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if let Some(d) = self.devices.get(&id) {
+                    info!("raw MIDI device {:?}: read: {e}", d.name);
+                }
+                self.device_failed(ctx, id);
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+fn on_device(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_device(ctx, event);
+}
