@@ -426,10 +426,12 @@ impl Browser {
         let mut host_addresses: HashMap<&Name, Vec<IpAddr>> = HashMap::new();
         for e in &self.cache {
             match &e.record.data {
-                RData::Ptr(target) if e.record.name == self.service => {
-                    if !self.own.contains(target) && seen.insert(target) {
-                        instances.push(target);
-                    }
+                RData::Ptr(target)
+                    if e.record.name == self.service
+                        && !self.own.contains(target)
+                        && seen.insert(target) =>
+                {
+                    instances.push(target);
                 }
                 // The newest SRV of an instance wins.
                 RData::Srv { port, target, .. } => {
