@@ -27,10 +27,11 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// mDNS messages stay under 9000 bytes (RFC 6762 §17).
 const MAX_DATAGRAM: usize = 9000;
-/// Datagrams, and bytes, read from one socket per wakeup, so that a flood cannot starve the
-/// sessions: the rest waits for the next turn of the loop (or is dropped by the kernel).
+/// Datagrams, bytes and time spent on one socket per wakeup, so that a flood cannot starve
+/// the sessions: the rest waits for the next turn of the loop (or is dropped by the kernel).
 const READ_BATCH: usize = 16;
 const READ_BYTES: usize = 16 * 1024;
+const READ_TIME: std::time::Duration = std::time::Duration::from_millis(1);
 /// Peer events handed to the daemon per wakeup: a flood of services reaches the router a few
 /// at a time, between MIDI, not all in one turn.
 const PEER_EVENTS_PER_TURN: usize = 16;
@@ -219,8 +220,9 @@ impl Mdns {
         self.events.next_turn();
         let mut more = true;
         let mut bytes_read = 0;
+        let started = std::time::Instant::now();
         for _ in 0..READ_BATCH {
-            if bytes_read >= READ_BYTES {
+            if bytes_read >= READ_BYTES || started.elapsed() >= READ_TIME {
                 break;
             }
             match receive(socket, &mut self.buf) {

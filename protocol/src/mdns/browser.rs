@@ -26,6 +26,9 @@ const FLUSH_DELAY: Duration = Duration::from_secs(1);
 /// found yet (a flood of names that never resolve) make room for new ones, the oldest first,
 /// while peers already found keep theirs.
 const MAX_CACHE: usize = 512;
+/// A record has this long to become part of a found peer (its SRV and address queries are
+/// answered within it) before it may be evicted; also keeps a flood from churning the cache.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(10);
 /// Records of one message looked at. A real announcement has a handful per service; a
 /// 9000-byte message of hundreds would otherwise cost hundreds of cache searches at once.
 const MAX_RECORDS_PER_MESSAGE: usize = 64;
@@ -92,8 +95,8 @@ pub struct Browser {
     interval: Duration,
     pending: Vec<Pending>,
     reported: Vec<(Name, Resolved)>,
-    /// Set by a datagram that may have changed the cache: what that means for peers is worked
-    /// out when events are asked for, once per batch of datagrams rather than per datagram.
+    /// Set by a datagram that added records: what that means for peers is worked out when
+    /// events are asked for, once per batch of datagrams rather than per datagram.
     stale: Option<Instant>,
     rng: Rng,
     transmits: VecDeque<Transmit>,
@@ -145,8 +148,9 @@ impl Browser {
             .filter(|r| !is_address(r) && self.wanted(r))
             .take(MAX_RECORDS_PER_MESSAGE)
             .collect();
+        let mut added = false;
         for r in &named {
-            self.insert(now, r);
+            added |= self.insert(now, r);
         }
         // Addresses last: they are cached only for hosts an SRV names, which takes a search
         // of the cache each, so they count against the bound whether wanted or not.
@@ -155,10 +159,12 @@ impl Browser {
             .take(MAX_RECORDS_PER_MESSAGE - named.len());
         for r in addresses {
             if self.wanted(r) {
-                self.insert(now, r);
+                added |= self.insert(now, r);
             }
         }
-        self.stale = Some(now);
+        if added {
+            self.stale = Some(now);
+        }
     }
 
     /// Sends the queries that are due and expires records.
@@ -281,7 +287,9 @@ impl Browser {
         }
     }
 
-    fn insert(&mut self, now: Instant, r: &Record) {
+    /// Caches `r`; true if that added a record (what changes a peer's resolution: a refresh
+    /// of a known record does not, and expiries are worked out by `handle_timeout`).
+    fn insert(&mut self, now: Instant, r: &Record) -> bool {
         if r.cache_flush {
             // RFC 6762 §10.2: the rest of this record set goes in one second (unless it was
             // itself received within the last second: part of the same announcement).
@@ -301,7 +309,7 @@ impl Browser {
                 e.expires = e.expires.min(now + FLUSH_DELAY);
                 e.refresh_at = None;
             }
-            return;
+            return false;
         }
         let jitter = self.rng.below(REFRESH_JITTER_PERCENT_X100 + 1);
         let mut entry = Entry {
@@ -316,18 +324,25 @@ impl Browser {
         if let Some(e) = existing.and_then(|i| self.cache.get_mut(i)) {
             entry.serves = e.serves;
             *e = entry;
-        } else if self.cache.len() < MAX_CACHE || self.evict_one() {
+            false
+        } else if self.cache.len() < MAX_CACHE || self.evict_one(now) {
             self.cache.push(entry);
+            true
+        } else {
+            false
         }
     }
 
-    /// Drops the oldest record that serves no reported peer; false if every one does.
-    fn evict_one(&mut self) -> bool {
+    /// Drops the oldest record that serves no reported peer and had its chance to; false if
+    /// there is none.
+    fn evict_one(&mut self, now: Instant) -> bool {
         let victim = self
             .cache
             .iter()
             .enumerate()
-            .filter(|(_, e)| !e.serves)
+            .filter(|(_, e)| {
+                !e.serves && now.saturating_duration_since(e.received) >= EVICTABLE_AFTER
+            })
             .min_by_key(|(_, e)| e.received)
             .map(|(i, _)| i);
         victim.map(|i| self.cache.swap_remove(i)).is_some()
@@ -877,11 +892,12 @@ mod tests {
         let asked: usize = sent.iter().map(|(_, m)| m.questions.len()).sum();
         assert!(asked >= MAX_CACHE && sent.len() > 1);
         assert!(sent.iter().all(|(_, m)| m.to_bytes().len() <= MAX_PAYLOAD));
-        feed(
-            &mut b,
-            now + secs(1),
-            vec![ptr(4500), srv(120, 5004), a(120, 10)],
-        );
+        // Not before they had their chance to resolve.
+        let soon = now + (EVICTABLE_AFTER - secs(1));
+        feed(&mut b, soon, vec![ptr(4500), srv(120, 5004), a(120, 10)]);
+        assert!(events(&mut b).is_empty());
+        let later = now + EVICTABLE_AFTER;
+        feed(&mut b, later, vec![ptr(4500), srv(120, 5004), a(120, 10)]);
         assert_eq!(events(&mut b), vec![appeared(5004, &[10])]);
     }
 
