@@ -14,19 +14,22 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
+# This folder, not cargo-fuzz's default `fuzz/` beside the workspace root.
+fuzz() { cargo +nightly fuzz "$1" --fuzz-dir "$PWD" "${@:2}"; }
+
 # The [[bin]] names in Cargo.toml are the targets.
-mapfile -t targets < <(cargo +nightly fuzz list)
+mapfile -t targets < <(fuzz list)
 if [ "${#targets[@]}" -eq 0 ]; then
     echo "fuzz.sh: no targets in tests/fuzz/Cargo.toml" >&2
     exit 1
 fi
 
-cargo +nightly fuzz build
+fuzz build
 failed=()
 for target in "${targets[@]}"; do
     echo "== fuzz $target for ${seconds}s"
     mkdir -p "corpus/$target"
-    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 \
+    if ! fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 \
         >"target/fuzz-$target.log" 2>&1; then
         tail -n 40 "target/fuzz-$target.log" >&2
         failed+=("$target")
