@@ -17,8 +17,8 @@ use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage,
 };
 use protocol::mdns::{
-    Browser, BrowserEvent, Destination, Responder, ResponderEvent, ServiceId, Transmit, MDNS_IPV4,
-    MDNS_IPV6, MDNS_PORT,
+    Browser, BrowserEvent, Destination, Message, Responder, ResponderEvent, ServiceId, Transmit,
+    MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
 };
 use protocol::time::{Duration, Instant};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
@@ -232,8 +232,10 @@ impl Mdns {
                         continue;
                     };
                     if let Some(iface) = self.interfaces.iter_mut().find(|i| i.index == index) {
-                        iface.responder.handle_datagram(now, from, bytes);
-                        iface.browser.handle_datagram(now, from, bytes);
+                        if let Ok(msg) = Message::parse(bytes) {
+                            iface.responder.handle_message(now, from, &msg);
+                            iface.browser.handle_message(now, from, &msg);
+                        }
                         tap(from, index, bytes);
                     }
                 }

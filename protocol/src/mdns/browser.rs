@@ -131,9 +131,13 @@ impl Browser {
 
     /// A datagram received on UDP 5353 from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let Ok(msg) = Message::parse(bytes) else {
-            return;
-        };
+        if let Ok(msg) = Message::parse(bytes) {
+            self.handle_message(now, from, &msg);
+        }
+    }
+
+    /// [`Browser::handle_datagram`] for a message already parsed.
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
         // RFC 6762 §11, §18.3, §18.11: only responses from port 5353 with opcode and rcode 0.
         if !msg.is_response() || from.port() != MDNS_PORT || msg.opcode() != 0 || msg.rcode() != 0 {
             return;

@@ -372,12 +372,17 @@ impl Responder {
 
     /// A datagram received on UDP 5353 from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Ok(msg) = Message::parse(bytes) {
+            self.handle_message(now, from, &msg);
+        }
+    }
+
+    /// [`Responder::handle_datagram`] for a message already parsed (the browser of the same
+    /// interface needs it too: parsed once).
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
         if self.closed {
             return;
         }
-        let Ok(msg) = Message::parse(bytes) else {
-            return;
-        };
         // RFC 6762 §18.3, §18.11: other opcodes and rcodes are ignored.
         if msg.opcode() != 0 || msg.rcode() != 0 {
             return;
@@ -386,11 +391,11 @@ impl Responder {
             // RFC 6762 §11: responses not from port 5353 are ignored. Those from this host's
             // addresses are checked too: another responder here (avahi) may hold our name.
             if from.port() == MDNS_PORT {
-                self.check_conflicts(now, &msg);
+                self.check_conflicts(now, msg);
             }
         } else {
-            self.check_simultaneous_probe(now, &msg);
-            self.answer(now, from, &msg);
+            self.check_simultaneous_probe(now, msg);
+            self.answer(now, from, msg);
         }
     }
 
