@@ -12,9 +12,10 @@
 //! to `handle_datagram(now, from, bytes)` of both (or parses it once and gives both
 //! `handle_message`), calls `handle_timeout(now)` when `poll_timeout()` is reached, and after
 //! every input, or batch of datagrams, drains `poll_transmit()` and `poll_event()` (the
-//! browser works out what a batch changed when its events are asked for): [`Destination::Multicast`] goes to both groups of the interface (port 5353,
-//! sent from port 5353: RFC 6762 §11 makes peers ignore anything else),
-//! [`Destination::Unicast`] to that address. It tells the browser our own instance names
+//! browser works out what a batch changed when its events are asked for):
+//! [`Destination::Multicast`] goes to both groups of the interface (port 5353, sent from port
+//! 5353: RFC 6762 §11 makes peers ignore anything else), [`Destination::Unicast`] to that
+//! address. It tells the browser our own instance names
 //! ([`Browser::set_own_instances`] with [`Responder::instance_names`]) after every responder
 //! event.
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
