@@ -17,8 +17,8 @@ use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage,
 };
 use protocol::mdns::{
-    Browser, BrowserEvent, Destination, Responder, ResponderEvent, ServiceId, Transmit, MDNS_IPV4,
-    MDNS_IPV6, MDNS_PORT,
+    Browser, BrowserEvent, Destination, Message, Responder, ResponderEvent, ServiceId, Transmit,
+    MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
 };
 use protocol::time::{Duration, Instant};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
@@ -27,8 +27,14 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// mDNS messages stay under 9000 bytes (RFC 6762 §17).
 const MAX_DATAGRAM: usize = 9000;
-/// Datagrams read from one socket per wakeup, so a flood cannot starve the sessions.
-const READ_BATCH: usize = 64;
+/// Datagrams, bytes and time spent on one socket per wakeup, so that a flood cannot starve
+/// the sessions: the rest waits for the next turn of the loop (or is dropped by the kernel).
+const READ_BATCH: usize = 16;
+const READ_BYTES: usize = 16 * 1024;
+const READ_TIME: std::time::Duration = std::time::Duration::from_millis(1);
+/// Peer events handed to the daemon per wakeup: a flood of services reaches the router a few
+/// at a time, between MIDI, not all in one turn.
+const PEER_EVENTS_PER_TURN: usize = 16;
 /// A withdrawn instance of ours stays ours this long for the browsers, until our own goodbye
 /// has flushed it from their caches (one second after it is received, RFC 6762 §10.1).
 const RETIRE_TIME: Duration = Duration::from_secs(3);
@@ -92,7 +98,9 @@ pub struct Mdns {
     /// Withdrawn instance names, still ours until the time given.
     retired: Vec<(protocol::mdns::Name, Instant)>,
     peers: Peers,
-    events: VecDeque<PeerEvent>,
+    events: Paced<PeerEvent>,
+    /// The time of the last input, for a deadline of "at once" while events wait.
+    now: Instant,
     rescan_at: Instant,
     buf: Vec<u8>,
 }
@@ -123,7 +131,8 @@ impl Mdns {
             services: Vec::new(),
             retired: Vec::new(),
             peers: Peers::default(),
-            events: VecDeque::new(),
+            events: Paced::new(PEER_EVENTS_PER_TURN),
+            now,
             rescan_at: now,
             buf: vec![0; MAX_DATAGRAM],
         };
@@ -207,16 +216,26 @@ impl Mdns {
         else {
             return false;
         };
+        self.now = now;
+        self.events.next_turn();
         let mut more = true;
+        let mut bytes_read = 0;
+        let started = std::time::Instant::now();
         for _ in 0..READ_BATCH {
+            if bytes_read >= READ_BYTES || started.elapsed() >= READ_TIME {
+                break;
+            }
             match receive(socket, &mut self.buf) {
                 Ok((len, from, index)) => {
+                    bytes_read += len;
                     let Some(bytes) = self.buf.get(..len) else {
                         continue;
                     };
                     if let Some(iface) = self.interfaces.iter_mut().find(|i| i.index == index) {
-                        iface.responder.handle_datagram(now, from, bytes);
-                        iface.browser.handle_datagram(now, from, bytes);
+                        if let Ok(msg) = Message::parse(bytes) {
+                            iface.responder.handle_message(now, from, &msg);
+                            iface.browser.handle_message(now, from, &msg);
+                        }
                         tap(from, index, bytes);
                     }
                 }
@@ -245,6 +264,8 @@ impl Mdns {
 
     /// Runs what is due: the state machines' timers and the interface scan.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.events.next_turn();
         if self.rescan_at <= now {
             self.rescan(now);
         }
@@ -264,16 +285,20 @@ impl Mdns {
     }
 
     pub fn poll_timeout(&self) -> Instant {
+        let waiting = self.events.waiting().then_some(self.now);
         self.interfaces
             .iter()
             .flat_map(|i| [i.responder.poll_timeout(), i.browser.poll_timeout()])
             .flatten()
             .chain(self.retired.iter().map(|(_, until)| *until))
+            .chain(waiting)
             .fold(self.rescan_at, Instant::min)
     }
 
+    /// The next peer event, if this turn's share is not used up (then `poll_timeout` asks
+    /// for another turn at once).
     pub fn poll_event(&mut self) -> Option<PeerEvent> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// Sends what the state machines want sent and collects their events, until quiet.
@@ -303,7 +328,8 @@ impl Mdns {
                     }
                 }
                 while let Some(event) = iface.browser.poll_event() {
-                    self.peers.update(iface.index, event, &mut self.events);
+                    self.peers
+                        .update(iface.index, event, &mut self.events.queue);
                 }
             }
             if !renamed {
@@ -352,7 +378,8 @@ impl Mdns {
                 send(&self.v4, &self.v6, &iface, &t);
             }
             self.leave(&iface);
-            self.peers.forget_interface(iface.index, &mut self.events);
+            self.peers
+                .forget_interface(iface.index, &mut self.events.queue);
         }
         for f in found {
             if let Some(iface) = self.interfaces.iter_mut().find(|i| i.index == f.index) {
@@ -622,6 +649,41 @@ pub fn host_label(hostname: &str) -> String {
     }
 }
 
+/// A queue handed out at most `per_turn` items per turn.
+struct Paced<T> {
+    queue: VecDeque<T>,
+    per_turn: usize,
+    left: usize,
+}
+
+impl<T> Paced<T> {
+    fn new(per_turn: usize) -> Self {
+        Paced {
+            queue: VecDeque::new(),
+            per_turn,
+            left: per_turn,
+        }
+    }
+
+    fn next_turn(&mut self) {
+        self.left = self.per_turn;
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        self.left = self.left.checked_sub(1)?;
+        let item = self.queue.pop_front();
+        if item.is_none() {
+            self.left += 1;
+        }
+        item
+    }
+
+    /// Items held back for a later turn.
+    fn waiting(&self) -> bool {
+        self.left == 0 && !self.queue.is_empty()
+    }
+}
+
 /// Peers as the browsers of each interface report them, merged by instance name.
 #[derive(Default)]
 struct Peers {
@@ -855,5 +917,21 @@ mod tests {
         // A goodbye for something never seen is ignored.
         peers.update(3, gone("Nobody"), &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn peer_events_are_paced() {
+        let mut events = Paced::new(16);
+        events.queue.extend(0..100);
+        let mut turns = Vec::new();
+        while !events.queue.is_empty() {
+            events.next_turn();
+            turns.push(std::iter::from_fn(|| events.pop()).count());
+            assert_eq!(events.waiting(), !events.queue.is_empty());
+        }
+        assert_eq!(turns, vec![16, 16, 16, 16, 16, 16, 4]);
+        // Within its share, an event queued later in the turn still goes out in it.
+        events.queue.push_back(1);
+        assert_eq!(events.pop(), Some(1));
     }
 }

@@ -1,10 +1,10 @@
 //! The browser: continuous querying for `_apple-midi._udp.local` (RFC 6762 §5.2), a record
 //! cache with TTLs, refresh queries (§5.2), goodbyes and cache flushes (§10.1, §10.2), and
 //! resolution of each instance through SRV to host addresses (RFC 6763 §12).
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-use super::message::{Message, Question, RData, Record, Type};
+use super::message::{Message, Question, RData, Record, Type, HEADER_LEN};
 use super::name::Name;
 use super::{apple_midi_service, Destination, Transmit, MAX_PAYLOAD, MDNS_PORT};
 use crate::rng::Rng;
@@ -22,8 +22,18 @@ const REFRESH_PERCENT: [u64; 4] = [80, 85, 90, 95];
 const REFRESH_JITTER_PERCENT_X100: u64 = 200;
 /// RFC 6762 §10.1, §10.2: goodbyes and flushed records go after one second.
 const FLUSH_DELAY: Duration = Duration::from_secs(1);
-/// Bound on cached records, against floods.
+/// Bound on cached records, against floods; when it is reached, records that serve no peer
+/// found yet (a flood of names that never resolve) make room for new ones, the oldest first,
+/// while peers already found keep theirs.
 const MAX_CACHE: usize = 512;
+/// A record has this long to become part of a found peer (its SRV and address queries are
+/// answered within it) before it may be evicted; also keeps a flood from churning the cache.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(10);
+/// Records of one message looked at. A real announcement has a handful per service; a
+/// 9000-byte message of hundreds would otherwise cost hundreds of cache searches at once.
+const MAX_RECORDS_PER_MESSAGE: usize = 64;
+/// A question's type and class.
+const QUESTION_FIXED_LEN: usize = 4;
 
 /// What the browser found. `instance` is the instance label (the part before
 /// `._apple-midi._udp.local`), `host` the SRV target.
@@ -54,6 +64,8 @@ struct Entry {
     /// Refresh queries sent for this record (at most four).
     refreshes: usize,
     refresh_at: Option<Instant>,
+    /// Part of a reported peer's resolution (as of the last update): not evicted.
+    serves: bool,
 }
 
 /// A question we keep asking until it is answered.
@@ -83,6 +95,9 @@ pub struct Browser {
     interval: Duration,
     pending: Vec<Pending>,
     reported: Vec<(Name, Resolved)>,
+    /// Set by a datagram that added records: what that means for peers is worked out when
+    /// events are asked for, once per batch of datagrams rather than per datagram.
+    stale: Option<Instant>,
     rng: Rng,
     transmits: VecDeque<Transmit>,
     events: VecDeque<BrowserEvent>,
@@ -101,6 +116,7 @@ impl Browser {
             interval: FIRST_INTERVAL,
             pending: Vec::new(),
             reported: Vec::new(),
+            stale: None,
             rng,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -115,31 +131,44 @@ impl Browser {
 
     /// A datagram received on UDP 5353 from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let Ok(msg) = Message::parse(bytes) else {
-            return;
-        };
+        if let Ok(msg) = Message::parse(bytes) {
+            self.handle_message(now, from, &msg);
+        }
+    }
+
+    /// [`Browser::handle_datagram`] for a message already parsed.
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
         // RFC 6762 §11, §18.3, §18.11: only responses from port 5353 with opcode and rcode 0.
         if !msg.is_response() || from.port() != MDNS_PORT || msg.opcode() != 0 || msg.rcode() != 0 {
             return;
         }
-        let records: Vec<&Record> = msg
-            .answers
-            .iter()
-            .chain(&msg.authorities)
-            .chain(&msg.additionals)
+        let records = || {
+            msg.answers
+                .iter()
+                .chain(&msg.authorities)
+                .chain(&msg.additionals)
+        };
+        let named: Vec<&Record> = records()
+            .filter(|r| !is_address(r) && self.wanted(r))
+            .take(MAX_RECORDS_PER_MESSAGE)
             .collect();
-        // Addresses last: they are cached only for hosts an SRV names.
-        for r in records.iter().filter(|r| !is_address(r)) {
+        let mut added = false;
+        for r in &named {
+            added |= self.insert(now, r);
+        }
+        // Addresses last: they are cached only for hosts an SRV names, which takes a search
+        // of the cache each, so they count against the bound whether wanted or not.
+        let addresses = records()
+            .filter(|r| is_address(r))
+            .take(MAX_RECORDS_PER_MESSAGE - named.len());
+        for r in addresses {
             if self.wanted(r) {
-                self.insert(now, r);
+                added |= self.insert(now, r);
             }
         }
-        for r in records.iter().filter(|r| is_address(r)) {
-            if self.wanted(r) {
-                self.insert(now, r);
-            }
+        if added {
+            self.stale = Some(now);
         }
-        self.update(now);
     }
 
     /// Sends the queries that are due and expires records.
@@ -179,27 +208,41 @@ impl Browser {
             p.at = now + p.interval;
             p.interval = (p.interval * 2).min(MAX_RESOLVE_INTERVAL);
         }
-        if !questions.is_empty() {
-            let asks_ptr = questions
+        // As many messages as the questions need (a flood leaves many names to resolve);
+        // sizes counted uncompressed, an upper bound.
+        let mut messages: Vec<Message> = Vec::new();
+        let mut size = HEADER_LEN;
+        for q in questions {
+            let len = q.name.wire_len() + QUESTION_FIXED_LEN;
+            match messages.last_mut() {
+                Some(m) if size + len <= MAX_PAYLOAD => m.questions.push(q),
+                _ => {
+                    size = HEADER_LEN;
+                    messages.push(Message {
+                        questions: vec![q],
+                        ..Message::query()
+                    });
+                }
+            }
+            size += len;
+        }
+        // The PTR question, asked first, carries the known answers (RFC 6762 §7.1: as far as
+        // they fit, no multi-packet TC queries).
+        let service = &self.service;
+        if let Some(msg) = messages.first_mut().filter(|m| {
+            m.questions
                 .iter()
-                .any(|q| q.name == self.service && q.qtype == Type::PTR);
-            let known = if asks_ptr {
-                self.known_answers(now)
-            } else {
-                Vec::new()
-            };
-            let mut msg = Message {
-                questions,
-                ..Message::query()
-            };
-            // RFC 6762 §7.1: known answers as far as they fit (no multi-packet TC queries).
-            for k in known {
+                .any(|q| q.name == *service && q.qtype == Type::PTR)
+        }) {
+            for k in self.known_answers(now) {
                 msg.answers.push(k);
                 if msg.to_bytes().len() > MAX_PAYLOAD {
                     msg.answers.pop();
                     break;
                 }
             }
+        }
+        for msg in messages {
             self.transmits.push_back(Transmit {
                 dst: Destination::Multicast,
                 payload: msg.to_bytes(),
@@ -216,7 +259,11 @@ impl Browser {
             .flat_map(|e| [Some(e.expires), e.refresh_at])
             .flatten();
         let pending = self.pending.iter().map(|p| p.at);
-        cache.chain(pending).chain([self.next_query]).min()
+        cache
+            .chain(pending)
+            .chain(self.stale)
+            .chain([self.next_query])
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -224,6 +271,9 @@ impl Browser {
     }
 
     pub fn poll_event(&mut self) -> Option<BrowserEvent> {
+        if let Some(now) = self.stale {
+            self.update(now);
+        }
         self.events.pop_front()
     }
 
@@ -241,7 +291,9 @@ impl Browser {
         }
     }
 
-    fn insert(&mut self, now: Instant, r: &Record) {
+    /// Caches `r`; true if that added a record (what changes a peer's resolution: a refresh
+    /// of a known record does not, and expiries are worked out by `handle_timeout`).
+    fn insert(&mut self, now: Instant, r: &Record) -> bool {
         if r.cache_flush {
             // RFC 6762 §10.2: the rest of this record set goes in one second (unless it was
             // itself received within the last second: part of the same announcement).
@@ -261,7 +313,7 @@ impl Browser {
                 e.expires = e.expires.min(now + FLUSH_DELAY);
                 e.refresh_at = None;
             }
-            return;
+            return false;
         }
         let jitter = self.rng.below(REFRESH_JITTER_PERCENT_X100 + 1);
         let mut entry = Entry {
@@ -270,13 +322,34 @@ impl Browser {
             expires: now + Duration::from_secs(u64::from(r.ttl)),
             refreshes: 0,
             refresh_at: None,
+            serves: false,
         };
         entry.refresh_at = refresh_time(&entry, jitter);
         if let Some(e) = existing.and_then(|i| self.cache.get_mut(i)) {
+            entry.serves = e.serves;
             *e = entry;
-        } else if self.cache.len() < MAX_CACHE {
+            false
+        } else if self.cache.len() < MAX_CACHE || self.evict_one(now) {
             self.cache.push(entry);
+            true
+        } else {
+            false
         }
+    }
+
+    /// Drops the oldest record that serves no reported peer and had its chance to; false if
+    /// there is none.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        let victim = self
+            .cache
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                !e.serves && now.saturating_duration_since(e.received) >= EVICTABLE_AFTER
+            })
+            .min_by_key(|(_, e)| e.received)
+            .map(|(i, _)| i);
+        victim.map(|i| self.cache.swap_remove(i)).is_some()
     }
 
     /// Cached PTRs of the service with more than half their TTL left (RFC 6762 §7.1), with
@@ -297,90 +370,44 @@ impl Browser {
     }
 
     /// Works out each instance's resolution, reports differences and schedules queries for
-    /// what is missing.
+    /// what is missing; in time linear in the cache.
     fn update(&mut self, now: Instant) {
-        let mut instances: Vec<Name> = Vec::new();
-        for e in &self.cache {
-            if let RData::Ptr(target) = &e.record.data {
-                if e.record.name == self.service
-                    && !self.own.contains(target)
-                    && !instances.contains(target)
-                {
-                    instances.push(target.clone());
-                }
+        self.stale = None;
+        let (current, want, uses) = self.resolve();
+        let mut uses = uses.into_iter();
+        self.cache.retain_mut(|e| match uses.next() {
+            Some(Some(serves)) => {
+                e.serves = serves;
+                true
             }
-        }
-        let mut current: Vec<(Name, Resolved)> = Vec::new();
-        let mut want: Vec<(Name, Type)> = Vec::new();
-        for inst in &instances {
-            let srv = self.cache.iter().rev().find_map(|e| match &e.record.data {
-                RData::Srv { port, target, .. } if e.record.name == *inst => {
-                    Some((target.clone(), *port))
-                }
-                _ => None,
-            });
-            let Some((host, port)) = srv else {
-                want.push((inst.clone(), Type::SRV));
-                continue;
-            };
-            let mut addresses: Vec<IpAddr> = self
-                .cache
-                .iter()
-                .filter(|e| e.record.name == host)
-                .filter_map(|e| match e.record.data {
-                    RData::A(a) => Some(IpAddr::V4(a)),
-                    RData::Aaaa(a) => Some(IpAddr::V6(a)),
-                    _ => None,
-                })
-                .collect();
-            addresses.sort();
-            addresses.dedup();
-            if addresses.is_empty() {
-                want.push((host.clone(), Type::A));
-                want.push((host, Type::AAAA));
-                continue;
-            }
-            current.push((
-                inst.clone(),
-                Resolved {
-                    host,
-                    port,
-                    addresses,
-                },
-            ));
-        }
-        // Drop records nobody needs any more (an SRV of a vanished instance, say).
-        let hosts: Vec<Name> = current.iter().map(|(_, r)| r.host.clone()).collect();
-        self.cache.retain(|e| match &e.record.data {
-            RData::Srv { .. } => instances.contains(&e.record.name),
-            RData::A(_) | RData::Aaaa(_) => {
-                hosts.contains(&e.record.name) || want.iter().any(|(n, _)| *n == e.record.name)
-            }
-            _ => true,
+            Some(None) => false,
+            None => true,
         });
+        let wanted: HashSet<(&Name, Type)> = want.iter().map(|(n, t)| (n, *t)).collect();
         self.pending
-            .retain(|p| want.iter().any(|(n, t)| *n == p.name && *t == p.qtype));
-        for (name, qtype) in want {
-            if !self
-                .pending
-                .iter()
-                .any(|p| p.name == name && p.qtype == qtype)
-            {
-                self.pending.push(Pending {
-                    name,
-                    qtype,
-                    at: now,
-                    interval: FIRST_INTERVAL,
-                });
-            }
-        }
+            .retain(|p| wanted.contains(&(&p.name, p.qtype)));
+        let asked: HashSet<(&Name, Type)> =
+            self.pending.iter().map(|p| (&p.name, p.qtype)).collect();
+        let new: Vec<Pending> = want
+            .iter()
+            .filter(|(n, t)| !asked.contains(&(n, *t)))
+            .map(|(name, qtype)| Pending {
+                name: name.clone(),
+                qtype: *qtype,
+                at: now,
+                interval: FIRST_INTERVAL,
+            })
+            .collect();
+        self.pending.extend(new);
+        let after: HashSet<&Name> = current.iter().map(|(n, _)| n).collect();
         for (name, _) in &self.reported {
-            if !current.iter().any(|(n, _)| n == name) {
+            if !after.contains(name) {
                 self.events.push_back(BrowserEvent::Gone {
                     instance: label(name),
                 });
             }
         }
+        let before: HashMap<&Name, &Resolved> = self.reported.iter().map(|(n, r)| (n, r)).collect();
         for (name, new) in &current {
             let (instance, host, port, addresses) = (
                 label(name),
@@ -388,14 +415,14 @@ impl Browser {
                 new.port,
                 new.addresses.clone(),
             );
-            match self.reported.iter().find(|(n, _)| n == name) {
+            match before.get(name) {
                 None => self.events.push_back(BrowserEvent::Appeared {
                     instance,
                     host,
                     port,
                     addresses,
                 }),
-                Some((_, old)) if old != new => self.events.push_back(BrowserEvent::Changed {
+                Some(old) if *old != new => self.events.push_back(BrowserEvent::Changed {
                     instance,
                     host,
                     port,
@@ -405,6 +432,88 @@ impl Browser {
             }
         }
         self.reported = current;
+    }
+
+    /// Each instance's resolution from the cache, what is missing for the rest, and what
+    /// each cache entry (by index) is for: `None` if nothing (an SRV of a vanished instance, an
+    /// address no SRV names), else whether it serves a resolved instance.
+    #[allow(clippy::type_complexity)]
+    fn resolve(&self) -> (Vec<(Name, Resolved)>, Vec<(Name, Type)>, Vec<Option<bool>>) {
+        let mut instances: Vec<&Name> = Vec::new();
+        let mut seen: HashSet<&Name> = HashSet::new();
+        let mut srvs: HashMap<&Name, (&Name, u16, Instant)> = HashMap::new();
+        let mut host_addresses: HashMap<&Name, Vec<IpAddr>> = HashMap::new();
+        for e in &self.cache {
+            match &e.record.data {
+                RData::Ptr(target)
+                    if e.record.name == self.service
+                        && !self.own.contains(target)
+                        && seen.insert(target) =>
+                {
+                    instances.push(target);
+                }
+                // The newest SRV of an instance wins.
+                RData::Srv { port, target, .. } => {
+                    let srv = srvs
+                        .entry(&e.record.name)
+                        .or_insert((target, *port, e.received));
+                    if e.received >= srv.2 {
+                        *srv = (target, *port, e.received);
+                    }
+                }
+                RData::A(a) => host_addresses
+                    .entry(&e.record.name)
+                    .or_default()
+                    .push(IpAddr::V4(*a)),
+                RData::Aaaa(a) => host_addresses
+                    .entry(&e.record.name)
+                    .or_default()
+                    .push(IpAddr::V6(*a)),
+                _ => {}
+            }
+        }
+        let mut current = Vec::new();
+        let mut want = Vec::new();
+        let mut hosts: HashSet<&Name> = HashSet::new();
+        let mut resolved_hosts: HashSet<&Name> = HashSet::new();
+        let mut resolved: HashSet<&Name> = HashSet::new();
+        for inst in instances {
+            let Some(&(host, port, _)) = srvs.get(inst) else {
+                want.push((inst.clone(), Type::SRV));
+                continue;
+            };
+            hosts.insert(host);
+            let mut addresses = host_addresses.get(host).cloned().unwrap_or_default();
+            addresses.sort();
+            addresses.dedup();
+            if addresses.is_empty() {
+                want.push((host.clone(), Type::A));
+                want.push((host.clone(), Type::AAAA));
+                continue;
+            }
+            resolved.insert(inst);
+            resolved_hosts.insert(host);
+            let r = Resolved {
+                host: host.clone(),
+                port,
+                addresses,
+            };
+            current.push((inst.clone(), r));
+        }
+        let uses = self
+            .cache
+            .iter()
+            .map(|e| match &e.record.data {
+                RData::Ptr(target) => Some(resolved.contains(target)),
+                RData::Srv { .. } => seen
+                    .contains(&e.record.name)
+                    .then(|| resolved.contains(&e.record.name)),
+                _ => hosts
+                    .contains(&e.record.name)
+                    .then(|| resolved_hosts.contains(&e.record.name)),
+            })
+            .collect();
+        (current, want, uses)
     }
 }
 
@@ -724,5 +833,83 @@ mod tests {
         );
         feed(&mut b, T0, vec![other, a(120, 1)]);
         assert!(b.cache.is_empty());
+    }
+
+    /// Instance `Flood N` on host `fN.local`: PTR, SRV and A.
+    fn flood_service(i: usize) -> Vec<Record> {
+        let inst = apple_midi_service()
+            .prepend(format!("Flood {i}").as_bytes())
+            .unwrap();
+        let host = name(&format!("f{i}.local"));
+        let srv = RData::Srv {
+            priority: 0,
+            weight: 0,
+            port: 5004,
+            target: host.clone(),
+        };
+        vec![
+            Record::new(apple_midi_service(), 4500, false, RData::Ptr(inst.clone())),
+            Record::new(inst, 120, true, srv),
+            Record::new(host, 120, true, RData::A(Ipv4Addr::new(10, 1, 0, 1))),
+        ]
+    }
+
+    #[test]
+    fn a_flood_of_services_is_bounded_and_found_peers_stay() {
+        let mut b = Browser::new(T0, 5);
+        let now = T0 + secs(1);
+        feed(&mut b, now, vec![ptr(4500), srv(120, 5004), a(120, 10)]);
+        assert_eq!(events(&mut b), vec![appeared(5004, &[10])]);
+        let mut appeared = 0;
+        // In batches, as the daemon reads them.
+        for batch in 0..10_000 / 64 {
+            for i in 0..64 {
+                feed(&mut b, now, flood_service(batch * 64 + i));
+            }
+            for e in events(&mut b) {
+                assert!(matches!(e, BrowserEvent::Appeared { .. }), "{e:?}");
+                appeared += 1;
+            }
+            assert!(b.cache.len() <= MAX_CACHE);
+        }
+        assert!(appeared < MAX_CACHE / 3, "{appeared}");
+        // The queries that go out stay within the payload size.
+        let sent = run(&mut b, now + secs(10));
+        assert!(sent.iter().all(|(_, m)| m.to_bytes().len() <= MAX_PAYLOAD));
+        assert!(events(&mut b).is_empty());
+    }
+
+    #[test]
+    fn names_that_never_resolve_make_room_for_a_real_peer() {
+        let mut b = Browser::new(T0, 5);
+        let now = T0 + secs(1);
+        for i in 0..10_000 {
+            let junk = apple_midi_service()
+                .prepend(format!("Junk {i}").as_bytes())
+                .unwrap();
+            let ptr = Record::new(apple_midi_service(), 4500, false, RData::Ptr(junk));
+            feed(&mut b, now, vec![ptr]);
+        }
+        assert_eq!(b.cache.len(), MAX_CACHE);
+        // Asking for all their SRVs takes several messages, each small enough.
+        let sent = run(&mut b, now);
+        let asked: usize = sent.iter().map(|(_, m)| m.questions.len()).sum();
+        assert!(asked >= MAX_CACHE && sent.len() > 1);
+        assert!(sent.iter().all(|(_, m)| m.to_bytes().len() <= MAX_PAYLOAD));
+        // Not before they had their chance to resolve.
+        let soon = now + (EVICTABLE_AFTER - secs(1));
+        feed(&mut b, soon, vec![ptr(4500), srv(120, 5004), a(120, 10)]);
+        assert!(events(&mut b).is_empty());
+        let later = now + EVICTABLE_AFTER;
+        feed(&mut b, later, vec![ptr(4500), srv(120, 5004), a(120, 10)]);
+        assert_eq!(events(&mut b), vec![appeared(5004, &[10])]);
+    }
+
+    #[test]
+    fn records_looked_at_per_message_are_bounded() {
+        let mut b = Browser::new(T0, 5);
+        let records: Vec<Record> = (0..1000).map(|i| flood_service(i).remove(0)).collect();
+        feed(&mut b, T0, records);
+        assert_eq!(b.cache.len(), MAX_RECORDS_PER_MESSAGE);
     }
 }

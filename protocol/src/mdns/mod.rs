@@ -9,11 +9,13 @@
 //! The daemon owns the sockets (UDP 5353, joined to 224.0.0.251 and ff02::fb on each
 //! interface) and keeps one [`Responder`] and one [`Browser`] per interface, given that
 //! interface's addresses. It feeds every datagram received on the interface (either family)
-//! to `handle_datagram(now, from, bytes)` of both, calls `handle_timeout(now)` when
-//! `poll_timeout()` is reached, and after every input drains `poll_transmit()` and
-//! `poll_event()`: [`Destination::Multicast`] goes to both groups of the interface (port 5353,
-//! sent from port 5353: RFC 6762 §11 makes peers ignore anything else),
-//! [`Destination::Unicast`] to that address. It tells the browser our own instance names
+//! to `handle_datagram(now, from, bytes)` of both (or parses it once and gives both
+//! `handle_message`), calls `handle_timeout(now)` when `poll_timeout()` is reached, and after
+//! every input, or batch of datagrams, drains `poll_transmit()` and `poll_event()` (the
+//! browser works out what a batch changed when its events are asked for):
+//! [`Destination::Multicast`] goes to both groups of the interface (port 5353, sent from port
+//! 5353: RFC 6762 §11 makes peers ignore anything else), [`Destination::Unicast`] to that
+//! address. It tells the browser our own instance names
 //! ([`Browser::set_own_instances`] with [`Responder::instance_names`]) after every responder
 //! event.
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

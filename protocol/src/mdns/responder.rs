@@ -32,6 +32,18 @@ const PROBE_DEFENCE_GAP: Duration = Duration::from_millis(250);
 const MAX_CONFLICTS: usize = 15;
 const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
 const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
+/// The §8.1 rule alone lets a neighbour that answers every probe force a rename every few
+/// hundred milliseconds. So per name: after the first renames the new name is probed at once
+/// (a real clash is settled in a second or two), after later ones it waits [`RENAME_BACKOFF`]
+/// doubled each time, and there are at most [`MAX_RENAMES`] in any [`RENAME_WINDOW`].
+const FREE_RENAMES: usize = 3;
+const RENAME_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_RENAMES: usize = 10;
+const RENAME_WINDOW: Duration = Duration::from_secs(3600);
+/// Simultaneous-probe tie-breaks (§8.2) lost in a row before we give the name up: a
+/// neighbour that keeps probing for it would otherwise keep us from ever announcing
+/// (mDNSResponder's MAX_PROBE_RESTARTS does the same).
+const MAX_TIEBREAKS_LOST: u32 = 20;
 /// RFC 6762 §6: answers made only of shared records wait 20-120 ms (aggregating answers to
 /// several queriers); §7.2: 400-500 ms when the query says more known answers follow (TC).
 const SHARED_DELAY_MS: (u64, u64) = (20, 120);
@@ -126,6 +138,43 @@ impl Phase {
     }
 }
 
+/// The history of one of our names' conflicts, to keep a neighbour from churning it.
+#[derive(Clone, Debug, Default)]
+struct Claim {
+    /// When it was renamed in the last [`RENAME_WINDOW`] (at most [`MAX_RENAMES`]).
+    renames: VecDeque<Instant>,
+    /// Simultaneous-probe tie-breaks lost since it was last announced or renamed.
+    tiebreaks_lost: u32,
+}
+
+impl Claim {
+    /// Notes a rename at `now`; returns how long the new name waits before it is probed.
+    fn rename(&mut self, now: Instant) -> Duration {
+        self.tiebreaks_lost = 0;
+        while self
+            .renames
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= RENAME_WINDOW)
+            || self.renames.len() >= MAX_RENAMES
+        {
+            self.renames.pop_front();
+        }
+        self.renames.push_back(now);
+        let n = self.renames.len();
+        let backoff = match n.checked_sub(FREE_RENAMES + 1) {
+            None => Duration::ZERO,
+            Some(doublings) => RENAME_BACKOFF * (1u32 << doublings.min(16)),
+        };
+        if n < MAX_RENAMES {
+            return backoff;
+        }
+        // Renames happen only while probing, so holding the probe back until the oldest
+        // rename leaves the window keeps every window within the bound.
+        let oldest = self.renames.front().copied().unwrap_or(now);
+        backoff.max((oldest + RENAME_WINDOW).saturating_duration_since(now))
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Delayed {
     at: Instant,
@@ -141,6 +190,7 @@ struct Service {
     port: u16,
     txt: Vec<Vec<u8>>,
     phase: Phase,
+    claim: Claim,
 }
 
 /// Whose unique records: the host's or a service's (by index).
@@ -158,6 +208,7 @@ pub struct Responder {
     host_label: String,
     host: Name,
     host_phase: Phase,
+    host_claim: Claim,
     addresses: Vec<IpAddr>,
     services: Vec<Service>,
     next_id: u32,
@@ -193,6 +244,7 @@ impl Responder {
             host_label: host_label.to_owned(),
             host,
             host_phase,
+            host_claim: Claim::default(),
             addresses: sorted(addresses),
             services: Vec::new(),
             next_id: 0,
@@ -234,6 +286,7 @@ impl Responder {
             port,
             txt,
             phase,
+            claim: Claim::default(),
         });
         Ok(id)
     }
@@ -319,12 +372,17 @@ impl Responder {
 
     /// A datagram received on UDP 5353 from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Ok(msg) = Message::parse(bytes) {
+            self.handle_message(now, from, &msg);
+        }
+    }
+
+    /// [`Responder::handle_datagram`] for a message already parsed (the browser of the same
+    /// interface needs it too: parsed once).
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
         if self.closed {
             return;
         }
-        let Ok(msg) = Message::parse(bytes) else {
-            return;
-        };
         // RFC 6762 §18.3, §18.11: other opcodes and rcodes are ignored.
         if msg.opcode() != 0 || msg.rcode() != 0 {
             return;
@@ -333,11 +391,11 @@ impl Responder {
             // RFC 6762 §11: responses not from port 5353 are ignored. Those from this host's
             // addresses are checked too: another responder here (avahi) may hold our name.
             if from.port() == MDNS_PORT {
-                self.check_conflicts(now, &msg);
+                self.check_conflicts(now, msg);
             }
         } else {
-            self.check_simultaneous_probe(now, &msg);
-            self.answer(now, from, &msg);
+            self.check_simultaneous_probe(now, msg);
+            self.answer(now, from, msg);
         }
     }
 
@@ -366,9 +424,12 @@ impl Responder {
                     self.host_records(HOST_TTL),
                 ));
             }
-            Some(Step::Announce { .. }) => {
+            Some(Step::Announce { after_probe }) => {
                 announce.extend(self.host_records(HOST_TTL));
                 host_announced = true;
+                if after_probe {
+                    self.host_claim.tiebreaks_lost = 0;
+                }
             }
             None => {}
         }
@@ -392,6 +453,7 @@ impl Responder {
                             instance: svc.label.clone(),
                         };
                         self.events.push_back(ev);
+                        self.services[i].claim.tiebreaks_lost = 0;
                     }
                 }
             }
@@ -512,6 +574,11 @@ impl Responder {
     /// packets, looped back, are known by their data (§9: the same data is no conflict): what
     /// we own, or sent lately (stale after an address change or a rename). Another SRV target
     /// or port, or another address for our host name, is a conflict whoever sent it.
+    ///
+    /// A name is renamed only when its probes are answered; a conflict for an announced name
+    /// sends it back to probing under the same name (§9), so that one forged or stale packet
+    /// does not take it away. A name not yet probed (waiting to start) is not ours yet: its
+    /// holder will answer our probe.
     fn check_conflicts(&mut self, now: Instant, msg: &Message) {
         self.sent
             .retain(|(_, t)| now.saturating_duration_since(*t) < OWN_ECHO_TIME);
@@ -527,18 +594,29 @@ impl Responder {
                 r.name == name
                     && !ours.iter().any(|o| o.same_data(r))
                     && !self.sent.iter().any(|(o, _)| o.same_data(r))
-                    && (phase.is_probing()
-                        || (r.ttl > 0 && ours.iter().any(|o| o.rtype() == r.rtype())))
+                    && match phase {
+                        Phase::Probing { sent: 0, .. } => false,
+                        Phase::Probing { .. } => true,
+                        _ => r.ttl > 0 && ours.iter().any(|o| o.rtype() == r.rtype()),
+                    }
             });
-            if conflict {
+            if !conflict {
+                continue;
+            }
+            if phase.is_probing() {
                 self.rename(now, owner);
+            } else {
+                let global = self.note_conflict(now);
+                let phase = initial_probe(now + global, &mut self.rng);
+                self.set_phase(owner, phase);
             }
         }
     }
 
     /// RFC 6762 §8.2: another host probes for a name we are probing for; the lexicographically
     /// later record set wins, the loser waits a second and probes again. An identical set is
-    /// our own probe looped back.
+    /// our own probe looped back. A probe for a name we have announced is no tie: `answer`
+    /// defends it.
     fn check_simultaneous_probe(&mut self, now: Instant, msg: &Message) {
         if msg.authorities.is_empty() {
             return;
@@ -552,35 +630,65 @@ impl Responder {
                 continue;
             }
             let ours = sort_key(self.unique_records(owner, HOST_TTL).iter());
-            if ours < theirs {
+            if ours >= theirs {
+                continue;
+            }
+            let Some(claim) = self.claim_mut(owner) else {
+                continue;
+            };
+            claim.tiebreaks_lost += 1;
+            if claim.tiebreaks_lost > MAX_TIEBREAKS_LOST {
+                self.rename(now, owner);
+            } else {
                 let phase = Phase::Probing {
                     sent: 0,
                     at: now + TIEBREAK_DELAY,
                 };
-                match owner {
-                    Owner::Host => self.host_phase = phase,
-                    Owner::Service(i) => {
-                        if let Some(s) = self.services.get_mut(i) {
-                            s.phase = phase;
-                        }
-                    }
+                self.set_phase(owner, phase);
+            }
+        }
+    }
+
+    fn claim_mut(&mut self, owner: Owner) -> Option<&mut Claim> {
+        match owner {
+            Owner::Host => Some(&mut self.host_claim),
+            Owner::Service(i) => self.services.get_mut(i).map(|s| &mut s.claim),
+        }
+    }
+
+    fn set_phase(&mut self, owner: Owner, phase: Phase) {
+        match owner {
+            Owner::Host => self.host_phase = phase,
+            Owner::Service(i) => {
+                if let Some(s) = self.services.get_mut(i) {
+                    s.phase = phase;
                 }
             }
         }
     }
 
-    fn rename(&mut self, now: Instant, owner: Owner) {
+    /// Notes a conflict for RFC 6762 §8.1's rate limit; returns the wait it asks for.
+    fn note_conflict(&mut self, now: Instant) -> Duration {
         self.conflicts
             .retain(|t| now.saturating_duration_since(*t) < CONFLICT_WINDOW);
         self.conflicts.push_back(now);
-        let delay = if self.conflicts.len() > MAX_CONFLICTS {
+        if self.conflicts.len() > MAX_CONFLICTS {
             CONFLICT_BACKOFF
         } else {
             Duration::ZERO
+        }
+    }
+
+    /// Takes the next name for `owner` and probes it after the back-offs of §8.1 and
+    /// [`Claim::rename`].
+    fn rename(&mut self, now: Instant, owner: Owner) {
+        let global = self.note_conflict(now);
+        let Some(claim) = self.claim_mut(owner) else {
+            return;
         };
         let phase = Phase::Probing {
             sent: 0,
-            at: now + delay,
+            at: now + global.max(claim.rename(now)),
         };
         match owner {
             Owner::Host => {
@@ -1102,6 +1210,16 @@ mod tests {
         )
     }
 
+    /// Another host holds one of our announced names: its announcement sends the name back to
+    /// probing (RFC 6762 §9), and it answers our first probe. Returns when it did.
+    fn taken(r: &mut Responder, now: Instant, from: SocketAddr, theirs: Record) -> Instant {
+        r.handle_datagram(now, from, &response_with(vec![theirs.clone()]));
+        let probed = now + ms(250);
+        assert!(run(r, probed).iter().any(|(_, _, m)| !m.is_response()));
+        r.handle_datagram(probed, from, &response_with(vec![theirs]));
+        probed
+    }
+
     #[test]
     fn conflict_while_probing_renames() {
         let (mut r, id) = responder();
@@ -1120,6 +1238,7 @@ mod tests {
             })
         );
         let second = apple_midi_service().prepend(b"Studio (2)").unwrap();
+        run(&mut r, T0 + ms(400));
         r.handle_datagram(
             T0 + ms(400),
             PEER.parse().unwrap(),
@@ -1180,11 +1299,7 @@ mod tests {
             true,
             RData::A(Ipv4Addr::new(10, 0, 0, 2)),
         );
-        r.handle_datagram(
-            T0 + ms(6000),
-            PEER.parse().unwrap(),
-            &response_with(vec![other.clone()]),
-        );
+        taken(&mut r, T0 + ms(6000), PEER.parse().unwrap(), other.clone());
         assert!(matches!(
             r.poll_event(),
             Some(ResponderEvent::Registered { .. })
@@ -1211,6 +1326,7 @@ mod tests {
             &response_with(vec![Record { ttl: 0, ..other }]),
         );
         assert_eq!(r.poll_event(), None);
+        assert_eq!(r.poll_timeout(), None);
     }
 
     #[test]
@@ -1242,7 +1358,7 @@ mod tests {
             data: RData::A(Ipv4Addr::new(192, 168, 1, 99)),
             ..stale
         };
-        r.handle_datagram(now + ms(20), us, &response_with(vec![never]));
+        let now = taken(&mut r, now + ms(20), us, never);
         assert!(matches!(
             r.poll_event(),
             Some(ResponderEvent::HostRenamed { .. })
@@ -1252,8 +1368,13 @@ mod tests {
         assert_eq!(r.instance(twin), Some("Studio (2)"));
         assert_eq!(r.instance(id), Some("Studio"));
         // A conflict for the first picks a name neither uses.
-        let foreign = foreign_srv(studio());
-        r.handle_datagram(now, PEER.parse().unwrap(), &response_with(vec![foreign]));
+        run(&mut r, now + ms(5000));
+        taken(
+            &mut r,
+            now + ms(5000),
+            PEER.parse().unwrap(),
+            foreign_srv(studio()),
+        );
         assert_eq!(r.instance(id), Some("Studio (3)"));
     }
 
@@ -1291,7 +1412,7 @@ mod tests {
                 target: Name::from_dotted("host.local").unwrap(),
             },
         );
-        r.handle_datagram(T0 + ms(6000), us, &response_with(vec![srv.clone()]));
+        taken(&mut r, T0 + ms(6000), us, srv.clone());
         assert_eq!(r.instance(id), Some("Studio (2)"));
         // Our own SRV, from anywhere, is not; nor a goodbye.
         let (mut r, id) = ready();
@@ -1333,16 +1454,20 @@ mod tests {
             true,
             RData::A(Ipv4Addr::new(10, 0, 0, 2)),
         );
-        r.handle_datagram(now, PEER.parse().unwrap(), &response_with(vec![other]));
+        let now = taken(&mut r, now, PEER.parse().unwrap(), other);
         assert_eq!(r.host_name().to_string(), "host-2.local");
         for bytes in &old {
             r.handle_datagram(now + ms(5), "192.168.1.10:5353".parse().unwrap(), bytes);
         }
         assert_eq!(r.instance(id), Some("Studio"));
-        // Long after, the old data is no longer taken for ours.
+        // Long after, the old data is no longer taken for ours: a conflict.
         let late = now + OWN_ECHO_TIME + ms(10);
         run(&mut r, late);
+        assert_eq!(r.poll_timeout(), None);
         r.handle_datagram(late, PEER.parse().unwrap(), &old[0]);
+        assert!(r.poll_timeout().is_some_and(|t| t <= late + ms(250)));
+        run(&mut r, late + ms(250));
+        r.handle_datagram(late + ms(250), PEER.parse().unwrap(), &old[0]);
         assert_eq!(r.instance(id), Some("Studio (2)"));
     }
 
@@ -1608,23 +1733,171 @@ mod tests {
         assert_eq!(run(&mut r, sent_at + ms(1200)).len(), 1);
     }
 
+    /// A probe for `name` as another host would send it, proposing an SRV on `port`.
+    fn probe_for(name: Name, port: u16) -> Vec<u8> {
+        let target = Name::from_dotted("host.local").unwrap();
+        let srv = RData::Srv {
+            priority: 0,
+            weight: 0,
+            port,
+            target,
+        };
+        Message {
+            questions: vec![Question::new(name.clone(), Type::ANY)],
+            authorities: vec![Record::new(name, 120, true, srv)],
+            ..Message::query()
+        }
+        .to_bytes()
+    }
+
+    /// Runs `r` until `end`, a neighbour answering each datagram it sends with `reply`;
+    /// returns when each rename happened.
+    fn against(
+        r: &mut Responder,
+        end: Instant,
+        mut reply: impl FnMut(&Message) -> Option<Vec<u8>>,
+    ) -> Vec<Instant> {
+        let mut renames = Vec::new();
+        while let Some(t) = r.poll_timeout().filter(|&t| t <= end) {
+            r.handle_timeout(t);
+            for (_, m) in drain(r) {
+                if let Some(bytes) = reply(&m) {
+                    r.handle_datagram(t + ms(1), PEER.parse().unwrap(), &bytes);
+                }
+            }
+            while let Some(e) = r.poll_event() {
+                if let ResponderEvent::Renamed { .. } = e {
+                    renames.push(t);
+                }
+            }
+        }
+        renames
+    }
+
+    /// The probe in `m` for one of our service instances, if it is one.
+    fn probed_instance(m: &Message) -> Option<Name> {
+        let q = m.questions.first().filter(|_| !m.is_response())?;
+        (q.name.parent() == apple_midi_service()).then(|| q.name.clone())
+    }
+
+    #[test]
+    fn a_neighbour_answering_every_probe_gets_few_renames() {
+        // RFC 6762 §8.1's 15 conflicts in 10 s alone let it force about 100 renames a minute.
+        let (mut r, id) = responder();
+        let end = T0 + Duration::from_secs(3 * 3600);
+        let renames = against(&mut r, end, |m| {
+            Some(response_with(vec![foreign_srv(probed_instance(m)?)]))
+        });
+        // A real clash is settled at once; then the waits double.
+        assert!(renames[FREE_RENAMES] - renames[0] < ms(100), "{renames:?}");
+        let wait = |i: usize| renames[i + 1] - renames[i];
+        assert!(wait(FREE_RENAMES) >= RENAME_BACKOFF);
+        assert!(wait(FREE_RENAMES + 1) >= RENAME_BACKOFF * 2);
+        for (i, t) in renames.iter().enumerate() {
+            let in_hour = renames[i..]
+                .iter()
+                .take_while(|&&u| u - *t < RENAME_WINDOW)
+                .count();
+            assert!(in_hour <= MAX_RENAMES, "{in_hour} renames within an hour");
+        }
+        // Still trying, in case the neighbour goes.
+        assert!(renames.len() >= 2 * MAX_RENAMES, "{}", renames.len());
+        assert_eq!(
+            r.instance(id),
+            Some(format!("Studio ({})", renames.len() + 1).as_str())
+        );
+    }
+
     #[test]
     fn many_conflicts_slow_probing_down() {
-        let (mut r, id) = ready();
-        let mut now = T0 + ms(6000);
-        for _ in 0..16 {
-            now += ms(10);
-            let name = apple_midi_service()
-                .prepend(r.instance(id).unwrap().as_bytes())
-                .unwrap();
-            r.handle_datagram(
-                now,
-                PEER.parse().unwrap(),
-                &response_with(vec![foreign_srv(name)]),
-            );
+        // RFC 6762 §8.1: after 15 conflicts in 10 s, 5 s before the next probe (here 16
+        // services renamed once each, each within its own free renames).
+        let mut r = Responder::new(T0, "host", vec![ip("192.168.1.10")], 1).unwrap();
+        for i in 0..16 {
+            r.add_service(T0, &format!("S{i}"), 5004, vec![]).unwrap();
         }
-        assert_eq!(r.instance(id), Some("Studio (17)"));
-        assert_eq!(r.poll_timeout(), Some(now + ms(5000)));
+        let now = T0 + ms(300);
+        run(&mut r, now);
+        let taken: Vec<Record> = r.instance_names().into_iter().map(foreign_srv).collect();
+        r.handle_datagram(now, PEER.parse().unwrap(), &response_with(taken));
+        let renamed = r.instance_names();
+        let probed = |sent: &[(Instant, Destination, Message)]| {
+            renamed
+                .iter()
+                .filter(|n| {
+                    sent.iter().any(|(_, _, m)| {
+                        !m.is_response() && m.questions.iter().any(|q| q.name == **n)
+                    })
+                })
+                .count()
+        };
+        assert_eq!(probed(&run(&mut r, now + (CONFLICT_BACKOFF - ms(1)))), 15);
+        assert_eq!(probed(&run(&mut r, now + CONFLICT_BACKOFF)), 1);
+    }
+
+    #[test]
+    fn probes_for_an_announced_name_are_answered_not_yielded_to() {
+        // RFC 6762 §8.2 ties are for names being probed; one we announced is defended (§9).
+        let (mut r, id) = ready();
+        let start = T0 + ms(6000);
+        let mut defended = 0;
+        for i in 0..600 {
+            let now = start + ms(100 * i);
+            r.handle_datagram(now, PEER.parse().unwrap(), &probe_for(studio(), 9000));
+            let sent = drain(&mut r);
+            defended += sent
+                .iter()
+                .filter(|(_, m)| has(&m.answers, &studio(), Type::SRV))
+                .count();
+        }
+        assert_eq!(r.instance(id), Some("Studio"));
+        assert!(std::iter::from_fn(|| r.poll_event())
+            .all(|e| matches!(e, ResponderEvent::Registered { .. })));
+        // At most once per 250 ms (RFC 6762 §6): here every third probe.
+        assert_eq!(defended, 200);
+    }
+
+    #[test]
+    fn one_conflicting_announcement_does_not_take_an_announced_name() {
+        let (mut r, id) = ready();
+        r.poll_event();
+        let now = T0 + ms(6000);
+        r.handle_datagram(
+            now,
+            PEER.parse().unwrap(),
+            &response_with(vec![foreign_srv(studio())]),
+        );
+        // RFC 6762 §9: probed again under the same name; nobody answers, so it is ours.
+        assert_eq!(r.instance(id), Some("Studio"));
+        let sent = run(&mut r, now + ms(5000));
+        let probes = sent
+            .iter()
+            .filter(|(_, _, m)| probed_instance(m) == Some(studio()))
+            .count();
+        assert_eq!(probes, 3);
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::Registered {
+                id,
+                instance: "Studio".into()
+            })
+        );
+    }
+
+    #[test]
+    fn endless_simultaneous_probes_end_in_a_rename() {
+        // A neighbour that probes for our name each time we do, with data that wins the
+        // tie-break, would keep us unannounced for ever.
+        let (mut r, id) = responder();
+        let end = T0 + Duration::from_secs(120);
+        let renames = against(&mut r, end, |m| {
+            let name = probed_instance(m).filter(|n| *n == studio())?;
+            Some(probe_for(name, 9000))
+        });
+        assert_eq!(renames.len(), 1);
+        assert!(renames[0] - T0 >= TIEBREAK_DELAY * MAX_TIEBREAKS_LOST);
+        assert_eq!(r.instance(id), Some("Studio (2)"));
+        assert_eq!(r.poll_timeout(), None);
     }
 
     #[test]
