@@ -11,7 +11,7 @@ use crate::options::{
 };
 
 /// What the command line asks of the daemon, checked; `None` or empty where it says nothing.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CommandLine {
     /// 0 = warnings, 1 = info (-v), 2 = debug, 3+ = trace; -q forces errors only.
     pub verbosity: u8,

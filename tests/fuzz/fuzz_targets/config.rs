@@ -45,22 +45,8 @@ fuzz_target!(|data: &[u8]| {
 /// A command line that says nothing.
 fn command_line() -> config::CommandLine {
     config::CommandLine {
-        verbosity: 0,
-        quiet: false,
-        name: None,
-        port: None,
-        bind: Vec::new(),
-        connect: Vec::new(),
-        hub: false,
         no_alsa: true,
-        keep_connected: false,
-        alsa_name: None,
-        sysex_rate: None,
-        playout_delay: None,
-        export_auto: None,
         no_mdns: true,
-        mdns_interfaces: Vec::new(),
-        config: None,
-        control: None,
+        ..Default::default()
     }
 }
