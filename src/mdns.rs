@@ -17,8 +17,8 @@ use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage,
 };
 use protocol::mdns::{
-    Browser, BrowserEvent, Destination, Message, Responder, ResponderEvent, ServiceId, Transmit,
-    MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
+    midi2_service, midi2_txt, Browser, BrowserEvent, Destination, Message, Responder,
+    ResponderEvent, ServiceId, Transmit, MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
 };
 use protocol::time::{Duration, Instant};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
@@ -62,6 +62,17 @@ struct Wanted {
     key: u32,
     name: String,
     port: u16,
+    kind: ServiceKind,
+}
+
+/// What a service we announce is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    AppleMidi,
+    /// A Network MIDI 2.0 host with its UMP endpoint's product instance id.
+    Midi2 {
+        product_id: String,
+    },
 }
 
 struct Interface {
@@ -158,15 +169,24 @@ impl Mdns {
     }
 
     /// Announces `name` on `port` on every interface (probing first).
-    pub fn add_service(&mut self, now: Instant, key: u32, name: &str, port: u16) {
-        self.services.push(Wanted {
+    pub fn add_service(
+        &mut self,
+        now: Instant,
+        key: u32,
+        kind: ServiceKind,
+        name: &str,
+        port: u16,
+    ) {
+        let wanted = Wanted {
             key,
             name: name.to_owned(),
             port,
-        });
+            kind,
+        };
         for iface in &mut self.interfaces {
-            add_to(iface, now, key, name, port);
+            add_to(iface, now, &wanted);
         }
+        self.services.push(wanted);
         self.sync_own(now);
         self.flush(now);
     }
@@ -409,7 +429,7 @@ impl Mdns {
             };
             self.join(&iface);
             for s in &self.services {
-                add_to(&mut iface, now, s.key, &s.name, s.port);
+                add_to(&mut iface, now, s);
             }
             info!(
                 "mDNS: on {} ({:?}) as {}",
@@ -449,10 +469,22 @@ impl Mdns {
     }
 }
 
-fn add_to(iface: &mut Interface, now: Instant, key: u32, name: &str, port: u16) {
-    match iface.responder.add_service(now, name, port, Vec::new()) {
-        Ok(id) => iface.services.push((key, id)),
-        Err(e) => warn!("mDNS: cannot announce {name:?}: {e:?}"),
+fn add_to(iface: &mut Interface, now: Instant, s: &Wanted) {
+    let added = match &s.kind {
+        ServiceKind::AppleMidi => iface
+            .responder
+            .add_service(now, &s.name, s.port, Vec::new()),
+        ServiceKind::Midi2 { product_id } => iface.responder.add_service_of_type(
+            now,
+            midi2_service(),
+            &s.name,
+            s.port,
+            midi2_txt(&s.name, product_id),
+        ),
+    };
+    match added {
+        Ok(id) => iface.services.push((s.key, id)),
+        Err(e) => warn!("mDNS: cannot announce {:?}: {e:?}", s.name),
     }
 }
 

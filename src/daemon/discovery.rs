@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use log::{debug, warn};
 use reactor::Interest;
 
+use super::listener::product_id;
 use super::{to_std_time, Ctx, Daemon, TimerId};
-use crate::mdns::{self, Mdns, PeerEvent};
+use crate::mdns::{self, Mdns, PeerEvent, ServiceKind};
 use crate::options::ConnectTarget;
 use crate::router::{ListenerId, ListenerKind};
 
@@ -47,19 +48,18 @@ impl Daemon {
     /// Announces listener `id` under its name on its port.
     pub(super) fn announce(&mut self, ctx: &mut Ctx, id: ListenerId) {
         let now = self.now(ctx);
-        // Our mDNS speaks `_apple-midi._udp` only so far; `_midi2._udp` is still to come.
-        if self
-            .router
-            .listener(id)
-            .is_some_and(|l| l.kind == ListenerKind::Midi2)
-        {
-            return;
-        }
         let (Some(mdns), Some(listener)) = (self.mdns.as_mut(), self.listeners.get(&id)) else {
             return;
         };
+        // A Network MIDI 2.0 host under `_midi2._udp`, with its UMP endpoint's TXT keys.
+        let kind = match self.router.listener(id).map(|l| l.kind) {
+            Some(ListenerKind::Midi2) => ServiceKind::Midi2 {
+                product_id: product_id(&listener.name),
+            },
+            _ => ServiceKind::AppleMidi,
+        };
         match listener.port() {
-            Some(port) => mdns.add_service(now, id.index(), &listener.name, port),
+            Some(port) => mdns.add_service(now, id.index(), kind, &listener.name, port),
             None => warn!("mDNS: cannot announce {:?}: no local port", listener.name),
         }
         self.mdns_events(ctx);

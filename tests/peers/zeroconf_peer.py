@@ -27,7 +27,7 @@ import threading
 
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
-SERVICE = "_apple-midi._udp.local."
+SERVICE = "_apple-midi._udp.local."  # --service replaces it
 
 
 def emit(**fields):
@@ -57,6 +57,7 @@ def ip_version(interfaces):
 
 
 def main():
+    global SERVICE  # --service: every use below, instance_of included
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--interface", action="append", required=True,
                     help="address (or IPv6 interface index) to use; repeatable")
@@ -67,7 +68,10 @@ def main():
                     help="address to announce (default: the --interface addresses)")
     ap.add_argument("--browse", action="store_true", help="browse for _apple-midi._udp")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds to run")
+    ap.add_argument("--service", default=SERVICE,
+                    help="service type to register and browse (e.g. _midi2._udp.local.)")
     args = ap.parse_args()
+    SERVICE = args.service
 
     interfaces = [parse_interface(i) for i in args.interface]
     zc = Zeroconf(interfaces=interfaces, ip_version=ip_version(interfaces))
@@ -116,6 +120,10 @@ def main():
             continue
         fields = dict(instance=instance, host=resolved.server, port=resolved.port,
                       addresses=sorted(resolved.parsed_addresses()))
+        txt = {k.decode(errors="replace"): (v or b"").decode(errors="replace")
+               for k, v in resolved.properties.items() if k}
+        if txt:
+            fields["txt"] = txt
         if known.get(name) != fields:
             emit(event="added" if name not in known else "updated", **fields)
             known[name] = fields

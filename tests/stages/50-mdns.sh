@@ -146,6 +146,11 @@ ip netns exec "$A" "$PY" "$PEER" --interface "$IFA" --browse --duration 300 \
     >"$OUT/zc6.jsonl" 2>"$OUT/zc6.err" &
 ZC6=$!; PIDS+=($ZC6)
 
+# --- python-zeroconf in A browsing Network MIDI 2.0 hosts
+ip netns exec "$A" "$PY" "$PEER" --interface $IPA --service _midi2._udp.local. --browse \
+    --duration 300 >"$OUT/zc-midi2.jsonl" 2>"$OUT/zc-midi2.err" &
+PIDS+=($!)
+
 # --- our daemon in B, on every multicast interface of the namespace (just the veth end)
 ip netns exec "$B" "$BIN" -v --no-alsa -n Stage -p 5004 -b $IPB >"$OUT/ours.log" 2>&1 &
 OURS=$!; PIDS+=($OURS)
@@ -153,6 +158,9 @@ OURS=$!; PIDS+=($OURS)
 check "we announce Stage" wait_for "$OUT/ours.log" "announced as \"Stage\" on $VB" 20
 check "zeroconf (IPv4) resolves Stage to $IPB:5004" wait_for "$OUT/zc4.jsonl" \
     "\"added\", \"instance\": \"Stage\", \"host\": \"[^\"]*-rtpmidid.local.\", \"port\": 5004, \"addresses\": \[[^]]*\"$IPB\"" 30
+check "zeroconf resolves our MIDI 2.0 host Stage to $IPB:5673 with its UMP endpoint" \
+    wait_for "$OUT/zc-midi2.jsonl" \
+    "\"instance\": \"Stage\", .*\"port\": 5673, .*\"UMPEndpointName\": \"Stage\", \"ProductInstanceId\": \"rtpmidid-" 30
 check "zeroconf (IPv6) resolves Stage to [$IP6B]:5004" wait_for "$OUT/zc6.jsonl" \
     "\"instance\": \"Stage\", .*\"port\": 5004, \"addresses\": \[[^]]*\"$IP6B\"" 30
 check "avahi (same host) resolves Stage over IPv4" wait_for "$OUT/avahi-browse.txt" \

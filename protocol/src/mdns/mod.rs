@@ -96,5 +96,21 @@ pub fn apple_midi_service() -> Name {
     Name::from_dotted(APPLE_MIDI_SERVICE).unwrap_or_default()
 }
 
+/// Network MIDI 2.0 (UDP) hosts announce themselves under this type.
+pub const MIDI2_SERVICE: &str = "_midi2._udp.local";
+
+pub fn midi2_service() -> Name {
+    Name::from_dotted(MIDI2_SERVICE).unwrap_or_default()
+}
+
+/// The TXT strings of a Network MIDI 2.0 host: its UMP endpoint name and product instance id,
+/// under the keys amidi2net and Windows MIDI Services use.
+pub fn midi2_txt(endpoint_name: &str, product_id: &str) -> Vec<Vec<u8>> {
+    vec![
+        format!("UMPEndpointName={endpoint_name}").into_bytes(),
+        format!("ProductInstanceId={product_id}").into_bytes(),
+    ]
+}
+
 #[cfg(test)]
 mod tests;

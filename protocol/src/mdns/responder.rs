@@ -185,6 +185,8 @@ struct Delayed {
 #[derive(Clone, Debug)]
 struct Service {
     id: ServiceId,
+    /// `_apple-midi._udp.local`, `_midi2._udp.local`, ...
+    service_type: Name,
     label: String,
     name: Name,
     port: u16,
@@ -204,7 +206,6 @@ enum Owner {
 /// the daemon drives it.
 #[derive(Debug)]
 pub struct Responder {
-    service_type: Name,
     host_label: String,
     host: Name,
     host_phase: Phase,
@@ -240,7 +241,6 @@ impl Responder {
         let mut rng = Rng::new(seed);
         let host_phase = initial_probe(now, &mut rng);
         Ok(Responder {
-            service_type: apple_midi_service(),
             host_label: host_label.to_owned(),
             host,
             host_phase,
@@ -269,7 +269,19 @@ impl Responder {
         port: u16,
         txt: Vec<Vec<u8>>,
     ) -> Result<ServiceId, Error> {
-        let (label, name) = self.free_instance(instance.to_owned())?;
+        self.add_service_of_type(now, apple_midi_service(), instance, port, txt)
+    }
+
+    /// [`Responder::add_service`] under another service type (`_midi2._udp.local`).
+    pub fn add_service_of_type(
+        &mut self,
+        now: Instant,
+        service_type: Name,
+        instance: &str,
+        port: u16,
+        txt: Vec<Vec<u8>>,
+    ) -> Result<ServiceId, Error> {
+        let (label, name) = self.free_instance(&service_type, instance.to_owned())?;
         let id = ServiceId(self.next_id);
         self.next_id += 1;
         let phase = initial_probe(now, &mut self.rng);
@@ -281,6 +293,7 @@ impl Responder {
         };
         self.services.push(Service {
             id,
+            service_type,
             label,
             name,
             port,
@@ -299,8 +312,12 @@ impl Responder {
         let svc = self.services.remove(i);
         if !svc.phase.is_probing() {
             let mut goodbye = self.service_records(&svc, 0);
-            if !self.services.iter().any(|s| !s.phase.is_probing()) {
-                goodbye.push(self.services_ptr(0));
+            let type_left = self
+                .services
+                .iter()
+                .any(|s| !s.phase.is_probing() && s.service_type == svc.service_type);
+            if !type_left {
+                goodbye.push(services_ptr(&svc.service_type, 0));
             }
             self.queue(
                 now,
@@ -335,9 +352,7 @@ impl Responder {
         for s in self.services.iter().filter(|s| !s.phase.is_probing()) {
             goodbye.extend(self.service_records(s, 0));
         }
-        if !goodbye.is_empty() {
-            goodbye.push(self.services_ptr(0));
-        }
+        goodbye.extend(self.services_ptrs(0));
         if !self.host_phase.is_probing() {
             goodbye.extend(self.host_records(0));
         }
@@ -460,7 +475,7 @@ impl Responder {
         }
         self.queue_probes(probes);
         if any_service {
-            announce.push(self.services_ptr(OTHER_TTL));
+            announce.extend(self.services_ptrs(OTHER_TTL));
         }
         if !announce.is_empty() {
             // Addresses ride along as additionals so browsers resolve in one packet.
@@ -531,7 +546,7 @@ impl Responder {
     fn service_records(&self, svc: &Service, ttl: u32) -> Vec<Record> {
         let ptr_ttl = if ttl == 0 { 0 } else { OTHER_TTL };
         let ptr = Record::new(
-            self.service_type.clone(),
+            svc.service_type.clone(),
             ptr_ttl,
             false,
             RData::Ptr(svc.name.clone()),
@@ -541,10 +556,15 @@ impl Responder {
         v
     }
 
-    /// `_services._dns-sd._udp.local PTR _apple-midi._udp.local` (RFC 6763 §9).
-    fn services_ptr(&self, ttl: u32) -> Record {
-        let name = Name::from_dotted("_services._dns-sd._udp.local").unwrap_or_default();
-        Record::new(name, ttl, false, RData::Ptr(self.service_type.clone()))
+    /// The service type enumeration PTRs of the types we have announced services of.
+    fn services_ptrs(&self, ttl: u32) -> Vec<Record> {
+        let mut types: Vec<&Name> = Vec::new();
+        for s in self.services.iter().filter(|s| !s.phase.is_probing()) {
+            if !types.contains(&&s.service_type) {
+                types.push(&s.service_type);
+            }
+        }
+        types.into_iter().map(|t| services_ptr(t, ttl)).collect()
     }
 
     fn unique_records(&self, owner: Owner, ttl: u32) -> Vec<Record> {
@@ -710,7 +730,10 @@ impl Responder {
                 let Some(s) = self.services.get(i) else {
                     return;
                 };
-                let Ok((to, name)) = self.free_instance(next_instance_label(&s.label)) else {
+                let service_type = s.service_type.clone();
+                let Ok((to, name)) =
+                    self.free_instance(&service_type, next_instance_label(&s.label))
+                else {
                     return;
                 };
                 let Some(s) = self.services.get_mut(i) else {
@@ -726,9 +749,13 @@ impl Responder {
     }
 
     /// `label`, or the first of `label (2)`, `label (3)`, ... that none of our services uses.
-    fn free_instance(&self, mut label: String) -> Result<(String, Name), Error> {
+    fn free_instance(
+        &self,
+        service_type: &Name,
+        mut label: String,
+    ) -> Result<(String, Name), Error> {
         loop {
-            let name = self.service_type.prepend(label.as_bytes())?;
+            let name = service_type.prepend(label.as_bytes())?;
             if !self.services.iter().any(|s| s.name == name) {
                 return Ok((label, name));
             }
@@ -742,14 +769,10 @@ impl Responder {
         if !self.host_phase.is_probing() {
             v.extend(self.host_records(HOST_TTL));
         }
-        let mut any = false;
         for s in self.services.iter().filter(|s| !s.phase.is_probing()) {
             v.extend(self.service_records(s, HOST_TTL));
-            any = true;
         }
-        if any {
-            v.push(self.services_ptr(OTHER_TTL));
-        }
+        v.extend(self.services_ptrs(OTHER_TTL));
         v
     }
 
@@ -1064,6 +1087,12 @@ fn next_instance_label(label: &str) -> String {
 fn next_host_label(label: &str) -> String {
     let (base, n) = split_counter(label, "-", "");
     with_suffix(base, &format!("-{}", n.saturating_add(1)))
+}
+
+/// `_services._dns-sd._udp.local PTR <service type>` (RFC 6763 §9).
+fn services_ptr(service_type: &Name, ttl: u32) -> Record {
+    let name = Name::from_dotted("_services._dns-sd._udp.local").unwrap_or_default();
+    Record::new(name, ttl, false, RData::Ptr(service_type.clone()))
 }
 
 #[cfg(test)]
@@ -1695,6 +1724,45 @@ mod tests {
         let sent = run(&mut r, T0 + ms(6200));
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].2.answers[0].data, RData::Ptr(apple_midi_service()));
+    }
+
+    #[test]
+    fn a_midi2_host_is_announced_under_its_own_type_beside_apple_midi() {
+        use crate::mdns::{midi2_service, midi2_txt};
+        let mut r = Responder::new(T0, "host", vec![ip("192.168.1.10")], 1).unwrap();
+        r.add_service(T0, "Studio", 5004, Vec::new()).unwrap();
+        let txt = midi2_txt("Studio", "id-1");
+        r.add_service_of_type(T0, midi2_service(), "Studio", 5673, txt.clone())
+            .unwrap();
+        let sent = run(&mut r, T0 + ms(5000));
+        let records: Vec<&Record> = sent.iter().flat_map(|(_, _, m)| &m.answers).collect();
+        let m2 = midi2_service().prepend(b"Studio").unwrap();
+        assert!(records
+            .iter()
+            .any(|r| r.name == midi2_service() && r.data == RData::Ptr(m2.clone())));
+        assert!(records
+            .iter()
+            .any(|r| r.name == m2 && r.data == RData::Txt(txt.clone())));
+        assert!(records
+            .iter()
+            .any(|r| r.name == m2 && matches!(&r.data, RData::Srv { port: 5673, .. })));
+        // The same instance name under both types: no conflict, no rename.
+        assert!(records.iter().any(|r| r.name == studio()));
+        // Service type enumeration lists both types (RFC 6763 §9).
+        let meta = Name::from_dotted("_services._dns-sd._udp.local").unwrap();
+        let q = Message {
+            questions: vec![Question::new(meta, Type::PTR)],
+            ..Message::query()
+        };
+        r.handle_datagram(T0 + ms(6000), PEER.parse().unwrap(), &q.to_bytes());
+        let sent = run(&mut r, T0 + ms(6200));
+        let types: Vec<&RData> = sent
+            .iter()
+            .flat_map(|(_, _, m)| &m.answers)
+            .map(|r| &r.data)
+            .collect();
+        assert!(types.contains(&&RData::Ptr(apple_midi_service())));
+        assert!(types.contains(&&RData::Ptr(midi2_service())));
     }
 
     #[test]
