@@ -57,6 +57,20 @@ pub enum PeerEvent {
     Gone { name: String },
 }
 
+/// A peer event of `_apple-midi._udp`, or of `_midi2._udp` (`midi2`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    pub midi2: bool,
+    pub event: PeerEvent,
+}
+
+/// Moves `events` into the paced queue, marked with their protocol.
+fn queue(paced: &mut Paced<Discovery>, midi2: bool, events: &mut VecDeque<PeerEvent>) {
+    paced
+        .queue
+        .extend(events.drain(..).map(|event| Discovery { midi2, event }));
+}
+
 /// A service we announce, under a key of the daemon's choosing (its listener id).
 struct Wanted {
     key: u32,
@@ -80,7 +94,9 @@ struct Interface {
     name: String,
     addresses: Vec<IpAddr>,
     responder: Responder,
+    /// `_apple-midi._udp`, and `_midi2._udp` (Network MIDI 2.0 hosts).
     browser: Browser,
+    midi2_browser: Browser,
     services: Vec<(u32, ServiceId)>,
 }
 
@@ -109,7 +125,8 @@ pub struct Mdns {
     /// Withdrawn instance names, still ours until the time given.
     retired: Vec<(protocol::mdns::Name, Instant)>,
     peers: Peers,
-    events: Paced<PeerEvent>,
+    midi2_peers: Peers,
+    events: Paced<Discovery>,
     /// The time of the last input, for a deadline of "at once" while events wait.
     now: Instant,
     rescan_at: Instant,
@@ -142,6 +159,10 @@ impl Mdns {
             services: Vec::new(),
             retired: Vec::new(),
             peers: Peers::default(),
+            midi2_peers: Peers {
+                kind: " (MIDI 2.0)",
+                ..Peers::default()
+            },
             events: Paced::new(PEER_EVENTS_PER_TURN),
             now,
             rescan_at: now,
@@ -255,6 +276,7 @@ impl Mdns {
                         if let Ok(msg) = Message::parse(bytes) {
                             iface.responder.handle_message(now, from, &msg);
                             iface.browser.handle_message(now, from, &msg);
+                            iface.midi2_browser.handle_message(now, from, &msg);
                         }
                         tap(from, index, bytes);
                     }
@@ -297,8 +319,10 @@ impl Mdns {
             if iface.responder.poll_timeout().is_some_and(|t| t <= now) {
                 iface.responder.handle_timeout(now);
             }
-            if iface.browser.poll_timeout().is_some_and(|t| t <= now) {
-                iface.browser.handle_timeout(now);
+            for browser in [&mut iface.browser, &mut iface.midi2_browser] {
+                if browser.poll_timeout().is_some_and(|t| t <= now) {
+                    browser.handle_timeout(now);
+                }
             }
         }
         self.flush(now);
@@ -308,7 +332,13 @@ impl Mdns {
         let waiting = self.events.waiting().then_some(self.now);
         self.interfaces
             .iter()
-            .flat_map(|i| [i.responder.poll_timeout(), i.browser.poll_timeout()])
+            .flat_map(|i| {
+                [
+                    i.responder.poll_timeout(),
+                    i.browser.poll_timeout(),
+                    i.midi2_browser.poll_timeout(),
+                ]
+            })
             .flatten()
             .chain(self.retired.iter().map(|(_, until)| *until))
             .chain(waiting)
@@ -317,7 +347,7 @@ impl Mdns {
 
     /// The next peer event, if this turn's share is not used up (then `poll_timeout` asks
     /// for another turn at once).
-    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+    pub fn poll_event(&mut self) -> Option<Discovery> {
         self.events.pop()
     }
 
@@ -330,6 +360,9 @@ impl Mdns {
                     send(&self.v4, &self.v6, iface, &t);
                 }
                 while let Some(t) = iface.browser.poll_transmit() {
+                    send(&self.v4, &self.v6, iface, &t);
+                }
+                while let Some(t) = iface.midi2_browser.poll_transmit() {
                     send(&self.v4, &self.v6, iface, &t);
                 }
                 while let Some(event) = iface.responder.poll_event() {
@@ -347,10 +380,15 @@ impl Mdns {
                         }
                     }
                 }
+                let mut found = VecDeque::new();
                 while let Some(event) = iface.browser.poll_event() {
-                    self.peers
-                        .update(iface.index, event, &mut self.events.queue);
+                    self.peers.update(iface.index, event, &mut found);
                 }
+                queue(&mut self.events, false, &mut found);
+                while let Some(event) = iface.midi2_browser.poll_event() {
+                    self.midi2_peers.update(iface.index, event, &mut found);
+                }
+                queue(&mut self.events, true, &mut found);
             }
             if !renamed {
                 break;
@@ -369,6 +407,7 @@ impl Mdns {
             .collect();
         for iface in &mut self.interfaces {
             iface.browser.set_own_instances(now, own.clone());
+            iface.midi2_browser.set_own_instances(now, own.clone());
         }
     }
 
@@ -398,8 +437,11 @@ impl Mdns {
                 send(&self.v4, &self.v6, &iface, &t);
             }
             self.leave(&iface);
-            self.peers
-                .forget_interface(iface.index, &mut self.events.queue);
+            let mut gone = VecDeque::new();
+            self.peers.forget_interface(iface.index, &mut gone);
+            queue(&mut self.events, false, &mut gone);
+            self.midi2_peers.forget_interface(iface.index, &mut gone);
+            queue(&mut self.events, true, &mut gone);
         }
         for f in found {
             if let Some(iface) = self.interfaces.iter_mut().find(|i| i.index == f.index) {
@@ -425,6 +467,7 @@ impl Mdns {
                 addresses: f.addresses,
                 responder,
                 browser: Browser::new(now, self.seed ^ 0x5a5a),
+                midi2_browser: Browser::for_service(now, midi2_service(), self.seed ^ 0xa5a5),
                 services: Vec::new(),
             };
             self.join(&iface);
@@ -721,6 +764,8 @@ impl<T> Paced<T> {
 struct Peers {
     seen: BTreeMap<String, Vec<Sighting>>,
     reported: BTreeMap<String, SocketAddr>,
+    /// Says in the log which kind of peer these are ("" for RTP-MIDI).
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -783,17 +828,17 @@ impl Peers {
         let before = self.reported.get(&name).copied();
         match (before, best) {
             (None, Some(addr)) => {
-                info!("mDNS: peer {name:?} appeared at {addr}");
+                info!("mDNS: peer {name:?}{} appeared at {addr}", self.kind);
                 self.reported.insert(name.clone(), addr);
                 out.push_back(PeerEvent::Appeared { name, addr });
             }
             (Some(old), Some(addr)) if old != addr => {
-                info!("mDNS: peer {name:?} changed: now at {addr}");
+                info!("mDNS: peer {name:?}{} changed: now at {addr}", self.kind);
                 self.reported.insert(name.clone(), addr);
                 out.push_back(PeerEvent::Changed { name, addr });
             }
             (Some(_), None) => {
-                info!("mDNS: peer {name:?} gone");
+                info!("mDNS: peer {name:?}{} gone", self.kind);
                 self.reported.remove(&name);
                 out.push_back(PeerEvent::Gone { name });
             }

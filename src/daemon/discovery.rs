@@ -7,7 +7,7 @@ use reactor::Interest;
 
 use super::listener::product_id;
 use super::{to_std_time, Ctx, Daemon, TimerId};
-use crate::mdns::{self, Mdns, PeerEvent, ServiceKind};
+use crate::mdns::{self, Discovery, Mdns, PeerEvent, ServiceKind};
 use crate::options::ConnectTarget;
 use crate::router::{ListenerId, ListenerKind};
 
@@ -105,7 +105,7 @@ impl Daemon {
             events.push(event);
         }
         ctx.set_timer(TimerId::Mdns, to_std_time(self.origin, mdns.poll_timeout()));
-        for event in events {
+        for Discovery { midi2, event } in events {
             match event {
                 PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } => {
                     if !self.settings.mdns.admits(&name) {
@@ -120,11 +120,11 @@ impl Daemon {
                         name: Some(name.clone()),
                         host: host_of(addr),
                         port: addr.port(),
-                        midi2: false,
+                        midi2,
                     };
                     self.router.discovered(now, &name, target);
                 }
-                PeerEvent::Gone { name } => self.router.discovered_gone(now, &name),
+                PeerEvent::Gone { name } => self.router.discovered_gone(now, &name, midi2),
             }
         }
     }

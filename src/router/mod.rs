@@ -725,11 +725,15 @@ impl Router {
     /// A peer found by mDNS (or its address changed). With ALSA it gets a port and connects
     /// while the port is subscribed, like a `--connect` target.
     pub fn discovered(&mut self, now: Instant, name: &str, target: ConnectTarget) {
-        if !self.alsa {
+        // Without ALSA no ports to connect by; without our MIDI 2.0 side no way to reach a
+        // MIDI 2.0 host.
+        if !self.alsa || (target.midi2 && self.midi2.is_none()) {
             return;
         }
         let known = self.connections.iter_mut().find(|(_, c)| {
-            matches!(c.origin, Origin::Discovered { .. }) && c.target.name.as_deref() == Some(name)
+            matches!(c.origin, Origin::Discovered { .. })
+                && c.target.name.as_deref() == Some(name)
+                && c.target.midi2 == target.midi2
         });
         if let Some((_, c)) = known {
             c.addr = host_ip(&target.host);
@@ -738,6 +742,23 @@ impl Router {
             return;
         }
         let ip = host_ip(&target.host);
+        // A peer that offers both protocols under one name (rtpmidid does) gets one port, its
+        // RTP-MIDI one: the protocol every peer of ours speaks.
+        let other = self
+            .connections
+            .iter()
+            .find(|(_, c)| {
+                matches!(c.origin, Origin::Discovered { .. })
+                    && c.target.name.as_deref() == Some(name)
+                    && c.target.midi2 != target.midi2
+                    && c.addr.map(|a| a.to_canonical()) == ip.map(|a| a.to_canonical())
+            })
+            .map(|(id, _)| id);
+        match other {
+            Some(_) if target.midi2 => return,
+            Some(midi2) => self.remove_connection(midi2),
+            None => {}
+        }
         let main = if target.midi2 {
             self.midi2.unwrap_or(self.main)
         } else {
@@ -774,11 +795,13 @@ impl Router {
         }
     }
 
-    /// A discovered peer left mDNS: its port goes after [`GONE_GRACE`] unless it returns.
-    pub fn discovered_gone(&mut self, now: Instant, name: &str) {
+    /// A discovered peer (of `_midi2._udp` if `midi2`) left mDNS: its port goes after
+    /// [`GONE_GRACE`] unless it returns.
+    pub fn discovered_gone(&mut self, now: Instant, name: &str, midi2: bool) {
         for (_, c) in self.connections.iter_mut() {
             if c.origin == (Origin::Discovered { gone_until: None })
                 && c.target.name.as_deref() == Some(name)
+                && c.target.midi2 == midi2
             {
                 c.origin = Origin::Discovered {
                     gone_until: Some(now + GONE_GRACE),

@@ -383,13 +383,13 @@ fn discovered_peers_get_one_port_each_and_keep_it_while_briefly_gone() {
     };
     assert_eq!(r.connection(c).unwrap().target.host, "10.0.0.8");
     // Gone, back within the grace: nothing changes.
-    r.discovered_gone(t(100), "Studio");
+    r.discovered_gone(t(100), "Studio", false);
     assert_eq!(r.poll_timeout(), Some(t(100) + GONE_GRACE));
     r.discovered(t(200), "Studio", target(Some("Studio"), "10.0.0.8", 5004));
     r.handle_timeout(t(100) + GONE_GRACE);
     assert!(drain(&mut r).is_empty());
     // Gone for good: the port goes.
-    r.discovered_gone(t(300), "Studio");
+    r.discovered_gone(t(300), "Studio", false);
     r.handle_timeout(t(300) + GONE_GRACE);
     assert_eq!(drain(&mut r), vec![Action::DeletePort(port)]);
     assert_eq!(r.connections().count(), 0);
@@ -420,7 +420,7 @@ fn a_session_that_came_first_gives_its_port_to_the_discovered_peer_and_gets_it_b
     assert!(conn.wanted, "its port was subscribed already");
     assert_eq!(routed(&r, Source::Session(k)), vec![Dest::Port(port)]);
     // Gone from mDNS while the session lasts: the port stays the session's.
-    r.discovered_gone(t(20), "Studio");
+    r.discovered_gone(t(20), "Studio", false);
     r.handle_timeout(t(20) + GONE_GRACE);
     let actions = drain(&mut r);
     assert!(!actions.contains(&Action::DeletePort(port)), "{actions:?}");
@@ -645,4 +645,52 @@ fn a_device_whose_listener_cannot_open_waits_to_be_plugged_in_again() {
     assert!(drain(&mut r).is_empty());
     r.device_present(t(2), d, true);
     opened(&drain(&mut r));
+}
+
+#[test]
+fn a_peer_discovered_with_both_protocols_gets_one_port_its_rtp_midi_one() {
+    let midi2 = |host: &str| ConnectTarget {
+        midi2: true,
+        ..target(Some("Studio"), host, 5673)
+    };
+    // MIDI 2.0 first: a port; then RTP-MIDI from the same host takes over.
+    let mut r = Router::new("us", true, false, 7);
+    r.add_midi2_listener(None);
+    drain(&mut r);
+    r.discovered(t(0), "Studio", midi2("10.0.0.7"));
+    let (m2_port, _) = one_port(&drain(&mut r));
+    r.discovered(t(10), "Studio", target(Some("Studio"), "10.0.0.7", 5004));
+    let actions = drain(&mut r);
+    assert!(
+        actions.contains(&Action::DeletePort(m2_port)),
+        "{actions:?}"
+    );
+    assert_eq!(created(&actions).len(), 1);
+    assert_eq!(r.connections().count(), 1);
+    // Seen again as MIDI 2.0: nothing changes.
+    r.discovered(t(20), "Studio", midi2("10.0.0.7"));
+    assert!(drain(&mut r).is_empty());
+    // A MIDI 2.0-only host elsewhere connects over MIDI 2.0, on the MIDI 2.0 listener.
+    r.discovered(
+        t(30),
+        "Synth",
+        ConnectTarget {
+            name: Some("Synth".into()),
+            ..midi2("10.0.0.8")
+        },
+    );
+    let (port, _) = one_port(&drain(&mut r));
+    r.port_subscribed(t(40), port, true);
+    r.handle_timeout(t(40));
+    let actions = drain(&mut r);
+    assert!(
+        matches!(&actions[..], [Action::Connect { target, listener, .. }]
+        if target.midi2 && Some(*listener) != Some(r.main())),
+        "{actions:?}"
+    );
+    // Its goodbye is its own.
+    r.discovered_gone(t(50), "Synth", false);
+    assert_eq!(r.poll_timeout(), None);
+    r.discovered_gone(t(50), "Synth", true);
+    assert_eq!(r.poll_timeout(), Some(t(50) + GONE_GRACE));
 }

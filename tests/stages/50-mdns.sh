@@ -148,7 +148,8 @@ ZC6=$!; PIDS+=($ZC6)
 
 # --- python-zeroconf in A browsing Network MIDI 2.0 hosts
 ip netns exec "$A" "$PY" "$PEER" --interface $IPA --service _midi2._udp.local. --browse \
-    --duration 300 >"$OUT/zc-midi2.jsonl" 2>"$OUT/zc-midi2.err" &
+    --register ZcM2 --port 5673 --host zcm2host --duration 300 \
+    >"$OUT/zc-midi2.jsonl" 2>"$OUT/zc-midi2.err" &
 PIDS+=($!)
 
 # --- our daemon in B, on every multicast interface of the namespace (just the veth end)
@@ -161,6 +162,8 @@ check "zeroconf (IPv4) resolves Stage to $IPB:5004" wait_for "$OUT/zc4.jsonl" \
 check "zeroconf resolves our MIDI 2.0 host Stage to $IPB:5673 with its UMP endpoint" \
     wait_for "$OUT/zc-midi2.jsonl" \
     "\"instance\": \"Stage\", .*\"port\": 5673, .*\"UMPEndpointName\": \"Stage\", \"ProductInstanceId\": \"rtpmidid-" 30
+check "we find zeroconf's MIDI 2.0 host ZcM2" wait_for "$OUT/ours.log" \
+    "peer \"ZcM2\" \\(MIDI 2.0\\) appeared at $IPA:5673" 30
 check "zeroconf (IPv6) resolves Stage to [$IP6B]:5004" wait_for "$OUT/zc6.jsonl" \
     "\"instance\": \"Stage\", .*\"port\": 5004, \"addresses\": \[[^]]*\"$IP6B\"" 30
 check "avahi (same host) resolves Stage over IPv4" wait_for "$OUT/avahi-browse.txt" \

@@ -104,12 +104,17 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts browsing: the first query goes out 20-120 ms after `now`.
+    /// Starts browsing `_apple-midi._udp`: the first query goes out 20-120 ms after `now`.
     pub fn new(now: Instant, seed: u64) -> Self {
+        Browser::for_service(now, apple_midi_service(), seed)
+    }
+
+    /// [`Browser::new`] for another service type (`_midi2._udp.local`).
+    pub fn for_service(now: Instant, service: Name, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let first = FIRST_QUERY_MIN + Duration::from_millis(rng.below(FIRST_QUERY_SPREAD_MS + 1));
         Browser {
-            service: apple_midi_service(),
+            service,
             own: Vec::new(),
             cache: Vec::new(),
             next_query: now + first,
