@@ -1,0 +1,525 @@
+"""rtpmidid against amidi2net (the ALSA maintainer's Network MIDI 2.0 implementation), end to end.
+
+    python3 tests/peers/amidi2net/test_daemon.py [-k SUBSTRING]   # prints "N passed, M failed"
+    tests/peers/venv/bin/python -m pytest -q tests/peers/amidi2net/test_daemon.py
+
+Each test runs a real daemon (target/debug/rtpmidid, or $RTPMIDID_BIN: --no-alsa --no-mdns
+--hub, loopback) between amidi2net (server or client, with the rig's --stdio backend: exact
+UMP words in and out) and an RTP-MIDI peer (tests/peers' pymidi_initiator: exact MIDI 1.0
+bytes in and out), so every message crosses the daemon's translation both ways:
+
+    amidi2net  <-- Network MIDI 2.0 (UMP) -->  rtpmidid --hub  <-- RTP-MIDI -->  pymidi
+
+Covered: the daemon as host (amidi2net-client) and as client (`-C midi2://`, amidi2net-server);
+notes, controllers, pitch bend, MIDI 2.0 channel voice scaled down, system messages and a
+10 kB SysEx both ways; shared-secret and user/password authentication, wrong ones refused;
+lost datagrams repaired by FEC and by retransmission, both ways (amidi2net's own drop
+simulation, and a lossy UDP relay in this file). Needs the peers' setup
+(tests/peers/setup.sh), the rig (build.sh, built on demand) and a built daemon. Like the
+rig's self-test, amidi2net-server binds the wildcard address: stage 35 runs this in a
+private network namespace.
+"""
+
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+sys.path[:0] = [HERE, os.path.join(ROOT, "tests", "peers"), os.path.join(ROOT, "tests", "e2e")]
+import a2nlib  # noqa: E402
+import midiwire  # noqa: E402
+from a2nlib import midi1_note_off, midi1_note_on, midi2_note_on  # noqa: E402
+from daemonlib import Daemons  # noqa: E402
+from peerlib import PeerGroup, free_port_pair  # noqa: E402
+
+LOCAL = "127.0.0.1"
+SLOW = 30
+
+
+# ---- the rig: daemon + amidi2net + pymidi ---------------------------------------------------
+
+class Rig:
+    """Starts everything a test needs and stops all of it (by PID) on exit."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="rtpmidid-a2n-")
+        self.daemons = Daemons()
+        self.peers = PeerGroup()
+        self.a2n = a2nlib.Group()
+        self.relays = []
+        self.rtp_seq = 1000
+        self.ini = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for r in self.relays:
+            r.stop()
+        self.peers.stop_all()
+        self.a2n.stop_all()
+        self.daemons.__exit__(*exc)
+        return False
+
+    def daemon(self, midi2_port=None, connect=None, conf="", extra=()):
+        """rtpmidid --hub with a Network MIDI 2.0 host on midi2_port (a free one if None)."""
+        self.rtp_port = free_port_pair()
+        self.midi2_port = midi2_port or a2nlib.free_udp_port()
+        path = os.path.join(self.tmp, "rtpmidid.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.control = os.path.join(self.tmp, "control.sock")
+        args = ["--hub", "--midi2-port", str(self.midi2_port), "-c", path,
+                "--control", self.control]
+        if connect:
+            args += ["-C", connect]
+        d = self.daemons.start(self.rtp_port, name="hub", args=args + list(extra))
+        d.expect_log(r"listening")
+        self.d = d
+        return d
+
+    def pymidi(self):
+        """pymidi_initiator connected to the daemon, ready to send."""
+        ini = self.peers.pymidi_initiator((LOCAL, self.rtp_port), name="pyini")
+        self.ini_ssrc = ini.expect("ready")["ssrc"]
+        ini.expect("send-ready")
+        self.d.expect_log(r'session opened: "pyini"')
+        self.ini = ini
+        return ini
+
+    def rtp_send(self, *commands):
+        """One RTP-MIDI packet from pymidi_initiator holding these commands (each bytes or hex;
+        SysEx segments allowed), with our own consecutive sequence numbers (the initiator's
+        `send` is never used, so the daemon sees one unbroken sequence)."""
+        cmds = [c if isinstance(c, bytes) else midiwire.parse_hex(c) for c in commands]
+        self.rtp_seq += 1
+        packet = midiwire.encode_rtp_midi(self.rtp_seq, self.rtp_seq * 10, self.ini_ssrc, cmds)
+        self.ini.send_line("raw data " + packet.hex())
+        self.ini.expect("sent-raw")
+
+    def ctl_peers(self):
+        import json
+        out = subprocess.run([self.d.argv[0], "ctl", "--control", self.control, "--json",
+                              "peers"], stdout=subprocess.PIPE, text=True, timeout=10)
+        return json.loads(out.stdout)["peers"]
+
+    def midi2_peer(self):
+        rows = [p for p in self.ctl_peers() if p["protocol"] == "midi2"]
+        assert len(rows) == 1, rows
+        return rows[0]
+
+
+# ---- what crosses ---------------------------------------------------------------------------
+
+# amidi2net -> daemon -> pymidi: UMP sent, the MIDI 1.0 commands pymidi must get.
+UP = [
+    (midi1_note_on(0, 0, 60, 100), ["90 3c 64"]),
+    ((0x20B00750,), ["b0 07 50"]),                       # controller 7 = 80
+    ((0x20E00040,), ["e0 00 40"]),                       # pitch bend center
+    ((0x20E37F7F,), ["e3 7f 7f"]),                       # pitch bend max, channel 4
+    ((0x20C20500,), ["c2 05"]),                          # program change
+    ((0x20D13300,), ["d1 33"]),                          # channel pressure
+    ((0x20A03C10,), ["a0 3c 10"]),                       # poly pressure
+    (midi1_note_off(0, 0, 60), ["80 3c 00"]),
+    # MIDI 2.0 channel voice (type 4), scaled down (MIDI 2.0 spec's min-center-max rules)
+    (midi2_note_on(0, 1, 62, 0xFFFF), ["91 3e 7f"]),
+    (midi2_note_on(0, 1, 63, 0x8000), ["91 3f 40"]),
+    ((0x40B10780, 0x80000000), ["b1 07 40"]),            # controller, 32-bit center
+    ((0x40E10000, 0xFFFFFFFF), ["e1 7f 7f"]),            # pitch bend, 32-bit max
+    ((0x40E10000, 0x80000000), ["e1 00 40"]),            # pitch bend, 32-bit center
+    ((0x40C10001, 0x05000102), ["b1 00 01", "b1 20 02", "c1 05"]),  # program + bank
+    ((0x40810000 | 62 << 8, 0x00000000), ["81 3e 00"]),  # MIDI 2.0 note off
+    # system (type 1)
+    ((0x10F20102,), ["f2 01 02"]),                       # song position
+    ((0x10F80000,), ["f8"]),                             # clock
+    ((0x10FA0000,), ["fa"]),                             # start
+]
+
+# pymidi -> daemon -> amidi2net: one RTP-MIDI packet each, the UMP amidi2net must get.
+DOWN = [
+    (["90 3c 64"], [midi1_note_on(0, 0, 60, 100)]),
+    (["b5 0a 7f"], [(0x20B50A7F,)]),
+    (["e0 00 40"], [(0x20E00040,)]),
+    (["ef 7f 7f"], [(0x20EF7F7F,)]),
+    (["c0 05"], [(0x20C00500,)]),
+    (["d9 33"], [(0x20D93300,)]),
+    (["a0 3c 10"], [(0x20A03C10,)]),
+    (["80 3c 00", "91 40 7f", "81 40 00"],
+     [midi1_note_off(0, 0, 60), midi1_note_on(0, 1, 64, 127), midi1_note_off(0, 1, 64)]),
+    (["f2 01 02"], [(0x10F20102,)]),
+    (["f8"], [(0x10F80000,)]),
+]
+
+
+def sysex_payload(size, seed):
+    return bytes((i * 7 + seed) & 0x7F for i in range(size))
+
+
+def rtp_sysex_segments(data, chunk=1000):
+    """A SysEx as RTP-MIDI segments (RFC 6295 3.2): F0..F0, F7..F0, ..., F7..F7."""
+    parts = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    out = []
+    for i, p in enumerate(parts):
+        head = b"\xf0" if i == 0 else b"\xf7"
+        tail = b"\xf7" if i == len(parts) - 1 else b"\xf0"
+        out.append(head + p + tail)
+    return out
+
+
+def join_rtp_sysex(commands):
+    """Payload of one SysEx received by pymidi as commands (whole, or segments)."""
+    segs = [midiwire.parse_hex(c) for c in commands]
+    assert segs[0][0] == 0xF0 and segs[-1][-1] == 0xF7, (commands[0][:20], commands[-1][-20:])
+    for s in segs[1:]:
+        assert s[0] == 0xF7, s[:4]
+    for s in segs[:-1]:
+        assert s[-1] == 0xF0, s[-4:]
+    return b"".join(s[1:-1] for s in segs)
+
+
+def exchange_messages(rig, a2n, ini):
+    """Everything in UP and DOWN, checked exactly, then nothing more on either side."""
+    for ump, _ in UP:
+        a2n.send(ump)
+    want = [c for _, cmds in UP for c in cmds]
+    got = ini.expect_midi(len(want), timeout=SLOW)
+    assert got == want, "pymidi got %s, want %s" % (got, want)
+    for cmds, _ in DOWN:
+        rig.rtp_send(*cmds)
+    want = [u for _, umps in DOWN for u in umps]
+    a2n.expect(*want, timeout=SLOW)
+    a2n.expect_nothing(0.5)
+    assert not ini.problems(), ini.problems()
+    assert [e["bytes"] for e in ini.events("midi")][-len(got):] == got
+
+
+def exchange_sysex(rig, a2n, ini, size=10240):
+    """A `size`-byte SysEx each way: amidi2net -> pymidi (UMP type 3 packets, paced), then
+    pymidi -> amidi2net (RTP-MIDI segments of 1000 bytes), with a note after each."""
+    up = sysex_payload(size, 1)
+    a2n.send_many(a2nlib.sysex7_packets(up))
+    a2n.send(midi1_note_on(0, 2, 1, 2))
+    cmds = []
+    deadline = time.monotonic() + SLOW
+    while True:
+        c = ini.expect("midi", timeout=max(deadline - time.monotonic(), 0.1))["bytes"]
+        if c == "92 01 02":
+            break
+        cmds.append(c)
+    got = join_rtp_sysex(cmds)
+    assert got == up, "SysEx up: %d bytes arrived of %d (first difference at %s)" % (
+        len(got), len(up), next((i for i, (a, b) in enumerate(zip(got, up)) if a != b), None))
+    assert not ini.problems(), ini.problems()
+
+    down = sysex_payload(size, 2)
+    for seg in rtp_sysex_segments(down):
+        rig.rtp_send(seg)
+    rig.rtp_send("93 02 03")
+    n = len(a2nlib.sysex7_packets(down))
+    packets = a2n.recv_n(n + 1, SLOW)
+    assert packets[-1] == midi1_note_on(0, 3, 2, 3), a2nlib.ump_line(packets[-1])
+    assert a2nlib.sysex7_join(packets[:-1]) == down
+    return cmds
+
+
+def clean(*procs):
+    for p in procs:
+        assert not p.errors(), "%s logged errors: %s" % (p.label, p.errors()[:5])
+        assert p.alive(), "%s exited (%s)" % (p.label, p.proc.poll())
+
+
+# ---- 1. the daemon as host, amidi2net-client ------------------------------------------------
+
+def test_host_messages_both_ways():
+    with Rig() as rig:
+        d = rig.daemon()
+        ini = rig.pymidi()
+        cli = rig.a2n.client(rig.midi2_port, ep_name="a2n-client")
+        cli.wait_session()
+        d.expect_log(r'session opened: "a2n-client"')
+        exchange_messages(rig, cli, ini)
+        clean(cli)
+        assert rig.midi2_peer()["state"] == "connected"
+
+
+def test_host_sysex_10k_both_ways():
+    with Rig() as rig:
+        rig.daemon()
+        ini = rig.pymidi()
+        cli = rig.a2n.client(rig.midi2_port, ep_name="a2n-client")
+        cli.wait_session()
+        exchange_sysex(rig, cli, ini)
+        cli.expect_nothing(0.5)
+        clean(cli)
+
+
+# ---- 2. the daemon as client of amidi2net-server --------------------------------------------
+
+def test_client_messages_both_ways():
+    with Rig() as rig:
+        srv = rig.a2n.server(ep_name="a2n-server")
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port))
+        srv.wait_session()
+        d.expect_log(r'session opened: "a2n-server"')
+        ini = rig.pymidi()
+        exchange_messages(rig, srv, ini)
+        clean(srv)
+
+
+def test_client_sysex_10k_both_ways():
+    with Rig() as rig:
+        srv = rig.a2n.server(ep_name="a2n-server")
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port))
+        srv.wait_session()
+        d.expect_log(r'session opened: "a2n-server"')
+        ini = rig.pymidi()
+        exchange_sysex(rig, srv, ini)
+        srv.expect_nothing(0.5)
+        clean(srv)
+
+
+# ---- 3. authentication ----------------------------------------------------------------------
+
+def _notes_through(rig, a2n, ini):
+    a2n.send(midi1_note_on(0, 0, 61, 1))
+    assert ini.expect_midi(1, SLOW) == ["90 3d 01"]
+    rig.rtp_send("80 3d 00")
+    a2n.expect(midi1_note_off(0, 0, 61))
+
+
+def test_host_shared_secret():
+    with Rig() as rig:
+        d = rig.daemon(conf="[midi2]\nsecret = s3cret\n")
+        ini = rig.pymidi()
+        bad = rig.a2n.client(rig.midi2_port, secret="wrong", ep_name="bad",
+                             extra=["--invitation-timeout=300"])
+        assert bad.wait_exit(15) != 0
+        bad.wait_log(r"Invalid auth", since_start=True)
+        assert d.count(r'session opened: "bad"') == 0
+        cli = rig.a2n.client(rig.midi2_port, secret="s3cret", ep_name="good")
+        cli.wait_log(r"^auth accepted$")
+        d.expect_log(r'session opened: "good"')
+        _notes_through(rig, cli, ini)
+        clean(cli)
+
+
+def test_host_user_password():
+    with Rig() as rig:
+        d = rig.daemon(conf="[midi2]\nusers = alice:pw1, bob:pw2\n")
+        ini = rig.pymidi()
+        for user, pw in (("alice", "nope"), ("mallory", "pw1")):
+            bad = rig.a2n.client(rig.midi2_port, user=user, secret=pw, ep_name="bad",
+                                 extra=["--invitation-timeout=300"])
+            assert bad.wait_exit(15) != 0
+            bad.wait_log(r"Invalid user auth", since_start=True)
+        assert d.count(r'session opened: "bad"') == 0
+        cli = rig.a2n.client(rig.midi2_port, user="bob", secret="pw2", ep_name="good")
+        cli.wait_log(r"^auth accepted$")
+        d.expect_log(r'session opened: "good"')
+        _notes_through(rig, cli, ini)
+        clean(cli)
+
+
+def test_client_shared_secret():
+    with Rig() as rig:
+        srv = rig.a2n.server(secret="s3cret", auth_forced=True, ep_name="a2n-server")
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port),
+                       conf="[midi2]\nsecret = s3cret\n")
+        srv.wait_log(r"^auth accepted$")
+        d.expect_log(r'session opened: "a2n-server"')
+        ini = rig.pymidi()
+        _notes_through(rig, srv, ini)
+        clean(srv)
+
+
+def test_client_wrong_shared_secret_refused():
+    with Rig() as rig:
+        srv = rig.a2n.server(secret="s3cret", auth_forced=True, ep_name="a2n-server")
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port),
+                       conf="[midi2]\nsecret = wrong\n")
+        srv.wait_log(r"[Ii]nvalid|[Ii]ncorrect|digest|auth", timeout=SLOW)
+        time.sleep(2)
+        assert not any("accepted" in l for l in srv.log), srv.log
+        assert d.count(r'session opened: "a2n-server"') == 0
+        assert srv.alive()
+
+
+# ---- 4. loss: FEC and retransmission ---------------------------------------------------------
+
+class LossyRelay:
+    """A UDP relay between a Network MIDI 2.0 client (which sends to .port) and a host:
+    datagrams carrying UMP Data commands with a payload are counted per direction, and
+    `drop(direction, n)` (direction "up" = client to host, n = that count) decides which
+    are lost. Everything else passes."""
+
+    def __init__(self, host_port, drop):
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind((LOCAL, 0))
+        self.port = self.front.getsockname()[1]
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.bind((LOCAL, 0))
+        self.host = (LOCAL, host_port)
+        self.drop = drop
+        self.client = None
+        self.count = {"up": 0, "down": 0}
+        self.dropped = {"up": [], "down": []}
+        self.codes = {"up": set(), "down": set()}
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _commands(data):
+        cmds, i = [], 4
+        while i + 4 <= len(data):
+            cmds.append((data[i], data[i + 1]))
+            i += 4 + 4 * data[i + 1]
+        return cmds
+
+    def _run(self):
+        while self.running:
+            r, _, _ = select.select([self.front, self.back], [], [], 0.1)
+            for s in r:
+                data, addr = s.recvfrom(4096)
+                up = s is self.front
+                if up:
+                    self.client = addr
+                direction = "up" if up else "down"
+                cmds = self._commands(data)
+                self.codes[direction].update(c for c, _ in cmds)
+                if any(c == 0xFF and n > 0 for c, n in cmds):
+                    self.count[direction] += 1
+                    if self.drop(direction, self.count[direction]):
+                        self.dropped[direction].append(self.count[direction])
+                        continue
+                if up:
+                    self.back.sendto(data, self.host)
+                elif self.client:
+                    self.front.sendto(data, self.client)
+
+    def stop(self):
+        self.running = False
+        self.thread.join(2)
+        self.front.close()
+        self.back.close()
+
+
+def _loss_run(drop, a2n_extra=(), notes=120):
+    """Daemon host <- relay <- amidi2net-client; notes each way, one at a time (paced),
+    all of them must arrive in order. Returns (rig-independent) stats."""
+    with Rig() as rig:
+        d = rig.daemon()
+        ini = rig.pymidi()
+        relay = LossyRelay(rig.midi2_port, drop)
+        rig.relays.append(relay)
+        cli = rig.a2n.client(relay.port, ep_name="lossy", extra=list(a2n_extra))
+        cli.wait_session()
+        d.expect_log(r'session opened: "lossy"')
+        up = [midi1_note_on(0, 0, i % 128, 1 + i // 128) for i in range(notes)]
+        for n in up:
+            cli.send(n)
+            time.sleep(0.01)
+        want = ["90 %02x %02x" % (i % 128, 1 + i // 128) for i in range(notes)]
+        got = ini.expect_midi(len(want), timeout=SLOW)
+        assert got == want, [(i, a, b) for i, (a, b) in enumerate(zip(got, want)) if a != b][:5]
+        for i in range(notes):
+            rig.rtp_send("91 %02x %02x" % (i % 128, 1 + i // 128))
+            time.sleep(0.01)
+        cli.expect(*[midi1_note_on(0, 1, i % 128, 1 + i // 128) for i in range(notes)],
+                   timeout=SLOW)
+        cli.expect_nothing(0.5)
+        time.sleep(0.3)
+        assert ini.events("midi")[len(want):] == [], ini.events("midi")[len(want):]
+        peer = rig.midi2_peer()
+        return {"relay_dropped": dict(relay.dropped), "codes": {k: sorted("%02x" % c for c in v)
+                for k, v in relay.codes.items()}, "daemon": peer, "a2n_log": list(cli.log),
+                "daemon_log": list(d.lines)}
+
+
+def test_fec_repairs_single_losses_both_ways():
+    """1 in 7 UMP data datagrams lost each way: FEC (3 earlier commands in each datagram) must
+    fill every gap without a retransmission."""
+    s = _loss_run(lambda direction, n: n % 7 == 3)
+    assert len(s["relay_dropped"]["up"]) >= 10 and len(s["relay_dropped"]["down"]) >= 10, s
+    assert s["daemon"]["lost"] == 0, s["daemon"]
+    assert s["daemon"]["journal_repairs"] >= 10, s["daemon"]
+
+
+def test_amidi2net_fail_test_mode_repaired_by_daemon():
+    """amidi2net's own drop simulation (--fail-test=10 --fail-test-mode=0: 1 in 10 sent
+    datagrams not sent): the daemon must repair each gap from FEC."""
+    s = _loss_run(lambda direction, n: False, a2n_extra=["--fail-test=10", "--fail-test-mode=0"])
+    assert any("simulate packet drop" in l for l in s["a2n_log"]), s["a2n_log"][-10:]
+    assert s["daemon"]["lost"] == 0 and s["daemon"]["journal_repairs"] >= 5, s["daemon"]
+
+
+def _burst(direction_wanted):
+    # Bursts of 5 (> FEC count 3 + 1) consecutive UMP data datagrams lost: FEC cannot fill
+    # the gap; the receiver must ask for a retransmission (command 0x80).
+    return lambda direction, n: direction == direction_wanted and n % 30 in (10, 11, 12, 13, 14)
+
+
+def test_retransmit_daemon_to_amidi2net():
+    s = _loss_run(_burst("down"))
+    assert len(s["relay_dropped"]["down"]) >= 10, s["relay_dropped"]
+    assert "80" in s["codes"]["up"], ("amidi2net never asked for a retransmission", s["codes"])
+
+
+def test_retransmit_amidi2net_to_daemon():
+    s = _loss_run(_burst("up"))
+    assert len(s["relay_dropped"]["up"]) >= 10, s["relay_dropped"]
+    assert "80" in s["codes"]["down"], ("the daemon never asked for a retransmission", s["codes"])
+    assert s["daemon"]["lost"] == 0, s["daemon"]
+
+
+# ---- 6. Wireshark ----------------------------------------------------------------------------
+
+def test_tshark_has_no_network_midi2_dissector():
+    """Wireshark (tshark 4.0 here) dissects AppleMIDI and RTP-MIDI, not Network MIDI 2.0:
+    nothing to check at the wire level with it. Fails once a dissector appears, so that a
+    capture check gets written then."""
+    try:
+        out = subprocess.run(["tshark", "-G", "protocols"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return  # no tshark: nothing to say
+    names = [l for l in out.splitlines() if "midi" in l.lower()]
+    midi2 = [l for l in names if "2.0" in l or "ump" in l.lower() or "midi2" in l.lower()]
+    assert not midi2, "tshark has a MIDI 2.0 dissector now, write the capture check: %s" % midi2
+
+
+TESTS = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
+
+
+def main(argv):
+    only = argv[argv.index("-k") + 1] if "-k" in argv else ""
+    a2nlib.build()
+    passed = failed = 0
+    for name, fn in TESTS:
+        if only not in name:
+            continue
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.1f s)" % (name, time.monotonic() - t0))
+            traceback.print_exc()
+        else:
+            passed += 1
+            print("ok   %s (%.1f s)" % (name, time.monotonic() - t0))
+        sys.stdout.flush()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
