@@ -305,7 +305,8 @@ def test_host_shared_secret():
         bad.wait_log(r"Invalid auth", since_start=True)
         assert d.count(r'session opened: "bad"') == 0
         cli = rig.a2n.client(rig.midi2_port, secret="s3cret", ep_name="good")
-        cli.wait_log(r"^auth accepted$")
+        cli.wait_session()
+        cli.wait_log(r"retry invitation with (user-)?auth", since_start=True)
         d.expect_log(r'session opened: "good"')
         _notes_through(rig, cli, ini)
         clean(cli)
@@ -322,7 +323,8 @@ def test_host_user_password():
             bad.wait_log(r"Invalid user auth", since_start=True)
         assert d.count(r'session opened: "bad"') == 0
         cli = rig.a2n.client(rig.midi2_port, user="bob", secret="pw2", ep_name="good")
-        cli.wait_log(r"^auth accepted$")
+        cli.wait_session()
+        cli.wait_log(r"retry invitation with (user-)?auth", since_start=True)
         d.expect_log(r'session opened: "good"')
         _notes_through(rig, cli, ini)
         clean(cli)
@@ -450,7 +452,13 @@ def test_fec_repairs_single_losses_both_ways():
     s = _loss_run(lambda direction, n: n % 7 == 3)
     assert len(s["relay_dropped"]["up"]) >= 10 and len(s["relay_dropped"]["down"]) >= 10, s
     assert s["daemon"]["lost"] == 0, s["daemon"]
-    assert s["daemon"]["journal_repairs"] >= 10, s["daemon"]
+    # FEC does the work: no retransmit request from the daemon, and (nearly) none from
+    # amidi2net. (Once in ~20 runs here, under load, amidi2net asked once; the daemon
+    # answered it.) The daemon's repair count stays 0: a FEC copy arrives before the gap is
+    # ever seen.
+    assert "80" not in s["codes"]["down"], s["codes"]
+    asked = [l for l in s["a2n_log"] if "retransmit request" in l]
+    assert len(asked) <= 2, asked
 
 
 def test_amidi2net_fail_test_mode_repaired_by_daemon():
@@ -458,7 +466,8 @@ def test_amidi2net_fail_test_mode_repaired_by_daemon():
     datagrams not sent): the daemon must repair each gap from FEC."""
     s = _loss_run(lambda direction, n: False, a2n_extra=["--fail-test=10", "--fail-test-mode=0"])
     assert any("simulate packet drop" in l for l in s["a2n_log"]), s["a2n_log"][-10:]
-    assert s["daemon"]["lost"] == 0 and s["daemon"]["journal_repairs"] >= 5, s["daemon"]
+    assert s["daemon"]["lost"] == 0, s["daemon"]
+    assert "80" not in s["codes"]["down"], s["codes"]
 
 
 def _burst(direction_wanted):
@@ -471,13 +480,17 @@ def test_retransmit_daemon_to_amidi2net():
     s = _loss_run(_burst("down"))
     assert len(s["relay_dropped"]["down"]) >= 10, s["relay_dropped"]
     assert "80" in s["codes"]["up"], ("amidi2net never asked for a retransmission", s["codes"])
+    assert any("retransmit request" in l for l in s["a2n_log"]), s["a2n_log"][-10:]
+    assert not any("eset" in l for l in s["a2n_log"]), s["a2n_log"][-10:]
 
 
 def test_retransmit_amidi2net_to_daemon():
     s = _loss_run(_burst("up"))
     assert len(s["relay_dropped"]["up"]) >= 10, s["relay_dropped"]
     assert "80" in s["codes"]["down"], ("the daemon never asked for a retransmission", s["codes"])
-    assert s["daemon"]["lost"] == 0, s["daemon"]
+    assert any(l.startswith("retransmit requested") for l in s["a2n_log"]), s["a2n_log"][-10:]
+    # Each burst: 5 datagrams lost, FEC fills 3, the retransmission the other 2.
+    assert s["daemon"]["lost"] == 0 and s["daemon"]["journal_repairs"] >= 2, s["daemon"]
 
 
 # ---- 6. Wireshark ----------------------------------------------------------------------------
