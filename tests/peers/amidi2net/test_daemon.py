@@ -261,6 +261,43 @@ def test_host_sysex_10k_both_ways():
         clean(cli)
 
 
+def test_host_unpaced_bursts_both_ways():
+    """Unpaced: amidi2net sends a 10 kB SysEx as fast as it can (1707 datagrams, one UMP
+    each: against amidi2net-server this loses data, see tests/peers/README.md), and pymidi
+    sends 600 one-note RTP-MIDI packets at once. The daemon takes the first whole and, sending
+    several UMPs a datagram, does not overrun amidi2net with the second."""
+    with Rig() as rig:
+        rig.daemon()
+        ini = rig.pymidi()
+        cli = rig.a2n.client(rig.midi2_port, ep_name="a2n-client")
+        cli.wait_session()
+        data = sysex_payload(10240, 5)
+        cli.send(*a2nlib.sysex7_packets(data))
+        cli.send(midi1_note_on(0, 2, 1, 2))
+        cmds = []
+        while True:
+            c = ini.expect("midi", timeout=SLOW)["bytes"]
+            if c == "92 01 02":
+                break
+            cmds.append(c)
+        assert join_rtp_sysex(cmds) == data
+        assert rig.midi2_peer()["lost"] == 0
+
+        lines = []
+        for i in range(600):
+            rig.rtp_seq += 1
+            packet = midiwire.encode_rtp_midi(rig.rtp_seq, rig.rtp_seq * 10, rig.ini_ssrc,
+                                              [bytes([0x91, i % 128, 1 + i // 128])])
+            lines.append("raw data " + packet.hex())
+        ini.proc.stdin.write(("\n".join(lines) + "\n").encode())
+        ini.proc.stdin.flush()
+        cli.expect(*[midi1_note_on(0, 1, i % 128, 1 + i // 128) for i in range(600)],
+                   timeout=SLOW)
+        cli.expect_nothing(0.5)
+        assert not any("retransmit" in l or "eset" in l for l in cli.log), cli.log[-10:]
+        clean(cli)
+
+
 # ---- 2. the daemon as client of amidi2net-server --------------------------------------------
 
 def test_client_messages_both_ways():
