@@ -294,7 +294,8 @@ def test_host_unpaced_bursts_both_ways():
         cli.expect(*[midi1_note_on(0, 1, i % 128, 1 + i // 128) for i in range(600)],
                    timeout=SLOW)
         cli.expect_nothing(0.5)
-        assert not any("retransmit" in l or "eset" in l for l in cli.log), cli.log[-10:]
+        assert not any("retransmit" in l or "eset" in l for l in cli.log
+                       if not l.startswith("*")), cli.log[-10:]
         clean(cli)
 
 
