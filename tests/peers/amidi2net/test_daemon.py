@@ -547,6 +547,72 @@ def test_tshark_has_no_network_midi2_dissector():
     assert not midi2, "tshark has a MIDI 2.0 dissector now, write the capture check: %s" % midi2
 
 
+def _tshark(*args):
+    return subprocess.run(["tshark", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True, timeout=120).stdout
+
+
+def test_tshark_capture_of_a_bridged_session():
+    """A loopback capture of test 1's traffic (notes, controllers, bend, 10 kB SysEx both
+    ways): the RTP-MIDI leg decodes as AppleMIDI/RTP-MIDI with no malformed packet or expert
+    error; the Network MIDI 2.0 leg is only UDP data to tshark (no dissector). Skipped (passes)
+    without tshark or without the right to capture."""
+    try:
+        subprocess.run(["tshark", "-v"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        print("  no tshark: skipped")
+        return
+    with Rig() as rig:
+        d = rig.daemon()
+        pcap = os.path.join(rig.tmp, "session.pcap")
+        rtp, m2 = rig.rtp_port, rig.midi2_port
+        cap = subprocess.Popen(["tshark", "-i", "lo", "-n", "-q", "-w", pcap, "-f",
+                                "udp port %d or udp port %d or udp port %d" % (rtp, rtp + 1, m2)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            started = False
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                line = cap.stderr.readline()
+                if not line:
+                    break
+                if "Capturing on" in line:
+                    started = True
+                    break
+            if not started:
+                print("  tshark cannot capture on lo: skipped")
+                return
+            time.sleep(0.5)
+            ini = rig.pymidi()
+            cli = rig.a2n.client(m2, ep_name="a2n-client")
+            cli.wait_session()
+            d.expect_log(r'session opened: "a2n-client"')
+            exchange_messages(rig, cli, ini)
+            exchange_sysex(rig, cli, ini)
+            time.sleep(0.5)
+        finally:
+            cap.terminate()
+            cap.wait(10)
+    opts = ["-n", "-r", pcap, "-o", "rtp.heuristic_rtp:FALSE", "-o",
+            "udp.try_heuristic_first:TRUE", "-d", "udp.port==%d,rtp" % rtp,
+            "-d", "udp.port==%d,rtp" % (rtp + 1), "-d", "rtp.pt==97,rtpmidi"]
+    frames = _tshark(*opts, "-T", "fields", "-e", "frame.number", "-e", "udp.port",
+                     "-e", "frame.protocols").splitlines()
+    legs = {"rtp": [], "midi2": []}
+    for f in frames:
+        num, ports, protos = f.split("\t")
+        legs["midi2" if str(m2) in ports.split(",") else "rtp"].append(protos)
+    assert any("applemidi" in p for p in legs["rtp"]), legs["rtp"][:5]
+    assert sum("rtpmidi" in p for p in legs["rtp"]) >= 20, legs["rtp"][:5]
+    bad = _tshark(*opts, "-Y", '_ws.malformed || _ws.expert.severity >= "error"',
+                  "-T", "fields", "-e", "frame.number", "-e", "frame.protocols").splitlines()
+    assert not bad, "malformed or expert errors: %s" % bad[:10]
+    assert len(legs["midi2"]) >= 20, len(legs["midi2"])
+    undissected = [p for p in legs["midi2"] if p.endswith(":udp:data") or p.endswith(":udp")]
+    print("  %d RTP-MIDI frames clean; %d Network MIDI 2.0 frames, %d of them only UDP data"
+          % (len(legs["rtp"]), len(legs["midi2"]), len(undissected)))
+
+
 TESTS = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
 
 
