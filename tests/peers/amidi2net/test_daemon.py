@@ -558,7 +558,8 @@ def test_tshark_capture_of_a_bridged_session():
     error; the Network MIDI 2.0 leg is only UDP data to tshark (no dissector). Skipped (passes)
     without tshark or without the right to capture."""
     try:
-        subprocess.run(["tshark", "-v"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=60)
+        subprocess.run(["tshark", "-v"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         print("  no tshark: skipped")
         return
