@@ -324,6 +324,49 @@ def test_client_sysex_10k_both_ways():
         clean(srv)
 
 
+def test_session_lifetime_midi2_to_midi2_through_the_hub():
+    """amidi2net-client -> daemon (host) -> hub -> daemon (client) -> amidi2net-server, UMP
+    both ways; idle 7 s with the server pinging every second (--liveness-timeout=1000) and
+    the daemon pinging both every 5 s: both sessions stay. The server killed (it sends no
+    Bye): the daemon times the session out and reconnects to a new server on the same port.
+    SIGTERM: the daemon says Bye to the server."""
+    with Rig() as rig:
+        srv = rig.a2n.server(ep_name="a2n-server", extra=["--liveness-timeout=1000"])
+        port = srv.port
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, port))
+        cli = rig.a2n.client(rig.midi2_port, ep_name="a2n-client")
+        srv.wait_session()
+        cli.wait_session()
+        d.wait_count(r'session opened: "a2n-(server|client)"', 2)
+        # UMP between two MIDI 2.0 sessions: the hub carries MIDI 1.0, so a MIDI 2.0 note
+        # arrives as a MIDI 1.0 one (16-bit velocity down to 7 bits).
+        cli.send(midi1_note_on(0, 0, 60, 100), midi2_note_on(0, 1, 62, 0xFFFF))
+        srv.expect(midi1_note_on(0, 0, 60, 100), midi1_note_on(0, 1, 62, 127))
+        srv.send(midi1_note_off(0, 0, 60))
+        cli.expect(midi1_note_off(0, 0, 60))
+        time.sleep(7)
+        assert srv.alive() and cli.alive()
+        assert d.count(r"session closed") == 0, d.recent()
+        rows = rig.ctl_peers()
+        assert [r["state"] for r in rows] == ["connected", "connected"], rows
+        cli.send(midi1_note_on(0, 0, 61, 1))
+        srv.expect(midi1_note_on(0, 0, 61, 1))
+
+        t0 = time.monotonic()
+        srv.stop()
+        d.expect_log(r"session closed: a2n-server: Timeout", timeout=SLOW)
+        srv2 = rig.a2n.server(port=port, ep_name="a2n-server2")
+        srv2.wait_session(timeout=SLOW)
+        d.expect_log(r'session opened: "a2n-server2"')
+        print("  server gone: timed out and reconnected in %.1f s" % (time.monotonic() - t0))
+        cli.send(midi1_note_on(0, 0, 62, 2))
+        srv2.expect(midi1_note_on(0, 0, 62, 2))
+        assert d.stop() == 0
+        srv2.wait_log(r"received bye message")
+        cli.wait_log(r"received bye message")
+        assert not srv2.errors() and not cli.errors(), (srv2.errors(), cli.errors())
+
+
 # ---- 3. authentication ----------------------------------------------------------------------
 
 def _notes_through(rig, a2n, ini):
@@ -389,6 +432,20 @@ def test_client_wrong_shared_secret_refused():
         time.sleep(2)
         assert not any("accepted" in l for l in srv.log), srv.log
         assert d.count(r'session opened: "a2n-server"') == 0
+        assert srv.alive()
+
+
+def test_client_to_a_user_auth_server_refused():
+    """The daemon has no user name and password for the hosts it connects to (only [midi2]
+    secret): amidi2net-server forcing user authentication answers its invitation with Bye
+    0x45 (no matching authentication method). The daemon keeps retrying with back-off."""
+    with Rig() as rig:
+        srv = rig.a2n.server(user="alice", secret="pw", auth_forced=True, ep_name="a2n-server")
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port),
+                       conf="[midi2]\nsecret = pw\n")
+        d.expect_log(r"session closed: .*Refused\(69\)", timeout=SLOW)
+        d.expect_log(r"reconnecting to 127\.0\.0\.1:%d" % srv.port)
+        assert not any("accepted" in l for l in srv.log), srv.log
         assert srv.alive()
 
 
