@@ -367,6 +367,35 @@ def test_session_lifetime_midi2_to_midi2_through_the_hub():
         assert not srv2.errors() and not cli.errors(), (srv2.errors(), cli.errors())
 
 
+def test_ipv6_host_and_ctl_connect():
+    """On ::1: amidi2net-client --ipv6 to the daemon's host, and `ctl connect midi2://[::1]:P`
+    to amidi2net-server --ipv6; UMP both ways between them through the hub."""
+    with Rig() as rig:
+        midi2 = a2nlib.free_udp_port("::1")
+        conf = os.path.join(rig.tmp, "rtpmidid.conf")
+        open(conf, "w").close()
+        control = os.path.join(rig.tmp, "control.sock")
+        d = rig.daemons.start(free_port_pair("::1"), name="hub6", host="::1",
+                              args=["--hub", "--midi2-port", str(midi2), "-c", conf,
+                                    "--control", control])
+        d.expect_log(r"\(MIDI 2\.0\) listening on \[::1\]:%d" % midi2)
+        srv = rig.a2n.server(ipv6=True, ep_name="srv6")
+        cli = rig.a2n.client(midi2, host="::1", ipv6=True, ep_name="cli6")
+        cli.wait_session()
+        d.expect_log(r'session opened: "cli6" at \[::1\]:')
+        out = subprocess.run([d.argv[0], "ctl", "--control", control, "connect",
+                              "midi2://[::1]:%d" % srv.port], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=10)
+        assert out.returncode == 0, out.stdout
+        srv.wait_session()
+        d.expect_log(r'session opened: "srv6" at \[::1\]:%d' % srv.port)
+        cli.send(midi1_note_on(0, 0, 1, 1))
+        srv.expect(midi1_note_on(0, 0, 1, 1))
+        srv.send(midi1_note_on(0, 0, 2, 1))
+        cli.expect(midi1_note_on(0, 0, 2, 1))
+        clean(srv, cli)
+
+
 # ---- 3. authentication ----------------------------------------------------------------------
 
 def _notes_through(rig, a2n, ini):
