@@ -617,6 +617,42 @@ def test_retransmit_amidi2net_to_daemon():
     assert s["daemon"]["lost"] == 0 and s["daemon"]["journal_repairs"] >= 2, s["daemon"]
 
 
+def _lossy_sysex(drop):
+    with Rig() as rig:
+        rig.daemon()
+        ini = rig.pymidi()
+        relay = LossyRelay(rig.midi2_port, drop)
+        rig.relays.append(relay)
+        cli = rig.a2n.client(relay.port, ep_name="lossy")
+        cli.wait_session()
+        exchange_sysex(rig, cli, ini)
+        cli.expect_nothing(0.3)
+        return relay, rig.midi2_peer(), [l for l in cli.log if not l.startswith("*")]
+
+
+def test_sysex_10k_to_amidi2net_with_losses():
+    """The daemon sends a 10 kB SysEx as 1707 UMP data commands in ~15 datagrams at once:
+    FEC (3 commands) cannot cover a lost datagram of 116 commands, a retransmission must.
+    Single losses both ways (1 datagram in 7), from amidi2net only the SysEx direction
+    matters here: its single-UMP datagrams are repaired by FEC. (With the daemon keeping 256
+    commands for retransmission this failed: the note after the SysEx evicted it, amidi2net
+    got a Retransmit Error and reset the session.)"""
+    relay, peer, a2n_log = _lossy_sysex(lambda direction, n: n % 7 == 3)
+    assert relay.dropped["down"] and len(relay.dropped["up"]) > 100, relay.dropped
+    assert 0x80 in relay.codes["up"], "amidi2net never asked for a retransmission"
+    assert 0x81 not in relay.codes["down"], "the daemon answered a Retransmit Error"
+    assert not any("reset" in l for l in a2n_log), a2n_log[-8:]
+    assert peer["lost"] == 0, peer
+
+
+def test_sysex_10k_to_amidi2net_with_a_burst_lost():
+    relay, peer, a2n_log = _lossy_sysex(lambda direction, n: direction == "down" and
+                                        n in (4, 5, 6, 7, 8))
+    assert relay.dropped["down"] == [4, 5, 6, 7, 8], relay.dropped
+    assert 0x80 in relay.codes["up"] and 0x81 not in relay.codes["down"], relay.codes
+    assert not any("reset" in l for l in a2n_log), a2n_log[-8:]
+
+
 # ---- 6. Wireshark ----------------------------------------------------------------------------
 
 def test_tshark_has_no_network_midi2_dissector():
