@@ -768,7 +768,12 @@ impl Session {
         }
         if diff > 0 {
             self.rx_held.insert(ext, umps);
-            if self.timers[Timer::Missing as usize].is_none() {
+            if diff as u64 > self.config.fec_count as u64 && self.rx_requests == 0 {
+                // Past the reach of FEC copies (they lead the datagram that brings this one):
+                // only a retransmission fills the gap, so ask at once. amidi2net keeps its
+                // last 64 commands, 8 ms of a paced burst: after the missing wait they are gone.
+                self.on_missing_timer(now);
+            } else if self.timers[Timer::Missing as usize].is_none() {
                 self.set_timer(Timer::Missing, now + self.config.missing_wait);
             }
             return;
@@ -1429,6 +1434,30 @@ mod tests {
             })
             .collect();
         assert_eq!(again, &seqs[..116]);
+    }
+
+    #[test]
+    fn a_gap_beyond_the_fec_copies_is_asked_for_at_once() {
+        let mut s = host();
+        let data = |seq: u16, n: u8| {
+            let words = ump(n).words()[0].to_be_bytes();
+            datagram(&[Command::UmpData {
+                seq,
+                payload: &words,
+            }])
+        };
+        s.handle_datagram(at(1), &data(100, 0));
+        // 101-104 lost (more than the 3 FEC copies); 105 arrives: ask for 4 now, not 30 ms on.
+        s.handle_datagram(at(2), &data(105, 5));
+        let out = sent(&mut s, at(2));
+        assert_eq!(
+            out.iter().map(|c| parsed(c)).collect::<Vec<_>>(),
+            [Command::RetransmitRequest { seq: 101, count: 4 }]
+        );
+        // Once: what follows before the answer waits for it.
+        s.handle_datagram(at(3), &data(106, 6));
+        assert!(sent(&mut s, at(3)).is_empty());
+        assert_eq!(s.stats().retransmit_requests_sent, 1);
     }
 
     #[test]
