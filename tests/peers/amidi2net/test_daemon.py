@@ -653,6 +653,19 @@ def test_sysex_10k_to_amidi2net_with_a_burst_lost():
     assert not any("reset" in l for l in a2n_log), a2n_log[-8:]
 
 
+def test_sysex_10k_from_amidi2net_with_bursts_lost():
+    """amidi2net's 1707 single-UMP datagrams (paced 16 per 2 ms), 5 in a row lost every 30:
+    FEC fills 3, a retransmission the rest. amidi2net keeps only its last 64 commands, so
+    the daemon must ask at once (it used to wait 30 ms, got Retransmit Errors, reset the
+    session and lost 110 UMPs: the SysEx never arrived)."""
+    relay, peer, a2n_log = _lossy_sysex(lambda direction, n: direction == "up" and
+                                        n % 30 in (10, 11, 12, 13, 14))
+    assert len(relay.dropped["up"]) > 250, relay.dropped
+    assert 0x80 in relay.codes["down"] and 0x81 not in relay.codes["up"], relay.codes
+    assert 0x82 not in relay.codes["down"], "the daemon reset the session"
+    assert peer["lost"] == 0 and peer["journal_repairs"] >= 50, peer
+
+
 # ---- 6. Wireshark ----------------------------------------------------------------------------
 
 def test_tshark_has_no_network_midi2_dissector():
