@@ -666,6 +666,71 @@ def test_sysex_10k_from_amidi2net_with_bursts_lost():
     assert peer["lost"] == 0 and peer["journal_repairs"] >= 50, peer
 
 
+def test_session_reset_both_ways():
+    """Losses no retransmission can repair end in a Session Reset, after which the stream goes
+    on. Down: every data datagram to amidi2net is lost until amidi2net gives up (its
+    retransmit requests answered, the answers lost too) and sends Session Reset; the daemon
+    replies and the notes after it arrive. Up: 80 datagrams from amidi2net in a row lost,
+    more than the 64 it keeps: the daemon's request gets a Retransmit Error, it resets, and
+    the notes after it arrive."""
+    state = {"down": False, "up": range(0)}
+    relay = None
+
+    def drop(direction, n):
+        if direction == "down":
+            return state["down"] and 0x82 not in relay.codes["up"]
+        return n in state["up"]
+
+    with Rig() as rig:
+        d = rig.daemon()
+        ini = rig.pymidi()
+        relay = LossyRelay(rig.midi2_port, drop)
+        rig.relays.append(relay)
+        cli = rig.a2n.client(relay.port, ep_name="lossy")
+        cli.wait_session()
+        note = lambda i: midi1_note_on(0, 1, i, 1)  # noqa: E731
+
+        def down(i):
+            rig.rtp_send("91 %02x 01" % i)
+            time.sleep(0.01)
+
+        for i in range(10):
+            down(i)
+        cli.expect(*[note(i) for i in range(10)])
+        state["down"] = True
+        for i in range(10, 20):
+            down(i)
+        deadline = time.monotonic() + SLOW
+        while 0x82 not in relay.codes["up"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0x82 in relay.codes["up"], ("amidi2net never reset", relay.codes)
+        time.sleep(0.2)
+        assert 0x83 in relay.codes["down"], ("no Session Reset Reply", relay.codes)
+        for i in range(20, 30):
+            down(i)
+        cli.expect(*[note(i) for i in range(20, 30)])
+        cli.expect_nothing(0.3)
+
+        n0 = relay.count["up"]
+        state["up"] = range(n0 + 11, n0 + 91)
+        for i in range(100):
+            cli.send(midi1_note_on(0, 2, i, 1))
+            time.sleep(0.01)
+        got = []
+        deadline = time.monotonic() + SLOW
+        while "92 63 01" not in got and time.monotonic() < deadline:
+            got += [e["bytes"] for e in ini.events("midi")[len(got):]]
+            time.sleep(0.05)
+        want = ["92 %02x 01" % i for i in range(100)]
+        assert got[:10] == want[:10] and got[-10:] == want[-10:], got
+        assert all(g in want for g in got) and got == sorted(got), got
+        assert 0x81 in relay.codes["up"] and 0x82 in relay.codes["down"], relay.codes
+        assert 0x83 in relay.codes["up"], relay.codes
+        assert rig.midi2_peer()["lost"] >= 70, rig.midi2_peer()
+        assert d.count(r"session closed") == 0
+        clean(cli)
+
+
 # ---- 6. Wireshark ----------------------------------------------------------------------------
 
 def test_tshark_has_no_network_midi2_dissector():
