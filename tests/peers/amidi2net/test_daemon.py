@@ -396,6 +396,34 @@ def test_ipv6_host_and_ctl_connect():
         clean(srv, cli)
 
 
+def test_node_rtpmidi_through_the_hub_to_amidi2net_server():
+    """The other RTP-MIDI implementation: node-rtpmidi listening, the daemon connecting to it
+    and to amidi2net-server (`-C` both), notes, controllers and pitch bend both ways."""
+    with Rig() as rig:
+        node_port = free_port_pair()
+        node = rig.peers.node_peer("listen", node_port, name="nodelisten")
+        node.expect("ready")
+        srv = rig.a2n.server(ep_name="a2n-server")
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port),
+                       extra=["-C", "%s:%d" % (LOCAL, node_port)])
+        srv.wait_session()
+        d.expect_log(r'session opened: "nodelisten"', timeout=SLOW)
+        node.expect("send-ready", timeout=SLOW)
+        srv.send(midi1_note_on(0, 0, 60, 100), (0x20B00750,), (0x20E00040,),
+                 midi2_note_on(0, 1, 62, 0xFFFF), midi1_note_off(0, 0, 60))
+        want = ["90 3c 64", "b0 07 50", "e0 00 40", "91 3e 7f", "80 3c 00"]
+        assert node.expect_midi(len(want), timeout=SLOW) == want
+        for m in ("90 40 7f", "b3 01 02", "e5 10 20", "80 40 00"):
+            node.send(m)
+        srv.expect(midi1_note_on(0, 0, 64, 127), (0x20B30102,), (0x20E51020,),
+                   midi1_note_off(0, 0, 64), timeout=SLOW)
+        srv.expect_nothing(0.5)
+        node.stop()
+        assert [e["bytes"] for e in node.events("midi")] == want
+        assert not node.problems(), node.problems()
+        clean(srv)
+
+
 # ---- 3. authentication ----------------------------------------------------------------------
 
 def _notes_through(rig, a2n, ini):
