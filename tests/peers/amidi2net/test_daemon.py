@@ -510,9 +510,10 @@ def test_client_to_a_user_auth_server_refused():
 
 class LossyRelay:
     """A UDP relay between a Network MIDI 2.0 client (which sends to .port) and a host:
-    datagrams carrying UMP Data commands with a payload are counted per direction, and
-    `drop(direction, n)` (direction "up" = client to host, n = that count) decides which
-    are lost. Everything else passes."""
+    datagrams bringing new UMP Data commands (a newer sequence number than any before, with
+    a payload) are counted per direction, and `drop(direction, n)` (direction "up" = client
+    to host, n = that count) decides which are lost. Retransmissions pass, unless
+    `drop_resends` is set: then `drop(direction, None)` decides. Everything else passes."""
 
     def __init__(self, host_port, drop):
         self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -524,6 +525,8 @@ class LossyRelay:
         self.drop = drop
         self.client = None
         self.count = {"up": 0, "down": 0}
+        self.top = {"up": None, "down": None}  # newest UMP data sequence number seen
+        self.drop_resends = False
         self.dropped = {"up": [], "down": []}
         self.codes = {"up": set(), "down": set()}
         self.running = True
@@ -532,9 +535,10 @@ class LossyRelay:
 
     @staticmethod
     def _commands(data):
+        """[(code, payload words, bytes 2-3), ...]"""
         cmds, i = [], 4
         while i + 4 <= len(data):
-            cmds.append((data[i], data[i + 1]))
+            cmds.append((data[i], data[i + 1], data[i + 2] << 8 | data[i + 3]))
             i += 4 + 4 * data[i + 1]
         return cmds
 
@@ -548,11 +552,20 @@ class LossyRelay:
                     self.client = addr
                 direction = "up" if up else "down"
                 cmds = self._commands(data)
-                self.codes[direction].update(c for c, _ in cmds)
-                if any(c == 0xFF and n > 0 for c, n in cmds):
-                    self.count[direction] += 1
-                    if self.drop(direction, self.count[direction]):
-                        self.dropped[direction].append(self.count[direction])
+                self.codes[direction].update(c for c, _, _ in cmds)
+                seqs = [seq for c, n, seq in cmds if c == 0xFF and n > 0]
+                if seqs:
+                    top = self.top[direction]
+                    fresh = top is None or 0 < (seqs[-1] - top) & 0xFFFF < 0x8000
+                    if fresh:
+                        self.top[direction] = seqs[-1]
+                        self.count[direction] += 1
+                        n = self.count[direction]
+                    else:
+                        n = None  # a retransmission (or a stale copy)
+                    if (fresh or self.drop_resends) and self.drop(direction, n):
+                        if n is not None:
+                            self.dropped[direction].append(n)
                         continue
                 if up:
                     self.back.sendto(data, self.host)
@@ -685,7 +698,9 @@ def test_sysex_10k_from_amidi2net_with_bursts_lost():
     """amidi2net's 1707 single-UMP datagrams (paced 16 per 2 ms), 5 in a row lost every 30:
     FEC fills 3, a retransmission the rest. amidi2net keeps only its last 64 commands, so
     the daemon must ask at once (it used to wait 30 ms, got Retransmit Errors, reset the
-    session and lost 110 UMPs: the SysEx never arrived)."""
+    session and lost 110 UMPs: the SysEx never arrived). Retransmissions are not dropped: a
+    lost one is asked for again after 100 ms, long after amidi2net forgot it (Retransmit
+    Error, session reset, the SysEx lost)."""
     relay, peer, a2n_log = _lossy_sysex(lambda direction, n: direction == "up" and
                                         n % 30 in (10, 11, 12, 13, 14))
     assert len(relay.dropped["up"]) > 250, relay.dropped
@@ -713,6 +728,7 @@ def test_session_reset_both_ways():
         d = rig.daemon()
         ini = rig.pymidi()
         relay = LossyRelay(rig.midi2_port, drop)
+        relay.drop_resends = True
         rig.relays.append(relay)
         cli = rig.a2n.client(relay.port, ep_name="lossy")
         cli.wait_session()
