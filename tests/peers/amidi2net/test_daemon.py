@@ -299,6 +299,28 @@ def test_host_unpaced_bursts_both_ways():
         clean(cli)
 
 
+def test_host_sysex_64k_to_amidi2net():
+    """A 64 kB SysEx from pymidi (66 RTP-MIDI segments) goes to amidi2net as 10923 UMPs in
+    ~100 datagrams of 1400 bytes, unpaced: about what amidi2net's socket buffer holds
+    (rmem_default 212992: ~90 such datagrams on loopback); what overflows is retransmitted
+    from the daemon's buffer (4096 commands). At ~150 kB it fails (see the report in
+    tests/peers/README.md: the daemon does not pace its datagrams)."""
+    with Rig() as rig:
+        rig.daemon()
+        ini = rig.pymidi()
+        cli = rig.a2n.client(rig.midi2_port, ep_name="a2n-client")
+        cli.wait_session()
+        data = sysex_payload(65536, 3)
+        for seg in rtp_sysex_segments(data):
+            rig.rtp_send(seg)
+        rig.rtp_send("93 02 03")
+        n = len(a2nlib.sysex7_packets(data))
+        packets = cli.recv_n(n + 1, SLOW)
+        assert packets[-1] == midi1_note_on(0, 3, 2, 3), a2nlib.ump_line(packets[-1])
+        assert a2nlib.sysex7_join(packets[:-1]) == data
+        assert rig.midi2_peer()["state"] == "connected"
+
+
 # ---- 2. the daemon as client of amidi2net-server --------------------------------------------
 
 def test_client_messages_both_ways():
