@@ -117,7 +117,9 @@ impl Default for Config {
             product_id: String::new(),
             mtu: 1400,
             fec_count: 3,
-            retransmit_buffer: 256,
+            // A whole burst: a 10 kB SysEx is 1707 commands, all sent at once; a smaller
+            // buffer lost it to the next message before the receiver's request came.
+            retransmit_buffer: 4096,
             invite_interval: Duration::from_secs(1),
             invite_attempts: 5,
             pending_timeout: Duration::from_secs(10),
@@ -766,7 +768,12 @@ impl Session {
         }
         if diff > 0 {
             self.rx_held.insert(ext, umps);
-            if self.timers[Timer::Missing as usize].is_none() {
+            if diff as u64 > self.config.fec_count as u64 && self.rx_requests == 0 {
+                // Past the reach of FEC copies (they lead the datagram that brings this one):
+                // only a retransmission fills the gap, so ask at once. amidi2net keeps its
+                // last 64 commands, 8 ms of a paced burst: after the missing wait they are gone.
+                self.on_missing_timer(now);
+            } else if self.timers[Timer::Missing as usize].is_none() {
                 self.set_timer(Timer::Missing, now + self.config.missing_wait);
             }
             return;
@@ -1388,6 +1395,69 @@ mod tests {
             }]
         );
         assert_eq!(s.stats().retransmit_requests_answered, 1);
+    }
+
+    #[test]
+    fn a_10_kb_sysex_sent_at_once_stays_retransmittable() {
+        // 1707 UMPs go out in 15 datagrams at once; a receiver that lost one of the first
+        // asks when a later one arrives (amidi2net: at once on the jump, again after 100 ms).
+        let mut s = host();
+        let mut sysex = vec![0xF0];
+        sysex.extend((0..10_240).map(|i| (i % 128) as u8));
+        sysex.push(0xF7);
+        assert!(s.send_midi1(0, &MidiMessage::SysEx(sysex)));
+        let mut seqs: Vec<u16> = Vec::new();
+        for c in sent(&mut s, at(1)) {
+            // New commands only, not the FEC copies that lead each datagram.
+            if let Command::UmpData { seq, .. } = parsed(&c) {
+                if !seqs.contains(&seq) {
+                    seqs.push(seq);
+                }
+            }
+        }
+        assert_eq!(seqs.len(), 1707);
+        // A note right after it, before the request comes (what evicted the SysEx when the
+        // buffer held 256 commands: amidi2net then got a retransmit error and reset).
+        assert!(s.send_ump(ump(1)));
+        sent(&mut s, at(1));
+        let req = Command::RetransmitRequest {
+            seq: seqs[0],
+            count: 116,
+        };
+        s.handle_datagram(at(2), &datagram(&[req]));
+        let again: Vec<u16> = sent(&mut s, at(2))
+            .iter()
+            .filter_map(|c| match parsed(c) {
+                Command::UmpData { seq, .. } => Some(seq),
+                Command::RetransmitError { .. } => panic!("retransmit error for {:?}", c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again, &seqs[..116]);
+    }
+
+    #[test]
+    fn a_gap_beyond_the_fec_copies_is_asked_for_at_once() {
+        let mut s = host();
+        let data = |seq: u16, n: u8| {
+            let words = ump(n).words()[0].to_be_bytes();
+            datagram(&[Command::UmpData {
+                seq,
+                payload: &words,
+            }])
+        };
+        s.handle_datagram(at(1), &data(100, 0));
+        // 101-104 lost (more than the 3 FEC copies); 105 arrives: ask for 4 now, not 30 ms on.
+        s.handle_datagram(at(2), &data(105, 5));
+        let out = sent(&mut s, at(2));
+        assert_eq!(
+            out.iter().map(|c| parsed(c)).collect::<Vec<_>>(),
+            [Command::RetransmitRequest { seq: 101, count: 4 }]
+        );
+        // Once: what follows before the answer waits for it.
+        s.handle_datagram(at(3), &data(106, 6));
+        assert!(sent(&mut s, at(3)).is_empty());
+        assert_eq!(s.stats().retransmit_requests_sent, 1);
     }
 
     #[test]
