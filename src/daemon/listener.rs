@@ -211,8 +211,10 @@ impl Listener {
                     let Some((len, from)) = receive(socket(&sockets[pair], port), recv_buf) else {
                         break;
                     };
-                    if let Err(why) = endpoint.handle_datagram(now, port, from, &recv_buf[..len]) {
-                        dropped(why, from, len);
+                    match endpoint.handle_datagram(now, port, from, &recv_buf[..len]) {
+                        // Held for a half-open slot, answered then: not a drop.
+                        Ok(_) | Err(Dropped::Deferred) => {}
+                        Err(why) => dropped(why, from, len),
                     }
                     flush_apple_midi(endpoint, sockets, now, send_buf);
                 }
