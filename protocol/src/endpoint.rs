@@ -157,6 +157,11 @@ impl Endpoint {
         self.drops
     }
 
+    /// Its sessions, whatever their state.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Invitations waiting for a half-open slot of their host.
     pub fn waiting(&self) -> usize {
         self.waiting.len()

@@ -282,6 +282,14 @@ impl Listener {
         }
     }
 
+    /// Its sessions, whatever their state.
+    pub fn session_count(&self) -> usize {
+        match &self.server {
+            Server::AppleMidi { endpoint, .. } => endpoint.session_count(),
+            Server::Midi2(m) => m.endpoint.sessions().count(),
+        }
+    }
+
     pub fn poll_refusal(&mut self) -> Option<(SocketAddr, Refusal)> {
         match &mut self.server {
             Server::AppleMidi { endpoint, .. } => endpoint.poll_refusal(),

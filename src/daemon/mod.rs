@@ -45,6 +45,8 @@ const MAX_DATAGRAM: usize = 65_536;
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
+const TRIM_AFTER_ENDED: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
@@ -106,6 +108,8 @@ pub struct Daemon {
     bridge_actions: Vec<bridge::Action<PeerPortId>>,
     dests: Vec<Dest>,
     signals_seen: u32,
+    /// Sessions ended since the heap was last given back to the system.
+    ended_since_trim: usize,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
     names: Option<names::Names>,
@@ -153,6 +157,7 @@ impl Daemon {
             bridge_actions: Vec::new(),
             dests: Vec::new(),
             signals_seen: 0,
+            ended_since_trim: 0,
             mdns: None,
             mdns_sources: Vec::new(),
             names: None,
@@ -307,6 +312,7 @@ impl Daemon {
                 break;
             }
         }
+        self.trim_heap();
         let deadline = self
             .listeners
             .values()
@@ -322,6 +328,24 @@ impl Daemon {
         }
         if self.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
             ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
+        }
+    }
+
+    /// Gives freed memory back to the system once many sessions ended (at least half of
+    /// those there were since the last time): malloc keeps the pages of freed sessions
+    /// otherwise, a few MB after a thousand. Rare, so its cost (a walk of the heap) is not.
+    fn trim_heap(&mut self) {
+        if self.ended_since_trim < TRIM_AFTER_ENDED {
+            return;
+        }
+        let left: usize = self.listeners.values().map(Listener::session_count).sum();
+        if self.ended_since_trim >= left {
+            self.ended_since_trim = 0;
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free memory of the heap; any thread may call it.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 
@@ -370,6 +394,7 @@ impl Daemon {
                 self.latency.remove(&key);
                 self.playouts.remove(&key);
                 self.router.session_down(now, key, ended);
+                self.ended_since_trim += 1;
             }
         }
     }
