@@ -1,7 +1,7 @@
 //! Many sessions on one pair of ports: maps each incoming datagram to its session (by initiator
 //! token for session commands, by the peer's SSRC for CK, RS and RTP, always with the peer's
 //! address), starts responder sessions for new invitations, and answers what has no session.
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::admission::{AddressFilter, Refusal};
@@ -115,8 +115,14 @@ pub struct Endpoint {
     refusals: VecDeque<(SocketAddr, Refusal)>,
     /// Invitations beyond their host's half-open bound, oldest first.
     waiting: VecDeque<Waiting>,
-    /// Where `poll_transmit` last found a datagram: the next call starts there, so sending
-    /// to N sessions is one pass over them, not N.
+    /// Sessions that may have something to send: those a datagram, a timer or the owner
+    /// (`session_mut`) touched since `poll_transmit` last found them with nothing. Polling
+    /// only these keeps a datagram's cost from growing with the number of sessions.
+    ready: BTreeSet<SessionId>,
+    /// All sessions may have something to send (after `sessions_mut`, `close_all`).
+    all_ready: bool,
+    /// Where `poll_transmit` last found a datagram while all are ready: the next call starts
+    /// there, so sending to N sessions is one pass over them, not N.
     transmit_from: SessionId,
 }
 
@@ -134,6 +140,8 @@ impl Endpoint {
             refusing: None,
             refusals: VecDeque::new(),
             waiting: VecDeque::new(),
+            ready: BTreeSet::new(),
+            all_ready: false,
             transmit_from: SessionId(0),
         }
     }
@@ -179,6 +187,7 @@ impl Endpoint {
     }
 
     pub fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
+        self.ready.insert(id);
         self.sessions.get_mut(&id).map(|s| &mut **s)
     }
 
@@ -187,10 +196,12 @@ impl Endpoint {
     }
 
     pub fn sessions_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {
+        self.all_ready = true;
         self.sessions.iter_mut().map(|(id, s)| (*id, &mut **s))
     }
 
     pub fn close_all(&mut self) {
+        self.all_ready = true;
         self.sessions.values_mut().for_each(|s| s.close());
     }
 
@@ -198,6 +209,7 @@ impl Endpoint {
         let id = SessionId(self.next_id);
         self.next_id += 1;
         self.sessions.insert(id, Box::new(session));
+        self.ready.insert(id);
         id
     }
 
@@ -258,6 +270,7 @@ impl Endpoint {
             let was_half_open = session.is_half_open();
             session.handle_datagram(now, port, from, bytes);
             freed = was_half_open && !session.is_half_open();
+            self.ready.insert(id);
         }
         if freed {
             self.admit_waiting(now);
@@ -336,15 +349,17 @@ impl Endpoint {
         inv: &Invitation<'_>,
     ) -> Result<SessionId, Dropped> {
         let name = session::sanitize_name(inv.name.unwrap_or(""));
-        let of_host = || {
-            self.sessions
-                .values()
-                .filter(|s| !s.is_closed() && same_host(s.peer_control().ip(), from.ip()))
-        };
-        let half_open = of_host().filter(|s| s.is_half_open()).count();
-        // A restarted peer's own session does not count against it: it is about to go.
-        let host_sessions = of_host().filter(|s| s.peer_control() != from).count();
-        let live = self.sessions.values().filter(|s| !s.is_closed()).count();
+        // One pass: with a thousand sessions, each pass over them is much of an
+        // invitation's cost.
+        let (mut half_open, mut host_sessions, mut live) = (0, 0, 0);
+        for s in self.sessions.values().filter(|s| !s.is_closed()) {
+            live += 1;
+            if same_host(s.peer_control().ip(), from.ip()) {
+                half_open += usize::from(s.is_half_open());
+                // A restarted peer's own session does not count against it: it is about to go.
+                host_sessions += usize::from(s.peer_control() != from);
+            }
+        }
         let refusal = self.policy.refuses(&name, live, host_sessions);
         if refusal.is_none() && half_open >= MAX_HALF_OPEN_PER_HOST {
             self.defer(now, from, inv, name);
@@ -371,6 +386,7 @@ impl Endpoint {
                 && !name.is_empty()
                 && old.peer_name() == name
             {
+                self.ready.insert(*id);
                 match old.challenge(now) {
                     Challenge::Silent => replaced.push(*id),
                     Challenge::Pending => return self.drop(Dropped::Refused),
@@ -420,9 +436,11 @@ impl Endpoint {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for session in self.sessions.values_mut() {
+        for (id, session) in self.sessions.iter_mut() {
+            // Guard packets are due by time alone: a session whose deadline passed is polled.
             if session.poll_timeout().is_some_and(|at| at <= now) {
                 session.handle_timeout(now);
+                self.ready.insert(*id);
             }
         }
         // Half-open sessions may have timed out or been closed by the owner.
@@ -459,12 +477,28 @@ impl Endpoint {
                 });
             }
         }
+        if !self.all_ready {
+            while let Some(&id) = self.ready.first() {
+                let session = self.sessions.get_mut(&id);
+                if let Some(t) = session.and_then(|s| s.poll_transmit(now, buf)) {
+                    return Some(t);
+                }
+                self.ready.pop_first();
+            }
+            return None;
+        }
         let from = self.transmit_from;
         let mut poll =
             |(id, s): (&SessionId, &mut Box<Session>)| s.poll_transmit(now, buf).map(|t| (*id, t));
-        let (id, t) = match self.sessions.range_mut(from..).find_map(&mut poll) {
-            Some(found) => found,
-            None => self.sessions.range_mut(..from).find_map(&mut poll)?,
+        let found = match self.sessions.range_mut(from..).find_map(&mut poll) {
+            Some(found) => Some(found),
+            None => self.sessions.range_mut(..from).find_map(&mut poll),
+        };
+        let Some((id, t)) = found else {
+            // A whole pass found nothing: none is ready any more.
+            self.all_ready = false;
+            self.ready.clear();
+            return None;
         };
         self.transmit_from = id;
         Some(t)
