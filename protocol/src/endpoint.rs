@@ -289,14 +289,19 @@ impl Endpoint {
             }
         }
         for host in hosts {
-            let free = MAX_HALF_OPEN_PER_HOST.saturating_sub(self.half_open(host));
-            for _ in 0..free {
+            let mut free = MAX_HALF_OPEN_PER_HOST.saturating_sub(self.half_open(host));
+            while free > 0 {
                 let Some(at) = self.waiting.iter().position(|w| w.from.ip() == host) else {
                     break;
                 };
                 let Some(w) = self.waiting.remove(at) else {
                     break;
                 };
+                // Its retry may have found a free slot first: it has its session already.
+                if self.find(host, |s| s.token() == w.token).is_some() {
+                    continue;
+                }
+                free -= 1;
                 let inv = Invitation {
                     token: w.token,
                     ssrc: w.ssrc,

@@ -29,6 +29,8 @@ struct Burst {
     endpoint: Endpoint,
     initiators: Vec<(SocketAddr, Session)>,
     rejected: usize,
+    /// Every initiator datagram arrives twice (a retry crossing the answer).
+    twice: bool,
 }
 
 impl Burst {
@@ -51,6 +53,7 @@ impl Burst {
             endpoint,
             initiators,
             rejected: 0,
+            twice: false,
         }
     }
 
@@ -71,9 +74,11 @@ impl Burst {
                     } else {
                         Port::Control
                     };
-                    let _ = self
-                        .endpoint
-                        .handle_datagram(self.now, port, from, &buf[..t.len]);
+                    for _ in 0..1 + usize::from(self.twice) {
+                        let _ = self
+                            .endpoint
+                            .handle_datagram(self.now, port, from, &buf[..t.len]);
+                    }
                 }
             }
             while let Some(t) = self.endpoint.poll_transmit(self.now, &mut buf) {
@@ -132,6 +137,17 @@ fn a_burst_of_a_hundred_invitations_from_one_host_all_connect_without_a_no() {
             .count(),
         100
     );
+    assert_eq!(burst.endpoint.waiting(), 0);
+}
+
+#[test]
+fn repeated_invitations_of_a_burst_make_no_second_session() {
+    let mut burst = Burst::new(100);
+    burst.twice = true;
+    burst.settle();
+    assert_eq!(burst.rejected, 0);
+    assert_eq!(burst.connected(), 100);
+    assert_eq!(burst.endpoint.sessions().count(), 100);
     assert_eq!(burst.endpoint.waiting(), 0);
 }
 
