@@ -1,13 +1,13 @@
 //! Many sessions on one pair of ports: maps each incoming datagram to its session (by initiator
 //! token for session commands, by the peer's SSRC for CK, RS and RTP, always with the peer's
 //! address), starts responder sessions for new invitations, and answers what has no session.
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::admission::{AddressFilter, Refusal};
 use crate::rng::Rng;
 use crate::session::{self, Challenge, Config, Event, Port, Role, Session, Transmit};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::applemidi::{self, Command, Invitation};
 use crate::wire::rtp;
 
@@ -58,6 +58,26 @@ impl AcceptPolicy {
 const MAX_HALF_OPEN_PER_HOST: usize = 8;
 /// NO answers owed at once; under a flood of refused invitations the rest go unanswered.
 const MAX_PENDING_REJECTS: usize = 64;
+/// Invitations from one host beyond its half-open bound wait (without answer) for a slot
+/// rather than get NO: a legitimate burst (a patchbay restoring its sessions, many clients
+/// on one machine) is answered as fast as it completes, while a flood costs one small entry
+/// each, up to this bound; beyond it they are dropped silently and the initiator retries.
+const MAX_WAITING_PER_HOST: usize = 1024;
+/// All hosts together (a spoofed flood from many addresses).
+const MAX_WAITING: usize = 4096;
+/// A waiting invitation older than this is forgotten: its initiator retries (every 0.5-1 s
+/// in the implementations we know) with the same token, which refreshes it; one that gave
+/// up must not take a half-open slot.
+const WAITING_FOR: Duration = Duration::from_secs(2);
+
+/// An invitation held until its host has a free half-open slot.
+struct Waiting {
+    from: SocketAddr,
+    token: u32,
+    ssrc: u32,
+    name: String,
+    since: Instant,
+}
 
 /// Datagrams that reached no session, by kind; the daemon logs and shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +93,8 @@ pub enum Dropped {
     Malformed,
     UnknownSession,
     Refused,
+    /// An invitation held until its host has a free half-open slot; answered then.
+    Deferred,
 }
 
 pub struct Endpoint {
@@ -91,6 +113,17 @@ pub struct Endpoint {
     /// The last kind of refusal reported, so a flood is reported once; cleared by an accept.
     refusing: Option<Refusal>,
     refusals: VecDeque<(SocketAddr, Refusal)>,
+    /// Invitations beyond their host's half-open bound, oldest first.
+    waiting: VecDeque<Waiting>,
+    /// Sessions that may have something to send: those a datagram, a timer or the owner
+    /// (`session_mut`) touched since `poll_transmit` last found them with nothing. Polling
+    /// only these keeps a datagram's cost from growing with the number of sessions.
+    ready: BTreeSet<SessionId>,
+    /// All sessions may have something to send (after `sessions_mut`, `close_all`).
+    all_ready: bool,
+    /// Where `poll_transmit` last found a datagram while all are ready: the next call starts
+    /// there, so sending to N sessions is one pass over them, not N.
+    transmit_from: SessionId,
 }
 
 impl Endpoint {
@@ -106,6 +139,10 @@ impl Endpoint {
             drops: DropStats::default(),
             refusing: None,
             refusals: VecDeque::new(),
+            waiting: VecDeque::new(),
+            ready: BTreeSet::new(),
+            all_ready: false,
+            transmit_from: SessionId(0),
         }
     }
 
@@ -128,6 +165,16 @@ impl Endpoint {
         self.drops
     }
 
+    /// Its sessions, whatever their state.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Invitations waiting for a half-open slot of their host.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Starts a session that invites `peer_control`.
     pub fn connect(&mut self, now: Instant, peer_control: SocketAddr) -> SessionId {
         let seed = self.rng.next_u64();
@@ -140,6 +187,7 @@ impl Endpoint {
     }
 
     pub fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
+        self.ready.insert(id);
         self.sessions.get_mut(&id).map(|s| &mut **s)
     }
 
@@ -148,10 +196,12 @@ impl Endpoint {
     }
 
     pub fn sessions_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {
+        self.all_ready = true;
         self.sessions.iter_mut().map(|(id, s)| (*id, &mut **s))
     }
 
     pub fn close_all(&mut self) {
+        self.all_ready = true;
         self.sessions.values_mut().for_each(|s| s.close());
     }
 
@@ -159,6 +209,7 @@ impl Endpoint {
         let id = SessionId(self.next_id);
         self.next_id += 1;
         self.sessions.insert(id, Box::new(session));
+        self.ready.insert(id);
         id
     }
 
@@ -214,10 +265,86 @@ impl Endpoint {
         let Some(id) = found else {
             return self.drop(Dropped::UnknownSession);
         };
+        let mut freed = false;
         if let Some(session) = self.sessions.get_mut(&id) {
+            let was_half_open = session.is_half_open();
             session.handle_datagram(now, port, from, bytes);
+            freed = was_half_open && !session.is_half_open();
+            self.ready.insert(id);
+        }
+        if freed {
+            self.admit_waiting(now);
         }
         Ok(id)
+    }
+
+    /// Accepts waiting invitations of hosts that have free half-open slots, oldest first.
+    fn admit_waiting(&mut self, now: Instant) {
+        self.waiting
+            .retain(|w| now.saturating_duration_since(w.since) < WAITING_FOR);
+        let mut hosts: Vec<IpAddr> = Vec::new();
+        for w in &self.waiting {
+            if !hosts.contains(&w.from.ip()) {
+                hosts.push(w.from.ip());
+            }
+        }
+        for host in hosts {
+            let mut free = MAX_HALF_OPEN_PER_HOST.saturating_sub(self.half_open(host));
+            while free > 0 {
+                let Some(at) = self.waiting.iter().position(|w| w.from.ip() == host) else {
+                    break;
+                };
+                let Some(w) = self.waiting.remove(at) else {
+                    break;
+                };
+                // Its retry may have found a free slot first: it has its session already.
+                if self.find(host, |s| s.token() == w.token).is_some() {
+                    continue;
+                }
+                free -= 1;
+                let inv = Invitation {
+                    token: w.token,
+                    ssrc: w.ssrc,
+                    name: Some(&w.name),
+                };
+                // Policy, limits and restarts are judged now, as for a new invitation.
+                let _ = self.invited(now, w.from, &inv);
+            }
+        }
+    }
+
+    fn half_open(&self, host: IpAddr) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.is_half_open() && same_host(s.peer_control().ip(), host))
+            .count()
+    }
+
+    /// Holds an invitation refused for want of a half-open slot, or refreshes it if its
+    /// initiator sent it again; drops it silently when the queue is full.
+    fn defer(&mut self, now: Instant, from: SocketAddr, inv: &Invitation<'_>, name: String) {
+        if let Some(w) = self
+            .waiting
+            .iter_mut()
+            .find(|w| w.from == from && w.token == inv.token)
+        {
+            w.since = now;
+            return;
+        }
+        let of_host = self
+            .waiting
+            .iter()
+            .filter(|w| same_host(w.from.ip(), from.ip()))
+            .count();
+        if of_host < MAX_WAITING_PER_HOST && self.waiting.len() < MAX_WAITING {
+            self.waiting.push_back(Waiting {
+                from,
+                token: inv.token,
+                ssrc: inv.ssrc,
+                name,
+                since: now,
+            });
+        }
     }
 
     fn invited(
@@ -227,20 +354,22 @@ impl Endpoint {
         inv: &Invitation<'_>,
     ) -> Result<SessionId, Dropped> {
         let name = session::sanitize_name(inv.name.unwrap_or(""));
-        let of_host = || {
-            self.sessions
-                .values()
-                .filter(|s| !s.is_closed() && same_host(s.peer_control().ip(), from.ip()))
-        };
-        let half_open = of_host().filter(|s| s.is_half_open()).count();
-        // A restarted peer's own session does not count against it: it is about to go.
-        let host_sessions = of_host().filter(|s| s.peer_control() != from).count();
-        let live = self.sessions.values().filter(|s| !s.is_closed()).count();
-        let refusal = if half_open >= MAX_HALF_OPEN_PER_HOST {
-            Some(Refusal::HalfOpen)
-        } else {
-            self.policy.refuses(&name, live, host_sessions)
-        };
+        // One pass: with a thousand sessions, each pass over them is much of an
+        // invitation's cost.
+        let (mut half_open, mut host_sessions, mut live) = (0, 0, 0);
+        for s in self.sessions.values().filter(|s| !s.is_closed()) {
+            live += 1;
+            if same_host(s.peer_control().ip(), from.ip()) {
+                half_open += usize::from(s.is_half_open());
+                // A restarted peer's own session does not count against it: it is about to go.
+                host_sessions += usize::from(s.peer_control() != from);
+            }
+        }
+        let refusal = self.policy.refuses(&name, live, host_sessions);
+        if refusal.is_none() && half_open >= MAX_HALF_OPEN_PER_HOST {
+            self.defer(now, from, inv, name);
+            return Err(Dropped::Deferred);
+        }
         if let Some(why) = refusal {
             if self.rejects.len() < MAX_PENDING_REJECTS {
                 self.rejects.push_back((from, inv.token));
@@ -262,6 +391,7 @@ impl Endpoint {
                 && !name.is_empty()
                 && old.peer_name() == name
             {
+                self.ready.insert(*id);
                 match old.challenge(now) {
                     Challenge::Silent => replaced.push(*id),
                     Challenge::Pending => return self.drop(Dropped::Refused),
@@ -298,6 +428,7 @@ impl Endpoint {
             Dropped::Malformed => self.drops.malformed += 1,
             Dropped::UnknownSession => self.drops.unknown_session += 1,
             Dropped::Refused => self.drops.refused += 1,
+            Dropped::Deferred => {}
         }
         Err(why)
     }
@@ -310,17 +441,27 @@ impl Endpoint {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for session in self.sessions.values_mut() {
+        for (id, session) in self.sessions.iter_mut() {
+            // Guard packets are due by time alone: a session whose deadline passed is polled.
             if session.poll_timeout().is_some_and(|at| at <= now) {
                 session.handle_timeout(now);
+                self.ready.insert(*id);
             }
+        }
+        // Half-open sessions may have timed out or been closed by the owner.
+        if !self.waiting.is_empty() {
+            self.admit_waiting(now);
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Waiting invitations are looked at again when the oldest expires, in case no
+        // datagram frees a slot before then.
+        let expiry = self.waiting.front().map(|w| w.since + WAITING_FOR);
         self.sessions
             .values()
             .filter_map(|s| s.poll_timeout())
+            .chain(expiry)
             .min()
     }
 
@@ -341,9 +482,31 @@ impl Endpoint {
                 });
             }
         }
-        self.sessions
-            .values_mut()
-            .find_map(|s| s.poll_transmit(now, buf))
+        if !self.all_ready {
+            while let Some(&id) = self.ready.first() {
+                let session = self.sessions.get_mut(&id);
+                if let Some(t) = session.and_then(|s| s.poll_transmit(now, buf)) {
+                    return Some(t);
+                }
+                self.ready.pop_first();
+            }
+            return None;
+        }
+        let from = self.transmit_from;
+        let mut poll =
+            |(id, s): (&SessionId, &mut Box<Session>)| s.poll_transmit(now, buf).map(|t| (*id, t));
+        let found = match self.sessions.range_mut(from..).find_map(&mut poll) {
+            Some(found) => Some(found),
+            None => self.sessions.range_mut(..from).find_map(&mut poll),
+        };
+        let Some((id, t)) = found else {
+            // A whole pass found nothing: none is ready any more.
+            self.all_ready = false;
+            self.ready.clear();
+            return None;
+        };
+        self.transmit_from = id;
+        Some(t)
     }
 
     /// The next event of any session; sessions that ended and sent all they had are removed

@@ -332,7 +332,7 @@ fn a_restarted_initiator_replaces_its_old_session() {
 }
 
 #[test]
-fn a_flood_of_invitations_is_refused_beyond_a_few_half_open_sessions() {
+fn a_flood_of_invitations_is_held_beyond_a_few_half_open_sessions() {
     use protocol::wire::applemidi::{Command, Invitation};
     let mut p = connected_pair(14, LinkConfig::default());
     let now = p.now;
@@ -354,7 +354,8 @@ fn a_flood_of_invitations_is_refused_beyond_a_few_half_open_sessions() {
             .handle_datagram(now, Port::Control, from, &buf);
     }
     assert!(p.nodes[B].endpoint.sessions().count() <= 1 + 8);
-    assert!(p.nodes[B].endpoint.drops().refused >= 990);
+    // The rest wait, unanswered, for a slot that never frees (see handshake_burst.rs).
+    assert!(p.nodes[B].endpoint.waiting() >= 990);
     // The real session still carries MIDI.
     send(&mut p, A, note(1));
     p.run_for(Duration::from_millis(50));

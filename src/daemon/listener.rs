@@ -74,6 +74,7 @@ enum Server {
         sockets: Vec<PortPair>,
         /// The tag a hub peer sent, for its next event.
         tags: BTreeMap<SessionId, Tag>,
+        batch: SendBatch,
     },
     Midi2(Midi2),
 }
@@ -100,6 +101,7 @@ impl Listener {
                 endpoint,
                 sockets,
                 tags: BTreeMap::new(),
+                batch: SendBatch::default(),
             },
             sources: Vec::new(),
         }
@@ -210,7 +212,10 @@ impl Listener {
     ) -> bool {
         match &mut self.server {
             Server::AppleMidi {
-                endpoint, sockets, ..
+                endpoint,
+                sockets,
+                batch,
+                ..
             } => {
                 let Some(pair) = sockets
                     .iter()
@@ -222,10 +227,12 @@ impl Listener {
                     let Some((len, from)) = receive(socket(&sockets[pair], port), recv_buf) else {
                         break;
                     };
-                    if let Err(why) = endpoint.handle_datagram(now, port, from, &recv_buf[..len]) {
-                        dropped(why, from, len);
+                    match endpoint.handle_datagram(now, port, from, &recv_buf[..len]) {
+                        // Held for a half-open slot, answered then: not a drop.
+                        Ok(_) | Err(Dropped::Deferred) => {}
+                        Err(why) => dropped(why, from, len),
                     }
-                    flush_apple_midi(endpoint, sockets, now, send_buf);
+                    flush_apple_midi(endpoint, sockets, batch, now, send_buf);
                 }
             }
             Server::Midi2(m) => {
@@ -259,8 +266,11 @@ impl Listener {
     pub fn flush(&mut self, now: Instant, buf: &mut [u8]) {
         match &mut self.server {
             Server::AppleMidi {
-                endpoint, sockets, ..
-            } => flush_apple_midi(endpoint, sockets, now, buf),
+                endpoint,
+                sockets,
+                batch,
+                ..
+            } => flush_apple_midi(endpoint, sockets, batch, now, buf),
             Server::Midi2(m) => flush_midi2(m, now, buf),
         }
     }
@@ -300,6 +310,14 @@ impl Listener {
                 return Some((id, happening));
             },
             Server::Midi2(m) => m.poll_happening(),
+        }
+    }
+
+    /// Its sessions, whatever their state.
+    pub fn session_count(&self) -> usize {
+        match &self.server {
+            Server::AppleMidi { endpoint, .. } => endpoint.session_count(),
+            Server::Midi2(m) => m.endpoint.sessions().count(),
         }
     }
 
@@ -673,15 +691,86 @@ fn receive(socket: &std::net::UdpSocket, buf: &mut [u8]) -> Option<(usize, Socke
     }
 }
 
-fn flush_apple_midi(endpoint: &mut Endpoint, sockets: &[PortPair], now: Instant, buf: &mut [u8]) {
+fn flush_apple_midi(
+    endpoint: &mut Endpoint,
+    sockets: &[PortPair],
+    batch: &mut SendBatch,
+    now: Instant,
+    buf: &mut [u8],
+) {
     while let Some(t) = endpoint.poll_transmit(now, buf) {
         let Some(pair) = sockets.iter().find(|p| p.reaches(&t.dst)) else {
             debug!("no socket can reach {}", t.dst);
             continue;
         };
-        if let Err(e) = socket(pair, t.port).send_to(&buf[..t.len], pair.wire_addr(t.dst)) {
-            debug!("send to {}: {e}", t.dst);
+        let fd = socket(pair, t.port).as_raw_fd();
+        batch.push(fd, pair.wire_addr(t.dst), &buf[..t.len]);
+    }
+    batch.send();
+}
+
+/// Datagrams sent with one `sendmmsg`.
+const SEND_BATCH: usize = 64;
+
+/// Datagrams for one socket, sent together: one system call per batch rather than one per
+/// datagram, which counts when the hub sends a message to hundreds of peers.
+#[derive(Default)]
+struct SendBatch {
+    fd: RawFd,
+    bytes: Vec<u8>,
+    /// Each datagram's start in `bytes`, its length and its destination.
+    datagrams: Vec<(usize, usize, socket2::SockAddr)>,
+}
+
+impl SendBatch {
+    fn push(&mut self, fd: RawFd, dst: SocketAddr, datagram: &[u8]) {
+        if self.fd != fd || self.datagrams.len() == SEND_BATCH {
+            self.send();
         }
+        self.fd = fd;
+        self.datagrams
+            .push((self.bytes.len(), datagram.len(), dst.into()));
+        self.bytes.extend_from_slice(datagram);
+    }
+
+    /// Sends what it holds; a datagram that fails is logged and skipped, as with `sendto`.
+    fn send(&mut self) {
+        let n = self.datagrams.len();
+        if n == 0 {
+            return;
+        }
+        // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths).
+        let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (start, len, addr)) in self.datagrams.iter().enumerate() {
+            iov[i].iov_base = self.bytes[*start..].as_ptr() as *mut libc::c_void;
+            iov[i].iov_len = *len;
+            let hdr = &mut msgs[i].msg_hdr;
+            hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+            hdr.msg_namelen = addr.len();
+            hdr.msg_iov = &mut iov[i];
+            hdr.msg_iovlen = 1;
+        }
+        let mut done = 0;
+        while done < n {
+            let rest = &mut msgs[done..n];
+            // SAFETY: `rest` points at initialized headers whose buffers and addresses
+            // (`self.bytes`, `self.datagrams`) outlive the call and are not touched meanwhile.
+            let sent = unsafe { libc::sendmmsg(self.fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
+            if sent > 0 {
+                done += sent as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if sent == 0 || e.kind() != io::ErrorKind::Interrupted {
+                // The first datagram left failed (full buffer, ICMP error): it is lost, as a
+                // failed `sendto` would lose it; the rest still go.
+                debug!("send to {:?}: {e}", self.datagrams[done].2.as_socket());
+                done += 1;
+            }
+        }
+        self.bytes.clear();
+        self.datagrams.clear();
     }
 }
 

@@ -47,6 +47,8 @@ const MAX_DATAGRAM: usize = 65_536;
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
+const TRIM_AFTER_ENDED: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
@@ -112,6 +114,8 @@ pub struct Daemon {
     bridge_actions: Vec<bridge::Action<PeerPortId>>,
     dests: Vec<Dest>,
     signals_seen: u32,
+    /// Sessions ended since the heap was last given back to the system.
+    ended_since_trim: usize,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
     names: Option<names::Names>,
@@ -160,6 +164,7 @@ impl Daemon {
             bridge_actions: Vec::new(),
             dests: Vec::new(),
             signals_seen: 0,
+            ended_since_trim: 0,
             mdns: None,
             mdns_sources: Vec::new(),
             names: None,
@@ -315,6 +320,7 @@ impl Daemon {
                 break;
             }
         }
+        self.trim_heap();
         let deadline = self
             .listeners
             .values()
@@ -332,6 +338,24 @@ impl Daemon {
             ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
         }
         self.arm_devices(ctx);
+    }
+
+    /// Gives freed memory back to the system once many sessions ended (at least half of
+    /// those there were since the last time): malloc keeps the pages of freed sessions
+    /// otherwise, a few MB after a thousand. Rare, so its cost (a walk of the heap) is not.
+    fn trim_heap(&mut self) {
+        if self.ended_since_trim < TRIM_AFTER_ENDED {
+            return;
+        }
+        let left: usize = self.listeners.values().map(Listener::session_count).sum();
+        if self.ended_since_trim >= left {
+            self.ended_since_trim = 0;
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free memory of the heap; any thread may call it.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 
     fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
@@ -383,6 +407,7 @@ impl Daemon {
                 self.latency.remove(&key);
                 self.playouts.remove(&key);
                 self.router.session_down(now, key, ended);
+                self.ended_since_trim += 1;
             }
         }
     }
