@@ -12,7 +12,7 @@ use protocol::midi::{MidiMessage, ShortMessage};
 use protocol::midi2::endpoint::{AcceptPolicy as Midi2Policy, Endpoint as Midi2Endpoint};
 use protocol::midi2::session::{ClientAuth, Config as Midi2Config, Event as Midi2Event};
 use protocol::midi2::ump::{GroupMessage, ToMidi1};
-use protocol::session::{Config, Event, Port};
+use protocol::session::{Config, Event, SocketKind};
 use protocol::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rtpmidid");
@@ -74,8 +74,8 @@ impl Peers {
         while let Ok((len, from)) = self.midi2_socket.recv_from(&mut buf) {
             let _ = self.midi2.handle_datagram(now, from, &buf[..len]);
         }
-        for port in [Port::Control, Port::Data] {
-            let socket = if port == Port::Control {
+        for port in [SocketKind::Control, SocketKind::Data] {
+            let socket = if port == SocketKind::Control {
                 &self.control
             } else {
                 &self.data
@@ -90,7 +90,7 @@ impl Peers {
             let _ = self.midi2_socket.send_to(&buf[..t.len], t.dst);
         }
         while let Some(t) = self.apple.poll_transmit(now, &mut buf) {
-            let socket = if t.port == Port::Control {
+            let socket = if t.port == SocketKind::Control {
                 &self.control
             } else {
                 &self.data

@@ -20,7 +20,7 @@ use nix::pty::openpty;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use protocol::endpoint::{AcceptPolicy, Endpoint};
 use protocol::midi::{MidiMessage, ShortMessage};
-use protocol::session::{Config, Event, Port};
+use protocol::session::{Config, Event, SocketKind};
 use protocol::time::Instant;
 use support::{Daemon, TempDir, DEADLINE};
 
@@ -120,10 +120,10 @@ impl Peer {
     fn turn(&mut self) {
         let now = self.now();
         let mut buf = vec![0u8; 65_536];
-        for port in [Port::Control, Port::Data] {
+        for port in [SocketKind::Control, SocketKind::Data] {
             let socket = match port {
-                Port::Control => &self.control,
-                Port::Data => &self.data,
+                SocketKind::Control => &self.control,
+                SocketKind::Data => &self.data,
             };
             while let Ok((len, from)) = socket.recv_from(&mut buf) {
                 let _ = self.endpoint.handle_datagram(now, port, from, &buf[..len]);
@@ -132,8 +132,8 @@ impl Peer {
         self.endpoint.handle_timeout(now);
         while let Some(t) = self.endpoint.poll_transmit(now, &mut buf) {
             let socket = match t.port {
-                Port::Control => &self.control,
-                Port::Data => &self.data,
+                SocketKind::Control => &self.control,
+                SocketKind::Data => &self.data,
             };
             let _ = socket.send_to(&buf[..t.len], t.dst);
         }

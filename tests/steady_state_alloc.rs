@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use protocol::midi::{MidiMessage, ShortMessage};
-use protocol::session::{Config, Event, Port, Session};
+use protocol::session::{Config, Event, Session, SocketKind};
 use protocol::time::{Duration, Instant};
 use protocol::wire::applemidi::Command;
 
@@ -82,13 +82,13 @@ fn exchange(now: Instant, from: &mut Session, from_addr: SocketAddr, to: &mut Se
     let mut n = 0;
     while let Some(t) = from.poll_transmit(now, &mut buf) {
         let src = match t.port {
-            Port::Control => from_addr,
-            Port::Data => data_port(from_addr),
+            SocketKind::Control => from_addr,
+            SocketKind::Data => data_port(from_addr),
         };
         let port = if t.dst.port() % 2 == 0 {
-            Port::Control
+            SocketKind::Control
         } else {
-            Port::Data
+            SocketKind::Data
         };
         to.handle_datagram(now, port, src, &buf[..t.len]);
         n += 1;

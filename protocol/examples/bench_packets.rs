@@ -15,7 +15,7 @@ use alloc::{allocations, Counting};
 use protocol::journal::{JournalReceiver, JournalSender};
 use protocol::midi::{MidiMessage, ShortMessage};
 use protocol::rng::Rng;
-use protocol::session::{Config, Port, Session};
+use protocol::session::{Config, Session, SocketKind};
 use protocol::time::{Duration, Instant};
 use protocol::wire::applemidi::Command;
 
@@ -158,8 +158,8 @@ fn session_packets() -> SessionCosts {
     let pump = |now: Instant, from: &mut Session, from_addr, to: &mut Session, buf: &mut [u8]| {
         while let Some(t) = from.poll_transmit(now, buf) {
             let (port, src) = match t.port {
-                Port::Control => (Port::Control, from_addr),
-                Port::Data => (Port::Data, data(from_addr)),
+                SocketKind::Control => (SocketKind::Control, from_addr),
+                SocketKind::Data => (SocketKind::Data, data(from_addr)),
             };
             to.handle_datagram(now, port, src, &buf[..t.len]);
         }
@@ -198,7 +198,7 @@ fn session_packets() -> SessionCosts {
         let (t1, n1) = (Clock::now(), allocations());
         for (j, &len) in sent.iter().enumerate().take(k.max(1)) {
             let bytes = &buf[j * 1500 / 4..j * 1500 / 4 + len];
-            b.handle_datagram(now, Port::Data, b_data, bytes);
+            b.handle_datagram(now, SocketKind::Data, b_data, bytes);
         }
         while b.poll_event().is_some() {}
         let (t2, n2) = (Clock::now(), allocations());

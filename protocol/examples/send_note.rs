@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use protocol::endpoint::{AcceptPolicy, Endpoint, SessionId};
 use protocol::midi::{status, ShortMessage};
-use protocol::session::{Config, Event, Port};
+use protocol::session::{Config, Event, SocketKind};
 use protocol::time::Instant;
 
 /// How long the peer has to accept the invitation.
@@ -72,7 +72,10 @@ impl Sockets {
     /// Everything that arrived, to the endpoint.
     fn receive(&self, endpoint: &mut Endpoint, now: Instant) -> std::io::Result<()> {
         let mut buf = [0; 1500];
-        for (socket, port) in [(&self.control, Port::Control), (&self.data, Port::Data)] {
+        for (socket, port) in [
+            (&self.control, SocketKind::Control),
+            (&self.data, SocketKind::Data),
+        ] {
             loop {
                 match socket.recv_from(&mut buf) {
                     // What no session takes (a stray datagram) the endpoint counts and drops.
@@ -92,8 +95,8 @@ impl Sockets {
         let mut buf = [0; 1500];
         while let Some(t) = endpoint.poll_transmit(now, &mut buf) {
             let socket = match t.port {
-                Port::Control => &self.control,
-                Port::Data => &self.data,
+                SocketKind::Control => &self.control,
+                SocketKind::Data => &self.data,
             };
             socket.send_to(&buf[..t.len], t.dst)?;
         }

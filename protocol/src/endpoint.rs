@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::admission::{AddressFilter, Refusal};
 use crate::rng::Rng;
-use crate::session::{self, Challenge, Config, Event, Port, Role, Session, Transmit};
+use crate::session::{self, Challenge, Config, Event, Role, Session, SocketKind, Transmit};
 use crate::time::{Duration, Instant};
 use crate::wire::applemidi::{self, Command, Invitation};
 use crate::wire::rtp;
@@ -218,7 +218,7 @@ impl Endpoint {
     pub fn handle_datagram(
         &mut self,
         now: Instant,
-        port: Port,
+        port: SocketKind,
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<SessionId, Dropped> {
@@ -230,7 +230,9 @@ impl Endpoint {
                 Ok(Command::Invitation(inv)) => {
                     match self.find(from.ip(), |s| s.token() == inv.token) {
                         Some(id) => Some(id),
-                        None if port == Port::Control => return self.invited(now, from, &inv),
+                        None if port == SocketKind::Control => {
+                            return self.invited(now, from, &inv)
+                        }
                         None => None,
                     }
                 }
@@ -253,7 +255,7 @@ impl Endpoint {
             }
         } else {
             match rtp::Packet::parse(bytes) {
-                Ok(packet) if port == Port::Data => {
+                Ok(packet) if port == SocketKind::Data => {
                     let ssrc = packet.header.ssrc;
                     self.find(from.ip(), |s| {
                         s.is_peer(port, from) && s.peer_ssrc() == Some(ssrc)
@@ -476,7 +478,7 @@ impl Endpoint {
             let ssrc = self.rng.next_u32();
             if let Some(len) = Session::reject(&self.config.name, &inv, ssrc, buf) {
                 return Some(Transmit {
-                    port: Port::Control,
+                    port: SocketKind::Control,
                     dst,
                     len,
                 });

@@ -17,7 +17,7 @@
 //!
 //! use protocol::endpoint::{AcceptPolicy, Endpoint};
 //! use protocol::midi::{status, MidiMessage, ShortMessage};
-//! use protocol::session::{Config, Event, Port};
+//! use protocol::session::{Config, Event, SocketKind};
 //! use protocol::time::{Duration, Instant};
 //!
 //! let alice_at: SocketAddr = "192.0.2.1:5004".parse().unwrap();
@@ -64,10 +64,10 @@
 //!     let mut buf = [0; 1500];
 //!     while let Some(t) = from.poll_transmit(now, &mut buf) {
 //!         let port_of = |at: SocketAddr, port| match port {
-//!             Port::Control => at,
-//!             Port::Data => SocketAddr::new(at.ip(), at.port() + 1),
+//!             SocketKind::Control => at,
+//!             SocketKind::Data => SocketAddr::new(at.ip(), at.port() + 1),
 //!         };
-//!         let arrives_on = if t.dst == to_at { Port::Control } else { Port::Data };
+//!         let arrives_on = if t.dst == to_at { SocketKind::Control } else { SocketKind::Data };
 //!         // A datagram no session takes is counted by the endpoint; nothing to do here.
 //!         let _ = to.handle_datagram(now, arrives_on, port_of(from_at, t.port), &buf[..t.len]);
 //!     }

@@ -33,7 +33,7 @@ const QUEUE_KEEP: usize = 16;
 
 /// Which of our two local sockets a datagram came in on or must leave from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Port {
+pub enum SocketKind {
     Control,
     Data,
 }
@@ -128,7 +128,7 @@ impl Default for Config {
 /// A datagram to send: from our `port`, to `dst`, the first `len` bytes of the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    pub port: Port,
+    pub port: SocketKind,
     pub dst: SocketAddr,
     pub len: usize,
 }
@@ -201,7 +201,7 @@ pub struct Stats {
 enum State {
     /// Initiator: waiting for OK on `port`; `attempts` invitations sent there so far.
     Inviting {
-        port: Port,
+        port: SocketKind,
         attempts: u32,
     },
     /// Responder: accepted on control, waiting for the IN on data.
@@ -223,11 +223,11 @@ const TIMERS: usize = 4;
 /// Session commands waiting for `poll_transmit`, kept as values and encoded there.
 #[derive(Clone, Copy, Debug)]
 enum Pending {
-    Invite(Port),
-    Accept(Port, SocketAddr),
+    Invite(SocketKind),
+    Accept(SocketKind, SocketAddr),
     /// BY, with the token and SSRC it ends (they change on an SSRC collision).
     End(End),
-    Clock(Port, SocketAddr, Clock),
+    Clock(SocketKind, SocketAddr, Clock),
     Feedback(u16),
 }
 
@@ -281,7 +281,7 @@ impl Session {
         let mut s = Session::new(config, Role::Initiator, now, peer_control, peer_data, seed);
         s.token = s.rng.next_u32();
         s.state = State::Inviting {
-            port: Port::Control,
+            port: SocketKind::Control,
             attempts: 0,
         };
         s.send_invitation(now);
@@ -307,7 +307,8 @@ impl Session {
             s.ssrc = s.new_ssrc();
         }
         s.state = State::AwaitingData;
-        s.pending.push_back(Pending::Accept(Port::Control, from));
+        s.pending
+            .push_back(Pending::Accept(SocketKind::Control, from));
         s.set_timer(Timer::Idle, now + s.config.initiator_timeout);
         s
     }
@@ -416,7 +417,13 @@ impl Session {
     }
 
     /// A datagram from `from` arrived on our `port`.
-    pub fn handle_datagram(&mut self, now: Instant, port: Port, from: SocketAddr, bytes: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        port: SocketKind,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
         if self.state == State::Closed {
             return;
         }
@@ -425,30 +432,37 @@ impl Session {
                 Ok(cmd) => self.handle_command(now, port, from, cmd),
                 Err(_) => self.stats.malformed += 1,
             }
-        } else if port == Port::Data {
+        } else if port == SocketKind::Data {
             self.handle_rtp(now, bytes);
         } else {
             self.stats.malformed += 1;
         }
     }
 
-    fn handle_command(&mut self, now: Instant, port: Port, from: SocketAddr, cmd: Command<'_>) {
+    fn handle_command(
+        &mut self,
+        now: Instant,
+        port: SocketKind,
+        from: SocketAddr,
+        cmd: Command<'_>,
+    ) {
         match cmd {
             Command::Invitation(inv) if inv.token == self.token => {
                 self.heard(now);
                 match (self.state, port) {
                     // A repeated IN on control (our OK was lost): answer again.
-                    (State::AwaitingData | State::Connected, Port::Control) => {
-                        self.pending.push_back(Pending::Accept(Port::Control, from))
-                    }
-                    (State::AwaitingData, Port::Data) => {
+                    (State::AwaitingData | State::Connected, SocketKind::Control) => self
+                        .pending
+                        .push_back(Pending::Accept(SocketKind::Control, from)),
+                    (State::AwaitingData, SocketKind::Data) => {
                         self.peer_data = from;
-                        self.pending.push_back(Pending::Accept(Port::Data, from));
+                        self.pending
+                            .push_back(Pending::Accept(SocketKind::Data, from));
                         self.become_connected(now);
                     }
-                    (State::Connected, Port::Data) => {
-                        self.pending.push_back(Pending::Accept(Port::Data, from))
-                    }
+                    (State::Connected, SocketKind::Data) => self
+                        .pending
+                        .push_back(Pending::Accept(SocketKind::Data, from)),
                     _ => {}
                 }
             }
@@ -466,9 +480,9 @@ impl Session {
                     if let Some(name) = inv.name {
                         self.peer_name = sanitize_name(name);
                     }
-                    if port == Port::Control {
+                    if port == SocketKind::Control {
                         self.state = State::Inviting {
-                            port: Port::Data,
+                            port: SocketKind::Data,
                             attempts: 0,
                         };
                         self.send_invitation(now);
@@ -501,7 +515,7 @@ impl Session {
         }
     }
 
-    fn handle_clock(&mut self, now: Instant, port: Port, from: SocketAddr, ck: Clock) {
+    fn handle_clock(&mut self, now: Instant, port: SocketKind, from: SocketAddr, ck: Clock) {
         let local = self.clock_ticks(now);
         match ck.count {
             0 => {
@@ -773,7 +787,7 @@ impl Session {
         let len = self.encode_rtp(now, buf)?;
         self.stats.packets_sent += 1;
         Some(Transmit {
-            port: Port::Data,
+            port: SocketKind::Data,
             dst: self.peer_data,
             len,
         })
@@ -868,11 +882,11 @@ impl Session {
                     Some(self.config.name.as_str()),
                 )),
             ),
-            Pending::End(end) => (Port::Control, self.peer_control, Command::End(end)),
+            Pending::End(end) => (SocketKind::Control, self.peer_control, Command::End(end)),
             Pending::Clock(port, dst, ck) => (port, dst, Command::Clock(ck)),
             // To the control port, where Apple, rtpMIDI and rtpmidid send and expect it.
             Pending::Feedback(seq) => (
-                Port::Control,
+                SocketKind::Control,
                 self.peer_control,
                 Command::Feedback(Feedback {
                     ssrc: self.ssrc,
@@ -910,7 +924,7 @@ impl Session {
         self.token = self.rng.next_u32();
         self.peer_ssrc = None;
         self.state = State::Inviting {
-            port: Port::Control,
+            port: SocketKind::Control,
             attempts: 0,
         };
         self.send_invitation(now);
@@ -1011,7 +1025,7 @@ impl Session {
         self.ck_outstanding = Some(ts1);
         let ck = self.clock(0, [ts1, 0, 0]);
         self.pending
-            .push_back(Pending::Clock(Port::Data, self.peer_data, ck));
+            .push_back(Pending::Clock(SocketKind::Data, self.peer_data, ck));
         self.set_timer(Timer::Clock, now + self.config.ck_answer_wait);
     }
 
@@ -1038,7 +1052,7 @@ impl Session {
 
     /// Did a datagram that came in on our `port` come from this session's peer? Only its own
     /// address and port may end the session, send it MIDI or have CKs answered.
-    pub fn is_peer(&self, port: Port, from: SocketAddr) -> bool {
+    pub fn is_peer(&self, port: SocketKind, from: SocketAddr) -> bool {
         self.peer_addr(port) == from
     }
 
@@ -1047,7 +1061,7 @@ impl Session {
         self.ck_outstanding = Some(ts1);
         let ck = self.clock(0, [ts1, 0, 0]);
         self.pending
-            .push_back(Pending::Clock(Port::Data, self.peer_data, ck));
+            .push_back(Pending::Clock(SocketKind::Data, self.peer_data, ck));
         self.ck_rounds += 1;
         let period = if self.ck_rounds < self.config.ck_quick_rounds {
             self.config.ck_quick_interval
@@ -1085,10 +1099,10 @@ impl Session {
         }
     }
 
-    fn peer_addr(&self, port: Port) -> SocketAddr {
+    fn peer_addr(&self, port: SocketKind) -> SocketAddr {
         match port {
-            Port::Control => self.peer_control,
-            Port::Data => self.peer_data,
+            SocketKind::Control => self.peer_control,
+            SocketKind::Data => self.peer_data,
         }
     }
 
@@ -1138,7 +1152,7 @@ mod tests {
     }
 
     /// Every datagram the session wants to send now, parsed back.
-    fn sent(s: &mut Session, now: Instant) -> Vec<(Port, SocketAddr, Vec<u8>)> {
+    fn sent(s: &mut Session, now: Instant) -> Vec<(SocketKind, SocketAddr, Vec<u8>)> {
         let mut buf = [0u8; 1500];
         let mut out = Vec::new();
         while let Some(t) = s.poll_transmit(now, &mut buf) {
@@ -1160,7 +1174,12 @@ mod tests {
         let from = PEER.parse().unwrap();
         let mut s = Session::accept(Config::default(), at(0), from, &invitation(77, 1234), 5);
         let data_in = datagram(Command::Invitation(invitation(77, 1234)));
-        s.handle_datagram(at(1), Port::Data, PEER_DATA.parse().unwrap(), &data_in);
+        s.handle_datagram(
+            at(1),
+            SocketKind::Data,
+            PEER_DATA.parse().unwrap(),
+            &data_in,
+        );
         assert!(s.is_connected());
         sent(&mut s, at(1));
         s
@@ -1185,7 +1204,7 @@ mod tests {
     fn repeated_invitation_is_answered_again() {
         let mut s = responder();
         let again = datagram(Command::Invitation(invitation(77, 1234)));
-        s.handle_datagram(at(5), Port::Control, PEER.parse().unwrap(), &again);
+        s.handle_datagram(at(5), SocketKind::Control, PEER.parse().unwrap(), &again);
         let out = sent(&mut s, at(5));
         assert_eq!(out.len(), 1);
         assert!(matches!(Command::parse(&out[0].2), Ok(Command::Accept(a)) if a.token == 77));
@@ -1199,13 +1218,13 @@ mod tests {
     #[test]
     fn clock_is_answered_on_the_port_it_came_in_on_and_ck2_never() {
         let mut s = responder();
-        for port in [Port::Control, Port::Data] {
+        for port in [SocketKind::Control, SocketKind::Data] {
             let ck0 = datagram(Command::Clock(Clock {
                 ssrc: 1234,
                 count: 0,
                 timestamps: [500, 0, 0],
             }));
-            let from: SocketAddr = if port == Port::Control {
+            let from: SocketAddr = if port == SocketKind::Control {
                 PEER
             } else {
                 PEER_DATA
@@ -1231,7 +1250,7 @@ mod tests {
             count: 2,
             timestamps: [500, 20_000, 510],
         }));
-        s.handle_datagram(at(2001), Port::Data, PEER_DATA.parse().unwrap(), &ck2);
+        s.handle_datagram(at(2001), SocketKind::Data, PEER_DATA.parse().unwrap(), &ck2);
         assert!(sent(&mut s, at(2001)).is_empty());
     }
 
@@ -1242,7 +1261,7 @@ mod tests {
         for i in 0..30u16 {
             s.handle_datagram(
                 at(10 + u64::from(i) * 50),
-                Port::Data,
+                SocketKind::Data,
                 from,
                 &rtp_note(i, 1234),
             );
@@ -1254,7 +1273,10 @@ mod tests {
             .iter()
             .filter_map(|(port, dst, b)| match Command::parse(b) {
                 Ok(Command::Feedback(f)) => {
-                    assert_eq!((*port, dst.to_string()), (Port::Control, PEER.to_string()));
+                    assert_eq!(
+                        (*port, dst.to_string()),
+                        (SocketKind::Control, PEER.to_string())
+                    );
                     Some(f)
                 }
                 _ => None,
@@ -1276,7 +1298,7 @@ mod tests {
         let (token, ssrc) = (inv.token, inv.ssrc);
         // The peer answers with our own SSRC.
         let ok = datagram(Command::Accept(invitation(token, ssrc)));
-        s.handle_datagram(at(3), Port::Control, peer, &ok);
+        s.handle_datagram(at(3), SocketKind::Control, peer, &ok);
         let out = sent(&mut s, at(3));
         let cmds: Vec<Command<'_>> = out
             .iter()
@@ -1284,7 +1306,7 @@ mod tests {
             .collect();
         assert!(matches!(cmds[0], Command::End(e) if e.token == token && e.ssrc == ssrc));
         assert!(matches!(cmds[1], Command::Invitation(i) if i.token != token && i.ssrc != ssrc));
-        assert_eq!(out[1].0, Port::Control);
+        assert_eq!(out[1].0, SocketKind::Control);
     }
 
     #[test]
@@ -1296,11 +1318,11 @@ mod tests {
             &[0x80, 0x61],
             &[0x80, 0x61, 0, 0, 0, 0, 0, 0, 0, 0, 0x04, 0xD2, 0x8F],
         ] {
-            s.handle_datagram(at(5), Port::Data, from, junk);
+            s.handle_datagram(at(5), SocketKind::Data, from, junk);
         }
         assert!(s.stats().malformed >= 2, "{:?}", s.stats());
         assert!(s.is_connected());
-        s.handle_datagram(at(6), Port::Data, from, &rtp_note(1, 1234));
+        s.handle_datagram(at(6), SocketKind::Data, from, &rtp_note(1, 1234));
         assert!(matches!(s.poll_event(), Some(Event::Connected { .. })));
         assert!(
             matches!(s.poll_event(), Some(Event::Midi(m)) if m.message.as_bytes() == [0x90, 0x3C, 0x64])

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use protocol::endpoint::{AcceptPolicy, Dropped, Endpoint};
-use protocol::session::{Config, DisconnectReason, Event, Port, Session};
+use protocol::session::{Config, DisconnectReason, Event, Session, SocketKind};
 use protocol::time::{Duration, Instant};
 use protocol::wire::applemidi::{Command, Invitation};
 
@@ -14,9 +14,9 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// Our address for `port` of the responder.
-fn responder(port: Port) -> SocketAddr {
+fn responder(port: SocketKind) -> SocketAddr {
     let mut a = addr(RESPONDER);
-    if port == Port::Data {
+    if port == SocketKind::Data {
         a.set_port(a.port() + 1);
     }
     a
@@ -66,13 +66,13 @@ impl Burst {
                 while let Some(t) = session.poll_transmit(self.now, &mut buf) {
                     moved = true;
                     let mut from = *ours;
-                    if t.port == Port::Data {
+                    if t.port == SocketKind::Data {
                         from.set_port(from.port() + 1);
                     }
-                    let port = if t.dst == responder(Port::Data) {
-                        Port::Data
+                    let port = if t.dst == responder(SocketKind::Data) {
+                        SocketKind::Data
                     } else {
-                        Port::Control
+                        SocketKind::Control
                     };
                     for _ in 0..1 + usize::from(self.twice) {
                         let _ = self
@@ -89,9 +89,9 @@ impl Burst {
                 });
                 if let Some((ours, session)) = to {
                     let port = if t.dst.port() == ours.port() {
-                        Port::Control
+                        SocketKind::Control
                     } else {
-                        Port::Data
+                        SocketKind::Data
                     };
                     session.handle_datagram(self.now, port, responder(t.port), &buf[..t.len]);
                 }
@@ -166,7 +166,8 @@ fn a_flood_from_many_ports_that_never_follows_up_stays_bounded() {
         });
         let len = inv.emit(&mut buf).unwrap();
         let from = addr(&format!("10.0.0.9:{}", 1024 + 2 * (i % 30000)));
-        if endpoint.handle_datagram(now, Port::Control, from, &buf[..len]) == Err(Dropped::Deferred)
+        if endpoint.handle_datagram(now, SocketKind::Control, from, &buf[..len])
+            == Err(Dropped::Deferred)
         {
             deferred += 1;
         }

@@ -4,7 +4,7 @@ mod pair;
 use pair::{named, LinkConfig, Pair, A, B};
 use protocol::endpoint::AcceptPolicy;
 use protocol::midi::{MidiMessage, ShortMessage};
-use protocol::session::{DisconnectReason, Event, Port};
+use protocol::session::{DisconnectReason, Event, SocketKind};
 use protocol::time::Duration;
 
 fn note(n: u8) -> MidiMessage {
@@ -123,7 +123,7 @@ fn lost_invitations_are_retried() {
     let mut lost = [2, 1];
     p.filter = Some(Box::new(move |from, port, bytes| {
         let is_in = bytes.starts_with(&[0xFF, 0xFF, b'I', b'N']);
-        let slot = if port == Port::Control { 0 } else { 1 };
+        let slot = if port == SocketKind::Control { 0 } else { 1 };
         if from == A && is_in && lost[slot] > 0 {
             lost[slot] -= 1;
             return true;
@@ -351,7 +351,7 @@ fn a_flood_of_invitations_is_held_beyond_a_few_half_open_sessions() {
         let from = pair::addr(&format!("10.0.0.9:{}", 7000 + 2 * token));
         let _ = p.nodes[B]
             .endpoint
-            .handle_datagram(now, Port::Control, from, &buf);
+            .handle_datagram(now, SocketKind::Control, from, &buf);
     }
     assert!(p.nodes[B].endpoint.sessions().count() <= 1 + 8);
     // The rest wait, unanswered, for a slot that never frees (see handshake_burst.rs).
@@ -397,10 +397,10 @@ fn forged_bye_clock_and_rtp_from_another_port_of_the_peers_host_reach_nothing() 
     };
     let drops = p.nodes[B].endpoint.drops().unknown_session;
     for (port, bytes) in [
-        (Port::Control, &bye),
-        (Port::Data, &bye),
-        (Port::Data, &ck0),
-        (Port::Data, &rtp_from_a),
+        (SocketKind::Control, &bye),
+        (SocketKind::Data, &bye),
+        (SocketKind::Data, &ck0),
+        (SocketKind::Data, &rtp_from_a),
     ] {
         let got = p.nodes[B]
             .endpoint
@@ -428,7 +428,7 @@ fn invite_b(p: &mut Pair, from: &str, token: u32, name: &str) -> bool {
     let now = p.now;
     p.nodes[B]
         .endpoint
-        .handle_datagram(now, Port::Control, pair::addr(from), &bytes)
+        .handle_datagram(now, SocketKind::Control, pair::addr(from), &bytes)
         .is_ok()
 }
 

@@ -14,7 +14,7 @@ use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2;
 use protocol::midi2::ump::{StreamResponder, ToMidi1, Ump};
-use protocol::session::{self, DisconnectReason, Port};
+use protocol::session::{self, DisconnectReason, SocketKind};
 use protocol::time::{Duration, Instant};
 use reactor::{Interest, SourceId};
 
@@ -206,7 +206,7 @@ impl Listener {
     pub fn read(
         &mut self,
         now: Instant,
-        (fd, port): (RawFd, Port),
+        (fd, port): (RawFd, SocketKind),
         (recv_buf, send_buf): (&mut [u8], &mut [u8]),
         dropped: &mut dyn FnMut(Dropped, SocketAddr, usize),
     ) -> bool {
@@ -657,10 +657,10 @@ pub fn product_id(name: &str) -> String {
     format!("rtpmidid-{hash:016x}")
 }
 
-pub fn socket(pair: &PortPair, port: Port) -> &std::net::UdpSocket {
+pub fn socket(pair: &PortPair, port: SocketKind) -> &std::net::UdpSocket {
     match port {
-        Port::Control => &pair.control,
-        Port::Data => &pair.data,
+        SocketKind::Control => &pair.control,
+        SocketKind::Data => &pair.data,
     }
 }
 

@@ -13,7 +13,7 @@ use protocol::endpoint::{Dropped, Endpoint};
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2;
-use protocol::session::{self, Port};
+use protocol::session::{self, SocketKind};
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Interest, Signal, SourceId};
 
@@ -216,7 +216,7 @@ impl Daemon {
     }
 
     /// Datagrams on one of the listeners' sockets (`port`: which AppleMIDI one).
-    fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: Port) {
+    fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: SocketKind) {
         let now = self.now(ctx);
         let drops = &mut self.drops;
         let mut dropped = |why, from, len| drops.record(now, why, from, len);
@@ -692,16 +692,16 @@ fn to_std_time(origin: StdInstant, t: Instant) -> StdInstant {
 }
 
 fn on_control(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_socket(ctx, event, Port::Control);
+    daemon.read_socket(ctx, event, SocketKind::Control);
 }
 
 fn on_data(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_socket(ctx, event, Port::Data);
+    daemon.read_socket(ctx, event, SocketKind::Data);
 }
 
 /// A Network MIDI 2.0 socket (its listener ignores the AppleMIDI socket kind).
 fn on_midi2(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_socket(ctx, event, Port::Data);
+    daemon.read_socket(ctx, event, SocketKind::Data);
 }
 
 fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {

@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use protocol::endpoint::{AcceptPolicy, Endpoint};
-use protocol::session::{Config, Event, Port};
+use protocol::session::{Config, Event, SocketKind};
 use protocol::time::{Duration, Instant};
 
 // Per thread: the test harness allocates on its own thread while a test runs.
@@ -144,16 +144,16 @@ fn pump(
     now: Instant,
     from: &mut Endpoint,
     from_addr: SocketAddr,
-) -> Vec<(SocketAddr, Port, SocketAddr, Vec<u8>)> {
+) -> Vec<(SocketAddr, SocketKind, SocketAddr, Vec<u8>)> {
     let mut buf = [0u8; 1500];
     let mut out = Vec::new();
     from.handle_timeout(now);
     while let Some(t) = from.poll_transmit(now, &mut buf) {
         let (port, src) = if t.dst.port() == CONTROL_PORT {
-            (Port::Control, from_addr)
+            (SocketKind::Control, from_addr)
         } else {
             (
-                Port::Data,
+                SocketKind::Data,
                 SocketAddr::new(from_addr.ip(), from_addr.port() + 1),
             )
         };

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 
 use protocol::endpoint::{AcceptPolicy, Endpoint, SessionId};
 use protocol::rng::Rng;
-use protocol::session::{Config, Event, Port};
+use protocol::session::{Config, Event, SocketKind};
 use protocol::time::{Duration, Instant};
 
 /// Decides per datagram (sending node, destination port, bytes) whether the link drops it.
-pub type DropFilter = Box<dyn FnMut(usize, Port, &[u8]) -> bool>;
+pub type DropFilter = Box<dyn FnMut(usize, SocketKind, &[u8]) -> bool>;
 
 pub const A: usize = 0;
 pub const B: usize = 1;
@@ -50,9 +50,9 @@ pub struct Node {
 }
 
 impl Node {
-    fn port_addr(&self, port: Port) -> SocketAddr {
+    fn port_addr(&self, port: SocketKind) -> SocketAddr {
         let mut a = self.control;
-        if port == Port::Data {
+        if port == SocketKind::Data {
             a.set_port(a.port() + 1);
         }
         a
@@ -61,7 +61,7 @@ impl Node {
 
 struct InFlight {
     to: usize,
-    port: Port,
+    port: SocketKind,
     from: SocketAddr,
     bytes: Vec<u8>,
 }
@@ -154,9 +154,9 @@ impl Pair {
                     B
                 };
                 let port = if t.dst == self.nodes[to].control {
-                    Port::Control
+                    SocketKind::Control
                 } else {
-                    Port::Data
+                    SocketKind::Data
                 };
                 self.send(i, to, port, from, buf[..t.len].to_vec());
             }
@@ -166,7 +166,14 @@ impl Pair {
         }
     }
 
-    fn send(&mut self, from_node: usize, to: usize, port: Port, from: SocketAddr, bytes: Vec<u8>) {
+    fn send(
+        &mut self,
+        from_node: usize,
+        to: usize,
+        port: SocketKind,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
         if let Some(filter) = self.filter.as_mut() {
             if filter(from_node, port, &bytes) {
                 self.dropped += 1;

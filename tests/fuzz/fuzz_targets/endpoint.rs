@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use libfuzzer_sys::fuzz_target;
 use protocol::endpoint::{AcceptPolicy, Endpoint};
 use protocol::midi::MidiMessage;
-use protocol::session::{Config, Port};
+use protocol::session::{Config, SocketKind};
 use protocol::time::{Duration, Instant};
 use protocol::wire::applemidi::{Clock, Command, End, Invitation};
 
@@ -57,9 +57,9 @@ fuzz_target!(|data: &[u8]| {
     let mut connects = 0;
     while !input.0.is_empty() {
         let port = if input.byte() & 1 == 0 {
-            Port::Control
+            SocketKind::Control
         } else {
-            Port::Data
+            SocketKind::Data
         };
         // A session's token and its peer's SSRC, to forge commands that reach it.
         let known: Vec<(u32, Option<u32>)> = ep
@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
                 packet.extend_from_slice(&ssrc.to_be_bytes());
                 packet.extend_from_slice(input.bytes(len));
                 let peer = input.peer();
-                let _ = ep.handle_datagram(now, Port::Data, peer, &packet);
+                let _ = ep.handle_datagram(now, SocketKind::Data, peer, &packet);
                 None
             }
             _ => {
