@@ -316,3 +316,27 @@ def test_a_ring_of_three_hubs_delivers_each_note_once_and_goes_quiet(peers, daem
     assert [e["bytes"] for e in sender.events("midi")] == []
     for h in hubs:
         assert h.stop() == 0
+
+
+def test_an_initiator_that_behaves_as_the_cpp_rtpmidid(peers, daemons):
+    """Where the C++ rtpmidid differs from other peers: CK rounds 2 s apart six times, then one
+    every 25 s (longer than our responder waits before it probes); RS wanted on its control
+    port; its own RS with a 32-bit sequence number for every packet with a journal."""
+    port = free_port_pair()
+    d = daemons.start(port, name="resp", args=["--hub"])
+    cpp = peers.pymidi_initiator((LOCAL, port), name="cpp", upstream=True)
+    other = peers.pymidi_initiator((LOCAL, port), name="other")
+    cpp.expect("send-ready")
+    other.expect("send-ready")
+    # Both ways through the hub: our packets carry journals, which it confirms its way.
+    send_all(other, NOTES)
+    assert_received_exactly(cpp, NOTES)
+    send_all(cpp, NOTES[:2])
+    assert_received_exactly(other, NOTES[:2])
+    # Our RS go to its control port, never to its data port.
+    cpp.expect("feedback", socket="ctrl", timeout=SLOW)
+    assert all(e["socket"] == "ctrl" for e in cpp.events("feedback"))
+    # In its 25 s gap between CK rounds we probe it; it answers and the session stays.
+    d.expect_log(r"clock sync with cpp", timeout=60)
+    assert d.count(r"session closed: cpp") == 0
+    assert d.stop() == 0

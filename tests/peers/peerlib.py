@@ -252,13 +252,15 @@ class PeerGroup:
         return self.start(argv, "pymidi_listener:%d" % port)
 
     def pymidi_initiator(self, target, name="pymidi-initiator", port=None, host="127.0.0.1",
-                         sync=True, verbose=False):
+                         sync=True, verbose=False, upstream=False):
         """Scripted initiator to target=(host, control port), bound on host."""
         thost, tport = target
         argv = [VENV_PYTHON, "-u", os.path.join(PEERS_DIR, "pymidi_initiator.py"),
                 "%s:%d" % (_bracket(thost), tport), "--name", name, "--host", host]
         if not sync:
             argv.append("--no-sync")
+        if upstream:
+            argv.append("--upstream")
         if port is not None:
             argv += ["--port", str(port)]
         if verbose:

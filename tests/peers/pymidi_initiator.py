@@ -2,7 +2,7 @@
 """A scripted AppleMIDI initiator (pymidi 0.5.0's own Client is a stub).
 
 Usage: venv/bin/python pymidi_initiator.py HOST:PORT [--name NAME] [--host 127.0.0.1|::1]
-                                          [--port EVEN_PORT] [--no-sync] [-v]
+                                          [--port EVEN_PORT] [--no-sync] [--upstream] [-v]
 HOST may be [::1]; --host is the local address (its family must match HOST's).
 
 Session packets are built and parsed with pymidi.packets; RTP-MIDI with
@@ -19,6 +19,7 @@ stdout, one JSON object a line:
   {"event":"disconnected","name":N,"local":bool}            BY received / sent
   {"event":"rejected","port":P}                             NO received
   {"event":"malformed","error":E}                           an RTP-MIDI packet we could not parse
+  {"event":"feedback","socket":"ctrl"|"data","seq":N}       an RS received on that socket
   {"event":"sent","bytes":B}
   {"event":"timeout","stage":...}                           no answer to IN; exits 1
 stdin: `send 90 3c 64` (one packet, delta 0 between commands);
@@ -35,6 +36,7 @@ import random
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -45,6 +47,8 @@ import midiwire
 INVITE_RETRY_S = 1.0
 INVITE_TRIES = 10
 SYNC_INTERVAL_S = 10.0
+# The C++ rtpmidid's schedule (--upstream): six CK rounds 2 s apart, then one every 25 s.
+UPSTREAM_SYNC_S = [2.0] * 6 + [25.0]
 
 log = logging.getLogger("pymidi_initiator")
 
@@ -82,13 +86,17 @@ def bind_pair(host, port):
 
 
 class Initiator:
-    def __init__(self, remote, name, ctrl, data, sync):
+    def __init__(self, remote, name, ctrl, data, sync, upstream=False):
         self.remote_ctrl = remote
         self.remote_data = (remote[0], remote[1] + 1)
         self.name = name
         self.ctrl = ctrl
         self.data = data
         self.sync = sync
+        # Behave as the C++ rtpmidid where it differs: its CK schedule, and an RS (32-bit
+        # sequence number) to the control port for every packet that carries a journal.
+        self.upstream = upstream
+        self.syncs = 0
         self.ssrc = random.randrange(1, 2**32)
         self.token = random.randrange(1, 2**32)
         self.seq = random.randrange(0x10000)
@@ -141,7 +149,11 @@ class Initiator:
             self.next_invite = now + INVITE_RETRY_S
         if self.stage == "up" and self.next_sync is not None and now >= self.next_sync:
             self.data.sendto(self.ck(0, self.now_ticks(), 0, 0), self.remote_data)
-            self.next_sync = now + SYNC_INTERVAL_S
+            interval = SYNC_INTERVAL_S
+            if self.upstream:
+                interval = UPSTREAM_SYNC_S[min(self.syncs, len(UPSTREAM_SYNC_S) - 1)]
+            self.syncs += 1
+            self.next_sync = now + interval
         return True
 
     def on_session_packet(self, sock, buf, addr):
@@ -192,10 +204,17 @@ class Initiator:
                 if first:
                     emit("send-ready", latency=self.latency)
             return True
+        if command == b"RS" and len(buf) >= 10:
+            seq = struct.unpack("!H", buf[8:10])[0]
+            emit("feedback", socket="ctrl" if sock is self.ctrl else "data", seq=seq)
+            return True
         log.info("ignoring session command %r from %s", command, addr)
         return True
 
     def on_data(self, buf):
+        if self.upstream and len(buf) > 12 and buf[12] & 0x40:
+            seq = struct.unpack("!H", buf[2:4])[0]
+            self.ctrl.sendto(b"\xff\xffRS" + struct.pack("!II", self.ssrc, seq), self.remote_ctrl)
         try:
             header, commands = midiwire.decode_rtp_midi(buf)
         except ValueError as exc:
@@ -233,6 +252,8 @@ def main():
     ap.add_argument("--host", default="127.0.0.1", help="local address to bind")
     ap.add_argument("--port", type=int, help="local control port (even)")
     ap.add_argument("--no-sync", action="store_true", help="do not start CK exchanges")
+    ap.add_argument("--upstream", action="store_true",
+                    help="behave as the C++ rtpmidid: its CK schedule, its RS layout")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -242,7 +263,8 @@ def main():
     ctrl, data = bind_pair(args.host, args.port)
     remote = socket.getaddrinfo(host, int(port), ctrl.family, socket.SOCK_DGRAM)[0][4][:2]
 
-    ini = Initiator(remote, args.name, ctrl, data, sync=not args.no_sync)
+    ini = Initiator(remote, args.name, ctrl, data, sync=not args.no_sync,
+                    upstream=args.upstream)
     emit("ready", port=ctrl.getsockname()[1], ssrc=ini.ssrc)
 
     stop = []

@@ -242,11 +242,19 @@ impl Clock {
 }
 
 impl Feedback {
+    /// Apple's layout is a 16-bit sequence number and 16 bits of padding; the C++ rtpmidid
+    /// writes the number as 32 bits (its counter is 16 bits, so the high half is 0). Non-zero
+    /// "padding" under a zero first half is read that way.
     fn parse(bytes: &[u8]) -> Result<Self, Error> {
         let seq = bytes.get(field::SEQUENCE).ok_or(Error::Truncated)?;
+        let high = u16::from_be_bytes([seq[0], seq[1]]);
+        let low = match bytes.get(field::SEQUENCE.end..field::FEEDBACK_END) {
+            Some(low) => u16::from_be_bytes([low[0], low[1]]),
+            None => 0,
+        };
         Ok(Feedback {
             ssrc: be_u32(bytes, field::SENDER_SSRC.start)?,
-            seq: u16::from_be_bytes([seq[0], seq[1]]),
+            seq: if high == 0 { low } else { high },
         })
     }
 
@@ -498,6 +506,13 @@ mod tests {
         assert_eq!(Command::parse(&rs), Ok(cmd));
         assert_eq!(Command::parse(&rs[..10]), Ok(cmd), "padding optional");
         assert_eq!(roundtrip(cmd), rs);
+        // As the C++ rtpmidid sends it: the 16-bit counter written as 32 bits.
+        let upstream = [
+            0xFF, 0xFF, b'R', b'S', 0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0x8C, 0x24,
+        ];
+        assert_eq!(Command::parse(&upstream), Ok(cmd));
+        let zero = [0xFF, 0xFF, b'R', b'S', 0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 0];
+        assert!(matches!(Command::parse(&zero), Ok(Command::Feedback(f)) if f.seq == 0));
     }
 
     #[test]
