@@ -590,3 +590,42 @@ fn a_long_sysex_queued_at_once_arrives_whole_after_what_came_before() {
     let got: Vec<MidiMessage> = got.into_iter().map(|g| g.message).collect();
     assert_eq!(got, [note, sysex]);
 }
+
+#[test]
+fn a_150_kb_sysex_queued_at_once_arrives_whole() {
+    use protocol::midi::MidiMessage;
+    use protocol::midi2::ump::ToMidi1;
+    let mut net = connected_net(18, config("Keys"), config("Hub"));
+    let sysex = MidiMessage::SysEx([&[0xF0][..], &vec![0x22; 150_000], &[0xF7]].concat());
+    let note = MidiMessage::from_bytes(&[0x91, 61, 100]).unwrap();
+    let id = net.session_id(CLIENT);
+    let session = net.nodes[CLIENT].endpoint.session_mut(id).unwrap();
+    assert!(session.send_midi1(0, &sysex));
+    assert!(session.send_midi1(0, &note));
+    net.run_for(Duration::from_secs(2));
+    let mut to_midi1 = ToMidi1::new(protocol::midi::MAX_SYSEX);
+    let mut got = Vec::new();
+    to_midi1.translate_all(&net.umps(HOST), &mut got);
+    let got: Vec<MidiMessage> = got.into_iter().map(|g| g.message).collect();
+    assert_eq!(got, [sysex, note]);
+}
+
+#[test]
+fn data_datagrams_are_paced_after_a_burst() {
+    use protocol::midi::MidiMessage;
+    let mut net = connected_net(19, config("Keys"), config("Hub"));
+    let sysex = MidiMessage::SysEx([&[0xF0][..], &vec![0x22; 100_000], &[0xF7]].concat());
+    let (id, now) = (net.session_id(CLIENT), net.now);
+    let session = net.nodes[CLIENT].endpoint.session_mut(id).unwrap();
+    assert!(session.send_midi1(0, &sysex));
+    let mut buf = vec![0u8; 1500];
+    let burst = std::iter::from_fn(|| session.poll_transmit(now, &mut buf)).count();
+    assert_eq!(burst, 32, "the burst, then nothing until the next slot");
+    assert_eq!(
+        session.poll_timeout(),
+        Some(now + Duration::from_micros(100))
+    );
+    let later = now + Duration::from_micros(350);
+    let more = std::iter::from_fn(|| session.poll_transmit(later, &mut buf)).count();
+    assert_eq!(more, 3, "one datagram per 100 us since");
+}

@@ -30,9 +30,9 @@ use crate::time::{Duration, Instant};
 pub const MAX_NAME: usize = 98;
 pub const MAX_PRODUCT_ID: usize = 42;
 /// Commands held past a gap at most; a larger jump is a loss given up at once.
-/// UMP data commands queued and not sent yet, at most: a 1 MiB SysEx is ~175k, but the
-/// sequence number is 16 bits; the caller sends as it queues.
-const MAX_UNSENT: usize = 16_384;
+/// UMP data commands queued and not sent yet, at most: room for the longest SysEx
+/// ([`crate::midi::MAX_SYSEX`], six bytes a UMP), which goes out paced.
+const MAX_UNSENT: usize = crate::midi::MAX_SYSEX / 6 + 1024;
 const MAX_RX_PENDING: u64 = 512;
 /// A sequence number this far behind the expected one means the peer started over.
 const RESTART_DISTANCE: i64 = 1024;
@@ -84,6 +84,10 @@ pub struct Config {
     pub fec_count: usize,
     /// UMP data commands kept for retransmit requests.
     pub retransmit_buffer: usize,
+    /// Data datagrams sent back to back at most, then one per `pace_interval`: a long SysEx
+    /// must not overflow the receiver's socket buffer (amidi2net's holds about 90 datagrams).
+    pub pace_burst: u32,
+    pub pace_interval: Duration,
     /// Client: wait for a reply, invitations sent before giving up, wait after "pending".
     pub invite_interval: Duration,
     pub invite_attempts: u32,
@@ -120,6 +124,8 @@ impl Default for Config {
             // A whole burst: a 10 kB SysEx is 1707 commands, all sent at once; a smaller
             // buffer lost it to the next message before the receiver's request came.
             retransmit_buffer: 4096,
+            pace_burst: 32,
+            pace_interval: Duration::from_micros(100),
             invite_interval: Duration::from_secs(1),
             invite_attempts: 5,
             pending_timeout: Duration::from_secs(10),
@@ -303,6 +309,9 @@ pub struct Session {
     tx_buffer: VecDeque<Option<Ump>>,
     /// First command not yet sent.
     tx_unsent: u64,
+    /// Data datagrams that may go out now, and when the count was last topped up.
+    pace_tokens: u32,
+    pace_refilled: Instant,
     /// FEC repeats nothing below this (commands from before a session reset).
     fec_floor: u64,
     tail_left: usize,
@@ -340,6 +349,7 @@ impl Session {
         let mut rng = Rng::new(seed);
         // A random first sequence number, as RTP does: a restarted peer is told apart.
         let tx_next = u64::from(rng.next_u32() as u16) + (1 << 16);
+        let pace_tokens = config.pace_burst;
         Session {
             config,
             role,
@@ -358,6 +368,8 @@ impl Session {
             tx_next,
             tx_buffer: VecDeque::new(),
             tx_unsent: tx_next,
+            pace_tokens,
+            pace_refilled: now,
             fec_floor: tx_next,
             tail_left: 0,
             rx_next: None,
@@ -1034,7 +1046,12 @@ impl Session {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().flatten().copied().min()
+        // Data held back by the pacing goes when the next datagram is allowed.
+        let paced = (self.state == State::Connected
+            && self.tx_unsent < self.tx_next
+            && self.pace_tokens == 0)
+            .then(|| self.pace_refilled + self.config.pace_interval);
+        self.timers.iter().flatten().copied().chain(paced).min()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -1052,7 +1069,7 @@ impl Session {
                 break;
             }
         }
-        if writer.is_empty() && self.state == State::Connected {
+        if writer.is_empty() && self.state == State::Connected && self.pace(now) {
             self.encode_data(now, &mut writer);
         }
         if writer.is_empty() {
@@ -1153,6 +1170,32 @@ impl Session {
     }
 
     /// New UMP data commands, each datagram led by FEC copies of the ones before them.
+    /// May a data datagram go out now? Takes one from the pacing allowance if so.
+    fn pace(&mut self, now: Instant) -> bool {
+        if self.tx_unsent >= self.tx_next {
+            return false;
+        }
+        let interval = self.config.pace_interval.as_micros().max(1) as u64;
+        let earned = now
+            .saturating_duration_since(self.pace_refilled)
+            .as_micros() as u64
+            / interval;
+        if earned > 0 {
+            let tokens = u64::from(self.pace_tokens) + earned;
+            self.pace_tokens = tokens.min(u64::from(self.config.pace_burst)) as u32;
+            self.pace_refilled = if self.pace_tokens == self.config.pace_burst {
+                now
+            } else {
+                self.pace_refilled + Duration::from_micros(earned * interval)
+            };
+        }
+        if self.pace_tokens == 0 {
+            return false;
+        }
+        self.pace_tokens -= 1;
+        true
+    }
+
     fn encode_data(&mut self, now: Instant, w: &mut DatagramWriter<'_>) {
         if self.tx_unsent >= self.tx_next {
             return;
