@@ -84,8 +84,9 @@ pub struct Config {
     pub fec_count: usize,
     /// UMP data commands kept for retransmit requests.
     pub retransmit_buffer: usize,
-    /// Data datagrams sent back to back at most, then one per `pace_interval`: a long SysEx
-    /// must not overflow the receiver's socket buffer (amidi2net's holds about 90 datagrams).
+    /// Data datagrams sent back to back at most, then one per `pace_interval` (2,800 kB/s of
+    /// UMP at 1400 bytes): a long SysEx must not overflow the receiver's socket buffer
+    /// (amidi2net's holds about 90 datagrams; 10 a millisecond still lost some).
     pub pace_burst: u32,
     pub pace_interval: Duration,
     /// Client: wait for a reply, invitations sent before giving up, wait after "pending".
@@ -124,8 +125,8 @@ impl Default for Config {
             // A whole burst: a 10 kB SysEx is 1707 commands, all sent at once; a smaller
             // buffer lost it to the next message before the receiver's request came.
             retransmit_buffer: 4096,
-            pace_burst: 32,
-            pace_interval: Duration::from_micros(100),
+            pace_burst: 16,
+            pace_interval: Duration::from_micros(500),
             invite_interval: Duration::from_secs(1),
             invite_attempts: 5,
             pending_timeout: Duration::from_secs(10),
