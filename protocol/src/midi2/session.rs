@@ -29,10 +29,10 @@ use crate::time::{Duration, Instant};
 /// instance id (42 bytes).
 pub const MAX_NAME: usize = 98;
 pub const MAX_PRODUCT_ID: usize = 42;
-/// Commands held past a gap at most; a larger jump is a loss given up at once.
 /// UMP data commands queued and not sent yet, at most: room for the longest SysEx
 /// ([`crate::midi::MAX_SYSEX`], six bytes a UMP), which goes out paced.
 const MAX_UNSENT: usize = crate::midi::MAX_SYSEX / 6 + 1024;
+/// Commands held past a gap at most; a larger jump is a loss given up at once.
 const MAX_RX_PENDING: u64 = 512;
 /// A sequence number this far behind the expected one means the peer started over.
 const RESTART_DISTANCE: i64 = 1024;
