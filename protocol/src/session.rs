@@ -79,9 +79,9 @@ pub struct Config {
     pub ck_answer_wait: Duration,
     pub ck_max_missed: u32,
     /// As responder, silence after which we check the initiator is still there with CK0s of
-    /// our own (answered by every peer tried: Apple, rtpMIDI, node-rtpmidi, pymidi, rtpmidid),
-    /// so a peer that died without BY is noticed in seconds rather than after
-    /// `responder_timeout`.
+    /// our own (answered by node-rtpmidi and our pymidi initiator in the tests, and by the C++
+    /// rtpmidid, whose CK handling answers a CK0 in either role), so a peer that died without
+    /// BY is noticed in seconds rather than after `responder_timeout`.
     pub responder_probe_after: Duration,
     /// Silence (no CK, no data) after which the session ends, as initiator and as responder
     /// (a responder depends on the peer's CK period, which may be up to 60 s).
