@@ -15,8 +15,11 @@
 //! - a discovered peer gone from mDNS keeps its port for [`GONE_GRACE`];
 //! - a local port connected to `Network` is exported as a listener of its own, whose
 //!   sessions exchange MIDI with that port only;
-//! - the hub forwards what a session of a hub listener sends to every session of every hub
-//!   listener but the sender;
+//! - the hub forwards what a session of a hub listener (the main one, the MIDI 2.0 host) sends
+//!   to every session of every hub listener but the sender; between hubs each event carries a
+//!   tag and a copy that comes back over another path is dropped ([`Router::admit`]);
+//! - two daemons connected to each other both ways keep one session;
+//! - a peer discovered under both protocols gets one port, its RTP-MIDI one;
 //! - a raw MIDI device (`[rawmidi]`) that is there has a listener of its own whose sessions
 //!   exchange MIDI with it only, and with a host a connection kept from that listener to the
 //!   peer; the device is open while one of those sessions is up; when it goes, they end.
