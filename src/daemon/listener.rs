@@ -41,7 +41,7 @@ pub enum Happening {
     Midi {
         message: MidiMessage,
         timestamp: Option<u32>,
-        /// What another hub said this event is ([`hubtag`]).
+        /// What another hub said this event is (`protocol::hubtag`).
         tag: Option<Tag>,
     },
     /// A clock sync (AppleMIDI CK, with the offset of the peer's clock) or a ping (MIDI 2.0).

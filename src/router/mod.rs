@@ -278,7 +278,7 @@ pub struct Router {
     peers: BTreeMap<SessionKey, Peer>,
     actions: VecDeque<Action>,
     /// This daemon as the origin of events in a hub topology, its next event number, and the
-    /// events of every origin handled ([`hubtag`]).
+    /// events of every origin handled (`protocol::hubtag`).
     origin: u32,
     next_event: u32,
     seen: Seen,
