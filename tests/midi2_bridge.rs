@@ -4,7 +4,6 @@
 //! (`--no-alsa --no-mdns --hub`). Every wait polls with a deadline.
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use protocol::endpoint::{AcceptPolicy, Endpoint};
@@ -15,7 +14,9 @@ use protocol::midi2::ump::{GroupMessage, ToMidi1};
 use protocol::session::{Config, Event, SocketKind};
 use protocol::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rtpmidid");
+mod support;
+
+use support::{free_ports, udp_socket as socket, BIN};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Daemon(Child);
@@ -25,25 +26,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `count` adjacent free UDP ports on 127.0.0.1, the first even (the tests of this file run
-/// in parallel: each call starts further up).
-fn free_ports(count: u16) -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 30_000 + (std::process::id() % 500) as u16 * 48;
-    loop {
-        let port = base + NEXT.fetch_add(count, Ordering::SeqCst);
-        if (0..count).all(|i| UdpSocket::bind(("127.0.0.1", port + i)).is_ok()) {
-            return port;
-        }
-    }
-}
-
-fn socket(port: u16) -> UdpSocket {
-    let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
-    s.set_nonblocking(true).unwrap();
-    s
 }
 
 /// Both peers, driven by one loop on the wall clock.

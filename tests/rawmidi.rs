@@ -3,8 +3,6 @@
 //! and the protocol crate's AppleMIDI endpoint over real UDP sockets is the network peer.
 //! MIDI goes both ways, SysEx included; unplugging ends the session with a BY, plugging in
 //! again brings it back. Every wait polls with a deadline.
-// Shared by the tests that start a daemon; each uses a part of it.
-#[allow(dead_code)]
 mod support;
 
 use std::fs::File;
@@ -12,7 +10,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -22,7 +19,7 @@ use protocol::endpoint::{AcceptPolicy, Endpoint};
 use protocol::midi::{MidiMessage, ShortMessage};
 use protocol::session::{Config, Event, SocketKind};
 use protocol::time::Instant;
-use support::{Daemon, TempDir, DEADLINE};
+use support::{free_ports, udp_socket as socket, Daemon, TempDir, DEADLINE};
 
 /// A pseudo-terminal as a MIDI device: raw (no echo, no line editing), the test at the master.
 struct Pty {
@@ -56,24 +53,6 @@ impl Pty {
             into.extend_from_slice(&buf[..n]);
         }
     }
-}
-
-/// `count` adjacent free UDP ports on 127.0.0.1, away from those of the other tests.
-fn free_ports(count: u16) -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 16;
-    loop {
-        let port = base + NEXT.fetch_add(count, Ordering::SeqCst);
-        if (0..count).all(|i| UdpSocket::bind(("127.0.0.1", port + i)).is_ok()) {
-            return port;
-        }
-    }
-}
-
-fn socket(port: u16) -> UdpSocket {
-    let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
-    s.set_nonblocking(true).unwrap();
-    s
 }
 
 /// The AppleMIDI peer, driven on the wall clock.

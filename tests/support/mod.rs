@@ -1,5 +1,6 @@
-//! A daemon on loopback for the tests of `ctl top` and of the protocol crate's example:
-//! `--no-alsa --no-mdns`, its log in a scratch folder, ended with SIGTERM when dropped.
+//! What the daemon's integration tests share: a daemon on loopback (`--no-alsa --no-mdns`,
+//! its log in a scratch folder, ended with SIGTERM when dropped), free ports, UDP sockets.
+#![allow(dead_code)] // each test binary uses its own part of it
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -30,18 +31,24 @@ impl Drop for TempDir {
     }
 }
 
-/// An even port P with P and P+1 free on 127.0.0.1, away from those of tests/control.rs.
-fn free_port() -> u16 {
+/// `count` adjacent free UDP ports on 127.0.0.1, the first even, away from those of
+/// tests/control.rs (each call starts further up: tests run in parallel).
+pub fn free_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let base = 40_000 + (std::process::id() % 500) as u16 * 32;
     loop {
-        let port = base + NEXT.fetch_add(2, Ordering::SeqCst);
-        let a = UdpSocket::bind(("127.0.0.1", port));
-        let b = UdpSocket::bind(("127.0.0.1", port + 1));
-        if a.is_ok() && b.is_ok() {
+        let port = base + NEXT.fetch_add(count.next_multiple_of(2), Ordering::SeqCst);
+        if (0..count).all(|i| UdpSocket::bind(("127.0.0.1", port + i)).is_ok()) {
             return port;
         }
     }
+}
+
+/// A non-blocking UDP socket on 127.0.0.1:`port`.
+pub fn udp_socket(port: u16) -> UdpSocket {
+    let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    s.set_nonblocking(true).unwrap();
+    s
 }
 
 /// Polls `check` until it gives a value; panics with `what` after [`DEADLINE`].
@@ -76,7 +83,7 @@ pub struct Daemon {
 impl Daemon {
     /// Named `name`, on a free port, with `extra` arguments; returns once it answers `status`.
     pub fn start(dir: &Path, name: &str, extra: &[&str]) -> Daemon {
-        let port = free_port();
+        let port = free_ports(2);
         let control = dir.join(format!("{name}.sock"));
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(BIN)
