@@ -1,6 +1,6 @@
 //! Option types, their defaults and limits, and the one parser of each kind of value, which the
-//! command line and the configuration file both use. The bottom of the crate: it imports
-//! nothing of ours.
+//! command line and the configuration file both use. The bottom of the crate: it imports no
+//! other module of the daemon.
 //!
 //! A value parser returns why a text is refused, without the text or the option's name: the
 //! caller adds those in its own form (`--port` or `file:line: "port"`).
