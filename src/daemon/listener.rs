@@ -361,13 +361,9 @@ impl Listener {
                 }
             }
             Server::Midi2(m) => {
-                let ids: Vec<u64> = m.endpoint.sessions().map(|(id, _)| id.0).collect();
-                for id in ids {
-                    let session = m.endpoint.session_mut(midi2::endpoint::SessionId(id));
-                    if let Some(s) = session.filter(|s| s.is_connected()) {
-                        if Some(SessionId(id)) != except {
-                            s.send_midi1(GROUP, message);
-                        }
+                for (id, session) in m.endpoint.sessions_mut() {
+                    if Some(SessionId(id.0)) != except && session.is_connected() {
+                        session.send_midi1(GROUP, message);
                     }
                 }
             }

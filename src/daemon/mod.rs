@@ -113,6 +113,8 @@ pub struct Daemon {
     drops: DropLog,
     bridge_actions: Vec<bridge::Action<PeerPortId>>,
     dests: Vec<Dest>,
+    /// Scratch for `pump`: the listeners' ids, kept to not allocate per datagram.
+    listener_ids: Vec<ListenerId>,
     signals_seen: u32,
     /// Sessions ended since the heap was last given back to the system.
     ended_since_trim: usize,
@@ -163,6 +165,7 @@ impl Daemon {
             drops: DropLog::default(),
             bridge_actions: Vec::new(),
             dests: Vec::new(),
+            listener_ids: Vec::new(),
             signals_seen: 0,
             ended_since_trim: 0,
             mdns: None,
@@ -297,8 +300,10 @@ impl Daemon {
             let _ = self.run_actions(ctx);
             // A device that failed has its sessions closed by the router.
             let mut busy = self.flush_devices(ctx);
-            let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
-            for id in ids {
+            let mut ids = std::mem::take(&mut self.listener_ids);
+            ids.clear();
+            ids.extend(self.listeners.keys().copied());
+            for &id in &ids {
                 if let Some(listener) = self.listeners.get_mut(&id) {
                     listener.flush(now, &mut self.send_buf);
                 }
@@ -316,6 +321,7 @@ impl Daemon {
                     );
                 }
             }
+            self.listener_ids = ids;
             if !busy {
                 break;
             }

@@ -125,6 +125,10 @@ impl Endpoint {
         self.sessions.iter().map(|(id, s)| (*id, s))
     }
 
+    pub fn sessions_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {
+        self.sessions.iter_mut().map(|(id, s)| (*id, s))
+    }
+
     pub fn close_all(&mut self, now: Instant) {
         self.sessions.values_mut().for_each(|s| s.close(now));
     }
