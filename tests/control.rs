@@ -1,64 +1,17 @@
 //! The control socket and configuration reload as a user meets them: real daemons on loopback
 //! (`--no-alsa --no-mdns`), driven through `rtpmidid ctl`. Every wait polls with a deadline.
+mod support;
+
 use std::io::{Read, Write};
-use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rtpmidid");
-const DEADLINE: Duration = Duration::from_secs(15);
-
-/// A scratch folder removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rtpmidid-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An even port P with P and P+1 free on 127.0.0.1 (tests in this file run in parallel, so
-/// each call starts further up).
-fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 1000) as u16 * 32;
-    loop {
-        let port = base + NEXT.fetch_add(2, Ordering::SeqCst);
-        let a = UdpSocket::bind(("127.0.0.1", port));
-        let b = UdpSocket::bind(("127.0.0.1", port + 1));
-        if a.is_ok() && b.is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Polls `check` until it gives a value or the deadline passes.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+use support::{free_ports, wait_for, TempDir, BIN, DEADLINE};
 
 struct Ctl {
     code: i32,
@@ -90,7 +43,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, tag: &str, extra: &[&str]) -> Daemon {
-        let port = free_port();
+        let port = free_ports(2);
         let control = dir.join(format!("{tag}.sock"));
         let log = dir.join(format!("{tag}.log"));
         let child = Command::new(BIN)
@@ -492,7 +445,7 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
 fn a_listener_section_serves_sessions_under_its_name() {
     let dir = TempDir::new("listener");
     let conf = dir.0.join("rtpmidid.conf");
-    let drums = free_port();
+    let drums = free_ports(2);
     write_config(
         &conf,
         &format!("[general]\nkeep_connected = yes\nsysex_rate = 3125\n[listener Drums]\nport = {drums}\n"),
@@ -559,7 +512,7 @@ fn a_broken_file_stops_the_start_with_file_and_line() {
     // A control socket asked for that cannot be made stops the start too.
     let out = Command::new(BIN)
         .args(["--no-alsa", "--no-mdns", "-b", "127.0.0.1", "-p"])
-        .arg(free_port().to_string())
+        .arg(free_ports(2).to_string())
         .args(["--control", "/proc/rtpmidid/control.sock"])
         .env_remove("RUST_LOG")
         .output()

@@ -31,8 +31,8 @@ impl Drop for TempDir {
     }
 }
 
-/// `count` adjacent free UDP ports on 127.0.0.1, the first even, away from those of
-/// tests/control.rs (each call starts further up: tests run in parallel).
+/// `count` adjacent free UDP ports on 127.0.0.1, the first even (each call starts further
+/// up: tests run in parallel).
 pub fn free_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let base = 40_000 + (std::process::id() % 500) as u16 * 32;
