@@ -45,13 +45,14 @@ for n in (10240, 1024):  # what seq_probe --sysex N sends
         f.write(" ".join("%02X" % b for b in big) + "\n")
 EOF
     exec "$here/run.sh" --mem 512 --timeout "${RAWMIDI_TIMEOUT:-180}" --copy "$0:rawmidi.sh" \
+        --copy "$here/guest-lib.sh:guest-lib.sh" \
         --copy "$target/rtpmidid:rtpmidid" --copy "$target/examples/seq_probe:seq_probe" \
         --copy "$tmp/events.mid:events.mid" --copy "$tmp/sysex10240.hex:sysex10240.hex" \
         --copy "$tmp/sysex1024.hex:sysex1024.hex" \
         -- /bin/sh ${RAWMIDI_SH_FLAGS:-} rawmidi.sh --guest
 fi
+. ./guest-lib.sh
 
-now() { cut -d' ' -f1 /proc/uptime; }
 fail() {
     echo "rawmidi: FAIL: $*"
     for f in r.log b.log; do [ -f $f ] && { echo "--- $f (tail)"; tail -n 20 $f | cut -c1-200; }; done
@@ -60,42 +61,6 @@ fail() {
     ls -l /dev/snd
     exit 1
 }
-wait_until() { # WHAT COMMAND...
-    what=$1
-    shift
-    deadline=$(awk -v t="$(now)" -v l="${LIMIT:-20}" 'BEGIN { print t + l }')
-    until "$@"; do
-        awk -v t="$(now)" -v d="$deadline" 'BEGIN { exit !(t > d) }' && fail "timed out waiting for $what"
-        sleep 0.05
-    done
-}
-wait_for() { wait_until "$3" grep -qs "$2" "$1"; } # FILE PATTERN WHAT
-started() { echo "$1" >>started.pids; }
-stop_started() {
-    [ -f started.pids ] || return 0
-    for p in $(cat started.pids); do kill "$p" 2>/dev/null || true; done
-    for p in $(cat started.pids); do wait "$p" 2>/dev/null || true; done
-    rm -f started.pids
-}
-port_of() { # CLIENT PORT
-    aconnect -l | awk -v c="$1" -v p="$2" '
-        /^client / { q = index($0, "\047"); rest = substr($0, q + 1); name = substr(rest, 1, index(rest, "\047") - 1)
-                     id = $2; sub(":", "", id) }
-        /^    [0-9]+ \047/ { q = index($0, "\047"); rest = substr($0, q + 1); pn = substr(rest, 1, index(rest, "\047") - 1)
-                     sub(/ +$/, "", pn); if (name == c && pn == p) print id ":" $1 }'
-}
-has_port() { [ "$(port_of "$1" "$2" | wc -l)" -eq 1 ]; }
-subscribed_to() { aconnect -l | awk -v a="$1" '
-    /^client / { id = $2; sub(":", "", id) }
-    /^    [0-9]+ \047/ { cur = id ":" $1 }
-    /Connecting To:/ && cur == a { found = 1 }
-    END { exit !found }'; }
-# aseqdump's events without the source column, spaces squeezed, subscription notices left out.
-events() {
-    sed -n 's/^ *[0-9][0-9]*:[0-9][0-9]* *//p' "$1" | sed 's/  */ /g' |
-        grep -v '^Port \(un\)\{0,1\}subscribed' || true
-}
-count_at_least() { [ "$(events "$1" | wc -l)" -ge "$2" ]; } # DUMP N
 dump() { # ADDR FILE
     aseqdump -p "$1" >"$2" 2>&1 &
     started $!
