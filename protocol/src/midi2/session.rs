@@ -1292,6 +1292,15 @@ mod tests {
         Ump::new(&[0x2090_0064 | (u32::from(n) << 8)]).unwrap()
     }
 
+    /// A datagram with `ump(n)` as UMP data number `seq`.
+    fn data(seq: u16, n: u8) -> Vec<u8> {
+        let words = ump(n).words()[0].to_be_bytes();
+        datagram(&[Command::UmpData {
+            seq,
+            payload: &words,
+        }])
+    }
+
     /// A host session after a plain invitation.
     fn host() -> Session {
         let mut s = Session::accept(Config::default(), at(0), PEER.parse().unwrap(), 3);
@@ -1485,13 +1494,6 @@ mod tests {
     #[test]
     fn a_gap_beyond_the_fec_copies_is_asked_for_at_once() {
         let mut s = host();
-        let data = |seq: u16, n: u8| {
-            let words = ump(n).words()[0].to_be_bytes();
-            datagram(&[Command::UmpData {
-                seq,
-                payload: &words,
-            }])
-        };
         s.handle_datagram(at(1), &data(100, 0));
         // 101-104 lost (more than the 3 FEC copies); 105 arrives: ask for 4 now, not 30 ms on.
         s.handle_datagram(at(2), &data(105, 5));
@@ -1509,13 +1511,6 @@ mod tests {
     #[test]
     fn receiving_holds_past_a_gap_asks_then_delivers_in_order() {
         let mut s = host();
-        let data = |seq: u16, n: u8| {
-            let words = ump(n).words()[0].to_be_bytes();
-            datagram(&[Command::UmpData {
-                seq,
-                payload: &words,
-            }])
-        };
         s.handle_datagram(at(1), &data(100, 0));
         s.handle_datagram(at(2), &data(102, 2));
         s.handle_datagram(at(3), &data(103, 3));
