@@ -818,9 +818,9 @@ mod tests {
         unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 0) > 0 }
     }
 
-    #[test]
-    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
-    fn input_in_alsa_lib_buffer_keeps_an_fd_readable() {
+    /// A receiving client and a sending one whose port `out` is connected to it, the
+    /// subscription notice read.
+    fn connected_pair() -> (AlsaSequencer, AlsaSequencer, PortId) {
         let mut rx = AlsaSequencer::open("rx").unwrap();
         let rx_port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
         let mut tx = AlsaSequencer::open("tx").unwrap();
@@ -831,7 +831,14 @@ mod tests {
         };
         tx.connect(at(tx.client(), tx_port), at(rx.client(), rx_port))
             .unwrap();
-        while rx.recv().unwrap().is_some() {} // the subscription notice
+        while rx.recv().unwrap().is_some() {}
+        (rx, tx, tx_port)
+    }
+
+    #[test]
+    #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
+    fn input_in_alsa_lib_buffer_keeps_an_fd_readable() {
+        let (mut rx, mut tx, tx_port) = connected_pair();
         let fds = rx.fds().unwrap();
         assert!(!readable(&fds));
 
@@ -860,17 +867,7 @@ mod tests {
     #[test]
     #[ignore = "needs a kernel sequencer: tests/vm/seq_probe.sh runs it"]
     fn send_at_delivers_later_and_never_out_of_order() {
-        let mut rx = AlsaSequencer::open("rx").unwrap();
-        let rx_port = rx.create_port("in", PortCaps::DUPLEX).unwrap();
-        let mut tx = AlsaSequencer::open("tx").unwrap();
-        let tx_port = tx.create_port("out", PortCaps::DUPLEX).unwrap();
-        let at = |client, port: PortId| SeqAddr {
-            client,
-            port: port.0,
-        };
-        tx.connect(at(tx.client(), tx_port), at(rx.client(), rx_port))
-            .unwrap();
-        while rx.recv().unwrap().is_some() {} // the subscription notice
+        let (mut rx, mut tx, tx_port) = connected_pair();
 
         let start = std::time::Instant::now();
         let (on, off) = (message(&[0x90, 60, 100]), message(&[0x80, 60, 0]));
