@@ -1,6 +1,6 @@
 //! Network MIDI 2.0 endpoints end to end on a simulated clock, over a seeded lossy link.
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+mod pair;
+
 use std::net::SocketAddr;
 
 use protocol::midi2::endpoint::{AcceptPolicy, Endpoint, SessionId};
@@ -9,6 +9,8 @@ use protocol::midi2::ump::Ump;
 use protocol::midi2::wire::{self, bye_reason, Command};
 use protocol::rng::Rng;
 use protocol::time::{Duration, Instant};
+
+use pair::Flights;
 
 const CLIENT: usize = 0;
 const HOST: usize = 1;
@@ -32,9 +34,7 @@ struct Net {
     loss: f64,
     blackhole: bool,
     filter: Option<Filter>,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    flights: HashMap<u64, (usize, SocketAddr, Vec<u8>)>,
-    next_flight: u64,
+    flights: Flights<(usize, SocketAddr, Vec<u8>)>,
 }
 
 fn config(name: &str) -> Config {
@@ -57,9 +57,7 @@ impl Net {
             loss: 0.0,
             blackhole: false,
             filter: None,
-            queue: BinaryHeap::new(),
-            flights: HashMap::new(),
-            next_flight: 0,
+            flights: Flights::default(),
         };
         net.add(client, AcceptPolicy::default(), "10.0.0.1:5000");
         net.add(host, policy, "10.0.0.2:5673");
@@ -105,18 +103,15 @@ impl Net {
         if self.blackhole || filtered || self.rng.chance(self.loss) {
             return;
         }
-        let id = self.next_flight;
-        self.next_flight += 1;
         let jitter = self.rng.below(self.jitter.as_micros() as u64 + 1);
         let at = self.now + self.latency + Duration::from_micros(jitter);
-        self.queue.push(Reverse((at, id)));
         let src = self.nodes[from].addr;
-        self.flights.insert(id, (to, src, bytes));
+        self.flights.send(at, (to, src, bytes));
     }
 
     fn step(&mut self, limit: Instant) -> bool {
         self.settle();
-        let next_delivery = self.queue.peek().map(|Reverse((at, _))| *at);
+        let next_delivery = self.flights.next_at();
         let next_timer = self
             .nodes
             .iter()
@@ -131,15 +126,9 @@ impl Net {
             return false;
         }
         self.now = self.now.max(next);
-        while let Some(Reverse((at, id))) = self.queue.peek().copied() {
-            if at > self.now {
-                break;
-            }
-            self.queue.pop();
-            if let Some((to, src, bytes)) = self.flights.remove(&id) {
-                let now = self.now;
-                let _ = self.nodes[to].endpoint.handle_datagram(now, src, &bytes);
-            }
+        while let Some((to, src, bytes)) = self.flights.land(self.now) {
+            let now = self.now;
+            let _ = self.nodes[to].endpoint.handle_datagram(now, src, &bytes);
         }
         self.settle();
         true

@@ -2,14 +2,16 @@
 //! latency, jitter, loss, duplication and reordering.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+mod flights;
+
 use std::net::SocketAddr;
 
 use protocol::endpoint::{AcceptPolicy, Endpoint, SessionId};
 use protocol::rng::Rng;
 use protocol::session::{Config, Event, SocketKind};
 use protocol::time::{Duration, Instant};
+
+pub use flights::Flights;
 
 /// Decides per datagram (sending node, destination port, bytes) whether the link drops it.
 pub type DropFilter = Box<dyn FnMut(usize, SocketKind, &[u8]) -> bool>;
@@ -71,9 +73,7 @@ pub struct Pair {
     pub nodes: [Node; 2],
     pub link: LinkConfig,
     rng: Rng,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    flights: std::collections::HashMap<u64, InFlight>,
-    next_flight: u64,
+    flights: Flights<InFlight>,
     burst_left: u32,
     pub delivered: u64,
     pub dropped: u64,
@@ -116,9 +116,7 @@ impl Pair {
             ],
             link,
             rng: Rng::new(seed),
-            queue: BinaryHeap::new(),
-            flights: Default::default(),
-            next_flight: 0,
+            flights: Flights::default(),
             burst_left: 0,
             delivered: 0,
             dropped: 0,
@@ -202,11 +200,8 @@ impl Pair {
         for _ in 0..copies {
             let jitter = self.link.jitter.as_micros() as u64;
             let delay = self.link.latency + Duration::from_micros(self.rng.below(jitter + 1));
-            let id = self.next_flight;
-            self.next_flight += 1;
-            self.queue.push(Reverse((self.now + delay, id)));
-            self.flights.insert(
-                id,
+            self.flights.send(
+                self.now + delay,
                 InFlight {
                     to,
                     port,
@@ -221,7 +216,7 @@ impl Pair {
     /// `limit`; returns false when nothing is scheduled before it.
     pub fn step(&mut self, limit: Instant) -> bool {
         self.settle();
-        let next_delivery = self.queue.peek().map(|Reverse((at, _))| *at);
+        let next_delivery = self.flights.next_at();
         let next_timer = self
             .nodes
             .iter()
@@ -236,18 +231,12 @@ impl Pair {
             return false;
         }
         self.now = self.now.max(next);
-        while let Some(Reverse((at, id))) = self.queue.peek().copied() {
-            if at > self.now {
-                break;
-            }
-            self.queue.pop();
-            if let Some(f) = self.flights.remove(&id) {
-                self.delivered += 1;
-                let now = self.now;
-                let _ = self.nodes[f.to]
-                    .endpoint
-                    .handle_datagram(now, f.port, f.from, &f.bytes);
-            }
+        while let Some(f) = self.flights.land(self.now) {
+            self.delivered += 1;
+            let now = self.now;
+            let _ = self.nodes[f.to]
+                .endpoint
+                .handle_datagram(now, f.port, f.from, &f.bytes);
         }
         self.settle();
         true
