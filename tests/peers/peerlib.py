@@ -64,6 +64,28 @@ def free_port_pair(host="127.0.0.1"):
     raise RuntimeError("no free even UDP port pair on %s" % host)
 
 
+def stop_process(proc, timeout):
+    """Close PROC's stdin (end of input), then TERM, then KILL, by PID, each given TIMEOUT
+    seconds to end it."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None and proc.poll() is None:
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class Peer:
     """One peer process: JSON events from stdout, command lines to stdin."""
 
@@ -184,22 +206,7 @@ class Peer:
         Reads stdout to its end, so `history` holds every event afterwards.
         Returns the exit status.
         """
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            for sig in (None, signal.SIGTERM, signal.SIGKILL):
-                if sig is not None and self.proc.poll() is None:
-                    try:
-                        os.kill(self.pid, sig)
-                    except ProcessLookupError:
-                        pass
-                try:
-                    self.proc.wait(timeout)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        stop_process(self.proc, timeout)
         deadline = time.monotonic() + timeout
         while not self._eof and time.monotonic() < deadline:
             self._pump(deadline - time.monotonic())

@@ -25,6 +25,10 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import peerlib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD_SH = os.path.join(HERE, "build.sh")
@@ -321,22 +325,7 @@ class A2nProc:
     def stop(self, timeout=5.0):
         """Close stdin (end of input: amidi2net leaves its loop and exits, without sending
         Bye), then TERM, then KILL, by PID. Returns the exit status."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            for sig in (None, signal.SIGTERM, signal.SIGKILL):
-                if sig is not None and self.proc.poll() is None:
-                    try:
-                        os.kill(self.pid, sig)
-                    except ProcessLookupError:
-                        pass
-                try:
-                    self.proc.wait(timeout)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        peerlib.stop_process(self.proc, timeout)
         for r in self._readers:
             r.join(timeout)
         return self.proc.returncode
@@ -508,3 +497,29 @@ class Group:
 
 if __name__ == "__main__":
     sys.exit("a2nlib is a module; run selftest.py")
+
+
+def run_tests(namespace, argv):
+    """Runs the test_* functions of NAMESPACE (a module's globals()), those whose name
+    holds the text after -k in ARGV if given; prints each outcome and a total. Returns the
+    exit status: non-zero if any failed or none ran."""
+    only = argv[argv.index("-k") + 1] if "-k" in argv else ""
+    tests = sorted((n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f))
+    build()
+    passed = failed = 0
+    for name, fn in tests:
+        if only not in name:
+            continue
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.1f s)" % (name, time.monotonic() - t0))
+            traceback.print_exc()
+        else:
+            passed += 1
+            print("ok   %s (%.1f s)" % (name, time.monotonic() - t0))
+        sys.stdout.flush()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed or not passed else 0

@@ -10,7 +10,6 @@ free port and stops them by PID.
 import os
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import a2nlib  # noqa: E402
@@ -178,30 +177,5 @@ def test_packet_loss_recovered():
         _clean(srv, cli)
 
 
-TESTS = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
-
-
-def main(argv):
-    only = argv[argv.index("-k") + 1] if "-k" in argv else ""
-    a2nlib.build()
-    passed = failed = 0
-    for name, fn in TESTS:
-        if only not in name:
-            continue
-        t0 = time.monotonic()
-        try:
-            fn()
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.1f s)" % (name, time.monotonic() - t0))
-            traceback.print_exc()
-        else:
-            passed += 1
-            print("ok   %s (%.1f s)" % (name, time.monotonic() - t0))
-        sys.stdout.flush()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed or not passed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(a2nlib.run_tests(globals(), sys.argv[1:]))

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -901,30 +900,5 @@ def test_tshark_capture_of_a_bridged_session():
              else " (others: %s)" % sorted(set(legs["midi2"]) - set(undissected))[:3]))
 
 
-TESTS = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
-
-
-def main(argv):
-    only = argv[argv.index("-k") + 1] if "-k" in argv else ""
-    a2nlib.build()
-    passed = failed = 0
-    for name, fn in TESTS:
-        if only not in name:
-            continue
-        t0 = time.monotonic()
-        try:
-            fn()
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.1f s)" % (name, time.monotonic() - t0))
-            traceback.print_exc()
-        else:
-            passed += 1
-            print("ok   %s (%.1f s)" % (name, time.monotonic() - t0))
-        sys.stdout.flush()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(a2nlib.run_tests(globals(), sys.argv[1:]))
