@@ -461,6 +461,17 @@ def _notes_through(rig, a2n, ini):
     a2n.expect(midi1_note_off(0, 0, 61))
 
 
+def _authenticated_notes_through(rig, d, ini, **credentials):
+    """A client "good" with CREDENTIALS, refused at first without them, is let in by the
+    daemon D; notes pass between it and the RTP-MIDI peer INI."""
+    cli = rig.a2n.client(rig.midi2_port, ep_name="good", **credentials)
+    cli.wait_session()
+    cli.wait_log(r"retry invitation with (user-)?auth", since_start=True)
+    d.expect_log(r'session opened: "good"')
+    _notes_through(rig, cli, ini)
+    clean(cli)
+
+
 def test_host_shared_secret():
     with Rig() as rig:
         d = rig.daemon(conf="[midi2]\nsecret = s3cret\n")
@@ -470,12 +481,7 @@ def test_host_shared_secret():
         assert bad.wait_exit(15) != 0
         bad.wait_log(r"Invalid auth", since_start=True)
         assert d.count(r'session opened: "bad"') == 0
-        cli = rig.a2n.client(rig.midi2_port, secret="s3cret", ep_name="good")
-        cli.wait_session()
-        cli.wait_log(r"retry invitation with (user-)?auth", since_start=True)
-        d.expect_log(r'session opened: "good"')
-        _notes_through(rig, cli, ini)
-        clean(cli)
+        _authenticated_notes_through(rig, d, ini, secret="s3cret")
 
 
 def test_host_user_password():
@@ -488,12 +494,7 @@ def test_host_user_password():
             assert bad.wait_exit(15) != 0
             bad.wait_log(r"Invalid user auth", since_start=True)
         assert d.count(r'session opened: "bad"') == 0
-        cli = rig.a2n.client(rig.midi2_port, user="bob", secret="pw2", ep_name="good")
-        cli.wait_session()
-        cli.wait_log(r"retry invitation with (user-)?auth", since_start=True)
-        d.expect_log(r'session opened: "good"')
-        _notes_through(rig, cli, ini)
-        clean(cli)
+        _authenticated_notes_through(rig, d, ini, user="bob", secret="pw2")
 
 
 def test_client_shared_secret():
