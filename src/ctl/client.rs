@@ -196,7 +196,7 @@ mod tests {
             json("connect Piano@[::1]:5006"),
             r#"{"cmd":"connect","host":"::1","port":5006,"name":"Piano"}"#
         );
-        assert_eq!(json("disconnect 3"), r#"{"cmd":"disconnect","id":3}"#);
+        assert_eq!(json("disconnect 3"), r#"{"cmd":"disconnect","id":"3"}"#);
         assert_eq!(
             ctl("disconnect 2.3").unwrap().request,
             Request::Disconnect(Who::Id(PeerId {

@@ -72,12 +72,10 @@ impl PeerId {
         })
     }
 
-    /// A number for the main port's sessions, `"L.S"` for the others'.
+    /// Always a string (`"3"` on the main port, `"L.S"` on others), so a reader sees one
+    /// type; requests also take a plain number.
     fn to_json(self) -> Value {
-        match self.listener {
-            None => Value::from(self.session),
-            Some(_) => Value::from(self.to_string()),
-        }
+        Value::from(self.to_string())
     }
 
     fn from_json(value: &Value) -> Option<PeerId> {
@@ -757,6 +755,20 @@ mod tests {
         });
         let json = status.to_json().to_string();
         assert!(json.starts_with(r#"{"ok":true,"name":"Stage""#), "{json}");
+        // A script reads one type of id whichever listener holds the session.
+        let other = PeerId {
+            listener: Some(2),
+            session: 3,
+        };
+        let peers = Reply::Peers(vec![
+            row(Some(main), "a", None),
+            row(Some(other), "b", None),
+        ]);
+        let json = peers.to_json().to_string();
+        assert!(
+            json.contains(r#""id":"1","#) && json.contains(r#""id":"2.3","#),
+            "{json}"
+        );
         let text = status.to_text();
         assert!(text.contains("name:        Stage\n") && text.contains("config:      -\n"));
     }

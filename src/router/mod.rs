@@ -140,11 +140,14 @@ impl Connection {
     }
 }
 
+/// An IPv6 address goes in brackets, as `ctl connect` takes it, so the port stays apart.
 pub fn target_label(target: &ConnectTarget) -> String {
-    target
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", target.host, target.port))
+    let (host, port) = (&target.host, target.port);
+    match &target.name {
+        Some(name) => name.clone(),
+        None if host.contains(':') => format!("[{host}]:{port}"),
+        None => format!("{host}:{port}"),
+    }
 }
 
 /// An ALSA port of ours that stands for a peer.

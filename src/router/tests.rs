@@ -694,3 +694,13 @@ fn a_peer_discovered_with_both_protocols_gets_one_port_its_rtp_midi_one() {
     r.discovered_gone(t(50), "Synth", true);
     assert_eq!(r.poll_timeout(), Some(t(50) + GONE_GRACE));
 }
+
+#[test]
+fn an_unnamed_connection_goes_by_its_address_with_ipv6_in_brackets() {
+    assert_eq!(
+        target_label(&target(None, "10.0.0.2", 5004)),
+        "10.0.0.2:5004"
+    );
+    assert_eq!(target_label(&target(None, "::1", 5004)), "[::1]:5004");
+    assert_eq!(target_label(&target(Some("Piano"), "::1", 5004)), "Piano");
+}
