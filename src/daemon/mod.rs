@@ -590,23 +590,13 @@ impl Daemon {
     /// Our Network MIDI 2.0 sessions' settings: `[midi2]`'s authentication for hosts, and its
     /// shared secret for the hosts we connect to.
     fn midi2_config(&self, name: &str) -> midi2::session::Config {
-        use midi2::session::{ClientAuth, HostAuth};
         let m = &self.settings.midi2;
-        let host_auth = match (&m.secret, m.users.is_empty()) {
-            (_, false) => HostAuth::Users(m.users.clone()),
-            (Some(secret), true) => HostAuth::Secret(secret.clone()),
-            (None, true) => HostAuth::None,
-        };
-        let client_auth = m
-            .secret
-            .clone()
-            .map_or(ClientAuth::None, ClientAuth::Secret);
         midi2::session::Config {
             name: name.to_string(),
             product_id: listener::product_id(name),
             fec_count: m.fec,
-            host_auth,
-            client_auth,
+            host_auth: m.host_auth(),
+            client_auth: m.client_auth(),
             ..midi2::session::Config::default()
         }
     }
