@@ -365,10 +365,17 @@ impl Daemon {
     }
 
     fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
+        // The peer's name; before it is up, the name of the connection that invites it.
         let who = |d: &Daemon| {
+            let connection = || {
+                let id = d.router.connection_of(key)?;
+                d.router.connection(id).map(|c| c.label())
+            };
             d.router
                 .peer_name(key)
-                .map_or_else(|| format!("session {}", key.session.0), str::to_string)
+                .map(str::to_string)
+                .or_else(connection)
+                .unwrap_or_else(|| format!("session {}", key.session.0))
         };
         match happening {
             Happening::Connected { name, addr } => {
