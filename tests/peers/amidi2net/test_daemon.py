@@ -12,7 +12,8 @@ bytes in and out), so every message crosses the daemon's translation both ways:
 
 Covered: the daemon as host (amidi2net-client) and as client (`-C midi2://`, amidi2net-server);
 notes, controllers, pitch bend, MIDI 2.0 channel voice scaled down, system messages and a
-10 kB SysEx both ways; shared-secret and user/password authentication, wrong ones refused;
+10 kB SysEx both ways; shared-secret and user/password authentication both ways ([midi2] auth
+and secret, [connect] user and password), wrong ones refused;
 lost datagrams repaired by FEC and by retransmission, both ways (amidi2net's own drop
 simulation, and a lossy UDP relay in this file). Needs the peers' setup
 (tests/peers/setup.sh), the rig (build.sh, built on demand) and a built daemon. Like the
