@@ -451,7 +451,7 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(parser.err(ErrorKind::Syntax(line.into())));
+            return Err(parser.err(ErrorKind::Syntax(not_key_value(line))));
         };
         let (key, value) = (key.trim(), unquote(value.trim()));
         let Some((kind, label)) = &section else {
@@ -494,6 +494,18 @@ fn bad(key: &str, value: Option<&str>, why: String) -> ErrorKind {
         key: key.into(),
         value: value.map(String::from),
         why,
+    }
+}
+
+/// A line without `=`, as its error quotes it: only the name when it starts with that of a
+/// secret's key (`password pw`).
+fn not_key_value(line: &str) -> String {
+    match keys::KEYS
+        .iter()
+        .find(|k| k.hidden && line.starts_with(k.name))
+    {
+        Some(k) => format!("{} (the rest not shown)", k.name),
+        None => line.into(),
     }
 }
 
@@ -957,9 +969,11 @@ mod tests {
             format!("[connect a]\nhost = h\nprotocol = midi2\nsecret = {long}\n"),
             format!("[connect a]\nhost = h\nprotocol = midi2\npassword = {long}\n"),
             "[connect a]\nhost = h\nprotocol = midi2\npassword = pp\u{1}pp\n".into(),
+            "[connect a]\nhost = h\nprotocol = midi2\npassword pppp\n".into(),
+            "[midi2]\nsecret: pppp\n".into(),
         ] {
             let e = err(&text).to_string();
-            assert!(e.contains("(not shown)") && !e.contains("pp"), "{e}");
+            assert!(e.contains("not shown") && !e.contains("pp"), "{e}");
         }
         let e = err(&format!("[midi2]\nusers = alice:{long}\n")).to_string();
         assert!(
