@@ -158,7 +158,7 @@ impl Midi2 {
         })
     }
 
-    /// Why the method cannot work: it asks for data the section lacks.
+    /// The key the method needs and the section lacks, if any.
     pub fn auth_missing(&self) -> Option<&'static str> {
         match self.auth_method() {
             AuthMethod::Secret if self.secret.is_none() => Some("secret"),
