@@ -272,12 +272,14 @@ mod tests {
                     host: "10.0.0.2".into(),
                     port: 5004,
                     midi2: false,
+                    credentials: None,
                 },
                 ConnectTarget {
                     name: None,
                     host: "::1".into(),
                     port: 5006,
                     midi2: false,
+                    credentials: None,
                 }
             ]
         );

@@ -50,6 +50,12 @@ fn main() -> ExitCode {
             };
             let settings = config::resolve(&command_line, &file, config::hostname);
             init_logging(settings.log_level);
+            if let Some(warning) = path
+                .as_deref()
+                .and_then(|p| config::exposed_secrets(p, &file))
+            {
+                log::warn!("{warning}");
+            }
             match run(*command_line, path, settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {

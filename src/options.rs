@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 use protocol::admission::IpNet;
+use protocol::midi2::session::ClientAuth;
 
 /// The main control UDP port; the data port is the next one.
 pub const DEFAULT_PORT: u16 = 5004;
@@ -21,6 +22,8 @@ pub const DEFAULT_ALSA_NAME: &str = "rtpmidid";
 pub const MAX_PLAYOUT_DELAY_MS: u32 = 5000;
 /// Bytes of a name: an mDNS instance label and an ALSA client or port name take no more.
 pub const MAX_NAME: usize = 63;
+/// Bytes of a Network MIDI 2.0 secret, user name or password.
+pub const MAX_CREDENTIAL: usize = 63;
 /// Bytes of a network interface's name (IFNAMSIZ less its NUL).
 pub const MAX_INTERFACE: usize = 15;
 /// Bytes of a host name (RFC 1035).
@@ -48,6 +51,9 @@ pub struct ConnectTarget {
     pub host: String,
     pub port: u16,
     pub midi2: bool,
+    /// What a Network MIDI 2.0 host that asks us to authenticate gets; `None`: `[midi2]
+    /// secret`. Only a `[connect]` section gives them (a command line shows in `ps`).
+    pub credentials: Option<ClientAuth>,
 }
 
 impl ConnectTarget {
@@ -66,6 +72,7 @@ impl ConnectTarget {
             host: self::host(host)?,
             port: self::port(port)?,
             midi2,
+            credentials: None,
         })
     }
 }
@@ -142,6 +149,23 @@ pub fn name(text: &str) -> Result<String, String> {
     if text.len() > MAX_NAME {
         return Err(format!(
             "at most {MAX_NAME} bytes (mDNS and ALSA take no more)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A shared secret, user name or password of Network MIDI 2.0 authentication. The error
+/// never quotes it.
+pub fn credential(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("control characters are not allowed".into());
+    }
+    if text.len() > MAX_CREDENTIAL {
+        return Err(format!(
+            "at most {MAX_CREDENTIAL} bytes (amidi2net takes no more)"
         ));
     }
     Ok(text.to_string())
@@ -264,6 +288,7 @@ mod tests {
                 host: "::1".into(),
                 port: 5006,
                 midi2: false,
+                credentials: None,
             })
         );
         for (bad, why) in [

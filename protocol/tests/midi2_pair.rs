@@ -299,6 +299,70 @@ fn user_auth_right_and_wrong() {
 }
 
 #[test]
+fn credentials_of_one_connection_win_over_the_endpoints() {
+    let host = Config {
+        host_auth: HostAuth::Users(vec![("alice".into(), "pw".into())]),
+        ..config("Hub")
+    };
+    // The endpoint's own credentials (a shared secret) do not fit this host; the
+    // connection's user and password do.
+    let client = Config {
+        client_auth: ClientAuth::Secret("s3cret".into()),
+        ..config("Keys")
+    };
+    let alice = |password: &str| ClientAuth::User {
+        user: "alice".into(),
+        password: password.into(),
+    };
+    let mut net = Net::new(9, client.clone(), host.clone(), AcceptPolicy::default());
+    let (now, to) = (net.now, net.nodes[HOST].addr);
+    net.nodes[CLIENT]
+        .endpoint
+        .connect_with(now, to, alice("pw"));
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.connected(CLIENT) == 1
+            && n.connected(HOST) == 1)
+    );
+
+    let mut net = Net::new(10, client, host, AcceptPolicy::default());
+    let (now, to) = (net.now, net.nodes[HOST].addr);
+    net.nodes[CLIENT]
+        .endpoint
+        .connect_with(now, to, alice("wrong"));
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(
+        net.disconnect_reason(CLIENT),
+        Some(DisconnectReason::AuthFailed)
+    );
+    assert_eq!(net.connected(HOST), 0);
+}
+
+#[test]
+fn debug_output_shows_no_secret_or_password() {
+    let shown = format!(
+        "{:?} {:?} {:?}",
+        ClientAuth::Secret("s3cret".into()),
+        ClientAuth::User {
+            user: "alice".into(),
+            password: "pw-alice".into()
+        },
+        Config {
+            host_auth: HostAuth::Users(vec![("bob".into(), "pw-bob".into())]),
+            client_auth: ClientAuth::Secret("s3cret".into()),
+            ..config("Hub")
+        }
+    );
+    assert!(shown.contains("alice") && shown.contains("bob"), "{shown}");
+    for secret in ["s3cret", "pw-alice", "pw-bob"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert_eq!(
+        format!("{:?}", HostAuth::Secret("x".into())),
+        "Secret(<hidden>)"
+    );
+}
+
+#[test]
 fn ump_both_ways_in_order() {
     let mut net = connected_net(8, config("Keys"), config("Hub"));
     for n in 0..20 {

@@ -80,6 +80,9 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<Action> {
     if old.rawmidi != new.rawmidi {
         actions.push(Action::NeedsRestart("[rawmidi]"));
     }
+    if old.midi2 != new.midi2 {
+        actions.push(Action::NeedsRestart("[midi2]"));
+    }
     if old.port != new.port {
         actions.push(Action::NeedsRestart("port"));
     }
@@ -137,6 +140,28 @@ mod tests {
         );
         let fewer = settings("[connect b]\nhost = h2\n");
         assert_eq!(diff(&old, &fewer), vec![Action::Disconnect("a".into())]);
+    }
+
+    #[test]
+    fn midi2_changes_need_a_restart_and_new_credentials_reconnect() {
+        let conn = "[connect a]\nhost = h\nprotocol = midi2\n";
+        let old = settings(&format!(
+            "{conn}user = u\npassword = p1\n[midi2]\nsecret = s\n"
+        ));
+        let auth = settings(&format!(
+            "{conn}user = u\npassword = p1\n[midi2]\nsecret = s\nauth = none\n"
+        ));
+        assert_eq!(diff(&old, &auth), vec![Action::NeedsRestart("[midi2]")]);
+        let password = settings(&format!(
+            "{conn}user = u\npassword = p2\n[midi2]\nsecret = s\n"
+        ));
+        assert_eq!(
+            diff(&old, &password),
+            vec![
+                Action::Disconnect("a".into()),
+                Action::Connect(password.connect[0].clone())
+            ]
+        );
     }
 
     #[test]

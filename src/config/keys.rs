@@ -3,7 +3,7 @@
 //! documented in `contrib/rtpmidid.conf.example` and the README.
 use std::path::PathBuf;
 
-use super::{AdmissionKeys, File};
+use super::{AdmissionKeys, AuthMethod, File};
 use crate::options::{self, AutoExport, MAX_CK_INTERVAL};
 use Section::*;
 
@@ -83,6 +83,9 @@ pub struct SectionKeys {
     pub admission: AdmissionKeys,
     pub device: Option<PathBuf>,
     pub remote_port: Option<u16>,
+    pub secret: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 pub struct Key {
@@ -90,6 +93,8 @@ pub struct Key {
     pub name: &'static str,
     /// Why the key is refused: the format knows it, the daemon cannot apply it yet.
     pub unsupported: Option<&'static str>,
+    /// Its value is a secret or holds passwords: errors do not quote it.
+    pub hidden: bool,
     /// Reads the value into the draft, or says why it is refused.
     pub set: fn(&mut Draft, &str) -> Result<(), String>,
 }
@@ -99,11 +104,15 @@ pub fn find(section: Section, name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.section == section && k.name == name)
 }
 
-/// Items of a list value: separated by commas and/or whitespace.
-fn list<T>(value: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+/// The items of a list value: separated by commas and/or whitespace.
+fn items(value: &str) -> impl Iterator<Item = &str> {
     value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
+}
+
+fn list<T>(value: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    items(value)
         .map(|s| item(s).map_err(|e| format!("{s:?}: {e}")))
         .collect()
 }
@@ -117,7 +126,20 @@ const fn key(
         section,
         name,
         unsupported: None,
+        hidden: false,
         set,
+    }
+}
+
+/// A key whose value errors do not quote.
+const fn hidden(
+    section: Section,
+    name: &'static str,
+    set: fn(&mut Draft, &str) -> Result<(), String>,
+) -> Key {
+    Key {
+        hidden: true,
+        ..key(section, name, set)
     }
 }
 
@@ -204,6 +226,18 @@ pub static KEYS: &[Key] = &[
             "midi2" => true,
             _ => return Err("rtp-midi or midi2".into()),
         };
+        Ok(())
+    }),
+    hidden(Connect, "secret", |d, v| {
+        d.section.secret = Some(options::credential(v)?);
+        Ok(())
+    }),
+    key(Connect, "user", |d, v| {
+        d.section.user = Some(options::credential(v)?);
+        Ok(())
+    }),
+    hidden(Connect, "password", |d, v| {
+        d.section.password = Some(options::credential(v)?);
         Ok(())
     }),
     key(Export, "alsa_port", |d, v| {
@@ -293,15 +327,25 @@ pub static KEYS: &[Key] = &[
         d.file.midi2.port = Some(options::port(v)?);
         Ok(())
     }),
-    key(Midi2, "secret", |d, v| {
-        d.file.midi2.secret = Some(options::name(v)?);
+    key(Midi2, "auth", |d, v| {
+        d.file.midi2.auth = Some(AuthMethod::parse(v)?);
         Ok(())
     }),
-    key(Midi2, "users", |d, v| {
-        d.file.midi2.users = list(v, |pair| {
-            let (user, password) = pair.split_once(':').ok_or("USER:PASSWORD")?;
-            Ok((options::name(user)?, options::name(password)?))
-        })?;
+    hidden(Midi2, "secret", |d, v| {
+        d.file.midi2.secret = Some(options::credential(v)?);
+        Ok(())
+    }),
+    // Errors name the user, never the password.
+    hidden(Midi2, "users", |d, v| {
+        d.file.midi2.users = items(v)
+            .map(|pair| {
+                let (user, password) = pair.split_once(':').ok_or("items are USER:PASSWORD")?;
+                let user = options::credential(user).map_err(|e| format!("a user: {e}"))?;
+                let password = options::credential(password)
+                    .map_err(|e| format!("the password of {user:?}: {e}"))?;
+                Ok((user, password))
+            })
+            .collect::<Result<_, String>>()?;
         Ok(())
     }),
     key(Midi2, "fec", |d, v| {
@@ -396,13 +440,17 @@ mod tests {
     fn every_key_is_documented_in_its_section() {
         let example = uncommented();
         for section in Section::ALL {
-            // The section's part of the example: from its header to the next one.
+            // The section's parts of the example: from each of its headers to the next header
+            // (a named section may show some keys in a second example of its kind).
             let header = format!("\n[{}", section.name());
-            let start = example
-                .find(&header)
-                .unwrap_or_else(|| panic!("{header} missing"));
-            let rest = &example[start + 1..];
-            let text = &rest[..rest[1..].find("\n[").map_or(rest.len(), |end| end + 1)];
+            let text: String = example
+                .match_indices(&header)
+                .map(|(start, _)| {
+                    let rest = &example[start + 1..];
+                    &rest[..rest[1..].find("\n[").map_or(rest.len(), |end| end + 1)]
+                })
+                .collect();
+            assert!(!text.is_empty(), "{header} missing");
             let keys = KEYS.iter().filter(|k| k.section == section);
             for key in keys.filter(|k| k.unsupported.is_none()) {
                 assert!(

@@ -5,11 +5,14 @@
 //! [`resolve`] merges the command line over the file over the defaults, [`diff`] turns two
 //! settings into what a reload does. Values are checked by the parsers of `crate::options`,
 //! the same for the command line and the file.
+use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use log::LevelFilter;
+use protocol::midi2::session::{ClientAuth, HostAuth};
 use protocol::session;
 
 use protocol::admission::{AddressFilter, IpNet};
@@ -45,6 +48,9 @@ pub struct Connection {
     pub keep_connected: Option<bool>,
     /// Network MIDI 2.0 rather than RTP-MIDI (`protocol = midi2`).
     pub midi2: bool,
+    /// Its `secret`, or `user` and `password`, for a host that asks us to authenticate;
+    /// `None`: `[midi2] secret`.
+    pub credentials: Option<ClientAuth>,
 }
 
 impl Connection {
@@ -54,6 +60,7 @@ impl Connection {
             host: self.host.clone(),
             port: self.port,
             midi2: self.midi2,
+            credentials: self.credentials.clone(),
         }
     }
 }
@@ -91,20 +98,109 @@ pub struct RawMidi {
     pub remote: Option<(String, u16)>,
 }
 
-/// `[midi2]`: the Network MIDI 2.0 host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[midi2]`: the Network MIDI 2.0 host. `Debug` shows no secret or password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Midi2 {
     pub enabled: bool,
     /// Asked for (`port =`, `--midi2-port`): it must open. Otherwise the default port, given
     /// up with a warning when taken (another daemon has it).
     pub port: Option<u16>,
-    /// Clients must show this shared secret (unless `users` is set), and our connections to
-    /// other hosts show it.
+    /// What our host asks of clients (`auth =`); `None`: see [`Midi2::host_auth`].
+    pub auth: Option<AuthMethod>,
+    /// The shared secret clients show with `auth = secret`; our connections to other hosts
+    /// show it too (those without credentials of their own).
     pub secret: Option<String>,
-    /// Clients must log in as one of these (user, password).
+    /// With `auth = users`, clients log in as one of these (user, password).
     pub users: Vec<(String, String)>,
     /// Earlier UMP data commands repeated in each datagram.
     pub fec: usize,
+}
+
+/// `[midi2] auth`: what our host asks of the clients that invite it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    None,
+    /// The shared `secret`.
+    Secret,
+    /// A user name and password of `users`.
+    Users,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 3] = [AuthMethod::None, AuthMethod::Secret, AuthMethod::Users];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Secret => "secret",
+            AuthMethod::Users => "users",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<AuthMethod, String> {
+        AuthMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| "none, secret or users".into())
+    }
+}
+
+impl Midi2 {
+    /// The method our host uses: `auth`, else `users` if there are any, else `secret` if
+    /// there is one, else none (what the daemon did before `auth` existed).
+    pub fn auth_method(&self) -> AuthMethod {
+        self.auth.unwrap_or(if !self.users.is_empty() {
+            AuthMethod::Users
+        } else if self.secret.is_some() {
+            AuthMethod::Secret
+        } else {
+            AuthMethod::None
+        })
+    }
+
+    /// The key the method needs and the section lacks, if any.
+    pub fn auth_missing(&self) -> Option<&'static str> {
+        match self.auth_method() {
+            AuthMethod::Secret if self.secret.is_none() => Some("secret"),
+            AuthMethod::Users if self.users.is_empty() => Some("users"),
+            _ => None,
+        }
+    }
+
+    /// What our host asks of clients. A method without its data (the parser refuses it)
+    /// lets nobody in.
+    pub fn host_auth(&self) -> HostAuth {
+        match (self.auth_method(), &self.secret) {
+            (AuthMethod::None, _) => HostAuth::None,
+            (AuthMethod::Secret, Some(secret)) => HostAuth::Secret(secret.clone()),
+            (AuthMethod::Secret, None) => HostAuth::Users(Vec::new()),
+            (AuthMethod::Users, _) => HostAuth::Users(self.users.clone()),
+        }
+    }
+
+    /// What a host we connect to gets when it asks us to authenticate (unless the
+    /// connection has credentials of its own).
+    pub fn client_auth(&self) -> ClientAuth {
+        self.secret
+            .clone()
+            .map_or(ClientAuth::None, ClientAuth::Secret)
+    }
+}
+
+impl fmt::Debug for Midi2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Midi2")
+            .field("enabled", &self.enabled)
+            .field("port", &self.port)
+            .field("auth", &self.auth)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field(
+                "users",
+                &self.users.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+            )
+            .field("fec", &self.fec)
+            .finish()
+    }
 }
 
 impl Default for Midi2 {
@@ -112,6 +208,7 @@ impl Default for Midi2 {
         Midi2 {
             enabled: true,
             port: None,
+            auth: None,
             secret: None,
             users: Vec::new(),
             fec: 3,
@@ -292,6 +389,30 @@ pub struct File {
     pub sysex_rate: Option<u32>,
     pub admission: AdmissionKeys,
     pub midi2: Midi2,
+}
+
+impl File {
+    /// It holds a Network MIDI 2.0 secret or password.
+    pub fn holds_secrets(&self) -> bool {
+        self.midi2.secret.is_some()
+            || !self.midi2.users.is_empty()
+            || self.connect.iter().any(|c| c.credentials.is_some())
+    }
+}
+
+/// A warning when the file at `path` holds secrets or passwords and every user may read it.
+pub fn exposed_secrets(path: &Path, file: &File) -> Option<String> {
+    if !file.holds_secrets() {
+        return None;
+    }
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "{}: every user can read the Network MIDI 2.0 secrets or passwords in it: \
+             chmod o-r it (the daemon's user must still read it)",
+            path.display()
+        )
+    })
 }
 
 /// The daemon's effective settings: the file, overridden by the command line, with defaults.

@@ -8,7 +8,9 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::keys::{self, Draft, Section};
+use protocol::midi2::session::ClientAuth;
+
+use super::keys::{self, Draft, Section, SectionKeys};
 use super::{Connection, Export, File, Listener, RawMidi};
 use crate::options::{self, DEFAULT_PORT};
 
@@ -51,12 +53,19 @@ pub enum ErrorKind {
     },
     BadValue {
         key: String,
-        value: String,
+        /// `None`: a secret, not quoted.
+        value: Option<String>,
         why: String,
     },
     MissingKey {
         key: String,
         section: String,
+    },
+    /// A key that does not go with the others of its section, or lacks one it needs.
+    Inconsistent {
+        key: String,
+        section: String,
+        why: String,
     },
     /// A key the format knows that the daemon cannot apply yet.
     NotSupported {
@@ -109,11 +118,23 @@ impl fmt::Display for Error {
             ErrorKind::NotSupported { key, section, why } => {
                 write!(f, "{key:?} in [{section}] is not supported yet: {why}")
             }
-            ErrorKind::BadValue { key, value, why } => {
+            ErrorKind::BadValue {
+                key,
+                value: Some(value),
+                why,
+            } => {
                 write!(f, "bad value {:?} for {key:?}: {why}", Quoted(value))
             }
+            ErrorKind::BadValue {
+                key,
+                value: None,
+                why,
+            } => write!(f, "bad value for {key:?} (not shown): {why}"),
             ErrorKind::MissingKey { key, section } => {
                 write!(f, "[{section}] needs a {key:?} key")
+            }
+            ErrorKind::Inconsistent { key, section, why } => {
+                write!(f, "{key:?} in [{section}]: {why}")
             }
             ErrorKind::PortClash {
                 what,
@@ -227,8 +248,8 @@ struct Parser<'a> {
     file: &'a str,
     line: usize,
     draft: Draft,
-    /// The line of each section's `port` key, for clashes found at the end.
-    port_lines: Vec<(String, usize)>,
+    /// The line of each key read: (section label, key, line), for errors found later.
+    key_lines: Vec<(String, String, usize)>,
 }
 
 impl Parser<'_> {
@@ -244,10 +265,34 @@ impl Parser<'_> {
         }
     }
 
+    /// The line of `key` in section `label` (0 if it is not there).
+    fn line_of(&self, label: &str, key: &str) -> usize {
+        self.key_lines
+            .iter()
+            .find(|(l, k, _)| l == label && k == key)
+            .map_or(0, |(_, _, line)| *line)
+    }
+
+    /// `key` of section `label` does not go with the rest of it.
+    fn inconsistent(&self, label: &str, key: &str, why: impl Into<String>) -> Error {
+        self.at(
+            self.line_of(label, key),
+            ErrorKind::Inconsistent {
+                key: key.into(),
+                section: label.into(),
+                why: why.into(),
+            },
+        )
+    }
+
     /// Ends the named section `pending`: its required keys are there, it joins the file.
     fn finish(&mut self, pending: Option<Pending>) -> Result<(), Error> {
         let Some(p) = pending else { return Ok(()) };
-        let keys = std::mem::take(&mut self.draft.section);
+        let mut keys = std::mem::take(&mut self.draft.section);
+        let credentials = match p.kind {
+            Section::Connect => self.credentials(&p, &mut keys)?,
+            _ => None,
+        };
         let missing = |key: &str| Error {
             file: self.file.to_string(),
             line: p.line,
@@ -265,6 +310,7 @@ impl Parser<'_> {
                 alsa_port_name: keys.alsa_port_name,
                 keep_connected: keys.keep_connected,
                 midi2: keys.midi2,
+                credentials,
             }),
             Section::Export => file.exports.push(Export {
                 alsa_port: keys.alsa_port.ok_or_else(|| missing("alsa_port"))?,
@@ -293,6 +339,53 @@ impl Parser<'_> {
         }
         Ok(())
     }
+
+    /// A `[connect]` section's `secret`, or `user` and `password`: Network MIDI 2.0 only,
+    /// one kind or the other.
+    fn credentials(
+        &self,
+        p: &Pending,
+        keys: &mut SectionKeys,
+    ) -> Result<Option<ClientAuth>, Error> {
+        let label = format!("{} {}", p.kind.name(), p.name);
+        let given = [
+            ("secret", &keys.secret),
+            ("user", &keys.user),
+            ("password", &keys.password),
+        ];
+        let Some((first, _)) = given.into_iter().find(|(_, value)| value.is_some()) else {
+            return Ok(None);
+        };
+        if !keys.midi2 {
+            return Err(self.inconsistent(&label, first, "only with protocol = midi2"));
+        }
+        match (keys.secret.take(), keys.user.take(), keys.password.take()) {
+            (Some(secret), None, None) => Ok(Some(ClientAuth::Secret(secret))),
+            (Some(_), _, _) => Err(self.inconsistent(
+                &label,
+                "secret",
+                "give a secret or a user and password, not both",
+            )),
+            (None, Some(user), Some(password)) => Ok(Some(ClientAuth::User { user, password })),
+            (None, Some(_), None) => Err(self.inconsistent(&label, "user", "needs a password")),
+            (None, None, _) => Err(self.inconsistent(&label, "password", "needs a user")),
+        }
+    }
+
+    /// `[midi2] auth` names a method whose data the section has.
+    fn check_midi2(&self) -> Result<(), Error> {
+        match self.draft.file.midi2.auth_missing() {
+            Some(key) => Err(self.inconsistent(
+                "midi2",
+                "auth",
+                format!(
+                    "auth = {} needs a {key:?} key",
+                    self.draft.file.midi2.auth_method().name()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Parses the text of a configuration file; `file` names it in errors.
@@ -301,7 +394,7 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
         file,
         line: 0,
         draft: Draft::default(),
-        port_lines: Vec::new(),
+        key_lines: Vec::new(),
     };
     let mut section: Option<(Section, String)> = None;
     let mut pending: Option<Pending> = None;
@@ -333,7 +426,8 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
                 }));
             }
             if found.named() {
-                options::name(name).map_err(|why| parser.err(bad("section name", name, why)))?;
+                options::name(name)
+                    .map_err(|why| parser.err(bad("section name", Some(name), why)))?;
             }
             // A name may appear once per kind; `[export x]` and `[connect x]` may coexist.
             let label = if name.is_empty() {
@@ -357,7 +451,7 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(parser.err(ErrorKind::Syntax(line.into())));
+            return Err(parser.err(ErrorKind::Syntax(not_key_value(line))));
         };
         let (key, value) = (key.trim(), unquote(value.trim()));
         let Some((kind, label)) = &section else {
@@ -382,22 +476,36 @@ pub fn parse(file: &str, text: &str) -> Result<File, Error> {
                 section: label.clone(),
             }));
         }
-        (found.set)(&mut parser.draft, value).map_err(|why| parser.err(bad(key, value, why)))?;
-        if key == "port" {
-            parser.port_lines.push((label.clone(), parser.line));
-        }
+        let shown = (!found.hidden).then_some(value);
+        (found.set)(&mut parser.draft, value).map_err(|why| parser.err(bad(key, shown, why)))?;
+        parser
+            .key_lines
+            .push((label.clone(), key.to_string(), parser.line));
     }
     parser.line = text.lines().count();
     parser.finish(pending.take())?;
+    parser.check_midi2()?;
     check_ports(&parser)?;
     Ok(parser.draft.file)
 }
 
-fn bad(key: &str, value: &str, why: String) -> ErrorKind {
+fn bad(key: &str, value: Option<&str>, why: String) -> ErrorKind {
     ErrorKind::BadValue {
         key: key.into(),
-        value: value.into(),
+        value: value.map(String::from),
         why,
+    }
+}
+
+/// A line without `=`, as its error quotes it: only the name when it starts with that of a
+/// secret's key (`password pw`).
+fn not_key_value(line: &str) -> String {
+    match keys::KEYS
+        .iter()
+        .find(|k| k.hidden && line.starts_with(k.name))
+    {
+        Some(k) => format!("{} (the rest not shown)", k.name),
+        None => line.into(),
     }
 }
 
@@ -432,13 +540,8 @@ fn check_ports(parser: &Parser<'_>) -> Result<(), Error> {
     for (port, label) in own {
         let what = format!("[{label}]");
         if let Some((other_port, other)) = used.iter().find(|(p, _)| port.abs_diff(*p) < 2) {
-            let line = parser
-                .port_lines
-                .iter()
-                .find(|(l, _)| *l == label)
-                .map_or(0, |(_, line)| *line);
             return Err(parser.at(
-                line,
+                parser.line_of(&label, "port"),
                 ErrorKind::PortClash {
                     what,
                     port,
@@ -492,6 +595,7 @@ mod tests {
                 alsa_port_name: Some("Piano In".into()),
                 keep_connected: None,
                 midi2: false,
+                credentials: None,
             }]
         );
         assert_eq!(f.exports[0].port, Some(6010));
@@ -759,6 +863,157 @@ mod tests {
         let e = err(&format!("[general]\nname = {long}\n")).to_string();
         assert!(e.contains("at most 63 bytes"), "{e}");
         assert!(parse("x", &format!("[general]\nname = {}\n", &long[1..])).is_ok());
+    }
+
+    #[test]
+    fn midi2_auth_defaults_to_what_the_section_has() {
+        use protocol::midi2::session::HostAuth;
+        let host = |text: &str| parse("x", text).unwrap().midi2.host_auth();
+        assert_eq!(host(""), HostAuth::None);
+        assert_eq!(host("[midi2]\nsecret = s\n"), HostAuth::Secret("s".into()));
+        let alice = vec![("alice".to_string(), "p:w".to_string())];
+        assert_eq!(
+            host("[midi2]\nsecret = s\nusers = alice:p:w\n"),
+            HostAuth::Users(alice.clone())
+        );
+        // Said outright: the method named, whatever else is there.
+        let both = "secret = s\nusers = alice:p:w\n";
+        assert_eq!(
+            host(&format!("[midi2]\nauth = secret\n{both}")),
+            HostAuth::Secret("s".into())
+        );
+        assert_eq!(
+            host(&format!("[midi2]\nauth = users\n{both}")),
+            HostAuth::Users(alice)
+        );
+        // auth = none: the host asks nothing, the secret still serves our connections.
+        let f = parse("x", &format!("[midi2]\nauth = none\n{both}")).unwrap();
+        assert_eq!(f.midi2.host_auth(), HostAuth::None);
+        assert_eq!(f.midi2.client_auth(), ClientAuth::Secret("s".into()));
+    }
+
+    #[test]
+    fn midi2_auth_without_its_data_is_refused_at_its_line() {
+        for (text, want) in [
+            (
+                "[midi2]\n\nauth = secret\nusers = a:b\n",
+                "rtpmidid.conf:3: \"auth\" in [midi2]: auth = secret needs a \"secret\" key",
+            ),
+            (
+                "[midi2]\nsecret = s\nauth = users\n[hub]\n",
+                "rtpmidid.conf:3: \"auth\" in [midi2]: auth = users needs a \"users\" key",
+            ),
+            (
+                "[midi2]\nauth = password\n",
+                "rtpmidid.conf:2: bad value \"password\" for \"auth\": none, secret or users",
+            ),
+        ] {
+            assert_eq!(err(text).to_string(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn connection_credentials() {
+        let conn = |keys: &str| {
+            let text = format!("[connect a]\nhost = h\nprotocol = midi2\n{keys}");
+            parse("x", &text).map(|f| f.connect[0].credentials.clone())
+        };
+        assert_eq!(conn(""), Ok(None));
+        assert_eq!(
+            conn("secret = s3cret\n"),
+            Ok(Some(ClientAuth::Secret("s3cret".into())))
+        );
+        assert_eq!(
+            conn("user = alice\npassword = pass word\n"),
+            Ok(Some(ClientAuth::User {
+                user: "alice".into(),
+                password: "pass word".into()
+            }))
+        );
+        // The target the daemon connects to carries them.
+        let f = parse("x", "[connect a]\nhost = h\nprotocol = midi2\nsecret = s\n").unwrap();
+        assert_eq!(
+            f.connect[0].target().credentials,
+            Some(ClientAuth::Secret("s".into()))
+        );
+        for (text, want) in [
+            (
+                "[connect a]\nhost = h\nprotocol = midi2\nuser = alice\n[hub]\n",
+                "rtpmidid.conf:4: \"user\" in [connect a]: needs a password",
+            ),
+            (
+                "[connect a]\nhost = h\nprotocol = midi2\n\npassword = pw\n",
+                "rtpmidid.conf:5: \"password\" in [connect a]: needs a user",
+            ),
+            (
+                "[connect a]\nhost = h\nprotocol = midi2\nuser = u\npassword = p\nsecret = s\n",
+                "rtpmidid.conf:6: \"secret\" in [connect a]: give a secret or a user and \
+                 password, not both",
+            ),
+            (
+                "[connect a]\nhost = h\nuser = u\npassword = p\n",
+                "rtpmidid.conf:3: \"user\" in [connect a]: only with protocol = midi2",
+            ),
+        ] {
+            assert_eq!(err(text).to_string(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn errors_and_debug_output_do_not_show_secrets() {
+        let long = "p".repeat(64);
+        for text in [
+            format!("[midi2]\nsecret = {long}\n"),
+            format!("[midi2]\nusers = alice:{long}\n"),
+            format!("[midi2]\nusers = alice:x, {long}\n"),
+            format!("[connect a]\nhost = h\nprotocol = midi2\nsecret = {long}\n"),
+            format!("[connect a]\nhost = h\nprotocol = midi2\npassword = {long}\n"),
+            "[connect a]\nhost = h\nprotocol = midi2\npassword = pp\u{1}pp\n".into(),
+            "[connect a]\nhost = h\nprotocol = midi2\npassword pppp\n".into(),
+            "[midi2]\nsecret: pppp\n".into(),
+        ] {
+            let e = err(&text).to_string();
+            assert!(e.contains("not shown") && !e.contains("pp"), "{e}");
+        }
+        let e = err(&format!("[midi2]\nusers = alice:{long}\n")).to_string();
+        assert!(
+            e.contains("the password of \"alice\": at most 63 bytes"),
+            "{e}"
+        );
+        let f = parse(
+            "x",
+            "[midi2]\nsecret = pp-secret\nusers = alice:pp-alice\n\
+             [connect a]\nhost = h\nprotocol = midi2\nuser = bob\npassword = pp-bob\n",
+        )
+        .unwrap();
+        let shown = format!("{f:?}");
+        assert!(shown.contains("alice") && shown.contains("bob"), "{shown}");
+        assert!(!shown.contains("pp-"), "{shown}");
+    }
+
+    #[test]
+    fn a_file_with_secrets_that_every_user_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Scratch::new("conf-secrets");
+        let chmod = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let warning = |path: &Path| crate::config::exposed_secrets(path, &read(path).unwrap());
+        for secret in [
+            "[midi2]\nsecret = s\n",
+            "[midi2]\nusers = a:b\n",
+            "[connect a]\nhost = h\nprotocol = midi2\nuser = u\npassword = p\n",
+        ] {
+            let path = dir.file("s.conf", secret.as_bytes());
+            chmod(&path, 0o644);
+            let w = warning(&path).expect(secret);
+            assert!(w.contains("s.conf: every user can read") && w.contains("chmod o-r"));
+            chmod(&path, 0o640);
+            assert_eq!(warning(&path), None);
+        }
+        let plain = dir.file("p.conf", b"[midi2]\nauth = none\n");
+        chmod(&plain, 0o644);
+        assert_eq!(warning(&plain), None);
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub fn resolve(
             alsa_port_name: None,
             keep_connected: Some(keep_connected),
             midi2: target.midi2,
+            credentials: target.credentials.clone(),
         });
     }
     let mut mdns = file.mdns.clone();

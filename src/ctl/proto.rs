@@ -147,6 +147,7 @@ impl Request {
                     host: options::host(host).map_err(|e| format!("bad \"host\": {e}"))?,
                     port,
                     midi2,
+                    credentials: None,
                 })
             }
             "disconnect" => match (request.get("id"), request.get("name")) {
@@ -593,6 +594,7 @@ mod tests {
             host: "::1".into(),
             port: 5006,
             midi2: false,
+            credentials: None,
         };
         let id = |listener, session| Who::Id(PeerId { listener, session });
         for r in [
@@ -629,6 +631,7 @@ mod tests {
                 host: "h".into(),
                 port: DEFAULT_PORT,
                 midi2: false,
+                credentials: None,
             }))
         );
     }

@@ -121,6 +121,7 @@ impl Daemon {
                         host: host_of(addr),
                         port: addr.port(),
                         midi2,
+                        credentials: None,
                     };
                     self.router.discovered(now, &name, target);
                 }

@@ -13,6 +13,7 @@ use protocol::endpoint::{AcceptPolicy, DropStats, Dropped, Endpoint, SessionId};
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2;
+use protocol::midi2::session::ClientAuth;
 use protocol::midi2::ump::{StreamResponder, ToMidi1, Ump};
 use protocol::session::{self, DisconnectReason, SocketKind};
 use protocol::time::{Duration, Instant};
@@ -370,11 +371,20 @@ impl Listener {
         }
     }
 
-    /// Starts a session that invites `addr`.
-    pub fn connect(&mut self, now: Instant, addr: SocketAddr) -> SessionId {
+    /// Starts a session that invites `addr`; a Network MIDI 2.0 host that asks us to
+    /// authenticate gets `credentials` (`None`: the listener's).
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        credentials: Option<ClientAuth>,
+    ) -> SessionId {
         match &mut self.server {
             Server::AppleMidi { endpoint, .. } => endpoint.connect(now, addr),
-            Server::Midi2(m) => SessionId(m.endpoint.connect(now, addr).0),
+            Server::Midi2(m) => SessionId(match credentials {
+                Some(auth) => m.endpoint.connect_with(now, addr, auth).0,
+                None => m.endpoint.connect(now, addr).0,
+            }),
         }
     }
 
@@ -576,12 +586,23 @@ impl Midi2 {
                 Event::Disconnected { reason } => {
                     self.translators.remove(&id.0);
                     use midi2::session::DisconnectReason as R;
+                    use midi2::wire::bye_reason as bye;
                     let orderly = matches!(reason, R::Closed | R::PeerBye(_));
+                    let why = match reason {
+                        R::AuthFailed => ": wrong credentials, or none for the method asked",
+                        R::Refused(
+                            bye::AUTH_MISSING
+                            | bye::AUTH_FAILED
+                            | bye::USER_NOT_FOUND
+                            | bye::NO_MATCHING_AUTH,
+                        ) => ": authentication refused (see [connect] secret, user, password)",
+                        _ => "",
+                    };
                     self.happenings.push_back((
                         sid,
                         Happening::Ended {
                             ended: Ended::Other,
-                            reason: format!("{reason:?}"),
+                            reason: format!("{reason:?}{why}"),
                             orderly,
                         },
                     ));

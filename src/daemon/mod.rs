@@ -365,10 +365,17 @@ impl Daemon {
     }
 
     fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
+        // The peer's name; before it is up, the name of the connection that invites it.
         let who = |d: &Daemon| {
+            let connection = || {
+                let id = d.router.connection_of(key)?;
+                d.router.connection(id).map(|c| c.label())
+            };
             d.router
                 .peer_name(key)
-                .map_or_else(|| format!("session {}", key.session.0), str::to_string)
+                .map(str::to_string)
+                .or_else(connection)
+                .unwrap_or_else(|| format!("session {}", key.session.0))
         };
         match happening {
             Happening::Connected { name, addr } => {
@@ -590,23 +597,13 @@ impl Daemon {
     /// Our Network MIDI 2.0 sessions' settings: `[midi2]`'s authentication for hosts, and its
     /// shared secret for the hosts we connect to.
     fn midi2_config(&self, name: &str) -> midi2::session::Config {
-        use midi2::session::{ClientAuth, HostAuth};
         let m = &self.settings.midi2;
-        let host_auth = match (&m.secret, m.users.is_empty()) {
-            (_, false) => HostAuth::Users(m.users.clone()),
-            (Some(secret), true) => HostAuth::Secret(secret.clone()),
-            (None, true) => HostAuth::None,
-        };
-        let client_auth = m
-            .secret
-            .clone()
-            .map_or(ClientAuth::None, ClientAuth::Secret);
         midi2::session::Config {
             name: name.to_string(),
             product_id: listener::product_id(name),
             fec_count: m.fec,
-            host_auth,
-            client_auth,
+            host_auth: m.host_auth(),
+            client_auth: m.client_auth(),
             ..midi2::session::Config::default()
         }
     }

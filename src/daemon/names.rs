@@ -97,8 +97,12 @@ impl Daemon {
             match done.result.map(|addrs| addrs.first().copied()) {
                 Ok(Some(addr)) => {
                     info!("connecting to {addr}");
+                    let credentials = self
+                        .router
+                        .connection(connection)
+                        .and_then(|c| c.target.credentials.clone());
                     if let Some(l) = self.listeners.get_mut(&listener) {
-                        let session = l.connect(now, addr);
+                        let session = l.connect(now, addr, credentials);
                         let key = SessionKey { listener, session };
                         self.router.connecting(connection, key, addr.ip());
                     }

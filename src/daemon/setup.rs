@@ -58,6 +58,7 @@ impl Daemon {
                 host: host.clone(),
                 port: *port,
                 midi2: false,
+                credentials: None,
             });
             let id = self.router.add_device(&r.name, r.port, target);
             self.devices

@@ -15,6 +15,7 @@ fn target(name: Option<&str>, host: &str, port: u16) -> ConnectTarget {
         host: host.to_string(),
         port,
         midi2: false,
+        credentials: None,
     }
 }
 

@@ -8,8 +8,9 @@
 #  2. rtpmidid against it (tests/peers/amidi2net/test_daemon.py): the daemon as host and as
 #     client (midi2://), bridged through --hub to an RTP-MIDI peer (pymidi_initiator): notes,
 #     controllers, pitch bend, MIDI 2.0 messages, 10 kB SysEx and unpaced bursts both ways;
-#     authentication (secret, users, wrong ones refused); FEC and retransmission through a
-#     lossy relay; a tshark capture of the RTP-MIDI leg.
+#     authentication as host and client ([midi2] auth/secret/users, [connect] user and
+#     password, wrong ones refused); FEC and retransmission through a lossy relay; a tshark
+#     capture of the RTP-MIDI leg.
 # As root it runs inside a fresh network namespace (only lo, up); otherwise on the host's
 # loopback. amidi2net is built without avahi and the daemon runs with --no-mdns: nothing
 # publishes mDNS.

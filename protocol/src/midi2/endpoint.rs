@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use super::session::{Config, Event, Session, Transmit};
+use super::session::{ClientAuth, Config, Event, Session, Transmit};
 use super::wire::{self, bye_reason, nak_reason, Command, DatagramWriter, HEADER_LEN};
 use crate::rng::Rng;
 use crate::time::Instant;
@@ -103,13 +103,24 @@ impl Endpoint {
 
     /// Starts a client session that invites `peer`; one already there for it is closed first.
     pub fn connect(&mut self, now: Instant, peer: SocketAddr) -> SessionId {
+        let auth = self.config.client_auth.clone();
+        self.connect_with(now, peer, auth)
+    }
+
+    /// [`Endpoint::connect`] answering the host's authentication with `auth` rather than the
+    /// configuration's: credentials of this one host.
+    pub fn connect_with(&mut self, now: Instant, peer: SocketAddr, auth: ClientAuth) -> SessionId {
         if let Some(id) = self.find(peer) {
             if let Some(old) = self.sessions.get_mut(&id) {
                 old.close(now);
             }
         }
         let seed = self.rng.next_u64();
-        let session = Session::connect(self.config.clone(), now, peer, seed);
+        let config = Config {
+            client_auth: auth,
+            ..self.config.clone()
+        };
+        let session = Session::connect(config, now, peer, seed);
         self.insert(session)
     }
 

@@ -12,6 +12,7 @@
 //! when the copies did not fill it, and gives up with a session reset. The sender keeps a buffer
 //! of sent commands for those requests and answers a retransmit error when they are gone.
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::net::SocketAddr;
 
 use super::auth;
@@ -50,8 +51,9 @@ pub enum Role {
     Host,
 }
 
-/// What a client answers when the host asks for authentication.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a client answers when the host asks for authentication. `Debug` shows no secret or
+/// password, so logging it cannot leak one.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub enum ClientAuth {
     #[default]
     None,
@@ -62,14 +64,50 @@ pub enum ClientAuth {
     },
 }
 
-/// What a host asks of clients.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a host asks of clients. `Debug` shows the user names only.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub enum HostAuth {
     #[default]
     None,
     Secret(String),
     /// (user name, password) pairs.
     Users(Vec<(String, String)>),
+}
+
+/// Stands for a secret or password in `Debug` output.
+const HIDDEN: &str = "<hidden>";
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAuth::None => f.write_str("None"),
+            ClientAuth::Secret(_) => f
+                .debug_tuple("Secret")
+                .field(&format_args!("{HIDDEN}"))
+                .finish(),
+            ClientAuth::User { user, .. } => f
+                .debug_struct("User")
+                .field("user", user)
+                .field("password", &format_args!("{HIDDEN}"))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for HostAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostAuth::None => f.write_str("None"),
+            HostAuth::Secret(_) => f
+                .debug_tuple("Secret")
+                .field(&format_args!("{HIDDEN}"))
+                .finish(),
+            HostAuth::Users(users) => f
+                .debug_tuple("Users")
+                .field(&users.iter().map(|(user, _)| user).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// Tunables; the defaults follow amidi2net's where it has one.

@@ -12,7 +12,8 @@ bytes in and out), so every message crosses the daemon's translation both ways:
 
 Covered: the daemon as host (amidi2net-client) and as client (`-C midi2://`, amidi2net-server);
 notes, controllers, pitch bend, MIDI 2.0 channel voice scaled down, system messages and a
-10 kB SysEx both ways; shared-secret and user/password authentication, wrong ones refused;
+10 kB SysEx both ways; shared-secret and user/password authentication both ways ([midi2] auth
+and secret, [connect] user and password), wrong ones refused;
 lost datagrams repaired by FEC and by retransmission, both ways (amidi2net's own drop
 simulation, and a lossy UDP relay in this file). Needs the peers' setup
 (tests/peers/setup.sh), the rig (build.sh, built on demand) and a built daemon. Like the
@@ -522,17 +523,107 @@ def test_client_wrong_shared_secret_refused():
 
 
 def test_client_to_a_user_auth_server_refused():
-    """The daemon has no user name and password for the hosts it connects to (only [midi2]
-    secret): amidi2net-server forcing user authentication answers its invitation with Bye
-    0x45 (no matching authentication method). The daemon keeps retrying with back-off."""
+    """A connection without a user name and password (`-C midi2://`: only [midi2] secret):
+    amidi2net-server forcing user authentication answers its invitation with Bye 0x45 (no
+    matching authentication method). The daemon says so and retries with back-off."""
     with Rig() as rig:
         srv = rig.a2n.server(user="alice", secret="pw", auth_forced=True, ep_name="a2n-server")
         d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port),
                        conf="[midi2]\nsecret = pw\n")
-        d.expect_log(r"session closed: .*Refused\(69\)", timeout=SLOW)
+        d.expect_log(r"session closed: .*Refused\(69\): authentication refused", timeout=SLOW)
         d.expect_log(r"reconnecting to 127\.0\.0\.1:%d" % srv.port)
         assert not any("accepted" in l for l in srv.log), srv.log
         assert srv.alive()
+
+
+def _studio(port, **keys):
+    """A [connect studio] section for amidi2net-server on PORT, with these keys besides."""
+    lines = ["[connect studio]", "host = %s" % LOCAL, "port = %d" % port, "protocol = midi2"]
+    return "\n".join(lines + ["%s = %s" % kv for kv in keys.items()]) + "\n"
+
+
+def _no_secret_shown(rig, d, *secrets):
+    """Neither the daemon's log (debug level) nor `ctl peers` shows any of SECRETS."""
+    peers = repr(rig.ctl_peers())
+    d.count("")  # reads the log so far
+    shown = "\n".join(d.lines) + peers
+    for secret in secrets:
+        assert secret not in shown, "%r shown" % secret
+
+
+def test_client_user_password():
+    """[connect] user and password answer amidi2net-server forcing user authentication, over
+    the [midi2] secret; notes pass both ways. The file (mode 644) is warned about."""
+    with Rig() as rig:
+        srv = rig.a2n.server(user="alice", secret="pw-alice", auth_forced=True,
+                             ep_name="a2n-server")
+        d = rig.daemon(conf=_studio(srv.port, user="alice", password="pw-alice")
+                       + "[midi2]\nsecret = not-this-one\n")
+        assert d.count(r"rtpmidid\.conf: every user can read the Network MIDI 2\.0 secrets") == 1
+        srv.wait_log(r"^try user authentication$")
+        srv.wait_log(r"^auth accepted$")
+        d.expect_log(r'session opened: "a2n-server"')
+        ini = rig.pymidi()
+        _notes_through(rig, srv, ini)
+        assert rig.midi2_peer()["connection"] == "studio"
+        _no_secret_shown(rig, d, "pw-alice", "not-this-one")
+        clean(srv)
+
+
+def test_client_wrong_password_refused_with_back_off():
+    """A wrong [connect] password: amidi2net-server asks again (incorrect digest), the daemon
+    gives up that session with Bye and says why, then retries with a doubling back-off
+    (1 s, 2 s, 4 s): at most 4 tries in 6 s, never a session."""
+    with Rig() as rig:
+        srv = rig.a2n.server(user="alice", secret="pw-alice", auth_forced=True,
+                             ep_name="a2n-server")
+        d = rig.daemon(conf=_studio(srv.port, user="alice", password="pw-wrong"))
+        t0 = time.monotonic()
+        d.expect_log(r"session closed: studio: AuthFailed: wrong credentials", timeout=SLOW)
+        d.expect_log(r"reconnecting to 127\.0\.0\.1:%d in 1s" % srv.port)
+        d.expect_log(r"reconnecting to 127\.0\.0\.1:%d in 2s" % srv.port, timeout=SLOW)
+        d.expect_log(r"reconnecting to 127\.0\.0\.1:%d in 4s" % srv.port, timeout=SLOW)
+        time.sleep(max(0, 6 - (time.monotonic() - t0)))
+        tries = [l for l in srv.log if l == "try user authentication"]
+        assert 3 <= len(tries) <= 4, srv.log
+        assert not any("accepted" in l for l in srv.log), srv.log
+        assert d.count(r'session opened: "a2n-server"') == 0
+        _no_secret_shown(rig, d, "pw-wrong")
+        assert srv.alive()
+
+
+def test_host_auth_secret_named_over_users():
+    """[midi2] auth = secret with users set too: the host asks for the shared secret (the
+    default would be users), so a user/password client finds no method in common."""
+    with Rig() as rig:
+        d = rig.daemon(conf="[midi2]\nauth = secret\nsecret = s3cret\nusers = alice:pw1\n")
+        ini = rig.pymidi()
+        bad = rig.a2n.client(rig.midi2_port, user="alice", secret="pw1", ep_name="bad",
+                             extra=["--invitation-timeout=300"])
+        assert bad.wait_exit(15) != 0
+        assert not any("accepted" in l for l in bad.log), bad.log
+        assert d.count(r'session opened: "bad"') == 0
+        _authenticated_notes_through(rig, d, ini, secret="s3cret")
+
+
+def test_host_auth_none_and_a_secret_for_our_connections():
+    """[midi2] auth = none with a secret: amidi2net-client gets in without authenticating,
+    while the daemon's connection to amidi2net-server (forcing the shared secret) shows the
+    secret; UMP passes between the two through the hub."""
+    with Rig() as rig:
+        srv = rig.a2n.server(secret="s3cret", auth_forced=True, ep_name="a2n-server")
+        d = rig.daemon(connect="midi2://%s:%d" % (LOCAL, srv.port),
+                       conf="[midi2]\nauth = none\nsecret = s3cret\n")
+        srv.wait_log(r"^auth accepted$")
+        cli = rig.a2n.client(rig.midi2_port, ep_name="open")
+        cli.wait_session()
+        d.wait_count(r'session opened: "(a2n-server|open)"', 2)
+        assert not any("auth" in l for l in cli.log if not l.startswith("*")), cli.log
+        cli.send(midi1_note_on(0, 0, 60, 100))
+        srv.expect(midi1_note_on(0, 0, 60, 100))
+        srv.send(midi1_note_off(0, 0, 60))
+        cli.expect(midi1_note_off(0, 0, 60))
+        clean(srv, cli)
 
 
 # ---- 4. loss: FEC and retransmission ---------------------------------------------------------
