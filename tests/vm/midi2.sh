@@ -14,6 +14,10 @@
 #            reaches the client as exactly the UMP words of down.ump, nothing else
 #   c  the same with M as the client: subscribing to M's port "S" opens the session with
 #      amidi2net-server, then up and down as in h
+#   r  an RTP-MIDI peer through a hub: amidi2net-client in a session with daemon H (--hub,
+#      MIDI 2.0 host on 5675), daemon B (RTP-MIDI only) connected to H with `-C H@...`; up
+#      and down as in h through B's port "H": amidi2net -> H -> RTP-MIDI -> B -> aseqdump,
+#      aplaymidi -> B -> RTP-MIDI -> H -> amidi2net
 #   l  SysEx with a hole: amidi2net-client sends a SysEx unpaced (a datagram a packet, as it
 #      sends what an ALSA application gives it) while M is stopped, so M's socket drops its
 #      middle: 1000 and more datagrams (more than M holds after a gap), then 200 (M holds the
@@ -114,7 +118,7 @@ shift
 fail() {
     echo "midi2: FAIL: check $check: $*"
     kill -CONT "$m_pid" 2>/dev/null || true # check l stops it
-    for f in m.log a2n.log; do [ -f $f ] && { echo "--- $f (tail)"; tail -n 15 $f | cut -c1-200; }; done
+    for f in m.log hub.log b.log a2n.log; do [ -f $f ] && { echo "--- $f (tail)"; tail -n 15 $f | cut -c1-200; }; done
     echo "--- aconnect -l"
     aconnect -l
     stop_started
@@ -173,7 +177,8 @@ up_and_down() { # ADDR
     LIMIT=40 wait_until "$n_down UMP packets at amidi2net" lines_at_least a2n.out "$n_down"
     sleep 0.5
     cmp -s a2n.out down.ump || { diff down.ump a2n.out | head -n 20; fail "ALSA -> amidi2net: UMP differ from down.ump"; }
-    grep -q 'overrun\|dropped' m.log && fail "the daemon logged an overrun or drop: $(grep 'overrun\|dropped' m.log | head -n 3)"
+    grep -q 'overrun\|dropped' m.log hub.log b.log 2>/dev/null &&
+        fail "a daemon logged an overrun or drop: $(grep -h 'overrun\|dropped' m.log hub.log b.log 2>/dev/null | head -n 3)"
     grep -q '^ERROR' a2n.log && fail "amidi2net logged errors: $(grep '^ERROR' a2n.log | head -n 3)"
     echo "midi2: $check: up $n_up events (SysEx of 4000 bytes) in $up_s s, down $n_down UMP packets, unchanged"
 }
@@ -200,6 +205,25 @@ check_c() {
     up_and_down "$s"
     stop_started
     echo "midi2: c: PASS"
+}
+
+# --- r: an RTP-MIDI peer through a hub
+check_r() {
+    ./rtpmidid -v --no-mdns -b 127.0.0.1 -n H --alsa-name rtpH -p 7004 --midi2-port 5675 --hub >hub.log 2>&1 &
+    started $!
+    wait_for hub.log 'listening as "H" on UDP port 5675' "H's Network MIDI 2.0 host"
+    ./rtpmidid -v --no-mdns --no-midi2 -b 127.0.0.1 -n B --alsa-name rtpB -p 8004 -C H@127.0.0.1:7004 >b.log 2>&1 &
+    started $!
+    wait_until "B's port \"H\"" has_port rtpB H
+    h=$(port_of rtpB H)
+    dump "$h" keep.txt # wants B's session with H
+    wait_for hub.log 'session opened: "B" at 127.0.0.1:8004' "H to log the session from B"
+    a2n amidi2net-client --ep-name=a2n-hub 127.0.0.1 5675
+    wait_for a2n.log '^invitation accepted$' "the client's session"
+    wait_for hub.log 'session opened: "a2n-hub"' "H to log the session from amidi2net"
+    up_and_down "$h"
+    stop_started
+    echo "midi2: r: PASS"
 }
 
 # --- l: SysEx with a hole
@@ -265,7 +289,7 @@ check_l() {
     echo "midi2: l: PASS: two SysEx with a hole ($lost packets lost) dropped, the notes around them in order"
 }
 
-checks=${*:-h c l}
+checks=${*:-h c r l}
 ./rtpmidid -v --no-mdns -b 127.0.0.1 -n M --alsa-name rtpM -p 5004 -C midi2://S@127.0.0.1:5674 >m.log 2>&1 &
 m_pid=$!
 wait_until "M's port \"S\"" has_port rtpM S
