@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 failed=()
-for t in smoke seq_probe bridge rawmidi; do
+for t in smoke seq_probe bridge rawmidi midi2; do
   echo "--- tests/vm/$t.sh"
   start=$SECONDS
   if bash "tests/vm/$t.sh"; then

@@ -732,10 +732,9 @@ impl Session {
             Command::SessionReset => {
                 self.stats.session_resets += 1;
                 self.pending.push_back(Pending::SessionResetReply);
-                self.rx_held.clear();
-                self.rx_requests = 0;
+                // The peer will not fill our gap either.
+                self.give_up_gap();
                 self.rx_resync = true;
-                self.timers[Timer::Missing as usize] = None;
                 self.fec_floor = self.tx_unsent;
             }
             Command::SessionResetReply => {}
@@ -880,23 +879,22 @@ impl Session {
         self.rx_resync = true;
     }
 
-    /// Delivers all that is held, in order, counting the gaps as lost.
+    /// Delivers all that is held, in order, each gap counted as lost with its `Loss` event
+    /// ahead of the data after it (so a SysEx cut by the gap is not glued to that data).
     fn give_up_gap(&mut self) {
         let Some(mut next) = self.rx_next else { return };
-        let held = std::mem::take(&mut self.rx_held);
-        let mut lost = 0;
-        for (ext, umps) in held {
-            lost += ext - next;
+        for (ext, umps) in std::mem::take(&mut self.rx_held) {
+            let lost = ext - next;
+            if lost > 0 {
+                self.stats.lost += lost;
+                self.events.push_back(Event::Loss { lost });
+            }
             self.deliver(umps);
             next = ext + 1;
         }
         self.rx_next = Some(next);
         self.rx_requests = 0;
         self.timers[Timer::Missing as usize] = None;
-        if lost > 0 {
-            self.stats.lost += lost;
-            self.events.push_back(Event::Loss { lost });
-        }
     }
 
     // Sending UMP data.
@@ -1638,6 +1636,60 @@ mod tests {
             .count();
         assert_eq!(umps, 2);
         assert_eq!(s.stats().lost, 0);
+    }
+
+    /// The events after data commands 10, 12 and 13 (11 never comes) and then `then`.
+    fn events_around_a_gap(then: impl FnOnce(&mut Session)) -> Vec<Event> {
+        let mut s = host();
+        for seq in [10, 12, 13] {
+            let payload = (0x3000_0000u32 | u32::from(seq)).to_be_bytes();
+            let payload = [payload, [0; 4]].concat();
+            s.handle_datagram(
+                at(1),
+                &datagram(&[Command::UmpData {
+                    seq,
+                    payload: &payload,
+                }]),
+            );
+        }
+        then(&mut s);
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn sysex_ump(seq: u32) -> Event {
+        Event::Ump(Ump::new(&[0x3000_0000 | seq, 0]).unwrap())
+    }
+
+    // The daemon drops a SysEx in progress on `Loss`: data after a gap must come after it, or
+    // the SysEx's parts on both sides of the gap are glued together.
+    #[test]
+    fn a_gap_given_up_is_reported_before_the_data_after_it() {
+        let events = events_around_a_gap(|s| {
+            for ms in (10..2000).step_by(10) {
+                s.handle_timeout(at(ms));
+            }
+        });
+        let want = [
+            sysex_ump(10),
+            Event::Loss { lost: 1 },
+            sysex_ump(12),
+            sysex_ump(13),
+        ];
+        assert_eq!(events, want);
+    }
+
+    #[test]
+    fn a_reset_from_the_peer_gives_the_gap_up_before_the_data_after_it() {
+        let events = events_around_a_gap(|s| {
+            s.handle_datagram(at(2), &datagram(&[Command::SessionReset]));
+        });
+        let want = [
+            sysex_ump(10),
+            Event::Loss { lost: 1 },
+            sysex_ump(12),
+            sysex_ump(13),
+        ];
+        assert_eq!(events, want);
     }
 
     #[test]
