@@ -14,6 +14,7 @@ mod reload;
 mod resolver;
 mod router;
 mod seq;
+mod sessions;
 
 use std::process::ExitCode;
 

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use log::{debug, warn};
 use reactor::Interest;
 
-use super::listener::product_id;
 use super::{to_std_time, Ctx, Daemon, TimerId};
 use crate::mdns::{self, Discovery, Mdns, PeerEvent, ServiceKind};
 use crate::options::ConnectTarget;
 use crate::router::{ListenerId, ListenerKind};
+use crate::sessions::product_id;
 
 impl Daemon {
     /// Opens mDNS and announces the listeners; without it the daemon still works.

@@ -28,6 +28,7 @@ use crate::router::{
     Action, Dest, DeviceId, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
 };
 use crate::seq::Sequencer;
+use crate::sessions::{self, Happening};
 
 mod discovery;
 mod listener;
@@ -36,7 +37,7 @@ mod rawmidi;
 mod requests;
 mod setup;
 
-use listener::{Happening, Listener};
+use listener::Listener;
 
 /// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
 /// others, so one flooding source cannot starve the rest.
@@ -228,7 +229,7 @@ impl Daemon {
             return;
         };
         listener.read(now, (event.fd, port), bufs, &mut dropped);
-        while let Some((from, why)) = listener.poll_refusal() {
+        while let Some((from, why)) = listener.sessions_mut().poll_refusal() {
             warn!(
                 "{}: refusing invitations ({}), first from {from}; the rest are counted",
                 listener.name,
@@ -291,7 +292,7 @@ impl Daemon {
     fn pump(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
         for listener in self.listeners.values_mut() {
-            listener.handle_timeout(now);
+            listener.sessions_mut().handle_timeout(now);
         }
         self.router.handle_timeout(now);
         self.finish_lookups(now);
@@ -307,8 +308,10 @@ impl Daemon {
                 if let Some(listener) = self.listeners.get_mut(&id) {
                     listener.flush(now, &mut self.send_buf);
                 }
-                while let Some((session, event)) =
-                    self.listeners.get_mut(&id).and_then(|l| l.poll_happening())
+                while let Some((session, event)) = self
+                    .listeners
+                    .get_mut(&id)
+                    .and_then(|l| l.sessions_mut().poll_happening())
                 {
                     busy = true;
                     self.on_happening(
@@ -330,7 +333,7 @@ impl Daemon {
         let deadline = self
             .listeners
             .values()
-            .filter_map(|l| l.poll_timeout())
+            .filter_map(|l| l.sessions().poll_timeout())
             .chain(self.router.poll_timeout())
             .chain(self.names.as_ref().and_then(|n| n.poll_timeout()))
             .min();
@@ -353,7 +356,11 @@ impl Daemon {
         if self.ended_since_trim < TRIM_AFTER_ENDED {
             return;
         }
-        let left: usize = self.listeners.values().map(Listener::session_count).sum();
+        let left: usize = self
+            .listeners
+            .values()
+            .map(|l| l.sessions().session_count())
+            .sum();
         if self.ended_since_trim >= left {
             self.ended_since_trim = 0;
             #[cfg(target_env = "gnu")]
@@ -453,12 +460,13 @@ impl Daemon {
                 }
                 Dest::Session(key) => {
                     if let Some(l) = self.listeners.get_mut(&key.listener) {
-                        l.send_midi(now, key.session, &message, tag);
+                        l.sessions_mut().send_midi(now, key.session, &message, tag);
                     }
                 }
                 Dest::Listener { listener, except } => {
                     if let Some(l) = self.listeners.get_mut(&listener) {
-                        l.send_to_all(now, except.map(|k| k.session), &message, tag);
+                        l.sessions_mut()
+                            .send_to_all(now, except.map(|k| k.session), &message, tag);
                     }
                 }
             }
@@ -504,7 +512,7 @@ impl Daemon {
             } => self.look_up(now, connection, listener, &target),
             Action::Close(key) => {
                 if let Some(l) = self.listeners.get_mut(&key.listener) {
-                    l.close(now, key.session);
+                    l.sessions_mut().close(now, key.session);
                 }
             }
             Action::OpenListener {
@@ -529,7 +537,7 @@ impl Daemon {
             }
             Action::CloseListener(id) => {
                 if let Some(mut l) = self.listeners.remove(&id) {
-                    l.close_all(now);
+                    l.sessions_mut().close_all(now);
                     l.flush(now, &mut self.send_buf);
                     l.deregister(ctx);
                 }
@@ -562,12 +570,8 @@ impl Daemon {
         let mut listener = if kind == Some(ListenerKind::Midi2) {
             let port = port.unwrap_or(DEFAULT_MIDI2_PORT);
             let sockets = net::bind_ports(&self.settings.bind, port)?;
-            let endpoint = midi2::endpoint::Endpoint::new(
-                self.midi2_config(name),
-                listener::midi2_policy(&policy),
-                seed,
-            );
-            Listener::midi2(name, endpoint, policy.addresses, sockets)
+            let sessions = sessions::Midi2::new(self.midi2_config(name), policy, seed);
+            Listener::midi2(name, sessions, sockets)
         } else {
             let sockets = match port {
                 Some(port) => net::bind_all(&self.settings.bind, port)?,
@@ -603,7 +607,7 @@ impl Daemon {
             .map_or(ClientAuth::None, ClientAuth::Secret);
         midi2::session::Config {
             name: name.to_string(),
-            product_id: listener::product_id(name),
+            product_id: sessions::product_id(name),
             fec_count: m.fec,
             host_auth,
             client_auth,
@@ -640,7 +644,7 @@ impl Daemon {
         let ticks = self
             .listeners
             .get(&key.listener)
-            .and_then(|l| l.clock_ticks(key.session, now));
+            .and_then(|l| l.sessions().clock_ticks(key.session, now));
         let Some(local_ticks) = ticks else {
             return;
         };
@@ -667,7 +671,7 @@ impl Daemon {
         self.router.stop();
         let now = self.now(ctx);
         for listener in self.listeners.values_mut() {
-            listener.close_all(now);
+            listener.sessions_mut().close_all(now);
         }
         self.pump(ctx);
         let now = self.now(ctx);

@@ -98,7 +98,7 @@ impl Daemon {
                 Ok(Some(addr)) => {
                     info!("connecting to {addr}");
                     if let Some(l) = self.listeners.get_mut(&listener) {
-                        let session = l.connect(now, addr);
+                        let session = l.sessions_mut().connect(now, addr);
                         let key = SessionKey { listener, session };
                         self.router.connecting(connection, key, addr.ip());
                     }

@@ -56,7 +56,7 @@ impl Daemon {
         let rows: Vec<PeerRow> = self
             .listeners
             .values()
-            .flat_map(|l| l.rows())
+            .flat_map(|l| l.sessions().rows())
             .map(|(_, r)| r)
             .collect();
         let s = &self.settings;
@@ -87,7 +87,7 @@ impl Daemon {
                 .and_then(|(_, p)| p.as_ref())
                 .map(|p| p.display().to_string()),
             dropped: self.listeners.values().fold(Dropped::default(), |sum, l| {
-                let d = l.drops();
+                let d = l.sessions().drops();
                 Dropped {
                     malformed: sum.malformed + d.malformed,
                     unknown_session: sum.unknown_session + d.unknown_session,
@@ -106,7 +106,7 @@ impl Daemon {
     fn peers(&self) -> Vec<PeerRow> {
         let mut peers = Vec::new();
         for (&listener, l) in &self.listeners {
-            for (session, mut row) in l.rows() {
+            for (session, mut row) in l.sessions().rows() {
                 let key = SessionKey { listener, session };
                 row.id = Some(peer_id(key));
                 row.connection = self
@@ -172,7 +172,7 @@ impl Daemon {
         let peer_name = self
             .listeners
             .get_mut(&key.listener)
-            .and_then(|l| l.close(now, key.session))
+            .and_then(|l| l.sessions_mut().close(now, key.session))
             .ok_or_else(missing)?;
         let name = match self.router.connection_of(key) {
             Some(c) => {
@@ -201,7 +201,7 @@ impl Daemon {
         let now = self.now(ctx);
         let mut found = false;
         for listener in self.listeners.values_mut() {
-            found |= listener.close_named(now, name);
+            found |= listener.sessions_mut().close_named(now, name);
         }
         if !found {
             return Err(format!("no connection or peer named {name:?}"));

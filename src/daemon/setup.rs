@@ -194,7 +194,7 @@ impl Daemon {
                     } else {
                         l.name.clone()
                     };
-                    l.set_session_config(session::Config {
+                    l.sessions_mut().set_session_config(session::Config {
                         name,
                         ..self.settings.session_config()
                     });
@@ -211,7 +211,7 @@ impl Daemon {
                 for id in ids {
                     let policy = self.admission_of(id).policy();
                     if let Some(l) = self.listeners.get_mut(&id) {
-                        l.set_policy(policy);
+                        l.sessions_mut().set_policy(policy);
                     }
                 }
             }
