@@ -1,4 +1,5 @@
 //! rtpmidid: command line and logging; the daemon itself is in `daemon`.
+mod answers;
 mod bridge;
 mod cli;
 mod config;

@@ -2,25 +2,16 @@
 //! answered in the control protocol's own types.
 use std::time::Instant as StdInstant;
 
-use protocol::endpoint::SessionId;
 use reactor::Context;
 
 use super::{Ctx, Daemon, TimerId};
+use crate::answers;
 use crate::control::{self, Server};
-use crate::ctl::proto::{Dropped, PeerId, PeerRow, Reply, Request, Status, Who};
+use crate::ctl::proto::{PeerId, PeerRow, Reply, Request, Status, Who};
 use crate::options::ConnectTarget;
-use crate::router::{target_label, ListenerKind, Origin, SessionKey};
+use crate::router::{target_label, ListenerId};
 use crate::seq::SeqAddr;
-
-/// The main listener is the router's first, slot 0; the others show their slot.
-const MAIN_SLOT: u32 = 0;
-
-fn peer_id(key: SessionKey) -> PeerId {
-    PeerId {
-        listener: Some(key.listener.index()).filter(|l| *l != MAIN_SLOT),
-        session: key.session.0,
-    }
-}
+use crate::sessions::Sessions;
 
 impl control::Handler for Daemon {
     type Timer = TimerId;
@@ -53,93 +44,36 @@ impl control::Handler for Daemon {
 
 impl Daemon {
     fn status(&self) -> Status {
-        let rows: Vec<PeerRow> = self
-            .listeners
-            .values()
-            .flat_map(|l| l.sessions().rows())
-            .map(|(_, r)| r)
-            .collect();
         let s = &self.settings;
-        Status {
+        let known = Status {
             name: s.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             alsa_name: s.alsa_name.clone(),
             pid: std::process::id(),
             port: s.port,
             uptime: StdInstant::now().saturating_duration_since(self.started),
-            sessions: rows.len() as u64,
-            connected: rows.iter().filter(|r| r.state == "connected").count() as u64,
-            connections: self
-                .router
-                .connections()
-                .filter(|(_, c)| c.origin == Origin::Configured)
-                .count() as u64,
-            exports: self
-                .listeners
-                .keys()
-                .filter(|id| self.is_export(**id))
-                .count() as u64,
-            hub: self.router.hub(),
             alsa: self.bridge.is_some(),
             config: self
                 .reload_from
                 .as_ref()
                 .and_then(|(_, p)| p.as_ref())
                 .map(|p| p.display().to_string()),
-            dropped: self.listeners.values().fold(Dropped::default(), |sum, l| {
-                let d = l.sessions().drops();
-                Dropped {
-                    malformed: sum.malformed + d.malformed,
-                    unknown_session: sum.unknown_session + d.unknown_session,
-                    refused: sum.refused + d.refused,
-                }
-            }),
-        }
-    }
-
-    fn is_export(&self, id: crate::router::ListenerId) -> bool {
-        self.router
-            .listener(id)
-            .is_some_and(|l| matches!(l.kind, ListenerKind::Export(_)))
+            // The counts are `answers::status`'s.
+            ..Status::default()
+        };
+        answers::status(known, &self.router, &self.sessions())
     }
 
     fn peers(&self) -> Vec<PeerRow> {
-        let mut peers = Vec::new();
-        for (&listener, l) in &self.listeners {
-            for (session, mut row) in l.sessions().rows() {
-                let key = SessionKey { listener, session };
-                row.id = Some(peer_id(key));
-                row.connection = self
-                    .router
-                    .connection_of(key)
-                    .and_then(|c| self.router.connection(c))
-                    .map(|c| c.label());
-                row.latency = self.latency.get(&key).copied();
-                peers.push(row);
-            }
-        }
-        // Connections without a session: ours, and discovered peers (which have a port).
-        peers.extend(
-            self.router
-                .connections()
-                .filter(|(_, c)| c.session.is_none())
-                .map(|(_, c)| PeerRow {
-                    id: None,
-                    name: String::new(),
-                    connection: Some(c.label()),
-                    address: format!("{}:{}", c.target.host, c.target.port),
-                    // With ALSA, a connection connects while something subscribes to its port.
-                    state: if c.wanted { "waiting" } else { "unused" }.into(),
-                    role: "initiator".into(),
-                    protocol: if c.target.midi2 { "midi2" } else { "rtp-midi" }.into(),
-                    latency: None,
-                    sent: 0,
-                    received: 0,
-                    lost: 0,
-                    journal_repairs: 0,
-                }),
-        );
-        peers
+        answers::peers(&self.router, &self.sessions(), &self.latency)
+    }
+
+    /// Each listener's sessions, for `answers`.
+    fn sessions(&self) -> Vec<(ListenerId, &dyn Sessions)> {
+        self.listeners
+            .iter()
+            .map(|(id, l)| (*id, l.sessions()))
+            .collect()
     }
 
     /// Adds a connection kept until `disconnect`; returns its name.
@@ -155,19 +89,10 @@ impl Daemon {
         Ok(name)
     }
 
-    fn session_key(&self, id: PeerId) -> Option<SessionKey> {
-        let slot = id.listener.unwrap_or(MAIN_SLOT);
-        let listener = self.listeners.keys().find(|l| l.index() == slot)?;
-        Some(SessionKey {
-            listener: *listener,
-            session: SessionId(id.session),
-        })
-    }
-
     /// Ends a session; if it serves a connection, the connection goes too.
     fn disconnect_id(&mut self, ctx: &mut Ctx, id: PeerId) -> Result<String, String> {
         let missing = || format!("no session with id {id}");
-        let key = self.session_key(id).ok_or_else(missing)?;
+        let key = answers::session_key(id, self.listeners.keys().copied()).ok_or_else(missing)?;
         let now = self.now(ctx);
         let peer_name = self
             .listeners
@@ -184,7 +109,7 @@ impl Daemon {
                 self.router.remove_connection(c);
                 name
             }
-            None if peer_name.is_empty() => peer_id(key).to_string(),
+            None if peer_name.is_empty() => answers::peer_id(key).to_string(),
             None => peer_name,
         };
         self.pump(ctx);

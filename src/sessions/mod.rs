@@ -130,8 +130,8 @@ pub trait Sessions {
     fn set_session_config(&mut self, _config: session::Config) {}
 }
 
-/// A `ctl peers` row for a session, its counters at zero.
-fn row(name: &str, address: String, state: &str, role: &str, protocol: &str) -> PeerRow {
+/// A `ctl peers` row, its counters at zero.
+pub fn row(name: &str, address: String, state: &str, role: &str, protocol: &str) -> PeerRow {
     PeerRow {
         id: None,
         name: name.to_string(),
