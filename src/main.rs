@@ -11,6 +11,7 @@ mod mdns;
 mod net;
 mod options;
 mod playout;
+mod rawmidi;
 mod reload;
 mod resolver;
 mod router;
