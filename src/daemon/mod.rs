@@ -3,13 +3,11 @@
 //! the router answers. Policy lives in `router`; this only translates.
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
-use log::{debug, error, info, log, trace, warn, Level};
-use protocol::admission::Refusal;
-use protocol::endpoint::{Dropped, Endpoint};
+use log::{error, info, log, trace, warn, Level};
+use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2;
@@ -23,12 +21,12 @@ use crate::config::CommandLine;
 use crate::mdns::Mdns;
 use crate::net;
 use crate::options::DEFAULT_MIDI2_PORT;
-use crate::playout::Playout;
+use crate::playout::Playouts;
 use crate::router::{
     Action, Dest, DeviceId, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
 };
 use crate::seq::Sequencer;
-use crate::sessions::{self, Happening};
+use crate::sessions::{self, refusal_text, DropLog, Happening};
 
 mod discovery;
 mod listener;
@@ -44,8 +42,6 @@ use listener::Listener;
 const READ_BATCH: usize = 256;
 /// Largest datagram we read; RTP-MIDI over UDP is far below it.
 const MAX_DATAGRAM: usize = 65_536;
-/// Dropped datagrams are logged at warn level at most this often.
-const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
@@ -65,34 +61,6 @@ pub enum TimerId {
 
 pub type Ctx = Context<Daemon, TimerId>;
 
-/// Counts dropped datagrams; logs each at debug level and a summary at most every 10 s at warn.
-#[derive(Default)]
-struct DropLog {
-    since_warn: u64,
-    total: u64,
-    last_warn: Option<Instant>,
-}
-
-impl DropLog {
-    fn record(&mut self, now: Instant, why: Dropped, from: SocketAddr, len: usize) {
-        self.total += 1;
-        self.since_warn += 1;
-        debug!("dropped a {len}-byte datagram from {from}: {why:?}");
-        if self
-            .last_warn
-            .is_none_or(|at| now.saturating_duration_since(at) >= DROP_WARN_INTERVAL)
-        {
-            warn!(
-                "dropped {} datagram(s) that belong to no session or are malformed \
-                 (last from {from}: {why:?}; {} in all)",
-                self.since_warn, self.total
-            );
-            self.since_warn = 0;
-            self.last_warn = Some(now);
-        }
-    }
-}
-
 pub struct Daemon {
     origin: StdInstant,
     started: StdInstant,
@@ -106,7 +74,7 @@ pub struct Daemon {
     /// The `[rawmidi]` devices.
     devices: BTreeMap<DeviceId, rawmidi::Device>,
     /// With `--playout-delay`: each session's schedule.
-    playouts: BTreeMap<SessionKey, Playout>,
+    playouts: Playouts,
     /// Round trip of each session's last CK exchange.
     latency: BTreeMap<SessionKey, Duration>,
     recv_buf: Vec<u8>,
@@ -159,7 +127,7 @@ impl Daemon {
             bridge,
             seq_sources: Vec::new(),
             devices: BTreeMap::new(),
-            playouts: BTreeMap::new(),
+            playouts: Playouts::default(),
             latency: BTreeMap::new(),
             recv_buf: vec![0; MAX_DATAGRAM],
             send_buf: vec![0; MAX_DATAGRAM],
@@ -223,7 +191,9 @@ impl Daemon {
     fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: SocketKind) {
         let now = self.now(ctx);
         let drops = &mut self.drops;
-        let mut dropped = |why, from, len| drops.record(now, why, from, len);
+        let mut dropped = |why, from, len| {
+            drops.record(now, why, from, len);
+        };
         let bufs = (&mut self.recv_buf[..], &mut self.send_buf[..]);
         let Some(listener) = self.listeners.values_mut().find(|l| l.owns(event.fd)) else {
             return;
@@ -418,7 +388,7 @@ impl Daemon {
                     warn!("session closed: {}: {reason}", who(self))
                 }
                 self.latency.remove(&key);
-                self.playouts.remove(&key);
+                self.playouts.remove(key);
                 self.router.session_down(now, key, ended);
                 self.ended_since_trim += 1;
             }
@@ -541,7 +511,7 @@ impl Daemon {
                     l.flush(now, &mut self.send_buf);
                     l.deregister(ctx);
                 }
-                self.playouts.retain(|key, _| key.listener != id);
+                self.playouts.remove_listener(id);
                 self.latency.retain(|key, _| key.listener != id);
             }
             Action::Announce(id) => self.announce(ctx, id),
@@ -620,20 +590,7 @@ impl Daemon {
     fn playout_after(&mut self, now: Instant, key: SessionKey, timestamp: u32) -> Option<Duration> {
         let delay = self.playout_delay()?;
         self.bridge.as_ref()?;
-        let playout = self
-            .playouts
-            .entry(key)
-            .or_insert_with(|| Playout::new(delay));
-        let was_clock = playout.uses_clock();
-        let at = playout.schedule(now, timestamp);
-        if was_clock && !playout.uses_clock() {
-            warn!(
-                "session {}: RTP timestamps far from the CK clock: playout timed by arrivals",
-                key.session.0
-            );
-        }
-        trace!("playout of {timestamp} in {:?}", at - now);
-        Some(at - now)
+        Some(self.playouts.after(now, key, timestamp, delay))
     }
 
     /// A CK round of session `key` ended: its offset times the playout from now on.
@@ -645,13 +602,10 @@ impl Daemon {
             .listeners
             .get(&key.listener)
             .and_then(|l| l.sessions().clock_ticks(key.session, now));
-        let Some(local_ticks) = ticks else {
-            return;
-        };
-        self.playouts
-            .entry(key)
-            .or_insert_with(|| Playout::new(delay))
-            .on_clock(now, rtt, local_ticks, offset_ticks);
+        if let Some(local_ticks) = ticks {
+            let round = (rtt, local_ticks, offset_ticks);
+            self.playouts.on_clock(now, key, delay, round);
+        }
     }
 
     fn playout_delay(&self) -> Option<Duration> {
@@ -680,16 +634,6 @@ impl Daemon {
             mdns.shutdown(now);
         }
         ctx.stop();
-    }
-}
-
-fn refusal_text(why: Refusal) -> &'static str {
-    match why {
-        Refusal::Address => "address not allowed: see allow/deny",
-        Refusal::Sessions => "max_sessions reached",
-        Refusal::HostSessions => "max_sessions_per_host reached",
-        Refusal::HalfOpen => "too many half-open invitations from one host",
-        Refusal::Policy => "refused by policy",
     }
 }
 

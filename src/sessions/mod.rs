@@ -3,6 +3,7 @@
 //! [`Happening`]s, MIDI 1.0 messages, hub tags, `ctl peers` rows. No sockets: datagrams come
 //! in as bytes and go out through the endpoint's `poll_transmit`; time is an argument.
 mod apple_midi;
+mod drops;
 mod midi2;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ use protocol::session::{self, SocketKind};
 use protocol::time::{Duration, Instant};
 
 pub use self::apple_midi::AppleMidi;
+pub use self::drops::{refusal_text, DropLog};
 pub use self::midi2::{product_id, Midi2};
 use crate::ctl::proto::PeerRow;
 use crate::router::Ended;
