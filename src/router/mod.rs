@@ -27,6 +27,7 @@
 //! A listener is a protocol's session server; the router does not know which protocol, so a
 //! second one plugs in as listeners of another [`ListenerKind`] flavour.
 mod arena;
+mod settings;
 #[cfg(test)]
 mod tests;
 
