@@ -1,12 +1,14 @@
-//! What `ctl status` and `ctl peers` show, computed from the router and the listeners'
-//! sessions, and session ids as `ctl` writes them. Pure: the shell gives what it owns.
+//! The control requests on the router and the listeners' sessions: what `ctl status` and
+//! `ctl peers` show, what `ctl connect` and `ctl disconnect` do, and session ids as `ctl`
+//! writes them. Pure: the shell gives what it owns.
 use std::collections::BTreeMap;
 
 use protocol::endpoint::SessionId;
-use protocol::time::Duration;
+use protocol::time::{Duration, Instant};
 
-use crate::ctl::proto::{Dropped, PeerId, PeerRow, Status};
-use crate::router::{ListenerId, ListenerKind, Origin, Router, SessionKey};
+use crate::ctl::proto::{Dropped, PeerId, PeerRow, Status, Who};
+use crate::options::ConnectTarget;
+use crate::router::{target_label, ListenerId, ListenerKind, Origin, Router, SessionKey};
 use crate::sessions::{self, Sessions};
 
 /// The main listener is the router's first, slot 0; the others show their slot.
@@ -14,6 +16,9 @@ const MAIN_SLOT: u32 = 0;
 
 /// Each open listener and its sessions.
 pub type Listeners<'a> = [(ListenerId, &'a dyn Sessions)];
+
+/// Each open listener and its sessions, to change.
+pub type ListenersMut<'a> = [(ListenerId, &'a mut dyn Sessions)];
 
 /// Session `key` as `ctl` shows it.
 pub fn peer_id(key: SessionKey) -> PeerId {
@@ -105,6 +110,76 @@ pub fn peers(
             }),
     );
     peers
+}
+
+/// `ctl connect`: a connection kept until `disconnect`; its name.
+pub fn connect(router: &mut Router, now: Instant, target: ConnectTarget) -> Result<String, String> {
+    let name = target_label(&target);
+    if router.configured(&name).is_some() {
+        return Err(format!("a connection named {name:?} exists already"));
+    }
+    // Asked for by hand: it connects now, whether ALSA ports subscribe or not.
+    router.add_connection(now, target, true, None);
+    Ok(name)
+}
+
+/// `ctl disconnect`: the name of what it ended.
+pub fn disconnect(
+    router: &mut Router,
+    listeners: &mut ListenersMut,
+    now: Instant,
+    who: Who,
+) -> Result<String, String> {
+    match who {
+        Who::Id(id) => disconnect_id(router, listeners, now, id),
+        Who::Name(name) => disconnect_name(router, listeners, now, &name),
+    }
+}
+
+/// Ends a session; if it serves a connection, the connection goes too.
+fn disconnect_id(
+    router: &mut Router,
+    listeners: &mut ListenersMut,
+    now: Instant,
+    id: PeerId,
+) -> Result<String, String> {
+    let missing = || format!("no session with id {id}");
+    let key = session_key(id, listeners.iter().map(|(l, _)| *l)).ok_or_else(missing)?;
+    let peer_name = listeners
+        .iter_mut()
+        .find(|(l, _)| *l == key.listener)
+        .and_then(|(_, l)| l.close(now, key.session))
+        .ok_or_else(missing)?;
+    Ok(match router.connection_of(key) {
+        Some(c) => {
+            let name = router.connection(c).map(|c| c.label()).unwrap_or_default();
+            router.remove_connection(c);
+            name
+        }
+        None if peer_name.is_empty() => peer_id(key).to_string(),
+        None => peer_name,
+    })
+}
+
+/// Ends a connection by its name, or the sessions of peers of that name.
+fn disconnect_name(
+    router: &mut Router,
+    listeners: &mut ListenersMut,
+    now: Instant,
+    name: &str,
+) -> Result<String, String> {
+    if let Some(c) = router.configured(name) {
+        router.remove_connection(c);
+        return Ok(name.to_string());
+    }
+    let mut found = false;
+    for (_, l) in listeners.iter_mut() {
+        found |= l.close_named(now, name);
+    }
+    if !found {
+        return Err(format!("no connection or peer named {name:?}"));
+    }
+    Ok(name.to_string())
 }
 
 #[cfg(test)]
@@ -201,6 +276,59 @@ mod tests {
         let s = status(blank, &router, &[(router.main(), &ours)]);
         let counts = (s.sessions, s.connected, s.connections, s.exports, s.hub);
         assert_eq!(counts, (1, 0, 2, 0, false));
+    }
+
+    #[test]
+    fn connect_adds_a_connection_once_per_name() {
+        let mut router = Router::new("us", true, false, 1);
+        assert_eq!(
+            connect(&mut router, now(), target("a", "10.0.0.2")),
+            Ok("a".into())
+        );
+        let c = router
+            .configured("a")
+            .and_then(|c| router.connection(c))
+            .unwrap();
+        assert!(c.keep && c.wanted, "connects at once");
+        let again = connect(&mut router, now(), target("a", "10.0.0.9"));
+        assert_eq!(again, Err("a connection named \"a\" exists already".into()));
+    }
+
+    #[test]
+    fn disconnect_by_id_ends_the_session_and_its_connection() {
+        let mut ours = sessions();
+        let (mut router, key) = two_connections(&mut ours);
+        let other = ours.connect(now(), "10.0.0.7:5004".parse().unwrap());
+        let main = router.main();
+        let mut listeners: [(ListenerId, &mut dyn Sessions); 1] = [(main, &mut ours)];
+        let id = |session: SessionId| {
+            Who::Id(peer_id(SessionKey {
+                listener: main,
+                session,
+            }))
+        };
+        let ended = disconnect(&mut router, &mut listeners, now(), id(key.session));
+        assert_eq!(ended, Ok("a".into()));
+        assert_eq!(router.configured("a"), None);
+        // A session of no connection whose peer has not said its name: its id.
+        let ended = disconnect(&mut router, &mut listeners, now(), id(other));
+        assert_eq!(ended, Ok(other.0.to_string()));
+        let missing = disconnect(&mut router, &mut listeners, now(), id(SessionId(99)));
+        assert_eq!(missing, Err("no session with id 99".into()));
+    }
+
+    #[test]
+    fn disconnect_by_name_ends_a_connection_or_says_there_is_none() {
+        let mut ours = sessions();
+        let (mut router, _) = two_connections(&mut ours);
+        let main = router.main();
+        let mut listeners: [(ListenerId, &mut dyn Sessions); 1] = [(main, &mut ours)];
+        let by_name = |name: &str| Who::Name(name.to_string());
+        let ended = disconnect(&mut router, &mut listeners, now(), by_name("b"));
+        assert_eq!(ended, Ok("b".into()));
+        assert_eq!(router.configured("b"), None);
+        let none = disconnect(&mut router, &mut listeners, now(), by_name("nobody"));
+        assert_eq!(none, Err("no connection or peer named \"nobody\"".into()));
     }
 
     #[test]

@@ -7,9 +7,8 @@ use reactor::Context;
 use super::{Ctx, Daemon, TimerId};
 use crate::answers;
 use crate::control::{self, Server};
-use crate::ctl::proto::{PeerId, PeerRow, Reply, Request, Status, Who};
-use crate::options::ConnectTarget;
-use crate::router::{target_label, ListenerId};
+use crate::ctl::proto::{PeerRow, Reply, Request, Status};
+use crate::router::ListenerId;
 use crate::seq::SeqAddr;
 use crate::sessions::Sessions;
 
@@ -24,12 +23,20 @@ impl control::Handler for Daemon {
         let done = match request {
             Request::Status => return Reply::Status(self.status()),
             Request::Peers => return Reply::Peers(self.peers()),
-            Request::Connect(target) => self.connect_peer(ctx, target).map(Reply::Connecting),
-            Request::Disconnect(Who::Id(id)) => {
-                self.disconnect_id(ctx, id).map(Reply::Disconnected)
+            Request::Connect(target) => {
+                let now = self.now(ctx);
+                let done = answers::connect(&mut self.router, now, target);
+                self.pump_if_done(ctx, done).map(Reply::Connecting)
             }
-            Request::Disconnect(Who::Name(name)) => {
-                self.disconnect_name(ctx, &name).map(Reply::Disconnected)
+            Request::Disconnect(who) => {
+                let now = self.now(ctx);
+                let mut listeners: Vec<(ListenerId, &mut dyn Sessions)> = self
+                    .listeners
+                    .iter_mut()
+                    .map(|(id, l)| (*id, l.sessions_mut()))
+                    .collect();
+                let done = answers::disconnect(&mut self.router, &mut listeners, now, who);
+                self.pump_if_done(ctx, done).map(Reply::Disconnected)
             }
             Request::Export(port) => self
                 .export_local(ctx, port, true)
@@ -76,63 +83,12 @@ impl Daemon {
             .collect()
     }
 
-    /// Adds a connection kept until `disconnect`; returns its name.
-    fn connect_peer(&mut self, ctx: &mut Ctx, target: ConnectTarget) -> Result<String, String> {
-        let name = target_label(&target);
-        if self.router.configured(&name).is_some() {
-            return Err(format!("a connection named {name:?} exists already"));
-        }
-        // Asked for by hand: it connects now, whether ALSA ports subscribe or not.
-        let now = self.now(ctx);
-        self.router.add_connection(now, target, true, None);
-        self.pump(ctx);
-        Ok(name)
-    }
-
-    /// Ends a session; if it serves a connection, the connection goes too.
-    fn disconnect_id(&mut self, ctx: &mut Ctx, id: PeerId) -> Result<String, String> {
-        let missing = || format!("no session with id {id}");
-        let key = answers::session_key(id, self.listeners.keys().copied()).ok_or_else(missing)?;
-        let now = self.now(ctx);
-        let peer_name = self
-            .listeners
-            .get_mut(&key.listener)
-            .and_then(|l| l.sessions_mut().close(now, key.session))
-            .ok_or_else(missing)?;
-        let name = match self.router.connection_of(key) {
-            Some(c) => {
-                let name = self
-                    .router
-                    .connection(c)
-                    .map(|c| c.label())
-                    .unwrap_or_default();
-                self.router.remove_connection(c);
-                name
-            }
-            None if peer_name.is_empty() => answers::peer_id(key).to_string(),
-            None => peer_name,
-        };
-        self.pump(ctx);
-        Ok(name)
-    }
-
-    /// Ends a connection by its name, or the sessions of peers of that name.
-    fn disconnect_name(&mut self, ctx: &mut Ctx, name: &str) -> Result<String, String> {
-        if let Some(c) = self.router.configured(name) {
-            self.router.remove_connection(c);
+    /// What a request changed is carried out, if it did.
+    fn pump_if_done<T>(&mut self, ctx: &mut Ctx, done: Result<T, String>) -> Result<T, String> {
+        if done.is_ok() {
             self.pump(ctx);
-            return Ok(name.to_string());
         }
-        let now = self.now(ctx);
-        let mut found = false;
-        for listener in self.listeners.values_mut() {
-            found |= listener.sessions_mut().close_named(now, name);
-        }
-        if !found {
-            return Err(format!("no connection or peer named {name:?}"));
-        }
-        self.pump(ctx);
-        Ok(name.to_string())
+        done
     }
 
     /// `ctl export` (`on`) and `ctl unexport`: connects local port `addr` to the Network
