@@ -174,7 +174,8 @@ fn send_tagged(session: &mut session::Session, now: Instant, message: &MidiMessa
     session.send_midi(now, message.clone());
 }
 
-fn happening(event: session::Event) -> Happening {
+/// A session's event in the daemon's terms.
+pub(super) fn happening(event: session::Event) -> Happening {
     use session::Event;
     match event {
         Event::Connected { name, addr, .. } => Happening::Connected { name, addr },

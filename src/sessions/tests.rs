@@ -293,3 +293,16 @@ fn apple_midi_rows_and_close_by_name() {
         [(_, Happening::Ended { orderly: true, .. })]
     ));
 }
+
+#[test]
+fn apple_midi_ends_say_whether_the_peer_restarted_and_whether_in_order() {
+    use protocol::session::DisconnectReason as Why;
+    let end = |reason| match apple_midi::happening(session::Event::Disconnected { reason }) {
+        Happening::Ended { ended, orderly, .. } => (ended, orderly),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(end(Why::Replaced), (Ended::Replaced, false));
+    assert_eq!(end(Why::PeerEnded), (Ended::Other, true));
+    assert_eq!(end(Why::Closed), (Ended::Other, true));
+    assert_eq!(end(Why::Timeout), (Ended::Other, false));
+}
