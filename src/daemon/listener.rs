@@ -6,14 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use log::{debug, info};
-use protocol::endpoint::{Dropped, Endpoint};
+use protocol::endpoint::{Dropped, Endpoint, SessionId};
 use protocol::session::SocketKind;
 use protocol::time::Instant;
 use reactor::{Interest, SourceId};
 
 use super::{on_control, on_data, on_midi2, Ctx};
 use crate::net::{self, PortPair, UdpPort};
-use crate::sessions::{AppleMidi, Midi2, Sessions};
+use crate::sessions::{AppleMidi, Happening, Midi2, Sessions};
 
 /// Datagrams read from one socket before the loop looks at the others, so one flooding source
 /// cannot starve the rest.
@@ -75,6 +75,20 @@ impl Listener {
             Server::AppleMidi { sessions, .. } => sessions,
             Server::Midi2 { sessions, .. } => sessions,
         }
+    }
+
+    // What `pump` asks of every listener, said of the listener.
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.sessions_mut().handle_timeout(now)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions().poll_timeout()
+    }
+
+    pub fn poll_happening(&mut self) -> Option<(SessionId, Happening)> {
+        self.sessions_mut().poll_happening()
     }
 
     /// Watches its sockets, once.

@@ -192,9 +192,7 @@ impl Daemon {
     fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: SocketKind) {
         let now = self.now(ctx);
         let drops = &mut self.drops;
-        let mut dropped = |why, from, len| {
-            drops.record(now, why, from, len);
-        };
+        let mut dropped = |why, from, len| drops.record(now, why, from, len);
         let bufs = (&mut self.recv_buf[..], &mut self.send_buf[..]);
         let Some(listener) = self.listeners.values_mut().find(|l| l.owns(event.fd)) else {
             return;
@@ -263,7 +261,7 @@ impl Daemon {
     fn pump(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
         for listener in self.listeners.values_mut() {
-            listener.sessions_mut().handle_timeout(now);
+            listener.handle_timeout(now);
         }
         self.router.handle_timeout(now);
         self.finish_lookups(now);
@@ -279,10 +277,8 @@ impl Daemon {
                 if let Some(listener) = self.listeners.get_mut(&id) {
                     listener.flush(now, &mut self.send_buf);
                 }
-                while let Some((session, event)) = self
-                    .listeners
-                    .get_mut(&id)
-                    .and_then(|l| l.sessions_mut().poll_happening())
+                while let Some((session, event)) =
+                    self.listeners.get_mut(&id).and_then(|l| l.poll_happening())
                 {
                     busy = true;
                     self.on_happening(
@@ -304,7 +300,7 @@ impl Daemon {
         let deadline = self
             .listeners
             .values()
-            .filter_map(|l| l.sessions().poll_timeout())
+            .filter_map(|l| l.poll_timeout())
             .chain(self.router.poll_timeout())
             .chain(self.names.as_ref().and_then(|n| n.poll_timeout()))
             .min();

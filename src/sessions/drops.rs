@@ -20,25 +20,23 @@ pub struct DropLog {
 }
 
 impl DropLog {
-    /// A `len`-byte datagram from `from` dropped at `now`; true if the summary was logged.
-    pub fn record(&mut self, now: Instant, why: Dropped, from: SocketAddr, len: usize) -> bool {
+    /// A `len`-byte datagram from `from` dropped at `now`.
+    pub fn record(&mut self, now: Instant, why: Dropped, from: SocketAddr, len: usize) {
         self.total += 1;
         self.since_warn += 1;
         debug!("dropped a {len}-byte datagram from {from}: {why:?}");
         if self
             .last_warn
-            .is_some_and(|at| now.saturating_duration_since(at) < WARN_INTERVAL)
+            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_INTERVAL)
         {
-            return false;
+            warn!(
+                "dropped {} datagram(s) that belong to no session or are malformed \
+                 (last from {from}: {why:?}; {} in all)",
+                self.since_warn, self.total
+            );
+            self.since_warn = 0;
+            self.last_warn = Some(now);
         }
-        warn!(
-            "dropped {} datagram(s) that belong to no session or are malformed \
-             (last from {from}: {why:?}; {} in all)",
-            self.since_warn, self.total
-        );
-        self.since_warn = 0;
-        self.last_warn = Some(now);
-        true
     }
 }
 
@@ -64,7 +62,10 @@ mod tests {
         let mut log = DropLog::default();
         let warned: Vec<bool> = [0, 1, 9, 10, 15, 21]
             .into_iter()
-            .map(|s| log.record(at(s), Dropped::Malformed, from, 4))
+            .map(|s| {
+                log.record(at(s), Dropped::Malformed, from, 4);
+                log.since_warn == 0
+            })
             .collect();
         assert_eq!(warned, [true, false, false, true, false, true]);
         assert_eq!(log.total, 6);
