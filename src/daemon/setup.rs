@@ -9,7 +9,6 @@ use reactor::Interest;
 use super::{rawmidi, Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
 use crate::config::{self, Action, Admission};
-use crate::options::ConnectTarget;
 use crate::reload::Watch;
 use crate::router::{ListenerId, ListenerKind};
 
@@ -18,7 +17,10 @@ impl Daemon {
     /// listener that cannot open stops the start (a device's waits for it instead).
     pub(super) fn apply_sections(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let now = self.now(ctx);
-        self.router.configure(now, &self.settings);
+        for (id, r) in self.router.configure(now, &self.settings) {
+            let device = rawmidi::Device::new(&r.name, r.device.clone());
+            self.devices.insert(id, device);
+        }
         match self.bridge.as_mut() {
             Some(bridge) => {
                 for e in &self.settings.exports {
@@ -42,17 +44,6 @@ impl Daemon {
         }
         self.run_actions(ctx)
             .map_err(|e| format!("[listener]: {e}"))?;
-        for r in &self.settings.rawmidi {
-            let target = r.remote.as_ref().map(|(host, port)| ConnectTarget {
-                name: Some(r.name.clone()),
-                host: host.clone(),
-                port: *port,
-                midi2: false,
-            });
-            let id = self.router.add_device(&r.name, r.port, target);
-            self.devices
-                .insert(id, rawmidi::Device::new(&r.name, r.device.clone()));
-        }
         // The devices there now get their listeners at once; the rest are looked for.
         self.poll_devices(ctx);
         Ok(())

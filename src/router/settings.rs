@@ -1,15 +1,20 @@
-//! The configuration's part of the graph: its connections and listeners at start, and what
-//! a reload changes of them.
+//! The configuration's part of the graph: its connections, listeners and devices at start,
+//! and what a reload changes of them.
 use log::info;
 use protocol::time::Instant;
 
-use super::Router;
-use crate::config::{self, Action, Settings};
+use super::{DeviceId, Router};
+use crate::config::{self, Action, RawMidi, Settings};
+use crate::options::ConnectTarget;
 
 impl Router {
-    /// The connections and listeners of `settings` (the shell adds `[rawmidi]` devices: it
-    /// keeps their paths).
-    pub fn configure(&mut self, now: Instant, settings: &Settings) {
+    /// The connections, listeners and `[rawmidi]` devices of `settings`; each device's id and
+    /// section, for the shell that opens it.
+    pub fn configure<'s>(
+        &mut self,
+        now: Instant,
+        settings: &'s Settings,
+    ) -> Vec<(DeviceId, &'s RawMidi)> {
         for c in &settings.connect {
             self.add_configured(now, c);
         }
@@ -19,6 +24,16 @@ impl Router {
         if settings.midi2.enabled {
             self.add_midi2_listener(settings.midi2.port);
         }
+        let device = |r: &'s RawMidi| {
+            let target = r.remote.as_ref().map(|(host, port)| ConnectTarget {
+                name: Some(r.name.clone()),
+                host: host.clone(),
+                port: *port,
+                midi2: false,
+            });
+            (self.add_device(&r.name, r.port, target), r)
+        };
+        settings.rawmidi.iter().map(device).collect()
     }
 
     /// A connection of the settings: like --connect, with ALSA wanted once something
@@ -88,7 +103,8 @@ mod tests {
              [midi2]\nenabled = true\n",
         );
         let mut r = Router::new("us", false, false, 1);
-        r.configure(Instant::from_micros(0), &s);
+        let devices = r.configure(Instant::from_micros(0), &s);
+        assert!(devices.is_empty());
         let stage = r.configured("Stage").and_then(|c| r.connection(c));
         assert_eq!(stage.map(|c| c.target.host.as_str()), Some("10.0.0.2"));
         let opened: Vec<(ListenerKind, Option<u16>)> = drain(&mut r)
@@ -108,6 +124,34 @@ mod tests {
                 (ListenerKind::Midi2, midi2_port)
             ]
         );
+    }
+
+    #[test]
+    fn devices_connect_to_their_host_once_there() {
+        let s = settings(
+            "[rawmidi Synth]\ndevice = /dev/snd/midiC1D0\nhost = 10.0.0.4\nremote_port = 5008\n\
+             [rawmidi Pad]\ndevice = /dev/snd/midiC2D0\n",
+        );
+        let now = Instant::from_micros(0);
+        let mut r = Router::new("us", false, false, 1);
+        let devices: Vec<(DeviceId, String)> = r
+            .configure(now, &s)
+            .into_iter()
+            .map(|(id, section)| (id, section.name.clone()))
+            .collect();
+        let names: Vec<&str> = devices.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["Synth", "Pad"]);
+        let early = drain(&mut r).into_iter().any(
+            |a| matches!(a, Do::OpenListener { name, .. } if name == "Synth" || name == "Pad"),
+        );
+        assert!(!early, "nothing until a device is there");
+        r.device_present(now, devices[0].0, true);
+        r.handle_timeout(now);
+        let to = drain(&mut r).into_iter().find_map(|a| match a {
+            Do::Connect { target, .. } => Some((target.name, target.host, target.port)),
+            _ => None,
+        });
+        assert_eq!(to, Some((Some("Synth".into()), "10.0.0.4".into(), 5008)));
     }
 
     #[test]
