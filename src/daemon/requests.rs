@@ -1,5 +1,6 @@
-//! What the control socket asks of the daemon: status, peers, connect, disconnect, export,
-//! answered in the control protocol's own types.
+//! What the control socket asks of the daemon, answered in the control protocol's own types:
+//! `crate::answers` computes status, peers, connect and disconnect; here are what only the
+//! shell has (the process, its uptime, the ALSA bridge for export) and the loop run after.
 use std::time::Instant as StdInstant;
 
 use reactor::Context;

@@ -1,5 +1,6 @@
-//! The configuration in the shell: the file's sections applied at start, the control socket
-//! opened, and reloads turned into router calls.
+//! The configuration in the shell: the file's sections applied at start (the router's through
+//! `Router::configure`, ALSA's and the devices' here), the control socket opened, the file
+//! watched, and reloads carried out (`Router::reconfigure`, then the listeners and the log).
 use std::path::Path;
 
 use log::{debug, error, info, warn};
