@@ -1,4 +1,5 @@
 //! rtpmidid: command line and logging; the daemon itself is in `daemon`.
+mod answers;
 mod bridge;
 mod cli;
 mod config;
@@ -10,10 +11,12 @@ mod mdns;
 mod net;
 mod options;
 mod playout;
+mod rawmidi;
 mod reload;
 mod resolver;
 mod router;
 mod seq;
+mod sessions;
 
 use std::process::ExitCode;
 

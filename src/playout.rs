@@ -18,7 +18,12 @@
 //!
 //! Events are never held longer than the delay after they arrived, never scheduled in the
 //! past, and never before an earlier event of the same session (so order holds).
+use std::collections::BTreeMap;
+
+use log::{trace, warn};
 use protocol::time::{Duration, Instant, MICROS_PER_TICK};
+
+use crate::router::{ListenerId, SessionKey};
 
 /// A CK-based time this far from an event's arrival means the peer's RTP clock is not its CK
 /// clock.
@@ -139,6 +144,59 @@ impl Playout {
             self.anchor = self.window_best.take().or(self.anchor);
             self.window_start = Some(now);
         }
+    }
+}
+
+/// Every session's schedule, made at its first event or CK round.
+#[derive(Default)]
+pub struct Playouts(BTreeMap<SessionKey, Playout>);
+
+impl Playouts {
+    /// How long MIDI stamped `timestamp` by session `key`'s peer, arrived `now`, waits on a
+    /// schedule `delay` long.
+    pub fn after(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        timestamp: u32,
+        delay: Duration,
+    ) -> Duration {
+        let playout = self.0.entry(key).or_insert_with(|| Playout::new(delay));
+        let was_clock = playout.uses_clock();
+        let at = playout.schedule(now, timestamp);
+        if was_clock && !playout.uses_clock() {
+            warn!(
+                "session {}: RTP timestamps far from the CK clock: playout timed by arrivals",
+                key.session.0
+            );
+        }
+        trace!("playout of {timestamp} in {:?}", at - now);
+        at - now
+    }
+
+    /// A CK round of session `key` ended (see [`Playout::on_clock`]): its offset times the
+    /// playout from now on.
+    pub fn on_clock(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        delay: Duration,
+        (rtt, local_ticks, offset_ticks): (Duration, u64, i64),
+    ) {
+        self.0
+            .entry(key)
+            .or_insert_with(|| Playout::new(delay))
+            .on_clock(now, rtt, local_ticks, offset_ticks);
+    }
+
+    /// Session `key` ended.
+    pub fn remove(&mut self, key: SessionKey) {
+        self.0.remove(&key);
+    }
+
+    /// Listener `id` closed with its sessions.
+    pub fn remove_listener(&mut self, id: ListenerId) {
+        self.0.retain(|key, _| key.listener != id);
     }
 }
 
@@ -269,5 +327,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn each_session_has_its_own_schedule_until_it_ends() {
+        let mut router = crate::router::Router::new("us", true, false, 1);
+        let extra = router.add_listener("extra", 5010);
+        let key = |listener, n| SessionKey {
+            listener,
+            session: protocol::endpoint::SessionId(n),
+        };
+        let (a, b) = (key(router.main(), 1), key(extra, 1));
+        let mut p = Playouts::default();
+        assert_eq!(p.after(ms(0), a, tick(0, 0), DELAY), DELAY);
+        // Another session's clock does not move the first one's schedule.
+        assert_eq!(p.after(ms(1), b, tick(90_000, 0), DELAY), DELAY);
+        // Stamped 5 ms after a's first event, arrived 30 ms after it: played at 55 ms.
+        let late = Duration::from_millis(25);
+        assert_eq!(p.after(ms(30), a, tick(0, 5), DELAY), late);
+        p.remove_listener(router.main());
+        // A new session there starts a new schedule.
+        assert_eq!(p.after(ms(40), a, tick(0, 5), DELAY), DELAY);
+        p.remove(b);
+        assert_eq!(p.after(ms(41), b, tick(90_000, 5), DELAY), DELAY);
     }
 }

@@ -6,7 +6,7 @@
 //! settings into what a reload does. Values are checked by the parsers of `crate::options`,
 //! the same for the command line and the file.
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -463,6 +463,47 @@ impl Settings {
             ..session::Config::default()
         }
     }
+
+    /// Who may open sessions on `[listener NAME]` (`listener`), or on any other listener
+    /// (`None`): the section's own keys over `[general]`'s.
+    pub fn admission_of(&self, listener: Option<&str>) -> Admission {
+        let general = &self.admission;
+        listener
+            .and_then(|name| self.listeners.iter().find(|s| s.name == name))
+            .map_or_else(|| general.clone(), |s| s.admission.over(general))
+    }
+
+    /// A peer found by mDNS as a connection target, or why it is left alone (`[mdns]`
+    /// include/exclude, allow/deny).
+    pub fn discovered(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        midi2: bool,
+    ) -> Result<ConnectTarget, &'static str> {
+        if !self.mdns.admits(name) {
+            return Err("[mdns] include/exclude");
+        }
+        if !self.admission.addresses.admits(addr.ip()) {
+            return Err("allow/deny");
+        }
+        Ok(ConnectTarget {
+            name: Some(name.to_string()),
+            host: host_of(addr),
+            port: addr.port(),
+            midi2,
+            credentials: None,
+        })
+    }
+}
+
+/// A discovered address as a host: a link-local IPv6 address keeps the interface it was
+/// seen on.
+fn host_of(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V6(v6) if v6.scope_id() != 0 => format!("{}%{}", v6.ip(), v6.scope_id()),
+        _ => addr.ip().to_string(),
+    }
 }
 
 /// The command line of these arguments, for tests.
@@ -477,7 +518,7 @@ fn command_line(args: &str) -> CommandLine {
 
 /// The settings of this file and no command line, for tests.
 #[cfg(test)]
-fn settings(text: &str) -> Settings {
+pub fn settings(text: &str) -> Settings {
     resolve(&command_line(""), &parse("x", text).unwrap(), || "h".into())
 }
 
@@ -502,5 +543,38 @@ mod tests {
         assert!(f(&["a*b*c"], &[]).admits("aXbYbZc") && !f(&["a*b*c"], &[]).admits("acb"));
         assert!(f(&["*"], &[]).admits("") && !f(&["?"], &[]).admits(""));
         assert!(f(&["Ünï*"], &[]).admits("üNÏcode"));
+    }
+
+    #[test]
+    fn a_listener_section_sets_its_own_admission_over_general() {
+        let s = settings(
+            "[general]\nmax_sessions = 7\ndeny = 10.0.0.0/8\n\
+             [listener Stage]\nport = 5010\nmax_sessions = 3\n",
+        );
+        let stage = s.admission_of(Some("Stage"));
+        assert_eq!(stage.max_sessions, 3);
+        assert_eq!(
+            stage.addresses, s.admission.addresses,
+            "deny comes from [general]"
+        );
+        assert_eq!(s.admission_of(None), s.admission);
+        assert_eq!(s.admission_of(Some("Other")), s.admission);
+    }
+
+    #[test]
+    fn discovered_peers_pass_the_filters_to_become_targets() {
+        let s = settings("[general]\ndeny = 10.0.0.0/8\n[mdns]\nexclude = *phone*\n");
+        let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let target = s
+            .discovered("Studio", addr("192.168.1.5:5004"), false)
+            .unwrap();
+        let shown = (target.name.as_deref(), target.host.as_str(), target.port);
+        assert_eq!(shown, (Some("Studio"), "192.168.1.5", 5004));
+        let v6 = s.discovered("Mac", addr("[fe80::1%3]:5504"), true).unwrap();
+        assert_eq!((v6.host.as_str(), v6.midi2), ("fe80::1%3", true));
+        let phone = s.discovered("Ana's phone", addr("192.168.1.6:5004"), false);
+        assert_eq!(phone.err(), Some("[mdns] include/exclude"));
+        let denied = s.discovered("Studio", addr("10.1.1.1:5004"), false);
+        assert_eq!(denied.err(), Some("allow/deny"));
     }
 }

@@ -237,7 +237,7 @@ pub enum Reply {
     Error(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Status {
     pub name: String,
     pub version: String,

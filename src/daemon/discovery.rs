@@ -1,15 +1,12 @@
 //! mDNS in the shell: its sockets, announcing our listeners, and discovered peers handed to
 //! the router (after the `[mdns]` filters).
-use std::net::SocketAddr;
-
 use log::{debug, warn};
 use reactor::Interest;
 
-use super::listener::product_id;
 use super::{to_std_time, Ctx, Daemon, TimerId};
 use crate::mdns::{self, Discovery, Mdns, PeerEvent, ServiceKind};
-use crate::options::ConnectTarget;
 use crate::router::{ListenerId, ListenerKind};
+use crate::sessions::product_id;
 
 impl Daemon {
     /// Opens mDNS and announces the listeners; without it the daemon still works.
@@ -108,35 +105,14 @@ impl Daemon {
         for Discovery { midi2, event } in events {
             match event {
                 PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } => {
-                    if !self.settings.mdns.admits(&name) {
-                        debug!("mDNS: {name:?} at {addr} ignored ([mdns] include/exclude)");
-                        continue;
+                    match self.settings.discovered(&name, addr, midi2) {
+                        Ok(target) => self.router.discovered(now, &name, target),
+                        Err(why) => debug!("mDNS: {name:?} at {addr} ignored ({why})"),
                     }
-                    if !self.settings.admission.addresses.admits(addr.ip()) {
-                        debug!("mDNS: {name:?} at {addr} ignored (allow/deny)");
-                        continue;
-                    }
-                    let target = ConnectTarget {
-                        name: Some(name.clone()),
-                        host: host_of(addr),
-                        port: addr.port(),
-                        midi2,
-                        credentials: None,
-                    };
-                    self.router.discovered(now, &name, target);
                 }
                 PeerEvent::Gone { name } => self.router.discovered_gone(now, &name, midi2),
             }
         }
-    }
-}
-
-/// A discovered address as a host: a link-local IPv6 address keeps the interface it was
-/// seen on.
-fn host_of(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V6(v6) if v6.scope_id() != 0 => format!("{}%{}", v6.ip(), v6.scope_id()),
-        _ => addr.ip().to_string(),
     }
 }
 

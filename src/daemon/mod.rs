@@ -1,15 +1,14 @@
-//! The daemon's shell: it owns the loop's registrations, the sockets, the sequencer and mDNS,
-//! feeds what they say to the protocol endpoints and to the [`Router`], and carries out what
-//! the router answers. Policy lives in `router`; this only translates.
+//! The daemon's shell: it owns the loop's registrations, the sockets, the sequencer, the device
+//! files and mDNS, feeds what they say to the listeners' sessions (`crate::sessions`) and to
+//! the [`Router`], and carries out what they answer. Policy lives in the pure modules
+//! (`router`, `sessions`, `answers`, `rawmidi`, `playout`, `config`); this only translates.
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
-use log::{debug, error, info, log, trace, warn, Level};
-use protocol::admission::Refusal;
-use protocol::endpoint::{Dropped, Endpoint};
+use log::{error, info, log, trace, warn, Level};
+use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2;
@@ -23,11 +22,12 @@ use crate::config::CommandLine;
 use crate::mdns::Mdns;
 use crate::net;
 use crate::options::DEFAULT_MIDI2_PORT;
-use crate::playout::Playout;
+use crate::playout::Playouts;
 use crate::router::{
     Action, Dest, DeviceId, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
 };
 use crate::seq::Sequencer;
+use crate::sessions::{self, refusal_text, DropLog, Happening};
 
 mod discovery;
 mod listener;
@@ -36,15 +36,13 @@ mod rawmidi;
 mod requests;
 mod setup;
 
-use listener::{Happening, Listener};
+use listener::Listener;
 
 /// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
 /// others, so one flooding source cannot starve the rest.
 const READ_BATCH: usize = 256;
 /// Largest datagram we read; RTP-MIDI over UDP is far below it.
 const MAX_DATAGRAM: usize = 65_536;
-/// Dropped datagrams are logged at warn level at most this often.
-const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
@@ -64,34 +62,6 @@ pub enum TimerId {
 
 pub type Ctx = Context<Daemon, TimerId>;
 
-/// Counts dropped datagrams; logs each at debug level and a summary at most every 10 s at warn.
-#[derive(Default)]
-struct DropLog {
-    since_warn: u64,
-    total: u64,
-    last_warn: Option<Instant>,
-}
-
-impl DropLog {
-    fn record(&mut self, now: Instant, why: Dropped, from: SocketAddr, len: usize) {
-        self.total += 1;
-        self.since_warn += 1;
-        debug!("dropped a {len}-byte datagram from {from}: {why:?}");
-        if self
-            .last_warn
-            .is_none_or(|at| now.saturating_duration_since(at) >= DROP_WARN_INTERVAL)
-        {
-            warn!(
-                "dropped {} datagram(s) that belong to no session or are malformed \
-                 (last from {from}: {why:?}; {} in all)",
-                self.since_warn, self.total
-            );
-            self.since_warn = 0;
-            self.last_warn = Some(now);
-        }
-    }
-}
-
 pub struct Daemon {
     origin: StdInstant,
     started: StdInstant,
@@ -105,7 +75,7 @@ pub struct Daemon {
     /// The `[rawmidi]` devices.
     devices: BTreeMap<DeviceId, rawmidi::Device>,
     /// With `--playout-delay`: each session's schedule.
-    playouts: BTreeMap<SessionKey, Playout>,
+    playouts: Playouts,
     /// Round trip of each session's last CK exchange.
     latency: BTreeMap<SessionKey, Duration>,
     recv_buf: Vec<u8>,
@@ -158,7 +128,7 @@ impl Daemon {
             bridge,
             seq_sources: Vec::new(),
             devices: BTreeMap::new(),
-            playouts: BTreeMap::new(),
+            playouts: Playouts::default(),
             latency: BTreeMap::new(),
             recv_buf: vec![0; MAX_DATAGRAM],
             send_buf: vec![0; MAX_DATAGRAM],
@@ -228,7 +198,7 @@ impl Daemon {
             return;
         };
         listener.read(now, (event.fd, port), bufs, &mut dropped);
-        while let Some((from, why)) = listener.poll_refusal() {
+        while let Some((from, why)) = listener.sessions_mut().poll_refusal() {
             warn!(
                 "{}: refusing invitations ({}), first from {from}; the rest are counted",
                 listener.name,
@@ -353,7 +323,11 @@ impl Daemon {
         if self.ended_since_trim < TRIM_AFTER_ENDED {
             return;
         }
-        let left: usize = self.listeners.values().map(Listener::session_count).sum();
+        let left: usize = self
+            .listeners
+            .values()
+            .map(|l| l.sessions().session_count())
+            .sum();
         if self.ended_since_trim >= left {
             self.ended_since_trim = 0;
             #[cfg(target_env = "gnu")]
@@ -418,7 +392,7 @@ impl Daemon {
                     warn!("session closed: {}: {reason}", who(self))
                 }
                 self.latency.remove(&key);
-                self.playouts.remove(&key);
+                self.playouts.remove(key);
                 self.router.session_down(now, key, ended);
                 self.ended_since_trim += 1;
             }
@@ -460,12 +434,13 @@ impl Daemon {
                 }
                 Dest::Session(key) => {
                     if let Some(l) = self.listeners.get_mut(&key.listener) {
-                        l.send_midi(now, key.session, &message, tag);
+                        l.sessions_mut().send_midi(now, key.session, &message, tag);
                     }
                 }
                 Dest::Listener { listener, except } => {
                     if let Some(l) = self.listeners.get_mut(&listener) {
-                        l.send_to_all(now, except.map(|k| k.session), &message, tag);
+                        l.sessions_mut()
+                            .send_to_all(now, except.map(|k| k.session), &message, tag);
                     }
                 }
             }
@@ -511,7 +486,7 @@ impl Daemon {
             } => self.look_up(now, connection, listener, &target),
             Action::Close(key) => {
                 if let Some(l) = self.listeners.get_mut(&key.listener) {
-                    l.close(now, key.session);
+                    l.sessions_mut().close(now, key.session);
                 }
             }
             Action::OpenListener {
@@ -536,11 +511,11 @@ impl Daemon {
             }
             Action::CloseListener(id) => {
                 if let Some(mut l) = self.listeners.remove(&id) {
-                    l.close_all(now);
+                    l.sessions_mut().close_all(now);
                     l.flush(now, &mut self.send_buf);
                     l.deregister(ctx);
                 }
-                self.playouts.retain(|key, _| key.listener != id);
+                self.playouts.remove_listener(id);
                 self.latency.retain(|key, _| key.listener != id);
             }
             Action::Announce(id) => self.announce(ctx, id),
@@ -569,12 +544,8 @@ impl Daemon {
         let mut listener = if kind == Some(ListenerKind::Midi2) {
             let port = port.unwrap_or(DEFAULT_MIDI2_PORT);
             let sockets = net::bind_ports(&self.settings.bind, port)?;
-            let endpoint = midi2::endpoint::Endpoint::new(
-                self.midi2_config(name),
-                listener::midi2_policy(&policy),
-                seed,
-            );
-            Listener::midi2(name, endpoint, policy.addresses, sockets)
+            let sessions = sessions::Midi2::new(self.midi2_config(name), policy, seed);
+            Listener::midi2(name, sessions, sockets)
         } else {
             let sockets = match port {
                 Some(port) => net::bind_all(&self.settings.bind, port)?,
@@ -600,7 +571,7 @@ impl Daemon {
         let m = &self.settings.midi2;
         midi2::session::Config {
             name: name.to_string(),
-            product_id: listener::product_id(name),
+            product_id: sessions::product_id(name),
             fec_count: m.fec,
             host_auth: m.host_auth(),
             client_auth: m.client_auth(),
@@ -613,20 +584,7 @@ impl Daemon {
     fn playout_after(&mut self, now: Instant, key: SessionKey, timestamp: u32) -> Option<Duration> {
         let delay = self.playout_delay()?;
         self.bridge.as_ref()?;
-        let playout = self
-            .playouts
-            .entry(key)
-            .or_insert_with(|| Playout::new(delay));
-        let was_clock = playout.uses_clock();
-        let at = playout.schedule(now, timestamp);
-        if was_clock && !playout.uses_clock() {
-            warn!(
-                "session {}: RTP timestamps far from the CK clock: playout timed by arrivals",
-                key.session.0
-            );
-        }
-        trace!("playout of {timestamp} in {:?}", at - now);
-        Some(at - now)
+        Some(self.playouts.after(now, key, timestamp, delay))
     }
 
     /// A CK round of session `key` ended: its offset times the playout from now on.
@@ -637,14 +595,11 @@ impl Daemon {
         let ticks = self
             .listeners
             .get(&key.listener)
-            .and_then(|l| l.clock_ticks(key.session, now));
-        let Some(local_ticks) = ticks else {
-            return;
-        };
-        self.playouts
-            .entry(key)
-            .or_insert_with(|| Playout::new(delay))
-            .on_clock(now, rtt, local_ticks, offset_ticks);
+            .and_then(|l| l.sessions().clock_ticks(key.session, now));
+        if let Some(local_ticks) = ticks {
+            let round = (rtt, local_ticks, offset_ticks);
+            self.playouts.on_clock(now, key, delay, round);
+        }
     }
 
     fn playout_delay(&self) -> Option<Duration> {
@@ -664,7 +619,7 @@ impl Daemon {
         self.router.stop();
         let now = self.now(ctx);
         for listener in self.listeners.values_mut() {
-            listener.close_all(now);
+            listener.sessions_mut().close_all(now);
         }
         self.pump(ctx);
         let now = self.now(ctx);
@@ -673,16 +628,6 @@ impl Daemon {
             mdns.shutdown(now);
         }
         ctx.stop();
-    }
-}
-
-fn refusal_text(why: Refusal) -> &'static str {
-    match why {
-        Refusal::Address => "address not allowed: see allow/deny",
-        Refusal::Sessions => "max_sessions reached",
-        Refusal::HostSessions => "max_sessions_per_host reached",
-        Refusal::HalfOpen => "too many half-open invitations from one host",
-        Refusal::Policy => "refused by policy",
     }
 }
 

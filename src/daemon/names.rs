@@ -1,29 +1,25 @@
 //! Connections' host names looked up without blocking the loop (`crate::resolver`), and the
 //! sessions started once they are.
-use std::collections::BTreeMap;
-
 use log::{info, warn};
-use protocol::resolve::LookupId;
 use protocol::time::Instant;
 use reactor::Interest;
 
 use super::{Ctx, Daemon};
 use crate::options::ConnectTarget;
 use crate::resolver::{self, Resolver};
-use crate::router::{ConnectionId, ListenerId, SessionKey};
+use crate::router::{ConnectionId, ListenerId, Lookups, SessionKey};
 
 /// The resolver and which connection each lookup is for.
 pub struct Names {
     pub resolver: Resolver,
-    /// Each lookup's connection and the listener its session will live on.
-    lookups: BTreeMap<LookupId, (ConnectionId, ListenerId)>,
+    lookups: Lookups,
 }
 
 impl Names {
     pub fn new(seed: u64) -> std::io::Result<Names> {
         Ok(Names {
             resolver: Resolver::new(resolver::Config::default(), seed)?,
-            lookups: BTreeMap::new(),
+            lookups: Lookups::default(),
         })
     }
 
@@ -55,7 +51,7 @@ impl Daemon {
         match self.names.as_mut() {
             Some(names) => {
                 let id = names.resolver.lookup(now, &target.host, target.port);
-                names.lookups.insert(id, (connection, listener));
+                names.lookups.insert(id, connection, listener);
             }
             None => self.router.connect_failed(now, connection),
         }
@@ -67,15 +63,10 @@ impl Daemon {
         let Some(names) = self.names.as_mut() else {
             return;
         };
-        // Lookups for connections removed or no longer wanted meanwhile.
-        let router = &self.router;
-        names.lookups.retain(|id, (connection, _)| {
-            let wanted = router.connection(*connection).is_some_and(|c| c.opening);
-            if !wanted {
-                names.resolver.cancel(*id);
-            }
-            wanted
-        });
+        let resolver = &mut names.resolver;
+        names
+            .lookups
+            .forget_unwanted(&self.router, |id| resolver.cancel(id));
         names.resolver.handle_timeout(now);
         if let Some(mdns) = self.mdns.as_mut() {
             while let Some(query) = names.resolver.poll_mdns_query() {
@@ -83,17 +74,9 @@ impl Daemon {
             }
         }
         while let Some(done) = names.resolver.poll_done() {
-            let Some((connection, listener)) = names.lookups.remove(&done.id) else {
+            let Some((connection, listener)) = names.lookups.finished(&self.router, done.id) else {
                 continue;
             };
-            // Removed or unwanted while its name was looked up.
-            if !self
-                .router
-                .connection(connection)
-                .is_some_and(|c| c.opening)
-            {
-                continue;
-            }
             match done.result.map(|addrs| addrs.first().copied()) {
                 Ok(Some(addr)) => {
                     info!("connecting to {addr}");
@@ -102,7 +85,7 @@ impl Daemon {
                         .connection(connection)
                         .and_then(|c| c.target.credentials.clone());
                     if let Some(l) = self.listeners.get_mut(&listener) {
-                        let session = l.connect(now, addr, credentials);
+                        let session = l.sessions_mut().connect(now, addr, credentials);
                         let key = SessionKey { listener, session };
                         self.router.connecting(connection, key, addr.ip());
                     }

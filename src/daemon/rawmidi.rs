@@ -2,14 +2,13 @@
 //! Its path is looked for every [`POLL_INTERVAL`] (a USB device comes and goes with its node);
 //! the router is told when it appears or goes, and asks for it to be opened while a session
 //! uses it. Reads and writes never block the loop: bytes read are split into messages, and
-//! messages the device has no room for wait in a bounded queue.
-use std::collections::VecDeque;
+//! messages the device has no room for wait in a bounded queue (`crate::rawmidi`).
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use protocol::midi::{MidiMessage, MAX_SYSEX};
@@ -17,25 +16,18 @@ use protocol::stream::StreamParser;
 use reactor::{Interest, SourceId};
 
 use super::{Ctx, Daemon, TimerId};
+use crate::rawmidi::{Outbox, Presence};
 use crate::router::{DeviceId, Source};
 
 /// How often the devices' paths are looked for.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// After a device failed, how long before its path counts again: a node that stays but
-/// cannot be used would otherwise open and fail every poll.
-const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
-/// Bytes waiting for a full device, at most: room for the largest SysEx.
-const MAX_QUEUED: usize = MAX_SYSEX;
 /// Reads from one device before the loop looks at the others.
 const READ_BATCH: usize = 64;
 
 pub struct Device {
     pub name: String,
     path: PathBuf,
-    /// What the router was last told.
-    present: bool,
-    /// After a failure, the path is ignored until then.
-    quiet_until: Option<StdInstant>,
+    presence: Presence,
     open: Option<Open>,
 }
 
@@ -45,13 +37,9 @@ struct Open {
     readable: bool,
     writable: bool,
     parser: StreamParser,
-    /// Messages not written yet; the first may be written in part (`written` bytes of it).
-    queue: VecDeque<Vec<u8>>,
-    queued: usize,
-    written: usize,
+    out: Outbox,
     /// Whether the loop was asked to say when the device can take more.
     armed: bool,
-    dropped: u64,
 }
 
 impl Device {
@@ -59,8 +47,7 @@ impl Device {
         Device {
             name: name.to_string(),
             path,
-            present: false,
-            quiet_until: None,
+            presence: Presence::default(),
             open: None,
         }
     }
@@ -99,11 +86,8 @@ impl Device {
             readable,
             writable,
             parser: StreamParser::new(MAX_SYSEX),
-            queue: VecDeque::new(),
-            queued: 0,
-            written: 0,
+            out: Outbox::new(&self.name),
             armed: !readable,
-            dropped: 0,
         });
         Ok(())
     }
@@ -111,40 +95,22 @@ impl Device {
     fn close(&mut self, ctx: &mut Ctx) {
         if let Some(open) = self.open.take() {
             let _ = ctx.deregister(open.source);
-            if open.dropped > 0 {
+            if open.out.dropped() > 0 {
                 warn!(
                     "raw MIDI device {:?}: {} message(s) dropped in all: it took them too slowly",
-                    self.name, open.dropped
+                    self.name,
+                    open.out.dropped()
                 );
             }
             debug!("raw MIDI device {:?} closed", self.name);
         }
     }
 
-    /// Writes a message, or queues it behind the others; when the queue is full the oldest
-    /// go (never the one written in part, which the device must get whole).
+    /// Writes a message, or queues it behind the others.
     pub fn send(&mut self, message: &MidiMessage) {
-        let Some(open) = self.open.as_mut().filter(|o| o.writable) else {
-            return;
-        };
-        let bytes = message.as_bytes();
-        while open.queued + bytes.len() > MAX_QUEUED {
-            let at = usize::from(open.written > 0);
-            let Some(old) = open.queue.remove(at) else {
-                break;
-            };
-            open.queued -= old.len();
-            open.dropped += 1;
-            // Logged each time a power of two is reached: a stuck device is heard of, once.
-            if open.dropped.is_power_of_two() {
-                warn!(
-                    "raw MIDI device {:?} is full: {} message(s) dropped",
-                    self.name, open.dropped
-                );
-            }
+        if let Some(open) = self.open.as_mut().filter(|o| o.writable) {
+            open.out.push(message.as_bytes());
         }
-        open.queued += bytes.len();
-        open.queue.push_back(bytes.to_vec());
     }
 
     /// Writes what is queued until the device is full. An error means it is gone.
@@ -152,16 +118,9 @@ impl Device {
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
-        while let Some(front) = open.queue.front() {
-            match open.file.write(&front[open.written..]) {
-                Ok(n) => {
-                    open.written += n;
-                    if open.written == front.len() {
-                        open.queued -= front.len();
-                        open.written = 0;
-                        open.queue.pop_front();
-                    }
-                }
+        while let Some(next) = open.out.next() {
+            match open.file.write(next) {
+                Ok(n) => open.out.wrote(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -216,8 +175,7 @@ impl Daemon {
         let now = self.now(ctx);
         if let Some(device) = self.devices.get_mut(&id) {
             device.close(ctx);
-            device.present = false;
-            device.quiet_until = Some(ctx.now() + RETRY_AFTER_ERROR);
+            device.presence.failed(now);
         }
         self.router.device_present(now, id, false);
     }
@@ -226,18 +184,14 @@ impl Daemon {
     pub(super) fn poll_devices(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
         for (&id, device) in &mut self.devices {
-            if device.quiet_until.is_some_and(|at| ctx.now() < at) {
+            let path = &device.path;
+            let Some(present) = device.presence.look(now, || path.exists()) else {
                 continue;
+            };
+            if !present {
+                device.close(ctx);
             }
-            device.quiet_until = None;
-            let present = device.path.exists();
-            if present != device.present {
-                device.present = present;
-                if !present {
-                    device.close(ctx);
-                }
-                self.router.device_present(now, id, present);
-            }
+            self.router.device_present(now, id, present);
         }
         if !self.devices.is_empty() {
             ctx.set_timer(TimerId::RawMidi, ctx.now() + POLL_INTERVAL);
@@ -249,7 +203,7 @@ impl Daemon {
     pub(super) fn arm_devices(&mut self, ctx: &mut Ctx) {
         for device in self.devices.values_mut() {
             if let Some(open) = device.open.as_mut() {
-                if !open.queue.is_empty() && !open.armed {
+                if !open.out.is_empty() && !open.armed {
                     open.armed = true;
                     let interest = if open.readable {
                         Interest::READABLE | Interest::WRITABLE

@@ -1,5 +1,6 @@
-//! The configuration in the shell: the file's sections applied at start, the control socket
-//! opened, and reloads turned into router calls.
+//! The configuration in the shell: the file's sections applied at start (the router's through
+//! `Router::configure`, ALSA's and the devices' here), the control socket opened, the file
+//! watched, and reloads carried out (`Router::reconfigure`, then the listeners and the log).
 use std::path::Path;
 
 use log::{debug, error, info, warn};
@@ -9,7 +10,6 @@ use reactor::Interest;
 use super::{rawmidi, Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
 use crate::config::{self, Action, Admission};
-use crate::options::ConnectTarget;
 use crate::reload::Watch;
 use crate::router::{ListenerId, ListenerKind};
 
@@ -18,10 +18,9 @@ impl Daemon {
     /// listener that cannot open stops the start (a device's waits for it instead).
     pub(super) fn apply_sections(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let now = self.now(ctx);
-        for c in self.settings.connect.clone() {
-            let keep = c.keep_connected.unwrap_or(false);
-            self.router
-                .add_connection(now, c.target(), keep, c.alsa_port_name.as_deref());
+        for (id, r) in self.router.configure(now, &self.settings) {
+            let device = rawmidi::Device::new(&r.name, r.device.clone());
+            self.devices.insert(id, device);
         }
         match self.bridge.as_mut() {
             Some(bridge) => {
@@ -44,26 +43,8 @@ impl Daemon {
                 }
             }
         }
-        for l in self.settings.listeners.clone() {
-            self.router.add_listener(&l.name, l.port);
-        }
-        if self.settings.midi2.enabled {
-            self.router.add_midi2_listener(self.settings.midi2.port);
-        }
         self.run_actions(ctx)
             .map_err(|e| format!("[listener]: {e}"))?;
-        for r in &self.settings.rawmidi {
-            let target = r.remote.as_ref().map(|(host, port)| ConnectTarget {
-                name: Some(r.name.clone()),
-                host: host.clone(),
-                port: *port,
-                midi2: false,
-                credentials: None,
-            });
-            let id = self.router.add_device(&r.name, r.port, target);
-            self.devices
-                .insert(id, rawmidi::Device::new(&r.name, r.device.clone()));
-        }
         // The devices there now get their listeners at once; the rest are looked for.
         self.poll_devices(ctx);
         Ok(())
@@ -101,19 +82,11 @@ impl Daemon {
         }
     }
 
-    /// Who may open sessions on listener `id`: a `[listener]` section's own keys over
-    /// `[general]`'s, which the others use.
+    /// Who may open sessions on listener `id` (see `Settings::admission_of`).
     pub(super) fn admission_of(&self, id: ListenerId) -> Admission {
-        let general = &self.settings.admission;
-        match self.router.listener(id) {
-            Some(l) if l.kind == ListenerKind::Extra => self
-                .settings
-                .listeners
-                .iter()
-                .find(|s| s.name == l.name)
-                .map_or_else(|| general.clone(), |s| s.admission.over(general)),
-            _ => general.clone(),
-        }
+        let listener = self.router.listener(id);
+        let extra = listener.filter(|l| l.kind == ListenerKind::Extra);
+        self.settings.admission_of(extra.map(|l| l.name.as_str()))
     }
 
     /// Reads the configuration file again and applies what changed; a broken file changes
@@ -146,45 +119,8 @@ impl Daemon {
 
     fn apply(&mut self, ctx: &mut Ctx, action: Action) {
         let now = self.now(ctx);
+        self.router.reconfigure(now, &action);
         match action {
-            Action::RemoveListener(name) => {
-                info!("reload: closing [listener {name}]");
-                if let Some(id) = self.router.extra_listener(&name) {
-                    self.router.remove_listener(id);
-                }
-            }
-            Action::AddListener(l) => {
-                info!(
-                    "reload: opening [listener {}] on UDP port {}",
-                    l.name, l.port
-                );
-                self.router.add_listener(&l.name, l.port);
-            }
-            Action::Disconnect(name) => {
-                info!("reload: closing connection {name:?}");
-                if let Some(c) = self.router.configured(&name) {
-                    self.router.remove_connection(c);
-                }
-            }
-            Action::Connect(c) => {
-                info!(
-                    "reload: new connection {:?} to {}:{}",
-                    c.name, c.host, c.port
-                );
-                // A connection of that name made over the control socket gives way.
-                if let Some(old) = self.router.configured(&c.name) {
-                    self.router.remove_connection(old);
-                }
-                // Like --connect: with ALSA, wanted once something subscribes to its port,
-                // unless kept connected.
-                let keep = c.keep_connected.unwrap_or(false);
-                self.router
-                    .add_connection(now, c.target(), keep, c.alsa_port_name.as_deref());
-            }
-            Action::SetHub(on) => {
-                info!("reload: hub {}", if on { "on" } else { "off" });
-                self.router.set_hub(on);
-            }
             Action::SessionConfig => {
                 info!("reload: new name, timeouts or journal setting apply to new sessions");
                 self.router.set_name(&self.settings.name);
@@ -195,7 +131,7 @@ impl Daemon {
                     } else {
                         l.name.clone()
                     };
-                    l.set_session_config(session::Config {
+                    l.sessions_mut().set_session_config(session::Config {
                         name,
                         ..self.settings.session_config()
                     });
@@ -212,7 +148,7 @@ impl Daemon {
                 for id in ids {
                     let policy = self.admission_of(id).policy();
                     if let Some(l) = self.listeners.get_mut(&id) {
-                        l.set_policy(policy);
+                        l.sessions_mut().set_policy(policy);
                     }
                 }
             }
@@ -225,6 +161,12 @@ impl Daemon {
             Action::NeedsRestart(what) => {
                 warn!("reload: {what} changed; restart rtpmidid to apply it")
             }
+            // The router's.
+            Action::RemoveListener(_)
+            | Action::AddListener(_)
+            | Action::Disconnect(_)
+            | Action::Connect(_)
+            | Action::SetHub(_) => {}
         }
     }
 }

@@ -27,6 +27,8 @@
 //! A listener is a protocol's session server; the router does not know which protocol, so a
 //! second one plugs in as listeners of another [`ListenerKind`] flavour.
 mod arena;
+mod lookups;
+mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +42,7 @@ use protocol::time::{Duration, Instant};
 
 use arena::Arena;
 pub use arena::Id;
+pub use lookups::Lookups;
 
 use crate::options::ConnectTarget;
 use crate::seq::SeqAddr;

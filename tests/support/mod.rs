@@ -32,12 +32,13 @@ impl Drop for TempDir {
 }
 
 /// `count` adjacent free UDP ports on 127.0.0.1, the first even (each call starts further
-/// up: tests run in parallel).
+/// up: tests run in parallel). A pair is left free above them: a daemon's listeners without a
+/// port take the first free pair above its own, which must not be another test's.
 pub fn free_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let base = 40_000 + (std::process::id() % 500) as u16 * 32;
     loop {
-        let port = base + NEXT.fetch_add(count.next_multiple_of(2), Ordering::SeqCst);
+        let port = base + NEXT.fetch_add(count.next_multiple_of(2) + 2, Ordering::SeqCst);
         if (0..count).all(|i| UdpSocket::bind(("127.0.0.1", port + i)).is_ok()) {
             return port;
         }
