@@ -11,15 +11,19 @@
 //! - zero-loss rate: trials of `--trial-secs` paced in steps of 1 ms, from `--start-rate`
 //!   events/s doubling until a trial fails, then `--bisect` bisection steps. A trial passes
 //!   when every event arrived once, no overrun was reported, and both the sending and the
-//!   delivery (first send to last arrival) kept within 10% of the rate.
+//!   delivery (first send to last arrival) kept within 10% of the rate;
+//! - CPU per event: `--cpu-secs` at `--cpu-rate`, the user + system time the path's bridge
+//!   processes (PIDs given with the path) took, from /proc/PID/stat, over the events that
+//!   arrived.
 //!
 //! Events are note-on/note-off pairs whose channel, note and velocity number them, so each
 //! arrival is matched with its send. Prints one line per trial, then a table of medians over
 //! the rounds and the ratios measured/baseline.
 //!
-//! Usage: alsa_bench [OPTIONS] LABEL=TO,FROM LABEL=TO,FROM
+//! Usage: alsa_bench [OPTIONS] LABEL=TO,FROM,PID... LABEL=TO,FROM,PID...
 //!   TO and FROM are `CLIENT:PORT`, numbers or names (a port given by name is waited for, up
-//!   to 20 s, after FROM is subscribed: a daemon may create it only then).
+//!   to 20 s, after FROM is subscribed: a daemon may create it only then); the PIDs are the
+//!   path's bridge processes.
 
 #[path = "../../src/seq/mod.rs"]
 #[allow(dead_code)]
@@ -63,7 +67,17 @@ struct Config {
     start_rate: f64,
     trial_secs: f64,
     bisect: usize,
-    paths: Vec<(String, String, String)>,
+    cpu_rate: f64,
+    cpu_secs: f64,
+    paths: Vec<PathArg>,
+}
+
+/// A path as the command line gives it.
+struct PathArg {
+    label: String,
+    to: String,
+    from: String,
+    pids: Vec<u32>,
 }
 
 fn parse_args() -> io::Result<Config> {
@@ -75,6 +89,8 @@ fn parse_args() -> io::Result<Config> {
     opts.optopt("", "start-rate", "first rate tried, events/s (1000)", "R");
     opts.optopt("", "trial-secs", "length of a rate trial (1)", "S");
     opts.optopt("", "bisect", "bisection steps after the doubling (4)", "N");
+    opts.optopt("", "cpu-rate", "events/s of the CPU run (4000)", "R");
+    opts.optopt("", "cpu-secs", "length of the CPU run (3)", "S");
     let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     let m = opts.parse(&args).map_err(|e| bad(e.to_string()))?;
     fn num<T: std::str::FromStr>(m: &getopts::Matches, name: &str, default: T) -> io::Result<T> {
@@ -89,13 +105,24 @@ fn parse_args() -> io::Result<Config> {
         .free
         .iter()
         .map(|p| {
-            let (label, ends) = p
-                .split_once('=')
-                .ok_or_else(|| bad(format!("bad path {p}")))?;
-            let (to, from) = ends
-                .split_once(',')
-                .ok_or_else(|| bad(format!("bad path {p}")))?;
-            Ok((label.to_owned(), to.to_owned(), from.to_owned()))
+            let bad_path = || bad(format!("bad path {p}"));
+            let (label, ends) = p.split_once('=').ok_or_else(bad_path)?;
+            let mut ends = ends.split(',');
+            let (Some(to), Some(from)) = (ends.next(), ends.next()) else {
+                return Err(bad_path());
+            };
+            let pids = ends
+                .map(|pid| pid.parse().map_err(|_| bad_path()))
+                .collect::<io::Result<Vec<u32>>>()?;
+            if pids.is_empty() {
+                return Err(bad_path());
+            }
+            Ok(PathArg {
+                label: label.to_owned(),
+                to: to.to_owned(),
+                from: from.to_owned(),
+                pids,
+            })
         })
         .collect::<io::Result<Vec<_>>>()?;
     if paths.len() != 2 {
@@ -108,6 +135,8 @@ fn parse_args() -> io::Result<Config> {
         start_rate: num(&m, "start-rate", 1000.0)?,
         trial_secs: num(&m, "trial-secs", 1.0)?,
         bisect: num(&m, "bisect", 4)?,
+        cpu_rate: num(&m, "cpu-rate", 4000.0)?,
+        cpu_secs: num(&m, "cpu-secs", 3.0)?,
         paths,
     };
     if c.latency_count == 0 || c.latency_count > CYCLE as usize / 2 || c.rounds == 0 {
@@ -142,6 +171,7 @@ fn number(message: &MidiMessage) -> Option<u32> {
 struct Path {
     label: String,
     port: PortId,
+    pids: Vec<u32>,
 }
 
 /// What one paced run of events did.
@@ -209,7 +239,10 @@ impl Bench {
 
     /// A port of ours subscribed from FROM and to TO: FROM first, since a daemon may create
     /// TO only once its port FROM has a reader.
-    fn connect(&mut self, label: &str, to: &str, from: &str) -> io::Result<Path> {
+    fn connect(&mut self, arg: &PathArg) -> io::Result<Path> {
+        let PathArg {
+            label, to, from, ..
+        } = arg;
         let port = self.seq.create_port(label, PortCaps::DUPLEX)?;
         let ours = SeqAddr {
             client: self.seq.client(),
@@ -223,6 +256,7 @@ impl Bench {
         Ok(Path {
             label: label.to_owned(),
             port,
+            pids: arg.pids.clone(),
         })
     }
 
@@ -404,10 +438,32 @@ impl Bench {
     }
 }
 
+/// User + system time of processes `pids` so far, in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> io::Result<u64> {
+    let mut ticks = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The fields after the command name, which may hold spaces, in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        for i in [11, 12] {
+            ticks += fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .ok_or_else(|| io::Error::other(format!("bad /proc/{pid}/stat")))?;
+        }
+    }
+    Ok(ticks)
+}
+
 /// One side's figures per round.
 #[derive(Default)]
 struct Figures {
     rate: Vec<f64>,
+    cpu: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
     lost: usize,
@@ -424,8 +480,13 @@ fn run(c: Config) -> io::Result<()> {
     let paths = c
         .paths
         .iter()
-        .map(|(label, to, from)| bench.connect(label, to, from))
+        .map(|p| bench.connect(p))
         .collect::<io::Result<Vec<_>>>()?;
+    let tick_us = 1e6
+        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
     // Under emulation a code path runs slowly the first time (it is translated then).
     for p in &paths {
         let o = bench.run(p, 1000.0, 500)?;
@@ -456,6 +517,19 @@ fn run(c: Config) -> io::Result<()> {
             f.lost += o.lost();
         }
         for (p, f) in paths.iter().zip(&mut figures) {
+            let before = cpu_ticks(&p.pids)?;
+            let count = (c.cpu_rate * c.cpu_secs) as usize;
+            let o = bench.run(p, c.cpu_rate, count.clamp(2, CYCLE as usize / 2))?;
+            let ticks = cpu_ticks(&p.pids)? - before;
+            let per_event = ticks as f64 * tick_us / o.received.max(1) as f64;
+            println!(
+                "cpu {} rate {:.0} sent {} received {} ticks {ticks} per_event_us {per_event:.1}",
+                p.label, c.cpu_rate, o.sent, o.received
+            );
+            f.cpu.push(per_event);
+            f.lost += o.lost();
+        }
+        for (p, f) in paths.iter().zip(&mut figures) {
             let rate = bench.zero_loss_rate(p, &c)?;
             println!("zero-loss {} {rate:.0} events/s", p.label);
             f.rate.push(rate);
@@ -474,8 +548,14 @@ fn run(c: Config) -> io::Result<()> {
     let at = format!("at {:.0} events/s", c.latency_rate);
     row(&format!("latency {at} p50 (µs)"), &subject.p50, &base.p50);
     row(&format!("latency {at} p99 (µs)"), &subject.p99, &base.p99);
+    let at = format!("at {:.0} events/s", c.cpu_rate);
+    row(
+        &format!("CPU per event of the bridge processes {at} (µs)"),
+        &subject.cpu,
+        &base.cpu,
+    );
     println!(
-        "| events lost in the latency runs | {} | {} | |",
+        "| events lost in the latency and CPU runs | {} | {} | |",
         subject.lost, base.lost
     );
     println!(

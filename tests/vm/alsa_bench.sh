@@ -18,7 +18,7 @@ if [ "${1:-}" != --guest ]; then
     args="--rounds 3" timeout=600 smp=1
     while [ $# -gt 0 ]; do
         case $1 in
-        --quick) args="--rounds 1 --latency-count 200 --trial-secs 0.3 --bisect 2" timeout=120; shift ;;
+        --quick) args="--rounds 1 --latency-count 200 --trial-secs 0.3 --bisect 2 --cpu-secs 1" timeout=120; shift ;;
         --smp) smp=$2; shift 2 ;;
         *) echo "usage: $0 [--quick] [--smp N]" >&2; exit 2 ;;
         esac
@@ -59,16 +59,28 @@ started $client
 wait_until "the aseqnet client's client" has_client $client
 
 ./rtpmidid --no-mdns -b 127.0.0.1 -n A --alsa-name rtpA -p 5004 >a.log 2>&1 &
-started $!
+a=$!
+started $a
 ./rtpmidid --no-mdns -b 127.0.0.1 -n B --alsa-name rtpB -p 6004 -C A@127.0.0.1:5004 >b.log 2>&1 &
-started $!
+b=$!
+started $b
 wait_until "B's port \"A\"" has_port rtpB A
 
 # No polling while it runs: on one vCPU a polling shell delays what it measures. Every wait
 # in alsa_bench is bounded, and run.sh's timeout bounds the whole.
-./alsa_bench "$@" "aseqnet=$(client_of $client):0,$(client_of $server):0" "rtpmidid=rtpA:B,rtpB:A" >bench.log 2>&1 ||
+./alsa_bench "$@" \
+    "aseqnet=$(client_of $client):0,$(client_of $server):0,$client,$server" "rtpmidid=rtpA:B,rtpB:A,$a,$b" >bench.log 2>&1 ||
     { cat bench.log; fail "alsa_bench failed"; }
 cat bench.log
+# Where events were dropped: a client's kernel input pool that was full refused them.
+echo "kernel input pools over the whole run (size, peak cells in use, failed allocations):"
+awk -v s="$server" -v c="$client" '
+    /^Client/ { name = $0; sub(/^[^"]*"/, "", name); sub(/".*/, "", name); id = $2; pool = 0 }
+    /Input pool/ { pool = 1 }
+    pool && /Pool size/ { size = $NF }
+    pool && /Peak cells/ { peak = $NF }
+    pool && /Alloc failures/ { if (name ~ /^(Net Client|rtpA|rtpB)$/) print "  " id " " name ": " size ", " peak ", " $NF }
+' /proc/asound/seq/clients
 grep -q '^| zero-loss rate (events/s) | [0-9]' bench.log || fail "no zero-loss rate"
 grep -q '^| latency .* p50 (µs) | [0-9]' bench.log || fail "no latency"
 stop_started
