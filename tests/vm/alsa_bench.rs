@@ -69,6 +69,7 @@ struct Config {
     bisect: usize,
     cpu_rate: f64,
     cpu_secs: f64,
+    cpu_only: bool,
     paths: Vec<PathArg>,
 }
 
@@ -91,6 +92,7 @@ fn parse_args() -> io::Result<Config> {
     opts.optopt("", "bisect", "bisection steps after the doubling (4)", "N");
     opts.optopt("", "cpu-rate", "events/s of the CPU run (4000)", "R");
     opts.optopt("", "cpu-secs", "length of the CPU run (3)", "S");
+    opts.optflag("", "cpu-only", "only the CPU runs (to profile them)");
     let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     let m = opts.parse(&args).map_err(|e| bad(e.to_string()))?;
     fn num<T: std::str::FromStr>(m: &getopts::Matches, name: &str, default: T) -> io::Result<T> {
@@ -137,6 +139,7 @@ fn parse_args() -> io::Result<Config> {
         bisect: num(&m, "bisect", 4)?,
         cpu_rate: num(&m, "cpu-rate", 4000.0)?,
         cpu_secs: num(&m, "cpu-secs", 3.0)?,
+        cpu_only: m.opt_present("cpu-only"),
         paths,
     };
     if c.latency_count == 0 || c.latency_count > CYCLE as usize / 2 || c.rounds == 0 {
@@ -501,7 +504,7 @@ fn run(c: Config) -> io::Result<()> {
     let mut figures: Vec<Figures> = paths.iter().map(|_| Figures::default()).collect();
     for round in 1..=c.rounds {
         println!("round {round}");
-        for (p, f) in paths.iter().zip(&mut figures) {
+        for (p, f) in paths.iter().zip(&mut figures).filter(|_| !c.cpu_only) {
             let o = bench.run(p, c.latency_rate, c.latency_count)?;
             println!(
                 "latency {} rate {:.0} sent {} received {} p50_us {:.0} p99_us {:.0}",
@@ -529,7 +532,7 @@ fn run(c: Config) -> io::Result<()> {
             f.cpu.push(per_event);
             f.lost += o.lost();
         }
-        for (p, f) in paths.iter().zip(&mut figures) {
+        for (p, f) in paths.iter().zip(&mut figures).filter(|_| !c.cpu_only) {
             let rate = bench.zero_loss_rate(p, &c)?;
             println!("zero-loss {} {rate:.0} events/s", p.label);
             f.rate.push(rate);
@@ -541,6 +544,9 @@ fn run(c: Config) -> io::Result<()> {
     println!("| row | {sl} | {bl} | ratio |");
     println!("|---|---:|---:|---:|");
     let row = |what: &str, s: &[f64], b: &[f64]| {
+        if s.is_empty() || b.is_empty() {
+            return;
+        }
         let (s, b) = (median(s), median(b));
         println!("| {what} | {s:.0} | {b:.0} | {:.2}x |", s / b);
     };

@@ -7,33 +7,38 @@
 # (release daemons, --no-mdns, wired as in bridge.sh). alsa_bench(.rs) measures both with the
 # same stimulus, rounds alternating, and prints a table with the ratios rtpmidid/aseqnet.
 #
-# Usage: tests/vm/alsa_bench.sh [--quick] [--smp N]   (on the host: builds, boots)
-#        alsa_bench.sh --guest [ALSA_BENCH ARGS]       (inside the VM)
+# Usage: tests/vm/alsa_bench.sh [--quick | --profile] [--smp N]   (on the host: builds, boots)
+#        alsa_bench.sh --guest [--profile] [ALSA_BENCH ARGS]     (inside the VM)
 #   --quick: one short round (the test stage's; fails only if no number came out).
+#   --profile: only the CPU runs, under the host's perf (cpu-clock, whole guest); prints where
+#     the time went per process and object file, and in the daemon's own code.
 set -eu
 
 if [ "${1:-}" != --guest ]; then
     here=$(cd "$(dirname "$0")" && pwd)
     repo=$(cd "$here/../.." && pwd)
-    args="--rounds 3" timeout=600 smp=1
+    args="--rounds 3" timeout=600 smp=1 perf=
     while [ $# -gt 0 ]; do
         case $1 in
         --quick) args="--rounds 1 --latency-count 200 --trial-secs 0.3 --bisect 2 --cpu-secs 1" timeout=120; shift ;;
+        --profile) args="--profile --rounds 1 --cpu-only --cpu-secs 5" timeout=300 perf="--copy $(command -v perf):perf"; shift ;;
         --smp) smp=$2; shift 2 ;;
-        *) echo "usage: $0 [--quick] [--smp N]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick | --profile] [--smp N]" >&2; exit 2 ;;
         esac
     done
     (cd "$repo" && cargo build -q --release --bin rtpmidid --example alsa_bench)
     target=${CARGO_TARGET_DIR:-$repo/target}/release
     echo "alsa_bench: guest with $smp vCPU(s), $(nproc) host CPU(s), load $(cut -d' ' -f1-3 /proc/loadavg)"
     # shellcheck disable=SC2086
-    exec "$here/run.sh" --timeout "$timeout" --smp "$smp" --copy "$0:alsa_bench.sh" \
+    exec "$here/run.sh" --timeout "$timeout" --smp "$smp" --copy "$0:alsa_bench.sh" $perf \
         --copy "$here/guest-lib.sh:guest-lib.sh" \
         --copy "$target/rtpmidid:rtpmidid" --copy "$target/examples/alsa_bench:alsa_bench" \
         -- /bin/sh alsa_bench.sh --guest $args
 fi
 shift
 . ./guest-lib.sh
+profile=
+[ "${1:-}" = --profile ] && { profile=1; shift; }
 
 fail() {
     echo "alsa_bench: FAIL: $*"
@@ -58,20 +63,34 @@ client=$!
 started $client
 wait_until "the aseqnet client's client" has_client $client
 
-./rtpmidid --no-mdns -b 127.0.0.1 -n A --alsa-name rtpA -p 5004 >a.log 2>&1 &
+# RTP-MIDI only: no Network MIDI 2.0 host; a control socket each.
+./rtpmidid --no-mdns --no-midi2 --control a.sock -b 127.0.0.1 -n A --alsa-name rtpA -p 5004 >a.log 2>&1 &
 a=$!
 started $a
-./rtpmidid --no-mdns -b 127.0.0.1 -n B --alsa-name rtpB -p 6004 -C A@127.0.0.1:5004 >b.log 2>&1 &
+./rtpmidid --no-mdns --no-midi2 --control b.sock -b 127.0.0.1 -n B --alsa-name rtpB -p 6004 -C A@127.0.0.1:5004 >b.log 2>&1 &
 b=$!
 started $b
 wait_until "B's port \"A\"" has_port rtpB A
 
 # No polling while it runs: on one vCPU a polling shell delays what it measures. Every wait
 # in alsa_bench is bounded, and run.sh's timeout bounds the whole.
-./alsa_bench "$@" \
+# With --profile: cpu-clock samples of the whole guest, 1000 a second, no call graphs (the
+# release daemon has no frame pointers).
+${profile:+./perf record -q -a -e cpu-clock -F 1000 -N -o perf.data --} ./alsa_bench "$@" \
     "aseqnet=$(client_of $client):0,$(client_of $server):0,$client,$server" "rtpmidid=rtpA:B,rtpB:A,$a,$b" >bench.log 2>&1 ||
     { cat bench.log; fail "alsa_bench failed"; }
 cat bench.log
+if [ -n "$profile" ]; then
+    echo "where the time went, per process:"
+    report() { ./perf --no-pager report -i perf.data --stdio --stdio-color never -q "$@" 2>/dev/null | grep .; }
+    report --sort comm --percent-limit 1
+    echo "per process and object (shares of all samples):"
+    report --sort comm,dso --percent-limit 0.5
+    echo "in the daemon's own code (shares of its samples there):"
+    report --comm rtpmidid --dso rtpmidid --percentage relative --sort sym --percent-limit 2
+    stop_started
+    exit 0
+fi
 # Where events were dropped: a client's kernel input pool that was full refused them.
 echo "kernel input pools over the whole run (size, peak cells in use, failed allocations):"
 awk -v s="$server" -v c="$client" '
