@@ -310,13 +310,15 @@ impl Bench {
         loop {
             let now = Instant::now();
             let due = ((now - start).as_secs_f64() * rate) as usize + 1;
-            while sent_at.len() < due.min(count) {
+            if self.seq.backlog() > 0 {
+                self.seq.flush()?;
+            }
+            // A reader whose kernel FIFO is full refuses direct events (EAGAIN): the sender
+            // then waits, as a blocking one would, and falls short of the rate.
+            while sent_at.len() < due.min(count) && self.seq.backlog() == 0 {
                 let n = base + sent_at.len() as u32;
                 sent_at.push(Instant::now());
                 self.seq.send(path.port, None, &event(n))?;
-            }
-            if self.seq.backlog() > 0 {
-                self.seq.flush()?;
             }
             while let Some(input) = self.seq.recv()? {
                 let t = Instant::now();
@@ -345,7 +347,9 @@ impl Bench {
             {
                 break;
             }
-            let wait = if all_sent {
+            let wait = if self.seq.backlog() > 0 {
+                Duration::from_millis(1)
+            } else if all_sent {
                 Duration::from_millis(10)
             } else {
                 (start + Duration::from_secs_f64(sent_at.len() as f64 / rate))
@@ -405,14 +409,18 @@ impl Bench {
         Ok(o)
     }
 
-    /// The highest rate that passed: doubling from `start`, then bisecting `steps` times.
-    fn zero_loss_rate(&mut self, path: &Path, c: &Config) -> io::Result<f64> {
+    /// The highest rate that passed, doubling from `start`, then bisecting `steps` times, and
+    /// the p50 latency at that rate.
+    fn zero_loss_rate(&mut self, path: &Path, c: &Config) -> io::Result<(f64, f64)> {
         let (mut pass, mut fail) = (0.0, f64::INFINITY);
+        let mut p50 = f64::NAN;
         let mut rate = c.start_rate;
         // Doubling up from the start rate, or halving down when it fails.
         while fail.is_infinite() || pass == 0.0 {
-            if self.trial(path, rate, c.trial_secs)?.passed() {
+            let o = self.trial(path, rate, c.trial_secs)?;
+            if o.passed() {
                 pass = rate;
+                p50 = o.percentile(0.5);
                 if fail.is_infinite() {
                     rate *= 2.0;
                 }
@@ -421,23 +429,25 @@ impl Bench {
                 if pass == 0.0 {
                     rate /= 2.0;
                     if rate < 10.0 {
-                        return Ok(0.0);
+                        return Ok((0.0, p50));
                     }
                 }
             }
             if rate > 1e6 {
-                return Ok(pass);
+                return Ok((pass, p50));
             }
         }
         for _ in 0..c.bisect {
             let mid = ((pass + fail) / 2.0).round();
-            if self.trial(path, mid, c.trial_secs)?.passed() {
+            let o = self.trial(path, mid, c.trial_secs)?;
+            if o.passed() {
                 pass = mid;
+                p50 = o.percentile(0.5);
             } else {
                 fail = mid;
             }
         }
-        Ok(pass)
+        Ok((pass, p50))
     }
 }
 
@@ -466,6 +476,8 @@ fn cpu_ticks(pids: &[u32]) -> io::Result<u64> {
 #[derive(Default)]
 struct Figures {
     rate: Vec<f64>,
+    /// p50 latency of the trial at the zero-loss rate.
+    rate_p50: Vec<f64>,
     cpu: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
@@ -533,9 +545,10 @@ fn run(c: Config) -> io::Result<()> {
             f.lost += o.lost();
         }
         for (p, f) in paths.iter().zip(&mut figures).filter(|_| !c.cpu_only) {
-            let rate = bench.zero_loss_rate(p, &c)?;
-            println!("zero-loss {} {rate:.0} events/s", p.label);
+            let (rate, p50) = bench.zero_loss_rate(p, &c)?;
+            println!("zero-loss {} {rate:.0} events/s p50_us {p50:.0}", p.label);
             f.rate.push(rate);
+            f.rate_p50.push(p50);
         }
     }
     let (base, subject) = (&figures[0], &figures[1]);
@@ -551,6 +564,11 @@ fn run(c: Config) -> io::Result<()> {
         println!("| {what} | {s:.0} | {b:.0} | {:.2}x |", s / b);
     };
     row("zero-loss rate (events/s)", &subject.rate, &base.rate);
+    row(
+        "latency p50 at the zero-loss rate (µs)",
+        &subject.rate_p50,
+        &base.rate_p50,
+    );
     let at = format!("at {:.0} events/s", c.latency_rate);
     row(&format!("latency {at} p50 (µs)"), &subject.p50, &base.p50);
     row(&format!("latency {at} p99 (µs)"), &subject.p99, &base.p99);
@@ -564,9 +582,13 @@ fn run(c: Config) -> io::Result<()> {
         "| events lost in the latency and CPU runs | {} | {} | |",
         subject.lost, base.lost
     );
-    println!(
-        "medians of {} round(s); per round, zero-loss {sl} {:?} {bl} {:?}",
-        c.rounds, subject.rate, base.rate
-    );
+    println!("medians of {} round(s); per round:", c.rounds);
+    for (label, f) in [(sl, subject), (bl, base)] {
+        println!(
+            "  {label}: zero-loss {:?}, CPU per event {:?}",
+            f.rate,
+            f.cpu.iter().map(|c| c.round()).collect::<Vec<_>>()
+        );
+    }
     Ok(())
 }
