@@ -17,7 +17,7 @@ set -eu
 if [ "${1:-}" != --guest ]; then
     here=$(cd "$(dirname "$0")" && pwd)
     repo=$(cd "$here/../.." && pwd)
-    args="--rounds 3" timeout=600 smp=1 perf=
+    args="--rounds 5" timeout=900 smp=1 perf=
     while [ $# -gt 0 ]; do
         case $1 in
         --quick) args="--rounds 1 --latency-count 200 --trial-secs 0.3 --bisect 2 --cpu-secs 1" timeout=120; shift ;;
