@@ -93,13 +93,17 @@ if [ -n "$profile" ]; then
 fi
 # Where events were dropped: a client's kernel input pool that was full refused them.
 echo "kernel input pools over the whole run (size, peak cells in use, failed allocations):"
-awk -v s="$server" -v c="$client" '
+awk '
     /^Client/ { name = $0; sub(/^[^"]*"/, "", name); sub(/".*/, "", name); id = $2; pool = 0 }
     /Input pool/ { pool = 1 }
     pool && /Pool size/ { size = $NF }
     pool && /Peak cells/ { peak = $NF }
     pool && /Alloc failures/ { if (name ~ /^(Net Client|rtpA|rtpB)$/) print "  " id " " name ": " size ", " peak ", " $NF }
 ' /proc/asound/seq/clients
+# And whether the network dropped any (the daemons' UDP; aseqnet's TCP cannot).
+awk '/^Udp:/ { if (!n++) split($0, name); else { out = "UDP errors in the guest:"
+    for (i = 2; i <= NF; i++) if (name[i] ~ /^(InErrors|RcvbufErrors|SndbufErrors)$/) out = out " " name[i] " " $i
+    print out } }' /proc/net/snmp
 grep -q '^| zero-loss rate (events/s) | [0-9]' bench.log || fail "no zero-loss rate"
 grep -q '^| latency .* p50 (µs) | [0-9]' bench.log || fail "no latency"
 stop_started
