@@ -150,6 +150,16 @@ fn parse_args() -> io::Result<Config> {
     if c.latency_count == 0 || c.latency_count > CYCLE as usize / 2 || c.rounds == 0 {
         return Err(bad("counts out of range".into()));
     }
+    let positive = [
+        c.latency_rate,
+        c.start_rate,
+        c.trial_secs,
+        c.cpu_rate,
+        c.cpu_secs,
+    ];
+    if !positive.iter().all(|&x| x > 0.0) {
+        return Err(bad("rates and lengths must be above 0".into()));
+    }
     Ok(c)
 }
 
