@@ -14,7 +14,7 @@ CACHE=$HERE/cache
 MODULES="snd-hrtimer snd-seq snd-seq-dummy snd-virmidi virtio_pci 9pnet_virtio 9p veth"
 HOST_PACKAGES="qemu-system-x86 busybox-static alsa-utils cpio kmod iproute2 xz-utils dash
 libasound2-dev pkg-config"
-ALSA_TOOLS="aconnect aplaymidi arecordmidi aseqdump amidi"
+ALSA_TOOLS="aconnect aplaymidi arecordmidi aseqdump amidi aseqnet"
 
 log() { echo "build-image: $*" >&2; }
 die() { log "error: $*"; exit 1; }

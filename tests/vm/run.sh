@@ -12,6 +12,7 @@
 #                    without asking). Repeatable.
 #   --timeout S      give up after S seconds (default 60); exit status 124.
 #   --mem MIB        guest memory (default 1024: the copied debug binaries live in RAM).
+#   --smp N          virtual CPUs (default 1).
 #   -v               print the boot+run time and, on failure, the kernel console's tail.
 # The command runs under /bin/sh (dash) with busybox, iproute2 and alsa-utils on PATH.
 # Exit status: the command's; 124 on timeout; 125 when the guest died without one.
@@ -21,7 +22,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 die() { echo "vm: $*" >&2; exit 125; }
 usage() { sed -n '/^# Usage/,/^# Exit/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-share= timeout_s=60 mem=1024 verbose=0
+share= timeout_s=60 mem=1024 smp=1 verbose=0
 copies=() libs_for=()
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -30,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --libs-for) libs_for+=("$2"); shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --mem) mem=$2; shift 2 ;;
+    --smp) smp=$2; shift 2 ;;
     -v) verbose=1; shift ;;
     --) shift; break ;;
     *) usage ;;
@@ -103,7 +105,7 @@ fi
 
 start=$(date +%s.%N)
 set +e
-timeout -k 5 "$timeout_s" qemu-system-x86_64 -M pc "${accel[@]}" -smp 1 -m "${mem}M" \
+timeout -k 5 "$timeout_s" qemu-system-x86_64 -M pc "${accel[@]}" -smp "$smp" -m "${mem}M" \
     -nodefaults -no-user-config -display none -no-reboot \
     -kernel "$kernel" -initrd "$tmp/initrd" \
     -append "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off cryptomgr.notests tsc=reliable no_timer_check nokaslr audit=0 apparmor=0" \
