@@ -254,7 +254,8 @@ impl Sessions for Midi2 {
     }
 
     fn set_policy(&mut self, policy: AcceptPolicy) {
-        self.endpoint.set_policy(policy_of(&policy))
+        self.endpoint.set_policy(policy_of(&policy));
+        self.addresses = policy.addresses;
     }
 }
 

@@ -155,16 +155,29 @@ fn midi2_closed_by_the_peer_ends_in_order() {
     ));
 }
 
-#[test]
-fn midi2_refuses_addresses_outside_allow() {
-    let policy = AcceptPolicy {
+fn allow_only(net: &str) -> AcceptPolicy {
+    AcceptPolicy {
         addresses: AddressFilter {
-            allow: vec!["192.168.0.0/16".parse().unwrap()],
+            allow: vec![net.parse().unwrap()],
             deny: Vec::new(),
         },
         ..AcceptPolicy::default()
-    };
-    let mut link = Midi2Link::new(policy);
+    }
+}
+
+#[test]
+fn midi2_refuses_addresses_outside_allow() {
+    refuses_the_peer(Midi2Link::new(allow_only("192.168.0.0/16")));
+}
+
+#[test]
+fn midi2_takes_a_reloads_allow_deny() {
+    let mut link = Midi2Link::new(AcceptPolicy::default());
+    link.ours.set_policy(allow_only("192.168.0.0/16"));
+    refuses_the_peer(link);
+}
+
+fn refuses_the_peer(mut link: Midi2Link) {
     link.peer.connect(now(), addr(OURS));
     let mut buf = [0; 2048];
     let t = link.peer.poll_transmit(now(), &mut buf).unwrap();
