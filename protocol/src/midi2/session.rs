@@ -1662,6 +1662,16 @@ mod tests {
 
     // The daemon drops a SysEx in progress on `Loss`: data after a gap must come after it, or
     // the SysEx's parts on both sides of the gap are glued together.
+    /// What the events around the gap must be: the loss between the data before and after.
+    fn loss_in_order() -> [Event; 4] {
+        [
+            sysex_ump(10),
+            Event::Loss { lost: 1 },
+            sysex_ump(12),
+            sysex_ump(13),
+        ]
+    }
+
     #[test]
     fn a_gap_given_up_is_reported_before_the_data_after_it() {
         let events = events_around_a_gap(|s| {
@@ -1669,13 +1679,7 @@ mod tests {
                 s.handle_timeout(at(ms));
             }
         });
-        let want = [
-            sysex_ump(10),
-            Event::Loss { lost: 1 },
-            sysex_ump(12),
-            sysex_ump(13),
-        ];
-        assert_eq!(events, want);
+        assert_eq!(events, loss_in_order());
     }
 
     #[test]
@@ -1683,13 +1687,7 @@ mod tests {
         let events = events_around_a_gap(|s| {
             s.handle_datagram(at(2), &datagram(&[Command::SessionReset]));
         });
-        let want = [
-            sysex_ump(10),
-            Event::Loss { lost: 1 },
-            sysex_ump(12),
-            sysex_ump(13),
-        ];
-        assert_eq!(events, want);
+        assert_eq!(events, loss_in_order());
     }
 
     #[test]
