@@ -186,7 +186,7 @@ fn session_packets() -> SessionCosts {
         now += Duration::from_micros(500);
         let note = ShortMessage::from_bytes(&[0x90, (i % 128) as u8, 100]).unwrap();
         let (t0, n0) = (Clock::now(), allocations());
-        a.send_midi(now, MidiMessage::Short(note));
+        a.send_midi(now, &MidiMessage::Short(note));
         a.handle_timeout(now);
         let mut sent = [0usize; 4];
         let mut k = 0;

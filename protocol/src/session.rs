@@ -682,7 +682,7 @@ impl Session {
 
     /// Queues MIDI for the peer; it goes out, batched with whatever else is queued, at the next
     /// `poll_transmit`. Ignored unless connected.
-    pub fn send_midi(&mut self, now: Instant, message: MidiMessage) {
+    pub fn send_midi(&mut self, now: Instant, message: &MidiMessage) {
         if self.state == State::Connected {
             let tick = now.ticks_10khz_since(self.origin);
             if self.outbox.push(tick, message).is_err() {
@@ -693,7 +693,7 @@ impl Session {
 
     /// Convenience for short messages.
     pub fn send_short(&mut self, now: Instant, message: ShortMessage) {
-        self.send_midi(now, MidiMessage::Short(message));
+        self.send_midi(now, &MidiMessage::Short(message));
     }
 
     /// Ends the session: BY to the peer, then a `Disconnected { Closed }` event.

@@ -603,9 +603,9 @@ fn message_tag(message: &MidiMessage) -> Option<Tag> {
 /// `message` to `session`, after its tag when the peer is a hub (which forwards it on).
 fn send_tagged(session: &mut session::Session, now: Instant, message: &MidiMessage, tag: Tag) {
     if session.links_hubs() {
-        session.send_midi(now, MidiMessage::SysEx(tag.emit().to_vec()));
+        session.send_midi(now, &MidiMessage::SysEx(tag.emit().to_vec()));
     }
-    session.send_midi(now, message.clone());
+    session.send_midi(now, message);
 }
 
 fn apple_midi_happening(event: session::Event) -> Happening {
