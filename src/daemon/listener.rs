@@ -282,8 +282,8 @@ impl Listener {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.server {
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        match &mut self.server {
             Server::AppleMidi { endpoint, .. } => endpoint.poll_timeout(),
             Server::Midi2(m) => m.endpoint.poll_timeout(),
         }
