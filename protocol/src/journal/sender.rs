@@ -119,11 +119,10 @@ impl SysexLog {
             .iter()
             .take_while(|e| !at_or_after(e.0.last, checkpoint))
             .count();
+        // All confirmed or not, the room stays (bounded by the caps): a stream of SysEx with
+        // an RS a second would otherwise grow it again, reallocation by reallocation, after
+        // every confirmation.
         self.drop_first(n);
-        if self.entries.is_empty() {
-            // All confirmed: give the memory back until the next SysEx.
-            *self = SysexLog::new();
-        }
     }
 
     /// Whether a log is in the window.
@@ -172,7 +171,7 @@ impl SysexLog {
 /// Call [`record`](Self::record) for every command put in a packet, [`emit`](Self::emit) to
 /// append the journal to a packet, [`confirm`](Self::confirm) when the receiver's RS names a
 /// sequence number. Memory is taken as used (a channel's state when it is first played on,
-/// SysEx history while SysEx is unconfirmed, room for one packet's commands) and is bounded;
+/// room for SysEx history once SysEx is sent, room for one packet's commands) and is bounded;
 /// `emit` never allocates.
 #[derive(Debug)]
 pub struct JournalSender {
