@@ -718,6 +718,10 @@ struct SendBatch {
     used: usize,
     /// Each datagram's socket, start in `bytes`, length and destination.
     datagrams: Vec<(RawFd, usize, usize, socket2::SockAddr)>,
+    /// The system call's headers for a run, kept: zeroing arrays for a whole batch at each
+    /// call costs more than sending a lone datagram.
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
 impl SendBatch {
@@ -726,6 +730,8 @@ impl SendBatch {
             bytes: vec![0; 2 * MAX_DATAGRAM],
             used: 0,
             datagrams: Vec::with_capacity(SEND_BATCH),
+            iov: Vec::with_capacity(SEND_BATCH),
+            msgs: Vec::with_capacity(SEND_BATCH),
         }
     }
 
@@ -760,26 +766,31 @@ impl SendBatch {
         self.datagrams.clear();
     }
 
-    fn send_run(&self, fd: RawFd, run: std::ops::Range<usize>) {
+    fn send_run(&mut self, fd: RawFd, run: std::ops::Range<usize>) {
         let datagrams = &self.datagrams[run];
         let n = datagrams.len();
-        // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths).
-        let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (_, start, len, addr)) in datagrams.iter().enumerate() {
-            iov[i].iov_base = self.bytes[*start..].as_ptr() as *mut libc::c_void;
-            iov[i].iov_len = *len;
-            let hdr = &mut msgs[i].msg_hdr;
-            hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
-            hdr.msg_namelen = addr.len();
-            hdr.msg_iov = &mut iov[i];
-            hdr.msg_iovlen = 1;
+        self.iov.clear();
+        self.iov
+            .extend(datagrams.iter().map(|(_, start, len, _)| libc::iovec {
+                iov_base: self.bytes[*start..].as_ptr() as *mut libc::c_void,
+                iov_len: *len,
+            }));
+        self.msgs.clear();
+        for ((.., addr), iov) in datagrams.iter().zip(self.iov.iter_mut()) {
+            // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+            let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            msg.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+            msg.msg_hdr.msg_namelen = addr.len();
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+            self.msgs.push(msg);
         }
         let mut done = 0;
         while done < n {
-            let rest = &mut msgs[done..n];
+            let rest = &mut self.msgs[done..n];
             // SAFETY: `rest` points at initialized headers whose buffers and addresses
-            // (`self.bytes`, `self.datagrams`) outlive the call and are not touched meanwhile.
+            // (`self.bytes`, `self.iov`, `self.datagrams`) outlive the call and are not touched
+            // meanwhile.
             let sent = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
             if sent > 0 {
                 done += sent as usize;
