@@ -496,8 +496,11 @@ impl Endpoint {
             .values()
             .filter_map(|s| s.poll_timeout())
             .min();
-        self.touched.clear();
-        self.all_touched = false;
+        // Sessions not yet polled for their datagrams move their deadlines when they send
+        // them: they stay touched (the daemon polls them all before it asks).
+        let ready = &self.ready;
+        self.touched.retain(|id| ready.contains(id));
+        self.all_touched = self.all_ready;
         // Waiting invitations are looked at again when the oldest expires, in case no
         // datagram frees a slot before then.
         let expiry = self.waiting.front().map(|w| w.since + WAITING_FOR);

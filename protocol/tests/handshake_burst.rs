@@ -223,3 +223,33 @@ fn deadlines_fire_on_time_whether_or_not_a_datagram_moved_them() {
     burst.endpoint.handle_timeout(next);
     assert!(burst.endpoint.poll_transmit(next, &mut buf).is_some());
 }
+
+/// A session asked for its deadline before it sent what it had queued: sending arms its
+/// guard timer, which must still fire on time.
+#[test]
+fn a_guard_armed_by_a_send_after_poll_timeout_fires_on_time() {
+    let mut burst = Burst::new(2);
+    burst.settle();
+    let now = burst.now;
+    let id = burst.endpoint.sessions().next().expect("a session").0;
+    let note = protocol::midi::MidiMessage::from_bytes(&[0x90, 60, 100]).unwrap();
+    burst
+        .endpoint
+        .session_mut(id)
+        .expect("the session")
+        .send_midi(now, &note);
+    let before = burst.endpoint.poll_timeout().expect("a deadline");
+    let mut buf = vec![0; 1500];
+    assert!(
+        burst.endpoint.poll_transmit(now, &mut buf).is_some(),
+        "the note"
+    );
+    assert_eq!(burst.endpoint.poll_transmit(now, &mut buf), None);
+    let guard_at = now + protocol::journal::GUARD_FIRST;
+    assert!(guard_at < before);
+    burst.endpoint.handle_timeout(guard_at);
+    assert!(
+        burst.endpoint.poll_transmit(guard_at, &mut buf).is_some(),
+        "a guard packet"
+    );
+}
