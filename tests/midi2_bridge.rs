@@ -124,10 +124,7 @@ impl Peers {
         let now = self.now();
         let ids: Vec<_> = self.apple.sessions().map(|(id, _)| id).collect();
         for id in ids {
-            self.apple
-                .session_mut(id)
-                .unwrap()
-                .send_midi(now, message.clone());
+            self.apple.session_mut(id).unwrap().send_midi(now, &message);
         }
     }
 }

@@ -136,7 +136,7 @@ impl Peer {
             self.endpoint
                 .session_mut(id)
                 .unwrap()
-                .send_midi(now, message.clone());
+                .send_midi(now, message);
         }
     }
 

@@ -78,9 +78,26 @@ fn data_port(addr: SocketAddr) -> SocketAddr {
 
 /// Delivers everything `from` wants to send to `to`; returns how many datagrams.
 fn exchange(now: Instant, from: &mut Session, from_addr: SocketAddr, to: &mut Session) -> usize {
+    exchange_counting(now, from, from_addr, to).0
+}
+
+/// [`exchange`], and the allocations `from` made writing the datagrams (not those of `to`
+/// taking them).
+fn exchange_counting(
+    now: Instant,
+    from: &mut Session,
+    from_addr: SocketAddr,
+    to: &mut Session,
+) -> (usize, u64) {
     let mut buf = [0u8; 1500];
-    let mut n = 0;
-    while let Some(t) = from.poll_transmit(now, &mut buf) {
+    let (mut n, mut allocated) = (0, 0);
+    loop {
+        let before = allocations();
+        let transmit = from.poll_transmit(now, &mut buf);
+        allocated += allocations() - before;
+        let Some(t) = transmit else {
+            return (n, allocated);
+        };
         let src = match t.port {
             SocketKind::Control => from_addr,
             SocketKind::Data => data_port(from_addr),
@@ -93,14 +110,12 @@ fn exchange(now: Instant, from: &mut Session, from_addr: SocketAddr, to: &mut Se
         to.handle_datagram(now, port, src, &buf[..t.len]);
         n += 1;
     }
-    n
 }
 
-#[test]
-fn sending_and_receiving_packets_does_not_allocate() {
+/// Sessions A and B connected to each other at `now`.
+fn connected_pair(now: Instant) -> (Session, Session) {
     let (a_addr, b_addr): (SocketAddr, SocketAddr) =
         (A_CONTROL.parse().unwrap(), B_CONTROL.parse().unwrap());
-    let mut now = Instant::from_micros(1_000_000);
     let mut a = Session::connect(Config::default(), now, b_addr, 1);
     // B answers A's first IN like an endpoint would.
     let mut buf = [0u8; 1500];
@@ -114,13 +129,22 @@ fn sending_and_receiving_packets_does_not_allocate() {
         exchange(now, &mut a, a_addr, &mut b);
     }
     assert!(a.is_connected() && b.is_connected());
+    (a, b)
+}
+
+#[test]
+fn sending_and_receiving_packets_does_not_allocate() {
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+        (A_CONTROL.parse().unwrap(), B_CONTROL.parse().unwrap());
+    let mut now = Instant::from_micros(1_000_000);
+    let (mut a, mut b) = connected_pair(now);
 
     let note = |i: u32| {
         let on = if i % 2 == 0 { 0x90 } else { 0x80 };
         MidiMessage::Short(ShortMessage::from_bytes(&[on, 60 + (i % 12) as u8, 100]).unwrap())
     };
     let round = |i: u32, now: Instant, a: &mut Session, b: &mut Session| -> usize {
-        a.send_midi(now, note(i));
+        a.send_midi(now, &note(i));
         a.handle_timeout(now);
         b.handle_timeout(now);
         let packets = exchange(now, a, a_addr, b) + exchange(now, b, b_addr, a);
@@ -145,6 +169,36 @@ fn sending_and_receiving_packets_does_not_allocate() {
     println!("{packets} packets in steady state, {allocated} allocations");
     assert!(packets >= 2_000);
     assert_eq!(allocated, 0);
+}
+
+/// A hub sends each SysEx it forwards to every peer: queueing copies it into the session's own
+/// buffer (no copy of the message per peer) and its packets and journals (which log the SysEx
+/// until the peer's RS confirms it) allocate nothing once their buffers have grown.
+#[test]
+fn sending_sysex_does_not_allocate() {
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+        (A_CONTROL.parse().unwrap(), B_CONTROL.parse().unwrap());
+    let mut now = Instant::from_micros(1_000_000);
+    let (mut a, mut b) = connected_pair(now);
+    let sysex =
+        MidiMessage::from_bytes(&[0xF0, 0x7D, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xF7]).unwrap();
+    let mut sending = 0;
+    for i in 0..2_000 {
+        now += Duration::from_millis(5);
+        let before = allocations();
+        a.send_midi(now, &sysex);
+        a.handle_timeout(now);
+        let queued = allocations() - before;
+        let (_, sent) = exchange_counting(now, &mut a, a_addr, &mut b);
+        if i >= 1_000 {
+            sending += queued + sent;
+        }
+        b.handle_timeout(now);
+        exchange(now, &mut b, b_addr, &mut a);
+        while b.poll_event().is_some() {}
+        while a.poll_event().is_some() {}
+    }
+    assert_eq!(sending, 0);
 }
 
 /// The i-th of a run of note-ons and note-offs over all channels and notes.

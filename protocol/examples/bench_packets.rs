@@ -12,12 +12,13 @@ use std::time::Instant as Clock;
 
 use alloc::{allocations, Counting};
 
+use protocol::endpoint::{AcceptPolicy, Endpoint};
 use protocol::journal::{JournalReceiver, JournalSender};
 use protocol::midi::{MidiMessage, ShortMessage};
 use protocol::rng::Rng;
 use protocol::session::{Config, Session, SocketKind};
 use protocol::time::{Duration, Instant};
-use protocol::wire::applemidi::Command;
+use protocol::wire::applemidi::{Command, Feedback, Invitation};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -186,7 +187,7 @@ fn session_packets() -> SessionCosts {
         now += Duration::from_micros(500);
         let note = ShortMessage::from_bytes(&[0x90, (i % 128) as u8, 100]).unwrap();
         let (t0, n0) = (Clock::now(), allocations());
-        a.send_midi(now, MidiMessage::Short(note));
+        a.send_midi(now, &MidiMessage::Short(note));
         a.handle_timeout(now);
         let mut sent = [0usize; 4];
         let mut k = 0;
@@ -229,6 +230,99 @@ fn session_packets() -> SessionCosts {
     }
 }
 
+/// Sessions of the fan-out benchmark.
+const FANOUT: u32 = 1000;
+
+/// A hub's fan-out: an endpoint with `FANOUT` connected sessions gets each message (a 12-byte
+/// SysEx, as the daemon's benchmark sends) for all of them, then sends each its packet;
+/// every peer answers with an RS about once a second of simulated time (a message every 20
+/// ms, a fiftieth of the peers after each), so each journal holds about a second of SysEx.
+/// Cost per peer and message, after a second of simulated time (buffers grown).
+#[inline(never)]
+fn fanout() -> Cost {
+    let mut ep = Endpoint::new(Config::default(), AcceptPolicy::default(), 1);
+    let mut now = Instant::from_micros(1_000_000);
+    let mut buf = [0u8; 1500];
+    let peer = |i: u32, port: SocketKind| {
+        let control = 6000 + 2 * i as u16;
+        let port = if port == SocketKind::Data {
+            control + 1
+        } else {
+            control
+        };
+        std::net::SocketAddr::from(([10, 0, 0, 1], port))
+    };
+    for i in 0..FANOUT {
+        let name = format!("peer {i}");
+        let inv = Command::Invitation(Invitation {
+            token: i,
+            ssrc: 1000 + i,
+            name: Some(&name),
+        });
+        let len = inv.emit(&mut buf).unwrap();
+        let datagram = buf[..len].to_vec();
+        for port in [SocketKind::Control, SocketKind::Data] {
+            ep.handle_datagram(now, port, peer(i, port), &datagram)
+                .unwrap();
+            while ep.poll_transmit(now, &mut buf).is_some() {}
+        }
+    }
+    while ep.poll_event().is_some() {}
+    let sysex =
+        MidiMessage::from_bytes(&[0xF0, 0x7D, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xF7]).unwrap();
+    // Each peer's newest sequence number, for its RS.
+    let mut newest = vec![None; FANOUT as usize];
+    let messages = (rounds() / FANOUT).max(1);
+    let warm_up = 50;
+    let (mut nanos, mut allocs, mut sent) = (0u128, 0u64, 0u64);
+    for m in 0..warm_up + messages {
+        now += Duration::from_millis(20);
+        let (t0, n0) = (Clock::now(), allocations());
+        for (_, s) in ep.sessions_mut() {
+            s.send_midi(now, &sysex);
+        }
+        while let Some(t) = ep.poll_transmit(now, &mut buf) {
+            let i = u32::from(t.dst.port() - 6001) / 2;
+            newest[i as usize] = Some(u16::from_be_bytes([buf[2], buf[3]]));
+            sent += 1;
+        }
+        if m >= warm_up {
+            nanos += t0.elapsed().as_nanos();
+            allocs += allocations() - n0;
+        }
+        for i in (m % 50..FANOUT).step_by(50) {
+            if let Some(seq) = newest[i as usize].take() {
+                let fb = Command::Feedback(Feedback {
+                    ssrc: 1000 + i,
+                    seq,
+                });
+                let len = fb.emit(&mut buf).unwrap();
+                let datagram = buf[..len].to_vec();
+                ep.handle_datagram(
+                    now,
+                    SocketKind::Control,
+                    peer(i, SocketKind::Control),
+                    &datagram,
+                )
+                .unwrap();
+            }
+        }
+        ep.handle_timeout(now);
+        while ep.poll_transmit(now, &mut buf).is_some() {}
+        ep.poll_timeout();
+    }
+    assert_eq!(
+        sent,
+        u64::from((warm_up + messages) * FANOUT),
+        "a packet to every peer"
+    );
+    let n = f64::from(messages * FANOUT);
+    Cost {
+        nanos: nanos as f64 / n,
+        allocs: allocs as f64 / n,
+    }
+}
+
 fn main() {
     let all: Vec<_> = (0..runs()).map(|_| encode()).collect();
     let bytes = all[0].1;
@@ -255,5 +349,10 @@ fn main() {
     println!(
         "session whole round (both, RS and CK):    {}",
         Cost::best(all.iter().map(|r| r.round))
+    );
+    let all: Vec<_> = (0..runs()).map(|_| fanout()).collect();
+    println!(
+        "hub fan-out, {FANOUT} sessions (per peer):    {}  (12-byte SysEx, send_midi..poll_transmit)",
+        Cost::best(all)
     );
 }

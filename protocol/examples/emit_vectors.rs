@@ -136,11 +136,11 @@ fn outbox_packets(ssrc: u32) {
     for (i, bytes) in messages.iter().enumerate() {
         let message = MidiMessage::from_bytes(bytes).expect("valid MIDI");
         outbox
-            .push(1_000 + 7 * i as u64, message)
+            .push(1_000 + 7 * i as u64, &message)
             .expect("queue room");
     }
     outbox
-        .push(2_000, MidiMessage::SysEx(sysex))
+        .push(2_000, &MidiMessage::SysEx(sysex))
         .expect("queue room");
     let mut sequence = 100;
     let mut section = [0u8; 120];

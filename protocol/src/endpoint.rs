@@ -124,6 +124,12 @@ pub struct Endpoint {
     /// Where `poll_transmit` last found a datagram while all are ready: the next call starts
     /// there, so sending to N sessions is one pass over them, not N.
     transmit_from: SessionId,
+    /// The earliest session deadline as `poll_timeout` last found it, and the sessions touched
+    /// since (whose deadlines may have moved; all of them after `sessions_mut`): while that
+    /// deadline is not due, `handle_timeout` looks only at those, not at every session.
+    next_deadline: Option<Instant>,
+    touched: BTreeSet<SessionId>,
+    all_touched: bool,
 }
 
 impl Endpoint {
@@ -143,6 +149,9 @@ impl Endpoint {
             ready: BTreeSet::new(),
             all_ready: false,
             transmit_from: SessionId(0),
+            next_deadline: None,
+            touched: BTreeSet::new(),
+            all_touched: false,
         }
     }
 
@@ -187,7 +196,7 @@ impl Endpoint {
     }
 
     pub fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
-        self.ready.insert(id);
+        self.touch(id);
         self.sessions.get_mut(&id).map(|s| &mut **s)
     }
 
@@ -196,12 +205,12 @@ impl Endpoint {
     }
 
     pub fn sessions_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Session)> {
-        self.all_ready = true;
+        self.touch_all();
         self.sessions.iter_mut().map(|(id, s)| (*id, &mut **s))
     }
 
     pub fn close_all(&mut self) {
-        self.all_ready = true;
+        self.touch_all();
         self.sessions.values_mut().for_each(|s| s.close());
     }
 
@@ -209,8 +218,19 @@ impl Endpoint {
         let id = SessionId(self.next_id);
         self.next_id += 1;
         self.sessions.insert(id, Box::new(session));
-        self.ready.insert(id);
+        self.touch(id);
         id
+    }
+
+    /// Session `id` may have something to send and new deadlines.
+    fn touch(&mut self, id: SessionId) {
+        self.ready.insert(id);
+        self.touched.insert(id);
+    }
+
+    fn touch_all(&mut self) {
+        self.all_ready = true;
+        self.all_touched = true;
     }
 
     /// Hands a datagram to its session, or starts one, or answers it. Returns the session that
@@ -272,7 +292,7 @@ impl Endpoint {
             let was_half_open = session.is_half_open();
             session.handle_datagram(now, port, from, bytes);
             freed = was_half_open && !session.is_half_open();
-            self.ready.insert(id);
+            self.touch(id);
         }
         if freed {
             self.admit_waiting(now);
@@ -394,6 +414,7 @@ impl Endpoint {
                 && old.peer_name() == name
             {
                 self.ready.insert(*id);
+                self.touched.insert(*id);
                 match old.challenge(now) {
                     Challenge::Silent => replaced.push(*id),
                     Challenge::Pending => return self.drop(Dropped::Refused),
@@ -443,11 +464,24 @@ impl Endpoint {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for (id, session) in self.sessions.iter_mut() {
-            // Guard packets are due by time alone: a session whose deadline passed is polled.
-            if session.poll_timeout().is_some_and(|at| at <= now) {
-                session.handle_timeout(now);
-                self.ready.insert(*id);
+        let due = |s: &Session| s.poll_timeout().is_some_and(|at| at <= now);
+        if self.all_touched || self.next_deadline.is_some_and(|at| at <= now) {
+            for (id, session) in self.sessions.iter_mut() {
+                // Guard packets are due by time alone: a session whose deadline passed is
+                // polled.
+                if due(session) {
+                    session.handle_timeout(now);
+                    self.ready.insert(*id);
+                    self.touched.insert(*id);
+                }
+            }
+        } else {
+            // The others' deadlines are where `poll_timeout` found them: not due yet.
+            for id in &self.touched {
+                if let Some(session) = self.sessions.get_mut(id).filter(|s| due(s)) {
+                    session.handle_timeout(now);
+                    self.ready.insert(*id);
+                }
             }
         }
         // Half-open sessions may have timed out or been closed by the owner.
@@ -456,15 +490,21 @@ impl Endpoint {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.next_deadline = self
+            .sessions
+            .values()
+            .filter_map(|s| s.poll_timeout())
+            .min();
+        // Sessions not yet polled for their datagrams move their deadlines when they send
+        // them: they stay touched (the daemon polls them all before it asks).
+        let ready = &self.ready;
+        self.touched.retain(|id| ready.contains(id));
+        self.all_touched = self.all_ready;
         // Waiting invitations are looked at again when the oldest expires, in case no
         // datagram frees a slot before then.
         let expiry = self.waiting.front().map(|w| w.since + WAITING_FOR);
-        self.sessions
-            .values()
-            .filter_map(|s| s.poll_timeout())
-            .chain(expiry)
-            .min()
+        self.next_deadline.into_iter().chain(expiry).min()
     }
 
     /// The next datagram from any session (or a NO), written into `buf`.

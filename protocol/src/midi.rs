@@ -39,6 +39,12 @@ pub fn is_status(byte: u8) -> bool {
     byte & 0x80 != 0
 }
 
+/// A complete SysEx: `F0`, data bytes only, `F7`.
+pub fn is_sysex(bytes: &[u8]) -> bool {
+    matches!(bytes, [status::SYSEX_START, inner @ .., status::SYSEX_END]
+        if !inner.iter().any(|&b| is_status(b)))
+}
+
 /// System realtime (F8-FF): one byte, may appear anywhere in a stream, even inside SysEx.
 pub fn is_realtime(byte: u8) -> bool {
     byte >= 0xF8
@@ -153,11 +159,11 @@ impl MidiMessage {
     /// Parses one complete message (short, or SysEx framed F0 .. F7 with only data inside).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MessageError> {
         match bytes {
-            [status::SYSEX_START, inner @ .., status::SYSEX_END] => {
-                if inner.iter().any(|&b| is_status(b)) {
-                    Err(MessageError::BadData)
-                } else {
+            [status::SYSEX_START, .., status::SYSEX_END] => {
+                if is_sysex(bytes) {
                     Ok(MidiMessage::SysEx(bytes.to_vec()))
+                } else {
+                    Err(MessageError::BadData)
                 }
             }
             [status::SYSEX_START, ..] => Err(MessageError::BadLength),

@@ -3,7 +3,7 @@
 //! segments across packets (RFC 6295 §3.2).
 use std::collections::VecDeque;
 
-use crate::midi::{self, MidiMessage};
+use crate::midi::{self, MidiMessage, ShortMessage};
 use crate::wire::midi_list::{ListWriter, SegmentKind, MAX_DELTA};
 
 /// RTP fixed header (RFC 3550 §5.1), no CSRC: what the MTU must leave room for.
@@ -11,6 +11,8 @@ const RTP_HEADER_LEN: usize = 12;
 /// Capacity an emptied queue keeps: a burst may have grown it to thousands of messages, and
 /// an idle session should not hold that.
 const QUEUE_KEEP: usize = 16;
+/// SysEx octets an emptied queue keeps room for.
+const SYSEX_KEEP: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
@@ -69,12 +71,23 @@ impl Split {
     }
 }
 
+/// A queued message: a short one, or a SysEx whose octets (`F0 .. F7`) are the next this
+/// many of [`Outbox::sysex`].
+#[derive(Clone, Copy, Debug)]
+enum Queued {
+    Short(ShortMessage),
+    SysEx(usize),
+}
+
 /// The queue of messages to send to one peer. Ticks are 10 kHz ticks since the session's start
 /// on the caller's clock; they are made non-decreasing on the way in.
 #[derive(Clone, Debug)]
 pub struct Outbox {
     config: OutboxConfig,
-    queue: VecDeque<(u64, MidiMessage)>,
+    queue: VecDeque<(u64, Queued)>,
+    /// The queued SysEx messages' octets, in queue order, in one buffer kept from message to
+    /// message: queueing a SysEx (as a hub does for each of its peers) allocates nothing.
+    sysex: VecDeque<u8>,
     split: Option<Split>,
     /// Bytes in `queue` and `split`.
     queued_bytes: usize,
@@ -95,6 +108,7 @@ impl Outbox {
         Outbox {
             config,
             queue: VecDeque::new(),
+            sysex: VecDeque::new(),
             split: None,
             queued_bytes: 0,
             last_pushed: 0,
@@ -129,14 +143,15 @@ impl Outbox {
     /// Drops everything waiting.
     pub fn clear(&mut self) {
         self.queue = VecDeque::new();
+        self.sysex = VecDeque::new();
         self.split = None;
         self.queued_bytes = 0;
     }
 
     /// Queues `message` to go out at `tick` (raised to the latest tick pushed so far).
-    pub fn push(&mut self, tick: u64, message: MidiMessage) -> Result<(), PushError> {
-        if let MidiMessage::SysEx(bytes) = &message {
-            if MidiMessage::from_bytes(bytes).is_err() {
+    pub fn push(&mut self, tick: u64, message: &MidiMessage) -> Result<(), PushError> {
+        if let MidiMessage::SysEx(bytes) = message {
+            if !midi::is_sysex(bytes) {
                 return Err(PushError::Invalid);
             }
         }
@@ -146,7 +161,14 @@ impl Outbox {
         }
         self.last_pushed = self.last_pushed.max(tick);
         self.queued_bytes += len;
-        self.queue.push_back((self.last_pushed, message));
+        let queued = match message {
+            MidiMessage::Short(m) => Queued::Short(*m),
+            MidiMessage::SysEx(bytes) => {
+                self.sysex.extend(bytes);
+                Queued::SysEx(len)
+            }
+        };
+        self.queue.push_back((self.last_pushed, queued));
         Ok(())
     }
 
@@ -171,6 +193,8 @@ impl Outbox {
             first: None,
             prev: self.last_emitted,
         };
+        // Queued SysEx are then slices of one piece (a no-op unless the ring wrapped).
+        self.sysex.make_contiguous();
         loop {
             if self.split.is_some() {
                 self.pack_realtime(&mut packet, &mut on_command);
@@ -179,18 +203,16 @@ impl Outbox {
                 }
                 continue;
             }
-            let Some((tick, message)) = self.queue.front() else {
+            let Some(&(tick, queued)) = self.queue.front() else {
                 break;
             };
-            let Some((tick, delta)) = packet.delta(*tick) else {
+            let Some((tick, delta)) = packet.delta(tick) else {
                 break;
             };
-            let written = match message {
-                MidiMessage::Short(m) => packet.writer.push_short(delta, m).is_ok(),
-                MidiMessage::SysEx(bytes) => {
-                    let data = bytes
-                        .get(1..bytes.len().saturating_sub(1))
-                        .unwrap_or_default();
+            let written = match queued {
+                Queued::Short(m) => packet.writer.push_short(delta, &m).is_ok(),
+                Queued::SysEx(len) => {
+                    let data = &self.sysex.as_slices().0[1..len - 1];
                     packet
                         .writer
                         .push_sysex(delta, SegmentKind::Whole, data)
@@ -199,30 +221,36 @@ impl Outbox {
             };
             if written {
                 packet.commit(tick);
-                if let Some((_, message)) = self.queue.pop_front() {
-                    self.queued_bytes -= message.as_bytes().len();
-                    on_command(message.as_bytes());
+                self.queue.pop_front();
+                match queued {
+                    Queued::Short(m) => {
+                        self.queued_bytes -= m.as_bytes().len();
+                        on_command(m.as_bytes());
+                    }
+                    Queued::SysEx(len) => {
+                        self.queued_bytes -= len;
+                        on_command(&self.sysex.as_slices().0[..len]);
+                        self.sysex.drain(..len);
+                    }
                 }
                 continue;
             }
-            match self.queue.pop_front() {
+            match queued {
                 // Too long for what is left: split it, starting in an empty packet.
-                Some((tick, MidiMessage::SysEx(message))) if packet.first.is_none() => {
+                Queued::SysEx(len) if packet.first.is_none() => {
+                    self.queue.pop_front();
                     self.split = Some(Split {
                         tick,
-                        message,
+                        message: self.sysex.drain(..len).collect(),
                         sent: 0,
                     });
                 }
-                Some(other) => {
-                    self.queue.push_front(other);
-                    break;
-                }
-                None => break,
+                _ => break,
             }
         }
         if self.queue.is_empty() {
             self.queue.shrink_to(QUEUE_KEEP);
+            self.sysex.shrink_to(SYSEX_KEEP);
         }
         let first = packet.first?;
         self.last_emitted = packet.prev;
@@ -237,8 +265,8 @@ impl Outbox {
     /// Moves every queued Real-time message that fits into the packet (while a SysEx is split).
     fn pack_realtime(&mut self, packet: &mut Packet<'_>, on_command: &mut impl FnMut(&[u8])) {
         let mut i = 0;
-        while let Some((tick, message)) = self.queue.get(i) {
-            let MidiMessage::Short(m) = message else {
+        while let Some(&(tick, queued)) = self.queue.get(i) {
+            let Queued::Short(m) = queued else {
                 i += 1;
                 continue;
             };
@@ -246,10 +274,10 @@ impl Outbox {
                 i += 1;
                 continue;
             }
-            let Some((tick, delta)) = packet.delta(*tick) else {
+            let Some((tick, delta)) = packet.delta(tick) else {
                 return;
             };
-            if packet.writer.push_short(delta, m).is_err() {
+            if packet.writer.push_short(delta, &m).is_err() {
                 return;
             }
             packet.commit(tick);
@@ -403,7 +431,7 @@ mod tests {
     #[test]
     fn one_note_on() {
         let mut o = Outbox::default();
-        o.push(1234, short(&[0x90, 0x3C, 0x64])).unwrap();
+        o.push(1234, &short(&[0x90, 0x3C, 0x64])).unwrap();
         let mut buf = [0u8; 64];
         let mut recorded = Vec::new();
         let e = o
@@ -427,12 +455,12 @@ mod tests {
     #[test]
     fn many_commands_with_deltas_and_running_status() {
         let mut o = Outbox::default();
-        o.push(100, short(&[0x90, 0x3C, 0x64])).unwrap();
-        o.push(100, short(&[0x90, 0x40, 0x64])).unwrap();
-        o.push(110, short(&[0xF8])).unwrap();
-        o.push(300, short(&[0x90, 0x3C, 0x00])).unwrap();
+        o.push(100, &short(&[0x90, 0x3C, 0x64])).unwrap();
+        o.push(100, &short(&[0x90, 0x40, 0x64])).unwrap();
+        o.push(110, &short(&[0xF8])).unwrap();
+        o.push(300, &short(&[0x90, 0x3C, 0x00])).unwrap();
         // Earlier than the last push: raised to 300.
-        o.push(250, short(&[0xB0, 0x07, 0x50])).unwrap();
+        o.push(250, &short(&[0xB0, 0x07, 0x50])).unwrap();
         let mut buf = [0u8; 64];
         let mut recorded = Vec::new();
         let e = o
@@ -462,7 +490,7 @@ mod tests {
         let mut want = Vec::new();
         for i in 0..500u64 {
             let m = short(&[0x90 | (i % 3) as u8, (i % 128) as u8, 0x40]);
-            o.push(i * 7, m.clone()).unwrap();
+            o.push(i * 7, &m).unwrap();
             want.push(((i * 7) as u32, m));
         }
         // The buffer is larger than the MTU allows: the outbox cuts it.
@@ -478,12 +506,12 @@ mod tests {
         const LEN: usize = 64 * 1024;
         let big = sysex(LEN - 2);
         let mut o = Outbox::default();
-        o.push(10, short(&[0x90, 0x3C, 0x64])).unwrap();
-        o.push(20, big.clone()).unwrap();
+        o.push(10, &short(&[0x90, 0x3C, 0x64])).unwrap();
+        o.push(20, &big).unwrap();
         for t in 0..5 {
-            o.push(30 + t, short(&[0xF8])).unwrap();
+            o.push(30 + t, &short(&[0xF8])).unwrap();
         }
-        o.push(40, short(&[0x80, 0x3C, 0x40])).unwrap();
+        o.push(40, &short(&[0x80, 0x3C, 0x40])).unwrap();
         let room = o.max_payload_len() - 100;
         let sent = drain(&mut o, room);
         assert!(sent.len() >= LEN / room);
@@ -525,8 +553,8 @@ mod tests {
             mtu: RTP_HEADER_LEN + 60,
             ..OutboxConfig::default()
         });
-        o.push(0, short(&[0x90, 0x3C, 0x64])).unwrap();
-        o.push(0, sysex(55)).unwrap();
+        o.push(0, &short(&[0x90, 0x3C, 0x64])).unwrap();
+        o.push(0, &sysex(55)).unwrap();
         let sent = drain(&mut o, 1000);
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].recorded, vec![sysex(55).as_bytes().to_vec()]);
@@ -535,9 +563,9 @@ mod tests {
     #[test]
     fn huge_delta_starts_a_new_packet() {
         let mut o = Outbox::default();
-        o.push(0, short(&[0xF8])).unwrap();
-        o.push(u64::from(MAX_DELTA) + 1, short(&[0xFA])).unwrap();
-        o.push((1 << 32) + 5, short(&[0xFC])).unwrap();
+        o.push(0, &short(&[0xF8])).unwrap();
+        o.push(u64::from(MAX_DELTA) + 1, &short(&[0xFA])).unwrap();
+        o.push((1 << 32) + 5, &short(&[0xFC])).unwrap();
         let sent = drain(&mut o, 100);
         assert_eq!(sent.len(), 3);
         assert_eq!(sent[1].timestamp, MAX_DELTA + 1);
@@ -551,17 +579,17 @@ mod tests {
             budget: 10,
             ..OutboxConfig::default()
         });
-        o.push(0, sysex(6)).unwrap();
+        o.push(0, &sysex(6)).unwrap();
         assert_eq!(o.queued_bytes(), 8);
         assert_eq!(o.len(), 1);
-        assert_eq!(o.push(0, short(&[0x90, 1, 2])), Err(PushError::Full));
-        o.push(0, short(&[0xC0, 1])).unwrap();
+        assert_eq!(o.push(0, &short(&[0x90, 1, 2])), Err(PushError::Full));
+        o.push(0, &short(&[0xC0, 1])).unwrap();
         assert_eq!(
-            o.push(0, MidiMessage::SysEx(vec![0xF0, 1])),
+            o.push(0, &MidiMessage::SysEx(vec![0xF0, 1])),
             Err(PushError::Invalid)
         );
         assert_eq!(
-            o.push(0, MidiMessage::SysEx(vec![])),
+            o.push(0, &MidiMessage::SysEx(vec![])),
             Err(PushError::Invalid)
         );
         o.clear();
@@ -572,7 +600,7 @@ mod tests {
     #[test]
     fn too_small_a_buffer_makes_no_progress() {
         let mut o = Outbox::default();
-        o.push(0, sysex(100)).unwrap();
+        o.push(0, &sysex(100)).unwrap();
         let mut buf = [0u8; 4];
         assert_eq!(o.emit_section(&mut buf, false, |_| {}), None);
         assert!(!o.is_empty());
@@ -618,7 +646,7 @@ mod tests {
             fn outbox_round_trip(msgs in timed_messages(300, 1 << 30), room in 320usize..1400) {
                 let mut o = Outbox::default();
                 for (t, m) in &msgs {
-                    o.push(*t, m.clone()).unwrap();
+                    o.push(*t, m).unwrap();
                 }
                 let sent = drain(&mut o, room);
                 let want: Vec<_> = msgs.iter().map(|(t, m)| (*t as u32, m.clone())).collect();
@@ -636,7 +664,7 @@ mod tests {
             ) {
                 let mut o = Outbox::default();
                 for (t, m) in &msgs {
-                    o.push(*t, m.clone()).unwrap();
+                    o.push(*t, m).unwrap();
                 }
                 let got = receive(&drain(&mut o, room));
                 prop_assert_eq!(got.len(), msgs.len());

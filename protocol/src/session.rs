@@ -682,7 +682,7 @@ impl Session {
 
     /// Queues MIDI for the peer; it goes out, batched with whatever else is queued, at the next
     /// `poll_transmit`. Ignored unless connected.
-    pub fn send_midi(&mut self, now: Instant, message: MidiMessage) {
+    pub fn send_midi(&mut self, now: Instant, message: &MidiMessage) {
         if self.state == State::Connected {
             let tick = now.ticks_10khz_since(self.origin);
             if self.outbox.push(tick, message).is_err() {
@@ -693,7 +693,7 @@ impl Session {
 
     /// Convenience for short messages.
     pub fn send_short(&mut self, now: Instant, message: ShortMessage) {
-        self.send_midi(now, MidiMessage::Short(message));
+        self.send_midi(now, &MidiMessage::Short(message));
     }
 
     /// Ends the session: BY to the peer, then a `Disconnected { Closed }` event.
@@ -1086,10 +1086,21 @@ impl Session {
         now.ticks_10khz_since(self.origin)
     }
 
-    /// Anything valid from the peer: it is alive, whatever became of our last CK.
+    /// Anything valid from the peer: it is alive, whatever became of our last CK. The timers
+    /// that watch for silence move to the end of the new silence now, not when they fire: a
+    /// thousand sessions whose peers keep talking would otherwise each wake the daemon every
+    /// `responder_probe_after` only to re-arm.
     fn heard(&mut self, now: Instant) {
         self.last_heard = now;
         self.ck_missed = 0;
+        if self.state != State::Connected {
+            return;
+        }
+        self.set_timer(Timer::Idle, now + self.idle_limit());
+        let probing = self.ck_outstanding.is_some() || self.challenged_at.is_some();
+        if self.role == Role::Responder && !probing {
+            self.set_timer(Timer::Clock, now + self.config.responder_probe_after);
+        }
     }
 
     fn idle_limit(&self) -> Duration {
@@ -1252,6 +1263,25 @@ mod tests {
         }));
         s.handle_datagram(at(2001), SocketKind::Data, PEER_DATA.parse().unwrap(), &ck2);
         assert!(sent(&mut s, at(2001)).is_empty());
+    }
+
+    #[test]
+    fn a_peer_heard_moves_the_responders_silence_timers_without_a_wake_up() {
+        let mut s = responder();
+        let config = Config::default();
+        let ck0 = datagram(Command::Clock(Clock {
+            ssrc: 1234,
+            count: 0,
+            timestamps: [500, 0, 0],
+        }));
+        s.handle_datagram(at(5000), SocketKind::Data, PEER_DATA.parse().unwrap(), &ck0);
+        sent(&mut s, at(5000));
+        // Nothing to do before 10 s of silence since the CK: no deadline at 10 s after the
+        // session began, when the probe was first due.
+        assert_eq!(
+            s.poll_timeout(),
+            Some(at(5000) + config.responder_probe_after)
+        );
     }
 
     #[test]

@@ -188,3 +188,68 @@ fn a_flood_from_many_ports_that_never_follows_up_stays_bounded() {
     assert_eq!(endpoint.waiting(), 0);
     assert_eq!(endpoint.sessions().count(), 8);
 }
+
+/// While the earliest deadline `poll_timeout` found is not due, the endpoint's
+/// `handle_timeout` looks only at the sessions touched since: one whose deadline a datagram
+/// brought forward still fires on time, one nothing touched fires at its own deadline.
+#[test]
+fn deadlines_fire_on_time_whether_or_not_a_datagram_moved_them() {
+    let mut burst = Burst::new(2);
+    burst.settle();
+    let first = burst.endpoint.poll_timeout().expect("a deadline");
+    // A note from initiator 0: its session owes an RS a second later, before any deadline
+    // the endpoint had.
+    let note = protocol::midi::MidiMessage::from_bytes(&[0x90, 60, 100]).unwrap();
+    let now = burst.now;
+    burst.initiators[0].1.send_midi(now, &note);
+    burst.settle();
+    let rs_at = now + Duration::from_secs(1);
+    assert!(rs_at < first);
+    burst.endpoint.handle_timeout(rs_at);
+    let mut buf = vec![0; 1500];
+    let t = burst
+        .endpoint
+        .poll_transmit(rs_at, &mut buf)
+        .expect("an RS");
+    assert!(matches!(
+        Command::parse(&buf[..t.len]),
+        Ok(Command::Feedback(_))
+    ));
+    assert_eq!(t.dst, burst.initiators[0].0);
+    assert_eq!(burst.endpoint.poll_transmit(rs_at, &mut buf), None);
+    // The next deadline is the one found before (session 1 was not touched): it fires too.
+    let next = burst.endpoint.poll_timeout().expect("a deadline");
+    assert_eq!(next, first);
+    burst.endpoint.handle_timeout(next);
+    assert!(burst.endpoint.poll_transmit(next, &mut buf).is_some());
+}
+
+/// A session asked for its deadline before it sent what it had queued: sending arms its
+/// guard timer, which must still fire on time.
+#[test]
+fn a_guard_armed_by_a_send_after_poll_timeout_fires_on_time() {
+    let mut burst = Burst::new(2);
+    burst.settle();
+    let now = burst.now;
+    let id = burst.endpoint.sessions().next().expect("a session").0;
+    let note = protocol::midi::MidiMessage::from_bytes(&[0x90, 60, 100]).unwrap();
+    burst
+        .endpoint
+        .session_mut(id)
+        .expect("the session")
+        .send_midi(now, &note);
+    let before = burst.endpoint.poll_timeout().expect("a deadline");
+    let mut buf = vec![0; 1500];
+    assert!(
+        burst.endpoint.poll_transmit(now, &mut buf).is_some(),
+        "the note"
+    );
+    assert_eq!(burst.endpoint.poll_transmit(now, &mut buf), None);
+    let guard_at = now + protocol::journal::GUARD_FIRST;
+    assert!(guard_at < before);
+    burst.endpoint.handle_timeout(guard_at);
+    assert!(
+        burst.endpoint.poll_transmit(guard_at, &mut buf).is_some(),
+        "a guard packet"
+    );
+}

@@ -87,7 +87,7 @@ fn run(seed: u64, link: LinkConfig, events: usize) -> Outcome {
         let message = random_message(&mut rng, &mut held);
         let now = p.now;
         let session = p.nodes[A].endpoint.session_mut(a).expect("session");
-        session.send_midi(now, MidiMessage::from_bytes(&message).expect("valid"));
+        session.send_midi(now, &MidiMessage::from_bytes(&message).expect("valid"));
         sent.push(message);
         p.run_for(Duration::from_millis(1 + rng.below(15)));
     }
@@ -190,7 +190,7 @@ fn a_lost_last_note_off_is_repaired_by_a_guard_packet() {
     let send = |p: &mut Pair, bytes: &[u8]| {
         let now = p.now;
         let session = p.nodes[A].endpoint.session_mut(a).unwrap();
-        session.send_midi(now, MidiMessage::from_bytes(bytes).unwrap());
+        session.send_midi(now, &MidiMessage::from_bytes(bytes).unwrap());
     };
     send(&mut p, &[0x90, 60, 100]);
     p.run_for(Duration::from_millis(50));

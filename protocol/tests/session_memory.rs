@@ -41,7 +41,7 @@ fn a_burst_leaves_only_channel_state_behind() {
     let (_, session) = net.clients[0].sessions_mut().next().expect("a session");
     for i in 0..5000u32 {
         let note = [0x90, (i % 128) as u8, 1 + (i % 127) as u8];
-        session.send_midi(now, MidiMessage::from_bytes(&note).unwrap());
+        session.send_midi(now, &MidiMessage::from_bytes(&note).unwrap());
     }
     net.run_for(Duration::from_secs(3));
     assert_eq!(net.server_midi, 5000);

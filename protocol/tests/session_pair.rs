@@ -18,7 +18,7 @@ fn send(p: &mut Pair, node: usize, message: MidiMessage) {
         .endpoint
         .session_mut(id)
         .unwrap()
-        .send_midi(now, message);
+        .send_midi(now, &message);
 }
 
 fn connected_pair(seed: u64, link: LinkConfig) -> Pair {
@@ -73,7 +73,7 @@ fn handshake_whatever_the_order_and_parity_of_the_ports() {
             let id = p.session_id(from);
             let now = p.now;
             let session = p.nodes[from].endpoint.session_mut(id).unwrap();
-            session.send_midi(now, note(9));
+            session.send_midi(now, &note(9));
             p.run_for(Duration::from_millis(20));
             assert_eq!(p.midi_received(to), vec![note(9).as_bytes().to_vec()]);
         }
@@ -391,7 +391,7 @@ fn forged_bye_clock_and_rtp_from_another_port_of_the_peers_host_reach_nothing() 
     let rtp_from_a = {
         let (id_a, mut buf) = (p.session_id(A), vec![0; 1500]);
         let session = p.nodes[A].endpoint.session_mut(id_a).unwrap();
-        session.send_midi(now, note(10));
+        session.send_midi(now, &note(10));
         let t = session.poll_transmit(now, &mut buf).expect("an RTP packet");
         buf[..t.len].to_vec()
     };

@@ -11,7 +11,7 @@ use protocol::session::SocketKind;
 use protocol::time::Instant;
 use reactor::{Interest, SourceId};
 
-use super::{on_control, on_data, on_midi2, Ctx};
+use super::{on_control, on_data, on_midi2, Ctx, MAX_DATAGRAM};
 use crate::net::{self, PortPair, UdpPort};
 use crate::sessions::{AppleMidi, Happening, Midi2, Sessions};
 
@@ -46,7 +46,7 @@ impl Listener {
         let server = Server::AppleMidi {
             sessions: AppleMidi::new(endpoint),
             sockets,
-            batch: SendBatch::default(),
+            batch: SendBatch::new(),
         };
         Listener::new(name, server)
     }
@@ -83,8 +83,8 @@ impl Listener {
         self.sessions_mut().handle_timeout(now)
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions().poll_timeout()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.sessions_mut().poll_timeout()
     }
 
     pub fn poll_happening(&mut self) -> Option<(SessionId, Happening)> {
@@ -196,7 +196,7 @@ impl Listener {
                 sessions,
                 sockets,
                 batch,
-            } => flush_apple_midi(&mut sessions.endpoint, sockets, batch, now, buf),
+            } => flush_apple_midi(&mut sessions.endpoint, sockets, batch, now),
             Server::Midi2 { sessions, sockets } => {
                 flush_midi2(&mut sessions.endpoint, sockets, now, buf)
             }
@@ -243,67 +243,106 @@ fn flush_apple_midi(
     sockets: &[PortPair],
     batch: &mut SendBatch,
     now: Instant,
-    buf: &mut [u8],
 ) {
-    while let Some(t) = endpoint.poll_transmit(now, buf) {
+    while let Some(t) = endpoint.poll_transmit(now, batch.room()) {
         let Some(pair) = sockets.iter().find(|p| p.reaches(&t.dst)) else {
             debug!("no socket can reach {}", t.dst);
             continue;
         };
         let fd = socket(pair, t.port).as_raw_fd();
-        batch.push(fd, pair.wire_addr(t.dst), &buf[..t.len]);
+        batch.push(fd, pair.wire_addr(t.dst), t.len);
     }
     batch.send();
 }
 
-/// Datagrams sent with one `sendmmsg`.
+/// Datagrams sent with one `sendmmsg` at most.
 const SEND_BATCH: usize = 64;
 
-/// Datagrams for one socket, sent together: one system call per batch rather than one per
-/// datagram, which counts when the hub sends a message to hundreds of peers.
-#[derive(Default)]
+/// Datagrams sent together: one system call per batch and socket rather than one per
+/// datagram, which counts when the hub sends a message to hundreds of peers. Sessions write
+/// their datagrams in place, in `bytes`, one after the other.
 struct SendBatch {
-    fd: RawFd,
+    /// Room for a batch and one more datagram of the largest size; its pages are touched
+    /// only as far as datagrams reach.
     bytes: Vec<u8>,
-    /// Each datagram's start in `bytes`, its length and its destination.
-    datagrams: Vec<(usize, usize, socket2::SockAddr)>,
+    /// Bytes of `bytes` the datagrams take.
+    used: usize,
+    /// Each datagram's socket, start in `bytes`, length and destination.
+    datagrams: Vec<(RawFd, usize, usize, socket2::SockAddr)>,
+    /// The system call's headers for a run, kept: zeroing arrays for a whole batch at each
+    /// call costs more than sending a lone datagram.
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
 impl SendBatch {
-    fn push(&mut self, fd: RawFd, dst: SocketAddr, datagram: &[u8]) {
-        if self.fd != fd || self.datagrams.len() == SEND_BATCH {
-            self.send();
+    fn new() -> Self {
+        SendBatch {
+            bytes: vec![0; 2 * MAX_DATAGRAM],
+            used: 0,
+            datagrams: Vec::with_capacity(SEND_BATCH),
+            iov: Vec::with_capacity(SEND_BATCH),
+            msgs: Vec::with_capacity(SEND_BATCH),
         }
-        self.fd = fd;
-        self.datagrams
-            .push((self.bytes.len(), datagram.len(), dst.into()));
-        self.bytes.extend_from_slice(datagram);
     }
 
-    /// Sends what it holds; a datagram that fails is logged and skipped, as with `sendto`.
-    fn send(&mut self) {
-        let n = self.datagrams.len();
-        if n == 0 {
-            return;
+    /// Where the next datagram is written: room for the largest, after those held (sent
+    /// first if the batch is full).
+    fn room(&mut self) -> &mut [u8] {
+        if self.datagrams.len() == SEND_BATCH || self.bytes.len() - self.used < MAX_DATAGRAM {
+            self.send();
         }
-        // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths).
-        let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (start, len, addr)) in self.datagrams.iter().enumerate() {
-            iov[i].iov_base = self.bytes[*start..].as_ptr() as *mut libc::c_void;
-            iov[i].iov_len = *len;
-            let hdr = &mut msgs[i].msg_hdr;
-            hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
-            hdr.msg_namelen = addr.len();
-            hdr.msg_iov = &mut iov[i];
-            hdr.msg_iovlen = 1;
+        &mut self.bytes[self.used..]
+    }
+
+    /// The `len` bytes last written at [`Self::room`] go to `dst` from socket `fd`.
+    fn push(&mut self, fd: RawFd, dst: SocketAddr, len: usize) {
+        self.datagrams.push((fd, self.used, len, dst.into()));
+        self.used += len;
+    }
+
+    /// Sends what it holds, a `sendmmsg` for each run of datagrams from one socket; a datagram
+    /// that fails is logged and skipped, as with `sendto`.
+    fn send(&mut self) {
+        let mut start = 0;
+        while let Some(&(fd, ..)) = self.datagrams.get(start) {
+            let run = self.datagrams[start..]
+                .iter()
+                .take_while(|d| d.0 == fd)
+                .count();
+            self.send_run(fd, start..start + run);
+            start += run;
+        }
+        self.used = 0;
+        self.datagrams.clear();
+    }
+
+    fn send_run(&mut self, fd: RawFd, run: std::ops::Range<usize>) {
+        let datagrams = &self.datagrams[run];
+        let n = datagrams.len();
+        self.iov.clear();
+        self.iov
+            .extend(datagrams.iter().map(|(_, start, len, _)| libc::iovec {
+                iov_base: self.bytes[*start..].as_ptr() as *mut libc::c_void,
+                iov_len: *len,
+            }));
+        self.msgs.clear();
+        for ((.., addr), iov) in datagrams.iter().zip(self.iov.iter_mut()) {
+            // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+            let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            msg.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+            msg.msg_hdr.msg_namelen = addr.len();
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+            self.msgs.push(msg);
         }
         let mut done = 0;
         while done < n {
-            let rest = &mut msgs[done..n];
+            let rest = &mut self.msgs[done..n];
             // SAFETY: `rest` points at initialized headers whose buffers and addresses
-            // (`self.bytes`, `self.datagrams`) outlive the call and are not touched meanwhile.
-            let sent = unsafe { libc::sendmmsg(self.fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
+            // (`self.bytes`, `self.iov`, `self.datagrams`) outlive the call and are not touched
+            // meanwhile.
+            let sent = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
             if sent > 0 {
                 done += sent as usize;
                 continue;
@@ -312,12 +351,10 @@ impl SendBatch {
             if sent == 0 || e.kind() != io::ErrorKind::Interrupted {
                 // The first datagram left failed (full buffer, ICMP error): it is lost, as a
                 // failed `sendto` would lose it; the rest still go.
-                debug!("send to {:?}: {e}", self.datagrams[done].2.as_socket());
+                debug!("send to {:?}: {e}", datagrams[done].3.as_socket());
                 done += 1;
             }
         }
-        self.bytes.clear();
-        self.datagrams.clear();
     }
 }
 

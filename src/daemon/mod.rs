@@ -299,7 +299,7 @@ impl Daemon {
         self.trim_heap();
         let deadline = self
             .listeners
-            .values()
+            .values_mut()
             .filter_map(|l| l.poll_timeout())
             .chain(self.router.poll_timeout())
             .chain(self.names.as_ref().and_then(|n| n.poll_timeout()))

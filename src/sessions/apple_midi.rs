@@ -52,7 +52,7 @@ impl Sessions for AppleMidi {
         self.endpoint.handle_timeout(now)
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&mut self) -> Option<Instant> {
         self.endpoint.poll_timeout()
     }
 
@@ -175,9 +175,9 @@ fn message_tag(message: &MidiMessage) -> Option<Tag> {
 /// `message` to `session`, after its tag when the peer is a hub (which forwards it on).
 fn send_tagged(session: &mut session::Session, now: Instant, message: &MidiMessage, tag: Tag) {
     if session.links_hubs() {
-        session.send_midi(now, MidiMessage::SysEx(tag.emit().to_vec()));
+        session.send_midi(now, &MidiMessage::SysEx(tag.emit().to_vec()));
     }
-    session.send_midi(now, message.clone());
+    session.send_midi(now, message);
 }
 
 /// A session's event in the daemon's terms.

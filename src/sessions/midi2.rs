@@ -161,7 +161,7 @@ impl Sessions for Midi2 {
         self.endpoint.handle_timeout(now)
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&mut self) -> Option<Instant> {
         self.endpoint.poll_timeout()
     }
 

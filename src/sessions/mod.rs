@@ -70,7 +70,7 @@ pub trait Sessions {
 
     fn handle_timeout(&mut self, now: Instant);
 
-    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll_timeout(&mut self) -> Option<Instant>;
 
     /// What a session did, MIDI 2.0 UMPs already turned into MIDI 1.0.
     fn poll_happening(&mut self) -> Option<(SessionId, Happening)>;

@@ -257,8 +257,8 @@ fn apple_midi_hub_tag_goes_with_the_event_after_it() {
     let (mut link, id) = AppleLink::connected();
     let tag = Tag { origin: 7, seq: 3 };
     let (_, session) = link.peer.sessions_mut().next().unwrap();
-    session.send_midi(now(), MidiMessage::SysEx(tag.emit().to_vec()));
-    session.send_midi(now(), note_on(61));
+    session.send_midi(now(), &MidiMessage::SysEx(tag.emit().to_vec()));
+    session.send_midi(now(), &note_on(61));
     link.settle();
     let got = happenings(&mut link.ours);
     assert!(matches!(

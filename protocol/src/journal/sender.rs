@@ -47,13 +47,16 @@ impl Window {
 /// When even level 4 does not fit, no journal is sent for that packet.
 const LEVELS: u8 = 5;
 
-/// SysEx commands sent since the checkpoint, in one buffer. Each entry keeps the
-/// sequence numbers of its first and last segment: it is journalled from the packet after its
-/// first segment (a receiver that lost that one needs the whole command) until the receiver
-/// confirms its last segment.
+/// SysEx commands sent since the checkpoint, kept as chapter X logs (B.5.1) in one buffer: a
+/// journal copies them as they are and sets their S bits, rather than encoding each SysEx
+/// again for every packet. Each entry keeps the sequence numbers of its first and last
+/// segment: it is journalled from the packet after its first segment (a receiver that lost
+/// that one needs the whole command) until the receiver confirms its last segment.
 #[derive(Debug)]
 struct SysexLog {
+    /// The logs: a header octet (S clear), the data octets, the top bit set on the last.
     buf: Vec<u8>,
+    /// Each log's span and length in `buf`.
     entries: Vec<(SysexSpan, usize)>,
 }
 
@@ -82,15 +85,25 @@ impl SysexLog {
         }
     }
 
+    /// Logs `sysex` (`F0 .. F7`). The cap counts SysEx octets: a log is one shorter (its
+    /// header takes the place of `F0` and `F7`).
     fn push(&mut self, span: SysexSpan, sysex: &[u8]) {
         if sysex.len() > SYSEX_JOURNAL_CAP {
             return;
         }
-        while self.buf.len() + sysex.len() > SYSEX_JOURNAL_CAP || self.entries.len() == 64 {
+        while self.buf.len() + self.entries.len() + sysex.len() > SYSEX_JOURNAL_CAP
+            || self.entries.len() == 64
+        {
             self.drop_first(1);
         }
-        self.buf.extend_from_slice(sysex);
-        self.entries.push((span, sysex.len()));
+        let data = sysex.get(1..sysex.len().saturating_sub(1)).unwrap_or(&[]);
+        let start = self.buf.len();
+        self.buf.push(flag(!data.is_empty(), X_D) | STA_FINISHED);
+        self.buf.extend_from_slice(data);
+        if let Some(last) = self.buf.last_mut().filter(|_| !data.is_empty()) {
+            *last |= S_BIT;
+        }
+        self.entries.push((span, self.buf.len() - start));
     }
 
     fn drop_first(&mut self, n: usize) {
@@ -106,20 +119,50 @@ impl SysexLog {
             .iter()
             .take_while(|e| !at_or_after(e.0.last, checkpoint))
             .count();
+        // All confirmed or not, the room stays (bounded by the caps): a stream of SysEx with
+        // an RS a second would otherwise grow it again, reallocation by reallocation, after
+        // every confirmation.
         self.drop_first(n);
-        if self.entries.is_empty() {
-            // All confirmed: give the memory back until the next SysEx.
-            *self = SysexLog::new();
-        }
     }
 
-    fn in_window(&self, win: Window) -> impl Iterator<Item = (SysexSpan, &[u8])> {
+    /// Whether a log is in the window.
+    fn any_in(&self, win: Window) -> bool {
+        self.entries.iter().any(|e| win.has_span(e.0))
+    }
+
+    /// Writes the logs in the window, each with its own S bit; returns whether all are set
+    /// (the caller makes the first log's S bit the chapter's). The logs in the window are
+    /// consecutive: spans only grow.
+    fn write(&self, win: Window, w: &mut Writer) -> Result<bool, JournalError> {
         let mut at = 0;
-        self.entries.iter().filter_map(move |&(span, len)| {
-            let s = self.buf.get(at..at + len);
+        let mut window = (0, 0);
+        let mut first = None;
+        for (i, &(span, len)) in self.entries.iter().enumerate() {
+            if win.has_span(span) {
+                first.get_or_insert((i, at));
+                window.1 = at + len;
+            } else if first.is_none() {
+                window.0 = at + len;
+            }
             at += len;
-            win.has_span(span).then_some((span, s?))
-        })
+        }
+        let Some((first, start)) = first else {
+            return Ok(true);
+        };
+        let out = w.reserve(window.1 - window.0)?;
+        out.copy_from_slice(&self.buf[window.0..window.1]);
+        let mut single = true;
+        let mut at = start - window.0;
+        for &(span, len) in &self.entries[first..] {
+            if at >= out.len() {
+                break;
+            }
+            let s = win.s_span(span);
+            single &= s;
+            out[at] |= flag(s, S_BIT);
+            at += len;
+        }
+        Ok(single)
     }
 }
 
@@ -128,7 +171,7 @@ impl SysexLog {
 /// Call [`record`](Self::record) for every command put in a packet, [`emit`](Self::emit) to
 /// append the journal to a packet, [`confirm`](Self::confirm) when the receiver's RS names a
 /// sequence number. Memory is taken as used (a channel's state when it is first played on,
-/// SysEx history while SysEx is unconfirmed, room for one packet's commands) and is bounded;
+/// room for SysEx history once SysEx is sent, room for one packet's commands) and is bounded;
 /// `emit` never allocates.
 #[derive(Debug)]
 pub struct JournalSender {
@@ -402,7 +445,7 @@ impl JournalSender {
             .assembler
             .partial()
             .filter(|_| level == 0 && win.has(self.sysex_first));
-        let x = level == 0 && (self.sysex.in_window(win).next().is_some() || partial.is_some());
+        let x = level == 0 && (self.sysex.any_in(win) || partial.is_some());
         if !d && v.is_none() && q.is_none() && f.is_none() && !x {
             return Ok(None);
         }
@@ -479,33 +522,22 @@ impl JournalSender {
             // One log per SysEx (B.5.1): DATA = its data octets with the top bit set on the
             // last; the one still open, if any, last and unfinished. The first log's S bit is
             // the chapter's.
-            let unfinished = partial.map(|p| {
-                let span = SysexSpan {
-                    first: self.sysex_first,
-                    last: self.sysex_first,
-                };
-                (span, p.get(1..).unwrap_or(&[]), STA_UNFINISHED)
-            });
-            let logs = || {
-                self.sysex
-                    .in_window(win)
-                    .map(|(span, sysex)| {
-                        let data = sysex.get(1..sysex.len().saturating_sub(1)).unwrap_or(&[]);
-                        (span, data, STA_FINISHED)
-                    })
-                    .chain(unfinished)
-            };
-            let xs = logs().all(|(span, _, _)| win.s_span(span));
-            single &= xs;
-            for (i, (span, data, sta)) in logs().enumerate() {
-                let s = if i == 0 { xs } else { win.s_span(span) };
-                let d = flag(!data.is_empty(), X_D);
-                w.put(&[flag(s, S_BIT) | d | sta])?;
+            let first_log = w.pos();
+            let mut xs = self.sysex.write(win, w)?;
+            if let Some(p) = partial {
+                let s = win.s(self.sysex_first);
+                let data = p.get(1..).unwrap_or(&[]);
+                w.put(&[flag(s, S_BIT) | flag(!data.is_empty(), X_D) | STA_UNFINISHED])?;
                 if let Some((last, body)) = data.split_last() {
                     w.put(body)?;
                     w.put(&[last | S_BIT])?;
                 }
+                xs &= s;
             }
+            if !xs {
+                w.and_at(first_log, !S_BIT);
+            }
+            single &= xs;
         }
         w.or_at(start, toc | flag(single, S_BIT));
         patch_len10(w, start, w.pos() - start)?;

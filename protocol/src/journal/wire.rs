@@ -1120,6 +1120,12 @@ impl<'b> Writer<'b> {
             *b |= bits;
         }
     }
+
+    pub fn and_at(&mut self, at: usize, bits: u8) {
+        if let Some(b) = self.buf.get_mut(at) {
+            *b &= bits;
+        }
+    }
 }
 
 /// Writes a 10-bit LENGTH into the low bits of the two octets at `at` (keeping the flags).

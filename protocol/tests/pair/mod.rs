@@ -219,7 +219,7 @@ impl Pair {
         let next_delivery = self.flights.next_at();
         let next_timer = self
             .nodes
-            .iter()
+            .iter_mut()
             .filter_map(|n| n.endpoint.poll_timeout())
             .min();
         let Some(next) = next_delivery.into_iter().chain(next_timer).min() else {

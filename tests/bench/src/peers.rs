@@ -34,10 +34,18 @@ impl Target {
             std::env::temp_dir().join(format!("rtpmidid-bench-{}-{port}.sock", std::process::id()));
         let mut cmd = Cmd::new(&bin);
         // The rows open up to 1000 sessions from this one host: past the stage defaults.
-        cmd.args(["-q", "--no-alsa", "--no-mdns", "--no-midi2", "--hub", "-b", "127.0.0.1"])
-            .args(["--max-sessions", "5000", "--max-sessions-per-host", "5000"])
-            .args(["-n", "bench", "-p", &port.to_string(), "--control"])
-            .arg(&path);
+        cmd.args([
+            "-q",
+            "--no-alsa",
+            "--no-mdns",
+            "--no-midi2",
+            "--hub",
+            "-b",
+            "127.0.0.1",
+        ])
+        .args(["--max-sessions", "5000", "--max-sessions-per-host", "5000"])
+        .args(["-n", "bench", "-p", &port.to_string(), "--control"])
+        .arg(&path);
         let proc = Proc::spawn(cmd, cpu).map_err(|e| io::Error::other(format!("{bin}: {e}")))?;
         let target = Target {
             control: sys::addr(port),
@@ -279,4 +287,62 @@ pub fn close(target: &Target, peers: Vec<Peer>) {
     for p in &peers {
         let _ = p.ctl.send_to(&wire::end(p.token, p.ssrc), target.control);
     }
+}
+
+/// Sessions in a CK round at once.
+const CLOCK_IN_FLIGHT: usize = 64;
+
+/// One CK round on every session (CK0, the target's CK1, CK2), as a live initiator does every
+/// 10-60 s. A responder checks on a peer silent for a while (rtpmidid after 10 s) with CK0s
+/// of its own: without this round, sessions opened more than 10 s before a measurement would
+/// be probed inside it, and the idle rows would count those probes. Fails if some session has
+/// no answer within `limit`.
+pub fn clock_round(target: &Target, peers: &[Peer], limit: Duration) -> io::Result<()> {
+    let deadline = now_ns() + limit.as_nanos() as u64;
+    let mut poller = Poller::new()?;
+    let mut sent_at: Vec<Option<u64>> = vec![None; peers.len()];
+    let (mut next, mut done) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while done < peers.len() {
+        let now = now_ns();
+        if now > deadline {
+            return Err(io::Error::other(format!(
+                "{done} of {} sessions answered a CK within {limit:?}",
+                peers.len()
+            )));
+        }
+        while next < peers.len() && next - done < CLOCK_IN_FLIGHT {
+            poller.add(&peers[next].data, next as u64)?;
+            sent_at[next] = Some(now);
+            send_stage(&peers[next], Stage::Clock, target)?;
+            next += 1;
+        }
+        for i in poller.wait(1)? {
+            let i = i as usize;
+            loop {
+                let len = match peers[i].data.recv(&mut buf) {
+                    Ok(len) => len,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                };
+                // CK0s the target sent itself (probes) are not the answer.
+                let answer = matches!(
+                    wire::parse_command(&buf[..len]),
+                    Some(Command::Clock { count: 1, .. })
+                );
+                if answer && sent_at[i].take().is_some() {
+                    send_stage(&peers[i], Stage::Done, target)?;
+                    done += 1;
+                }
+            }
+        }
+        let now = now_ns();
+        for (i, at) in sent_at.iter_mut().enumerate() {
+            if at.is_some_and(|t| t + RETRY_SILENT_NS <= now) {
+                *at = Some(now);
+                send_stage(&peers[i], Stage::Clock, target)?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -128,7 +128,7 @@ fuzz_target!(|data: &[u8]| {
                 let len = usize::from(input.byte() % 8);
                 if let Ok(message) = MidiMessage::from_bytes(input.bytes(len)) {
                     if let Some((_, session)) = ep.sessions_mut().next() {
-                        session.send_midi(now, message);
+                        session.send_midi(now, &message);
                     }
                 }
                 None
