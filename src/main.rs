@@ -7,6 +7,7 @@ mod control;
 mod ctl;
 mod daemon;
 mod json;
+mod ledger;
 mod mdns;
 mod net;
 mod options;

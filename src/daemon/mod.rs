@@ -7,7 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
-use log::{error, info, log, trace, warn, Level};
+use log::{error, info, log, trace, warn};
 use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
@@ -19,10 +19,10 @@ use reactor::{Context, Interest, Signal, SourceId};
 use crate::bridge::{self, Bridge};
 use crate::config;
 use crate::config::CommandLine;
+use crate::ledger::{Ledger, Outcome};
 use crate::mdns::Mdns;
 use crate::net;
 use crate::options::DEFAULT_MIDI2_PORT;
-use crate::playout::Playouts;
 use crate::router::{
     Action, Dest, DeviceId, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
 };
@@ -45,8 +45,6 @@ const READ_BATCH: usize = 256;
 const MAX_DATAGRAM: usize = 65_536;
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
-/// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
-const TRIM_AFTER_ENDED: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
@@ -74,10 +72,8 @@ pub struct Daemon {
     seq_sources: Vec<SourceId>,
     /// The `[rawmidi]` devices.
     devices: BTreeMap<DeviceId, rawmidi::Device>,
-    /// With `--playout-delay`: each session's schedule.
-    playouts: Playouts,
-    /// Round trip of each session's last CK exchange.
-    latency: BTreeMap<SessionKey, Duration>,
+    /// What the sessions did, beyond the sessions.
+    ledger: Ledger,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
     drops: DropLog,
@@ -86,8 +82,6 @@ pub struct Daemon {
     /// Scratch for `pump`: the listeners' ids, kept to not allocate per datagram.
     listener_ids: Vec<ListenerId>,
     signals_seen: u32,
-    /// Sessions ended since the heap was last given back to the system.
-    ended_since_trim: usize,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
     names: Option<names::Names>,
@@ -117,6 +111,11 @@ impl Daemon {
             Endpoint::new(settings.session_config(), settings.admission.policy(), seed),
             sockets,
         );
+        // Played out to ALSA only; a new delay takes a restart.
+        let playout_delay = settings
+            .playout_delay
+            .filter(|_| bridge.is_some())
+            .map(|ms| Duration::from_millis(u64::from(ms)));
         let now = StdInstant::now();
         Ok(Daemon {
             origin: now,
@@ -128,8 +127,7 @@ impl Daemon {
             bridge,
             seq_sources: Vec::new(),
             devices: BTreeMap::new(),
-            playouts: Playouts::default(),
-            latency: BTreeMap::new(),
+            ledger: Ledger::new(playout_delay),
             recv_buf: vec![0; MAX_DATAGRAM],
             send_buf: vec![0; MAX_DATAGRAM],
             drops: DropLog::default(),
@@ -137,7 +135,6 @@ impl Daemon {
             dests: Vec::new(),
             listener_ids: Vec::new(),
             signals_seen: 0,
-            ended_since_trim: 0,
             mdns: None,
             mdns_sources: Vec::new(),
             names: None,
@@ -316,20 +313,16 @@ impl Daemon {
         self.arm_devices(ctx);
     }
 
-    /// Gives freed memory back to the system once many sessions ended (at least half of
-    /// those there were since the last time): malloc keeps the pages of freed sessions
-    /// otherwise, a few MB after a thousand. Rare, so its cost (a walk of the heap) is not.
+    /// Gives freed memory back to the system when the ledger says (`Ledger::trim_due`).
     fn trim_heap(&mut self) {
-        if self.ended_since_trim < TRIM_AFTER_ENDED {
-            return;
-        }
-        let left: usize = self
-            .listeners
-            .values()
-            .map(|l| l.sessions().session_count())
-            .sum();
-        if self.ended_since_trim >= left {
-            self.ended_since_trim = 0;
+        let listeners = &self.listeners;
+        let left = || {
+            listeners
+                .values()
+                .map(|l| l.sessions().session_count())
+                .sum()
+        };
+        if self.ledger.trim_due(left) {
             #[cfg(target_env = "gnu")]
             // SAFETY: malloc_trim only releases free memory of the heap; any thread may call it.
             unsafe {
@@ -339,63 +332,20 @@ impl Daemon {
     }
 
     fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
-        // The peer's name; before it is up, the name of the connection that invites it.
-        let who = |d: &Daemon| {
-            let connection = || {
-                let id = d.router.connection_of(key)?;
-                d.router.connection(id).map(|c| c.label())
-            };
-            d.router
-                .peer_name(key)
-                .map(str::to_string)
-                .or_else(connection)
-                .unwrap_or_else(|| format!("session {}", key.session.0))
+        let Some(l) = self.listeners.get(&key.listener) else {
+            return;
         };
-        match happening {
-            Happening::Connected { name, addr } => {
-                let on = self.listeners.get(&key.listener).map_or("", |l| &l.name);
-                info!("session opened: {name:?} at {addr} on {on}");
-                self.router.session_up(key, &name, addr.ip());
-            }
-            Happening::Midi {
+        let from = (l.name.as_str(), l.sessions());
+        match self
+            .ledger
+            .on_happening(&mut self.router, from, now, key, happening)
+        {
+            Outcome::Route {
                 message,
-                timestamp,
+                after,
                 tag,
-            } => {
-                trace!("MIDI from {}: {:?}", who(self), message);
-                let after = timestamp.and_then(|t| self.playout_after(now, key, t));
-                self.forward(now, Source::Session(key), message, after, tag);
-            }
-            Happening::Latency { rtt, offset_ticks } => {
-                if let Some(offset) = offset_ticks {
-                    self.playout_clock(now, key, rtt, offset);
-                }
-                // The first measurement of a session at info level, the rest at debug.
-                let first = self.latency.insert(key, rtt).is_none();
-                log!(
-                    if first { Level::Info } else { Level::Debug },
-                    "clock sync with {}: round trip {:.2} ms, offset {} ticks",
-                    who(self),
-                    rtt.as_secs_f64() * 1000.0,
-                    offset_ticks.unwrap_or(0)
-                );
-            }
-            Happening::Loss { lost } => info!("{lost} packet(s) from {} lost", who(self)),
-            Happening::Ended {
-                ended,
-                reason,
-                orderly,
-            } => {
-                if orderly {
-                    info!("session closed: {}: {reason}", who(self))
-                } else {
-                    warn!("session closed: {}: {reason}", who(self))
-                }
-                self.latency.remove(&key);
-                self.playouts.remove(key);
-                self.router.session_down(now, key, ended);
-                self.ended_since_trim += 1;
-            }
+            } => self.forward(now, Source::Session(key), message, after, tag),
+            Outcome::Log(level, line) => log!(level, "{line}"),
         }
     }
 
@@ -515,8 +465,7 @@ impl Daemon {
                     l.flush(now, &mut self.send_buf);
                     l.deregister(ctx);
                 }
-                self.playouts.remove_listener(id);
-                self.latency.retain(|key, _| key.listener != id);
+                self.ledger.listener_closed(id);
             }
             Action::Announce(id) => self.announce(ctx, id),
             Action::OpenDevice(id) => self.open_device(ctx, id),
@@ -577,35 +526,6 @@ impl Daemon {
             client_auth: m.client_auth(),
             ..midi2::session::Config::default()
         }
-    }
-
-    /// With `--playout-delay`: how long MIDI stamped `timestamp` by session `key`'s peer
-    /// waits before ALSA delivers it (see `playout`).
-    fn playout_after(&mut self, now: Instant, key: SessionKey, timestamp: u32) -> Option<Duration> {
-        let delay = self.playout_delay()?;
-        self.bridge.as_ref()?;
-        Some(self.playouts.after(now, key, timestamp, delay))
-    }
-
-    /// A CK round of session `key` ended: its offset times the playout from now on.
-    fn playout_clock(&mut self, now: Instant, key: SessionKey, rtt: Duration, offset_ticks: i64) {
-        let Some(delay) = self.playout_delay() else {
-            return;
-        };
-        let ticks = self
-            .listeners
-            .get(&key.listener)
-            .and_then(|l| l.sessions().clock_ticks(key.session, now));
-        if let Some(local_ticks) = ticks {
-            let round = (rtt, local_ticks, offset_ticks);
-            self.playouts.on_clock(now, key, delay, round);
-        }
-    }
-
-    fn playout_delay(&self) -> Option<Duration> {
-        self.settings
-            .playout_delay
-            .map(|ms| Duration::from_millis(u64::from(ms)))
     }
 
     /// First SIGINT/SIGTERM: BY to every peer, then stop. A second: exit at once.

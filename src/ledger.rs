@@ -1,0 +1,303 @@
+//! What the listeners' sessions did, beyond the sessions: the router told, MIDI timed for
+//! `--playout-delay`, each session's round trip kept for `ctl peers`, the lines for the log,
+//! and when the heap is worth giving back. Pure: the shell gives each [`Happening`] with the
+//! sessions it came from and does what the [`Outcome`] says; time is an argument.
+use std::collections::BTreeMap;
+
+use log::{trace, Level};
+use protocol::hubtag::Tag;
+use protocol::midi::MidiMessage;
+use protocol::time::{Duration, Instant};
+
+use crate::playout::Playouts;
+use crate::router::{ListenerId, Router, SessionKey};
+use crate::sessions::{Happening, Sessions};
+
+/// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
+pub const TRIM_AFTER_ENDED: usize = 64;
+
+/// What the shell does with a happening.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// MIDI from the session, to route; `after`: its playout delay on the way to ALSA.
+    Route {
+        message: MidiMessage,
+        after: Option<Duration>,
+        tag: Option<Tag>,
+    },
+    /// A line for the log.
+    Log(Level, String),
+}
+
+pub struct Ledger {
+    /// `--playout-delay`, when there is ALSA to play out to.
+    playout_delay: Option<Duration>,
+    playouts: Playouts,
+    /// Round trip of each session's last CK exchange.
+    latency: BTreeMap<SessionKey, Duration>,
+    /// Sessions ended since the heap was last given back to the system.
+    ended_since_trim: usize,
+}
+
+impl Ledger {
+    pub fn new(playout_delay: Option<Duration>) -> Ledger {
+        Ledger {
+            playout_delay,
+            playouts: Playouts::default(),
+            latency: BTreeMap::new(),
+            ended_since_trim: 0,
+        }
+    }
+
+    /// Session `key` of listener `on`, one of `sessions`, did `happening` at `now`.
+    pub fn on_happening(
+        &mut self,
+        router: &mut Router,
+        (on, sessions): (&str, &dyn Sessions),
+        now: Instant,
+        key: SessionKey,
+        happening: Happening,
+    ) -> Outcome {
+        match happening {
+            Happening::Connected { name, addr } => {
+                router.session_up(key, &name, addr.ip());
+                Outcome::Log(
+                    Level::Info,
+                    format!("session opened: {name:?} at {addr} on {on}"),
+                )
+            }
+            Happening::Midi {
+                message,
+                timestamp,
+                tag,
+            } => {
+                trace!("MIDI from {}: {:?}", who(router, key), message);
+                let after = timestamp.and_then(|t| {
+                    let delay = self.playout_delay?;
+                    Some(self.playouts.after(now, key, t, delay))
+                });
+                Outcome::Route {
+                    message,
+                    after,
+                    tag,
+                }
+            }
+            Happening::Latency { rtt, offset_ticks } => {
+                let ticks = sessions.clock_ticks(key.session, now);
+                if let (Some(delay), Some(offset), Some(local)) =
+                    (self.playout_delay, offset_ticks, ticks)
+                {
+                    self.playouts
+                        .on_clock(now, key, delay, (rtt, local, offset));
+                }
+                // The first measurement of a session at info level, the rest at debug.
+                let first = self.latency.insert(key, rtt).is_none();
+                Outcome::Log(
+                    if first { Level::Info } else { Level::Debug },
+                    format!(
+                        "clock sync with {}: round trip {:.2} ms, offset {} ticks",
+                        who(router, key),
+                        rtt.as_secs_f64() * 1000.0,
+                        offset_ticks.unwrap_or(0)
+                    ),
+                )
+            }
+            Happening::Loss { lost } => Outcome::Log(
+                Level::Info,
+                format!("{lost} packet(s) from {} lost", who(router, key)),
+            ),
+            Happening::Ended {
+                ended,
+                reason,
+                orderly,
+            } => {
+                let line = format!("session closed: {}: {reason}", who(router, key));
+                self.latency.remove(&key);
+                self.playouts.remove(key);
+                router.session_down(now, key, ended);
+                self.ended_since_trim += 1;
+                Outcome::Log(if orderly { Level::Info } else { Level::Warn }, line)
+            }
+        }
+    }
+
+    /// Listener `id` closed with its sessions.
+    pub fn listener_closed(&mut self, id: ListenerId) {
+        self.playouts.remove_listener(id);
+        self.latency.retain(|key, _| key.listener != id);
+    }
+
+    /// Each session's last round trip.
+    pub fn latency(&self) -> &BTreeMap<SessionKey, Duration> {
+        &self.latency
+    }
+
+    /// Whether to give freed memory back to the system now, `left` counting the sessions
+    /// there are: once many ended (at least as many as remain) since the last time. malloc
+    /// keeps the pages of freed sessions otherwise, a few MB after a thousand; rare, so the
+    /// cost of a trim (a walk of the heap) is too.
+    pub fn trim_due(&mut self, left: impl FnOnce() -> usize) -> bool {
+        let due = self.ended_since_trim >= TRIM_AFTER_ENDED && self.ended_since_trim >= left();
+        if due {
+            self.ended_since_trim = 0;
+        }
+        due
+    }
+}
+
+/// The peer's name; before it is up, the name of the connection that invites it.
+fn who(router: &Router, key: SessionKey) -> String {
+    let connection = || {
+        let id = router.connection_of(key)?;
+        router.connection(id).map(|c| c.label())
+    };
+    router
+        .peer_name(key)
+        .map(str::to_string)
+        .or_else(connection)
+        .unwrap_or_else(|| format!("session {}", key.session.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use protocol::endpoint::{AcceptPolicy, Endpoint, SessionId};
+    use protocol::session;
+
+    use super::*;
+    use crate::router::Ended;
+    use crate::sessions::AppleMidi;
+
+    const DELAY: Duration = Duration::from_millis(20);
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_micros(ms * 1000)
+    }
+
+    fn sessions() -> AppleMidi {
+        AppleMidi::new(Endpoint::new(
+            session::Config::default(),
+            AcceptPolicy::default(),
+            1,
+        ))
+    }
+
+    fn key(router: &Router, n: u64) -> SessionKey {
+        SessionKey {
+            listener: router.main(),
+            session: SessionId(n),
+        }
+    }
+
+    fn ended(orderly: bool) -> Happening {
+        Happening::Ended {
+            ended: Ended::Other,
+            reason: "BY".into(),
+            orderly,
+        }
+    }
+
+    fn latency(ms: u64) -> Happening {
+        Happening::Latency {
+            rtt: Duration::from_millis(ms),
+            offset_ticks: Some(7),
+        }
+    }
+
+    #[test]
+    fn a_session_is_told_to_the_router_and_logged_until_it_ends() {
+        let mut router = Router::new("us", true, false, 1);
+        let (ours, mut ledger) = (sessions(), Ledger::new(None));
+        let k = key(&router, 3);
+        let addr: SocketAddr = "10.0.0.2:5004".parse().unwrap();
+        let up = Happening::Connected {
+            name: "piano".into(),
+            addr,
+        };
+        let said = ledger.on_happening(&mut router, ("us", &ours), at(0), k, up);
+        let line = "session opened: \"piano\" at 10.0.0.2:5004 on us";
+        assert_eq!(said, Outcome::Log(Level::Info, line.into()));
+        assert_eq!(router.peer_name(k), Some("piano"));
+        let lost = Happening::Loss { lost: 2 };
+        let said = ledger.on_happening(&mut router, ("us", &ours), at(1), k, lost);
+        let line = "2 packet(s) from piano lost";
+        assert_eq!(said, Outcome::Log(Level::Info, line.into()));
+        let said = ledger.on_happening(&mut router, ("us", &ours), at(2), k, ended(false));
+        let line = "session closed: piano: BY";
+        assert_eq!(said, Outcome::Log(Level::Warn, line.into()));
+        assert_eq!(router.peer_name(k), None);
+        // Before it is up, a session is its number.
+        let said = ledger.on_happening(&mut router, ("us", &ours), at(3), k, ended(true));
+        let line = "session closed: session 3: BY";
+        assert_eq!(said, Outcome::Log(Level::Info, line.into()));
+    }
+
+    #[test]
+    fn the_first_round_trip_is_logged_at_info_and_kept_while_the_session_lives() {
+        let mut router = Router::new("us", true, false, 1);
+        let (ours, mut ledger) = (sessions(), Ledger::new(None));
+        let (a, b) = (key(&router, 1), key(&router, 2));
+        let on = ("us", &ours as &dyn Sessions);
+        let level = |o: Outcome| match o {
+            Outcome::Log(level, _) => level,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            level(ledger.on_happening(&mut router, on, at(0), a, latency(3))),
+            Level::Info
+        );
+        assert_eq!(
+            level(ledger.on_happening(&mut router, on, at(1), a, latency(4))),
+            Level::Debug
+        );
+        ledger.on_happening(&mut router, on, at(1), b, latency(5));
+        assert_eq!(ledger.latency().get(&a), Some(&Duration::from_millis(4)));
+        ledger.on_happening(&mut router, on, at(2), a, ended(true));
+        assert_eq!(ledger.latency().get(&a), None);
+        ledger.listener_closed(router.main());
+        assert!(ledger.latency().is_empty());
+    }
+
+    #[test]
+    fn midi_is_delayed_for_playout_only_with_a_delay_and_a_timestamp() {
+        let mut router = Router::new("us", true, false, 1);
+        let ours = sessions();
+        let k = key(&router, 1);
+        let message = MidiMessage::from_bytes(&[0x90, 60, 100]).unwrap();
+        let midi = |timestamp| Happening::Midi {
+            message: message.clone(),
+            timestamp,
+            tag: None,
+        };
+        let after = |o: Outcome| match o {
+            Outcome::Route { after, .. } => after,
+            other => panic!("{other:?}"),
+        };
+        let mut plain = Ledger::new(None);
+        let o = plain.on_happening(&mut router, ("us", &ours), at(0), k, midi(Some(5)));
+        assert_eq!(after(o), None);
+        let mut delayed = Ledger::new(Some(DELAY));
+        let o = delayed.on_happening(&mut router, ("us", &ours), at(0), k, midi(None));
+        assert_eq!(after(o), None);
+        let o = delayed.on_happening(&mut router, ("us", &ours), at(0), k, midi(Some(5)));
+        assert_eq!(after(o), Some(DELAY));
+    }
+
+    #[test]
+    fn the_heap_is_trimmed_once_as_many_sessions_ended_as_remain() {
+        let mut router = Router::new("us", true, false, 1);
+        let (ours, mut ledger) = (sessions(), Ledger::new(None));
+        for n in 0..TRIM_AFTER_ENDED as u64 - 1 {
+            let k = key(&router, n);
+            ledger.on_happening(&mut router, ("us", &ours), at(0), k, ended(true));
+        }
+        assert!(!ledger.trim_due(|| 0));
+        let k = key(&router, 1000);
+        ledger.on_happening(&mut router, ("us", &ours), at(0), k, ended(true));
+        assert!(!ledger.trim_due(|| TRIM_AFTER_ENDED + 1));
+        assert!(ledger.trim_due(|| TRIM_AFTER_ENDED));
+        // Counted again from zero.
+        assert!(!ledger.trim_due(|| 0));
+    }
+}
