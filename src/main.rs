@@ -18,6 +18,7 @@ mod resolver;
 mod router;
 mod seq;
 mod sessions;
+mod shutdown;
 
 use std::process::ExitCode;
 

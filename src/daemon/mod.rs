@@ -28,6 +28,7 @@ use crate::router::{
 };
 use crate::seq::Sequencer;
 use crate::sessions::{self, refusal_text, DropLog, Happening};
+use crate::shutdown::{Shutdown, Step};
 
 mod discovery;
 mod listener;
@@ -81,7 +82,7 @@ pub struct Daemon {
     dests: Vec<Dest>,
     /// Scratch for `pump`: the listeners' ids, kept to not allocate per datagram.
     listener_ids: Vec<ListenerId>,
-    signals_seen: u32,
+    shutdown: Shutdown,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
     names: Option<names::Names>,
@@ -134,7 +135,7 @@ impl Daemon {
             bridge_actions: Vec::new(),
             dests: Vec::new(),
             listener_ids: Vec::new(),
-            signals_seen: 0,
+            shutdown: Shutdown::default(),
             mdns: None,
             mdns_sources: Vec::new(),
             names: None,
@@ -445,18 +446,8 @@ impl Daemon {
                 port,
             } => {
                 if let Err(e) = self.open_listener(ctx, listener, &name, port) {
-                    let midi2 = self.router.listener(listener).map(|l| l.kind);
-                    self.router.listener_failed(listener);
-                    // The default MIDI 2.0 port may be another daemon's: not worth stopping for.
-                    if midi2 == Some(ListenerKind::Midi2) && port.is_none() {
-                        warn!("no Network MIDI 2.0 host: UDP port {DEFAULT_MIDI2_PORT}: {e}");
-                        return Ok(());
-                    }
-                    let port = port.map_or_else(
-                        || "a free UDP port".to_string(),
-                        |p| format!("UDP port {p}"),
-                    );
-                    return Err(format!("{name:?}: cannot open {port}: {e}"));
+                    let why = e.to_string();
+                    return self.router.open_failed(listener, &name, port, &why);
                 }
             }
             Action::CloseListener(id) => {
@@ -530,8 +521,7 @@ impl Daemon {
 
     /// First SIGINT/SIGTERM: BY to every peer, then stop. A second: exit at once.
     fn on_shutdown_signal(&mut self, ctx: &mut Ctx, signal: Signal) {
-        self.signals_seen += 1;
-        if self.signals_seen > 1 {
+        if self.shutdown.on_signal() == Step::Exit {
             warn!("{signal:?} again: exiting at once");
             std::process::exit(1);
         }

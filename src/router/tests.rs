@@ -486,6 +486,26 @@ fn a_listener_that_cannot_open_is_forgotten_unannounced() {
 }
 
 #[test]
+fn only_the_default_midi2_port_taken_is_not_worth_stopping_for() {
+    let mut r = Router::new("us", true, false, 7);
+    let host = r.add_midi2_listener(None);
+    assert_eq!(r.open_failed(host, "us", None, "in use"), Ok(()));
+    assert!(r.listener(host).is_none());
+    let host = r.add_midi2_listener(Some(5700));
+    let stop = r.open_failed(host, "us", Some(5700), "in use");
+    assert_eq!(
+        stop,
+        Err("\"us\": cannot open UDP port 5700: in use".into())
+    );
+    let extra = r.add_listener("drums", 5020);
+    let stop = r.open_failed(extra, "drums", None, "in use");
+    assert_eq!(
+        stop,
+        Err("\"drums\": cannot open a free UDP port: in use".into())
+    );
+}
+
+#[test]
 fn each_event_goes_on_once_and_copies_from_other_hubs_stop_here() {
     let mut r = Router::new("us", false, true, 7);
     // An event entering here gets our tags, numbered.
