@@ -11,8 +11,7 @@ use log::{error, info, log, trace, warn};
 use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
-use protocol::midi2;
-use protocol::session::{self, SocketKind};
+use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Interest, Signal, SourceId};
 
@@ -479,22 +478,20 @@ impl Daemon {
         port: Option<u16>,
     ) -> io::Result<()> {
         let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let policy = self.admission_of(id).policy();
+        let policy = self.router.admission_of(id, &self.settings).policy();
         let kind = self.router.listener(id).map(|l| l.kind);
         let mut listener = if kind == Some(ListenerKind::Midi2) {
             let port = port.unwrap_or(DEFAULT_MIDI2_PORT);
             let sockets = net::bind_ports(&self.settings.bind, port)?;
-            let sessions = sessions::Midi2::new(self.midi2_config(name), policy, seed);
+            let config = sessions::midi2_config(name, &self.settings.midi2);
+            let sessions = sessions::Midi2::new(config, policy, seed);
             Listener::midi2(name, sessions, sockets)
         } else {
             let sockets = match port {
                 Some(port) => net::bind_all(&self.settings.bind, port)?,
                 None => listener::bind_free_pair(&self.settings.bind, self.settings.port)?,
             };
-            let config = session::Config {
-                name: name.to_string(),
-                ..self.settings.session_config()
-            };
+            let config = self.router.session_config(id, &self.settings);
             Listener::apple_midi(name, Endpoint::new(config, policy, seed), sockets)
         };
         listener.register(ctx)?;
@@ -503,20 +500,6 @@ impl Daemon {
         }
         self.listeners.insert(id, listener);
         Ok(())
-    }
-
-    /// Our Network MIDI 2.0 sessions' settings: `[midi2]`'s authentication for hosts, and its
-    /// shared secret for the hosts we connect to.
-    fn midi2_config(&self, name: &str) -> midi2::session::Config {
-        let m = &self.settings.midi2;
-        midi2::session::Config {
-            name: name.to_string(),
-            product_id: sessions::product_id(name),
-            fec_count: m.fec,
-            host_auth: m.host_auth(),
-            client_auth: m.client_auth(),
-            ..midi2::session::Config::default()
-        }
     }
 
     /// First SIGINT/SIGTERM: BY to every peer, then stop. A second: exit at once.

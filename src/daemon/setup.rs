@@ -4,14 +4,12 @@
 use std::path::Path;
 
 use log::{debug, error, info, warn};
-use protocol::session;
 use reactor::Interest;
 
 use super::{rawmidi, Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
-use crate::config::{self, Action, Admission};
+use crate::config::{self, Action};
 use crate::reload::Watch;
-use crate::router::{ListenerId, ListenerKind};
 
 impl Daemon {
     /// The connections, `[export]`, `[listener]` and `[rawmidi]` sections of the settings. A
@@ -82,13 +80,6 @@ impl Daemon {
         }
     }
 
-    /// Who may open sessions on listener `id` (see `Settings::admission_of`).
-    pub(super) fn admission_of(&self, id: ListenerId) -> Admission {
-        let listener = self.router.listener(id);
-        let extra = listener.filter(|l| l.kind == ListenerKind::Extra);
-        self.settings.admission_of(extra.map(|l| l.name.as_str()))
-    }
-
     /// Reads the configuration file again and applies what changed; a broken file changes
     /// nothing.
     pub fn reload(&mut self, ctx: &mut Ctx, why: &str) {
@@ -124,17 +115,9 @@ impl Daemon {
             Action::SessionConfig => {
                 info!("reload: new name, timeouts or journal setting apply to new sessions");
                 self.router.set_name(&self.settings.name);
-                let main = self.router.main();
                 for (id, l) in &mut self.listeners {
-                    let name = if *id == main {
-                        self.settings.name.clone()
-                    } else {
-                        l.name.clone()
-                    };
-                    l.sessions_mut().set_session_config(session::Config {
-                        name,
-                        ..self.settings.session_config()
-                    });
+                    let config = self.router.session_config(*id, &self.settings);
+                    l.sessions_mut().set_session_config(config);
                 }
             }
             Action::SetLogLevel(level) => {
@@ -144,12 +127,9 @@ impl Daemon {
             }
             Action::Admission => {
                 info!("reload: new limits or allow/deny networks apply to new invitations");
-                let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
-                for id in ids {
-                    let policy = self.admission_of(id).policy();
-                    if let Some(l) = self.listeners.get_mut(&id) {
-                        l.sessions_mut().set_policy(policy);
-                    }
+                for (id, l) in &mut self.listeners {
+                    let policy = self.router.admission_of(*id, &self.settings).policy();
+                    l.sessions_mut().set_policy(policy);
                 }
             }
             Action::PeerFilter => {

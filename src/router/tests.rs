@@ -725,3 +725,21 @@ fn an_unnamed_connection_goes_by_its_address_with_ipv6_in_brackets() {
     assert_eq!(target_label(&target(None, "::1", 5004)), "[::1]:5004");
     assert_eq!(target_label(&target(Some("Piano"), "::1", 5004)), "Piano");
 }
+
+#[test]
+fn a_listener_section_admits_by_its_own_keys_and_sessions_carry_the_listeners_name() {
+    let settings = crate::config::settings(
+        "[general]\nname = Stage\nmax_sessions = 9\n[listener drums]\nport = 5020\nmax_sessions = 4\n",
+    );
+    let mut r = Router::new("Stage", true, false, 7);
+    r.configure(t(0), &settings);
+    let drums = r.extra_listener("drums").unwrap();
+    let host = r.add_midi2_listener(None);
+    assert_eq!(r.admission_of(drums, &settings).max_sessions, 4);
+    assert_eq!(r.admission_of(r.main(), &settings).max_sessions, 9);
+    assert_eq!(r.admission_of(host, &settings).max_sessions, 9);
+    assert_eq!(r.session_config(drums, &settings).name, "drums");
+    assert_eq!(r.session_config(r.main(), &settings).name, "Stage");
+    r.set_name("Renamed");
+    assert_eq!(r.session_config(r.main(), &settings).name, "Renamed");
+}
