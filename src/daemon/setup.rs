@@ -3,7 +3,7 @@
 //! watched, and reloads carried out (`Router::reconfigure`, then the listeners and the log).
 use std::path::Path;
 
-use log::{debug, error, info, warn};
+use log::{debug, error, info, log, warn};
 use reactor::Interest;
 
 use super::{rawmidi, Ctx, Daemon};
@@ -111,9 +111,11 @@ impl Daemon {
     fn apply(&mut self, ctx: &mut Ctx, action: Action) {
         let now = self.now(ctx);
         self.router.reconfigure(now, &action);
+        if let Some((level, line)) = action.note() {
+            log!(level, "{line}");
+        }
         match action {
             Action::SessionConfig => {
-                info!("reload: new name, timeouts or journal setting apply to new sessions");
                 self.router.set_name(&self.settings.name);
                 for (id, l) in &mut self.listeners {
                     let config = self.router.session_config(*id, &self.settings);
@@ -126,23 +128,16 @@ impl Daemon {
                 }
             }
             Action::Admission => {
-                info!("reload: new limits or allow/deny networks apply to new invitations");
                 for (id, l) in &mut self.listeners {
                     let policy = self.router.admission_of(*id, &self.settings).policy();
                     l.sessions_mut().set_policy(policy);
                 }
             }
-            Action::PeerFilter => {
-                info!("reload: new [mdns] filters apply to peers discovered from now on")
-            }
-            Action::Bridge(what) => {
-                warn!("reload: {what} changed; it takes effect at the next start")
-            }
-            Action::NeedsRestart(what) => {
-                warn!("reload: {what} changed; restart rtpmidid to apply it")
-            }
-            // The router's.
-            Action::RemoveListener(_)
+            // The router's, or only a note.
+            Action::PeerFilter
+            | Action::Bridge(_)
+            | Action::NeedsRestart(_)
+            | Action::RemoveListener(_)
             | Action::AddListener(_)
             | Action::Disconnect(_)
             | Action::Connect(_)
