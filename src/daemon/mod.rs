@@ -1,7 +1,8 @@
 //! The daemon's shell: it owns the loop's registrations, the sockets, the sequencer, the device
 //! files and mDNS, feeds what they say to the listeners' sessions (`crate::sessions`) and to
 //! the [`Router`], and carries out what they answer. Policy lives in the pure modules
-//! (`router`, `sessions`, `answers`, `rawmidi`, `playout`, `config`); this only translates.
+//! (`router`, `sessions`, `ledger`, `answers`, `rawmidi`, `shutdown`, `config`); this only
+//! translates.
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
