@@ -1,7 +1,8 @@
 //! What the listeners' sessions did, beyond the sessions: the router told, MIDI timed for
 //! `--playout-delay`, each session's round trip kept for `ctl peers`, the lines for the log,
 //! and when the heap is worth giving back. Pure: the shell gives each [`Happening`] with the
-//! sessions it came from and does what the [`Outcome`] says; time is an argument.
+//! sessions it came from and a sink for the log's lines, and routes the MIDI it gets back;
+//! time is an argument.
 use std::collections::BTreeMap;
 
 use log::{trace, Level};
@@ -16,18 +17,17 @@ use crate::sessions::{Happening, Sessions};
 /// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
 pub const TRIM_AFTER_ENDED: usize = 64;
 
-/// What the shell does with a happening.
+/// MIDI from a session, to route; `after`: its playout delay on the way to ALSA.
 #[derive(Debug, PartialEq)]
-pub enum Outcome {
-    /// MIDI from the session, to route; `after`: its playout delay on the way to ALSA.
-    Route {
-        message: MidiMessage,
-        after: Option<Duration>,
-        tag: Option<Tag>,
-    },
-    /// A line for the log.
-    Log(Level, String),
+pub struct Route {
+    pub message: MidiMessage,
+    pub after: Option<Duration>,
+    pub tag: Option<Tag>,
 }
+
+/// Where lines for the log go, in the order they happen (the router logs too): the log in
+/// the shell, a list in tests.
+pub type Say<'a> = &'a mut dyn FnMut(Level, String);
 
 pub struct Ledger {
     /// `--playout-delay`, when there is ALSA to play out to.
@@ -54,17 +54,15 @@ impl Ledger {
         &mut self,
         router: &mut Router,
         (on, sessions): (&str, &dyn Sessions),
-        now: Instant,
-        key: SessionKey,
+        (now, key): (Instant, SessionKey),
         happening: Happening,
-    ) -> Outcome {
+        say: Say,
+    ) -> Option<Route> {
         match happening {
             Happening::Connected { name, addr } => {
+                let line = format!("session opened: {name:?} at {addr} on {on}");
+                say(Level::Info, line);
                 router.session_up(key, &name, addr.ip());
-                Outcome::Log(
-                    Level::Info,
-                    format!("session opened: {name:?} at {addr} on {on}"),
-                )
             }
             Happening::Midi {
                 message,
@@ -76,11 +74,11 @@ impl Ledger {
                     let delay = self.playout_delay?;
                     Some(self.playouts.after(now, key, t, delay))
                 });
-                Outcome::Route {
+                return Some(Route {
                     message,
                     after,
                     tag,
-                }
+                });
             }
             Happening::Latency { rtt, offset_ticks } => {
                 let ticks = sessions.clock_ticks(key.session, now);
@@ -92,17 +90,15 @@ impl Ledger {
                 }
                 // The first measurement of a session at info level, the rest at debug.
                 let first = self.latency.insert(key, rtt).is_none();
-                Outcome::Log(
-                    if first { Level::Info } else { Level::Debug },
-                    format!(
-                        "clock sync with {}: round trip {:.2} ms, offset {} ticks",
-                        who(router, key),
-                        rtt.as_secs_f64() * 1000.0,
-                        offset_ticks.unwrap_or(0)
-                    ),
-                )
+                let line = format!(
+                    "clock sync with {}: round trip {:.2} ms, offset {} ticks",
+                    who(router, key),
+                    rtt.as_secs_f64() * 1000.0,
+                    offset_ticks.unwrap_or(0)
+                );
+                say(if first { Level::Info } else { Level::Debug }, line);
             }
-            Happening::Loss { lost } => Outcome::Log(
+            Happening::Loss { lost } => say(
                 Level::Info,
                 format!("{lost} packet(s) from {} lost", who(router, key)),
             ),
@@ -112,13 +108,14 @@ impl Ledger {
                 orderly,
             } => {
                 let line = format!("session closed: {}: {reason}", who(router, key));
+                say(if orderly { Level::Info } else { Level::Warn }, line);
                 self.latency.remove(&key);
                 self.playouts.remove(key);
                 router.session_down(now, key, ended);
                 self.ended_since_trim += 1;
-                Outcome::Log(if orderly { Level::Info } else { Level::Warn }, line)
             }
         }
+        None
     }
 
     /// Listener `id` closed with its sessions.
@@ -171,23 +168,47 @@ mod tests {
 
     const DELAY: Duration = Duration::from_millis(20);
 
-    fn at(ms: u64) -> Instant {
-        Instant::from_micros(ms * 1000)
+    /// A router, a ledger and the main listener's sessions.
+    struct Rig {
+        router: Router,
+        ledger: Ledger,
+        ours: AppleMidi,
     }
 
-    fn sessions() -> AppleMidi {
-        AppleMidi::new(Endpoint::new(
-            session::Config::default(),
-            AcceptPolicy::default(),
-            1,
-        ))
-    }
-
-    fn key(router: &Router, n: u64) -> SessionKey {
-        SessionKey {
-            listener: router.main(),
-            session: SessionId(n),
+    impl Rig {
+        fn new(playout_delay: Option<Duration>) -> Rig {
+            let config = session::Config::default();
+            Rig {
+                router: Router::new("us", true, false, 1),
+                ledger: Ledger::new(playout_delay),
+                ours: AppleMidi::new(Endpoint::new(config, AcceptPolicy::default(), 1)),
+            }
         }
+
+        fn key(&self, n: u64) -> SessionKey {
+            SessionKey {
+                listener: self.router.main(),
+                session: SessionId(n),
+            }
+        }
+
+        /// What happening `h` of session `key` at `ms` gives: MIDI to route and log lines.
+        fn happen(&mut self, ms: u64, key: SessionKey, h: Happening) -> Said {
+            let mut lines = Vec::new();
+            let now = Instant::from_micros(ms * 1000);
+            let from = ("us", &self.ours as &dyn Sessions);
+            let mut say = |level, line| lines.push((level, line));
+            let route = self
+                .ledger
+                .on_happening(&mut self.router, from, (now, key), h, &mut say);
+            (route, lines)
+        }
+    }
+
+    type Said = (Option<Route>, Vec<(Level, String)>);
+
+    fn line(level: Level, text: &str) -> Said {
+        (None, vec![(level, text.to_string())])
     }
 
     fn ended(orderly: bool) -> Happening {
@@ -207,97 +228,73 @@ mod tests {
 
     #[test]
     fn a_session_is_told_to_the_router_and_logged_until_it_ends() {
-        let mut router = Router::new("us", true, false, 1);
-        let (ours, mut ledger) = (sessions(), Ledger::new(None));
-        let k = key(&router, 3);
+        let mut rig = Rig::new(None);
+        let k = rig.key(3);
         let addr: SocketAddr = "10.0.0.2:5004".parse().unwrap();
         let up = Happening::Connected {
             name: "piano".into(),
             addr,
         };
-        let said = ledger.on_happening(&mut router, ("us", &ours), at(0), k, up);
-        let line = "session opened: \"piano\" at 10.0.0.2:5004 on us";
-        assert_eq!(said, Outcome::Log(Level::Info, line.into()));
-        assert_eq!(router.peer_name(k), Some("piano"));
+        let opened = "session opened: \"piano\" at 10.0.0.2:5004 on us";
+        assert_eq!(rig.happen(0, k, up), line(Level::Info, opened));
+        assert_eq!(rig.router.peer_name(k), Some("piano"));
         let lost = Happening::Loss { lost: 2 };
-        let said = ledger.on_happening(&mut router, ("us", &ours), at(1), k, lost);
-        let line = "2 packet(s) from piano lost";
-        assert_eq!(said, Outcome::Log(Level::Info, line.into()));
-        let said = ledger.on_happening(&mut router, ("us", &ours), at(2), k, ended(false));
-        let line = "session closed: piano: BY";
-        assert_eq!(said, Outcome::Log(Level::Warn, line.into()));
-        assert_eq!(router.peer_name(k), None);
+        let said = line(Level::Info, "2 packet(s) from piano lost");
+        assert_eq!(rig.happen(1, k, lost), said);
+        let said = line(Level::Warn, "session closed: piano: BY");
+        assert_eq!(rig.happen(2, k, ended(false)), said);
+        assert_eq!(rig.router.peer_name(k), None);
         // Before it is up, a session is its number.
-        let said = ledger.on_happening(&mut router, ("us", &ours), at(3), k, ended(true));
-        let line = "session closed: session 3: BY";
-        assert_eq!(said, Outcome::Log(Level::Info, line.into()));
+        let said = line(Level::Info, "session closed: session 3: BY");
+        assert_eq!(rig.happen(3, k, ended(true)), said);
     }
 
     #[test]
     fn the_first_round_trip_is_logged_at_info_and_kept_while_the_session_lives() {
-        let mut router = Router::new("us", true, false, 1);
-        let (ours, mut ledger) = (sessions(), Ledger::new(None));
-        let (a, b) = (key(&router, 1), key(&router, 2));
-        let on = ("us", &ours as &dyn Sessions);
-        let level = |o: Outcome| match o {
-            Outcome::Log(level, _) => level,
-            other => panic!("{other:?}"),
-        };
+        let mut rig = Rig::new(None);
+        let (a, b) = (rig.key(1), rig.key(2));
+        let level = |said: Said| said.1[0].0;
+        assert_eq!(level(rig.happen(0, a, latency(3))), Level::Info);
+        assert_eq!(level(rig.happen(1, a, latency(4))), Level::Debug);
+        rig.happen(1, b, latency(5));
         assert_eq!(
-            level(ledger.on_happening(&mut router, on, at(0), a, latency(3))),
-            Level::Info
+            rig.ledger.latency().get(&a),
+            Some(&Duration::from_millis(4))
         );
-        assert_eq!(
-            level(ledger.on_happening(&mut router, on, at(1), a, latency(4))),
-            Level::Debug
-        );
-        ledger.on_happening(&mut router, on, at(1), b, latency(5));
-        assert_eq!(ledger.latency().get(&a), Some(&Duration::from_millis(4)));
-        ledger.on_happening(&mut router, on, at(2), a, ended(true));
-        assert_eq!(ledger.latency().get(&a), None);
-        ledger.listener_closed(router.main());
-        assert!(ledger.latency().is_empty());
+        rig.happen(2, a, ended(true));
+        assert_eq!(rig.ledger.latency().get(&a), None);
+        rig.ledger.listener_closed(rig.router.main());
+        assert!(rig.ledger.latency().is_empty());
     }
 
     #[test]
     fn midi_is_delayed_for_playout_only_with_a_delay_and_a_timestamp() {
-        let mut router = Router::new("us", true, false, 1);
-        let ours = sessions();
-        let k = key(&router, 1);
         let message = MidiMessage::from_bytes(&[0x90, 60, 100]).unwrap();
         let midi = |timestamp| Happening::Midi {
             message: message.clone(),
             timestamp,
             tag: None,
         };
-        let after = |o: Outcome| match o {
-            Outcome::Route { after, .. } => after,
-            other => panic!("{other:?}"),
-        };
-        let mut plain = Ledger::new(None);
-        let o = plain.on_happening(&mut router, ("us", &ours), at(0), k, midi(Some(5)));
-        assert_eq!(after(o), None);
-        let mut delayed = Ledger::new(Some(DELAY));
-        let o = delayed.on_happening(&mut router, ("us", &ours), at(0), k, midi(None));
-        assert_eq!(after(o), None);
-        let o = delayed.on_happening(&mut router, ("us", &ours), at(0), k, midi(Some(5)));
-        assert_eq!(after(o), Some(DELAY));
+        let after = |said: Said| said.0.unwrap().after;
+        let mut plain = Rig::new(None);
+        let k = plain.key(1);
+        assert_eq!(after(plain.happen(0, k, midi(Some(5)))), None);
+        let mut delayed = Rig::new(Some(DELAY));
+        assert_eq!(after(delayed.happen(0, k, midi(None))), None);
+        assert_eq!(after(delayed.happen(0, k, midi(Some(5)))), Some(DELAY));
     }
 
     #[test]
     fn the_heap_is_trimmed_once_as_many_sessions_ended_as_remain() {
-        let mut router = Router::new("us", true, false, 1);
-        let (ours, mut ledger) = (sessions(), Ledger::new(None));
+        let mut rig = Rig::new(None);
         for n in 0..TRIM_AFTER_ENDED as u64 - 1 {
-            let k = key(&router, n);
-            ledger.on_happening(&mut router, ("us", &ours), at(0), k, ended(true));
+            rig.happen(0, rig.key(n), ended(true));
         }
-        assert!(!ledger.trim_due(|| 0));
-        let k = key(&router, 1000);
-        ledger.on_happening(&mut router, ("us", &ours), at(0), k, ended(true));
-        assert!(!ledger.trim_due(|| TRIM_AFTER_ENDED + 1));
-        assert!(ledger.trim_due(|| TRIM_AFTER_ENDED));
+        assert!(!rig.ledger.trim_due(|| 0));
+        rig.happen(0, rig.key(1000), ended(true));
+        assert!(!rig.ledger.trim_due(|| TRIM_AFTER_ENDED + 1));
+        assert!(rig.ledger.trim_due(|| TRIM_AFTER_ENDED));
         // Counted again from zero.
-        assert!(!ledger.trim_due(|| 0));
+        assert!(!rig.ledger.trim_due(|| 0));
     }
 }

@@ -19,7 +19,7 @@ use reactor::{Context, Interest, Signal, SourceId};
 use crate::bridge::{self, Bridge};
 use crate::config;
 use crate::config::CommandLine;
-use crate::ledger::{Ledger, Outcome};
+use crate::ledger::Ledger;
 use crate::mdns::Mdns;
 use crate::net;
 use crate::options::DEFAULT_MIDI2_PORT;
@@ -337,16 +337,13 @@ impl Daemon {
             return;
         };
         let from = (l.name.as_str(), l.sessions());
-        match self
+        let mut say = |level, line| log!(level, "{line}");
+        let happened = (now, key);
+        let route = self
             .ledger
-            .on_happening(&mut self.router, from, now, key, happening)
-        {
-            Outcome::Route {
-                message,
-                after,
-                tag,
-            } => self.forward(now, Source::Session(key), message, after, tag),
-            Outcome::Log(level, line) => log!(level, "{line}"),
+            .on_happening(&mut self.router, from, happened, happening, &mut say);
+        if let Some(r) = route {
+            self.forward(now, Source::Session(key), r.message, r.after, r.tag);
         }
     }
 
