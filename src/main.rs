@@ -7,6 +7,7 @@ mod control;
 mod ctl;
 mod daemon;
 mod json;
+mod ledger;
 mod mdns;
 mod net;
 mod options;
@@ -17,6 +18,7 @@ mod resolver;
 mod router;
 mod seq;
 mod sessions;
+mod shutdown;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,6 @@
 //! A reload: the running settings and the new ones turned into the [`Action`]s that take the
 //! daemon from one to the other.
-use log::LevelFilter;
+use log::{Level, LevelFilter};
 
 use super::{Connection, Listener, Settings, Timeouts};
 
@@ -27,6 +27,35 @@ pub enum Action {
     Admission,
     /// A change that needs a restart (ports, bound addresses, control socket); it is ignored.
     NeedsRestart(&'static str),
+}
+
+impl Action {
+    /// What the log says of this change: when it applies, or that it does not; `None` for
+    /// the changes the router's and the log level's own effects tell.
+    pub fn note(&self) -> Option<(Level, String)> {
+        let info = |line: &str| Some((Level::Info, format!("reload: {line}")));
+        match self {
+            Action::SessionConfig => {
+                info("new name, timeouts or journal setting apply to new sessions")
+            }
+            Action::Admission => info("new limits or allow/deny networks apply to new invitations"),
+            Action::PeerFilter => info("new [mdns] filters apply to peers discovered from now on"),
+            Action::Bridge(what) => Some((
+                Level::Warn,
+                format!("reload: {what} changed; it takes effect at the next start"),
+            )),
+            Action::NeedsRestart(what) => Some((
+                Level::Warn,
+                format!("reload: {what} changed; restart rtpmidid to apply it"),
+            )),
+            Action::SetLogLevel(_)
+            | Action::RemoveListener(_)
+            | Action::AddListener(_)
+            | Action::Disconnect(_)
+            | Action::Connect(_)
+            | Action::SetHub(_) => None,
+        }
+    }
 }
 
 /// What to do to go from `old` to `new`: removals before additions, so a connection whose
@@ -203,5 +232,26 @@ mod tests {
         );
         let timeouts = settings("[general]\nname = A\n[timeouts]\nck_interval = 3\n");
         assert_eq!(diff(&old, &timeouts), vec![Action::SessionConfig]);
+    }
+
+    #[test]
+    fn a_reload_notes_what_applies_later_and_what_does_not_apply() {
+        let note = |a: Action| a.note();
+        let later = "reload: new name, timeouts or journal setting apply to new sessions";
+        assert_eq!(
+            note(Action::SessionConfig),
+            Some((Level::Info, later.into()))
+        );
+        let restart = "reload: port changed; restart rtpmidid to apply it";
+        assert_eq!(
+            note(Action::NeedsRestart("port")),
+            Some((Level::Warn, restart.into()))
+        );
+        let next = "reload: [mdns] changed; it takes effect at the next start";
+        assert_eq!(
+            note(Action::Bridge("[mdns]")),
+            Some((Level::Warn, next.into()))
+        );
+        assert_eq!(note(Action::SetHub(true)), None);
     }
 }

@@ -1,33 +1,34 @@
 //! The daemon's shell: it owns the loop's registrations, the sockets, the sequencer, the device
 //! files and mDNS, feeds what they say to the listeners' sessions (`crate::sessions`) and to
 //! the [`Router`], and carries out what they answer. Policy lives in the pure modules
-//! (`router`, `sessions`, `answers`, `rawmidi`, `playout`, `config`); this only translates.
+//! (`router`, `sessions`, `ledger`, `answers`, `rawmidi`, `shutdown`, `config`); this only
+//! translates.
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
-use log::{error, info, log, trace, warn, Level};
+use log::{error, info, log, trace, warn};
 use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
-use protocol::midi2;
-use protocol::session::{self, SocketKind};
+use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Interest, Signal, SourceId};
 
 use crate::bridge::{self, Bridge};
 use crate::config;
 use crate::config::CommandLine;
+use crate::ledger::Ledger;
 use crate::mdns::Mdns;
 use crate::net;
 use crate::options::DEFAULT_MIDI2_PORT;
-use crate::playout::Playouts;
 use crate::router::{
     Action, Dest, DeviceId, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
 };
 use crate::seq::Sequencer;
 use crate::sessions::{self, refusal_text, DropLog, Happening};
+use crate::shutdown::{Shutdown, Step};
 
 mod discovery;
 mod listener;
@@ -45,8 +46,6 @@ const READ_BATCH: usize = 256;
 const MAX_DATAGRAM: usize = 65_536;
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
-/// Sessions that must have ended (and at least as many as remain) before the heap is trimmed.
-const TRIM_AFTER_ENDED: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
@@ -74,10 +73,8 @@ pub struct Daemon {
     seq_sources: Vec<SourceId>,
     /// The `[rawmidi]` devices.
     devices: BTreeMap<DeviceId, rawmidi::Device>,
-    /// With `--playout-delay`: each session's schedule.
-    playouts: Playouts,
-    /// Round trip of each session's last CK exchange.
-    latency: BTreeMap<SessionKey, Duration>,
+    /// What the sessions did, beyond the sessions.
+    ledger: Ledger,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
     drops: DropLog,
@@ -85,9 +82,7 @@ pub struct Daemon {
     dests: Vec<Dest>,
     /// Scratch for `pump`: the listeners' ids, kept to not allocate per datagram.
     listener_ids: Vec<ListenerId>,
-    signals_seen: u32,
-    /// Sessions ended since the heap was last given back to the system.
-    ended_since_trim: usize,
+    shutdown: Shutdown,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
     names: Option<names::Names>,
@@ -117,6 +112,11 @@ impl Daemon {
             Endpoint::new(settings.session_config(), settings.admission.policy(), seed),
             sockets,
         );
+        // Played out to ALSA only; a new delay takes a restart.
+        let playout_delay = settings
+            .playout_delay
+            .filter(|_| bridge.is_some())
+            .map(|ms| Duration::from_millis(u64::from(ms)));
         let now = StdInstant::now();
         Ok(Daemon {
             origin: now,
@@ -128,16 +128,14 @@ impl Daemon {
             bridge,
             seq_sources: Vec::new(),
             devices: BTreeMap::new(),
-            playouts: Playouts::default(),
-            latency: BTreeMap::new(),
+            ledger: Ledger::new(playout_delay),
             recv_buf: vec![0; MAX_DATAGRAM],
             send_buf: vec![0; MAX_DATAGRAM],
             drops: DropLog::default(),
             bridge_actions: Vec::new(),
             dests: Vec::new(),
             listener_ids: Vec::new(),
-            signals_seen: 0,
-            ended_since_trim: 0,
+            shutdown: Shutdown::default(),
             mdns: None,
             mdns_sources: Vec::new(),
             names: None,
@@ -316,20 +314,16 @@ impl Daemon {
         self.arm_devices(ctx);
     }
 
-    /// Gives freed memory back to the system once many sessions ended (at least half of
-    /// those there were since the last time): malloc keeps the pages of freed sessions
-    /// otherwise, a few MB after a thousand. Rare, so its cost (a walk of the heap) is not.
+    /// Gives freed memory back to the system when the ledger says (`Ledger::trim_due`).
     fn trim_heap(&mut self) {
-        if self.ended_since_trim < TRIM_AFTER_ENDED {
-            return;
-        }
-        let left: usize = self
-            .listeners
-            .values()
-            .map(|l| l.sessions().session_count())
-            .sum();
-        if self.ended_since_trim >= left {
-            self.ended_since_trim = 0;
+        let listeners = &self.listeners;
+        let left = || {
+            listeners
+                .values()
+                .map(|l| l.sessions().session_count())
+                .sum()
+        };
+        if self.ledger.trim_due(left) {
             #[cfg(target_env = "gnu")]
             // SAFETY: malloc_trim only releases free memory of the heap; any thread may call it.
             unsafe {
@@ -339,63 +333,17 @@ impl Daemon {
     }
 
     fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
-        // The peer's name; before it is up, the name of the connection that invites it.
-        let who = |d: &Daemon| {
-            let connection = || {
-                let id = d.router.connection_of(key)?;
-                d.router.connection(id).map(|c| c.label())
-            };
-            d.router
-                .peer_name(key)
-                .map(str::to_string)
-                .or_else(connection)
-                .unwrap_or_else(|| format!("session {}", key.session.0))
+        let Some(l) = self.listeners.get(&key.listener) else {
+            return;
         };
-        match happening {
-            Happening::Connected { name, addr } => {
-                let on = self.listeners.get(&key.listener).map_or("", |l| &l.name);
-                info!("session opened: {name:?} at {addr} on {on}");
-                self.router.session_up(key, &name, addr.ip());
-            }
-            Happening::Midi {
-                message,
-                timestamp,
-                tag,
-            } => {
-                trace!("MIDI from {}: {:?}", who(self), message);
-                let after = timestamp.and_then(|t| self.playout_after(now, key, t));
-                self.forward(now, Source::Session(key), message, after, tag);
-            }
-            Happening::Latency { rtt, offset_ticks } => {
-                if let Some(offset) = offset_ticks {
-                    self.playout_clock(now, key, rtt, offset);
-                }
-                // The first measurement of a session at info level, the rest at debug.
-                let first = self.latency.insert(key, rtt).is_none();
-                log!(
-                    if first { Level::Info } else { Level::Debug },
-                    "clock sync with {}: round trip {:.2} ms, offset {} ticks",
-                    who(self),
-                    rtt.as_secs_f64() * 1000.0,
-                    offset_ticks.unwrap_or(0)
-                );
-            }
-            Happening::Loss { lost } => info!("{lost} packet(s) from {} lost", who(self)),
-            Happening::Ended {
-                ended,
-                reason,
-                orderly,
-            } => {
-                if orderly {
-                    info!("session closed: {}: {reason}", who(self))
-                } else {
-                    warn!("session closed: {}: {reason}", who(self))
-                }
-                self.latency.remove(&key);
-                self.playouts.remove(key);
-                self.router.session_down(now, key, ended);
-                self.ended_since_trim += 1;
-            }
+        let from = (l.name.as_str(), l.sessions());
+        let mut say = |level, line| log!(level, "{line}");
+        let happened = (now, key);
+        let route = self
+            .ledger
+            .on_happening(&mut self.router, from, happened, happening, &mut say);
+        if let Some(r) = route {
+            self.forward(now, Source::Session(key), r.message, r.after, r.tag);
         }
     }
 
@@ -495,18 +443,8 @@ impl Daemon {
                 port,
             } => {
                 if let Err(e) = self.open_listener(ctx, listener, &name, port) {
-                    let midi2 = self.router.listener(listener).map(|l| l.kind);
-                    self.router.listener_failed(listener);
-                    // The default MIDI 2.0 port may be another daemon's: not worth stopping for.
-                    if midi2 == Some(ListenerKind::Midi2) && port.is_none() {
-                        warn!("no Network MIDI 2.0 host: UDP port {DEFAULT_MIDI2_PORT}: {e}");
-                        return Ok(());
-                    }
-                    let port = port.map_or_else(
-                        || "a free UDP port".to_string(),
-                        |p| format!("UDP port {p}"),
-                    );
-                    return Err(format!("{name:?}: cannot open {port}: {e}"));
+                    let why = e.to_string();
+                    return self.router.open_failed(listener, &name, port, &why);
                 }
             }
             Action::CloseListener(id) => {
@@ -515,8 +453,7 @@ impl Daemon {
                     l.flush(now, &mut self.send_buf);
                     l.deregister(ctx);
                 }
-                self.playouts.remove_listener(id);
-                self.latency.retain(|key, _| key.listener != id);
+                self.ledger.listener_closed(id);
             }
             Action::Announce(id) => self.announce(ctx, id),
             Action::OpenDevice(id) => self.open_device(ctx, id),
@@ -539,22 +476,20 @@ impl Daemon {
         port: Option<u16>,
     ) -> io::Result<()> {
         let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let policy = self.admission_of(id).policy();
+        let policy = self.router.admission_of(id, &self.settings).policy();
         let kind = self.router.listener(id).map(|l| l.kind);
         let mut listener = if kind == Some(ListenerKind::Midi2) {
             let port = port.unwrap_or(DEFAULT_MIDI2_PORT);
             let sockets = net::bind_ports(&self.settings.bind, port)?;
-            let sessions = sessions::Midi2::new(self.midi2_config(name), policy, seed);
+            let config = sessions::midi2_config(name, &self.settings.midi2);
+            let sessions = sessions::Midi2::new(config, policy, seed);
             Listener::midi2(name, sessions, sockets)
         } else {
             let sockets = match port {
                 Some(port) => net::bind_all(&self.settings.bind, port)?,
                 None => listener::bind_free_pair(&self.settings.bind, self.settings.port)?,
             };
-            let config = session::Config {
-                name: name.to_string(),
-                ..self.settings.session_config()
-            };
+            let config = self.router.session_config(id, &self.settings);
             Listener::apple_midi(name, Endpoint::new(config, policy, seed), sockets)
         };
         listener.register(ctx)?;
@@ -565,53 +500,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Our Network MIDI 2.0 sessions' settings: `[midi2]`'s authentication for hosts, and its
-    /// shared secret for the hosts we connect to.
-    fn midi2_config(&self, name: &str) -> midi2::session::Config {
-        let m = &self.settings.midi2;
-        midi2::session::Config {
-            name: name.to_string(),
-            product_id: sessions::product_id(name),
-            fec_count: m.fec,
-            host_auth: m.host_auth(),
-            client_auth: m.client_auth(),
-            ..midi2::session::Config::default()
-        }
-    }
-
-    /// With `--playout-delay`: how long MIDI stamped `timestamp` by session `key`'s peer
-    /// waits before ALSA delivers it (see `playout`).
-    fn playout_after(&mut self, now: Instant, key: SessionKey, timestamp: u32) -> Option<Duration> {
-        let delay = self.playout_delay()?;
-        self.bridge.as_ref()?;
-        Some(self.playouts.after(now, key, timestamp, delay))
-    }
-
-    /// A CK round of session `key` ended: its offset times the playout from now on.
-    fn playout_clock(&mut self, now: Instant, key: SessionKey, rtt: Duration, offset_ticks: i64) {
-        let Some(delay) = self.playout_delay() else {
-            return;
-        };
-        let ticks = self
-            .listeners
-            .get(&key.listener)
-            .and_then(|l| l.sessions().clock_ticks(key.session, now));
-        if let Some(local_ticks) = ticks {
-            let round = (rtt, local_ticks, offset_ticks);
-            self.playouts.on_clock(now, key, delay, round);
-        }
-    }
-
-    fn playout_delay(&self) -> Option<Duration> {
-        self.settings
-            .playout_delay
-            .map(|ms| Duration::from_millis(u64::from(ms)))
-    }
-
     /// First SIGINT/SIGTERM: BY to every peer, then stop. A second: exit at once.
     fn on_shutdown_signal(&mut self, ctx: &mut Ctx, signal: Signal) {
-        self.signals_seen += 1;
-        if self.signals_seen > 1 {
+        if self.shutdown.on_signal() == Step::Exit {
             warn!("{signal:?} again: exiting at once");
             std::process::exit(1);
         }

@@ -1,6 +1,6 @@
 //! Connections' host names looked up without blocking the loop (`crate::resolver`), and the
 //! sessions started once they are.
-use log::{info, warn};
+use log::info;
 use protocol::time::Instant;
 use reactor::Interest;
 
@@ -74,37 +74,19 @@ impl Daemon {
             }
         }
         while let Some(done) = names.resolver.poll_done() {
-            let Some((connection, listener)) = names.lookups.finished(&self.router, done.id) else {
+            let stats = || names.resolver.stats();
+            let result = (done.id, done.result);
+            let Some(dial) = names.lookups.resolved(&mut self.router, now, result, stats) else {
                 continue;
             };
-            match done.result.map(|addrs| addrs.first().copied()) {
-                Ok(Some(addr)) => {
-                    info!("connecting to {addr}");
-                    let credentials = self
-                        .router
-                        .connection(connection)
-                        .and_then(|c| c.target.credentials.clone());
-                    if let Some(l) = self.listeners.get_mut(&listener) {
-                        let session = l.sessions_mut().connect(now, addr, credentials);
-                        let key = SessionKey { listener, session };
-                        self.router.connecting(connection, key, addr.ip());
-                    }
-                }
-                failed => {
-                    let host = self
-                        .router
-                        .connection(connection)
-                        .map_or_else(String::new, |c| c.target.host.clone());
-                    // Bad replies dropped so far tell a broken or spoofing network.
-                    let dropped = names.resolver.stats();
-                    match failed {
-                        Err(why) => {
-                            warn!("cannot resolve {host}: {why:?} (replies dropped: {dropped:?})")
-                        }
-                        _ => warn!("cannot resolve {host}: no address"),
-                    }
-                    self.router.connect_failed(now, connection);
-                }
+            info!("connecting to {}", dial.addr);
+            if let Some(l) = self.listeners.get_mut(&dial.listener) {
+                let session = l.sessions_mut().connect(now, dial.addr, dial.credentials);
+                let key = SessionKey {
+                    listener: dial.listener,
+                    session,
+                };
+                self.router.connecting(dial.connection, key, dial.addr.ip());
             }
         }
     }

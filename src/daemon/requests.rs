@@ -73,7 +73,7 @@ impl Daemon {
     }
 
     fn peers(&self) -> Vec<PeerRow> {
-        answers::peers(&self.router, &self.sessions(), &self.latency)
+        answers::peers(&self.router, &self.sessions(), self.ledger.latency())
     }
 
     /// Each listener's sessions, for `answers`.

@@ -3,15 +3,13 @@
 //! watched, and reloads carried out (`Router::reconfigure`, then the listeners and the log).
 use std::path::Path;
 
-use log::{debug, error, info, warn};
-use protocol::session;
+use log::{debug, error, info, log, warn};
 use reactor::Interest;
 
 use super::{rawmidi, Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
-use crate::config::{self, Action, Admission};
+use crate::config::{self, Action};
 use crate::reload::Watch;
-use crate::router::{ListenerId, ListenerKind};
 
 impl Daemon {
     /// The connections, `[export]`, `[listener]` and `[rawmidi]` sections of the settings. A
@@ -82,13 +80,6 @@ impl Daemon {
         }
     }
 
-    /// Who may open sessions on listener `id` (see `Settings::admission_of`).
-    pub(super) fn admission_of(&self, id: ListenerId) -> Admission {
-        let listener = self.router.listener(id);
-        let extra = listener.filter(|l| l.kind == ListenerKind::Extra);
-        self.settings.admission_of(extra.map(|l| l.name.as_str()))
-    }
-
     /// Reads the configuration file again and applies what changed; a broken file changes
     /// nothing.
     pub fn reload(&mut self, ctx: &mut Ctx, why: &str) {
@@ -120,21 +111,15 @@ impl Daemon {
     fn apply(&mut self, ctx: &mut Ctx, action: Action) {
         let now = self.now(ctx);
         self.router.reconfigure(now, &action);
+        if let Some((level, line)) = action.note() {
+            log!(level, "{line}");
+        }
         match action {
             Action::SessionConfig => {
-                info!("reload: new name, timeouts or journal setting apply to new sessions");
                 self.router.set_name(&self.settings.name);
-                let main = self.router.main();
                 for (id, l) in &mut self.listeners {
-                    let name = if *id == main {
-                        self.settings.name.clone()
-                    } else {
-                        l.name.clone()
-                    };
-                    l.sessions_mut().set_session_config(session::Config {
-                        name,
-                        ..self.settings.session_config()
-                    });
+                    let config = self.router.session_config(*id, &self.settings);
+                    l.sessions_mut().set_session_config(config);
                 }
             }
             Action::SetLogLevel(level) => {
@@ -143,26 +128,16 @@ impl Daemon {
                 }
             }
             Action::Admission => {
-                info!("reload: new limits or allow/deny networks apply to new invitations");
-                let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
-                for id in ids {
-                    let policy = self.admission_of(id).policy();
-                    if let Some(l) = self.listeners.get_mut(&id) {
-                        l.sessions_mut().set_policy(policy);
-                    }
+                for (id, l) in &mut self.listeners {
+                    let policy = self.router.admission_of(*id, &self.settings).policy();
+                    l.sessions_mut().set_policy(policy);
                 }
             }
-            Action::PeerFilter => {
-                info!("reload: new [mdns] filters apply to peers discovered from now on")
-            }
-            Action::Bridge(what) => {
-                warn!("reload: {what} changed; it takes effect at the next start")
-            }
-            Action::NeedsRestart(what) => {
-                warn!("reload: {what} changed; restart rtpmidid to apply it")
-            }
-            // The router's.
-            Action::RemoveListener(_)
+            // The router's, or only a note.
+            Action::PeerFilter
+            | Action::Bridge(_)
+            | Action::NeedsRestart(_)
+            | Action::RemoveListener(_)
             | Action::AddListener(_)
             | Action::Disconnect(_)
             | Action::Connect(_)

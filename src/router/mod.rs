@@ -44,7 +44,7 @@ use arena::Arena;
 pub use arena::Id;
 pub use lookups::Lookups;
 
-use crate::options::ConnectTarget;
+use crate::options::{ConnectTarget, DEFAULT_MIDI2_PORT};
 use crate::seq::SeqAddr;
 
 pub const RECONNECT_MIN: Duration = Duration::from_secs(1);
@@ -430,6 +430,29 @@ impl Router {
             .iter()
             .find(|(_, l)| l.kind == ListenerKind::Extra && l.name == name)
             .map(|(id, _)| id)
+    }
+
+    /// The shell could not open listener `id` named `name` on `port` (`None`: its default one)
+    /// for `why`: it is gone ([`Router::listener_failed`]). The error is worth stopping for,
+    /// except for the default MIDI 2.0 port, which may be another daemon's: a warning then.
+    pub fn open_failed(
+        &mut self,
+        id: ListenerId,
+        name: &str,
+        port: Option<u16>,
+        why: &str,
+    ) -> Result<(), String> {
+        let midi2 = self.midi2 == Some(id);
+        self.listener_failed(id);
+        if midi2 && port.is_none() {
+            warn!("no Network MIDI 2.0 host: UDP port {DEFAULT_MIDI2_PORT}: {why}");
+            return Ok(());
+        }
+        let port = port.map_or_else(
+            || "a free UDP port".to_string(),
+            |p| format!("UDP port {p}"),
+        );
+        Err(format!("{name:?}: cannot open {port}: {why}"))
     }
 
     /// The shell could not open listener `id` (its port is taken): it is gone.

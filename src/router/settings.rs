@@ -1,13 +1,31 @@
 //! The configuration's part of the graph: its connections, listeners and devices at start,
 //! and what a reload changes of them.
 use log::info;
+use protocol::session;
 use protocol::time::Instant;
 
-use super::{DeviceId, Router};
-use crate::config::{self, Action, RawMidi, Settings};
+use super::{DeviceId, ListenerId, ListenerKind, Router};
+use crate::config::{self, Action, Admission, RawMidi, Settings};
 use crate::options::ConnectTarget;
 
 impl Router {
+    /// Who may open sessions on listener `id`: a `[listener]` its section's keys over
+    /// `[general]`'s, any other `[general]`'s (see `Settings::admission_of`).
+    pub fn admission_of(&self, id: ListenerId, settings: &Settings) -> Admission {
+        let listener = self.listener(id);
+        let extra = listener.filter(|l| l.kind == ListenerKind::Extra);
+        settings.admission_of(extra.map(|l| l.name.as_str()))
+    }
+
+    /// The AppleMIDI session settings of listener `id`: `settings`' under its name.
+    pub fn session_config(&self, id: ListenerId, settings: &Settings) -> session::Config {
+        let name = self.listener(id).map_or(&settings.name, |l| &l.name);
+        session::Config {
+            name: name.clone(),
+            ..settings.session_config()
+        }
+    }
+
     /// The connections, listeners and `[rawmidi]` devices of `settings`; each device's id and
     /// section, for the shell that opens it.
     pub fn configure<'s>(

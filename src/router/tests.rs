@@ -486,6 +486,26 @@ fn a_listener_that_cannot_open_is_forgotten_unannounced() {
 }
 
 #[test]
+fn only_the_default_midi2_port_taken_is_not_worth_stopping_for() {
+    let mut r = Router::new("us", true, false, 7);
+    let host = r.add_midi2_listener(None);
+    assert_eq!(r.open_failed(host, "us", None, "in use"), Ok(()));
+    assert!(r.listener(host).is_none());
+    let host = r.add_midi2_listener(Some(5700));
+    let stop = r.open_failed(host, "us", Some(5700), "in use");
+    assert_eq!(
+        stop,
+        Err("\"us\": cannot open UDP port 5700: in use".into())
+    );
+    let extra = r.add_listener("drums", 5020);
+    let stop = r.open_failed(extra, "drums", None, "in use");
+    assert_eq!(
+        stop,
+        Err("\"drums\": cannot open a free UDP port: in use".into())
+    );
+}
+
+#[test]
 fn each_event_goes_on_once_and_copies_from_other_hubs_stop_here() {
     let mut r = Router::new("us", false, true, 7);
     // An event entering here gets our tags, numbered.
@@ -704,4 +724,22 @@ fn an_unnamed_connection_goes_by_its_address_with_ipv6_in_brackets() {
     );
     assert_eq!(target_label(&target(None, "::1", 5004)), "[::1]:5004");
     assert_eq!(target_label(&target(Some("Piano"), "::1", 5004)), "Piano");
+}
+
+#[test]
+fn a_listener_section_admits_by_its_own_keys_and_sessions_carry_the_listeners_name() {
+    let settings = crate::config::settings(
+        "[general]\nname = Stage\nmax_sessions = 9\n[listener drums]\nport = 5020\nmax_sessions = 4\n",
+    );
+    let mut r = Router::new("Stage", true, false, 7);
+    r.configure(t(0), &settings);
+    let drums = r.extra_listener("drums").unwrap();
+    let host = r.add_midi2_listener(None);
+    assert_eq!(r.admission_of(drums, &settings).max_sessions, 4);
+    assert_eq!(r.admission_of(r.main(), &settings).max_sessions, 9);
+    assert_eq!(r.admission_of(host, &settings).max_sessions, 9);
+    assert_eq!(r.session_config(drums, &settings).name, "drums");
+    assert_eq!(r.session_config(r.main(), &settings).name, "Stage");
+    r.set_name("Renamed");
+    assert_eq!(r.session_config(r.main(), &settings).name, "Renamed");
 }

@@ -15,6 +15,7 @@ use protocol::session::SocketKind;
 use protocol::time::Instant;
 
 use super::{row, Happening, Sessions};
+use crate::config;
 use crate::ctl::proto::PeerRow;
 use crate::router::Ended;
 
@@ -265,6 +266,19 @@ fn policy_of(policy: &AcceptPolicy) -> endpoint::AcceptPolicy {
     endpoint::AcceptPolicy {
         max_sessions: policy.max_sessions.unwrap_or(usize::MAX),
         ..endpoint::AcceptPolicy::default()
+    }
+}
+
+/// The settings of listener `name`'s Network MIDI 2.0 sessions: `[midi2]`'s authentication
+/// for hosts, and its shared secret for the hosts we connect to.
+pub fn midi2_config(name: &str, m: &config::Midi2) -> session::Config {
+    session::Config {
+        name: name.to_string(),
+        product_id: product_id(name),
+        fec_count: m.fec,
+        host_auth: m.host_auth(),
+        client_auth: m.client_auth(),
+        ..session::Config::default()
     }
 }
 

@@ -20,7 +20,7 @@ use protocol::time::{Duration, Instant};
 
 pub use self::apple_midi::AppleMidi;
 pub use self::drops::{refusal_text, DropLog};
-pub use self::midi2::{product_id, Midi2};
+pub use self::midi2::{midi2_config, product_id, Midi2};
 use crate::ctl::proto::PeerRow;
 use crate::router::Ended;
 

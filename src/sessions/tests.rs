@@ -319,3 +319,14 @@ fn apple_midi_ends_say_whether_the_peer_restarted_and_whether_in_order() {
     assert_eq!(end(Why::Closed), (Ended::Other, true));
     assert_eq!(end(Why::Timeout), (Ended::Other, false));
 }
+
+#[test]
+fn midi2_sessions_take_the_listeners_name_and_the_midi2_sections_keys() {
+    let settings = crate::config::settings("[midi2]\nsecret = s3\nfec = 1\n");
+    let config = midi2_config("Stage", &settings.midi2);
+    assert_eq!(config.name, "Stage");
+    assert_eq!(config.product_id, product_id("Stage"));
+    assert_eq!(config.fec_count, 1);
+    assert_eq!(config.host_auth, settings.midi2.host_auth());
+    assert_eq!(config.client_auth, settings.midi2.client_auth());
+}
