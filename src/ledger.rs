@@ -91,7 +91,7 @@ impl Ledger {
                 // The first measurement of a session at info level, the rest at debug, and
                 // only formatted when debug is on: every session has one about every 10 s.
                 let first = self.latency.insert(key, rtt).is_none();
-                if first || log::log_enabled!(Level::Debug) {
+                if first || Level::Debug <= log::max_level() {
                     let line = format!(
                         "clock sync with {}: round trip {:.2} ms, offset {} ticks",
                         who(router, key),
