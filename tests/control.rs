@@ -625,3 +625,25 @@ fn ctl_survives_a_closed_pipe_and_refuses_an_empty_name() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.contains("an empty name"), "{answer}");
 }
+
+#[test]
+fn a_burst_longer_than_a_read_batch_is_read_whole() {
+    // The daemon reads at most a batch (256) from one socket per turn. Stopped while a burst
+    // queues, it must come back for the rest with no further datagram to wake it.
+    const BURST: usize = 600;
+    let dir = TempDir::new("ctl-burst");
+    let a = Daemon::start(&dir.0, "burst", &["--no-midi2"]);
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.signal(Signal::SIGSTOP);
+    for _ in 0..BURST {
+        sender.send_to(b"xx", ("127.0.0.1", a.port + 1)).unwrap();
+    }
+    a.signal(Signal::SIGCONT);
+    let malformed = || {
+        let status = a.ctl(&["--json", "status"]).out;
+        field(&status, "malformed").and_then(|n| n.parse::<usize>().ok())
+    };
+    wait_for("every datagram of the burst counted", || {
+        (malformed() == Some(BURST)).then_some(())
+    });
+}

@@ -166,20 +166,21 @@ impl Listener {
     }
 
     /// Reads up to a batch of datagrams from its socket `fd` (`port`: which AppleMIDI socket),
-    /// answering as it goes. Dropped datagrams go to `dropped`.
+    /// answering as it goes. Dropped datagrams go to `dropped`. True when the batch ran out
+    /// before the socket did: more may be waiting.
     pub fn read(
         &mut self,
         now: Instant,
         (fd, port): (RawFd, SocketKind),
         (recv_buf, send_buf): (&mut [u8], &mut [u8]),
         dropped: &mut dyn FnMut(Dropped, SocketAddr, usize),
-    ) {
+    ) -> bool {
         for _ in 0..READ_BATCH {
             let Some(socket) = self.socket(fd, port) else {
-                return;
+                return false;
             };
             let Some((len, from)) = receive(socket, recv_buf) else {
-                return;
+                return false;
             };
             let sessions = self.sessions_mut();
             if let Err(why) = sessions.handle_datagram(now, port, from, &recv_buf[..len]) {
@@ -187,6 +188,7 @@ impl Listener {
             }
             self.flush(now, send_buf);
         }
+        true
     }
 
     /// Sends what its sessions want to send, each from the socket that reaches it.

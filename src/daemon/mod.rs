@@ -195,7 +195,7 @@ impl Daemon {
         let Some(listener) = self.listeners.values_mut().find(|l| l.owns(event.fd)) else {
             return;
         };
-        listener.read(now, (event.fd, port), bufs, &mut dropped);
+        let more = listener.read(now, (event.fd, port), bufs, &mut dropped);
         while let Some((from, why)) = listener.sessions_mut().poll_refusal() {
             warn!(
                 "{}: refusing invitations ({}), first from {from}; the rest are counted",
@@ -203,8 +203,11 @@ impl Daemon {
                 refusal_text(why)
             );
         }
-        // Edge-triggered: if the batch ended with data left, ask to be told again next turn.
-        let _ = ctx.reregister(event.source, Interest::READABLE);
+        // Edge-triggered: if the batch ended with data left, ask to be told again next turn
+        // (only then: it is a system call, and most turns read the socket dry).
+        if more {
+            let _ = ctx.reregister(event.source, Interest::READABLE);
+        }
         self.pump(ctx);
     }
 
