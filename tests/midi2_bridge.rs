@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant as StdInstant};
 
 use protocol::endpoint::{AcceptPolicy, Endpoint};
-use protocol::midi::{MidiMessage, ShortMessage};
+use protocol::midi::MidiMessage;
 use protocol::midi2::endpoint::{AcceptPolicy as Midi2Policy, Endpoint as Midi2Endpoint};
 use protocol::midi2::session::{ClientAuth, Config as Midi2Config, Event as Midi2Event};
 use protocol::midi2::ump::{GroupMessage, ToMidi1};
@@ -16,7 +16,7 @@ use protocol::time::Instant;
 
 mod support;
 
-use support::{free_ports, udp_socket as socket, BIN};
+use support::{free_ports, short, sysex, udp_socket as socket, BIN};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Daemon(Child);
@@ -127,17 +127,6 @@ impl Peers {
             self.apple.session_mut(id).unwrap().send_midi(now, &message);
         }
     }
-}
-
-fn short(bytes: &[u8]) -> MidiMessage {
-    MidiMessage::Short(ShortMessage::from_bytes(bytes).unwrap())
-}
-
-fn sysex(len: usize) -> MidiMessage {
-    let mut bytes = vec![0xF0];
-    bytes.extend((0..len - 2).map(|i| (i % 128) as u8));
-    bytes.push(0xF7);
-    MidiMessage::SysEx(bytes)
 }
 
 fn start(args: &[&str]) -> Daemon {

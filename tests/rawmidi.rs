@@ -16,10 +16,10 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::pty::openpty;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use protocol::endpoint::{AcceptPolicy, Endpoint};
-use protocol::midi::{MidiMessage, ShortMessage};
+use protocol::midi::MidiMessage;
 use protocol::session::{Config, Event, SocketKind};
 use protocol::time::Instant;
-use support::{free_ports, udp_socket as socket, Daemon, TempDir, DEADLINE};
+use support::{free_ports, short, sysex, udp_socket as socket, Daemon, TempDir, DEADLINE};
 
 /// A pseudo-terminal as a MIDI device: raw (no echo, no line editing), the test at the master.
 struct Pty {
@@ -162,17 +162,6 @@ impl Peer {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-}
-
-fn short(bytes: &[u8]) -> MidiMessage {
-    MidiMessage::Short(ShortMessage::from_bytes(bytes).unwrap())
-}
-
-fn sysex(len: usize) -> MidiMessage {
-    let mut bytes = vec![0xF0];
-    bytes.extend((0..len - 2).map(|i| (i % 128) as u8));
-    bytes.push(0xF7);
-    MidiMessage::SysEx(bytes)
 }
 
 /// Notes, a controller with running status, and a 3000-byte SysEx between them, both ways.

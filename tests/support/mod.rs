@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use protocol::midi::{MidiMessage, ShortMessage};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rtpmidid");
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -162,4 +163,17 @@ pub fn send_note_example() -> PathBuf {
         .unwrap();
     assert!(built.success(), "cargo build --example send_note failed");
     dir.join("examples/send_note")
+}
+
+/// A channel or system message from its bytes.
+pub fn short(bytes: &[u8]) -> MidiMessage {
+    MidiMessage::Short(ShortMessage::from_bytes(bytes).unwrap())
+}
+
+/// A SysEx of `len` bytes on the wire, F0 and F7 included.
+pub fn sysex(len: usize) -> MidiMessage {
+    let mut bytes = vec![0xF0];
+    bytes.extend((0..len - 2).map(|i| (i % 128) as u8));
+    bytes.push(0xF7);
+    MidiMessage::SysEx(bytes)
 }

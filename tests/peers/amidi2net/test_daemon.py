@@ -219,15 +219,20 @@ def exchange_sysex(rig, a2n, ini, size=10240):
         len(got), len(up), next((i for i, (a, b) in enumerate(zip(got, up)) if a != b), None))
     assert not ini.problems(), ini.problems()
 
-    down = sysex_payload(size, 2)
-    for seg in rtp_sysex_segments(down):
+    sysex_down(rig, a2n, sysex_payload(size, 2))
+    return cmds
+
+
+def sysex_down(rig, a2n, data):
+    """`data` as a SysEx from pymidi (RTP-MIDI segments of 1000 bytes), then a note: both
+    reach amidi2net, the SysEx whole in UMP type 3 packets."""
+    for seg in rtp_sysex_segments(data):
         rig.rtp_send(seg)
     rig.rtp_send("93 02 03")
-    n = len(a2nlib.sysex7_packets(down))
+    n = len(a2nlib.sysex7_packets(data))
     packets = a2n.recv_n(n + 1, SLOW)
     assert packets[-1] == midi1_note_on(0, 3, 2, 3), a2nlib.ump_line(packets[-1])
-    assert a2nlib.sysex7_join(packets[:-1]) == down
-    return cmds
+    assert a2nlib.sysex7_join(packets[:-1]) == data
 
 
 def clean(*procs):
@@ -317,14 +322,7 @@ def host_long_sysex_to_amidi2net(size):
         ini = rig.pymidi()
         cli = rig.a2n.client(rig.midi2_port, ep_name="a2n-client")
         cli.wait_session()
-        data = sysex_payload(size, 3)
-        for seg in rtp_sysex_segments(data):
-            rig.rtp_send(seg)
-        rig.rtp_send("93 02 03")
-        n = len(a2nlib.sysex7_packets(data))
-        packets = cli.recv_n(n + 1, SLOW)
-        assert packets[-1] == midi1_note_on(0, 3, 2, 3), a2nlib.ump_line(packets[-1])
-        assert a2nlib.sysex7_join(packets[:-1]) == data
+        sysex_down(rig, cli, sysex_payload(size, 3))
         assert rig.midi2_peer()["state"] == "connected"
 
 
