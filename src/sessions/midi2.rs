@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use protocol::admission::AddressFilter;
 use protocol::endpoint::{AcceptPolicy, DropStats, Dropped, SessionId};
 use protocol::hubtag::Tag;
 use protocol::midi::{MidiMessage, MAX_SYSEX};
@@ -24,8 +23,6 @@ const GROUP: u8 = 0;
 
 pub struct Midi2 {
     pub endpoint: Endpoint,
-    /// Who may talk to it at all (the MIDI 2.0 endpoint only counts sessions).
-    addresses: AddressFilter,
     responder: StreamResponder,
     translators: BTreeMap<u64, ToMidi1>,
     /// Translated happenings not taken yet.
@@ -41,7 +38,6 @@ impl Midi2 {
         let name = config.name.clone();
         Midi2 {
             endpoint: Endpoint::new(config, policy_of(&policy), seed),
-            addresses: policy.addresses,
             responder: StreamResponder::new(EndpointInfo::new(&name, &product_id(&name))),
             translators: BTreeMap::new(),
             happenings: VecDeque::new(),
@@ -147,9 +143,6 @@ impl Sessions for Midi2 {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), Dropped> {
-        if !self.addresses.admits(from.ip()) {
-            return Err(Dropped::Refused);
-        }
         match self.endpoint.handle_datagram(now, from, bytes) {
             Ok(_) => Ok(()),
             Err(endpoint::Dropped::Malformed) => Err(Dropped::Malformed),
@@ -255,16 +248,15 @@ impl Sessions for Midi2 {
     }
 
     fn set_policy(&mut self, policy: AcceptPolicy) {
-        self.endpoint.set_policy(policy_of(&policy));
-        self.addresses = policy.addresses;
+        self.endpoint.set_policy(policy_of(&policy))
     }
 }
 
-/// The AppleMIDI policy's limits for a MIDI 2.0 endpoint (its addresses are checked by
-/// [`Midi2::handle_datagram`] before a datagram reaches it).
+/// The AppleMIDI policy's limits and networks for a MIDI 2.0 endpoint.
 fn policy_of(policy: &AcceptPolicy) -> endpoint::AcceptPolicy {
     endpoint::AcceptPolicy {
         max_sessions: policy.max_sessions.unwrap_or(usize::MAX),
+        addresses: policy.addresses.clone(),
         ..endpoint::AcceptPolicy::default()
     }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use super::session::{ClientAuth, Config, Event, Session, Transmit};
 use super::wire::{self, bye_reason, nak_reason, Command, DatagramWriter, HEADER_LEN};
+use crate::admission::AddressFilter;
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -23,6 +24,8 @@ pub struct AcceptPolicy {
     pub max_sessions: usize,
     /// Refuse every invitation (a client-only endpoint); refused with bye 0x42.
     pub refuse_all: bool,
+    /// Who may talk to us at all: datagrams from elsewhere are dropped unanswered.
+    pub addresses: AddressFilter,
 }
 
 impl Default for AcceptPolicy {
@@ -30,6 +33,7 @@ impl Default for AcceptPolicy {
         AcceptPolicy {
             max_sessions: 16,
             refuse_all: false,
+            addresses: AddressFilter::default(),
         }
     }
 }
@@ -168,6 +172,10 @@ impl Endpoint {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<SessionId, Dropped> {
+        if !self.policy.addresses.admits(from.ip()) {
+            self.drops.refused += 1;
+            return Err(Dropped::Refused);
+        }
         let Some(mut commands) = wire::commands(bytes) else {
             self.drops.malformed += 1;
             return Err(Dropped::Malformed);
@@ -389,6 +397,29 @@ mod tests {
             replies(&mut e, at(0)),
             [(peer, vec![code::BYE, 0, bye_reason::NOT_ACCEPTED, 0])]
         );
+    }
+
+    #[test]
+    fn addresses_outside_the_policy_are_dropped_unanswered() {
+        let policy = AcceptPolicy {
+            addresses: AddressFilter {
+                allow: vec!["10.0.0.0/8".parse().unwrap()],
+                deny: Vec::new(),
+            },
+            ..AcceptPolicy::default()
+        };
+        let mut e = Endpoint::new(Config::default(), policy, 1);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let inv = Command::Invitation {
+            caps: 0,
+            identity: Default::default(),
+        };
+        assert_eq!(
+            e.handle_datagram(at(0), peer, &datagram(inv)),
+            Err(Dropped::Refused)
+        );
+        assert!(replies(&mut e, at(0)).is_empty());
+        assert_eq!((e.sessions().count(), e.drops().refused), (0, 1));
     }
 
     #[test]
