@@ -6,6 +6,7 @@ mod config;
 mod control;
 mod ctl;
 mod daemon;
+mod engine;
 mod json;
 mod ledger;
 mod mdns;
@@ -18,7 +19,6 @@ mod resolver;
 mod router;
 mod seq;
 mod sessions;
-mod shutdown;
 
 use std::process::ExitCode;
 

@@ -36,7 +36,7 @@ impl Daemon {
         if let Some(names) = self.names.as_mut() {
             names.resolver.set_mdns(true); // `.local` names through our own querier
         }
-        let ids: Vec<ListenerId> = self.listeners.keys().copied().collect();
+        let ids: Vec<ListenerId> = self.engine.listener_ids().collect();
         for id in ids {
             self.announce(ctx, id);
         }
@@ -48,16 +48,17 @@ impl Daemon {
         let (Some(mdns), Some(listener)) = (self.mdns.as_mut(), self.listeners.get(&id)) else {
             return;
         };
+        let name = self.engine.listener_name(id).unwrap_or_default();
         // A Network MIDI 2.0 host under `_midi2._udp`, with its UMP endpoint's TXT keys.
-        let kind = match self.router.listener(id).map(|l| l.kind) {
+        let kind = match self.engine.router.listener(id).map(|l| l.kind) {
             Some(ListenerKind::Midi2) => ServiceKind::Midi2 {
-                product_id: product_id(&listener.name),
+                product_id: product_id(name),
             },
             _ => ServiceKind::AppleMidi,
         };
-        match listener.port() {
-            Some(port) => mdns.add_service(now, id.index(), kind, &listener.name, port),
-            None => warn!("mDNS: cannot announce {:?}: no local port", listener.name),
+        match listener.sockets.port() {
+            Some(port) => mdns.add_service(now, id.index(), kind, name, port),
+            None => warn!("mDNS: cannot announce {name:?}: no local port"),
         }
         self.mdns_events(ctx);
     }
@@ -106,11 +107,11 @@ impl Daemon {
             match event {
                 PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } => {
                     match self.settings.discovered(&name, addr, midi2) {
-                        Ok(target) => self.router.discovered(now, &name, target),
+                        Ok(target) => self.engine.router.discovered(now, &name, target),
                         Err(why) => debug!("mDNS: {name:?} at {addr} ignored ({why})"),
                     }
                 }
-                PeerEvent::Gone { name } => self.router.discovered_gone(now, &name, midi2),
+                PeerEvent::Gone { name } => self.engine.router.discovered_gone(now, &name, midi2),
             }
         }
     }

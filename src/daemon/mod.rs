@@ -1,16 +1,14 @@
 //! The daemon's shell: it owns the loop's registrations, the sockets, the sequencer, the device
-//! files and mDNS, feeds what they say to the listeners' sessions (`crate::sessions`) and to
-//! the [`Router`], and carries out what they answer. Policy lives in the pure modules
-//! (`router`, `sessions`, `ledger`, `answers`, `rawmidi`, `shutdown`, `config`); this only
+//! files and mDNS, feeds what they say to the [`Engine`] (the router and every listener's
+//! sessions, without I/O) and carries out what it answers. Policy lives in the pure modules
+//! (`engine`, `router`, `sessions`, `ledger`, `answers`, `rawmidi`, `config`); this only
 //! translates.
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
-use log::{error, info, log, trace, warn};
-use protocol::endpoint::Endpoint;
-use protocol::hubtag::Tag;
+use log::{error, info, warn};
 use protocol::midi::MidiMessage;
 use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
@@ -19,37 +17,28 @@ use reactor::{Context, Interest, Signal, SourceId};
 use crate::bridge::{self, Bridge};
 use crate::config;
 use crate::config::CommandLine;
-use crate::ledger::Ledger;
+use crate::engine::{Engine, Local, Step};
 use crate::mdns::Mdns;
-use crate::net;
+use crate::net::{self, Sockets, MAX_DATAGRAM};
 use crate::options::DEFAULT_MIDI2_PORT;
-use crate::router::{
-    Action, Dest, DeviceId, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
-};
-use crate::seq::Sequencer;
-use crate::sessions::{self, refusal_text, DropLog, Happening};
-use crate::shutdown::{Shutdown, Step};
+use crate::router::{Action, DeviceId, ListenerId, ListenerKind, PeerPortId, Source};
+use crate::seq::{SeqAddr, Sequencer};
 
 mod discovery;
-mod listener;
 mod names;
 mod rawmidi;
 mod requests;
 mod setup;
 
-use listener::Listener;
-
 /// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
 /// others, so one flooding source cannot starve the rest.
 const READ_BATCH: usize = 256;
-/// Largest datagram we read; RTP-MIDI over UDP is far below it.
-const MAX_DATAGRAM: usize = 65_536;
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
-    /// The nearest deadline of the protocol endpoints and the router.
+    /// The nearest deadline of the engine.
     Protocol,
     /// Retry output the sequencer had no room for.
     SeqFlush,
@@ -61,28 +50,26 @@ pub enum TimerId {
 
 pub type Ctx = Context<Daemon, TimerId>;
 
+/// A listener's sockets and their registrations with the loop.
+struct Listener {
+    sockets: Sockets,
+    sources: Vec<SourceId>,
+}
+
 pub struct Daemon {
     origin: StdInstant,
     started: StdInstant,
     settings: config::Settings,
     /// The command line and the file the settings came from, to reload.
     reload_from: Option<(CommandLine, Option<PathBuf>)>,
-    router: Router,
+    engine: Engine,
     listeners: BTreeMap<ListenerId, Listener>,
     bridge: Option<Bridge<PeerPortId>>,
     seq_sources: Vec<SourceId>,
     /// The `[rawmidi]` devices.
     devices: BTreeMap<DeviceId, rawmidi::Device>,
-    /// What the sessions did, beyond the sessions.
-    ledger: Ledger,
     recv_buf: Vec<u8>,
-    send_buf: Vec<u8>,
-    drops: DropLog,
     bridge_actions: Vec<bridge::Action<PeerPortId>>,
-    dests: Vec<Dest>,
-    /// Scratch for `pump`: the listeners' ids, kept to not allocate per datagram.
-    listener_ids: Vec<ListenerId>,
-    shutdown: Shutdown,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
     names: Option<names::Names>,
@@ -93,6 +80,32 @@ pub struct Daemon {
     watch: Option<crate::reload::Watch>,
 }
 
+/// Where the engine's MIDI for the local side goes.
+struct Outlets<'a> {
+    bridge: Option<&'a mut Bridge<PeerPortId>>,
+    devices: &'a mut BTreeMap<DeviceId, rawmidi::Device>,
+}
+
+impl Local for Outlets<'_> {
+    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, after: Option<Duration>) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.send_to_port(port, message, after);
+        }
+    }
+
+    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, after: Option<Duration>) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.send_to_exported(local, message, after);
+        }
+    }
+
+    fn to_device(&mut self, device: DeviceId, message: &MidiMessage) {
+        if let Some(device) = self.devices.get_mut(&device) {
+            device.send(message);
+        }
+    }
+}
+
 impl Daemon {
     /// Binds the main port and builds the graph the settings describe; nothing runs until
     /// [`Daemon::start`].
@@ -101,41 +114,29 @@ impl Daemon {
         sequencer: Option<Box<dyn Sequencer>>,
         seed: u64,
     ) -> io::Result<Daemon> {
-        let sockets = net::bind_all(&settings.bind, settings.port)?;
+        let sockets = Sockets::apple_midi(net::bind_all(&settings.bind, settings.port)?);
         let mut bridge = sequencer.map(Bridge::new).transpose()?;
         if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
             bridge.set_auto_export(rule)?;
         }
-        let router = Router::new(&settings.name, bridge.is_some(), settings.hub, seed as u32);
-        let main = Listener::apple_midi(
-            &settings.name,
-            Endpoint::new(settings.session_config(), settings.admission.policy(), seed),
+        let engine = Engine::new(&settings, bridge.is_some(), seed);
+        let main = Listener {
             sockets,
-        );
-        // Played out to ALSA only; a new delay takes a restart.
-        let playout_delay = settings
-            .playout_delay
-            .filter(|_| bridge.is_some())
-            .map(|ms| Duration::from_millis(u64::from(ms)));
+            sources: Vec::new(),
+        };
         let now = StdInstant::now();
         Ok(Daemon {
             origin: now,
             started: now,
-            listeners: BTreeMap::from([(router.main(), main)]),
-            router,
+            listeners: BTreeMap::from([(engine.router.main(), main)]),
+            engine,
             settings,
             reload_from: None,
             bridge,
             seq_sources: Vec::new(),
             devices: BTreeMap::new(),
-            ledger: Ledger::new(playout_delay),
             recv_buf: vec![0; MAX_DATAGRAM],
-            send_buf: vec![0; MAX_DATAGRAM],
-            drops: DropLog::default(),
             bridge_actions: Vec::new(),
-            dests: Vec::new(),
-            listener_ids: Vec::new(),
-            shutdown: Shutdown::default(),
             mdns: None,
             mdns_sources: Vec::new(),
             names: None,
@@ -154,9 +155,9 @@ impl Daemon {
         command_line: CommandLine,
         path: Option<PathBuf>,
     ) -> Result<(), String> {
-        let main = self.router.main();
+        let main = self.engine.router.main();
         if let Some(l) = self.listeners.get_mut(&main) {
-            l.register(ctx)
+            register(l, &self.settings.name, ctx)
                 .map_err(|e| format!("cannot register sockets: {e}"))?;
         }
         if let Some(bridge) = &self.bridge {
@@ -186,26 +187,32 @@ impl Daemon {
         to_protocol_time(self.origin, ctx.now())
     }
 
-    /// Datagrams on one of the listeners' sockets (`port`: which AppleMIDI one).
+    /// Datagrams on one of the listeners' sockets (`port`: which AppleMIDI one), each
+    /// answered before the next is read.
     fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: SocketKind) {
         let now = self.now(ctx);
-        let drops = &mut self.drops;
-        let mut dropped = |why, from, len| drops.record(now, why, from, len);
-        let bufs = (&mut self.recv_buf[..], &mut self.send_buf[..]);
-        let Some(listener) = self.listeners.values_mut().find(|l| l.owns(event.fd)) else {
+        let Some((&id, l)) = self
+            .listeners
+            .iter_mut()
+            .find(|(_, l)| l.sockets.owns(event.fd))
+        else {
             return;
         };
-        let more = listener.read(now, (event.fd, port), bufs, &mut dropped);
-        while let Some((from, why)) = listener.sessions_mut().poll_refusal() {
-            warn!(
-                "{}: refusing invitations ({}), first from {from}; the rest are counted",
-                listener.name,
-                refusal_text(why)
-            );
+        let mut drained = false;
+        for _ in 0..READ_BATCH {
+            let Some((len, from)) = l.sockets.receive(event.fd, &mut self.recv_buf) else {
+                drained = true;
+                break;
+            };
+            let bytes = &self.recv_buf[..len];
+            self.engine.handle_datagram(now, (id, port), from, bytes);
+            if let Some(sessions) = self.engine.sessions_mut(id) {
+                l.sockets.flush(now, sessions);
+            }
         }
         // Edge-triggered: if the batch ended with data left, ask to be told again next turn
         // (only then: it is a system call, and most turns read the socket dry).
-        if more {
+        if !drained {
             let _ = ctx.reregister(event.source, Interest::READABLE);
         }
         self.pump(ctx);
@@ -236,76 +243,69 @@ impl Daemon {
 
     fn on_bridge_action(&mut self, now: Instant, action: bridge::Action<PeerPortId>) {
         match action {
-            bridge::Action::ToPeer(port, message) => {
-                self.forward(now, Source::Port(port), message, None, None)
-            }
+            bridge::Action::ToPeer(port, message) => self.forward(now, Source::Port(port), message),
             bridge::Action::FromExported(local, message) => {
-                self.forward(now, Source::Network(local), message, None, None)
+                self.forward(now, Source::Network(local), message)
             }
-            bridge::Action::PeerWanted(port, on) => self.router.port_subscribed(now, port, on),
+            bridge::Action::PeerWanted(port, on) => {
+                self.engine.router.port_subscribed(now, port, on)
+            }
             bridge::Action::Export { local, name, on } => {
-                let section = self.bridge.as_ref().and_then(|b| b.export_as(local));
-                match section {
-                    Some(how) => {
-                        let (name, port) = (how.name.clone(), how.port);
-                        self.router.export_changed(local, &name, true, port, on)
-                    }
-                    None => self.router.export_changed(local, &name, false, None, on),
+                let router = &mut self.engine.router;
+                match self.bridge.as_ref().and_then(|b| b.export_as(local)) {
+                    Some(how) => router.export_changed(local, &how.name, true, how.port, on),
+                    None => router.export_changed(local, &name, false, None, on),
                 }
             }
         }
     }
 
-    /// Runs the protocol and the router until they have nothing more to say: timeouts,
-    /// datagrams, events (which may queue more datagrams, as the hub does), the router's
-    /// actions; then re-arms the loop's timer.
+    /// MIDI from ALSA or a device, to wherever the router says.
+    fn forward(&mut self, now: Instant, from: Source, message: MidiMessage) {
+        let mut local = Outlets {
+            bridge: self.bridge.as_mut(),
+            devices: &mut self.devices,
+        };
+        self.engine
+            .forward(now, from, message, (None, None), &mut local);
+    }
+
+    /// Runs the engine until it has nothing more to say: timeouts, datagrams, happenings
+    /// (which may queue more datagrams, as the hub does), the router's actions; then re-arms
+    /// the loop's timer.
     fn pump(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
-        for listener in self.listeners.values_mut() {
-            listener.handle_timeout(now);
-        }
-        self.router.handle_timeout(now);
+        self.engine.handle_timeout(now);
         self.finish_lookups(now);
         loop {
             // A failure is logged where it happens; the rest goes on.
             let _ = self.run_actions(ctx);
             // A device that failed has its sessions closed by the router.
             let mut busy = self.flush_devices(ctx);
-            let mut ids = std::mem::take(&mut self.listener_ids);
-            ids.clear();
-            ids.extend(self.listeners.keys().copied());
-            for &id in &ids {
-                if let Some(listener) = self.listeners.get_mut(&id) {
-                    listener.flush(now, &mut self.send_buf);
-                }
-                while let Some((session, event)) =
-                    self.listeners.get_mut(&id).and_then(|l| l.poll_happening())
-                {
-                    busy = true;
-                    self.on_happening(
-                        now,
-                        SessionKey {
-                            listener: id,
-                            session,
-                        },
-                        event,
-                    );
+            for (&id, l) in &mut self.listeners {
+                if let Some(sessions) = self.engine.sessions_mut(id) {
+                    l.sockets.flush(now, sessions);
                 }
             }
-            self.listener_ids = ids;
+            let mut local = Outlets {
+                bridge: self.bridge.as_mut(),
+                devices: &mut self.devices,
+            };
+            busy |= self.engine.poll_happenings(now, &mut local);
             if !busy {
                 break;
             }
         }
-        self.trim_heap();
-        let deadline = self
-            .listeners
-            .values_mut()
-            .filter_map(|l| l.poll_timeout())
-            .chain(self.router.poll_timeout())
-            .chain(self.names.as_ref().and_then(|n| n.poll_timeout()))
-            .min();
-        match deadline {
+        if self.engine.trim_due() {
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free memory of the heap; any thread may call it.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        let deadline = self.engine.poll_timeout();
+        let lookups = self.names.as_ref().and_then(|n| n.poll_timeout());
+        match deadline.into_iter().chain(lookups).min() {
             Some(at) => ctx.set_timer(TimerId::Protocol, to_std_time(self.origin, at)),
             None => {
                 ctx.cancel_timer(&TimerId::Protocol);
@@ -317,93 +317,11 @@ impl Daemon {
         self.arm_devices(ctx);
     }
 
-    /// Gives freed memory back to the system when the ledger says (`Ledger::trim_due`).
-    fn trim_heap(&mut self) {
-        let listeners = &self.listeners;
-        let left = || {
-            listeners
-                .values()
-                .map(|l| l.sessions().session_count())
-                .sum()
-        };
-        if self.ledger.trim_due(left) {
-            #[cfg(target_env = "gnu")]
-            // SAFETY: malloc_trim only releases free memory of the heap; any thread may call it.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
-    }
-
-    fn on_happening(&mut self, now: Instant, key: SessionKey, happening: Happening) {
-        let Some(l) = self.listeners.get(&key.listener) else {
-            return;
-        };
-        let from = (l.name.as_str(), l.sessions());
-        let mut say = |level, line| log!(level, "{line}");
-        let happened = (now, key);
-        let route = self
-            .ledger
-            .on_happening(&mut self.router, from, happened, happening, &mut say);
-        if let Some(r) = route {
-            self.forward(now, Source::Session(key), r.message, r.after, r.tag);
-        }
-    }
-
-    /// MIDI from `from` to wherever the router says; `after`: the playout delay of MIDI
-    /// from the network on its way to ALSA.
-    fn forward(
-        &mut self,
-        now: Instant,
-        from: Source,
-        message: MidiMessage,
-        after: Option<Duration>,
-        tag: Option<Tag>,
-    ) {
-        let Some(tag) = self.router.admit(tag) else {
-            trace!("a copy of {tag:?} came back over another hub: dropped");
-            return;
-        };
-        let mut dests = std::mem::take(&mut self.dests);
-        self.router.route(from, &mut dests);
-        for dest in &dests {
-            match *dest {
-                Dest::Port(port) => {
-                    if let Some(bridge) = self.bridge.as_mut() {
-                        bridge.send_to_port(port, &message, after);
-                    }
-                }
-                Dest::Local(local) => {
-                    if let Some(bridge) = self.bridge.as_mut() {
-                        bridge.send_to_exported(local, &message, after);
-                    }
-                }
-                Dest::Device(id) => {
-                    if let Some(device) = self.devices.get_mut(&id) {
-                        device.send(&message);
-                    }
-                }
-                Dest::Session(key) => {
-                    if let Some(l) = self.listeners.get_mut(&key.listener) {
-                        l.sessions_mut().send_midi(now, key.session, &message, tag);
-                    }
-                }
-                Dest::Listener { listener, except } => {
-                    if let Some(l) = self.listeners.get_mut(&listener) {
-                        l.sessions_mut()
-                            .send_to_all(now, except.map(|k| k.session), &message, tag);
-                    }
-                }
-            }
-        }
-        self.dests = dests;
-    }
-
     /// Carries out what the router asked; the first failure to open a listener is returned
     /// (and logged), the rest goes on.
     fn run_actions(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let mut result = Ok(());
-        while let Some(action) = self.router.poll_action() {
+        while let Some(action) = self.engine.poll_action(self.now(ctx)) {
             if let Err(e) = self.run_action(ctx, action) {
                 error!("{e}");
                 if result.is_ok() {
@@ -420,7 +338,7 @@ impl Daemon {
             Action::CreatePort { port, name } => {
                 if let Some(bridge) = self.bridge.as_mut() {
                     if let Err(e) = bridge.add_peer(port, &name) {
-                        self.router.port_failed(port);
+                        self.engine.router.port_failed(port);
                         return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
                     }
                 }
@@ -435,11 +353,8 @@ impl Daemon {
                 listener,
                 target,
             } => self.look_up(now, connection, listener, &target),
-            Action::Close(key) => {
-                if let Some(l) = self.listeners.get_mut(&key.listener) {
-                    l.sessions_mut().close(now, key.session);
-                }
-            }
+            // The engine's own.
+            Action::Close(_) => {}
             Action::OpenListener {
                 listener,
                 name,
@@ -447,16 +362,19 @@ impl Daemon {
             } => {
                 if let Err(e) = self.open_listener(ctx, listener, &name, port) {
                     let why = e.to_string();
-                    return self.router.open_failed(listener, &name, port, &why);
+                    return self.engine.router.open_failed(listener, &name, port, &why);
                 }
             }
             Action::CloseListener(id) => {
+                let sessions = self.engine.remove_listener(now, id);
                 if let Some(mut l) = self.listeners.remove(&id) {
-                    l.sessions_mut().close_all(now);
-                    l.flush(now, &mut self.send_buf);
-                    l.deregister(ctx);
+                    if let Some(mut sessions) = sessions {
+                        l.sockets.flush(now, sessions.as_mut());
+                    }
+                    for source in l.sources.drain(..) {
+                        let _ = ctx.deregister(source);
+                    }
                 }
-                self.ledger.listener_closed(id);
             }
             Action::Announce(id) => self.announce(ctx, id),
             Action::OpenDevice(id) => self.open_device(ctx, id),
@@ -471,6 +389,8 @@ impl Daemon {
         Ok(())
     }
 
+    /// Binds listener `id`'s sockets (`port`: `None` for the first free pair above ours)
+    /// and gives it sessions.
     fn open_listener(
         &mut self,
         ctx: &mut Ctx,
@@ -478,43 +398,36 @@ impl Daemon {
         name: &str,
         port: Option<u16>,
     ) -> io::Result<()> {
-        let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let policy = self.router.admission_of(id, &self.settings).policy();
-        let kind = self.router.listener(id).map(|l| l.kind);
-        let mut listener = if kind == Some(ListenerKind::Midi2) {
-            let port = port.unwrap_or(DEFAULT_MIDI2_PORT);
-            let sockets = net::bind_ports(&self.settings.bind, port)?;
-            let config = sessions::midi2_config(name, &self.settings.midi2);
-            let sessions = sessions::Midi2::new(config, policy, seed);
-            Listener::midi2(name, sessions, sockets)
-        } else {
-            let sockets = match port {
-                Some(port) => net::bind_all(&self.settings.bind, port)?,
-                None => listener::bind_free_pair(&self.settings.bind, self.settings.port)?,
-            };
-            let config = self.router.session_config(id, &self.settings);
-            Listener::apple_midi(name, Endpoint::new(config, policy, seed), sockets)
+        let binds = &self.settings.bind;
+        let sockets = match self.engine.router.listener(id).map(|l| l.kind) {
+            Some(ListenerKind::Midi2) => {
+                Sockets::midi2(net::bind_ports(binds, port.unwrap_or(DEFAULT_MIDI2_PORT))?)
+            }
+            _ => Sockets::apple_midi(match port {
+                Some(port) => net::bind_all(binds, port)?,
+                None => net::bind_free_pair(binds, self.settings.port)?,
+            }),
         };
-        listener.register(ctx)?;
-        if let Some(port) = listener.port() {
+        let mut listener = Listener {
+            sockets,
+            sources: Vec::new(),
+        };
+        register(&mut listener, name, ctx)?;
+        if let Some(port) = listener.sockets.port() {
             info!("listening as {name:?} on UDP port {port}");
         }
         self.listeners.insert(id, listener);
+        self.engine.add_listener(id, name, &self.settings);
         Ok(())
     }
 
     /// First SIGINT/SIGTERM: BY to every peer, then stop. A second: exit at once.
     fn on_shutdown_signal(&mut self, ctx: &mut Ctx, signal: Signal) {
-        if self.shutdown.on_signal() == Step::Exit {
+        if self.engine.shutdown(self.now(ctx)) == Step::Exit {
             warn!("{signal:?} again: exiting at once");
             std::process::exit(1);
         }
         info!("{signal:?}: closing every session");
-        self.router.stop();
-        let now = self.now(ctx);
-        for listener in self.listeners.values_mut() {
-            listener.sessions_mut().close_all(now);
-        }
         self.pump(ctx);
         let now = self.now(ctx);
         if let Some(mdns) = self.mdns.as_mut() {
@@ -523,6 +436,21 @@ impl Daemon {
         }
         ctx.stop();
     }
+}
+
+/// Watches listener `name`'s sockets.
+fn register(l: &mut Listener, name: &str, ctx: &mut Ctx) -> io::Result<()> {
+    for (socket, kind) in l.sockets.each() {
+        info!("{name} listening on {}", socket.local_addr()?);
+        let on_readable = match kind {
+            SocketKind::Control => on_control,
+            SocketKind::Data => on_data,
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        l.sources
+            .push(ctx.register(fd, Interest::READABLE, on_readable)?);
+    }
+    Ok(())
 }
 
 fn to_protocol_time(origin: StdInstant, t: StdInstant) -> Instant {
@@ -537,12 +465,8 @@ fn on_control(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_socket(ctx, event, SocketKind::Control);
 }
 
+/// The data socket of a pair, or a Network MIDI 2.0 socket.
 fn on_data(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_socket(ctx, event, SocketKind::Data);
-}
-
-/// A Network MIDI 2.0 socket (its listener ignores the AppleMIDI socket kind).
-fn on_midi2(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_socket(ctx, event, SocketKind::Data);
 }
 

@@ -7,7 +7,7 @@ use reactor::Interest;
 use super::{Ctx, Daemon};
 use crate::options::ConnectTarget;
 use crate::resolver::{self, Resolver};
-use crate::router::{ConnectionId, ListenerId, Lookups, SessionKey};
+use crate::router::{ConnectionId, ListenerId, Lookups};
 
 /// The resolver and which connection each lookup is for.
 pub struct Names {
@@ -53,7 +53,7 @@ impl Daemon {
                 let id = names.resolver.lookup(now, &target.host, target.port);
                 names.lookups.insert(id, connection, listener);
             }
-            None => self.router.connect_failed(now, connection),
+            None => self.engine.router.connect_failed(now, connection),
         }
         self.finish_lookups(now);
     }
@@ -66,7 +66,7 @@ impl Daemon {
         let resolver = &mut names.resolver;
         names
             .lookups
-            .forget_unwanted(&self.router, |id| resolver.cancel(id));
+            .forget_unwanted(&self.engine.router, |id| resolver.cancel(id));
         names.resolver.handle_timeout(now);
         if let Some(mdns) = self.mdns.as_mut() {
             while let Some(query) = names.resolver.poll_mdns_query() {
@@ -76,17 +76,10 @@ impl Daemon {
         while let Some(done) = names.resolver.poll_done() {
             let stats = || names.resolver.stats();
             let result = (done.id, done.result);
-            let Some(dial) = names.lookups.resolved(&mut self.router, now, result, stats) else {
-                continue;
-            };
-            info!("connecting to {}", dial.addr);
-            if let Some(l) = self.listeners.get_mut(&dial.listener) {
-                let session = l.sessions_mut().connect(now, dial.addr, dial.credentials);
-                let key = SessionKey {
-                    listener: dial.listener,
-                    session,
-                };
-                self.router.connecting(dial.connection, key, dial.addr.ip());
+            let router = &mut self.engine.router;
+            if let Some(dial) = names.lookups.resolved(router, now, result, stats) {
+                info!("connecting to {}", dial.addr);
+                self.engine.dial(now, dial);
             }
         }
     }

@@ -177,7 +177,7 @@ impl Daemon {
             device.close(ctx);
             device.presence.failed(now);
         }
-        self.router.device_present(now, id, false);
+        self.engine.router.device_present(now, id, false);
     }
 
     /// Looks for each device's path; the router hears of those that came or went.
@@ -191,7 +191,7 @@ impl Daemon {
             if !present {
                 device.close(ctx);
             }
-            self.router.device_present(now, id, present);
+            self.engine.router.device_present(now, id, present);
         }
         if !self.devices.is_empty() {
             ctx.set_timer(TimerId::RawMidi, ctx.now() + POLL_INTERVAL);
@@ -250,7 +250,7 @@ impl Daemon {
         let mut messages = Vec::new();
         let result = device.read(&mut self.recv_buf, &mut messages);
         for message in messages {
-            self.forward(now, Source::Device(id), message, None, None);
+            self.forward(now, Source::Device(id), message);
         }
         match result {
             // Edge-triggered: a batch that ended with data left is reported again.

@@ -1,17 +1,14 @@
 //! What the control socket asks of the daemon, answered in the control protocol's own types:
-//! `crate::answers` computes status, peers, connect and disconnect; here are what only the
-//! shell has (the process, its uptime, the ALSA bridge for export) and the loop run after.
+//! the engine answers status, peers, connect and disconnect; here are what only the shell has
+//! (the process, its uptime, the ALSA bridge for export) and the loop run after.
 use std::time::Instant as StdInstant;
 
 use reactor::Context;
 
 use super::{Ctx, Daemon, TimerId};
-use crate::answers;
 use crate::control::{self, Server};
-use crate::ctl::proto::{PeerRow, Reply, Request, Status};
-use crate::router::ListenerId;
+use crate::ctl::proto::{Reply, Request, Status};
 use crate::seq::SeqAddr;
-use crate::sessions::Sessions;
 
 impl control::Handler for Daemon {
     type Timer = TimerId;
@@ -23,20 +20,13 @@ impl control::Handler for Daemon {
     fn handle(&mut self, ctx: &mut Context<Self, TimerId>, request: Request) -> Reply {
         let done = match request {
             Request::Status => return Reply::Status(self.status()),
-            Request::Peers => return Reply::Peers(self.peers()),
+            Request::Peers => return Reply::Peers(self.engine.peers()),
             Request::Connect(target) => {
-                let now = self.now(ctx);
-                let done = answers::connect(&mut self.router, now, target);
+                let done = self.engine.connect(self.now(ctx), target);
                 self.pump_if_done(ctx, done).map(Reply::Connecting)
             }
             Request::Disconnect(who) => {
-                let now = self.now(ctx);
-                let mut listeners: Vec<(ListenerId, &mut dyn Sessions)> = self
-                    .listeners
-                    .iter_mut()
-                    .map(|(id, l)| (*id, l.sessions_mut()))
-                    .collect();
-                let done = answers::disconnect(&mut self.router, &mut listeners, now, who);
+                let done = self.engine.disconnect(self.now(ctx), who);
                 self.pump_if_done(ctx, done).map(Reply::Disconnected)
             }
             Request::Export(port) => self
@@ -69,19 +59,7 @@ impl Daemon {
             // The counts are `answers::status`'s.
             ..Status::default()
         };
-        answers::status(known, &self.router, &self.sessions())
-    }
-
-    fn peers(&self) -> Vec<PeerRow> {
-        answers::peers(&self.router, &self.sessions(), self.ledger.latency())
-    }
-
-    /// Each listener's sessions, for `answers`.
-    fn sessions(&self) -> Vec<(ListenerId, &dyn Sessions)> {
-        self.listeners
-            .iter()
-            .map(|(id, l)| (*id, l.sessions()))
-            .collect()
+        self.engine.status(known)
     }
 
     /// What a request changed is carried out, if it did.
@@ -110,9 +88,10 @@ impl Daemon {
         };
         // Before the error: a half-made export is still started or ended.
         let export_name = |d: &Daemon| {
-            d.router
+            d.engine
+                .router
                 .export_of(addr)
-                .and_then(|id| d.router.listener(id))
+                .and_then(|id| d.engine.router.listener(id))
                 .map(|l| l.name.clone())
         };
         let before = export_name(self);

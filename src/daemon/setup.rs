@@ -1,6 +1,6 @@
 //! The configuration in the shell: the file's sections applied at start (the router's through
 //! `Router::configure`, ALSA's and the devices' here), the control socket opened, the file
-//! watched, and reloads carried out (`Router::reconfigure`, then the listeners and the log).
+//! watched, and reloads carried out (`Engine::reconfigure`, then the log).
 use std::path::Path;
 
 use log::{debug, error, info, log, warn};
@@ -16,7 +16,7 @@ impl Daemon {
     /// listener that cannot open stops the start (a device's waits for it instead).
     pub(super) fn apply_sections(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let now = self.now(ctx);
-        for (id, r) in self.router.configure(now, &self.settings) {
+        for (id, r) in self.engine.router.configure(now, &self.settings) {
             let device = rawmidi::Device::new(&r.name, r.device.clone());
             self.devices.insert(id, device);
         }
@@ -110,38 +110,15 @@ impl Daemon {
 
     fn apply(&mut self, ctx: &mut Ctx, action: Action) {
         let now = self.now(ctx);
-        self.router.reconfigure(now, &action);
+        self.engine.reconfigure(now, &action, &self.settings);
         if let Some((level, line)) = action.note() {
             log!(level, "{line}");
         }
-        match action {
-            Action::SessionConfig => {
-                self.router.set_name(&self.settings.name);
-                for (id, l) in &mut self.listeners {
-                    let config = self.router.session_config(*id, &self.settings);
-                    l.sessions_mut().set_session_config(config);
-                }
+        // The log level is the process's; the rest is the engine's, or only a note.
+        if let Action::SetLogLevel(level) = action {
+            if std::env::var_os("RUST_LOG").is_none() {
+                log::set_max_level(level);
             }
-            Action::SetLogLevel(level) => {
-                if std::env::var_os("RUST_LOG").is_none() {
-                    log::set_max_level(level);
-                }
-            }
-            Action::Admission => {
-                for (id, l) in &mut self.listeners {
-                    let policy = self.router.admission_of(*id, &self.settings).policy();
-                    l.sessions_mut().set_policy(policy);
-                }
-            }
-            // The router's, or only a note.
-            Action::PeerFilter
-            | Action::Bridge(_)
-            | Action::NeedsRestart(_)
-            | Action::RemoveListener(_)
-            | Action::AddListener(_)
-            | Action::Disconnect(_)
-            | Action::Connect(_)
-            | Action::SetHub(_) => {}
         }
     }
 }

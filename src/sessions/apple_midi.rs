@@ -10,7 +10,7 @@ use protocol::midi2::session::ClientAuth;
 use protocol::session::{self, DisconnectReason, SocketKind};
 use protocol::time::Instant;
 
-use super::{row, Happening, Sessions};
+use super::{row, Happening, Outgoing, Sessions};
 use crate::ctl::proto::PeerRow;
 use crate::router::Ended;
 
@@ -54,6 +54,15 @@ impl Sessions for AppleMidi {
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         self.endpoint.poll_timeout()
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
+        let t = self.endpoint.poll_transmit(now, buf)?;
+        Some(Outgoing {
+            dst: t.dst,
+            port: t.port,
+            len: t.len,
+        })
     }
 
     fn poll_happening(&mut self) -> Option<(SessionId, Happening)> {

@@ -13,7 +13,7 @@ use protocol::midi2::ump::{EndpointInfo, GroupMessage, StreamResponder, ToMidi1,
 use protocol::session::SocketKind;
 use protocol::time::Instant;
 
-use super::{row, Happening, Sessions};
+use super::{row, Happening, Outgoing, Sessions};
 use crate::config;
 use crate::ctl::proto::PeerRow;
 use crate::router::Ended;
@@ -157,6 +157,15 @@ impl Sessions for Midi2 {
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         self.endpoint.poll_timeout()
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
+        let t = self.endpoint.poll_transmit(now, buf)?;
+        Some(Outgoing {
+            dst: t.dst,
+            port: SocketKind::Data,
+            len: t.len,
+        })
     }
 
     fn poll_happening(&mut self) -> Option<(SessionId, Happening)> {

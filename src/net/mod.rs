@@ -1,8 +1,19 @@
-//! UDP sockets: a control/data pair per bound address.
+//! UDP sockets: a control/data pair per bound address (AppleMIDI) or one port (Network
+//! MIDI 2.0), a listener's set of them ([`Sockets`]) and batched sends.
+mod batch;
+mod sockets;
+
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+pub use self::sockets::Sockets;
+
+/// Largest datagram we read or write; RTP-MIDI and Network MIDI 2.0 over UDP are far below.
+pub const MAX_DATAGRAM: usize = 65_536;
+/// Export listeners take the first free port pair above the main one, this many tries.
+const FREE_PAIR_TRIES: u16 = 64;
 
 /// Kernel receive buffer we ask for, so a burst (a long SysEx, many peers) is not dropped before
 /// the loop reads it.
@@ -119,6 +130,21 @@ pub fn bind_all(binds: &[IpAddr], port: u16) -> io::Result<Vec<PortPair>> {
         };
     }
     binds.iter().map(|&a| PortPair::bind(a, port)).collect()
+}
+
+/// The first free port pair above `base`.
+pub fn bind_free_pair(binds: &[IpAddr], base: u16) -> io::Result<Vec<PortPair>> {
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free port pair");
+    for step in 1..=FREE_PAIR_TRIES {
+        let Some(port) = base.checked_add(2 * step) else {
+            break;
+        };
+        match bind_all(binds, port) {
+            Ok(sockets) => return Ok(sockets),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Source addresses as the protocol sees them: v4-mapped IPv6 shown as IPv4. Other IPv6

@@ -1,0 +1,352 @@
+//! What the daemon decides, in one place and without I/O: the router's graph, every
+//! listener's sessions (AppleMIDI or Network MIDI 2.0) and the ledger of what they did. The
+//! shell (`src/daemon/`) hands it datagrams, MIDI from ALSA and devices, finished lookups,
+//! control requests and the time; it hands back datagrams per listener
+//! ([`Engine::sessions_mut`]'s `poll_transmit`), MIDI for ALSA and devices (through
+//! [`Local`]) and the router's actions that need the system ([`Engine::poll_action`]).
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use log::{log, trace, warn};
+use protocol::endpoint::Endpoint;
+use protocol::hubtag::Tag;
+use protocol::midi::MidiMessage;
+use protocol::session::SocketKind;
+use protocol::time::{Duration, Instant};
+
+use crate::answers;
+use crate::config::{self, Settings};
+use crate::ctl::proto::{PeerRow, Status, Who};
+use crate::ledger::Ledger;
+use crate::options::ConnectTarget;
+use crate::router::{
+    Action, Dest, DeviceId, Dial, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
+};
+use crate::seq::SeqAddr;
+use crate::sessions::{self, refusal_text, AppleMidi, DropLog, Happening, Midi2, Sessions};
+
+/// Where MIDI for the local side goes: ALSA ports and raw MIDI devices, in the shell.
+pub trait Local {
+    /// To peer port `port`'s ALSA port, `after` its playout delay.
+    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, after: Option<Duration>);
+    /// To exported local port `local`, through `Network`.
+    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, after: Option<Duration>);
+    fn to_device(&mut self, device: DeviceId, message: &MidiMessage);
+}
+
+/// What a shutdown signal asks of the shell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Every session was told BY: send what is queued, say goodbye on mDNS, stop the loop.
+    Close,
+    /// A second signal: exit now, with an error status.
+    Exit,
+}
+
+/// A listener's name and sessions.
+struct Served {
+    name: String,
+    sessions: Box<dyn Sessions>,
+}
+
+pub struct Engine {
+    pub router: Router,
+    listeners: BTreeMap<ListenerId, Served>,
+    ledger: Ledger,
+    drops: DropLog,
+    /// Scratch for `forward`, kept to not allocate per message.
+    dests: Vec<Dest>,
+    /// Scratch for `poll_happenings`: the listeners' ids.
+    ids: Vec<ListenerId>,
+    seed: u64,
+    /// Shutdown signals seen.
+    signals: u32,
+}
+
+impl Engine {
+    /// The graph `settings` start with, but for its sections ([`Router::configure`]), and the
+    /// main listener's sessions; `alsa`: whether there is a sequencer.
+    pub fn new(settings: &Settings, alsa: bool, seed: u64) -> Engine {
+        let router = Router::new(&settings.name, alsa, settings.hub, seed as u32);
+        let endpoint = Endpoint::new(settings.session_config(), settings.admission.policy(), seed);
+        let main = Served {
+            name: settings.name.clone(),
+            sessions: Box::new(AppleMidi::new(endpoint)),
+        };
+        // Played out to ALSA only; a new delay takes a restart.
+        let playout_delay = settings
+            .playout_delay
+            .filter(|_| alsa)
+            .map(|ms| Duration::from_millis(u64::from(ms)));
+        Engine {
+            listeners: BTreeMap::from([(router.main(), main)]),
+            router,
+            ledger: Ledger::new(playout_delay),
+            drops: DropLog::default(),
+            dests: Vec::new(),
+            ids: Vec::new(),
+            seed,
+            signals: 0,
+        }
+    }
+
+    pub fn listener_ids(&self) -> impl Iterator<Item = ListenerId> + '_ {
+        self.listeners.keys().copied()
+    }
+
+    pub fn listener_name(&self, id: ListenerId) -> Option<&str> {
+        self.listeners.get(&id).map(|l| l.name.as_str())
+    }
+
+    /// Listener `id`'s sessions, to send what they queued.
+    pub fn sessions_mut(&mut self, id: ListenerId) -> Option<&mut dyn Sessions> {
+        Some(self.listeners.get_mut(&id)?.sessions.as_mut())
+    }
+
+    /// Sessions for the router's listener `id` (its sockets are open), of its protocol.
+    pub fn add_listener(&mut self, id: ListenerId, name: &str, settings: &Settings) {
+        let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let policy = self.router.admission_of(id, settings).policy();
+        let sessions: Box<dyn Sessions> = match self.router.listener(id).map(|l| l.kind) {
+            Some(ListenerKind::Midi2) => {
+                let config = sessions::midi2_config(name, &settings.midi2);
+                Box::new(Midi2::new(config, policy, seed))
+            }
+            _ => {
+                let config = self.router.session_config(id, settings);
+                Box::new(AppleMidi::new(Endpoint::new(config, policy, seed)))
+            }
+        };
+        let name = name.to_string();
+        self.listeners.insert(id, Served { name, sessions });
+    }
+
+    /// Listener `id` goes: its sessions are ended (BY queued) and handed back, for the shell
+    /// to send what they queued before it closes the sockets.
+    pub fn remove_listener(&mut self, now: Instant, id: ListenerId) -> Option<Box<dyn Sessions>> {
+        self.ledger.listener_closed(id);
+        let mut served = self.listeners.remove(&id)?;
+        served.sessions.close_all(now);
+        Some(served.sessions)
+    }
+
+    /// A datagram `from` a peer to listener `id`'s `port` socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        (id, port): (ListenerId, SocketKind),
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let Some(l) = self.listeners.get_mut(&id) else {
+            return;
+        };
+        if let Err(why) = l.sessions.handle_datagram(now, port, from, bytes) {
+            self.drops.record(now, why, from, bytes.len());
+        }
+        while let Some((from, why)) = l.sessions.poll_refusal() {
+            warn!(
+                "{}: refusing invitations ({}), first from {from}; the rest are counted",
+                l.name,
+                refusal_text(why)
+            );
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for l in self.listeners.values_mut() {
+            l.sessions.handle_timeout(now);
+        }
+        self.router.handle_timeout(now);
+    }
+
+    /// The nearest deadline of the sessions and the router.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let sessions = self.listeners.values_mut();
+        let nearest = sessions.filter_map(|l| l.sessions.poll_timeout()).min();
+        nearest.into_iter().chain(self.router.poll_timeout()).min()
+    }
+
+    /// The router's next action for the shell; those on sessions are carried out here.
+    pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
+        loop {
+            match self.router.poll_action()? {
+                Action::Close(key) => {
+                    if let Some(l) = self.listeners.get_mut(&key.listener) {
+                        l.sessions.close(now, key.session);
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// What the sessions did since the last call: the router and ledger told, MIDI routed.
+    /// True if there was anything (the sessions may have more to send).
+    pub fn poll_happenings(&mut self, now: Instant, local: &mut dyn Local) -> bool {
+        let mut busy = false;
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        ids.extend(self.listeners.keys().copied());
+        for &listener in &ids {
+            while let Some((session, happening)) = self
+                .listeners
+                .get_mut(&listener)
+                .and_then(|l| l.sessions.poll_happening())
+            {
+                busy = true;
+                let key = SessionKey { listener, session };
+                self.on_happening(now, key, happening, local);
+            }
+        }
+        self.ids = ids;
+        busy
+    }
+
+    fn on_happening(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        happening: Happening,
+        local: &mut dyn Local,
+    ) {
+        let Some(l) = self.listeners.get(&key.listener) else {
+            return;
+        };
+        let from = (l.name.as_str(), l.sessions.as_ref());
+        let mut say = |level, line| log!(level, "{line}");
+        let route =
+            self.ledger
+                .on_happening(&mut self.router, from, (now, key), happening, &mut say);
+        if let Some(r) = route {
+            let from = Source::Session(key);
+            self.forward(now, from, r.message, (r.after, r.tag), local);
+        }
+    }
+
+    /// MIDI from `from` to wherever the router says; `after`: the playout delay of MIDI from
+    /// the network on its way to ALSA; `tag`: what another hub said it is.
+    pub fn forward(
+        &mut self,
+        now: Instant,
+        from: Source,
+        message: MidiMessage,
+        (after, tag): (Option<Duration>, Option<Tag>),
+        local: &mut dyn Local,
+    ) {
+        let Some(tag) = self.router.admit(tag) else {
+            trace!("a copy of {tag:?} came back over another hub: dropped");
+            return;
+        };
+        let mut dests = std::mem::take(&mut self.dests);
+        self.router.route(from, &mut dests);
+        for dest in &dests {
+            match *dest {
+                Dest::Port(port) => local.to_port(port, &message, after),
+                Dest::Local(addr) => local.to_exported(addr, &message, after),
+                Dest::Device(id) => local.to_device(id, &message),
+                Dest::Session(key) => {
+                    if let Some(l) = self.listeners.get_mut(&key.listener) {
+                        l.sessions.send_midi(now, key.session, &message, tag);
+                    }
+                }
+                Dest::Listener { listener, except } => {
+                    if let Some(l) = self.listeners.get_mut(&listener) {
+                        let except = except.map(|k| k.session);
+                        l.sessions.send_to_all(now, except, &message, tag);
+                    }
+                }
+            }
+        }
+        self.dests = dests;
+    }
+
+    /// A lookup found a connection's peer: its session starts.
+    pub fn dial(&mut self, now: Instant, dial: Dial) {
+        if let Some(l) = self.listeners.get_mut(&dial.listener) {
+            let session = l.sessions.connect(now, dial.addr, dial.credentials);
+            let key = SessionKey {
+                listener: dial.listener,
+                session,
+            };
+            self.router.connecting(dial.connection, key, dial.addr.ip());
+        }
+    }
+
+    /// SIGINT or SIGTERM: the first stops reconnecting and ends every session; a second asks
+    /// to exit at once.
+    pub fn shutdown(&mut self, now: Instant) -> Step {
+        self.signals += 1;
+        if self.signals > 1 {
+            return Step::Exit;
+        }
+        self.router.stop();
+        for l in self.listeners.values_mut() {
+            l.sessions.close_all(now);
+        }
+        Step::Close
+    }
+
+    /// Whether to give freed memory back to the system now (`Ledger::trim_due`).
+    pub fn trim_due(&mut self) -> bool {
+        let listeners = &self.listeners;
+        let left = || listeners.values().map(|l| l.sessions.session_count()).sum();
+        self.ledger.trim_due(left)
+    }
+
+    /// A reload's change, for the router and the sessions.
+    pub fn reconfigure(&mut self, now: Instant, action: &config::Action, settings: &Settings) {
+        self.router.reconfigure(now, action);
+        match action {
+            config::Action::SessionConfig => {
+                self.router.set_name(&settings.name);
+                for (id, l) in &mut self.listeners {
+                    let config = self.router.session_config(*id, settings);
+                    l.sessions.set_session_config(config);
+                }
+            }
+            config::Action::Admission => {
+                for (id, l) in &mut self.listeners {
+                    let policy = self.router.admission_of(*id, settings).policy();
+                    l.sessions.set_policy(policy);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `ctl status`: `known` (what the shell knows) with the counts filled in.
+    pub fn status(&self, known: Status) -> Status {
+        answers::status(known, &self.router, &self.sessions())
+    }
+
+    /// `ctl peers`.
+    pub fn peers(&self) -> Vec<PeerRow> {
+        answers::peers(&self.router, &self.sessions(), self.ledger.latency())
+    }
+
+    /// `ctl connect`.
+    pub fn connect(&mut self, now: Instant, target: ConnectTarget) -> Result<String, String> {
+        answers::connect(&mut self.router, now, target)
+    }
+
+    /// `ctl disconnect`.
+    pub fn disconnect(&mut self, now: Instant, who: Who) -> Result<String, String> {
+        let mut listeners: Vec<(ListenerId, &mut dyn Sessions)> = self
+            .listeners
+            .iter_mut()
+            .map(|(id, l)| (*id, l.sessions.as_mut() as &mut dyn Sessions))
+            .collect();
+        answers::disconnect(&mut self.router, &mut listeners, now, who)
+    }
+
+    fn sessions(&self) -> Vec<(ListenerId, &dyn Sessions)> {
+        self.listeners
+            .iter()
+            .map(|(id, l)| (*id, l.sessions.as_ref()))
+            .collect()
+    }
+}

@@ -1,0 +1,278 @@
+//! The engine driven as the shell drives it, by peers' protocol endpoints over an in-memory
+//! network: no socket, no sequencer, a made-up clock.
+use std::net::SocketAddr;
+
+use protocol::endpoint::{AcceptPolicy, Endpoint};
+use protocol::midi::MidiMessage;
+use protocol::session::{self, DisconnectReason, Event, SocketKind};
+use protocol::time::Instant;
+
+use super::*;
+
+/// Our listener's control port; data is the next one.
+const OURS: &str = "10.0.0.1:5004";
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn note_on(key: u8) -> MidiMessage {
+    MidiMessage::from_bytes(&[0x90, key, 100]).unwrap()
+}
+
+/// What the engine sent to the local side.
+#[derive(Default)]
+struct Sink {
+    ports: Vec<(PeerPortId, MidiMessage)>,
+    exported: Vec<(SeqAddr, MidiMessage)>,
+    devices: Vec<(DeviceId, MidiMessage)>,
+}
+
+impl Local for Sink {
+    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, _after: Option<Duration>) {
+        self.ports.push((port, message.clone()));
+    }
+
+    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, _after: Option<Duration>) {
+        self.exported.push((local, message.clone()));
+    }
+
+    fn to_device(&mut self, device: DeviceId, message: &MidiMessage) {
+        self.devices.push((device, message.clone()));
+    }
+}
+
+/// A peer: its endpoint, its control address (data one above) and what reached it.
+struct Peer {
+    endpoint: Endpoint,
+    control: SocketAddr,
+    events: Vec<Event>,
+}
+
+struct Rig {
+    engine: Engine,
+    peers: Vec<Peer>,
+    sink: Sink,
+    /// The router's actions that reached the shell.
+    actions: Vec<Action>,
+    now: Instant,
+}
+
+impl Rig {
+    fn new(config: &str, alsa: bool) -> Rig {
+        Rig {
+            engine: Engine::new(&config::settings(config), alsa, 7),
+            peers: Vec::new(),
+            sink: Sink::default(),
+            actions: Vec::new(),
+            now: Instant::from_micros(1_000_000),
+        }
+    }
+
+    /// A peer named `name` at `control` that invites us; its index.
+    fn invite(&mut self, name: &str, control: &str) -> usize {
+        let config = session::Config {
+            name: name.to_string(),
+            ..session::Config::default()
+        };
+        let seed = self.peers.len() as u64 + 100;
+        let mut endpoint = Endpoint::new(config, AcceptPolicy::default(), seed);
+        endpoint.connect(self.now, addr(OURS));
+        self.peers.push(Peer {
+            endpoint,
+            control: addr(control),
+            events: Vec::new(),
+        });
+        self.settle();
+        self.peers.len() - 1
+    }
+
+    fn peer_sends(&mut self, peer: usize, message: &MidiMessage) {
+        let now = self.now;
+        let (_, session) = self.peers[peer].endpoint.sessions_mut().next().unwrap();
+        session.send_midi(now, message);
+        self.settle();
+    }
+
+    /// What `pump` does in the shell, with datagrams carried both ways, until all is quiet.
+    fn settle(&mut self) {
+        let (now, main) = (self.now, self.engine.router.main());
+        let mut buf = vec![0; 4096];
+        loop {
+            while let Some(action) = self.engine.poll_action(now) {
+                self.actions.push(action);
+            }
+            let mut moved = false;
+            let sessions = self.engine.sessions_mut(main).unwrap();
+            while let Some(t) = sessions.poll_transmit(now, &mut buf) {
+                let ours = match t.port {
+                    SocketKind::Control => addr(OURS),
+                    SocketKind::Data => addr("10.0.0.1:5005"),
+                };
+                let to_control = |p: &Peer| p.control == t.dst;
+                let to_data = |p: &Peer| data_of(p.control) == t.dst;
+                if let Some(p) = self.peers.iter_mut().find(|p| to_control(p) || to_data(p)) {
+                    let bytes = &buf[..t.len];
+                    let _ = p.endpoint.handle_datagram(now, t.port, ours, bytes);
+                }
+                moved = true;
+            }
+            for p in &mut self.peers {
+                while let Some(t) = p.endpoint.poll_transmit(now, &mut buf) {
+                    let from = match t.port {
+                        SocketKind::Control => p.control,
+                        SocketKind::Data => data_of(p.control),
+                    };
+                    let bytes = &buf[..t.len];
+                    self.engine
+                        .handle_datagram(now, (main, t.port), from, bytes);
+                    moved = true;
+                }
+                p.events
+                    .extend(std::iter::from_fn(|| p.endpoint.poll_event()).map(|(_, e)| e));
+            }
+            moved |= self.engine.poll_happenings(now, &mut self.sink);
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// The MIDI that reached peer `i`.
+    fn midi_at(&self, i: usize) -> Vec<MidiMessage> {
+        let midi = |e: &Event| match e {
+            Event::Midi(m) => Some(m.message.clone()),
+            _ => None,
+        };
+        self.peers[i].events.iter().filter_map(midi).collect()
+    }
+
+    fn disconnected(&self, i: usize) -> bool {
+        let by = |e: &Event| matches!(e, Event::Disconnected { .. });
+        self.peers[i].events.iter().any(by)
+    }
+}
+
+fn data_of(control: SocketAddr) -> SocketAddr {
+    SocketAddr::new(control.ip(), control.port() + 1)
+}
+
+#[test]
+fn a_hub_forwards_to_every_other_peer_never_back_to_the_sender() {
+    let mut rig = Rig::new("[hub]\nenabled = true\n", false);
+    let a = rig.invite("a", "10.0.0.2:6004");
+    let b = rig.invite("b", "10.0.0.3:6004");
+    let c = rig.invite("c", "10.0.0.4:6004");
+    rig.peer_sends(a, &note_on(60));
+    assert_eq!(rig.midi_at(b), [note_on(60)]);
+    assert_eq!(rig.midi_at(c), [note_on(60)]);
+    assert_eq!(rig.midi_at(a), []);
+    assert!(rig.sink.ports.is_empty() && rig.sink.exported.is_empty());
+}
+
+#[test]
+fn with_alsa_each_peer_gets_a_port_and_its_midi_goes_there() {
+    let mut rig = Rig::new("", true);
+    let a = rig.invite("keys", "10.0.0.2:6004");
+    let created: Vec<PeerPortId> = rig
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreatePort { port, name } if name == "keys" => Some(*port),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{:?}", rig.actions);
+    rig.peer_sends(a, &note_on(61));
+    assert_eq!(rig.sink.ports, [(created[0], note_on(61))]);
+    // Not a hub: nothing goes back to the network.
+    assert_eq!(rig.midi_at(a), []);
+}
+
+#[test]
+fn midi_from_alsa_reaches_the_peer_of_its_port() {
+    let mut rig = Rig::new("", true);
+    let a = rig.invite("keys", "10.0.0.2:6004");
+    let b = rig.invite("pads", "10.0.0.3:6004");
+    let port_of = |rig: &Rig, peer: &str| {
+        rig.actions.iter().find_map(|a| match a {
+            Action::CreatePort { port, name } if name == peer => Some(*port),
+            _ => None,
+        })
+    };
+    let pads = port_of(&rig, "pads").unwrap();
+    let now = rig.now;
+    let mut sink = Sink::default();
+    rig.engine.forward(
+        now,
+        Source::Port(pads),
+        note_on(62),
+        (None, None),
+        &mut sink,
+    );
+    rig.settle();
+    assert_eq!(rig.midi_at(b), [note_on(62)]);
+    assert_eq!(rig.midi_at(a), []);
+}
+
+#[test]
+fn ctl_disconnect_ends_the_session_with_a_bye() {
+    let mut rig = Rig::new("", false);
+    let a = rig.invite("a", "10.0.0.2:6004");
+    let b = rig.invite("b", "10.0.0.3:6004");
+    let id = rig.engine.peers()[1].id.unwrap();
+    // On the main listener, which `ctl` does not number.
+    assert_eq!(id.listener, None);
+    let now = rig.now;
+    assert_eq!(rig.engine.disconnect(now, Who::Id(id)), Ok("b".to_string()));
+    rig.settle();
+    assert!(rig.disconnected(b));
+    assert!(!rig.disconnected(a));
+    let names: Vec<String> = rig.engine.peers().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["a"]);
+}
+
+#[test]
+fn the_first_shutdown_signal_says_bye_to_every_peer_the_next_exit() {
+    let mut rig = Rig::new("", false);
+    let a = rig.invite("a", "10.0.0.2:6004");
+    let b = rig.invite("b", "10.0.0.3:6004");
+    let now = rig.now;
+    assert_eq!(rig.engine.shutdown(now), Step::Close);
+    rig.settle();
+    let bye = |e: &Event| {
+        matches!(
+            e,
+            Event::Disconnected {
+                reason: DisconnectReason::PeerEnded
+            }
+        )
+    };
+    assert!(
+        rig.peers[a].events.iter().any(bye),
+        "{:?}",
+        rig.peers[a].events
+    );
+    assert!(rig.peers[b].events.iter().any(bye));
+    assert_eq!(rig.engine.shutdown(now), Step::Exit);
+    assert_eq!(rig.engine.shutdown(now), Step::Exit);
+}
+
+#[test]
+fn garbage_from_a_stranger_is_dropped_and_harms_no_session() {
+    let mut rig = Rig::new("[hub]\nenabled = true\n", false);
+    let a = rig.invite("a", "10.0.0.2:6004");
+    let b = rig.invite("b", "10.0.0.3:6004");
+    let (now, main) = (rig.now, rig.engine.router.main());
+    for bytes in [&b"\xff\xffIN"[..], &[0x80, 0x61, 0, 1][..], &[][..]] {
+        let stranger = addr("10.9.9.9:5004");
+        rig.engine
+            .handle_datagram(now, (main, SocketKind::Data), stranger, bytes);
+        rig.engine
+            .handle_datagram(now, (main, SocketKind::Control), stranger, bytes);
+    }
+    rig.settle();
+    rig.peer_sends(a, &note_on(63));
+    assert_eq!(rig.midi_at(b), [note_on(63)]);
+    assert_eq!(rig.engine.peers().len(), 2);
+}
