@@ -6,6 +6,7 @@ mod config;
 mod control;
 mod ctl;
 mod daemon;
+mod device;
 mod engine;
 mod json;
 mod ledger;

@@ -1,4 +1,4 @@
-//! Raw MIDI devices' rules, without I/O (the shell's `daemon/rawmidi.rs` holds the files):
+//! Raw MIDI devices' rules, without I/O (`src/device.rs` holds the files):
 //! when a device's path counts as there, and the bounded queue of what waits for a device
 //! that takes MIDI slower than it comes. Time is an argument.
 use std::collections::VecDeque;

@@ -17,6 +17,7 @@ use reactor::{Context, Interest, Signal, SourceId};
 use crate::bridge::{self, Bridge};
 use crate::config;
 use crate::config::CommandLine;
+use crate::device::Device;
 use crate::engine::{Engine, Local, Step};
 use crate::mdns::Mdns;
 use crate::net::{self, Sockets, MAX_DATAGRAM};
@@ -67,7 +68,7 @@ pub struct Daemon {
     bridge: Option<Bridge<PeerPortId>>,
     seq_sources: Vec<SourceId>,
     /// The `[rawmidi]` devices.
-    devices: BTreeMap<DeviceId, rawmidi::Device>,
+    devices: BTreeMap<DeviceId, Device>,
     recv_buf: Vec<u8>,
     bridge_actions: Vec<bridge::Action<PeerPortId>>,
     mdns: Option<Mdns>,
@@ -83,7 +84,7 @@ pub struct Daemon {
 /// Where the engine's MIDI for the local side goes.
 struct Outlets<'a> {
     bridge: Option<&'a mut Bridge<PeerPortId>>,
-    devices: &'a mut BTreeMap<DeviceId, rawmidi::Device>,
+    devices: &'a mut BTreeMap<DeviceId, Device>,
 }
 
 impl Local for Outlets<'_> {

@@ -6,9 +6,10 @@ use std::path::Path;
 use log::{debug, error, info, log, warn};
 use reactor::Interest;
 
-use super::{rawmidi, Ctx, Daemon};
+use super::{Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
 use crate::config::{self, Action};
+use crate::device::Device;
 use crate::reload::Watch;
 
 impl Daemon {
@@ -17,7 +18,7 @@ impl Daemon {
     pub(super) fn apply_sections(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let now = self.now(ctx);
         for (id, r) in self.engine.router.configure(now, &self.settings) {
-            let device = rawmidi::Device::new(&r.name, r.device.clone());
+            let device = Device::new(&r.name, r.device.clone());
             self.devices.insert(id, device);
         }
         match self.bridge.as_mut() {
