@@ -400,20 +400,24 @@ impl Daemon {
         port: Option<u16>,
     ) -> io::Result<()> {
         let binds = &self.settings.bind;
-        let sockets = match self.engine.router.listener(id).map(|l| l.kind) {
+        let (sockets, label) = match self.engine.router.listener(id).map(|l| l.kind) {
             Some(ListenerKind::Midi2) => {
-                Sockets::midi2(net::bind_ports(binds, port.unwrap_or(DEFAULT_MIDI2_PORT))?)
+                let ports = net::bind_ports(binds, port.unwrap_or(DEFAULT_MIDI2_PORT))?;
+                (Sockets::midi2(ports), format!("{name} (MIDI 2.0)"))
             }
-            _ => Sockets::apple_midi(match port {
-                Some(port) => net::bind_all(binds, port)?,
-                None => net::bind_free_pair(binds, self.settings.port)?,
-            }),
+            _ => {
+                let pairs = match port {
+                    Some(port) => net::bind_all(binds, port)?,
+                    None => net::bind_free_pair(binds, self.settings.port)?,
+                };
+                (Sockets::apple_midi(pairs), name.to_string())
+            }
         };
         let mut listener = Listener {
             sockets,
             sources: Vec::new(),
         };
-        register(&mut listener, name, ctx)?;
+        register(&mut listener, &label, ctx)?;
         if let Some(port) = listener.sockets.port() {
             info!("listening as {name:?} on UDP port {port}");
         }
@@ -439,10 +443,10 @@ impl Daemon {
     }
 }
 
-/// Watches listener `name`'s sockets.
-fn register(l: &mut Listener, name: &str, ctx: &mut Ctx) -> io::Result<()> {
+/// Watches a listener's sockets; `label` names it in the log.
+fn register(l: &mut Listener, label: &str, ctx: &mut Ctx) -> io::Result<()> {
     for (socket, kind) in l.sockets.each() {
-        info!("{name} listening on {}", socket.local_addr()?);
+        info!("{label} listening on {}", socket.local_addr()?);
         let on_readable = match kind {
             SocketKind::Control => on_control,
             SocketKind::Data => on_data,
