@@ -147,6 +147,15 @@ impl Rig {
         self.peers[i].events.iter().filter_map(midi).collect()
     }
 
+    /// The ALSA ports the engine asked for, for peer `peer`.
+    fn ports_created(&self, peer: &str) -> Vec<PeerPortId> {
+        let created = |a: &Action| match a {
+            Action::CreatePort { port, name } if name == peer => Some(*port),
+            _ => None,
+        };
+        self.actions.iter().filter_map(created).collect()
+    }
+
     fn disconnected(&self, i: usize) -> bool {
         let by = |e: &Event| matches!(e, Event::Disconnected { .. });
         self.peers[i].events.iter().any(by)
@@ -174,14 +183,7 @@ fn a_hub_forwards_to_every_other_peer_never_back_to_the_sender() {
 fn with_alsa_each_peer_gets_a_port_and_its_midi_goes_there() {
     let mut rig = Rig::new("", true);
     let a = rig.invite("keys", "10.0.0.2:6004");
-    let created: Vec<PeerPortId> = rig
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::CreatePort { port, name } if name == "keys" => Some(*port),
-            _ => None,
-        })
-        .collect();
+    let created = rig.ports_created("keys");
     assert_eq!(created.len(), 1, "{:?}", rig.actions);
     rig.peer_sends(a, &note_on(61));
     assert_eq!(rig.sink.ports, [(created[0], note_on(61))]);
@@ -194,13 +196,7 @@ fn midi_from_alsa_reaches_the_peer_of_its_port() {
     let mut rig = Rig::new("", true);
     let a = rig.invite("keys", "10.0.0.2:6004");
     let b = rig.invite("pads", "10.0.0.3:6004");
-    let port_of = |rig: &Rig, peer: &str| {
-        rig.actions.iter().find_map(|a| match a {
-            Action::CreatePort { port, name } if name == peer => Some(*port),
-            _ => None,
-        })
-    };
-    let pads = port_of(&rig, "pads").unwrap();
+    let pads = rig.ports_created("pads")[0];
     let now = rig.now;
     let mut sink = Sink::default();
     rig.engine.forward(
