@@ -5,13 +5,12 @@ mod support;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use support::{free_ports, wait_for, TempDir, BIN, DEADLINE};
+use nix::sys::signal::Signal;
+use support::{free_ports, wait_for, Daemon, TempDir, BIN, DEADLINE};
 
 struct Ctl {
     code: i32,
@@ -20,13 +19,7 @@ struct Ctl {
 }
 
 fn ctl(control: &Path, args: &[&str]) -> Ctl {
-    let out = Command::new(BIN)
-        .arg("ctl")
-        .arg("--control")
-        .arg(control)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = support::ctl(control, args);
     Ctl {
         code: out.status.code().unwrap_or(-1),
         out: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -34,83 +27,16 @@ fn ctl(control: &Path, args: &[&str]) -> Ctl {
     }
 }
 
-struct Daemon {
-    child: Child,
-    control: PathBuf,
-    port: u16,
-    log: PathBuf,
-}
-
 impl Daemon {
-    fn start(dir: &Path, tag: &str, extra: &[&str]) -> Daemon {
-        let port = free_ports(2);
-        let control = dir.join(format!("{tag}.sock"));
-        let log = dir.join(format!("{tag}.log"));
-        let child = Command::new(BIN)
-            .args(["--no-alsa", "--no-mdns", "-v", "-b", "127.0.0.1", "-n", tag])
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("--control")
-            .arg(&control)
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child,
-            control,
-            port,
-            log,
-        };
-        wait_for("the control socket", || {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("{tag} exited with {status}: {}", d.log_text());
-            }
-            (ctl(&d.control, &["status"]).code == 0).then_some(())
-        });
-        d
-    }
-
     fn ctl(&self, args: &[&str]) -> Ctl {
         ctl(&self.control, args)
     }
 
     /// `ctl --json peers`, as text.
-    fn peers(&self) -> String {
+    fn peers_json(&self) -> String {
         let c = self.ctl(&["--json", "peers"]);
         assert_eq!(c.code, 0, "{}", c.err);
         c.out
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.signal_and_wait();
-    }
-}
-
-impl Daemon {
-    fn signal_and_wait(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        self.child.wait().ok()
     }
 }
 
@@ -173,7 +99,7 @@ fn every_control_command_between_two_daemons() {
         c.err
     );
     let a_peer = wait_for("Alpha to connect to Beta", || {
-        let peers = peer_objects(&a.peers());
+        let peers = peer_objects(&a.peers_json());
         let p = connected(&peers, "name", "Beta")?;
         // Wait for the first clock sync too: it gives the latency.
         (field(p, "latency_ms") != Some("null")).then(|| p.clone())
@@ -186,7 +112,7 @@ fn every_control_command_between_two_daemons() {
         assert!(field(&a_peer, key).unwrap().parse::<u64>().is_ok(), "{key}");
     }
     let b_peer = wait_for("Beta to see Alpha", || {
-        connected(&peer_objects(&b.peers()), "name", "Alpha").cloned()
+        connected(&peer_objects(&b.peers_json()), "name", "Alpha").cloned()
     });
     assert_eq!(field(&b_peer, "role"), Some("responder"));
 
@@ -250,14 +176,14 @@ fn every_control_command_between_two_daemons() {
         d.err
     );
     wait_for("Alpha to come back as a new session", || {
-        let peers = peer_objects(&b.peers());
+        let peers = peer_objects(&b.peers_json());
         connected(&peers, "name", "Alpha").filter(|p| field(p, "id") != Some(&old_id))?;
         Some(())
     });
 
     // disconnect ID on the initiator's side ends the connection for good.
     let id = wait_for("Alpha's session id", || {
-        let peers = peer_objects(&a.peers());
+        let peers = peer_objects(&a.peers_json());
         connected(&peers, "name", "Beta").and_then(|p| field(p, "id").map(String::from))
     });
     let d = a.ctl(&["disconnect", &id]);
@@ -268,7 +194,8 @@ fn every_control_command_between_two_daemons() {
         d.err
     );
     wait_for("both sides to forget the session", || {
-        (peer_objects(&a.peers()).is_empty() && peer_objects(&b.peers()).is_empty()).then_some(())
+        (peer_objects(&a.peers_json()).is_empty() && peer_objects(&b.peers_json()).is_empty())
+            .then_some(())
     });
 
     // An unnamed connection is named HOST:PORT; disconnect by that name.
@@ -277,11 +204,11 @@ fn every_control_command_between_two_daemons() {
         format!("connecting: {target}\n")
     );
     wait_for("the unnamed connection", || {
-        connected(&peer_objects(&a.peers()), "connection", &target).map(|_| ())
+        connected(&peer_objects(&a.peers_json()), "connection", &target).map(|_| ())
     });
     assert_eq!(a.ctl(&["disconnect", &target]).code, 0);
     wait_for("the unnamed connection to end", || {
-        peer_objects(&a.peers()).is_empty().then_some(())
+        peer_objects(&a.peers_json()).is_empty().then_some(())
     });
 }
 
@@ -342,7 +269,7 @@ fn bad_clients_do_not_stall_the_daemon() {
         flooder.join().unwrap(),
         "the daemon never dropped the flooding client"
     );
-    assert!(a.log_text().contains("does not read its answers"));
+    assert!(a.log().contains("does not read its answers"));
     assert_eq!(a.ctl(&["status"]).code, 0);
 }
 
@@ -361,7 +288,7 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
     write_config(&conf, &format!("[general]\nname = Alpha\n{one}"));
     let a = Daemon::start(&dir.0, "Alpha", &["-c", conf.to_str().unwrap()]);
     let id_one = wait_for("connection one", || {
-        connected(&peer_objects(&a.peers()), "connection", "one")
+        connected(&peer_objects(&a.peers_json()), "connection", "one")
             .and_then(|p| field(p, "id").map(String::from))
     });
 
@@ -372,13 +299,13 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
     );
     a.signal(Signal::SIGHUP);
     wait_for("connection two after SIGHUP", || {
-        connected(&peer_objects(&a.peers()), "connection", "two").map(|_| ())
+        connected(&peer_objects(&a.peers_json()), "connection", "two").map(|_| ())
     });
     // The signal was seen (the file watch may have applied the change first).
     wait_for("SIGHUP in the log", || {
-        a.log_text().contains("SIGHUP: configuration").then_some(())
+        a.log().contains("SIGHUP: configuration").then_some(())
     });
-    let peers = peer_objects(&a.peers());
+    let peers = peer_objects(&a.peers_json());
     assert_eq!(
         connected(&peers, "connection", "one").and_then(|p| field(p, "id")),
         Some(id_one.as_str()),
@@ -393,12 +320,12 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
     );
     a.signal(Signal::SIGHUP);
     wait_for("the refusal in the log", || {
-        let log = a.log_text();
+        let log = a.log();
         (log.contains("SIGHUP: configuration refused")
             && log.contains("rtpmidid.conf:10: unknown key \"hots\" in [connect three]"))
         .then_some(())
     });
-    let peers = peer_objects(&a.peers());
+    let peers = peer_objects(&a.peers_json());
     assert!(
         connected(&peers, "connection", "one").is_some(),
         "{peers:?}"
@@ -412,17 +339,17 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
     // Remove one and fix the file: saving it is enough (inotify), no signal needed.
     write_config(&conf, &format!("[general]\nname = Alpha\n{one}"));
     wait_for("connection two to go", || {
-        let peers = peer_objects(&a.peers());
+        let peers = peer_objects(&a.peers_json());
         (peers.len() == 1).then_some(())
     });
-    let peers = peer_objects(&a.peers());
+    let peers = peer_objects(&a.peers_json());
     assert_eq!(
         connected(&peers, "connection", "one").and_then(|p| field(p, "id")),
         Some(id_one.as_str())
     );
     assert!(a.ctl(&["status"]).out.contains("hub:         false"));
     wait_for("Gamma to see the session end", || {
-        peer_objects(&c.peers()).is_empty().then_some(())
+        peer_objects(&c.peers_json()).is_empty().then_some(())
     });
 
     // An editor that saves by renaming a new file into place is seen too.
@@ -430,9 +357,9 @@ fn reload_keeps_untouched_sessions_and_refuses_broken_files() {
     write_config(&new, &format!("[general]\nname = Alpha\n{one}{two}"));
     std::fs::rename(&new, &conf).unwrap();
     wait_for("connection two after a rename", || {
-        connected(&peer_objects(&a.peers()), "connection", "two").map(|_| ())
+        connected(&peer_objects(&a.peers_json()), "connection", "two").map(|_| ())
     });
-    let peers = peer_objects(&a.peers());
+    let peers = peer_objects(&a.peers_json());
     assert_eq!(
         connected(&peers, "connection", "one").and_then(|p| field(p, "id")),
         Some(id_one.as_str())
@@ -455,15 +382,15 @@ fn a_listener_section_serves_sessions_under_its_name() {
     let c = b.ctl(&["connect", &format!("127.0.0.1:{drums}"), "drums"]);
     assert_eq!(c.code, 0, "{}", c.err);
     let b_peer = wait_for("Beta to connect to Drums", || {
-        connected(&peer_objects(&b.peers()), "name", "Drums").cloned()
+        connected(&peer_objects(&b.peers_json()), "name", "Drums").cloned()
     });
     assert_eq!(field(&b_peer, "connection"), Some("drums"));
     // On Alpha the session lives on the listener: its id is "L.S".
     let a_peer = wait_for("Alpha to see Beta", || {
-        connected(&peer_objects(&a.peers()), "name", "Beta").cloned()
+        connected(&peer_objects(&a.peers_json()), "name", "Beta").cloned()
     });
     assert!(field(&a_peer, "id").unwrap().contains('.'), "{a_peer}");
-    assert!(a.log_text().contains("listening as \"Drums\""));
+    assert!(a.log().contains("listening as \"Drums\""));
 }
 
 #[test]
@@ -586,7 +513,7 @@ fn a_fifo_as_the_file_does_not_hang_start_or_reload() {
     std::fs::rename(&fifo, &conf).unwrap();
     a.signal(Signal::SIGHUP);
     wait_for("the refusal in the log", || {
-        let log = a.log_text();
+        let log = a.log();
         (log.contains("configuration refused") && log.contains("a FIFO")).then_some(())
     });
     assert_eq!(a.ctl(&["status"]).code, 0, "the daemon still answers");

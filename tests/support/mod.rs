@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of it
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,15 @@ impl Daemon {
         let control = dir.join(format!("{name}.sock"));
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(BIN)
-            .args(["--no-alsa", "--no-mdns", "-b", "127.0.0.1", "-n", name])
+            .args([
+                "--no-alsa",
+                "--no-mdns",
+                "-v",
+                "-b",
+                "127.0.0.1",
+                "-n",
+                name,
+            ])
             .arg("-p")
             .arg(port.to_string())
             .arg("--control")
@@ -123,20 +131,29 @@ impl Daemon {
     pub fn peers(&self) -> String {
         String::from_utf8_lossy(&ctl(&self.control, &["peers"]).stdout).into_owned()
     }
-}
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// SIGTERM, then its exit status once it exits (killed after 5 s).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.stop();
     }
 }
 
