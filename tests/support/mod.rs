@@ -34,10 +34,13 @@ impl Drop for TempDir {
 
 /// `count` adjacent free UDP ports on 127.0.0.1, the first even (each call starts further
 /// up: tests run in parallel). A pair is left free above them: a daemon's listeners without a
-/// port take the first free pair above its own, which must not be another test's.
+/// port take the first free pair above its own, which must not be another test's. They lie
+/// below the kernel's ephemeral range (32768 and up by default), where sockets bound to port
+/// 0 land: such a socket could otherwise take one between this check and the daemon's bind,
+/// or while a daemon has let a listener's ports go to open them again.
 pub fn free_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 40_000 + (std::process::id() % 500) as u16 * 32;
+    let base = 20_000 + (std::process::id() % 300) as u16 * 32;
     loop {
         let port = base + NEXT.fetch_add(count.next_multiple_of(2) + 2, Ordering::SeqCst);
         if (0..count).all(|i| UdpSocket::bind(("127.0.0.1", port + i)).is_ok()) {
