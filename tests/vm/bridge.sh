@@ -38,16 +38,12 @@ if [ "${1:-}" != --guest ]; then
     target=${CARGO_TARGET_DIR:-$repo/target}/debug
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    python3 - "$tmp" <<'EOF'
-import struct, sys
+    PYTHONPATH=$here python3 - "$tmp" <<'EOF'
+import sys
+from smf import sysex, write_hex, write_smf
 out = sys.argv[1]
-def smf(track, path):
-    track = track + bytes([0, 0xFF, 0x2F, 0x00])
-    with open(path, "wb") as f:
-        f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))  # 96 ticks a quarter, 120 bpm
-        f.write(b"MTrk" + struct.pack(">I", len(track)) + track)
 # Every channel message kind, on several channels, and a short SysEx (GM on).
-smf(bytes([
+write_smf(out + "/events.mid", bytes([
     0, 0x90, 0x3C, 0x64,      # note on ch 0
     0, 0xA0, 0x3C, 0x20,      # poly pressure
     4, 0xB1, 0x07, 0x64,      # CC 7 ch 1
@@ -58,13 +54,13 @@ smf(bytes([
     8, 0x80, 0x3C, 0x40,      # note off with velocity
     0, 0x9F, 0x3E, 0x7F,      # note on ch 15
     4, 0x9F, 0x3E, 0x00,      # note on velocity 0
-]), out + "/events.mid")
+]))
 # Eight notes 100 ms apart (19.2 ticks at 120 bpm: use 500000 us/quarter and 96 ticks ->
 # 5.208 ms a tick; tempo 480000 us/quarter makes a tick 5 ms, 20 ticks 100 ms).
 notes = bytes([0, 0xFF, 0x51, 0x03, 0x07, 0x53, 0x00])
 for i in range(8):
     notes += bytes([0 if i == 0 else 20, 0x90, 0x40 + i, 0x64])
-smf(notes, out + "/spaced.mid")
+write_smf(out + "/spaced.mid", notes)
 # 5000 events: note on and off in turn over all channels and notes, velocities 1..100 (as
 # tests/steady_state_alloc.rs's `event`), in bursts of 1000 at the same tick, 2 s apart (5 ms
 # ticks): a burst fits a reader's kernel FIFO (at most 2000 events; ALSA has no flow control,
@@ -74,15 +70,11 @@ smf(notes, out + "/spaced.mid")
 burst = [bytes([(0x90 if i % 2 == 0 else 0x80) | (i // 2 % 16), i // 2 % 128, 1 + i % 100])
          for i in range(5000)]
 tempo = bytes([0, 0xFF, 0x51, 0x03, 0x07, 0x53, 0x00])
-smf(tempo + b"".join(bytes([0x83, 0x10] if i and i % 1000 == 0 else [0]) + e for i, e in enumerate(burst)),
-    out + "/burst.mid")
-smf(b"".join(b"\x00" + e for e in burst[:1900]), out + "/stopped.mid")
-with open(out + "/burst.hex", "w") as f:
-    f.writelines(" ".join("%02X" % b for b in e) + "\n" for e in burst)
-big = bytearray(i % 128 for i in range(100 * 1024))  # what seq_probe --sysex sends
-big[0], big[-1] = 0xF0, 0xF7
-with open(out + "/big.hex", "w") as f:
-    f.write(" ".join("%02X" % b for b in big) + "\n")
+write_smf(out + "/burst.mid", tempo + b"".join(
+    bytes([0x83, 0x10] if i and i % 1000 == 0 else [0]) + e for i, e in enumerate(burst)))
+write_smf(out + "/stopped.mid", b"".join(b"\x00" + e for e in burst[:1900]))
+write_hex(out + "/burst.hex", burst)
+write_hex(out + "/big.hex", [sysex(100 * 1024)])  # what seq_probe --sysex sends
 EOF
     exec "$here/run.sh" --timeout "${BRIDGE_TIMEOUT:-240}" --copy "$0:bridge.sh" \
         --copy "$here/guest-lib.sh:guest-lib.sh" \

@@ -37,24 +37,10 @@ if [ "${1:-}" != --guest ]; then
     a2n=$(bash "$repo/tests/peers/amidi2net/build.sh" | tail -n 1)
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    python3 - "$tmp" <<'EOF'
-import struct, sys
+    PYTHONPATH=$here python3 - "$tmp" <<'EOF'
+import sys
+from smf import at_tick_zero, write_smf
 out = sys.argv[1]
-def varlen(n):
-    b = [n & 0x7F]
-    while n > 127:
-        n >>= 7
-        b.insert(0, 0x80 | (n & 0x7F))
-    return bytes(b)
-def smf(events, path):
-    """A type 0 .mid of MIDI 1.0 messages (bytes, a SysEx with F0 and F7), all at tick 0."""
-    track = b""
-    for e in events:
-        track += b"\x00" + (b"\xF0" + varlen(len(e) - 1) + e[1:] if e[0] == 0xF0 else e)
-    track += bytes([0, 0xFF, 0x2F, 0x00])
-    with open(path, "wb") as f:
-        f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))
-        f.write(b"MTrk" + struct.pack(">I", len(track)) + track)
 def sysex7(data):
     """SysEx payload bytes as UMP type 3 packets of 6 bytes (group 0)."""
     chunks = [data[i:i + 6] for i in range(0, len(data), 6)]
@@ -92,7 +78,7 @@ up_ump = [u for u, _ in up] + sysex7(up_sx) + ["20803c40", "209f3e7f"]
 up_midi = [bytes.fromhex(m) for _, m in up] + [b"\xF0" + up_sx + b"\xF7",
                                                bytes.fromhex("80 3c 40"), bytes.fromhex("9f 3e 7f")]
 write(out + "/up.ump", up_ump)
-smf(up_midi, out + "/up.mid")
+write_smf(out + "/up.mid", at_tick_zero(up_midi))
 # ALSA -> M -> amidi2net: the MIDI 1.0 played and the UMP (type 2, SysEx7) to arrive.
 down = [
     ("90 3c 64", "20903c64"), ("a0 3c 20", "20a03c20"), ("b1 07 64", "20b10764"),
@@ -100,8 +86,9 @@ down = [
     ("F0", None),  # the SysEx goes here
     ("80 3c 40", "20803c40"), ("9f 3e 7f", "209f3e7f"), ("9f 3e 00", "209f3e00"),
 ]
-smf([b"\xF0" + down_sx + b"\xF7" if m == "F0" else bytes.fromhex(m) for m, _ in down],
-    out + "/down.mid")
+write_smf(out + "/down.mid",
+          at_tick_zero([b"\xF0" + down_sx + b"\xF7" if m == "F0" else bytes.fromhex(m)
+                        for m, _ in down]))
 write(out + "/down.ump", [l for m, u in down for l in (sysex7(down_sx) if u is None else [u])])
 EOF
     exec "$here/run.sh" --timeout "${MIDI2_TIMEOUT:-150}" --copy "$0:midi2.sh" \

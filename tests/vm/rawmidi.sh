@@ -21,10 +21,11 @@ if [ "${1:-}" != --guest ]; then
     target=${CARGO_TARGET_DIR:-$repo/target}/debug
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    python3 - "$tmp" <<'EOF'
-import struct, sys
+    PYTHONPATH=$here python3 - "$tmp" <<'EOF'
+import sys
+from smf import sysex, write_hex, write_smf
 out = sys.argv[1]
-track = bytes([
+write_smf(out + "/events.mid", bytes([
     0, 0x90, 0x3C, 0x64,      # note on ch 0
     0, 0xA0, 0x3C, 0x20,      # poly pressure
     4, 0xB1, 0x07, 0x64,      # CC 7 ch 1
@@ -34,15 +35,9 @@ track = bytes([
     0, 0xF0, 0x05, 0x7E, 0x7F, 0x09, 0x01, 0xF7,  # SysEx
     8, 0x80, 0x3C, 0x40,      # note off with velocity
     0, 0x9F, 0x3E, 0x7F,      # note on ch 15
-]) + bytes([0, 0xFF, 0x2F, 0x00])
-with open(out + "/events.mid", "wb") as f:
-    f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))
-    f.write(b"MTrk" + struct.pack(">I", len(track)) + track)
+]))
 for n in (10240, 1024):  # what seq_probe --sysex N sends
-    big = bytearray(i % 128 for i in range(n))
-    big[0], big[-1] = 0xF0, 0xF7
-    with open("%s/sysex%d.hex" % (out, n), "w") as f:
-        f.write(" ".join("%02X" % b for b in big) + "\n")
+    write_hex("%s/sysex%d.hex" % (out, n), [sysex(n)])
 EOF
     exec "$here/run.sh" --mem 512 --timeout "${RAWMIDI_TIMEOUT:-180}" --copy "$0:rawmidi.sh" \
         --copy "$here/guest-lib.sh:guest-lib.sh" \

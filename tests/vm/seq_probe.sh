@@ -33,35 +33,21 @@ for line in sys.stdin:
     [ -x "$alloc" ] || { echo "seq_probe: no steady_state_alloc test binary" >&2; exit 1; }
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    python3 - "$tmp" <<'EOF'
-import struct, sys
+    PYTHONPATH=$here python3 - "$tmp" <<'EOF'
+import sys
+from smf import at_tick_zero, sysex, write_hex, write_smf
 out = sys.argv[1]
-data = bytes(i % 128 for i in range(998))
-sysex = b"\xf0" + data + b"\xf7"                     # 1000 bytes on the wire
-def varlen(n):
-    b = [n & 0x7F]
-    while n > 0x7F:
-        n >>= 7
-        b.insert(0, 0x80 | (n & 0x7F))
-    return bytes(b)
-track = (
-    bytes([0, 0x90, 0x3C, 0x64])                      # note on, C4, velocity 100
-    + bytes([0, 0xB0, 0x07, 0x64])                    # CC 7 = 100
-    + bytes([0, 0xE0, 0x00, 0x50])                    # pitch bend +2048
-    + bytes([0, 0xC0, 0x05])                          # program 5
-    + b"\x00\xf0" + varlen(len(sysex) - 1) + sysex[1:]  # SMF SysEx: F0, length, data..F7
-    + bytes([0, 0x80, 0x3C, 0x00])                    # note off, right behind the SysEx
-    + bytes([0, 0xFF, 0x2F, 0x00])
-)
-with open(out + "/probe.mid", "wb") as f:
-    f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))
-    f.write(b"MTrk" + struct.pack(">I", len(track)) + track)
-with open(out + "/sysex.hex", "w") as f:
-    f.write(" ".join("%02X" % b for b in sysex) + "\n")
-big = bytearray(i % 128 for i in range(100 * 1024))  # what seq_probe --sysex sends
-big[0], big[-1] = 0xF0, 0xF7
-with open(out + "/big.hex", "w") as f:
-    f.write(" ".join("%02X" % b for b in big) + "\n")
+sysex1000 = bytes([0xF0]) + bytes(i % 128 for i in range(998)) + bytes([0xF7])
+write_smf(out + "/probe.mid", at_tick_zero([
+    bytes([0x90, 0x3C, 0x64]),                        # note on, C4, velocity 100
+    bytes([0xB0, 0x07, 0x64]),                        # CC 7 = 100
+    bytes([0xE0, 0x00, 0x50]),                        # pitch bend +2048
+    bytes([0xC0, 0x05]),                              # program 5
+    sysex1000,                                        # 1000 bytes on the wire
+    bytes([0x80, 0x3C, 0x00]),                        # note off, right behind the SysEx
+]))
+write_hex(out + "/sysex.hex", [sysex1000])
+write_hex(out + "/big.hex", [sysex(100 * 1024)])     # what seq_probe --sysex sends
 EOF
     exec "$here/run.sh" --timeout 90 --copy "$0:seq_probe.sh" --copy "$probe:seq_probe" --copy "$unit:unit_tests" --copy "$alloc:alloc_tests" \
         --copy "$tmp/probe.mid:probe.mid" --copy "$tmp/sysex.hex:sysex.hex" --copy "$tmp/big.hex:big.hex" \

@@ -12,18 +12,15 @@ if [ "${1:-}" != --guest ]; then
     trap 'rm -rf "$tmp"' EXIT
     # Format 0, one track, 96 ticks a quarter (120 bpm: 1 tick = 5.2 ms): C4 E4 G4, each on
     # for 12 ticks, 24 ticks apart, then a note with running status and a zero-velocity off.
-    python3 - "$tmp/notes.mid" <<'EOF'
-import struct, sys
-events = bytes([
+    PYTHONPATH=$here python3 - "$tmp/notes.mid" <<'EOF'
+import sys
+from smf import write_smf
+write_smf(sys.argv[1], bytes([
     0x00, 0x90, 60, 100,  12, 0x80, 60, 0,
     12,   0x90, 64, 100,  12, 0x80, 64, 0,
     12,   0x90, 67, 100,  12, 0x80, 67, 0,
     12,   0x90, 72, 90,   12, 72, 0,
-    0x00, 0xFF, 0x2F, 0x00,
-])
-with open(sys.argv[1], "wb") as f:
-    f.write(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96))
-    f.write(b"MTrk" + struct.pack(">I", len(events)) + events)
+]))
 EOF
     "$here/run.sh" --timeout 60 --copy "$0:smoke.sh" --copy "$tmp/notes.mid:notes.mid" \
         -- /bin/sh smoke.sh --guest
