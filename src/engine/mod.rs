@@ -314,7 +314,16 @@ impl Engine {
                     l.sessions.set_policy(policy);
                 }
             }
-            _ => {}
+            // The router's, the process's (the log level) or only a note.
+            config::Action::PeerFilter
+            | config::Action::Bridge(_)
+            | config::Action::NeedsRestart(_)
+            | config::Action::RemoveListener(_)
+            | config::Action::AddListener(_)
+            | config::Action::Disconnect(_)
+            | config::Action::Connect(_)
+            | config::Action::SetHub(_)
+            | config::Action::SetLogLevel(_) => {}
         }
     }
 
