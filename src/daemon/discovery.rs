@@ -33,8 +33,8 @@ impl Daemon {
             }
         }
         self.mdns = Some(mdns);
-        if let Some(names) = self.names.as_mut() {
-            names.resolver.set_mdns(true); // `.local` names through our own querier
+        if let Some(resolver) = self.resolver.as_mut() {
+            resolver.set_mdns(true); // `.local` names through our own querier
         }
         let ids: Vec<ListenerId> = self.engine.listener_ids().collect();
         for id in ids {
@@ -66,12 +66,10 @@ impl Daemon {
     fn read_mdns(&mut self, ctx: &mut Ctx, event: reactor::Event) {
         let now = self.now(ctx);
         if let Some(mdns) = self.mdns.as_mut() {
-            let mut names = self.names.as_mut();
+            let mut resolver = self.resolver.as_mut();
             let mut tap = |from, if_index, bytes: &[u8]| {
-                if let Some(names) = names.as_mut() {
-                    names
-                        .resolver
-                        .handle_mdns_datagram(now, from, if_index, bytes);
+                if let Some(resolver) = resolver.as_mut() {
+                    resolver.handle_mdns_datagram(now, from, if_index, bytes);
                 }
             };
             if mdns.read_tap(now, event.fd, &mut tap) {

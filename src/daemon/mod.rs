@@ -22,6 +22,7 @@ use crate::engine::{Engine, Local, Step};
 use crate::mdns::Mdns;
 use crate::net::{self, Sockets, MAX_DATAGRAM};
 use crate::options::DEFAULT_MIDI2_PORT;
+use crate::resolver::Resolver;
 use crate::router::{Action, DeviceId, ListenerId, ListenerKind, PeerPortId, Source};
 use crate::seq::{SeqAddr, Sequencer};
 
@@ -73,7 +74,7 @@ pub struct Daemon {
     bridge_actions: Vec<bridge::Action<PeerPortId>>,
     mdns: Option<Mdns>,
     mdns_sources: Vec<SourceId>,
-    names: Option<names::Names>,
+    resolver: Option<Resolver>,
     seed: u64,
     /// The control socket, while it is open.
     control: Option<crate::control::Server>,
@@ -140,7 +141,7 @@ impl Daemon {
             bridge_actions: Vec::new(),
             mdns: None,
             mdns_sources: Vec::new(),
-            names: None,
+            resolver: None,
             seed,
             control: None,
             watch: None,
@@ -172,7 +173,7 @@ impl Daemon {
                 self.seq_sources.push(source);
             }
         }
-        self.start_names(ctx)?;
+        self.start_resolver(ctx)?;
         self.apply_sections(ctx)?;
         self.open_control(ctx)?;
         if let Some(path) = &path {
@@ -305,7 +306,7 @@ impl Daemon {
             }
         }
         let deadline = self.engine.poll_timeout();
-        let lookups = self.names.as_ref().and_then(|n| n.poll_timeout());
+        let lookups = self.resolver.as_ref().and_then(|r| r.poll_timeout());
         match deadline.into_iter().chain(lookups).min() {
             Some(at) => ctx.set_timer(TimerId::Protocol, to_std_time(self.origin, at)),
             None => {

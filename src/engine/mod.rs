@@ -10,10 +10,11 @@ mod tests;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use log::{log, trace, warn};
+use log::{info, log, trace, warn};
 use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
+use protocol::resolve::{Failure, LookupId, Stats};
 use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
 
@@ -23,7 +24,8 @@ use crate::ctl::proto::{PeerRow, Status, Who};
 use crate::ledger::Ledger;
 use crate::options::ConnectTarget;
 use crate::router::{
-    Action, Dest, DeviceId, Dial, ListenerId, ListenerKind, PeerPortId, Router, SessionKey, Source,
+    Action, ConnectionId, Dest, DeviceId, ListenerId, ListenerKind, Lookups, PeerPortId, Router,
+    SessionKey, Source,
 };
 use crate::seq::SeqAddr;
 use crate::sessions::{self, refusal_text, AppleMidi, DropLog, Happening, Midi2, Sessions};
@@ -57,6 +59,8 @@ pub struct Engine {
     listeners: BTreeMap<ListenerId, Served>,
     ledger: Ledger,
     drops: DropLog,
+    /// Host lookups under way, for the connections that asked.
+    lookups: Lookups,
     /// Scratch for `forward`, kept to not allocate per message.
     dests: Vec<Dest>,
     /// Scratch for `poll_happenings`: the listeners' ids.
@@ -86,6 +90,7 @@ impl Engine {
             router,
             ledger: Ledger::new(playout_delay),
             drops: DropLog::default(),
+            lookups: Lookups::default(),
             dests: Vec::new(),
             ids: Vec::new(),
             seed,
@@ -264,8 +269,29 @@ impl Engine {
         self.dests = dests;
     }
 
-    /// A lookup found a connection's peer: its session starts.
-    pub fn dial(&mut self, now: Instant, dial: Dial) {
+    /// Lookup `id` is for `connection`'s session on `listener` ([`Action::Connect`]).
+    pub fn looking_up(&mut self, id: LookupId, connection: ConnectionId, listener: ListenerId) {
+        self.lookups.insert(id, connection, listener);
+    }
+
+    /// Forgets the lookups no connection waits for any more; `cancel` gets each.
+    pub fn forget_unwanted_lookups(&mut self, cancel: impl FnMut(LookupId)) {
+        self.lookups.forget_unwanted(&self.router, cancel);
+    }
+
+    /// Lookup `id` ended with `result`: the session starts at the first address, or the
+    /// connection retries (`dropped`: the resolver's count of bad replies, for the log).
+    pub fn looked_up(
+        &mut self,
+        now: Instant,
+        (id, result): (LookupId, Result<Vec<SocketAddr>, Failure>),
+        dropped: impl FnOnce() -> Stats,
+    ) {
+        let found = (id, result);
+        let Some(dial) = self.lookups.resolved(&mut self.router, now, found, dropped) else {
+            return;
+        };
+        info!("connecting to {}", dial.addr);
         if let Some(l) = self.listeners.get_mut(&dial.listener) {
             let session = l.sessions.connect(now, dial.addr, dial.credentials);
             let key = SessionKey {

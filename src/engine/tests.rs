@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use protocol::endpoint::{AcceptPolicy, Endpoint};
 use protocol::midi::MidiMessage;
+use protocol::resolve::{Failure, LookupId, Stats};
 use protocol::session::{self, DisconnectReason, Event, SocketKind};
 use protocol::time::Instant;
 
@@ -69,22 +70,27 @@ impl Rig {
         }
     }
 
-    /// A peer named `name` at `control` that invites us; its index.
-    fn invite(&mut self, name: &str, control: &str) -> usize {
+    /// A peer named `name` at `control` that waits for invitations; its index.
+    fn listen(&mut self, name: &str, control: &str) -> usize {
         let config = session::Config {
             name: name.to_string(),
             ..session::Config::default()
         };
         let seed = self.peers.len() as u64 + 100;
-        let mut endpoint = Endpoint::new(config, AcceptPolicy::default(), seed);
-        endpoint.connect(self.now, addr(OURS));
         self.peers.push(Peer {
-            endpoint,
+            endpoint: Endpoint::new(config, AcceptPolicy::default(), seed),
             control: addr(control),
             events: Vec::new(),
         });
-        self.settle();
         self.peers.len() - 1
+    }
+
+    /// A peer named `name` at `control` that invites us; its index.
+    fn invite(&mut self, name: &str, control: &str) -> usize {
+        let i = self.listen(name, control);
+        self.peers[i].endpoint.connect(self.now, addr(OURS));
+        self.settle();
+        i
     }
 
     fn peer_sends(&mut self, peer: usize, message: &MidiMessage) {
@@ -271,4 +277,55 @@ fn garbage_from_a_stranger_is_dropped_and_harms_no_session() {
     rig.peer_sends(a, &note_on(63));
     assert_eq!(rig.midi_at(b), [note_on(63)]);
     assert_eq!(rig.engine.peers().len(), 2);
+}
+
+#[test]
+fn a_connection_invites_the_first_address_its_lookup_found() {
+    let settings = config::settings("[connect far]\nhost = far.example\nport = 6004\n");
+    let mut rig = Rig::new("", false);
+    let now = rig.now;
+    rig.engine.router.configure(now, &settings);
+    rig.engine.handle_timeout(now);
+    rig.settle();
+    let asked: Vec<(ConnectionId, ListenerId)> = rig
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect {
+                connection,
+                listener,
+                target,
+            } if target.host == "far.example" => Some((*connection, *listener)),
+            _ => None,
+        })
+        .collect();
+    let [(connection, listener)] = asked[..] else {
+        panic!("{:?}", rig.actions);
+    };
+    let far = rig.listen("far", "10.0.0.5:6004");
+    rig.engine.looking_up(LookupId(1), connection, listener);
+    let found = Ok(vec![addr("10.0.0.5:6004"), addr("10.0.0.6:6004")]);
+    rig.engine
+        .looked_up(now, (LookupId(1), found), Stats::default);
+    rig.settle();
+    let up = |e: &Event| matches!(e, Event::Connected { .. });
+    assert!(
+        rig.peers[far].events.iter().any(up),
+        "{:?}",
+        rig.peers[far].events
+    );
+    let rows = rig.engine.peers();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].name.as_str(), rows[0].state.as_str()),
+        ("far", "connected")
+    );
+    assert_eq!(rows[0].connection.as_deref(), Some("far"));
+
+    // A lookup for a connection that no longer waits for one starts nothing.
+    rig.engine.looking_up(LookupId(2), connection, listener);
+    rig.engine
+        .looked_up(now, (LookupId(2), Err(Failure::Timeout)), Stats::default);
+    rig.settle();
+    assert_eq!(rig.engine.peers().len(), 1);
 }

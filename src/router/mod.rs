@@ -42,7 +42,7 @@ use protocol::time::{Duration, Instant};
 
 use arena::Arena;
 pub use arena::Id;
-pub use lookups::{Dial, Lookups};
+pub use lookups::Lookups;
 
 use crate::options::{ConnectTarget, DEFAULT_MIDI2_PORT};
 use crate::seq::SeqAddr;
