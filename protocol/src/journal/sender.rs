@@ -135,12 +135,18 @@ impl SysexLog {
     /// The entries in the window: those that end at or after its checkpoint and begin before
     /// its packet.
     fn in_window(&self, win: Window) -> core::ops::Range<usize> {
-        let lo = self
-            .entries
-            .partition_point(|e| !at_or_after(e.0.last, win.checkpoint));
-        let hi = self
-            .entries
-            .partition_point(|e| !at_or_after(e.0.first, win.seq));
+        let before = |e: &(SysexSpan, usize)| !at_or_after(e.0.last, win.checkpoint);
+        let begun = |e: &(SysexSpan, usize)| !at_or_after(e.0.first, win.seq);
+        // Usually all of them (confirmed ones are trimmed, the packet's own are held back):
+        // the ends are looked at first, as a session's entries are seldom in the cache.
+        let lo = match self.entries.first() {
+            Some(e) if before(e) => self.entries.partition_point(before),
+            _ => 0,
+        };
+        let hi = match self.entries.last() {
+            Some(e) if !begun(e) => self.entries.partition_point(begun),
+            _ => self.entries.len(),
+        };
         lo..hi.max(lo)
     }
 
