@@ -397,6 +397,9 @@ impl Session {
     pub fn peer_control(&self) -> SocketAddr {
         self.peer_control
     }
+    pub fn peer_data(&self) -> SocketAddr {
+        self.peer_data
+    }
     pub fn stats(&self) -> Stats {
         self.stats
     }
