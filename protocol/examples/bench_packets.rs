@@ -233,25 +233,20 @@ fn session_packets() -> SessionCosts {
 /// Sessions of the fan-out benchmark.
 const FANOUT: u32 = 1000;
 
-/// A hub's fan-out: an endpoint with `FANOUT` connected sessions gets each message (a 12-byte
-/// SysEx, as the daemon's benchmark sends) for all of them, then sends each its packet;
-/// every peer answers with an RS about once a second of simulated time (a message every 20
-/// ms, a fiftieth of the peers after each), so each journal holds about a second of SysEx.
-/// Cost per peer and message, after a second of simulated time (buffers grown).
-#[inline(never)]
-fn fanout() -> Cost {
-    let mut ep = Endpoint::new(Config::default(), AcceptPolicy::default(), 1);
-    let mut now = Instant::from_micros(1_000_000);
-    let mut buf = [0u8; 1500];
-    let peer = |i: u32, port: SocketKind| {
-        let control = 6000 + 2 * i as u16;
-        let port = if port == SocketKind::Data {
-            control + 1
-        } else {
-            control
-        };
-        std::net::SocketAddr::from(([10, 0, 0, 1], port))
+/// Peer `i`'s address on `port` in the fan-out benchmarks.
+fn fanout_peer(i: u32, port: SocketKind) -> std::net::SocketAddr {
+    let control = 6000 + 2 * i as u16;
+    let port = if port == SocketKind::Data {
+        control + 1
+    } else {
+        control
     };
+    std::net::SocketAddr::from(([10, 0, 0, 1], port))
+}
+
+/// An endpoint with `FANOUT` sessions, each invited by its peer and connected.
+fn fanout_endpoint(now: Instant, buf: &mut [u8]) -> Endpoint {
+    let mut ep = Endpoint::new(Config::default(), AcceptPolicy::default(), 1);
     for i in 0..FANOUT {
         let name = format!("peer {i}");
         let inv = Command::Invitation(Invitation {
@@ -259,15 +254,39 @@ fn fanout() -> Cost {
             ssrc: 1000 + i,
             name: Some(&name),
         });
-        let len = inv.emit(&mut buf).unwrap();
+        let len = inv.emit(buf).unwrap();
         let datagram = buf[..len].to_vec();
         for port in [SocketKind::Control, SocketKind::Data] {
-            ep.handle_datagram(now, port, peer(i, port), &datagram)
+            ep.handle_datagram(now, port, fanout_peer(i, port), &datagram)
                 .unwrap();
-            while ep.poll_transmit(now, &mut buf).is_some() {}
+            while ep.poll_transmit(now, buf).is_some() {}
         }
     }
     while ep.poll_event().is_some() {}
+    ep
+}
+
+/// An RS from peer `i` confirming `seq`.
+fn feedback(i: u32, seq: u16) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    let fb = Command::Feedback(Feedback {
+        ssrc: 1000 + i,
+        seq,
+    });
+    let len = fb.emit(&mut buf).unwrap();
+    buf[..len].to_vec()
+}
+
+/// A hub's fan-out: an endpoint with `FANOUT` connected sessions gets each message (a 12-byte
+/// SysEx, as the daemon's benchmark sends) for all of them, then sends each its packet;
+/// every peer answers with an RS about once a second of simulated time (a message every 20
+/// ms, a fiftieth of the peers after each), so each journal holds about a second of SysEx.
+/// Cost per peer and message, after a second of simulated time (buffers grown).
+#[inline(never)]
+fn fanout() -> Cost {
+    let mut now = Instant::from_micros(1_000_000);
+    let mut buf = [0u8; 1500];
+    let mut ep = fanout_endpoint(now, &mut buf);
     let sysex =
         MidiMessage::from_bytes(&[0xF0, 0x7D, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xF7]).unwrap();
     // Each peer's newest sequence number, for its RS.
@@ -292,19 +311,9 @@ fn fanout() -> Cost {
         }
         for i in (m % 50..FANOUT).step_by(50) {
             if let Some(seq) = newest[i as usize].take() {
-                let fb = Command::Feedback(Feedback {
-                    ssrc: 1000 + i,
-                    seq,
-                });
-                let len = fb.emit(&mut buf).unwrap();
-                let datagram = buf[..len].to_vec();
-                ep.handle_datagram(
-                    now,
-                    SocketKind::Control,
-                    peer(i, SocketKind::Control),
-                    &datagram,
-                )
-                .unwrap();
+                let peer = fanout_peer(i, SocketKind::Control);
+                ep.handle_datagram(now, SocketKind::Control, peer, &feedback(i, seq))
+                    .unwrap();
             }
         }
         ep.handle_timeout(now);
@@ -321,6 +330,31 @@ fn fanout() -> Cost {
         nanos: nanos as f64 / n,
         allocs: allocs as f64 / n,
     }
+}
+
+/// An RS from one of `FANOUT` peers, handled as the daemon's loop does each datagram: the
+/// datagram to its session, the events, timers and datagrams that follow, the next deadline.
+#[inline(never)]
+fn feedback_among_many() -> Cost {
+    let mut now = Instant::from_micros(1_000_000);
+    let mut buf = [0u8; 1500];
+    let mut ep = fanout_endpoint(now, &mut buf);
+    let datagrams: Vec<Vec<u8>> = (0..FANOUT).map(|i| feedback(i, 0)).collect();
+    let n = rounds().min(20 * FANOUT);
+    let (t0, n0) = (Clock::now(), allocations());
+    for k in 0..n {
+        now += Duration::from_micros(100);
+        // Peers in a scattered order, as a second's RS arrive.
+        let i = k.wrapping_mul(7919) % FANOUT;
+        let peer = fanout_peer(i, SocketKind::Control);
+        ep.handle_datagram(now, SocketKind::Control, peer, &datagrams[i as usize])
+            .unwrap();
+        while ep.poll_event().is_some() {}
+        ep.handle_timeout(now);
+        while ep.poll_transmit(now, &mut buf).is_some() {}
+        ep.poll_timeout();
+    }
+    Cost::since(t0, n0, n)
 }
 
 fn main() {
@@ -353,6 +387,11 @@ fn main() {
     let all: Vec<_> = (0..runs()).map(|_| fanout()).collect();
     println!(
         "hub fan-out, {FANOUT} sessions (per peer):    {}  (12-byte SysEx, send_midi..poll_transmit)",
+        Cost::best(all)
+    );
+    let all: Vec<_> = (0..runs()).map(|_| feedback_among_many()).collect();
+    println!(
+        "RS among {FANOUT} sessions (per RS):          {}  (handle_datagram..poll_timeout)",
         Cost::best(all)
     );
 }

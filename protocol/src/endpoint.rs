@@ -1,7 +1,7 @@
 //! Many sessions on one pair of ports: maps each incoming datagram to its session (by initiator
 //! token for session commands, by the peer's SSRC for CK, RS and RTP, always with the peer's
 //! address), starts responder sessions for new invitations, and answers what has no session.
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::admission::{AddressFilter, Refusal};
@@ -103,6 +103,9 @@ pub struct Endpoint {
     /// Boxed: a map node has room for eleven entries whether used or not, and a session is
     /// well over a kilobyte inline.
     sessions: BTreeMap<SessionId, Box<Session>>,
+    /// Sessions by their peer's control and data addresses, in id order: the session of a CK,
+    /// RS, BY or RTP packet is found among those of its sender, not by a pass over all.
+    by_peer: HashMap<SocketAddr, Vec<SessionId>>,
     next_id: u64,
     rng: Rng,
     /// NO answers owed: (destination, token of the refused invitation).
@@ -130,6 +133,11 @@ pub struct Endpoint {
     next_deadline: Option<Instant>,
     touched: BTreeSet<SessionId>,
     all_touched: bool,
+    /// Sessions that may have events, or may have ended and be drained: those touched since
+    /// `poll_event` last looked at them, and those it found ended but not yet drained (all
+    /// of them after `sessions_mut`, `close_all`).
+    eventful: BTreeSet<SessionId>,
+    all_eventful: bool,
 }
 
 impl Endpoint {
@@ -138,6 +146,7 @@ impl Endpoint {
             config,
             policy,
             sessions: BTreeMap::new(),
+            by_peer: HashMap::new(),
             next_id: 1,
             rng: Rng::new(seed),
             rejects: VecDeque::new(),
@@ -152,6 +161,8 @@ impl Endpoint {
             next_deadline: None,
             touched: BTreeSet::new(),
             all_touched: false,
+            eventful: BTreeSet::new(),
+            all_eventful: false,
         }
     }
 
@@ -217,6 +228,9 @@ impl Endpoint {
     fn insert(&mut self, session: Session) -> SessionId {
         let id = SessionId(self.next_id);
         self.next_id += 1;
+        for addr in [session.peer_control(), session.peer_data()] {
+            index_peer(&mut self.by_peer, addr, id);
+        }
         self.sessions.insert(id, Box::new(session));
         self.touch(id);
         id
@@ -226,11 +240,13 @@ impl Endpoint {
     fn touch(&mut self, id: SessionId) {
         self.ready.insert(id);
         self.touched.insert(id);
+        self.eventful.insert(id);
     }
 
     fn touch_all(&mut self) {
         self.all_ready = true;
         self.all_touched = true;
+        self.all_eventful = true;
     }
 
     /// Hands a datagram to its session, or starts one, or answers it. Returns the session that
@@ -261,25 +277,22 @@ impl Endpoint {
                 }
                 // Only the session's own peer address and port may end it, sync its clock or
                 // confirm its packets: a forged source on the same host reaches nothing.
-                Ok(Command::End(end)) => self.find(from.ip(), |s| {
-                    s.is_peer(port, from)
-                        && (s.token() == end.token || s.peer_ssrc() == Some(end.ssrc))
+                Ok(Command::End(end)) => self.find_peer(port, from, |s| {
+                    s.token() == end.token || s.peer_ssrc() == Some(end.ssrc)
                 }),
-                Ok(Command::Clock(ck)) => self.find(from.ip(), |s| {
-                    s.is_peer(port, from) && s.peer_ssrc() == Some(ck.ssrc)
-                }),
-                Ok(Command::Feedback(fb)) => self.find(from.ip(), |s| {
-                    s.is_peer(port, from) && s.peer_ssrc() == Some(fb.ssrc)
-                }),
+                Ok(Command::Clock(ck)) => {
+                    self.find_peer(port, from, |s| s.peer_ssrc() == Some(ck.ssrc))
+                }
+                Ok(Command::Feedback(fb)) => {
+                    self.find_peer(port, from, |s| s.peer_ssrc() == Some(fb.ssrc))
+                }
                 Err(_) => return self.drop(Dropped::Malformed),
             }
         } else {
             match rtp::Packet::parse(bytes) {
                 Ok(packet) if port == SocketKind::Data => {
                     let ssrc = packet.header.ssrc;
-                    self.find(from.ip(), |s| {
-                        s.is_peer(port, from) && s.peer_ssrc() == Some(ssrc)
-                    })
+                    self.find_peer(port, from, |s| s.peer_ssrc() == Some(ssrc))
                 }
                 _ => return self.drop(Dropped::Malformed),
             }
@@ -290,8 +303,16 @@ impl Endpoint {
         let mut freed = false;
         if let Some(session) = self.sessions.get_mut(&id) {
             let was_half_open = session.is_half_open();
+            let data = session.peer_data();
             session.handle_datagram(now, port, from, bytes);
             freed = was_half_open && !session.is_half_open();
+            // The data port is learned from the peer's invitation on it.
+            if session.peer_data() != data {
+                if data != session.peer_control() {
+                    unindex_peer(&mut self.by_peer, data, id);
+                }
+                index_peer(&mut self.by_peer, session.peer_data(), id);
+            }
             self.touch(id);
         }
         if freed {
@@ -415,6 +436,7 @@ impl Endpoint {
             {
                 self.ready.insert(*id);
                 self.touched.insert(*id);
+                self.eventful.insert(*id);
                 match old.challenge(now) {
                     Challenge::Silent => replaced.push(*id),
                     Challenge::Pending => return self.drop(Dropped::Refused),
@@ -430,6 +452,7 @@ impl Endpoint {
         for id in replaced {
             if let Some(old) = self.sessions.get_mut(&id) {
                 old.replace();
+                self.touch(id);
             }
         }
         let seed = self.rng.next_u64();
@@ -463,6 +486,21 @@ impl Endpoint {
             .map(|(id, _)| *id)
     }
 
+    /// [`find`](Self::find) for a session whose peer sent `from` to `port`: among the
+    /// sessions of that address only.
+    fn find_peer(
+        &self,
+        port: SocketKind,
+        from: SocketAddr,
+        matches: impl Fn(&Session) -> bool,
+    ) -> Option<SessionId> {
+        self.by_peer.get(&from)?.iter().copied().find(|id| {
+            self.sessions.get(id).is_some_and(|s| {
+                same_host(s.peer_control().ip(), from.ip()) && s.is_peer(port, from) && matches(s)
+            })
+        })
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         let due = |s: &Session| s.poll_timeout().is_some_and(|at| at <= now);
         if self.all_touched || self.next_deadline.is_some_and(|at| at <= now) {
@@ -473,6 +511,7 @@ impl Endpoint {
                     session.handle_timeout(now);
                     self.ready.insert(*id);
                     self.touched.insert(*id);
+                    self.eventful.insert(*id);
                 }
             }
         } else {
@@ -481,6 +520,7 @@ impl Endpoint {
                 if let Some(session) = self.sessions.get_mut(id).filter(|s| due(s)) {
                     session.handle_timeout(now);
                     self.ready.insert(*id);
+                    self.eventful.insert(*id);
                 }
             }
         }
@@ -555,16 +595,71 @@ impl Endpoint {
     /// after their last event was taken.
     pub fn poll_event(&mut self) -> Option<(SessionId, Event)> {
         if self.events.is_empty() {
-            for (id, session) in self.sessions.iter_mut() {
+            // Sessions that ended but have datagrams left to send are looked at again.
+            let mut ending = Vec::new();
+            let mut drained = false;
+            let mut take = |id: SessionId, session: &mut Session| {
                 while let Some(event) = session.poll_event() {
-                    self.events.push_back((*id, event));
+                    self.events.push_back((id, event));
+                }
+                drained |= session.is_drained();
+                if session.is_closed() && !session.is_drained() {
+                    ending.push(id);
+                }
+            };
+            if self.all_eventful {
+                self.all_eventful = false;
+                self.eventful.clear();
+                for (id, session) in self.sessions.iter_mut() {
+                    take(*id, session);
+                }
+            } else {
+                while let Some(id) = self.eventful.pop_first() {
+                    if let Some(session) = self.sessions.get_mut(&id) {
+                        take(id, session);
+                    }
                 }
             }
-            self.sessions.retain(|_, s| !s.is_drained());
+            self.eventful.extend(ending);
+            if drained {
+                self.remove_drained();
+            }
             // Memory taken by a burst of events goes back once they are taken.
             self.events.shrink_to(16);
         }
         self.events.pop_front()
+    }
+
+    fn remove_drained(&mut self) {
+        let by_peer = &mut self.by_peer;
+        self.sessions.retain(|id, s| {
+            if s.is_drained() {
+                unindex_peer(by_peer, s.peer_control(), *id);
+                unindex_peer(by_peer, s.peer_data(), *id);
+            }
+            !s.is_drained()
+        });
+    }
+}
+
+/// Adds session `id` to those of peer address `addr`, in id order.
+fn index_peer(by_peer: &mut HashMap<SocketAddr, Vec<SessionId>>, addr: SocketAddr, id: SessionId) {
+    let ids = by_peer.entry(addr).or_default();
+    if let Err(at) = ids.binary_search(&id) {
+        ids.insert(at, id);
+    }
+}
+
+fn unindex_peer(
+    by_peer: &mut HashMap<SocketAddr, Vec<SessionId>>,
+    addr: SocketAddr,
+    id: SessionId,
+) {
+    if let Some(ids) = by_peer.get_mut(&addr) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            by_peer.remove(&addr);
+        }
     }
 }
 

@@ -140,6 +140,14 @@ impl Outbox {
         self.queued_bytes
     }
 
+    /// The most octets a command section of everything waiting can take (list header, a
+    /// 4-octet delta time per command), or `None` while a SysEx is being split.
+    pub fn section_len_at_most(&self) -> Option<usize> {
+        self.split
+            .is_none()
+            .then(|| 2 + self.queued_bytes + 4 * self.queue.len())
+    }
+
     /// Drops everything waiting.
     pub fn clear(&mut self) {
         self.queue = VecDeque::new();

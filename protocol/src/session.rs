@@ -397,6 +397,9 @@ impl Session {
     pub fn peer_control(&self) -> SocketAddr {
         self.peer_control
     }
+    pub fn peer_data(&self) -> SocketAddr {
+        self.peer_data
+    }
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -799,15 +802,24 @@ impl Session {
         let mtu = self.config.mtu.min(buf.len());
         let seq = self.next_seq as u32;
         // The journal is written first, in the caller's buffer past the room kept for
-        // commands, then moved to the end of the MTU while the commands fill what it left,
-        // then moved down behind them: no journal buffer per session.
+        // commands, then moved down behind them: no journal buffer per session. When what
+        // waits may not fit in that room, the journal is first moved to the end of the MTU
+        // for the commands to fill what it left.
         let journal_start = RTP_HEADER_LEN + MIN_COMMAND_ROOM;
         let journal_len = match buf.get_mut(journal_start..mtu) {
             Some(room) if self.config.journal => self.journal_tx.emit(seq, room),
             _ => 0,
         };
-        let journal_at = mtu - journal_len;
-        if journal_len > 0 {
+        let fits = self
+            .outbox
+            .section_len_at_most()
+            .is_some_and(|n| n <= MIN_COMMAND_ROOM);
+        let journal_at = if fits {
+            journal_start
+        } else {
+            mtu - journal_len
+        };
+        if journal_at != journal_start {
             buf.copy_within(journal_start..journal_start + journal_len, journal_at);
         }
         let section = buf.get_mut(RTP_HEADER_LEN..journal_at)?;
@@ -843,7 +855,7 @@ impl Session {
         };
         header.emit(&mut buf[..RTP_HEADER_LEN]).ok()?;
         let end = RTP_HEADER_LEN + section_len;
-        buf.copy_within(journal_at..mtu, end);
+        buf.copy_within(journal_at..journal_at + journal_len, end);
         self.next_seq += 1;
         if self.config.journal {
             self.guard.on_sent(now, had_midi);

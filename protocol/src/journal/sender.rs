@@ -48,15 +48,18 @@ impl Window {
 const LEVELS: u8 = 5;
 
 /// SysEx commands sent since the checkpoint, kept as chapter X logs (B.5.1) in one buffer: a
-/// journal copies them as they are and sets their S bits, rather than encoding each SysEx
-/// again for every packet. Each entry keeps the sequence numbers of its first and last
-/// segment: it is journalled from the packet after its first segment (a receiver that lost
-/// that one needs the whole command) until the receiver confirms its last segment.
+/// journal copies them as they are, rather than encoding each SysEx again for every packet.
+/// Each entry keeps the sequence numbers of its first and last segment: it is journalled from
+/// the packet after its first segment (a receiver that lost that one needs the whole command)
+/// until the receiver confirms its last segment.
 #[derive(Debug)]
 struct SysexLog {
-    /// The logs: a header octet (S clear), the data octets, the top bit set on the last.
+    /// The logs: a header octet (S set), the data octets, the top bit set on the last. A log's
+    /// S bit is clear only in the journal of the packet right after one of its segments, so
+    /// each journal clears it on its newest logs instead of setting it on every log.
     buf: Vec<u8>,
-    /// Each log's span and length in `buf`.
+    /// Each log's span and where it ends in `buf`, oldest first: spans only grow, so the logs
+    /// of a window are consecutive and found by bisection.
     entries: Vec<(SysexSpan, usize)>,
 }
 
@@ -67,10 +70,6 @@ struct SysexSpan {
 }
 
 impl Window {
-    fn has_span(&self, span: SysexSpan) -> bool {
-        at_or_after(span.last, self.checkpoint) && !at_or_after(span.first, self.seq)
-    }
-
     fn s_span(&self, span: SysexSpan) -> bool {
         self.s(span.first) && self.s(span.last)
     }
@@ -97,70 +96,88 @@ impl SysexLog {
             self.drop_first(1);
         }
         let data = sysex.get(1..sysex.len().saturating_sub(1)).unwrap_or(&[]);
-        let start = self.buf.len();
-        self.buf.push(flag(!data.is_empty(), X_D) | STA_FINISHED);
+        self.buf
+            .push(S_BIT | flag(!data.is_empty(), X_D) | STA_FINISHED);
         self.buf.extend_from_slice(data);
         if let Some(last) = self.buf.last_mut().filter(|_| !data.is_empty()) {
             *last |= S_BIT;
         }
-        self.entries.push((span, self.buf.len() - start));
+        self.entries.push((span, self.buf.len()));
     }
 
     fn drop_first(&mut self, n: usize) {
         let n = n.min(self.entries.len());
-        let bytes: usize = self.entries[..n].iter().map(|e| e.1).sum();
+        let Some(bytes) = n.checked_sub(1).map(|i| self.entries[i].1) else {
+            return;
+        };
         self.buf.drain(..bytes);
         self.entries.drain(..n);
+        for e in &mut self.entries {
+            e.1 -= bytes;
+        }
     }
 
     fn trim(&mut self, checkpoint: u32) {
         let n = self
             .entries
-            .iter()
-            .take_while(|e| !at_or_after(e.0.last, checkpoint))
-            .count();
+            .partition_point(|e| !at_or_after(e.0.last, checkpoint));
         // All confirmed or not, the room stays (bounded by the caps): a stream of SysEx with
         // an RS a second would otherwise grow it again, reallocation by reallocation, after
         // every confirmation.
         self.drop_first(n);
     }
 
+    /// Where entry `i` begins in `buf`.
+    fn start_of(&self, i: usize) -> usize {
+        i.checked_sub(1).map_or(0, |p| self.entries[p].1)
+    }
+
+    /// The entries in the window: those that end at or after its checkpoint and begin before
+    /// its packet.
+    fn in_window(&self, win: Window) -> core::ops::Range<usize> {
+        let before = |e: &(SysexSpan, usize)| !at_or_after(e.0.last, win.checkpoint);
+        let begun = |e: &(SysexSpan, usize)| !at_or_after(e.0.first, win.seq);
+        // Usually all of them (confirmed ones are trimmed, the packet's own are held back):
+        // the ends are looked at first, as a session's entries are seldom in the cache.
+        let lo = match self.entries.first() {
+            Some(e) if before(e) => self.entries.partition_point(before),
+            _ => 0,
+        };
+        let hi = match self.entries.last() {
+            Some(e) if !begun(e) => self.entries.partition_point(begun),
+            _ => self.entries.len(),
+        };
+        lo..hi.max(lo)
+    }
+
     /// Whether a log is in the window.
     fn any_in(&self, win: Window) -> bool {
-        self.entries.iter().any(|e| win.has_span(e.0))
+        !self.in_window(win).is_empty()
     }
 
     /// Writes the logs in the window, each with its own S bit; returns whether all are set
-    /// (the caller makes the first log's S bit the chapter's). The logs in the window are
-    /// consecutive: spans only grow.
+    /// (the caller makes the first log's S bit the chapter's).
     fn write(&self, win: Window, w: &mut Writer) -> Result<bool, JournalError> {
-        let mut at = 0;
-        let mut window = (0, 0);
-        let mut first = None;
-        for (i, &(span, len)) in self.entries.iter().enumerate() {
-            if win.has_span(span) {
-                first.get_or_insert((i, at));
-                window.1 = at + len;
-            } else if first.is_none() {
-                window.0 = at + len;
-            }
-            at += len;
-        }
-        let Some((first, start)) = first else {
+        let range = self.in_window(win);
+        if range.is_empty() {
             return Ok(true);
-        };
-        let out = w.reserve(window.1 - window.0)?;
-        out.copy_from_slice(&self.buf[window.0..window.1]);
+        }
+        let start = self.start_of(range.start);
+        let end = self.entries[range.end - 1].1;
+        let out = w.reserve(end - start)?;
+        out.copy_from_slice(&self.buf[start..end]);
+        // Only logs that end at packet `seq - 1` or later can have touched it.
+        let previous = win.seq.wrapping_sub(1);
         let mut single = true;
-        let mut at = start - window.0;
-        for &(span, len) in &self.entries[first..] {
-            if at >= out.len() {
+        for i in range.rev() {
+            let span = self.entries[i].0;
+            if !at_or_after(span.last, previous) {
                 break;
             }
-            let s = win.s_span(span);
-            single &= s;
-            out[at] |= flag(s, S_BIT);
-            at += len;
+            if !win.s_span(span) {
+                single = false;
+                out[self.start_of(i) - start] &= !S_BIT;
+            }
         }
         Ok(single)
     }
@@ -794,7 +811,7 @@ impl NotesInWindow {
                 break;
             }
         }
-        let on = &st.on_logs.logs[..st.on_logs.len];
+        let on = st.on_logs.logs();
         let note = |log: &[u8; 2]| 1u128 << (log[0] & LOW7);
         let count = on.len() - on.iter().rev().take_while(|l| ahead & note(l) != 0).count();
         let latest_on = on[..count]

@@ -117,39 +117,63 @@ pub struct ChannelState {
 /// than gathering and sorting up to 128 notes for every packet.
 #[derive(Clone, Debug)]
 pub(crate) struct OnLogs {
-    pub(crate) logs: [[u8; 2]; 128],
-    pub(crate) stamps: [u32; 128],
-    pub(crate) len: usize,
+    logs: [[u8; 2]; 128],
+    stamps: [u32; 128],
+    /// The logs are at `start..start + len`: releasing a note of the older half moves the
+    /// older logs up one, so notes released in the order they were played (a chord, a
+    /// scale) move nothing.
+    start: usize,
+    len: usize,
 }
 
 impl OnLogs {
     const EMPTY: OnLogs = OnLogs {
         logs: [[0; 2]; 128],
         stamps: [0; 128],
+        start: 0,
         len: 0,
     };
 
+    /// The logs, oldest first.
+    pub(crate) fn logs(&self) -> &[[u8; 2]] {
+        &self.logs[self.start..self.start + self.len]
+    }
+
     fn remove(&mut self, n: u8) {
-        let len = self.len;
-        if let Some(i) = self.logs[..len].iter().position(|l| l[0] & 0x7F == n) {
-            self.logs.copy_within(i + 1..len, i);
-            self.stamps.copy_within(i + 1..len, i);
-            self.len -= 1;
+        let (start, end) = (self.start, self.start + self.len);
+        let Some(k) = self.logs[start..end].iter().position(|l| l[0] & 0x7F == n) else {
+            return;
+        };
+        let i = start + k;
+        if k < self.len / 2 {
+            self.logs.copy_within(start..i, start + 1);
+            self.stamps.copy_within(start..i, start + 1);
+            self.start += 1;
+        } else {
+            self.logs.copy_within(i + 1..end, i);
+            self.stamps.copy_within(i + 1..end, i);
         }
+        self.len -= 1;
     }
 
     /// Appends note `n` (not in the list), before the notes of the same stamp above it.
     fn push(&mut self, n: u8, velocity: u8, stamp: u32) {
-        let len = self.len;
-        if len == self.logs.len() {
+        if self.len == self.logs.len() {
             return;
         }
-        let mut at = len;
-        while at > 0 && self.stamps[at - 1] == stamp && self.logs[at - 1][0] & 0x7F > n {
+        if self.start + self.len == self.logs.len() {
+            let end = self.start + self.len;
+            self.logs.copy_within(self.start..end, 0);
+            self.stamps.copy_within(self.start..end, 0);
+            self.start = 0;
+        }
+        let (start, end) = (self.start, self.start + self.len);
+        let mut at = end;
+        while at > start && self.stamps[at - 1] == stamp && self.logs[at - 1][0] & 0x7F > n {
             at -= 1;
         }
-        self.logs.copy_within(at..len, at + 1);
-        self.stamps.copy_within(at..len, at + 1);
+        self.logs.copy_within(at..end, at + 1);
+        self.stamps.copy_within(at..end, at + 1);
         self.logs[at] = [0x80 | n, 0x80 | (velocity & 0x7F)];
         self.stamps[at] = stamp;
         self.len += 1;
@@ -159,7 +183,7 @@ impl OnLogs {
     fn retain(&mut self, keep: impl Fn(u32) -> bool) -> u128 {
         let mut kept = 0;
         let mut set = 0u128;
-        for i in 0..self.len {
+        for i in self.start..self.start + self.len {
             if keep(self.stamps[i]) {
                 self.logs[kept] = self.logs[i];
                 self.stamps[kept] = self.stamps[i];
@@ -167,6 +191,7 @@ impl OnLogs {
                 kept += 1;
             }
         }
+        self.start = 0;
         self.len = kept;
         set
     }
@@ -854,5 +879,74 @@ impl MidiState {
             && self.system.sequencer.is_some_and(|s| s.value.running)
                 == other.system.sequencer.is_some_and(|s| s.value.running)
             && self.last_sysex == other.last_sysex
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The logs, wherever in the array they sit, are those of a plain list kept the
+        /// same way: appended before the same-stamp notes above them, removed anywhere,
+        /// forgotten by stamp.
+        #[test]
+        fn on_logs_keep_the_order_of_a_plain_list(
+            ops in prop::collection::vec((0u8..4, 0u8..128, 0u32..6), 0..600),
+        ) {
+            let mut logs = OnLogs::EMPTY;
+            let mut model: Vec<([u8; 2], u32)> = Vec::new();
+            for (op, n, stamp) in ops {
+                let held = model.iter().position(|(l, _)| l[0] & 0x7F == n);
+                match (op, held) {
+                    (0 | 1, None) => {
+                        logs.push(n, 100, stamp);
+                        if model.len() < 128 {
+                            let at = model.len()
+                                - model
+                                    .iter()
+                                    .rev()
+                                    .take_while(|(l, s)| *s == stamp && l[0] & 0x7F > n)
+                                    .count();
+                            model.insert(at, ([0x80 | n, 0x80 | 100], stamp));
+                        }
+                    }
+                    (0..=2, Some(i)) => {
+                        logs.remove(n);
+                        model.remove(i);
+                    }
+                    (3, _) => {
+                        let set = logs.retain(|s| s >= stamp);
+                        model.retain(|(_, s)| *s >= stamp);
+                        let notes = model.iter().fold(0u128, |a, (l, _)| a | 1 << (l[0] & 0x7F));
+                        prop_assert_eq!(set, notes);
+                    }
+                    _ => {}
+                }
+                let want: Vec<[u8; 2]> = model.iter().map(|(l, _)| *l).collect();
+                prop_assert_eq!(logs.logs(), &want[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn notes_released_in_the_order_played_move_no_log() {
+        let mut logs = OnLogs::EMPTY;
+        for n in 0..128 {
+            logs.push(n, 1, u32::from(n));
+        }
+        for n in 0..100 {
+            logs.remove(n);
+        }
+        assert_eq!((logs.start, logs.len), (100, 28));
+        assert_eq!(logs.logs()[0], [0x80 | 100, 0x81]);
+        // Room at the end runs out: the logs move down to make it.
+        for n in 0..50 {
+            logs.push(n, 1, 1000);
+        }
+        assert_eq!((logs.start, logs.len), (0, 78));
+        assert_eq!(logs.logs()[27], [0x80 | 127, 0x81]);
+        assert_eq!(logs.logs()[28], [0x80, 0x81]);
     }
 }

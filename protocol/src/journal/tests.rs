@@ -883,3 +883,49 @@ fn rs_confirmation_and_uncovered_losses() {
         .unwrap();
     assert_eq!(rx.uncovered(), 1);
 }
+
+/// Chapter X logs as (S bit, data octets), in journal order.
+fn sysex_logs(journal: &[u8]) -> Vec<(bool, Vec<u8>)> {
+    let j = parse(journal);
+    let x = j.system.unwrap().x.unwrap();
+    x.logs()
+        .map(|l| (l.single, l.data().unwrap().collect()))
+        .collect()
+}
+
+#[test]
+fn sysex_logs_clear_s_only_after_the_packet_that_carried_them() {
+    let mut tx = JournalSender::new();
+    let mut buf = [0u8; 256];
+    tx.record(1, &[0xF0, 0x01, 0xF7]);
+    // A SysEx in two segments, packets 3 and 4.
+    tx.record(3, &[0xF0, 0x02, 0xF0]);
+    tx.record(4, &[0xF7, 0x03, 0xF7]);
+    // The packet after the second segment: that log's S is clear, and so the chapter's,
+    // which the first log's carries (B.5).
+    let n = tx.emit(5, &mut buf);
+    assert_eq!(
+        sysex_logs(&buf[..n]),
+        [(false, vec![0x01]), (false, vec![0x02, 0x03])]
+    );
+    tx.record(5, &[0xF0, 0x04, 0xF7]);
+    let n = tx.emit(6, &mut buf);
+    assert_eq!(
+        sysex_logs(&buf[..n]),
+        [
+            (false, vec![0x01]),
+            (true, vec![0x02, 0x03]),
+            (false, vec![0x04])
+        ]
+    );
+    // Confirmed up to packet 3: the split SysEx ended later and stays, the first goes.
+    tx.confirm(3);
+    let n = tx.emit(7, &mut buf);
+    assert_eq!(
+        sysex_logs(&buf[..n]),
+        [(true, vec![0x02, 0x03]), (true, vec![0x04])]
+    );
+    assert!(parse(&buf[..n]).system.unwrap().x.unwrap().single);
+    tx.confirm(6);
+    assert_eq!(tx.emit(8, &mut buf), 0, "all confirmed: no journal");
+}
