@@ -7,10 +7,10 @@ use protocol::endpoint::{AcceptPolicy, DropStats, Dropped, Endpoint, SessionId};
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2::session::ClientAuth;
-use protocol::session::{self, DisconnectReason, SocketKind};
+use protocol::session::{self, DisconnectReason, SocketKind, Transmit};
 use protocol::time::Instant;
 
-use super::{row, Happening, Outgoing, Sessions};
+use super::{row, Happening, Sessions};
 use crate::ctl::proto::PeerRow;
 use crate::router::Ended;
 
@@ -56,13 +56,8 @@ impl Sessions for AppleMidi {
         self.endpoint.poll_timeout()
     }
 
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
-        let t = self.endpoint.poll_transmit(now, buf)?;
-        Some(Outgoing {
-            dst: t.dst,
-            port: t.port,
-            len: t.len,
-        })
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.endpoint.poll_transmit(now, buf)
     }
 
     fn poll_happening(&mut self) -> Option<(SessionId, Happening)> {

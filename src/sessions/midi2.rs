@@ -10,10 +10,10 @@ use protocol::midi::{MidiMessage, MAX_SYSEX};
 use protocol::midi2::endpoint::{self, Endpoint};
 use protocol::midi2::session::{self, ClientAuth, DisconnectReason, Event};
 use protocol::midi2::ump::{EndpointInfo, GroupMessage, StreamResponder, ToMidi1, Ump};
-use protocol::session::SocketKind;
+use protocol::session::{SocketKind, Transmit};
 use protocol::time::Instant;
 
-use super::{row, Happening, Outgoing, Sessions};
+use super::{row, Happening, Sessions};
 use crate::config;
 use crate::ctl::proto::PeerRow;
 use crate::router::Ended;
@@ -159,9 +159,9 @@ impl Sessions for Midi2 {
         self.endpoint.poll_timeout()
     }
 
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing> {
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let t = self.endpoint.poll_transmit(now, buf)?;
-        Some(Outgoing {
+        Some(Transmit {
             dst: t.dst,
             port: SocketKind::Data,
             len: t.len,

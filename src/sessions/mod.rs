@@ -15,7 +15,7 @@ use protocol::endpoint::{AcceptPolicy, DropStats, Dropped, SessionId};
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
 use protocol::midi2::session::ClientAuth;
-use protocol::session::{self, SocketKind};
+use protocol::session::{self, SocketKind, Transmit};
 use protocol::time::{Duration, Instant};
 
 pub use self::apple_midi::AppleMidi;
@@ -54,14 +54,6 @@ pub enum Happening {
     },
 }
 
-/// A datagram a session wrote, to send from our `port` socket (MIDI 2.0 has one: `Data`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    pub dst: SocketAddr,
-    pub port: SocketKind,
-    pub len: usize,
-}
-
 /// The sessions of one listener, the same calls for either protocol.
 pub trait Sessions {
     /// `"rtp-midi"` or `"midi2"`, as `ctl peers` shows it.
@@ -80,8 +72,9 @@ pub trait Sessions {
 
     fn poll_timeout(&mut self) -> Option<Instant>;
 
-    /// The next datagram to send, written at the start of `buf` (room for the largest).
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Outgoing>;
+    /// The next datagram to send, written at the start of `buf` (room for the largest), and
+    /// the socket it goes from (MIDI 2.0 has one: `Data`).
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
 
     /// What a session did, MIDI 2.0 UMPs already turned into MIDI 1.0.
     fn poll_happening(&mut self) -> Option<(SessionId, Happening)>;
