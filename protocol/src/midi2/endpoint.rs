@@ -317,6 +317,21 @@ mod tests {
         buf
     }
 
+    /// An endpoint under `policy` and a peer whose invitation it refused.
+    fn refused_invitation(policy: AcceptPolicy) -> (Endpoint, SocketAddr) {
+        let mut e = Endpoint::new(Config::default(), policy, 1);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let inv = Command::Invitation {
+            caps: 0,
+            identity: Default::default(),
+        };
+        assert_eq!(
+            e.handle_datagram(at(0), peer, &datagram(inv)),
+            Err(Dropped::Refused)
+        );
+        (e, peer)
+    }
+
     fn replies(e: &mut Endpoint, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut buf = [0u8; 1500];
         std::iter::from_fn(|| {
@@ -383,16 +398,7 @@ mod tests {
             refuse_all: true,
             ..AcceptPolicy::default()
         };
-        let mut e = Endpoint::new(Config::default(), policy, 1);
-        let peer: SocketAddr = PEER.parse().unwrap();
-        let inv = Command::Invitation {
-            caps: 0,
-            identity: Default::default(),
-        };
-        assert_eq!(
-            e.handle_datagram(at(0), peer, &datagram(inv)),
-            Err(Dropped::Refused)
-        );
+        let (mut e, peer) = refused_invitation(policy);
         assert_eq!(
             replies(&mut e, at(0)),
             [(peer, vec![code::BYE, 0, bye_reason::NOT_ACCEPTED, 0])]
@@ -408,16 +414,7 @@ mod tests {
             },
             ..AcceptPolicy::default()
         };
-        let mut e = Endpoint::new(Config::default(), policy, 1);
-        let peer: SocketAddr = PEER.parse().unwrap();
-        let inv = Command::Invitation {
-            caps: 0,
-            identity: Default::default(),
-        };
-        assert_eq!(
-            e.handle_datagram(at(0), peer, &datagram(inv)),
-            Err(Dropped::Refused)
-        );
+        let (mut e, _) = refused_invitation(policy);
         assert!(replies(&mut e, at(0)).is_empty());
         assert_eq!((e.sessions().count(), e.drops().refused), (0, 1));
     }
