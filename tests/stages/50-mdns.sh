@@ -222,8 +222,11 @@ ZCLATE=$!; PIDS+=($ZCLATE)
 check "a new interface is used" wait_for "$OUT/ours.log" "mDNS: on $VB2 " 20
 check "we find LateComer on it" wait_for "$OUT/ours.log" \
     "peer \"LateComer\" appeared at 169.254.51.1:5304" 30
+# LateComer's socket also hears the first link (Linux delivers a group's datagrams to every
+# socket on the port once any socket in the namespace joined it on any interface: it lists
+# ZcStudio too), so its list of Stage's addresses may hold the first link's as well.
 check "LateComer finds Stage at 169.254.51.2" wait_for "$OUT/zc-late.jsonl" \
-    "\"instance\": \"Stage\", .*\"addresses\": \[\"169.254.51.2\"\]" 30
+    "\"instance\": \"Stage\", .*\"addresses\": \[[^]]*\"169.254.51.2\"" 30
 ip -n "$B" link del "$VB2"
 check "an interface that goes is dropped" wait_for "$OUT/ours.log" \
     "mDNS: interface $VB2 went away" 20
