@@ -2,11 +2,13 @@
 //! bytes that cross between ports and sessions. It knows the sequencer only through the
 //! [`Sequencer`] seam, so it is tested with the fake.
 use std::collections::BTreeMap;
+use std::hash::Hash;
 use std::io;
 use std::time::Duration;
 
 use log::{debug, info, warn};
 use protocol::midi::MidiMessage;
+use reactor::{Context, Event, Interest};
 
 use crate::seq::{
     Direction, PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription,
@@ -16,6 +18,8 @@ use crate::seq::{
 pub const NETWORK_PORT: &str = "Network";
 /// ALSA port names are at most 63 bytes.
 const MAX_PORT_NAME: usize = 63;
+/// Events read from the sequencer before the loop looks at the other sources.
+const READ_BATCH: usize = 256;
 
 pub use crate::options::{AutoExport, PortKind};
 
@@ -90,10 +94,12 @@ pub enum Action<K> {
     FromExported(SeqAddr, MidiMessage),
     /// The first subscription to peer `K`'s port appeared (`true`) or the last one went.
     PeerWanted(K, bool),
-    /// A local port connected to the Network port (`true`) or its last connection went.
+    /// A local port connected to the Network port (`true`) or its last connection went;
+    /// `name`: its client's and port's, `section`: how an `[export]` section exports it.
     Export {
         local: SeqAddr,
         name: String,
+        section: Option<ExportAs>,
         on: bool,
     },
 }
@@ -145,11 +151,6 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
     pub fn add_export_section(&mut self, select: PortMatch, how: ExportAs) -> io::Result<()> {
         self.sections.push((select, how));
         self.watch_ports()
-    }
-
-    /// How to export `local` if a section connected it.
-    pub fn export_as(&self, local: SeqAddr) -> Option<&ExportAs> {
-        self.export_as.get(&local)
     }
 
     fn watch_ports(&mut self) -> io::Result<()> {
@@ -238,6 +239,27 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
         if let Err(e) = self.seq.flush() {
             debug!("ALSA flush: {e}");
         }
+    }
+
+    /// Reads up to a batch of what the sequencer has ([`Bridge::poll`]); the loop is asked to
+    /// look again next turn, as events may be left in alsa-lib's buffer.
+    pub fn read<D, T: Eq + Hash + Clone>(
+        &mut self,
+        ctx: &mut Context<D, T>,
+        event: Event,
+        out: &mut Vec<Action<K>>,
+    ) {
+        for _ in 0..READ_BATCH {
+            match self.poll(out) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    warn!("ALSA sequencer input: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = ctx.reregister(event.source, Interest::READABLE);
     }
 
     /// Reads what the sequencer has and says what to do about it; `None` once drained.
@@ -398,10 +420,10 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
                 self.exported.remove(&sub.peer);
             }
             if was != now {
-                let name = export_name(&sub);
                 out.push(Action::Export {
                     local: sub.peer,
-                    name,
+                    name: export_name(&sub),
+                    section: self.export_as.get(&sub.peer).cloned(),
                     on: now,
                 });
             }
@@ -585,12 +607,14 @@ mod tests {
                 Action::Export {
                     local: keys,
                     name: "Keys Keys MIDI 1".into(),
+                    section: None,
                     on: true
                 },
                 Action::FromExported(keys, note()),
                 Action::Export {
                     local: keys,
                     name: "Keys Keys MIDI 1".into(),
+                    section: None,
                     on: false
                 },
             ]
@@ -659,6 +683,7 @@ mod tests {
         let export = |port: &PortInfo| Action::Export {
             local: port.addr,
             name: format!("{} {}", port.client_name, port.port_name),
+            section: None,
             on: true,
         };
         // One export per port, however many connections.
@@ -708,15 +733,17 @@ mod tests {
             .into_iter()
             .filter_map(|a| match a {
                 Action::Export {
-                    local, on: true, ..
-                } => Some(local),
+                    local,
+                    section,
+                    on: true,
+                    ..
+                } => Some((local, section)),
                 _ => None,
             })
             .collect();
-        assert_eq!(exported, [keys.addr, synth.addr]);
-        assert_eq!(bridge.export_as(keys.addr), Some(&how("Keys", Some(6010))));
-        assert_eq!(bridge.export_as(synth.addr), Some(&how("Synth", None)));
-        assert_eq!(bridge.export_as(other.addr), None);
+        let keys_as = Some(how("Keys", Some(6010)));
+        let synth_as = Some(how("Synth", None));
+        assert_eq!(exported, [(keys.addr, keys_as), (synth.addr, synth_as)]);
     }
 
     #[test]

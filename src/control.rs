@@ -72,6 +72,27 @@ pub struct Server {
 }
 
 impl Server {
+    /// [`Server::start`] for the daemon: a socket asked for explicitly (`required`) must
+    /// open; the default one may fail (no /run/rtpmidid for an ordinary user) with a warning.
+    pub fn open<H: Handler>(
+        path: &Path,
+        required: bool,
+        ctx: &mut Context<H, H::Timer>,
+    ) -> Result<Option<Server>, String> {
+        match Server::start(path, ctx) {
+            Ok(server) => Ok(Some(server)),
+            Err(e) if required => Err(format!(
+                "cannot open the control socket {}: {e}",
+                path.display()
+            )),
+            Err(e) => {
+                let path = path.display();
+                warn!("no control socket: cannot open {path}: {e} (set one with --control)");
+                Ok(None)
+            }
+        }
+    }
+
     /// Creates the socket (and its folder if missing), mode 0660, and registers it. A stale
     /// socket file left by a daemon that died is replaced; a live one is an error.
     pub fn start<H: Handler>(path: &Path, ctx: &mut Context<H, H::Timer>) -> io::Result<Server> {

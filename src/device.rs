@@ -1,8 +1,10 @@
 //! A raw MIDI device file (`[rawmidi NAME]`): a character device or FIFO that speaks MIDI
 //! bytes, opened without blocking; bytes read are split into messages, and messages it has no
-//! room for wait in a bounded queue (`crate::rawmidi`). The loop's registration is the
-//! caller's, through the closures it passes.
+//! room for wait in a bounded queue (`crate::rawmidi`). [`Devices`] holds them all and their
+//! registrations in the loop.
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
+use std::hash::Hash;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,12 +14,14 @@ use log::{debug, info, warn};
 use protocol::midi::{MidiMessage, MAX_SYSEX};
 use protocol::stream::StreamParser;
 use protocol::time::Instant;
-use reactor::{Interest, SourceId};
+use reactor::{Context, Event, Handler, Interest, SourceId};
 
 use crate::rawmidi::{Outbox, Presence};
 
 /// Reads from one device before the loop looks at the others.
 const READ_BATCH: usize = 64;
+/// Bytes one read takes.
+const READ_BUFFER: usize = 64 * 1024;
 
 pub struct Device {
     pub name: String,
@@ -183,5 +187,140 @@ impl Device {
             }
         }
         Ok(true)
+    }
+}
+
+/// The `[rawmidi]` devices by id, with their registrations in the loop. A device that fails
+/// is closed and counts as gone for a while; the caller tells the router.
+pub struct Devices<K> {
+    by_id: BTreeMap<K, Device>,
+    buf: Vec<u8>,
+}
+
+impl<K: Ord + Copy> Devices<K> {
+    pub fn new() -> Self {
+        Devices {
+            by_id: BTreeMap::new(),
+            buf: vec![0; READ_BUFFER],
+        }
+    }
+
+    pub fn insert(&mut self, id: K, device: Device) {
+        self.by_id.insert(id, device);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Opens device `id`, watched with `handler`; false if it failed (it counts as gone).
+    pub fn open<S, T: Eq + Hash + Clone>(
+        &mut self,
+        ctx: &mut Context<S, T>,
+        now: Instant,
+        id: K,
+        handler: Handler<S, T>,
+    ) -> bool {
+        let Some(device) = self.by_id.get_mut(&id) else {
+            return true;
+        };
+        let Err(e) = device.open(|fd, interest| ctx.register(fd, interest, handler)) else {
+            return true;
+        };
+        let path = device.path.display();
+        warn!("raw MIDI device {:?}: cannot open {path}: {e}", device.name);
+        device.failed(now);
+        false
+    }
+
+    pub fn close<S, T: Eq + Hash + Clone>(&mut self, ctx: &mut Context<S, T>, id: K) {
+        if let Some(device) = self.by_id.get_mut(&id) {
+            device.close(|source| drop(ctx.deregister(source)));
+        }
+    }
+
+    /// Looks for each device's path; `changed` hears of those that came or went.
+    pub fn look<S, T: Eq + Hash + Clone>(
+        &mut self,
+        ctx: &mut Context<S, T>,
+        now: Instant,
+        mut changed: impl FnMut(K, bool),
+    ) {
+        for (&id, device) in &mut self.by_id {
+            let Some(present) = device.look(now) else {
+                continue;
+            };
+            if !present {
+                device.close(|source| drop(ctx.deregister(source)));
+            }
+            changed(id, present);
+        }
+    }
+
+    /// Writes what the devices have queued; `failed` hears of each that failed.
+    pub fn flush<S, T: Eq + Hash + Clone>(
+        &mut self,
+        ctx: &mut Context<S, T>,
+        now: Instant,
+        mut failed: impl FnMut(K),
+    ) {
+        for (&id, device) in &mut self.by_id {
+            if let Err(e) = device.flush() {
+                warn!("raw MIDI device {:?}: write: {e}", device.name);
+                device.close(|source| drop(ctx.deregister(source)));
+                device.failed(now);
+                failed(id);
+            }
+        }
+    }
+
+    /// Asks the loop to say when a device with messages waiting can take more.
+    pub fn arm<S, T: Eq + Hash + Clone>(&mut self, ctx: &mut Context<S, T>) {
+        for device in self.by_id.values_mut() {
+            if let Some((source, interest)) = device.arm() {
+                let _ = ctx.reregister(source, interest);
+            }
+        }
+    }
+
+    /// The device `event` is about became writable, or has bytes: a batch of them read into
+    /// `messages`. Its id, and whether it failed.
+    pub fn ready<S, T: Eq + Hash + Clone>(
+        &mut self,
+        ctx: &mut Context<S, T>,
+        now: Instant,
+        event: Event,
+        messages: &mut Vec<MidiMessage>,
+    ) -> Option<(K, bool)> {
+        let found = self
+            .by_id
+            .iter_mut()
+            .find(|(_, d)| d.watched_by(event.source));
+        let (&id, device) = found?;
+        if event.writable {
+            device.writable();
+        }
+        match device.read(&mut self.buf, messages) {
+            // Edge-triggered: a batch that ended with data left is reported again.
+            Ok(more) => {
+                if more {
+                    let _ = ctx.reregister(event.source, Interest::READABLE);
+                }
+                Some((id, false))
+            }
+            Err(e) => {
+                info!("raw MIDI device {:?}: read: {e}", device.name);
+                device.close(|source| drop(ctx.deregister(source)));
+                device.failed(now);
+                Some((id, true))
+            }
+        }
+    }
+
+    /// Writes a message to device `id`, or queues it behind the others.
+    pub fn send(&mut self, id: K, message: &MidiMessage) {
+        if let Some(device) = self.by_id.get_mut(&id) {
+            device.send(message);
+        }
     }
 }

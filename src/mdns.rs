@@ -7,6 +7,7 @@
 //! every interface we use; IP_PKTINFO / IPV6_RECVPKTINFO tell which interface a datagram came
 //! in on.
 use std::collections::{BTreeMap, VecDeque};
+use std::hash::Hash;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -21,6 +22,7 @@ use protocol::mdns::{
     ResponderEvent, ServiceId, Transmit, MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
 };
 use protocol::time::{Duration, Instant};
+use reactor::{Context, Event, Handler, Interest};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
 
 /// Interfaces and their addresses are looked at again this often.
@@ -134,8 +136,27 @@ pub struct Mdns {
 }
 
 impl Mdns {
-    /// Opens the sockets and starts on the interfaces there are now.
-    pub fn new(now: Instant, config: Config, seed: u64) -> io::Result<Mdns> {
+    /// Opens the sockets, watched with `handler`, and starts on the interfaces there are now;
+    /// `None` (logged) if it cannot: the daemon works without.
+    pub fn start<S, T: Eq + Hash + Clone>(
+        ctx: &mut Context<S, T>,
+        now: Instant,
+        config: Config,
+        seed: u64,
+        handler: Handler<S, T>,
+    ) -> Option<Mdns> {
+        let mdns = Mdns::new(now, config, seed)
+            .map_err(|e| warn!("mDNS off: {e}"))
+            .ok()?;
+        for socket in [&mdns.v4, &mdns.v6].into_iter().flatten() {
+            if let Err(e) = ctx.register(socket.as_raw_fd(), Interest::READABLE, handler) {
+                warn!("mDNS: cannot watch a socket: {e}");
+            }
+        }
+        Some(mdns)
+    }
+
+    fn new(now: Instant, config: Config, seed: u64) -> io::Result<Mdns> {
         let v4 = open_v4()
             .map_err(|e| warn!("mDNS over IPv4 unavailable: {e}"))
             .ok();
@@ -178,15 +199,6 @@ impl Mdns {
             warn!("mDNS: no usable interface yet (looking again every few seconds)");
         }
         Ok(mdns)
-    }
-
-    /// The sockets to watch for reading.
-    pub fn fds(&self) -> Vec<RawFd> {
-        [&self.v4, &self.v6]
-            .into_iter()
-            .flatten()
-            .map(|s| s.as_raw_fd())
-            .collect()
     }
 
     /// Announces `name` on `port` on every interface (probing first).
@@ -241,10 +253,24 @@ impl Mdns {
         self.flush(now);
     }
 
-    /// Reads what `fd` has (up to a batch); true if it may have more. Every datagram is also
+    /// Reads what the socket `event` is about has (up to a batch). Every datagram is also
     /// shown to `tap` with the index of the interface it came in on: the resolver's `.local`
     /// lookups take their answers from there.
-    pub fn read_tap(
+    pub fn read<S, T: Eq + Hash + Clone>(
+        &mut self,
+        ctx: &mut Context<S, T>,
+        now: Instant,
+        event: Event,
+        tap: &mut dyn FnMut(SocketAddr, u32, &[u8]),
+    ) {
+        // Edge-triggered: a batch that ended with data left is reported again.
+        if self.read_batch(now, event.fd, tap) {
+            let _ = ctx.reregister(event.source, Interest::READABLE);
+        }
+    }
+
+    /// Reads a batch from `fd`; true if it may have more.
+    fn read_batch(
         &mut self,
         now: Instant,
         fd: RawFd,

@@ -1,12 +1,14 @@
 //! Reload when the configuration file changes: an inotify watch on its folder (editors replace
-//! files by renaming, which a watch on the file itself would miss). The daemon registers its
-//! descriptor with the loop.
+//! files by renaming, which a watch on the file itself would miss), registered with the loop.
 use std::ffi::OsString;
+use std::hash::Hash;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
+use log::warn;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use reactor::{Context, Handler, Interest};
 
 pub struct Watch {
     inotify: Inotify,
@@ -15,8 +17,8 @@ pub struct Watch {
 
 impl Watch {
     /// Watches the folder of `path` for `path` being written or renamed into place; the
-    /// caller polls [`Watch::fd`] and asks [`Watch::ours`] when it is readable.
-    pub fn new(path: &Path) -> io::Result<Watch> {
+    /// handler asks [`Watch::ours`] when it is readable.
+    fn new(path: &Path) -> io::Result<Watch> {
         let file_name = path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file"))?
@@ -34,8 +36,19 @@ impl Watch {
         Ok(Watch { inotify, file_name })
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.inotify.as_fd().as_raw_fd()
+    /// [`Watch::new`], registered with `handler`; `None` (logged) if it cannot.
+    pub fn start<S, T: Eq + Hash + Clone>(
+        ctx: &mut Context<S, T>,
+        path: &Path,
+        handler: Handler<S, T>,
+    ) -> Option<Watch> {
+        let watch = Watch::new(path).and_then(|w| {
+            let fd = w.inotify.as_fd().as_raw_fd();
+            ctx.register(fd, Interest::READABLE, handler).map(|_| w)
+        });
+        watch
+            .map_err(|e| warn!("cannot watch {} for changes: {e}", path.display()))
+            .ok()
     }
 
     /// Drains the queued events; true if one concerns our file.

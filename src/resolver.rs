@@ -205,7 +205,7 @@ impl Resolver {
     }
 
     /// A datagram the daemon's mDNS sockets received on interface `if_index` (the `tap` of
-    /// `Mdns::read_tap`): link-local IPv6 addresses in its answers are on that interface.
+    /// `Mdns::read`): link-local IPv6 addresses in its answers are on that interface.
     pub fn handle_mdns_datagram(
         &mut self,
         now: Instant,

@@ -1,9 +1,7 @@
-//! The daemon's shell: it owns the loop's registrations, the sockets, the sequencer, the device
-//! files and mDNS, feeds what they say to the [`Engine`] (the router and every listener's
-//! sessions, without I/O) and carries out what it answers. Policy lives in the pure modules
-//! (`engine`, `router`, `sessions`, `ledger`, `answers`, `rawmidi`, `config`); this only
-//! translates.
-use std::collections::BTreeMap;
+//! The daemon's shell: the loop's handlers and timers, wiring each OS contact (the listeners'
+//! sockets in `net`, the sequencer through `bridge`, the device files in `device`, `mdns`, the
+//! resolver, the control socket, the file watch) to the [`Engine`], which decides everything
+//! without I/O; this only translates what they say and carries out what it answers.
 use std::io;
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
@@ -12,15 +10,15 @@ use log::{error, info, warn};
 use protocol::midi::MidiMessage;
 use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
-use reactor::{Context, Interest, Signal, SourceId};
+use reactor::{Context, Interest, Signal};
 
 use crate::bridge::{self, Bridge};
 use crate::config;
 use crate::config::CommandLine;
-use crate::device::Device;
+use crate::device::Devices;
 use crate::engine::{Engine, Local, Step};
 use crate::mdns::Mdns;
-use crate::net::{self, Sockets, MAX_DATAGRAM};
+use crate::net::{Bind, Listeners};
 use crate::options::DEFAULT_MIDI2_PORT;
 use crate::resolver::Resolver;
 use crate::router::{Action, DeviceId, ListenerId, ListenerKind, PeerPortId, Source};
@@ -28,19 +26,18 @@ use crate::seq::{SeqAddr, Sequencer};
 
 mod discovery;
 mod names;
-mod rawmidi;
 mod requests;
 mod setup;
 
-/// Datagrams read from one socket (or events from the sequencer) before the loop looks at the
-/// others, so one flooding source cannot starve the rest.
-const READ_BATCH: usize = 256;
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+/// How often the raw MIDI devices' paths are looked for (a USB device comes and goes with its
+/// node).
+const DEVICE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
-    /// The nearest deadline of the engine.
+    /// The nearest deadline of the engine and the resolver.
     Protocol,
     /// Retry output the sequencer had no room for.
     SeqFlush,
@@ -52,40 +49,32 @@ pub enum TimerId {
 
 pub type Ctx = Context<Daemon, TimerId>;
 
-/// A listener's sockets and their registrations with the loop.
-struct Listener {
-    sockets: Sockets,
-    sources: Vec<SourceId>,
-}
-
 pub struct Daemon {
-    origin: StdInstant,
+    /// Time zero of the engine's clock, and the start of the uptime.
     started: StdInstant,
-    settings: config::Settings,
     /// The command line and the file the settings came from, to reload.
     reload_from: Option<(CommandLine, Option<PathBuf>)>,
     engine: Engine,
-    listeners: BTreeMap<ListenerId, Listener>,
+    listeners: Listeners<ListenerId>,
     bridge: Option<Bridge<PeerPortId>>,
-    seq_sources: Vec<SourceId>,
     /// The `[rawmidi]` devices.
-    devices: BTreeMap<DeviceId, Device>,
-    recv_buf: Vec<u8>,
-    bridge_actions: Vec<bridge::Action<PeerPortId>>,
+    devices: Devices<DeviceId>,
     mdns: Option<Mdns>,
-    mdns_sources: Vec<SourceId>,
     resolver: Option<Resolver>,
     seed: u64,
     /// The control socket, while it is open.
     control: Option<crate::control::Server>,
     /// The configuration file's watch, to reload when it is saved.
     watch: Option<crate::reload::Watch>,
+    /// Scratch, kept to not allocate per read.
+    bridge_actions: Vec<bridge::Action<PeerPortId>>,
+    messages: Vec<MidiMessage>,
 }
 
 /// Where the engine's MIDI for the local side goes.
 struct Outlets<'a> {
     bridge: Option<&'a mut Bridge<PeerPortId>>,
-    devices: &'a mut BTreeMap<DeviceId, Device>,
+    devices: &'a mut Devices<DeviceId>,
 }
 
 impl Local for Outlets<'_> {
@@ -102,9 +91,7 @@ impl Local for Outlets<'_> {
     }
 
     fn to_device(&mut self, device: DeviceId, message: &MidiMessage) {
-        if let Some(device) = self.devices.get_mut(&device) {
-            device.send(message);
-        }
+        self.devices.send(device, message);
     }
 }
 
@@ -116,63 +103,47 @@ impl Daemon {
         sequencer: Option<Box<dyn Sequencer>>,
         seed: u64,
     ) -> io::Result<Daemon> {
-        let sockets = Sockets::apple_midi(net::bind_all(&settings.bind, settings.port)?);
         let mut bridge = sequencer.map(Bridge::new).transpose()?;
         if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
             bridge.set_auto_export(rule)?;
         }
-        let engine = Engine::new(&settings, bridge.is_some(), seed);
-        let main = Listener {
-            sockets,
-            sources: Vec::new(),
-        };
-        let now = StdInstant::now();
+        let mut listeners = Listeners::new();
+        let main = Bind::AppleMidi(settings.port);
+        let engine = Engine::new(settings, bridge.is_some(), seed);
+        listeners.bind(engine.router.main(), &engine.settings().bind, main)?;
         Ok(Daemon {
-            origin: now,
-            started: now,
-            listeners: BTreeMap::from([(engine.router.main(), main)]),
+            started: StdInstant::now(),
             engine,
-            settings,
+            listeners,
             reload_from: None,
             bridge,
-            seq_sources: Vec::new(),
-            devices: BTreeMap::new(),
-            recv_buf: vec![0; MAX_DATAGRAM],
-            bridge_actions: Vec::new(),
+            devices: Devices::new(),
             mdns: None,
-            mdns_sources: Vec::new(),
             resolver: None,
             seed,
             control: None,
             watch: None,
+            bridge_actions: Vec::new(),
+            messages: Vec::new(),
         })
     }
 
     /// Registers the sockets and the sequencer, opens the file's sections, the control socket,
-    /// the file watch and mDNS. A control socket asked for explicitly must open; the default
-    /// one may fail (no /run/rtpmidid for an ordinary user) with a warning.
+    /// the file watch and mDNS.
     pub fn start(
         &mut self,
         ctx: &mut Ctx,
         command_line: CommandLine,
         path: Option<PathBuf>,
     ) -> Result<(), String> {
-        let main = self.engine.router.main();
-        if let Some(l) = self.listeners.get_mut(&main) {
-            register(l, &self.settings.name, ctx)
-                .map_err(|e| format!("cannot register sockets: {e}"))?;
-        }
-        if let Some(bridge) = &self.bridge {
-            let fds = bridge
-                .fds()
-                .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
-            for fd in fds {
-                let source = ctx
-                    .register(fd, Interest::READABLE, on_sequencer)
-                    .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
-                self.seq_sources.push(source);
-            }
-        }
+        let (main, name) = (self.engine.router.main(), &self.engine.settings().name);
+        self.listeners
+            .watch(ctx, main, name, [on_control, on_data])
+            .map_err(|e| format!("cannot register sockets: {e}"))?;
+        let mut watch = |fd| ctx.register(fd, Interest::READABLE, on_sequencer).map(drop);
+        let fds = self.bridge.as_ref().map_or(Ok(Vec::new()), |b| b.fds());
+        fds.and_then(|fds| fds.into_iter().try_for_each(&mut watch))
+            .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
         self.start_resolver(ctx)?;
         self.apply_sections(ctx)?;
         self.open_control(ctx)?;
@@ -186,95 +157,86 @@ impl Daemon {
     }
 
     fn now(&self, ctx: &Ctx) -> Instant {
-        to_protocol_time(self.origin, ctx.now())
+        let since = ctx.now().saturating_duration_since(self.started);
+        Instant::from_micros(since.as_micros() as u64)
     }
 
-    /// Datagrams on one of the listeners' sockets (`port`: which AppleMIDI one), each
-    /// answered before the next is read.
-    fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, port: SocketKind) {
+    fn to_std_time(&self, t: Instant) -> StdInstant {
+        self.started + std::time::Duration::from_micros(t.as_micros())
+    }
+
+    /// Datagrams on one of the listeners' `kind` sockets, each answered before the next.
+    fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, kind: SocketKind) {
         let now = self.now(ctx);
-        let Some((&id, l)) = self
-            .listeners
-            .iter_mut()
-            .find(|(_, l)| l.sockets.owns(event.fd))
-        else {
-            return;
-        };
-        let mut drained = false;
-        for _ in 0..READ_BATCH {
-            let Some((len, from)) = l.sockets.receive(event.fd, &mut self.recv_buf) else {
-                drained = true;
-                break;
-            };
-            let bytes = &self.recv_buf[..len];
-            self.engine.handle_datagram(now, (id, port), from, bytes);
-            if let Some(sessions) = self.engine.sessions_mut(id) {
-                l.sockets.flush(now, sessions);
+        let engine = &mut self.engine;
+        self.listeners.read(ctx, event, |id, from, bytes, sockets| {
+            engine.handle_datagram(now, (id, kind), from, bytes);
+            if let Some(sessions) = engine.sessions_mut(id) {
+                sockets.flush(now, sessions);
             }
-        }
-        // Edge-triggered: if the batch ended with data left, ask to be told again next turn
-        // (only then: it is a system call, and most turns read the socket dry).
-        if !drained {
-            let _ = ctx.reregister(event.source, Interest::READABLE);
-        }
+        });
         self.pump(ctx);
     }
 
+    /// What the sequencer has, to the engine.
     fn read_sequencer(&mut self, ctx: &mut Ctx, event: reactor::Event) {
-        let now = self.now(ctx);
         let mut actions = std::mem::take(&mut self.bridge_actions);
         if let Some(bridge) = self.bridge.as_mut() {
-            for _ in 0..READ_BATCH {
-                match bridge.poll(&mut actions) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        warn!("ALSA sequencer input: {e}");
-                        break;
-                    }
-                }
-            }
+            bridge.read(ctx, event, &mut actions);
         }
-        for action in actions.drain(..) {
-            self.on_bridge_action(now, action);
-        }
+        self.handle_alsa(self.now(ctx), &mut actions);
         self.bridge_actions = actions;
-        let _ = ctx.reregister(event.source, Interest::READABLE);
         self.pump(ctx);
     }
 
-    fn on_bridge_action(&mut self, now: Instant, action: bridge::Action<PeerPortId>) {
-        match action {
-            bridge::Action::ToPeer(port, message) => self.forward(now, Source::Port(port), message),
-            bridge::Action::FromExported(local, message) => {
-                self.forward(now, Source::Network(local), message)
-            }
-            bridge::Action::PeerWanted(port, on) => {
-                self.engine.router.port_subscribed(now, port, on)
-            }
-            bridge::Action::Export { local, name, on } => {
-                let router = &mut self.engine.router;
-                match self.bridge.as_ref().and_then(|b| b.export_as(local)) {
-                    Some(how) => router.export_changed(local, &how.name, true, how.port, on),
-                    None => router.export_changed(local, &name, false, None, on),
-                }
-            }
-        }
-    }
-
-    /// MIDI from ALSA or a device, to wherever the router says.
-    fn forward(&mut self, now: Instant, from: Source, message: MidiMessage) {
+    fn handle_alsa(&mut self, now: Instant, actions: &mut Vec<bridge::Action<PeerPortId>>) {
         let mut local = Outlets {
             bridge: self.bridge.as_mut(),
             devices: &mut self.devices,
         };
-        self.engine
-            .forward(now, from, message, (None, None), &mut local);
+        for action in actions.drain(..) {
+            self.engine.handle_alsa(now, action, &mut local);
+        }
+    }
+
+    /// A device became writable or has bytes: its MIDI to wherever the router says.
+    fn read_device(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
+        let mut messages = std::mem::take(&mut self.messages);
+        let ready = self.devices.ready(ctx, now, event, &mut messages);
+        if let Some((id, failed)) = ready {
+            let mut local = Outlets {
+                bridge: self.bridge.as_mut(),
+                devices: &mut self.devices,
+            };
+            for message in messages.drain(..) {
+                let from = Source::Device(id);
+                self.engine
+                    .forward(now, from, message, (None, None), &mut local);
+            }
+            if failed {
+                self.engine.router.device_present(now, id, false);
+            }
+        }
+        self.messages = messages;
+        self.pump(ctx);
+    }
+
+    /// Looks for the devices' paths; the router hears of those that came or went.
+    fn look_for_devices(&mut self, ctx: &mut Ctx) {
+        let now = self.now(ctx);
+        let router = &mut self.engine.router;
+        let changed = |id, present| router.device_present(now, id, present);
+        self.devices.look(ctx, now, changed);
+        if !self.devices.is_empty() {
+            ctx.set_timer(TimerId::RawMidi, ctx.now() + DEVICE_POLL);
+        }
+        self.pump(ctx);
     }
 
     /// Runs the engine until it has nothing more to say: timeouts, datagrams, happenings
     /// (which may queue more datagrams, as the hub does), the router's actions; then re-arms
-    /// the loop's timer.
+    /// the loop's timers.
     fn pump(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
         self.engine.handle_timeout(now);
@@ -283,10 +245,15 @@ impl Daemon {
             // A failure is logged where it happens; the rest goes on.
             let _ = self.run_actions(ctx);
             // A device that failed has its sessions closed by the router.
-            let mut busy = self.flush_devices(ctx);
-            for (&id, l) in &mut self.listeners {
+            let mut busy = false;
+            let router = &mut self.engine.router;
+            self.devices.flush(ctx, now, |id| {
+                router.device_present(now, id, false);
+                busy = true;
+            });
+            for (id, sockets) in self.listeners.each_mut() {
                 if let Some(sessions) = self.engine.sessions_mut(id) {
-                    l.sockets.flush(now, sessions);
+                    sockets.flush(now, sessions);
                 }
             }
             let mut local = Outlets {
@@ -308,7 +275,7 @@ impl Daemon {
         let deadline = self.engine.poll_timeout();
         let lookups = self.resolver.as_ref().and_then(|r| r.poll_timeout());
         match deadline.into_iter().chain(lookups).min() {
-            Some(at) => ctx.set_timer(TimerId::Protocol, to_std_time(self.origin, at)),
+            Some(at) => ctx.set_timer(TimerId::Protocol, self.to_std_time(at)),
             None => {
                 ctx.cancel_timer(&TimerId::Protocol);
             }
@@ -316,7 +283,7 @@ impl Daemon {
         if self.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
             ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
         }
-        self.arm_devices(ctx);
+        self.devices.arm(ctx);
     }
 
     /// Carries out what the router asked; the first failure to open a listener is returned
@@ -338,11 +305,10 @@ impl Daemon {
         let now = self.now(ctx);
         match action {
             Action::CreatePort { port, name } => {
-                if let Some(bridge) = self.bridge.as_mut() {
-                    if let Err(e) = bridge.add_peer(port, &name) {
-                        self.engine.router.port_failed(port);
-                        return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
-                    }
+                let bridge = self.bridge.as_mut();
+                if let Some(Err(e)) = bridge.map(|b| b.add_peer(port, &name)) {
+                    self.engine.router.port_failed(port);
+                    return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
                 }
             }
             Action::DeletePort(port) => {
@@ -368,19 +334,21 @@ impl Daemon {
                 }
             }
             Action::CloseListener(id) => {
-                let sessions = self.engine.remove_listener(now, id);
-                if let Some(mut l) = self.listeners.remove(&id) {
-                    if let Some(mut sessions) = sessions {
-                        l.sockets.flush(now, sessions.as_mut());
+                let mut sessions = self.engine.remove_listener(now, id);
+                let last = |sockets: &mut crate::net::Sockets| {
+                    if let Some(sessions) = sessions.as_mut() {
+                        sockets.flush(now, sessions.as_mut());
                     }
-                    for source in l.sources.drain(..) {
-                        let _ = ctx.deregister(source);
-                    }
-                }
+                };
+                self.listeners.close(ctx, id, last);
             }
             Action::Announce(id) => self.announce(ctx, id),
-            Action::OpenDevice(id) => self.open_device(ctx, id),
-            Action::CloseDevice(id) => self.close_device(ctx, id),
+            Action::OpenDevice(id) => {
+                if !self.devices.open(ctx, now, id, on_device) {
+                    self.engine.router.device_present(now, id, false);
+                }
+            }
+            Action::CloseDevice(id) => self.devices.close(ctx, id),
             Action::Withdraw(id) => {
                 if let Some(mdns) = self.mdns.as_mut() {
                     mdns.remove_service(now, id.index());
@@ -400,30 +368,25 @@ impl Daemon {
         name: &str,
         port: Option<u16>,
     ) -> io::Result<()> {
-        let binds = &self.settings.bind;
-        let (sockets, label) = match self.engine.router.listener(id).map(|l| l.kind) {
-            Some(ListenerKind::Midi2) => {
-                let ports = net::bind_ports(binds, port.unwrap_or(DEFAULT_MIDI2_PORT))?;
-                (Sockets::midi2(ports), format!("{name} (MIDI 2.0)"))
-            }
-            _ => {
-                let pairs = match port {
-                    Some(port) => net::bind_all(binds, port)?,
-                    None => net::bind_free_pair(binds, self.settings.port)?,
-                };
-                (Sockets::apple_midi(pairs), name.to_string())
-            }
+        let settings = self.engine.settings();
+        let midi2 = self.engine.router.listener(id).map(|l| l.kind) == Some(ListenerKind::Midi2);
+        let (bind, label) = match (midi2, port) {
+            (true, _) => (
+                Bind::Midi2(port.unwrap_or(DEFAULT_MIDI2_PORT)),
+                format!("{name} (MIDI 2.0)"),
+            ),
+            (false, Some(port)) => (Bind::AppleMidi(port), name.to_string()),
+            (false, None) => (Bind::AppleMidiAbove(settings.port), name.to_string()),
         };
-        let mut listener = Listener {
-            sockets,
-            sources: Vec::new(),
-        };
-        register(&mut listener, &label, ctx)?;
-        if let Some(port) = listener.sockets.port() {
+        self.listeners.bind(id, &settings.bind, bind)?;
+        if let Err(e) = self.listeners.watch(ctx, id, &label, [on_control, on_data]) {
+            self.listeners.close(ctx, id, |_| {});
+            return Err(e);
+        }
+        if let Some(port) = self.listeners.port(id) {
             info!("listening as {name:?} on UDP port {port}");
         }
-        self.listeners.insert(id, listener);
-        self.engine.add_listener(id, name, &self.settings);
+        self.engine.add_listener(id, name);
         Ok(())
     }
 
@@ -444,29 +407,6 @@ impl Daemon {
     }
 }
 
-/// Watches a listener's sockets; `label` names it in the log.
-fn register(l: &mut Listener, label: &str, ctx: &mut Ctx) -> io::Result<()> {
-    for (socket, kind) in l.sockets.each() {
-        info!("{label} listening on {}", socket.local_addr()?);
-        let on_readable = match kind {
-            SocketKind::Control => on_control,
-            SocketKind::Data => on_data,
-        };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
-        l.sources
-            .push(ctx.register(fd, Interest::READABLE, on_readable)?);
-    }
-    Ok(())
-}
-
-fn to_protocol_time(origin: StdInstant, t: StdInstant) -> Instant {
-    Instant::from_micros(t.saturating_duration_since(origin).as_micros() as u64)
-}
-
-fn to_std_time(origin: StdInstant, t: Instant) -> StdInstant {
-    origin + std::time::Duration::from_micros(t.as_micros())
-}
-
 fn on_control(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_socket(ctx, event, SocketKind::Control);
 }
@@ -480,10 +420,14 @@ fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     daemon.read_sequencer(ctx, event);
 }
 
+fn on_device(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    daemon.read_device(ctx, event);
+}
+
 pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
     match timer {
         TimerId::Mdns => return daemon.mdns_timeout(ctx),
-        TimerId::RawMidi => return daemon.poll_devices(ctx),
+        TimerId::RawMidi => return daemon.look_for_devices(ctx),
         TimerId::SeqFlush => {
             if let Some(bridge) = daemon.bridge.as_mut() {
                 bridge.flush();

@@ -42,13 +42,9 @@ impl control::Handler for Daemon {
 
 impl Daemon {
     fn status(&self) -> Status {
-        let s = &self.settings;
         let known = Status {
-            name: s.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            alsa_name: s.alsa_name.clone(),
             pid: std::process::id(),
-            port: s.port,
             uptime: StdInstant::now().saturating_duration_since(self.started),
             alsa: self.bridge.is_some(),
             config: self
@@ -56,7 +52,7 @@ impl Daemon {
                 .as_ref()
                 .and_then(|(_, p)| p.as_ref())
                 .map(|p| p.display().to_string()),
-            // The counts are `answers::status`'s.
+            // The engine's: the settings' names and port, and the counts.
             ..Status::default()
         };
         self.engine.status(known)
@@ -87,19 +83,9 @@ impl Daemon {
             bridge.unexport(addr, &mut actions)
         };
         // Before the error: a half-made export is still started or ended.
-        let export_name = |d: &Daemon| {
-            d.engine
-                .router
-                .export_of(addr)
-                .and_then(|id| d.engine.router.listener(id))
-                .map(|l| l.name.clone())
-        };
-        let before = export_name(self);
-        let now = self.now(ctx);
-        for action in actions {
-            self.on_bridge_action(now, action);
-        }
-        let after = export_name(self);
+        let before = self.engine.export_name(addr);
+        self.handle_alsa(self.now(ctx), &mut actions);
+        let after = self.engine.export_name(addr);
         self.pump(ctx);
         done.map_err(|e| format!("cannot {verb} {addr}: {e}"))?;
         Ok(after.or(before).unwrap_or_else(|| addr.to_string()))

@@ -1,6 +1,6 @@
 //! What the daemon decides, in one place and without I/O: the router's graph, every
 //! listener's sessions (AppleMIDI or Network MIDI 2.0) and the ledger of what they did. The
-//! shell (`src/daemon/`) hands it datagrams, MIDI from ALSA and devices, finished lookups,
+//! shell (`src/daemon/`) hands it datagrams, what the sequencer and devices said, finished lookups,
 //! control requests and the time; it hands back datagrams per listener
 //! ([`Engine::sessions_mut`]'s `poll_transmit`), MIDI for ALSA and devices (through
 //! [`Local`]) and the router's actions that need the system ([`Engine::poll_action`]).
@@ -10,7 +10,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use log::{info, log, trace, warn};
+use log::{debug, info, log, trace, warn, LevelFilter};
 use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
 use protocol::midi::MidiMessage;
@@ -19,6 +19,7 @@ use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
 
 use crate::answers;
+use crate::bridge;
 use crate::config::{self, Settings};
 use crate::ctl::proto::{PeerRow, Status, Who};
 use crate::ledger::Ledger;
@@ -56,6 +57,8 @@ struct Served {
 
 pub struct Engine {
     pub router: Router,
+    /// The settings in force: the start's, then the last reload's.
+    settings: Settings,
     listeners: BTreeMap<ListenerId, Served>,
     ledger: Ledger,
     drops: DropLog,
@@ -71,9 +74,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The graph `settings` start with, but for its sections ([`Router::configure`]), and the
+    /// The graph `settings` start with, but for its sections ([`Engine::configure`]), and the
     /// main listener's sessions; `alsa`: whether there is a sequencer.
-    pub fn new(settings: &Settings, alsa: bool, seed: u64) -> Engine {
+    pub fn new(settings: Settings, alsa: bool, seed: u64) -> Engine {
         let router = Router::new(&settings.name, alsa, settings.hub, seed as u32);
         let endpoint = Endpoint::new(settings.session_config(), settings.admission.policy(), seed);
         let main = Served {
@@ -88,6 +91,7 @@ impl Engine {
         Engine {
             listeners: BTreeMap::from([(router.main(), main)]),
             router,
+            settings,
             ledger: Ledger::new(playout_delay),
             drops: DropLog::default(),
             lookups: Lookups::default(),
@@ -96,6 +100,16 @@ impl Engine {
             seed,
             signals: 0,
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The sections of the settings for the router ([`Router::configure`]); the raw MIDI
+    /// devices it made, for the shell to look for.
+    pub fn configure(&mut self, now: Instant) -> Vec<(DeviceId, &config::RawMidi)> {
+        self.router.configure(now, &self.settings)
     }
 
     pub fn listener_ids(&self) -> impl Iterator<Item = ListenerId> + '_ {
@@ -112,7 +126,8 @@ impl Engine {
     }
 
     /// Sessions for the router's listener `id` (its sockets are open), of its protocol.
-    pub fn add_listener(&mut self, id: ListenerId, name: &str, settings: &Settings) {
+    pub fn add_listener(&mut self, id: ListenerId, name: &str) {
+        let settings = &self.settings;
         let seed = self.seed ^ u64::from(id.index()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let policy = self.router.admission_of(id, settings).policy();
         let sessions: Box<dyn Sessions> = match self.router.listener(id).map(|l| l.kind) {
@@ -269,6 +284,41 @@ impl Engine {
         self.dests = dests;
     }
 
+    /// What the sequencer said: MIDI from a peer's port or an exported one routed on, the
+    /// router told of subscriptions and exports.
+    pub fn handle_alsa(
+        &mut self,
+        now: Instant,
+        action: bridge::Action<PeerPortId>,
+        local: &mut dyn Local,
+    ) {
+        let router = &mut self.router;
+        match action {
+            bridge::Action::ToPeer(port, message) => {
+                self.forward(now, Source::Port(port), message, (None, None), local)
+            }
+            bridge::Action::FromExported(addr, message) => {
+                self.forward(now, Source::Network(addr), message, (None, None), local)
+            }
+            bridge::Action::PeerWanted(port, on) => router.port_subscribed(now, port, on),
+            bridge::Action::Export {
+                local: addr,
+                name,
+                section,
+                on,
+            } => match section {
+                Some(how) => router.export_changed(addr, &how.name, true, how.port, on),
+                None => router.export_changed(addr, &name, false, None, on),
+            },
+        }
+    }
+
+    /// The name local port `addr` is exported under, if it is.
+    pub fn export_name(&self, addr: SeqAddr) -> Option<String> {
+        let id = self.router.export_of(addr)?;
+        Some(self.router.listener(id)?.name.clone())
+    }
+
     /// Lookup `id` is for `connection`'s session on `listener` ([`Action::Connect`]).
     pub fn looking_up(&mut self, id: LookupId, connection: ConnectionId, listener: ListenerId) {
         self.lookups.insert(id, connection, listener);
@@ -323,8 +373,32 @@ impl Engine {
         self.ledger.trim_due(left)
     }
 
+    /// A reload: `new` settings in force, what changed carried out and logged (`why`: what
+    /// asked). Returns the log level if it changed: that is the process's.
+    pub fn reload(&mut self, now: Instant, new: Settings, why: &str) -> Option<LevelFilter> {
+        let actions = config::diff(&self.settings, &new);
+        if actions.is_empty() {
+            info!("{why}: configuration unchanged");
+        } else {
+            info!("{why}: configuration reloaded, {} change(s)", actions.len());
+        }
+        self.settings = new;
+        let mut level = None;
+        for action in &actions {
+            self.reconfigure(now, action);
+            if let Some((level, line)) = action.note() {
+                log!(level, "{line}");
+            }
+            if let config::Action::SetLogLevel(new) = action {
+                level = Some(*new);
+            }
+        }
+        level
+    }
+
     /// A reload's change, for the router and the sessions.
-    pub fn reconfigure(&mut self, now: Instant, action: &config::Action, settings: &Settings) {
+    fn reconfigure(&mut self, now: Instant, action: &config::Action) {
+        let settings = &self.settings;
         self.router.reconfigure(now, action);
         match action {
             config::Action::SessionConfig => {
@@ -353,9 +427,25 @@ impl Engine {
         }
     }
 
-    /// `ctl status`: `known` (what the shell knows) with the counts filled in.
+    /// `ctl status`: `known` (what the shell knows) with the settings' names and port, and the
+    /// counts, filled in.
     pub fn status(&self, known: Status) -> Status {
+        let s = &self.settings;
+        let known = Status {
+            name: s.name.clone(),
+            alsa_name: s.alsa_name.clone(),
+            port: s.port,
+            ..known
+        };
         answers::status(known, &self.router, &self.sessions())
+    }
+
+    /// A peer mDNS found: the router hears of it unless the settings leave it alone.
+    pub fn discovered(&mut self, now: Instant, name: &str, addr: SocketAddr, midi2: bool) {
+        match self.settings.discovered(name, addr, midi2) {
+            Ok(target) => self.router.discovered(now, name, target),
+            Err(why) => debug!("mDNS: {name:?} at {addr} ignored ({why})"),
+        }
     }
 
     /// `ctl peers`.

@@ -62,7 +62,7 @@ struct Rig {
 impl Rig {
     fn new(config: &str, alsa: bool) -> Rig {
         Rig {
-            engine: Engine::new(&config::settings(config), alsa, 7),
+            engine: Engine::new(config::settings(config), alsa, 7),
             peers: Vec::new(),
             sink: Sink::default(),
             actions: Vec::new(),
