@@ -19,11 +19,13 @@ use nix::sys::socket::{
 };
 use protocol::mdns::{
     midi2_service, midi2_txt, Browser, BrowserEvent, Destination, Message, Responder,
-    ResponderEvent, ServiceId, Transmit, MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
+    ResponderEvent, ServiceId, ServiceKind, Transmit, MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
 };
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Event, Handler, Interest};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
+
+use crate::config;
 
 /// Interfaces and their addresses are looked at again this often.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
@@ -43,13 +45,6 @@ const RETIRE_TIME: Duration = Duration::from_secs(3);
 /// RFC 1035 §2.3.4.
 const MAX_LABEL: usize = 63;
 const HOST_SUFFIX: &str = "-rtpmidid";
-
-/// What the command line says about mDNS.
-#[derive(Clone, Debug, Default)]
-pub struct Config {
-    /// `--mdns-interface`: only these interfaces (any flags); empty: every multicast one.
-    pub interfaces: Vec<String>,
-}
 
 /// A discovered `_apple-midi._udp` peer, merged over interfaces and families.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,16 +76,6 @@ struct Wanted {
     kind: ServiceKind,
 }
 
-/// What a service we announce is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServiceKind {
-    AppleMidi,
-    /// A Network MIDI 2.0 host with its UMP endpoint's product instance id.
-    Midi2 {
-        product_id: String,
-    },
-}
-
 struct Interface {
     index: u32,
     name: String,
@@ -119,7 +104,8 @@ impl Interface {
 pub struct Mdns {
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
-    config: Config,
+    /// `--mdns-interface`: only these interfaces (any flags); empty: every multicast one.
+    only: Vec<String>,
     host_label: String,
     seed: u64,
     interfaces: Vec<Interface>,
@@ -137,15 +123,19 @@ pub struct Mdns {
 
 impl Mdns {
     /// Opens the sockets, watched with `handler`, and starts on the interfaces there are now;
-    /// `None` (logged) if it cannot: the daemon works without.
+    /// `None` if the settings turn mDNS off, or (logged) if it cannot open: the daemon works
+    /// without.
     pub fn start<S, T: Eq + Hash + Clone>(
         ctx: &mut Context<S, T>,
         now: Instant,
-        config: Config,
+        settings: &config::Mdns,
         seed: u64,
         handler: Handler<S, T>,
     ) -> Option<Mdns> {
-        let mdns = Mdns::new(now, config, seed)
+        if !settings.enabled {
+            return None;
+        }
+        let mdns = Mdns::new(now, settings.interfaces.clone(), seed)
             .map_err(|e| warn!("mDNS off: {e}"))
             .ok()?;
         for socket in [&mdns.v4, &mdns.v6].into_iter().flatten() {
@@ -156,7 +146,7 @@ impl Mdns {
         Some(mdns)
     }
 
-    fn new(now: Instant, config: Config, seed: u64) -> io::Result<Mdns> {
+    fn new(now: Instant, only: Vec<String>, seed: u64) -> io::Result<Mdns> {
         let v4 = open_v4()
             .map_err(|e| warn!("mDNS over IPv4 unavailable: {e}"))
             .ok();
@@ -173,7 +163,7 @@ impl Mdns {
         let mut mdns = Mdns {
             v4,
             v6,
-            config,
+            only,
             host_label: host_label(&hostname),
             seed,
             interfaces: Vec::new(),
@@ -190,7 +180,7 @@ impl Mdns {
             buf: vec![0; MAX_DATAGRAM],
         };
         mdns.rescan(now);
-        for name in &mdns.config.interfaces {
+        for name in &mdns.only {
             if !mdns.interfaces.iter().any(|i| i.name == *name) {
                 warn!("mDNS: interface {name} is not there, or down, or has no address (yet)");
             }
@@ -440,7 +430,7 @@ impl Mdns {
     /// Starts on new interfaces, stops on vanished ones, gives changed ones their addresses.
     fn rescan(&mut self, now: Instant) {
         self.rescan_at = now + RESCAN_INTERVAL;
-        let found = match scan(&self.config.interfaces) {
+        let found = match scan(&self.only) {
             Ok(found) => found,
             Err(e) => {
                 warn!("mDNS: cannot list interfaces: {e}");

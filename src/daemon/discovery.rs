@@ -3,22 +3,15 @@
 use log::warn;
 
 use super::{Ctx, Daemon, TimerId};
-use crate::mdns::{self, Discovery, Mdns, PeerEvent, ServiceKind};
-use crate::router::{ListenerId, ListenerKind};
-use crate::sessions::product_id;
+use crate::mdns::{Discovery, Mdns, PeerEvent};
+use crate::router::ListenerId;
 
 impl Daemon {
     /// Opens mDNS and announces the listeners.
     pub(super) fn start_mdns(&mut self, ctx: &mut Ctx) {
-        let settings = &self.engine.settings().mdns;
-        if !settings.enabled {
-            return;
-        }
-        let config = mdns::Config {
-            interfaces: settings.interfaces.clone(),
-        };
         let seed = self.started.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
-        self.mdns = Mdns::start(ctx, self.now(ctx), config, seed, on_mdns);
+        let settings = &self.engine.settings().mdns;
+        self.mdns = Mdns::start(ctx, self.now(ctx), settings, seed, on_mdns);
         if self.mdns.is_none() {
             return;
         }
@@ -34,21 +27,14 @@ impl Daemon {
     /// Announces listener `id` under its name on its port.
     pub(super) fn announce(&mut self, ctx: &mut Ctx, id: ListenerId) {
         let now = self.now(ctx);
-        let Some(mdns) = self.mdns.as_mut() else {
+        let (Some(mdns), Some((name, kind))) = (self.mdns.as_mut(), self.engine.announcement(id))
+        else {
             return;
         };
-        let name = self.engine.listener_name(id).unwrap_or_default();
-        let Some(port) = self.listeners.port(id) else {
-            return warn!("mDNS: cannot announce {name:?}: no local port");
-        };
-        // A Network MIDI 2.0 host under `_midi2._udp`, with its UMP endpoint's TXT keys.
-        let kind = match self.engine.router.listener(id).map(|l| l.kind) {
-            Some(ListenerKind::Midi2) => ServiceKind::Midi2 {
-                product_id: product_id(name),
-            },
-            _ => ServiceKind::AppleMidi,
-        };
-        mdns.add_service(now, id.index(), kind, name, port);
+        match self.listeners.port(id) {
+            Some(port) => mdns.add_service(now, id.index(), kind, name, port),
+            None => warn!("mDNS: cannot announce {name:?}: no local port"),
+        }
         self.mdns_events(ctx);
     }
 

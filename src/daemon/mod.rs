@@ -15,6 +15,7 @@ use reactor::{Context, Interest, Signal};
 use crate::bridge::{self, Bridge};
 use crate::config;
 use crate::config::CommandLine;
+use crate::ctl::proto::Status;
 use crate::device::Devices;
 use crate::engine::{Engine, Local, Step};
 use crate::mdns::Mdns;
@@ -54,11 +55,11 @@ pub struct Daemon {
     started: StdInstant,
     /// The command line and the file the settings came from, to reload.
     reload_from: Option<(CommandLine, Option<PathBuf>)>,
+    /// What `ctl status` says that only the shell knows.
+    about: Status,
     engine: Engine,
     listeners: Listeners<ListenerId>,
-    bridge: Option<Bridge<PeerPortId>>,
-    /// The `[rawmidi]` devices.
-    devices: Devices<DeviceId>,
+    local: LocalSide,
     mdns: Option<Mdns>,
     resolver: Option<Resolver>,
     seed: u64,
@@ -71,13 +72,14 @@ pub struct Daemon {
     messages: Vec<MidiMessage>,
 }
 
-/// Where the engine's MIDI for the local side goes.
-struct Outlets<'a> {
-    bridge: Option<&'a mut Bridge<PeerPortId>>,
-    devices: &'a mut Devices<DeviceId>,
+/// This machine's side: the ALSA bridge (without `--no-alsa`) and the raw MIDI devices, where
+/// the engine's MIDI for it goes.
+struct LocalSide {
+    bridge: Option<Bridge<PeerPortId>>,
+    devices: Devices<DeviceId>,
 }
 
-impl Local for Outlets<'_> {
+impl Local for LocalSide {
     fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, after: Option<Duration>) {
         if let Some(bridge) = self.bridge.as_mut() {
             bridge.send_to_port(port, message, after);
@@ -116,8 +118,11 @@ impl Daemon {
             engine,
             listeners,
             reload_from: None,
-            bridge,
-            devices: Devices::new(),
+            about: Status::default(),
+            local: LocalSide {
+                bridge,
+                devices: Devices::new(),
+            },
             mdns: None,
             resolver: None,
             seed,
@@ -138,10 +143,17 @@ impl Daemon {
     ) -> Result<(), String> {
         let (main, name) = (self.engine.router.main(), &self.engine.settings().name);
         self.listeners
-            .watch(ctx, main, name, [on_control, on_data])
+            .watch(ctx, main, name, ON_SOCKETS)
             .map_err(|e| format!("cannot register sockets: {e}"))?;
-        let mut watch = |fd| ctx.register(fd, Interest::READABLE, on_sequencer).map(drop);
-        let fds = self.bridge.as_ref().map_or(Ok(Vec::new()), |b| b.fds());
+        let mut watch = |fd| {
+            ctx.register(fd, Interest::READABLE, |d, ctx, e| d.read_sequencer(ctx, e))
+                .map(drop)
+        };
+        let fds = self
+            .local
+            .bridge
+            .as_ref()
+            .map_or(Ok(Vec::new()), |b| b.fds());
         fds.and_then(|fds| fds.into_iter().try_for_each(&mut watch))
             .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
         self.start_resolver(ctx)?;
@@ -150,6 +162,13 @@ impl Daemon {
         if let Some(path) = &path {
             self.watch_file(ctx, path);
         }
+        self.about = Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            alsa: self.local.bridge.is_some(),
+            config: path.as_ref().map(|p| p.display().to_string()),
+            ..Status::default()
+        };
         self.reload_from = Some((command_line, path));
         self.start_mdns(ctx);
         self.pump(ctx);
@@ -181,7 +200,7 @@ impl Daemon {
     /// What the sequencer has, to the engine.
     fn read_sequencer(&mut self, ctx: &mut Ctx, event: reactor::Event) {
         let mut actions = std::mem::take(&mut self.bridge_actions);
-        if let Some(bridge) = self.bridge.as_mut() {
+        if let Some(bridge) = self.local.bridge.as_mut() {
             bridge.read(ctx, event, &mut actions);
         }
         self.handle_alsa(self.now(ctx), &mut actions);
@@ -190,12 +209,8 @@ impl Daemon {
     }
 
     fn handle_alsa(&mut self, now: Instant, actions: &mut Vec<bridge::Action<PeerPortId>>) {
-        let mut local = Outlets {
-            bridge: self.bridge.as_mut(),
-            devices: &mut self.devices,
-        };
         for action in actions.drain(..) {
-            self.engine.handle_alsa(now, action, &mut local);
+            self.engine.handle_alsa(now, action, &mut self.local);
         }
     }
 
@@ -203,16 +218,12 @@ impl Daemon {
     fn read_device(&mut self, ctx: &mut Ctx, event: reactor::Event) {
         let now = self.now(ctx);
         let mut messages = std::mem::take(&mut self.messages);
-        let ready = self.devices.ready(ctx, now, event, &mut messages);
+        let ready = self.local.devices.ready(ctx, now, event, &mut messages);
         if let Some((id, failed)) = ready {
-            let mut local = Outlets {
-                bridge: self.bridge.as_mut(),
-                devices: &mut self.devices,
-            };
             for message in messages.drain(..) {
                 let from = Source::Device(id);
                 self.engine
-                    .forward(now, from, message, (None, None), &mut local);
+                    .forward(now, from, message, (None, None), &mut self.local);
             }
             if failed {
                 self.engine.router.device_present(now, id, false);
@@ -227,8 +238,8 @@ impl Daemon {
         let now = self.now(ctx);
         let router = &mut self.engine.router;
         let changed = |id, present| router.device_present(now, id, present);
-        self.devices.look(ctx, now, changed);
-        if !self.devices.is_empty() {
+        self.local.devices.look(ctx, now, changed);
+        if !self.local.devices.is_empty() {
             ctx.set_timer(TimerId::RawMidi, ctx.now() + DEVICE_POLL);
         }
         self.pump(ctx);
@@ -247,7 +258,7 @@ impl Daemon {
             // A device that failed has its sessions closed by the router.
             let mut busy = false;
             let router = &mut self.engine.router;
-            self.devices.flush(ctx, now, |id| {
+            self.local.devices.flush(ctx, now, |id| {
                 router.device_present(now, id, false);
                 busy = true;
             });
@@ -256,11 +267,7 @@ impl Daemon {
                     sockets.flush(now, sessions);
                 }
             }
-            let mut local = Outlets {
-                bridge: self.bridge.as_mut(),
-                devices: &mut self.devices,
-            };
-            busy |= self.engine.poll_happenings(now, &mut local);
+            busy |= self.engine.poll_happenings(now, &mut self.local);
             if !busy {
                 break;
             }
@@ -280,10 +287,10 @@ impl Daemon {
                 ctx.cancel_timer(&TimerId::Protocol);
             }
         }
-        if self.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
+        if self.local.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
             ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
         }
-        self.devices.arm(ctx);
+        self.local.devices.arm(ctx);
     }
 
     /// Carries out what the router asked; the first failure to open a listener is returned
@@ -305,14 +312,14 @@ impl Daemon {
         let now = self.now(ctx);
         match action {
             Action::CreatePort { port, name } => {
-                let bridge = self.bridge.as_mut();
+                let bridge = self.local.bridge.as_mut();
                 if let Some(Err(e)) = bridge.map(|b| b.add_peer(port, &name)) {
                     self.engine.router.port_failed(port);
                     return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
                 }
             }
             Action::DeletePort(port) => {
-                if let Some(bridge) = self.bridge.as_mut() {
+                if let Some(bridge) = self.local.bridge.as_mut() {
                     bridge.remove_peer(port);
                 }
             }
@@ -328,9 +335,19 @@ impl Daemon {
                 name,
                 port,
             } => {
-                if let Err(e) = self.open_listener(ctx, listener, &name, port) {
-                    let why = e.to_string();
-                    return self.engine.router.open_failed(listener, &name, port, &why);
+                // `port`: `None` for the default MIDI 2.0 port or the first free pair above ours.
+                let s = self.engine.settings();
+                let bind = match self.engine.router.listener(listener).map(|l| l.kind) {
+                    Some(ListenerKind::Midi2) => Bind::Midi2(port.unwrap_or(DEFAULT_MIDI2_PORT)),
+                    _ => port.map_or(Bind::AppleMidiAbove(s.port), Bind::AppleMidi),
+                };
+                let binds = (s.bind.as_slice(), bind);
+                match self.listeners.open(ctx, listener, binds, &name, ON_SOCKETS) {
+                    Ok(()) => self.engine.add_listener(listener, &name),
+                    Err(e) => {
+                        let why = e.to_string();
+                        return self.engine.router.open_failed(listener, &name, port, &why);
+                    }
                 }
             }
             Action::CloseListener(id) => {
@@ -344,11 +361,15 @@ impl Daemon {
             }
             Action::Announce(id) => self.announce(ctx, id),
             Action::OpenDevice(id) => {
-                if !self.devices.open(ctx, now, id, on_device) {
+                if !self
+                    .local
+                    .devices
+                    .open(ctx, now, id, |d, ctx, e| d.read_device(ctx, e))
+                {
                     self.engine.router.device_present(now, id, false);
                 }
             }
-            Action::CloseDevice(id) => self.devices.close(ctx, id),
+            Action::CloseDevice(id) => self.local.devices.close(ctx, id),
             Action::Withdraw(id) => {
                 if let Some(mdns) = self.mdns.as_mut() {
                     mdns.remove_service(now, id.index());
@@ -356,37 +377,6 @@ impl Daemon {
                 self.mdns_events(ctx);
             }
         }
-        Ok(())
-    }
-
-    /// Binds listener `id`'s sockets (`port`: `None` for the first free pair above ours)
-    /// and gives it sessions.
-    fn open_listener(
-        &mut self,
-        ctx: &mut Ctx,
-        id: ListenerId,
-        name: &str,
-        port: Option<u16>,
-    ) -> io::Result<()> {
-        let settings = self.engine.settings();
-        let midi2 = self.engine.router.listener(id).map(|l| l.kind) == Some(ListenerKind::Midi2);
-        let (bind, label) = match (midi2, port) {
-            (true, _) => (
-                Bind::Midi2(port.unwrap_or(DEFAULT_MIDI2_PORT)),
-                format!("{name} (MIDI 2.0)"),
-            ),
-            (false, Some(port)) => (Bind::AppleMidi(port), name.to_string()),
-            (false, None) => (Bind::AppleMidiAbove(settings.port), name.to_string()),
-        };
-        self.listeners.bind(id, &settings.bind, bind)?;
-        if let Err(e) = self.listeners.watch(ctx, id, &label, [on_control, on_data]) {
-            self.listeners.close(ctx, id, |_| {});
-            return Err(e);
-        }
-        if let Some(port) = self.listeners.port(id) {
-            info!("listening as {name:?} on UDP port {port}");
-        }
-        self.engine.add_listener(id, name);
         Ok(())
     }
 
@@ -407,29 +397,18 @@ impl Daemon {
     }
 }
 
-fn on_control(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_socket(ctx, event, SocketKind::Control);
-}
-
-/// The data socket of a pair, or a Network MIDI 2.0 socket.
-fn on_data(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_socket(ctx, event, SocketKind::Data);
-}
-
-fn on_sequencer(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_sequencer(ctx, event);
-}
-
-fn on_device(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
-    daemon.read_device(ctx, event);
-}
+/// A listener's control sockets, then its data sockets (a Network MIDI 2.0 socket's kind).
+const ON_SOCKETS: [reactor::Handler<Daemon, TimerId>; 2] = [
+    |d, ctx, event| d.read_socket(ctx, event, SocketKind::Control),
+    |d, ctx, event| d.read_socket(ctx, event, SocketKind::Data),
+];
 
 pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
     match timer {
         TimerId::Mdns => return daemon.mdns_timeout(ctx),
         TimerId::RawMidi => return daemon.look_for_devices(ctx),
         TimerId::SeqFlush => {
-            if let Some(bridge) = daemon.bridge.as_mut() {
+            if let Some(bridge) = daemon.local.bridge.as_mut() {
                 bridge.flush();
             }
         }

@@ -3,7 +3,7 @@
 //! watched, and reloads carried out (`Engine::reload`).
 use std::path::Path;
 
-use log::{debug, error, info, warn};
+use log::{debug, error, info};
 
 use super::{Ctx, Daemon};
 use crate::bridge::{ExportAs, PortMatch};
@@ -18,29 +18,24 @@ impl Daemon {
     pub(super) fn apply_sections(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let now = self.now(ctx);
         for (id, r) in self.engine.configure(now) {
-            self.devices
+            self.local
+                .devices
                 .insert(id, Device::new(&r.name, r.device.clone()));
         }
-        let s = self.engine.settings();
-        match self.bridge.as_mut() {
-            Some(bridge) => s.exports.iter().try_for_each(|e| {
+        if let Some(bridge) = self.local.bridge.as_mut() {
+            let exports = &self.engine.settings().exports;
+            let add = |e: &config::Export| {
                 let how = ExportAs {
                     name: e.name.clone(),
                     port: e.port,
                 };
                 bridge.add_export_section(PortMatch::parse(&e.alsa_port), how)
-            }),
-            None => {
-                for e in &s.exports {
-                    warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
-                }
-                if s.export_auto.is_some() {
-                    warn!("export_auto ignored: the daemon runs without ALSA");
-                }
-                Ok(())
-            }
+            };
+            exports
+                .iter()
+                .try_for_each(add)
+                .map_err(|e| format!("cannot watch ALSA ports for [export]: {e}"))?;
         }
-        .map_err(|e| format!("cannot watch ALSA ports for [export]: {e}"))?;
         self.run_actions(ctx)
             .map_err(|e| format!("[listener]: {e}"))?;
         // The devices there now get their listeners at once; the rest are looked for.

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use log::{debug, info, log, trace, warn, LevelFilter};
 use protocol::endpoint::Endpoint;
 use protocol::hubtag::Tag;
+use protocol::mdns::ServiceKind;
 use protocol::midi::MidiMessage;
 use protocol::resolve::{Failure, LookupId, Stats};
 use protocol::session::SocketKind;
@@ -313,6 +314,19 @@ impl Engine {
         }
     }
 
+    /// What listener `id` is announced as: its name, and its service.
+    pub fn announcement(&self, id: ListenerId) -> Option<(&str, ServiceKind)> {
+        let name = self.listener_name(id)?;
+        // A Network MIDI 2.0 host under `_midi2._udp`, with its UMP endpoint's TXT keys.
+        let kind = match self.router.listener(id)?.kind {
+            ListenerKind::Midi2 => ServiceKind::Midi2 {
+                product_id: sessions::product_id(name),
+            },
+            _ => ServiceKind::AppleMidi,
+        };
+        Some((name, kind))
+    }
+
     /// The name local port `addr` is exported under, if it is.
     pub fn export_name(&self, addr: SeqAddr) -> Option<String> {
         let id = self.router.export_of(addr)?;
@@ -427,15 +441,16 @@ impl Engine {
         }
     }
 
-    /// `ctl status`: `known` (what the shell knows) with the settings' names and port, and the
-    /// counts, filled in.
-    pub fn status(&self, known: Status) -> Status {
+    /// `ctl status`: `about` (what only the shell knows: the process, the file read) with the
+    /// settings' names and port, the uptime (our clock starts with the daemon) and the counts.
+    pub fn status(&self, now: Instant, about: &Status) -> Status {
         let s = &self.settings;
         let known = Status {
             name: s.name.clone(),
             alsa_name: s.alsa_name.clone(),
             port: s.port,
-            ..known
+            uptime: std::time::Duration::from_micros(now.as_micros()),
+            ..about.clone()
         };
         answers::status(known, &self.router, &self.sessions())
     }

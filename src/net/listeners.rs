@@ -41,6 +41,31 @@ impl<K: Ord + Copy> Listeners<K> {
         }
     }
 
+    /// Binds listener `id`'s sockets on `binds` and watches them (`handlers` as for
+    /// [`Listeners::watch`]); `name` names it in the log.
+    pub fn open<S, T: Eq + std::hash::Hash + Clone>(
+        &mut self,
+        ctx: &mut Context<S, T>,
+        id: K,
+        (binds, bind): (&[IpAddr], Bind),
+        name: &str,
+        handlers: [Handler<S, T>; 2],
+    ) -> io::Result<()> {
+        let label = match bind {
+            Bind::Midi2(_) => format!("{name} (MIDI 2.0)"),
+            _ => name.to_string(),
+        };
+        self.bind(id, binds, bind)?;
+        if let Err(e) = self.watch(ctx, id, &label, handlers) {
+            self.close(ctx, id, |_| {});
+            return Err(e);
+        }
+        if let Some(port) = self.port(id) {
+            info!("listening as {name:?} on UDP port {port}");
+        }
+        Ok(())
+    }
+
     /// Binds listener `id`'s sockets on `binds` (every address when empty); watched once
     /// [`Listeners::watch`] is called.
     pub fn bind(&mut self, id: K, binds: &[IpAddr], bind: Bind) -> io::Result<()> {

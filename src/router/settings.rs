@@ -1,6 +1,6 @@
 //! The configuration's part of the graph: its connections, listeners and devices at start,
 //! and what a reload changes of them.
-use log::info;
+use log::{info, warn};
 use protocol::session;
 use protocol::time::Instant;
 
@@ -27,7 +27,8 @@ impl Router {
     }
 
     /// The connections, listeners and `[rawmidi]` devices of `settings`; each device's id and
-    /// section, for the shell that opens it.
+    /// section, for the shell that opens it. Exports are the sequencer's: without one they
+    /// are ignored, with a warning.
     pub fn configure<'s>(
         &mut self,
         now: Instant,
@@ -41,6 +42,14 @@ impl Router {
         }
         if settings.midi2.enabled {
             self.add_midi2_listener(settings.midi2.port);
+        }
+        if !self.alsa {
+            for e in &settings.exports {
+                warn!("[export {}] ignored: the daemon runs without ALSA", e.name);
+            }
+            if settings.export_auto.is_some() {
+                warn!("export_auto ignored: the daemon runs without ALSA");
+            }
         }
         let device = |r: &'s RawMidi| {
             let target = r.remote.as_ref().map(|(host, port)| ConnectTarget {

@@ -96,6 +96,15 @@ pub fn apple_midi_service() -> Name {
     Name::from_dotted(APPLE_MIDI_SERVICE).unwrap_or_default()
 }
 
+/// What a service we announce is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// An AppleMIDI session listener.
+    AppleMidi,
+    /// A Network MIDI 2.0 host with its UMP endpoint's product instance id.
+    Midi2 { product_id: String },
+}
+
 /// Network MIDI 2.0 (UDP) hosts announce themselves under this type.
 pub const MIDI2_SERVICE: &str = "_midi2._udp.local";
 
