@@ -281,10 +281,9 @@ fn garbage_from_a_stranger_is_dropped_and_harms_no_session() {
 
 #[test]
 fn a_connection_invites_the_first_address_its_lookup_found() {
-    let settings = config::settings("[connect far]\nhost = far.example\nport = 6004\n");
-    let mut rig = Rig::new("", false);
+    let mut rig = Rig::new("[connect far]\nhost = far.example\nport = 6004\n", false);
     let now = rig.now;
-    rig.engine.router.configure(now, &settings);
+    rig.engine.configure(now);
     rig.engine.handle_timeout(now);
     rig.settle();
     let asked: Vec<(ConnectionId, ListenerId)> = rig
@@ -328,4 +327,132 @@ fn a_connection_invites_the_first_address_its_lookup_found() {
         .looked_up(now, (LookupId(2), Err(Failure::Timeout)), Stats::default);
     rig.settle();
     assert_eq!(rig.engine.peers().len(), 1);
+}
+
+/// The listeners the router asked the shell to open: name and port.
+fn opened(actions: &[Action]) -> Vec<(String, Option<u16>)> {
+    let open = |a: &Action| match a {
+        Action::OpenListener { name, port, .. } => Some((name.clone(), *port)),
+        _ => None,
+    };
+    actions.iter().filter_map(open).collect()
+}
+
+#[test]
+fn an_export_is_named_by_its_section_or_after_us_and_its_port() {
+    let mut rig = Rig::new("[general]\nname = Stage\n", true);
+    let (now, mut sink) = (rig.now, Sink::default());
+    let keys = SeqAddr {
+        client: 20,
+        port: 0,
+    };
+    let synth = SeqAddr {
+        client: 28,
+        port: 0,
+    };
+    let export = |local, name: &str, section, on| bridge::Action::Export {
+        local,
+        name: name.to_string(),
+        section,
+        on,
+    };
+    let section = bridge::ExportAs {
+        name: "keys".into(),
+        port: Some(5010),
+    };
+    let actions = [
+        export(keys, "KeyStep MIDI 1", Some(section), true),
+        export(synth, "Synth Port", None, true),
+    ];
+    for action in actions {
+        rig.engine.handle_alsa(now, action, &mut sink);
+    }
+    rig.settle();
+    let want = [
+        ("keys".into(), Some(5010)),
+        ("Stage Synth Port".into(), None),
+    ];
+    assert_eq!(opened(&rig.actions), want);
+    assert_eq!(rig.engine.export_name(keys).as_deref(), Some("keys"));
+    assert_eq!(
+        rig.engine.export_name(synth).as_deref(),
+        Some("Stage Synth Port")
+    );
+
+    let off = export(synth, "Synth Port", None, false);
+    rig.engine.handle_alsa(now, off, &mut sink);
+    rig.settle();
+    assert!(rig
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CloseListener(_))));
+    assert_eq!(rig.engine.export_name(synth), None);
+}
+
+#[test]
+fn a_midi2_host_is_announced_as_one_with_its_product_id() {
+    let mut rig = Rig::new("[general]\nname = Stage\n", false);
+    let now = rig.now;
+    rig.engine.configure(now);
+    rig.settle();
+    let midi2 = rig.actions.iter().find_map(|a| match a {
+        Action::OpenListener { listener, name, .. } => Some((*listener, name.clone())),
+        _ => None,
+    });
+    let Some((midi2, name)) = midi2 else {
+        panic!("no MIDI 2.0 listener: {:?}", rig.actions);
+    };
+    // Its sessions come once the shell has bound its sockets.
+    assert_eq!(rig.engine.announcement(midi2), None);
+    rig.engine.add_listener(midi2, &name);
+    let product_id = sessions::product_id("Stage");
+    let want = ("Stage", ServiceKind::Midi2 { product_id });
+    assert_eq!(rig.engine.announcement(midi2), Some(want));
+    let main = rig.engine.router.main();
+    let apple = ("Stage", ServiceKind::AppleMidi);
+    assert_eq!(rig.engine.announcement(main), Some(apple));
+}
+
+#[test]
+fn a_reload_applies_what_changed_and_hands_back_a_new_log_level() {
+    let mut rig = Rig::new("", false);
+    let now = rig.now;
+    assert!(!rig.engine.router.hub());
+    let new = config::settings("[general]\nlog_level = debug\n[hub]\nenabled = yes\n");
+    let level = rig.engine.reload(now, new.clone(), "test");
+    assert_eq!(level, Some(LevelFilter::Debug));
+    assert!(rig.engine.router.hub());
+    assert_eq!(rig.engine.settings().log_level, LevelFilter::Debug);
+    assert_eq!(rig.engine.reload(now, new, "test"), None);
+}
+
+#[test]
+fn discovered_peers_pass_the_mdns_filters_first() {
+    let mut rig = Rig::new("[mdns]\nexclude = *iPhone*\n", true);
+    let now = rig.now;
+    let at = addr("10.0.0.7:5004");
+    rig.engine.discovered(now, "Bob's iPhone", at, false);
+    rig.engine.discovered(now, "Studio", at, false);
+    let names: Vec<Option<String>> = rig
+        .engine
+        .router
+        .connections()
+        .map(|(_, c)| c.target.name.clone())
+        .collect();
+    assert_eq!(names, [Some("Studio".to_string())]);
+}
+
+#[test]
+fn status_gives_the_settings_the_uptime_and_what_the_shell_knows() {
+    let rig = Rig::new("[general]\nname = Stage\nport = 6004\n", false);
+    let about = Status {
+        pid: 42,
+        ..Status::default()
+    };
+    let status = rig.engine.status(Instant::from_micros(90_000_000), &about);
+    assert_eq!(
+        (status.name.as_str(), status.port, status.pid),
+        ("Stage", 6004, 42)
+    );
+    assert_eq!(status.uptime, std::time::Duration::from_secs(90));
 }
