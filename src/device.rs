@@ -302,12 +302,11 @@ impl<K: Ord + Copy> Devices<K> {
         }
         match device.read(&mut self.buf, messages) {
             // Edge-triggered: a batch that ended with data left is reported again.
-            Ok(more) => {
-                if more {
-                    let _ = ctx.reregister(event.source, Interest::READABLE);
-                }
+            Ok(true) => {
+                let _ = ctx.reregister(event.source, Interest::READABLE);
                 Some((id, false))
             }
+            Ok(false) => Some((id, false)),
             Err(e) => {
                 info!("raw MIDI device {:?}: read: {e}", device.name);
                 device.close(|source| drop(ctx.deregister(source)));

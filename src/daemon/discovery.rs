@@ -31,7 +31,7 @@ impl Daemon {
         else {
             return;
         };
-        match self.listeners.port(id) {
+        match self.sockets.port(id) {
             Some(port) => mdns.add_service(now, id.index(), kind, name, port),
             None => warn!("mDNS: cannot announce {name:?}: no local port"),
         }

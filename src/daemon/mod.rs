@@ -19,7 +19,7 @@ use crate::ctl::proto::Status;
 use crate::device::Devices;
 use crate::engine::{Engine, Local, Step};
 use crate::mdns::Mdns;
-use crate::net::{Bind, Listeners};
+use crate::net::{Bind, ListenerSockets};
 use crate::options::DEFAULT_MIDI2_PORT;
 use crate::resolver::Resolver;
 use crate::router::{Action, DeviceId, ListenerId, ListenerKind, PeerPortId, Source};
@@ -58,7 +58,7 @@ pub struct Daemon {
     /// What `ctl status` says that only the shell knows.
     about: Status,
     engine: Engine,
-    listeners: Listeners<ListenerId>,
+    sockets: ListenerSockets<ListenerId>,
     local: LocalSide,
     mdns: Option<Mdns>,
     resolver: Option<Resolver>,
@@ -109,14 +109,14 @@ impl Daemon {
         if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
             bridge.set_auto_export(rule)?;
         }
-        let mut listeners = Listeners::new();
+        let mut sockets = ListenerSockets::new();
         let main = Bind::AppleMidi(settings.port);
         let engine = Engine::new(settings, bridge.is_some(), seed);
-        listeners.bind(engine.router.main(), &engine.settings().bind, main)?;
+        sockets.bind(engine.router.main(), &engine.settings().bind, main)?;
         Ok(Daemon {
             started: StdInstant::now(),
             engine,
-            listeners,
+            sockets,
             reload_from: None,
             about: Status::default(),
             local: LocalSide {
@@ -142,7 +142,7 @@ impl Daemon {
         path: Option<PathBuf>,
     ) -> Result<(), String> {
         let (main, name) = (self.engine.router.main(), &self.engine.settings().name);
-        self.listeners
+        self.sockets
             .watch(ctx, main, name, ON_SOCKETS)
             .map_err(|e| format!("cannot register sockets: {e}"))?;
         let mut watch = |fd| {
@@ -188,7 +188,7 @@ impl Daemon {
     fn read_socket(&mut self, ctx: &mut Ctx, event: reactor::Event, kind: SocketKind) {
         let now = self.now(ctx);
         let engine = &mut self.engine;
-        self.listeners.read(ctx, event, |id, from, bytes, sockets| {
+        self.sockets.read(ctx, event, |id, from, bytes, sockets| {
             engine.handle_datagram(now, (id, kind), from, bytes);
             if let Some(sessions) = engine.sessions_mut(id) {
                 sockets.flush(now, sessions);
@@ -262,7 +262,7 @@ impl Daemon {
                 router.device_present(now, id, false);
                 busy = true;
             });
-            for (id, sockets) in self.listeners.each_mut() {
+            for (id, sockets) in self.sockets.each_mut() {
                 if let Some(sessions) = self.engine.sessions_mut(id) {
                     sockets.flush(now, sessions);
                 }
@@ -342,7 +342,7 @@ impl Daemon {
                     _ => port.map_or(Bind::AppleMidiAbove(s.port), Bind::AppleMidi),
                 };
                 let binds = (s.bind.as_slice(), bind);
-                match self.listeners.open(ctx, listener, binds, &name, ON_SOCKETS) {
+                match self.sockets.open(ctx, listener, binds, &name, ON_SOCKETS) {
                     Ok(()) => self.engine.add_listener(listener, &name),
                     Err(e) => {
                         let why = e.to_string();
@@ -357,7 +357,7 @@ impl Daemon {
                         sockets.flush(now, sessions.as_mut());
                     }
                 };
-                self.listeners.close(ctx, id, last);
+                self.sockets.close(ctx, id, last);
             }
             Action::Announce(id) => self.announce(ctx, id),
             Action::OpenDevice(id) => {

@@ -1,6 +1,7 @@
 //! Every listener's sockets by listener id, with their registrations in the loop: bound,
 //! watched, read in batches and closed here, so the daemon only hands datagrams on.
 use std::collections::BTreeMap;
+use std::hash::Hash;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,8 +17,9 @@ const READ_BATCH: usize = 256;
 
 /// What a listener's sockets speak, and on which port.
 pub enum Bind {
-    /// An AppleMIDI pair on this control port, or the first free pair above this one.
+    /// An AppleMIDI pair on this control port.
     AppleMidi(u16),
+    /// An AppleMIDI pair on the first free control port above this one.
     AppleMidiAbove(u16),
     /// A Network MIDI 2.0 host's port.
     Midi2(u16),
@@ -28,22 +30,22 @@ struct Watched {
     sources: Vec<SourceId>,
 }
 
-pub struct Listeners<K> {
+pub struct ListenerSockets<K> {
     by_id: BTreeMap<K, Watched>,
     buf: Vec<u8>,
 }
 
-impl<K: Ord + Copy> Listeners<K> {
+impl<K: Ord + Copy> ListenerSockets<K> {
     pub fn new() -> Self {
-        Listeners {
+        ListenerSockets {
             by_id: BTreeMap::new(),
             buf: vec![0; MAX_DATAGRAM],
         }
     }
 
     /// Binds listener `id`'s sockets on `binds` and watches them (`handlers` as for
-    /// [`Listeners::watch`]); `name` names it in the log.
-    pub fn open<S, T: Eq + std::hash::Hash + Clone>(
+    /// [`ListenerSockets::watch`]); `name` names it in the log.
+    pub fn open<S, T: Eq + Hash + Clone>(
         &mut self,
         ctx: &mut Context<S, T>,
         id: K,
@@ -67,7 +69,7 @@ impl<K: Ord + Copy> Listeners<K> {
     }
 
     /// Binds listener `id`'s sockets on `binds` (every address when empty); watched once
-    /// [`Listeners::watch`] is called.
+    /// [`ListenerSockets::watch`] is called.
     pub fn bind(&mut self, id: K, binds: &[IpAddr], bind: Bind) -> io::Result<()> {
         let sockets = match bind {
             Bind::AppleMidi(port) => Sockets::apple_midi(bind_all(binds, port)?),
@@ -86,7 +88,7 @@ impl<K: Ord + Copy> Listeners<K> {
 
     /// Registers listener `id`'s sockets: `[on_control, on_data]` by their kind (a Network
     /// MIDI 2.0 socket counts as data); `label` names it in the log.
-    pub fn watch<S, T: Eq + std::hash::Hash + Clone>(
+    pub fn watch<S, T: Eq + Hash + Clone>(
         &mut self,
         ctx: &mut Context<S, T>,
         id: K,
@@ -110,7 +112,7 @@ impl<K: Ord + Copy> Listeners<K> {
     }
 
     /// Closes listener `id`'s sockets, after `last` had them send what was left.
-    pub fn close<S, T: Eq + std::hash::Hash + Clone>(
+    pub fn close<S, T: Eq + Hash + Clone>(
         &mut self,
         ctx: &mut Context<S, T>,
         id: K,
@@ -131,7 +133,7 @@ impl<K: Ord + Copy> Listeners<K> {
 
     /// Reads a batch of datagrams from the socket `event` is about: `handle` gets each with
     /// its listener, sender and the sockets to answer on.
-    pub fn read<S, T: Eq + std::hash::Hash + Clone>(
+    pub fn read<S, T: Eq + Hash + Clone>(
         &mut self,
         ctx: &mut Context<S, T>,
         event: Event,

@@ -1,5 +1,5 @@
 //! UDP sockets: a control/data pair per bound address (AppleMIDI) or one port (Network
-//! MIDI 2.0), a listener's set of them ([`Sockets`]), every listener's ([`Listeners`]) and
+//! MIDI 2.0), a listener's set of them ([`Sockets`]), every listener's ([`ListenerSockets`]) and
 //! batched sends.
 mod batch;
 mod listeners;
@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use self::listeners::{Bind, Listeners};
+pub use self::listeners::{Bind, ListenerSockets};
 pub use self::sockets::Sockets;
 
 /// Largest datagram we read or write; RTP-MIDI and Network MIDI 2.0 over UDP are far below.
