@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 use protocol::midi::MidiMessage;
-use reactor::{Context, Event, Interest};
+use reactor::{Context, Event, Handler, Interest};
 
 use crate::seq::{
     Direction, PortCaps, PortId, PortInfo, SeqAddr, SeqInput, Sequencer, Subscription,
@@ -161,8 +161,16 @@ impl<K: Copy + Eq + std::fmt::Debug, S: Sequencer> Bridge<K, S> {
         Ok(())
     }
 
-    pub fn fds(&self) -> io::Result<Vec<std::os::fd::RawFd>> {
-        self.seq.fds()
+    /// Watches the sequencer's fds with `handler`, which calls [`Bridge::read`].
+    pub fn watch<D, T: Eq + Hash + Clone>(
+        &self,
+        ctx: &mut Context<D, T>,
+        handler: Handler<D, T>,
+    ) -> io::Result<()> {
+        for fd in self.seq.fds()? {
+            ctx.register(fd, Interest::READABLE, handler)?;
+        }
+        Ok(())
     }
 
     /// A port for peer `key`, named after it.

@@ -10,7 +10,7 @@ use log::{error, info, warn};
 use protocol::midi::MidiMessage;
 use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
-use reactor::{Context, Interest, Signal};
+use reactor::{Context, Signal};
 
 use crate::bridge::{self, Bridge};
 use crate::config;
@@ -145,17 +145,11 @@ impl Daemon {
         self.sockets
             .watch(ctx, main, name, ON_SOCKETS)
             .map_err(|e| format!("cannot register sockets: {e}"))?;
-        let mut watch = |fd| {
-            ctx.register(fd, Interest::READABLE, |d, ctx, e| d.read_sequencer(ctx, e))
-                .map(drop)
-        };
-        let fds = self
-            .local
-            .bridge
-            .as_ref()
-            .map_or(Ok(Vec::new()), |b| b.fds());
-        fds.and_then(|fds| fds.into_iter().try_for_each(&mut watch))
-            .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
+        if let Some(bridge) = &self.local.bridge {
+            bridge
+                .watch(ctx, |d, ctx, e| d.read_sequencer(ctx, e))
+                .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
+        }
         self.start_resolver(ctx)?;
         self.apply_sections(ctx)?;
         self.open_control(ctx)?;
