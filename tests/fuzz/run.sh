@@ -23,6 +23,11 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 
 cargo +nightly fuzz build --fuzz-dir "$dir"
+# Targets that need a file (the config reader takes a path) write it under TMPDIR: this run's
+# own, removed at the end.
+TMPDIR=$(mktemp -d -t rtpmidid-fuzz.XXXXXX)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 failed=()
 for target in "${targets[@]}"; do
     echo "== fuzz $target for ${seconds}s"

@@ -23,6 +23,7 @@ private network namespace.
 
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -67,6 +68,7 @@ class Rig:
         self.peers.stop_all()
         self.a2n.stop_all()
         self.daemons.__exit__(*exc)
+        shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
     def daemon(self, midi2_port=None, connect=None, conf="", extra=()):
@@ -934,9 +936,13 @@ def test_tshark_capture_of_a_bridged_session():
     except (OSError, subprocess.SubprocessError):
         print("  no tshark: skipped")
         return
+    with tempfile.TemporaryDirectory(prefix="rtpmidid-a2n-pcap-") as capdir:
+        _capture_and_check(os.path.join(capdir, "session.pcap"))
+
+
+def _capture_and_check(pcap):
     with Rig() as rig:
         d = rig.daemon()
-        pcap = os.path.join(rig.tmp, "session.pcap")
         rtp, m2 = rig.rtp_port, rig.midi2_port
         cap = subprocess.Popen(["tshark", "-i", "lo", "-n", "-q", "-w", pcap, "-f",
                                 "udp port %d or udp port %d or udp port %d" % (rtp, rtp + 1, m2)],
