@@ -1,9 +1,10 @@
 //! What the daemon decides, in one place and without I/O: the router's graph, every
-//! listener's sessions (AppleMIDI or Network MIDI 2.0) and the ledger of what they did. The
-//! shell (`src/daemon/`) hands it datagrams, what the sequencer and devices said, finished lookups,
-//! control requests and the time; it hands back datagrams per listener
-//! ([`Engine::sessions_mut`]'s `poll_transmit`), MIDI for ALSA and devices (through
-//! [`Local`]) and the router's actions that need the system ([`Engine::poll_action`]).
+//! listener's sessions (AppleMIDI or Network MIDI 2.0), the ledger of what they did and the
+//! settings in force. The shell (`src/daemon/`) hands it datagrams, what the sequencer and
+//! devices said, finished lookups, discovered peers, control requests, reloads and the time;
+//! it hands back datagrams per listener ([`Engine::sessions_mut`]'s `poll_transmit`), MIDI for
+//! ALSA and devices (through [`Local`]) and the router's actions that need the system
+//! ([`Engine::poll_action`]).
 #[cfg(test)]
 mod tests;
 
