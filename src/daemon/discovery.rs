@@ -1,5 +1,5 @@
-//! mDNS in the shell: our listeners announced, discovered peers handed to the router (after
-//! the `[mdns]` filters).
+//! mDNS in the shell: our listeners announced as the engine says, discovered peers handed to
+//! it (it applies the `[mdns]` filters), and the datagrams shown to the resolver.
 use log::warn;
 
 use super::{Ctx, Daemon, TimerId};

@@ -1,6 +1,6 @@
 //! What the control socket asks of the daemon, answered in the control protocol's own types:
-//! the engine answers status, peers, connect and disconnect; here are what only the shell has
-//! (the process, its uptime, the ALSA bridge for export) and the engine run after.
+//! the engine answers status (with what only the shell knows: the process, the file read),
+//! peers, connect and disconnect; here is the ALSA bridge for export, and the engine run after.
 use protocol::time::Instant;
 use reactor::Context;
 

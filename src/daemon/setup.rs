@@ -1,5 +1,5 @@
 //! The configuration in the shell: the file's sections applied at start (the router's through
-//! `Router::configure`, ALSA's and the devices' here), the control socket opened, the file
+//! `Engine::configure`, ALSA's and the devices' here), the control socket opened, the file
 //! watched, and reloads carried out (`Engine::reload`).
 use std::path::Path;
 
@@ -43,6 +43,7 @@ impl Daemon {
         Ok(())
     }
 
+    /// The control socket ([`Server::open`]: one asked for must open).
     pub(super) fn open_control(&mut self, ctx: &mut Ctx) -> Result<(), String> {
         let s = self.engine.settings();
         self.control = Server::open(&s.control.clone(), s.control_required, ctx)?;
