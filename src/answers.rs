@@ -69,6 +69,7 @@ pub fn status(mut status: Status, router: &Router, listeners: &Listeners) -> Sta
             malformed: sum.malformed + d.malformed,
             unknown_session: sum.unknown_session + d.unknown_session,
             refused: sum.refused + d.refused,
+            late: sum.late + d.late,
         }
     });
     status

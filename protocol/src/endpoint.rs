@@ -69,6 +69,12 @@ const MAX_WAITING: usize = 4096;
 /// in the implementations we know) with the same token, which refreshes it; one that gave
 /// up must not take a half-open slot.
 const WAITING_FOR: Duration = Duration::from_secs(2);
+/// Datagrams a peer sent before it learned that its session ended (a guard packet or a CK
+/// crossing our BY) arrive up to a round trip after the end: within this, they are late, not
+/// strangers.
+const LATE_FOR: Duration = Duration::from_secs(5);
+/// Ended sessions remembered for that at most, so churn cannot grow memory.
+const MAX_ENDED: usize = 64;
 
 /// An invitation held until its host has a free half-open slot.
 struct Waiting {
@@ -79,12 +85,22 @@ struct Waiting {
     since: Instant,
 }
 
+/// A session that ended: whose datagrams are late for [`LATE_FOR`] after.
+struct Ended {
+    peer_control: SocketAddr,
+    peer_data: SocketAddr,
+    peer_ssrc: u32,
+    at: Instant,
+}
+
 /// Datagrams that reached no session, by kind; the daemon logs and shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropStats {
     pub malformed: u64,
     pub unknown_session: u64,
     pub refused: u64,
+    /// From the peer of a session that ended a few seconds ago at most.
+    pub late: u64,
 }
 
 /// Why a datagram was not handed to a session.
@@ -95,6 +111,8 @@ pub enum Dropped {
     Refused,
     /// An invitation held until its host has a free half-open slot; answered then.
     Deferred,
+    /// From the peer of a session that ended moments ago: expected, not a sign of trouble.
+    Late,
 }
 
 pub struct Endpoint {
@@ -138,6 +156,10 @@ pub struct Endpoint {
     /// of them after `sessions_mut`, `close_all`).
     eventful: BTreeSet<SessionId>,
     all_eventful: bool,
+    /// Sessions that ended lately, oldest first.
+    ended: VecDeque<Ended>,
+    /// The time of the latest input, for sessions found ended without one.
+    now: Instant,
 }
 
 impl Endpoint {
@@ -163,6 +185,8 @@ impl Endpoint {
             all_touched: false,
             eventful: BTreeSet::new(),
             all_eventful: false,
+            ended: VecDeque::new(),
+            now: Instant::default(),
         }
     }
 
@@ -258,9 +282,12 @@ impl Endpoint {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<SessionId, Dropped> {
+        self.now = self.now.max(now);
         if !self.policy.addresses.admits(from.ip()) {
             return self.refuse(from, Refusal::Address);
         }
+        // The sender's SSRC, for a datagram of a session that just ended.
+        let mut ssrc = None;
         let found = if applemidi::is_applemidi(bytes) {
             match Command::parse(bytes) {
                 Ok(Command::Invitation(inv)) => {
@@ -277,13 +304,18 @@ impl Endpoint {
                 }
                 // Only the session's own peer address and port may end it, sync its clock or
                 // confirm its packets: a forged source on the same host reaches nothing.
-                Ok(Command::End(end)) => self.find_peer(port, from, |s| {
-                    s.token() == end.token || s.peer_ssrc() == Some(end.ssrc)
-                }),
+                Ok(Command::End(end)) => {
+                    ssrc = Some(end.ssrc);
+                    self.find_peer(port, from, |s| {
+                        s.token() == end.token || s.peer_ssrc() == Some(end.ssrc)
+                    })
+                }
                 Ok(Command::Clock(ck)) => {
+                    ssrc = Some(ck.ssrc);
                     self.find_peer(port, from, |s| s.peer_ssrc() == Some(ck.ssrc))
                 }
                 Ok(Command::Feedback(fb)) => {
+                    ssrc = Some(fb.ssrc);
                     self.find_peer(port, from, |s| s.peer_ssrc() == Some(fb.ssrc))
                 }
                 Err(_) => return self.drop(Dropped::Malformed),
@@ -291,14 +323,18 @@ impl Endpoint {
         } else {
             match rtp::Packet::parse(bytes) {
                 Ok(packet) if port == SocketKind::Data => {
-                    let ssrc = packet.header.ssrc;
-                    self.find_peer(port, from, |s| s.peer_ssrc() == Some(ssrc))
+                    ssrc = Some(packet.header.ssrc);
+                    self.find_peer(port, from, |s| s.peer_ssrc() == ssrc)
                 }
                 _ => return self.drop(Dropped::Malformed),
             }
         };
         let Some(id) = found else {
-            return self.drop(Dropped::UnknownSession);
+            let why = match ssrc {
+                Some(ssrc) if self.ended_lately(now, port, from, ssrc) => Dropped::Late,
+                _ => Dropped::UnknownSession,
+            };
+            return self.drop(why);
         };
         let mut freed = false;
         if let Some(session) = self.sessions.get_mut(&id) {
@@ -474,9 +510,34 @@ impl Endpoint {
             Dropped::Malformed => self.drops.malformed += 1,
             Dropped::UnknownSession => self.drops.unknown_session += 1,
             Dropped::Refused => self.drops.refused += 1,
+            Dropped::Late => self.drops.late += 1,
             Dropped::Deferred => {}
         }
         Err(why)
+    }
+
+    /// Did a session of the peer at `from` with this SSRC end within [`LATE_FOR`]?
+    fn ended_lately(
+        &mut self,
+        now: Instant,
+        port: SocketKind,
+        from: SocketAddr,
+        ssrc: u32,
+    ) -> bool {
+        while self
+            .ended
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.at) >= LATE_FOR)
+        {
+            self.ended.pop_front();
+        }
+        self.ended.iter().any(|e| {
+            let addr = match port {
+                SocketKind::Control => e.peer_control,
+                SocketKind::Data => e.peer_data,
+            };
+            addr == from && e.peer_ssrc == ssrc
+        })
     }
 
     fn find(&self, ip: IpAddr, matches: impl Fn(&Session) -> bool) -> Option<SessionId> {
@@ -502,6 +563,7 @@ impl Endpoint {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         let due = |s: &Session| s.poll_timeout().is_some_and(|at| at <= now);
         if self.all_touched || self.next_deadline.is_some_and(|at| at <= now) {
             for (id, session) in self.sessions.iter_mut() {
@@ -549,6 +611,7 @@ impl Endpoint {
 
     /// The next datagram from any session (or a NO), written into `buf`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.now = self.now.max(now);
         while let Some((dst, token)) = self.rejects.pop_front() {
             let inv = Invitation {
                 token,
@@ -631,11 +694,22 @@ impl Endpoint {
     }
 
     fn remove_drained(&mut self) {
-        let by_peer = &mut self.by_peer;
+        let (by_peer, ended, at) = (&mut self.by_peer, &mut self.ended, self.now);
         self.sessions.retain(|id, s| {
             if s.is_drained() {
                 unindex_peer(by_peer, s.peer_control(), *id);
                 unindex_peer(by_peer, s.peer_data(), *id);
+                if let Some(peer_ssrc) = s.peer_ssrc() {
+                    if ended.len() == MAX_ENDED {
+                        ended.pop_front();
+                    }
+                    ended.push_back(Ended {
+                        peer_control: s.peer_control(),
+                        peer_data: s.peer_data(),
+                        peer_ssrc,
+                        at,
+                    });
+                }
             }
             !s.is_drained()
         });

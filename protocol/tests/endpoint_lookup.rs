@@ -148,7 +148,7 @@ impl Sim {
         if !is_invitation {
             match (got, expected) {
                 (Ok(id), Some(e)) if id == e => {}
-                (Err(Dropped::UnknownSession), None) => {}
+                (Err(Dropped::UnknownSession | Dropped::Late), None) => {}
                 other => return Err(format!("{other:?} from {from} on {port:?}")),
             }
         }
@@ -294,4 +294,41 @@ fn a_data_port_learned_from_the_invitation_is_looked_up() {
             .handle_datagram(sim.now, SocketKind::Data, peer.data, &packet),
         Ok(again)
     );
+}
+
+/// What a peer sent before it learned that its session ended (a guard packet crossing our BY)
+/// is late, not a stranger's, for a few seconds; only from the ended session's own address and
+/// SSRC.
+#[test]
+fn datagrams_of_a_session_that_just_ended_are_late() {
+    let mut sim = Sim::new();
+    sim.run(&Op::Invite { p: 0, moved: false }).unwrap();
+    let peer = sim.peers[0];
+    sim.run(&Op::Close { k: 0 }).unwrap();
+    assert_eq!(sim.ep.session_count(), 0, "closed and drained: removed");
+    let send = |sim: &mut Sim, from: SocketAddr, ssrc: u32| {
+        let packet = rtp_packet(ssrc, 1);
+        sim.ep
+            .handle_datagram(sim.now, SocketKind::Data, from, &packet)
+    };
+    assert_eq!(send(&mut sim, peer.data, peer.ssrc), Err(Dropped::Late));
+    assert_eq!(
+        send(&mut sim, peer.data, peer.ssrc + 1),
+        Err(Dropped::UnknownSession),
+        "another SSRC"
+    );
+    assert_eq!(
+        send(&mut sim, addr(7009), peer.ssrc),
+        Err(Dropped::UnknownSession),
+        "another address"
+    );
+    sim.run(&Op::Wait { ms: 4_900 }).unwrap();
+    assert_eq!(send(&mut sim, peer.data, peer.ssrc), Err(Dropped::Late));
+    sim.run(&Op::Wait { ms: 100 }).unwrap();
+    assert_eq!(
+        send(&mut sim, peer.data, peer.ssrc),
+        Err(Dropped::UnknownSession)
+    );
+    let drops = sim.ep.drops();
+    assert_eq!((drops.late, drops.unknown_session), (2, 3));
 }

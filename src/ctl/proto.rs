@@ -265,6 +265,8 @@ pub struct Dropped {
     pub malformed: u64,
     pub unknown_session: u64,
     pub refused: u64,
+    /// From peers of sessions that had just ended: expected, not trouble.
+    pub late: u64,
 }
 
 /// A session, or a connection without one (`id` is `None`).
@@ -316,6 +318,7 @@ impl Reply {
                         ("malformed", Value::from(s.dropped.malformed)),
                         ("unknown_session", Value::from(s.dropped.unknown_session)),
                         ("refused", Value::from(s.dropped.refused)),
+                        ("late", Value::from(s.dropped.late)),
                     ]),
                 ),
             ]),
@@ -364,6 +367,7 @@ impl Reply {
                         malformed: d.number("malformed")?,
                         unknown_session: d.number("unknown_session")?,
                         refused: d.number("refused")?,
+                        late: d.number("late")?,
                     },
                 })
             }
@@ -396,8 +400,8 @@ impl Reply {
                 let config = s.config.as_deref().unwrap_or("-");
                 let d = &s.dropped;
                 let dropped = format!(
-                    "malformed {}, unknown_session {}, refused {}",
-                    d.malformed, d.unknown_session, d.refused
+                    "malformed {}, unknown_session {}, refused {}, late {}",
+                    d.malformed, d.unknown_session, d.refused, d.late
                 );
                 [
                     ("name", s.name.clone()),
@@ -707,6 +711,7 @@ mod tests {
                 malformed: 1,
                 unknown_session: 2,
                 refused: 3,
+                late: 4,
             },
         };
         let main = PeerId {

@@ -10,8 +10,8 @@ use protocol::time::{Duration, Instant};
 /// Dropped datagrams are logged at warn level at most this often.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Counts dropped datagrams; logs each at debug level and a summary at most every
-/// [`WARN_INTERVAL`] at warn.
+/// Counts dropped datagrams; logs each at debug level and a summary of all but late ones at
+/// most every [`WARN_INTERVAL`] at warn.
 #[derive(Default)]
 pub struct DropLog {
     since_warn: u64,
@@ -22,9 +22,13 @@ pub struct DropLog {
 impl DropLog {
     /// A `len`-byte datagram from `from` dropped at `now`.
     pub fn record(&mut self, now: Instant, why: Dropped, from: SocketAddr, len: usize) {
+        debug!("dropped a {len}-byte datagram from {from}: {why:?}");
+        // The tail of a session that ended is expected.
+        if why == Dropped::Late {
+            return;
+        }
         self.total += 1;
         self.since_warn += 1;
-        debug!("dropped a {len}-byte datagram from {from}: {why:?}");
         if self
             .last_warn
             .is_none_or(|at| now.saturating_duration_since(at) >= WARN_INTERVAL)
@@ -69,5 +73,13 @@ mod tests {
             .collect();
         assert_eq!(warned, [true, false, false, true, false, true]);
         assert_eq!(log.total, 6);
+    }
+
+    #[test]
+    fn late_datagrams_are_not_warned_of() {
+        let from: SocketAddr = "10.0.0.2:5005".parse().unwrap();
+        let mut log = DropLog::default();
+        log.record(Instant::from_micros(0), Dropped::Late, from, 20);
+        assert_eq!((log.total, log.last_warn), (0, None));
     }
 }

@@ -253,6 +253,7 @@ impl Sessions for Midi2 {
             malformed: d.malformed,
             unknown_session: d.unknown_peer,
             refused: d.refused,
+            ..DropStats::default()
         }
     }
 
