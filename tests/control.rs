@@ -574,3 +574,75 @@ fn a_burst_longer_than_a_read_batch_is_read_whole() {
         (malformed() == Some(BURST)).then_some(())
     });
 }
+
+#[test]
+fn what_a_peer_sent_after_its_session_ended_is_late_not_unknown() {
+    use protocol::wire::applemidi::{Command as Apple, End, Invitation};
+    use protocol::wire::rtp;
+    use support::udp_socket;
+
+    let dir = TempDir::new("ctl-late");
+    let a = Daemon::start(&dir.0, "late", &["--no-midi2"]);
+    let ours = free_ports(2);
+    let (control, data) = (udp_socket(ours), udp_socket(ours + 1));
+    let (token, ssrc) = (0x1234_5678, 0xCAFE_0001);
+    let send = |socket: &std::net::UdpSocket, to: u16, command: Apple<'_>| {
+        let mut buf = [0u8; 64];
+        let n = command.emit(&mut buf).unwrap();
+        socket.send_to(&buf[..n], ("127.0.0.1", to)).unwrap();
+    };
+    // An RTP-MIDI packet with an empty command section, from our data port.
+    let rtp_from = |ssrc: u32| {
+        let mut buf = vec![0u8; rtp::HEADER_LEN + 1];
+        let header = rtp::Header {
+            marker: true,
+            payload_type: rtp::PAYLOAD_TYPE_MIDI,
+            sequence: 1,
+            timestamp: 0,
+            ssrc,
+        };
+        header.emit(&mut buf[..rtp::HEADER_LEN]).unwrap();
+        data.send_to(&buf, ("127.0.0.1", a.port + 1)).unwrap();
+    };
+    let invitation = Invitation {
+        token,
+        ssrc,
+        name: Some("raw"),
+    };
+    for (socket, to) in [(&control, a.port), (&data, a.port + 1)] {
+        wait_for("an OK to our invitation", || {
+            send(socket, to, Apple::Invitation(invitation));
+            std::thread::sleep(Duration::from_millis(50));
+            let mut buf = [0u8; 128];
+            let n = socket.recv(&mut buf).ok()?;
+            matches!(Apple::parse(&buf[..n]), Ok(Apple::Accept(_))).then_some(())
+        });
+    }
+    wait_for("the session from raw", || {
+        a.peers().contains("raw").then_some(())
+    });
+    send(&control, a.port, Apple::End(End { token, ssrc }));
+    wait_for("the session to end", || {
+        (!a.peers().contains("raw")).then_some(())
+    });
+    let dropped = |key: &str| {
+        let status = a.ctl(&["--json", "status"]).out;
+        field(&status, key).and_then(|n| n.parse::<u64>().ok())
+    };
+    rtp_from(ssrc);
+    wait_for("the late packet counted", || {
+        (dropped("late") == Some(1)).then_some(())
+    });
+    assert_eq!(dropped("unknown_session"), Some(0));
+    assert!(
+        !a.log().contains("dropped"),
+        "late, yet warned of: {}",
+        a.log()
+    );
+    // Another SSRC from the same port is a stranger's.
+    rtp_from(ssrc + 1);
+    wait_for("the unknown packet counted", || {
+        (dropped("unknown_session") == Some(1)).then_some(())
+    });
+    assert!(a.log().contains("UnknownSession"), "{}", a.log());
+}
