@@ -77,16 +77,29 @@ pub struct Daemon {
 struct LocalSide {
     bridge: Option<Bridge<PeerPortId>>,
     devices: Devices<DeviceId>,
+    /// Time zero of the engine's clock.
+    started: StdInstant,
+}
+
+impl LocalSide {
+    /// How long until `at`, from the clock read now: what the turn took before this send must
+    /// not delay the playout (a long one after a stall took tens of ms in the ALSA VM).
+    fn after(&self, at: Option<Instant>) -> Option<Duration> {
+        let now = Instant::from_micros(self.started.elapsed().as_micros() as u64);
+        at.map(|at| at.saturating_duration_since(now))
+    }
 }
 
 impl Local for LocalSide {
-    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, after: Option<Duration>) {
+    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, at: Option<Instant>) {
+        let after = self.after(at);
         if let Some(bridge) = self.bridge.as_mut() {
             bridge.send_to_port(port, message, after);
         }
     }
 
-    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, after: Option<Duration>) {
+    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, at: Option<Instant>) {
+        let after = self.after(at);
         if let Some(bridge) = self.bridge.as_mut() {
             bridge.send_to_exported(local, message, after);
         }
@@ -113,8 +126,9 @@ impl Daemon {
         let main = Bind::AppleMidi(settings.port);
         let engine = Engine::new(settings, bridge.is_some(), seed);
         sockets.bind(engine.router.main(), &engine.settings().bind, main)?;
+        let started = StdInstant::now();
         Ok(Daemon {
-            started: StdInstant::now(),
+            started,
             engine,
             sockets,
             reload_from: None,
@@ -122,6 +136,7 @@ impl Daemon {
             local: LocalSide {
                 bridge,
                 devices: Devices::new(),
+                started,
             },
             mdns: None,
             resolver: None,

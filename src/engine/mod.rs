@@ -35,10 +35,10 @@ use crate::sessions::{self, refusal_text, AppleMidi, DropLog, Happening, Midi2, 
 
 /// Where MIDI for the local side goes: ALSA ports and raw MIDI devices, in the shell.
 pub trait Local {
-    /// To peer port `port`'s ALSA port, `after` its playout delay.
-    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, after: Option<Duration>);
+    /// To peer port `port`'s ALSA port, at once or at `at` (its playout).
+    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, at: Option<Instant>);
     /// To exported local port `local`, through `Network`.
-    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, after: Option<Duration>);
+    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, at: Option<Instant>);
     fn to_device(&mut self, device: DeviceId, message: &MidiMessage);
 }
 
@@ -265,10 +265,11 @@ impl Engine {
         };
         let mut dests = std::mem::take(&mut self.dests);
         self.router.route(from, &mut dests);
+        let at = after.map(|after| now + after);
         for dest in &dests {
             match *dest {
-                Dest::Port(port) => local.to_port(port, &message, after),
-                Dest::Local(addr) => local.to_exported(addr, &message, after),
+                Dest::Port(port) => local.to_port(port, &message, at),
+                Dest::Local(addr) => local.to_exported(addr, &message, at),
                 Dest::Device(id) => local.to_device(id, &message),
                 Dest::Session(key) => {
                     if let Some(l) = self.listeners.get_mut(&key.listener) {

@@ -30,11 +30,11 @@ struct Sink {
 }
 
 impl Local for Sink {
-    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, _after: Option<Duration>) {
+    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, _at: Option<Instant>) {
         self.ports.push((port, message.clone()));
     }
 
-    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, _after: Option<Duration>) {
+    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, _at: Option<Instant>) {
         self.exported.push((local, message.clone()));
     }
 
