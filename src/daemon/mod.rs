@@ -85,8 +85,8 @@ impl LocalSide {
     /// How long until `at`, from the clock read now: what the turn took before this send must
     /// not delay the playout (a long one after a stall took tens of ms in the ALSA VM).
     fn after(&self, at: Option<Instant>) -> Option<Duration> {
-        let now = Instant::from_micros(self.started.elapsed().as_micros() as u64);
-        at.map(|at| at.saturating_duration_since(now))
+        let now = || Instant::from_micros(self.started.elapsed().as_micros() as u64);
+        at.map(|at| at.saturating_duration_since(now()))
     }
 }
 
