@@ -82,8 +82,8 @@ struct LocalSide {
 }
 
 impl LocalSide {
-    /// How long until `at`, from the clock read now: what the turn took before this send must
-    /// not delay the playout (a long one after a stall took tens of ms in the ALSA VM).
+    /// How long until `at`, from the clock read now: what the turn took before this send (a
+    /// long turn, as after a stall) must not delay the playout.
     fn after(&self, at: Option<Instant>) -> Option<Duration> {
         let now = || Instant::from_micros(self.started.elapsed().as_micros() as u64);
         at.map(|at| at.saturating_duration_since(now()))
