@@ -11,6 +11,7 @@ mod engine;
 mod json;
 mod ledger;
 mod mdns;
+mod names;
 mod net;
 mod options;
 mod playout;
@@ -119,9 +120,7 @@ fn run(
         );
         Some(Box::new(seq))
     };
-    let port = config.port;
-    let mut daemon = Daemon::new(config, sequencer, seed())
-        .map_err(|e| format!("cannot start on UDP port {port}: {e}"))?;
+    let mut daemon = Daemon::new(config, sequencer, seed())?;
     daemon.start(reactor.context(), command_line, path)?;
     reactor
         .run(&mut daemon)

@@ -82,6 +82,17 @@ pub const MIDI2_SCHEME: &str = "midi2://";
 /// The Network MIDI 2.0 host's UDP port (the specification's default).
 pub const DEFAULT_MIDI2_PORT: u16 = 5673;
 
+/// What a listener's sockets speak, and on which port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    /// An AppleMIDI pair on this control port.
+    AppleMidi(u16),
+    /// An AppleMIDI pair on the first free control port above this one.
+    AppleMidiAbove(u16),
+    /// A Network MIDI 2.0 host's port.
+    Midi2(u16),
+}
+
 /// `--export-auto KIND[:PATTERN]`: local ports connected to `Network` as they appear.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AutoExport {

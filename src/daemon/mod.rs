@@ -1,34 +1,32 @@
 //! The daemon's shell: the loop's handlers and timers, wiring each OS contact (the listeners'
-//! sockets in `net`, the sequencer through `bridge`, the device files in `device`, `mdns`, the
-//! resolver, the control socket, the file watch) to the [`Engine`], which decides everything
-//! without I/O; this only translates what they say and carries out what it answers.
-use std::io;
+//! sockets in `net`, the sequencer through `bridge`, the device files in `device`, lookups and
+//! mDNS in `names`, the control socket, the file watch) to the [`Engine`], which decides
+//! everything without I/O; this only translates what they say and carries out what it answers.
 use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use protocol::midi::MidiMessage;
 use protocol::session::SocketKind;
 use protocol::time::{Duration, Instant};
 use reactor::{Context, Signal};
 
-use crate::bridge::{self, Bridge};
+use crate::bridge::{self, Bridge, ExportAs, PortMatch};
 use crate::config;
 use crate::config::CommandLine;
+use crate::control::Server;
 use crate::ctl::proto::Status;
-use crate::device::Devices;
+use crate::device::{Device, Devices};
 use crate::engine::{Engine, Local, Step};
-use crate::mdns::Mdns;
-use crate::net::{Bind, ListenerSockets};
-use crate::options::DEFAULT_MIDI2_PORT;
-use crate::resolver::Resolver;
-use crate::router::{Action, DeviceId, ListenerId, ListenerKind, PeerPortId, Source};
+use crate::names::Names;
+use crate::net::ListenerSockets;
+use crate::options::Bind;
+use crate::reload::Watch;
+use crate::router::{Action, DeviceId, ListenerId, PeerPortId, Source};
 use crate::seq::{SeqAddr, Sequencer};
 
-mod discovery;
 mod names;
 mod requests;
-mod setup;
 
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -38,21 +36,32 @@ const DEVICE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
-    /// The nearest deadline of the engine and the resolver.
+    /// The nearest deadline of the engine, the lookups and mDNS.
     Protocol,
     /// Retry output the sequencer had no room for.
     SeqFlush,
-    /// The nearest deadline of mDNS.
-    Mdns,
     /// Look for the raw MIDI devices' paths.
     RawMidi,
 }
 
 pub type Ctx = Context<Daemon, TimerId>;
 
+/// The engine's clock: time since the daemon started (its uptime).
+#[derive(Clone, Copy)]
+struct Clock(StdInstant);
+
+impl Clock {
+    fn at(self, t: StdInstant) -> Instant {
+        Instant::from_micros(t.saturating_duration_since(self.0).as_micros() as u64)
+    }
+
+    fn to_std(self, t: Instant) -> StdInstant {
+        self.0 + std::time::Duration::from_micros(t.as_micros())
+    }
+}
+
 pub struct Daemon {
-    /// Time zero of the engine's clock, and the start of the uptime.
-    started: StdInstant,
+    clock: Clock,
     /// The command line and the file the settings came from, to reload.
     reload_from: Option<(CommandLine, Option<PathBuf>)>,
     /// What `ctl status` says that only the shell knows.
@@ -60,13 +69,11 @@ pub struct Daemon {
     engine: Engine,
     sockets: ListenerSockets<ListenerId>,
     local: LocalSide,
-    mdns: Option<Mdns>,
-    resolver: Option<Resolver>,
-    seed: u64,
-    /// The control socket, while it is open.
-    control: Option<crate::control::Server>,
+    names: Names,
+    /// The control socket, if it opened.
+    control: Option<Server>,
     /// The configuration file's watch, to reload when it is saved.
-    watch: Option<crate::reload::Watch>,
+    watch: Option<Watch>,
     /// Scratch, kept to not allocate per read.
     bridge_actions: Vec<bridge::Action<PeerPortId>>,
     messages: Vec<MidiMessage>,
@@ -77,16 +84,14 @@ pub struct Daemon {
 struct LocalSide {
     bridge: Option<Bridge<PeerPortId>>,
     devices: Devices<DeviceId>,
-    /// Time zero of the engine's clock.
-    started: StdInstant,
+    clock: Clock,
 }
 
 impl LocalSide {
     /// How long until `at`, from the clock read now: what the turn took before this send (a
     /// long turn, as after a stall) must not delay the playout.
     fn after(&self, at: Option<Instant>) -> Option<Duration> {
-        let now = || Instant::from_micros(self.started.elapsed().as_micros() as u64);
-        at.map(|at| at.saturating_duration_since(now()))
+        at.map(|at| at.saturating_duration_since(self.clock.at(StdInstant::now())))
     }
 }
 
@@ -111,24 +116,39 @@ impl Local for LocalSide {
 }
 
 impl Daemon {
-    /// Binds the main port and builds the graph the settings describe; nothing runs until
-    /// [`Daemon::start`].
+    /// Binds the main port, opens the sequencer's side and the resolver's socket, and builds
+    /// the graph the settings describe; nothing runs until [`Daemon::start`].
     pub fn new(
         settings: config::Settings,
         sequencer: Option<Box<dyn Sequencer>>,
         seed: u64,
-    ) -> io::Result<Daemon> {
-        let mut bridge = sequencer.map(Bridge::new).transpose()?;
-        if let (Some(bridge), Some(rule)) = (bridge.as_mut(), settings.export_auto.clone()) {
-            bridge.set_auto_export(rule)?;
+    ) -> Result<Daemon, String> {
+        let bridge = sequencer.map(Bridge::new).transpose();
+        let mut bridge = bridge.map_err(|e| format!("ALSA sequencer: {e}"))?;
+        if let Some(bridge) = bridge.as_mut() {
+            let watch = |e| format!("cannot watch ALSA ports to export: {e}");
+            if let Some(rule) = settings.export_auto.clone() {
+                bridge.set_auto_export(rule).map_err(watch)?;
+            }
+            for e in &settings.exports {
+                let how = ExportAs {
+                    name: e.name.clone(),
+                    port: e.port,
+                };
+                let ports = PortMatch::parse(&e.alsa_port);
+                bridge.add_export_section(ports, how).map_err(watch)?;
+            }
         }
         let mut sockets = ListenerSockets::new();
-        let main = Bind::AppleMidi(settings.port);
+        let port = settings.port;
         let engine = Engine::new(settings, bridge.is_some(), seed);
-        sockets.bind(engine.router.main(), &engine.settings().bind, main)?;
-        let started = StdInstant::now();
+        let main = (engine.router.main(), &engine.settings().bind);
+        sockets
+            .bind(main.0, main.1, Bind::AppleMidi(port))
+            .map_err(|e| format!("cannot start on UDP port {port}: {e}"))?;
+        let clock = Clock(StdInstant::now());
         Ok(Daemon {
-            started,
+            clock,
             engine,
             sockets,
             reload_from: None,
@@ -136,11 +156,9 @@ impl Daemon {
             local: LocalSide {
                 bridge,
                 devices: Devices::new(),
-                started,
+                clock,
             },
-            mdns: None,
-            resolver: None,
-            seed,
+            names: Names::open(seed.rotate_left(17))?,
             control: None,
             watch: None,
             bridge_actions: Vec::new(),
@@ -165,11 +183,21 @@ impl Daemon {
                 .watch(ctx, |d, ctx, e| d.read_sequencer(ctx, e))
                 .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
         }
-        self.start_resolver(ctx)?;
-        self.apply_sections(ctx)?;
-        self.open_control(ctx)?;
+        self.names.watch(ctx, names::on_resolver)?;
+        // The connections, `[listener]` and `[rawmidi]` sections: a listener that cannot open
+        // stops the start (a device's waits for it instead).
+        for (id, r) in self.engine.configure(self.now(ctx)) {
+            let device = Device::new(&r.name, r.device.clone());
+            self.local.devices.insert(id, device);
+        }
+        self.run_actions(ctx)
+            .map_err(|e| format!("[listener]: {e}"))?;
+        // The devices there now get their listeners at once; the rest are looked for.
+        self.look_for_devices(ctx);
+        let s = self.engine.settings();
+        self.control = Server::open(&s.control.clone(), s.control_required, ctx)?;
         if let Some(path) = &path {
-            self.watch_file(ctx, path);
+            self.watch = Watch::start(ctx, path, on_file_change);
         }
         self.about = Status {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -185,12 +213,7 @@ impl Daemon {
     }
 
     fn now(&self, ctx: &Ctx) -> Instant {
-        let since = ctx.now().saturating_duration_since(self.started);
-        Instant::from_micros(since.as_micros() as u64)
-    }
-
-    fn to_std_time(&self, t: Instant) -> StdInstant {
-        self.started + std::time::Duration::from_micros(t.as_micros())
+        self.clock.at(ctx.now())
     }
 
     /// Datagrams on one of the listeners' `kind` sockets, each answered before the next.
@@ -208,19 +231,16 @@ impl Daemon {
 
     /// What the sequencer has, to the engine.
     fn read_sequencer(&mut self, ctx: &mut Ctx, event: reactor::Event) {
+        let now = self.now(ctx);
         let mut actions = std::mem::take(&mut self.bridge_actions);
         if let Some(bridge) = self.local.bridge.as_mut() {
             bridge.read(ctx, event, &mut actions);
         }
-        self.handle_alsa(self.now(ctx), &mut actions);
-        self.bridge_actions = actions;
-        self.pump(ctx);
-    }
-
-    fn handle_alsa(&mut self, now: Instant, actions: &mut Vec<bridge::Action<PeerPortId>>) {
         for action in actions.drain(..) {
             self.engine.handle_alsa(now, action, &mut self.local);
         }
+        self.bridge_actions = actions;
+        self.pump(ctx);
     }
 
     /// A device became writable or has bytes: its MIDI to wherever the router says.
@@ -260,7 +280,7 @@ impl Daemon {
     fn pump(&mut self, ctx: &mut Ctx) {
         let now = self.now(ctx);
         self.engine.handle_timeout(now);
-        self.finish_lookups(now);
+        self.names_events(now);
         loop {
             // A failure is logged where it happens; the rest goes on.
             let _ = self.run_actions(ctx);
@@ -288,10 +308,9 @@ impl Daemon {
                 libc::malloc_trim(0);
             }
         }
-        let deadline = self.engine.poll_timeout();
-        let lookups = self.resolver.as_ref().and_then(|r| r.poll_timeout());
-        match deadline.into_iter().chain(lookups).min() {
-            Some(at) => ctx.set_timer(TimerId::Protocol, self.to_std_time(at)),
+        let names = self.names.poll_timeout();
+        match self.engine.poll_timeout().into_iter().chain(names).min() {
+            Some(at) => ctx.set_timer(TimerId::Protocol, self.clock.to_std(at)),
             None => {
                 ctx.cancel_timer(&TimerId::Protocol);
             }
@@ -344,13 +363,8 @@ impl Daemon {
                 name,
                 port,
             } => {
-                // `port`: `None` for the default MIDI 2.0 port or the first free pair above ours.
-                let s = self.engine.settings();
-                let bind = match self.engine.router.listener(listener).map(|l| l.kind) {
-                    Some(ListenerKind::Midi2) => Bind::Midi2(port.unwrap_or(DEFAULT_MIDI2_PORT)),
-                    _ => port.map_or(Bind::AppleMidiAbove(s.port), Bind::AppleMidi),
-                };
-                let binds = (s.bind.as_slice(), bind);
+                let bind = self.engine.bind_of(listener, port);
+                let binds = (self.engine.settings().bind.as_slice(), bind);
                 match self.sockets.open(ctx, listener, binds, &name, ON_SOCKETS) {
                     Ok(()) => self.engine.add_listener(listener, &name),
                     Err(e) => {
@@ -368,7 +382,7 @@ impl Daemon {
                 };
                 self.sockets.close(ctx, id, last);
             }
-            Action::Announce(id) => self.announce(ctx, id),
+            Action::Announce(id) => self.announce(now, id),
             Action::OpenDevice(id) => {
                 if !self
                     .local
@@ -379,14 +393,31 @@ impl Daemon {
                 }
             }
             Action::CloseDevice(id) => self.local.devices.close(ctx, id),
-            Action::Withdraw(id) => {
-                if let Some(mdns) = self.mdns.as_mut() {
-                    mdns.remove_service(now, id.index());
-                }
-                self.mdns_events(ctx);
-            }
+            Action::Withdraw(id) => self.names.withdraw(now, id.index()),
         }
         Ok(())
+    }
+
+    /// Reads the configuration file again and applies what changed; a broken file changes
+    /// nothing.
+    fn reload(&mut self, ctx: &mut Ctx, why: &str) {
+        let Some((options, Some(path))) = &self.reload_from else {
+            info!("{why}: no configuration file to reload");
+            return;
+        };
+        let new = match config::read(path) {
+            Ok(file) => config::resolve(options, &file, config::hostname),
+            Err(e) => {
+                error!("{why}: configuration refused, the running one stays: {e}");
+                return;
+            }
+        };
+        let level = self.engine.reload(self.now(ctx), new, why);
+        // The log level is the process's.
+        if let Some(level) = level.filter(|_| std::env::var_os("RUST_LOG").is_none()) {
+            log::set_max_level(level);
+        }
+        self.pump(ctx);
     }
 
     /// First SIGINT/SIGTERM: BY to every peer, then stop. A second: exit at once.
@@ -397,11 +428,7 @@ impl Daemon {
         }
         info!("{signal:?}: closing every session");
         self.pump(ctx);
-        let now = self.now(ctx);
-        if let Some(mdns) = self.mdns.as_mut() {
-            info!("mDNS: saying goodbye");
-            mdns.shutdown(now);
-        }
+        self.names.shutdown(self.now(ctx));
         ctx.stop();
     }
 }
@@ -414,7 +441,6 @@ const ON_SOCKETS: [reactor::Handler<Daemon, TimerId>; 2] = [
 
 pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
     match timer {
-        TimerId::Mdns => return daemon.mdns_timeout(ctx),
         TimerId::RawMidi => return daemon.look_for_devices(ctx),
         TimerId::SeqFlush => {
             if let Some(bridge) = daemon.local.bridge.as_mut() {
@@ -424,6 +450,13 @@ pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
         TimerId::Protocol => {}
     }
     daemon.pump(ctx);
+}
+
+fn on_file_change(daemon: &mut Daemon, ctx: &mut Ctx, _event: reactor::Event) {
+    if daemon.watch.as_ref().is_some_and(Watch::ours) {
+        debug!("configuration file changed");
+        daemon.reload(ctx, "file changed");
+    }
 }
 
 pub fn on_signal(daemon: &mut Daemon, ctx: &mut Ctx, signal: Signal) {

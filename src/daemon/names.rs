@@ -1,22 +1,36 @@
-//! Connections' host names looked up without blocking the loop (`crate::resolver`); the engine
-//! keeps which connection each lookup is for and starts its session once it is done.
+//! Names in the shell: connections' hosts looked up (the engine keeps which connection each
+//! lookup is for and starts its session once it is done), our listeners announced as the
+//! engine says, and the peers mDNS finds handed to it (it applies the `[mdns]` filters).
+use log::warn;
 use protocol::time::Instant;
-use reactor::Interest;
 
 use super::{Ctx, Daemon};
+use crate::mdns::{Discovery, PeerEvent};
 use crate::options::ConnectTarget;
-use crate::resolver::{self, Resolver};
 use crate::router::{ConnectionId, ListenerId};
 
 impl Daemon {
-    pub(super) fn start_resolver(&mut self, ctx: &mut Ctx) -> Result<(), String> {
-        let resolver = Resolver::new(resolver::Config::default(), self.seed.rotate_left(17))
-            .map_err(|e| format!("cannot open the resolver's socket: {e}"))?;
-        resolver
-            .register(ctx, on_resolver)
-            .map_err(|e| format!("cannot watch the resolver's socket: {e}"))?;
-        self.resolver = Some(resolver);
-        Ok(())
+    /// Starts mDNS and announces the listeners.
+    pub(super) fn start_mdns(&mut self, ctx: &mut Ctx) {
+        let seed = self.clock.0.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+        let now = self.now(ctx);
+        let settings = &self.engine.settings().mdns;
+        self.names.start_mdns(ctx, (now, seed), settings, on_mdns);
+        let ids: Vec<ListenerId> = self.engine.listener_ids().collect();
+        for id in ids {
+            self.announce(now, id);
+        }
+    }
+
+    /// Announces listener `id` under its name on its port.
+    pub(super) fn announce(&mut self, now: Instant, id: ListenerId) {
+        let Some(what) = self.engine.announcement(id) else {
+            return;
+        };
+        match self.sockets.port(id) {
+            Some(port) => self.names.announce(now, id.index(), what, port),
+            None => warn!("mDNS: cannot announce {:?}: no local port", what.0),
+        }
     }
 
     /// Starts a session for `connection` once `target`'s host is looked up.
@@ -27,42 +41,39 @@ impl Daemon {
         listener: ListenerId,
         target: &ConnectTarget,
     ) {
-        match self.resolver.as_mut() {
-            Some(resolver) => {
-                let id = resolver.lookup(now, &target.host, target.port);
-                self.engine.looking_up(id, connection, listener);
-            }
-            None => self.engine.router.connect_failed(now, connection),
-        }
-        self.finish_lookups(now);
+        let id = self.names.lookup(now, &target.host, target.port);
+        self.engine.looking_up(id, connection, listener);
+        self.names_events(now);
     }
 
-    /// Finished lookups to the engine; `.local` queries go out by mDNS.
-    pub(super) fn finish_lookups(&mut self, now: Instant) {
-        let Some(resolver) = self.resolver.as_mut() else {
-            return;
-        };
-        self.engine
-            .forget_unwanted_lookups(|id| resolver.cancel(id));
-        resolver.handle_timeout(now);
-        if let Some(mdns) = self.mdns.as_mut() {
-            while let Some(query) = resolver.poll_mdns_query() {
-                mdns.send_query(&query);
-            }
-        }
-        while let Some(done) = resolver.poll_done() {
-            let stats = || resolver.stats();
+    /// Finished lookups and discovered peers, to the engine.
+    pub(super) fn names_events(&mut self, now: Instant) {
+        let names = &mut self.names;
+        self.engine.forget_unwanted_lookups(|id| names.cancel(id));
+        names.handle_timeout(now);
+        while let Some(done) = names.poll_done() {
+            let stats = || names.stats();
             self.engine.looked_up(now, (done.id, done.result), stats);
+        }
+        while let Some(Discovery { midi2, event }) = names.poll_discovery() {
+            match event {
+                PeerEvent::Appeared { name, addr } | PeerEvent::Changed { name, addr } => {
+                    self.engine.discovered(now, &name, addr, midi2)
+                }
+                PeerEvent::Gone { name } => self.engine.router.discovered_gone(now, &name, midi2),
+            }
         }
     }
 }
 
-fn on_resolver(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+pub(super) fn on_resolver(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
     let now = daemon.now(ctx);
-    let more = daemon.resolver.as_mut().is_some_and(|r| r.read(now));
-    if more {
-        let _ = ctx.reregister(event.source, Interest::READABLE);
-    }
-    daemon.finish_lookups(now);
+    daemon.names.read_resolver(ctx, now, event);
+    daemon.pump(ctx);
+}
+
+fn on_mdns(daemon: &mut Daemon, ctx: &mut Ctx, event: reactor::Event) {
+    let now = daemon.now(ctx);
+    daemon.names.read_mdns(ctx, now, event);
     daemon.pump(ctx);
 }

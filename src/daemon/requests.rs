@@ -54,10 +54,8 @@ impl Daemon {
             bridge.unexport(addr, &mut actions)
         };
         // Before the error: a half-made export is still started or ended.
-        let before = self.engine.export_name(addr);
-        self.handle_alsa(now, &mut actions);
-        let after = self.engine.export_name(addr);
+        let name = self.engine.exported(now, addr, actions, &mut self.local);
         done.map_err(|e| format!("cannot {verb} {addr}: {e}"))?;
-        Ok(after.or(before).unwrap_or_else(|| addr.to_string()))
+        Ok(name)
     }
 }

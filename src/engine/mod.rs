@@ -25,7 +25,7 @@ use crate::bridge;
 use crate::config::{self, Settings};
 use crate::ctl::proto::{PeerRow, Status, Who};
 use crate::ledger::Ledger;
-use crate::options::ConnectTarget;
+use crate::options::{Bind, ConnectTarget, DEFAULT_MIDI2_PORT};
 use crate::router::{
     Action, ConnectionId, Dest, DeviceId, ListenerId, ListenerKind, Lookups, PeerPortId, Router,
     SessionKey, Source,
@@ -144,6 +144,15 @@ impl Engine {
         };
         let name = name.to_string();
         self.listeners.insert(id, Served { name, sessions });
+    }
+
+    /// Where listener `id` opens, for [`Action::OpenListener`]'s `port`: with none, a MIDI 2.0
+    /// host takes the default port and any other the first free pair above the main port.
+    pub fn bind_of(&self, id: ListenerId, port: Option<u16>) -> Bind {
+        match self.router.listener(id).map(|l| l.kind) {
+            Some(ListenerKind::Midi2) => Bind::Midi2(port.unwrap_or(DEFAULT_MIDI2_PORT)),
+            _ => port.map_or(Bind::AppleMidiAbove(self.settings.port), Bind::AppleMidi),
+        }
     }
 
     /// Listener `id` goes: its sessions are ended (BY queued) and handed back, for the shell
@@ -327,6 +336,23 @@ impl Engine {
             _ => ServiceKind::AppleMidi,
         };
         Some((name, kind))
+    }
+
+    /// What the bridge said of `ctl export` or `ctl unexport` of local port `addr`
+    /// (`actions`), carried out; the name the export is, or was, announced under.
+    pub fn exported(
+        &mut self,
+        now: Instant,
+        addr: SeqAddr,
+        actions: Vec<bridge::Action<PeerPortId>>,
+        local: &mut dyn Local,
+    ) -> String {
+        let before = self.export_name(addr);
+        for action in actions {
+            self.handle_alsa(now, action, local);
+        }
+        let after = self.export_name(addr);
+        after.or(before).unwrap_or_else(|| addr.to_string())
     }
 
     /// The name local port `addr` is exported under, if it is.

@@ -456,3 +456,41 @@ fn status_gives_the_settings_the_uptime_and_what_the_shell_knows() {
     );
     assert_eq!(status.uptime, std::time::Duration::from_secs(90));
 }
+
+#[test]
+fn a_listener_binds_its_port_or_its_kind_s_default() {
+    let mut rig = Rig::new("[general]\nname = Stage\nport = 6004\n", true);
+    let (now, mut sink) = (rig.now, Sink::default());
+    rig.engine.configure(now);
+    let export = |client, port| bridge::Action::Export {
+        local: SeqAddr { client, port: 0 },
+        name: format!("Port {client}"),
+        section: Some(bridge::ExportAs {
+            name: format!("Export {client}"),
+            port,
+        }),
+        on: true,
+    };
+    for action in [export(20, Some(7010)), export(28, None)] {
+        rig.engine.handle_alsa(now, action, &mut sink);
+    }
+    rig.settle();
+    let binds: Vec<(String, Bind)> = rig
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::OpenListener {
+                listener,
+                name,
+                port,
+            } => Some((name.clone(), rig.engine.bind_of(*listener, *port))),
+            _ => None,
+        })
+        .collect();
+    let want = [
+        ("Stage".to_string(), Bind::Midi2(DEFAULT_MIDI2_PORT)),
+        ("Export 20".to_string(), Bind::AppleMidi(7010)),
+        ("Export 28".to_string(), Bind::AppleMidiAbove(6004)),
+    ];
+    assert_eq!(binds, want);
+}

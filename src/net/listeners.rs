@@ -10,20 +10,11 @@ use protocol::session::SocketKind;
 use reactor::{Context, Event, Handler, Interest, SourceId};
 
 use super::{bind_all, bind_free_pair, bind_ports, Sockets, MAX_DATAGRAM};
+use crate::options::Bind;
 
 /// Datagrams read from one socket before the loop looks at the others, so one flooding
 /// source cannot starve the rest.
 const READ_BATCH: usize = 256;
-
-/// What a listener's sockets speak, and on which port.
-pub enum Bind {
-    /// An AppleMIDI pair on this control port.
-    AppleMidi(u16),
-    /// An AppleMIDI pair on the first free control port above this one.
-    AppleMidiAbove(u16),
-    /// A Network MIDI 2.0 host's port.
-    Midi2(u16),
-}
 
 struct Watched {
     sockets: Sockets,

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use self::listeners::{Bind, ListenerSockets};
+pub use self::listeners::ListenerSockets;
 pub use self::sockets::Sockets;
 
 /// Largest datagram we read or write; RTP-MIDI and Network MIDI 2.0 over UDP are far below.
