@@ -27,6 +27,8 @@ use crate::seq::{SeqAddr, Sequencer};
 
 mod names;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 /// Retry period while the sequencer's output is full.
 const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);

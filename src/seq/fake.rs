@@ -32,6 +32,8 @@ pub struct FakeSequencer {
     connections: Vec<(SeqAddr, SeqAddr)>,
     /// Messages `send` accepts before it reports a full sequencer.
     room: Option<usize>,
+    /// `watch_ports` fails, as when the sequencer's announce port cannot be subscribed to.
+    refuse_watch: bool,
     ready: ReadyFd,
 }
 
@@ -48,6 +50,7 @@ impl FakeSequencer {
             watching: false,
             connections: Vec::new(),
             room: None,
+            refuse_watch: false,
             ready: ReadyFd::new()?,
         })
     }
@@ -135,6 +138,11 @@ impl FakeSequencer {
         Ok(message.as_bytes().to_vec())
     }
 
+    /// Makes `watch_ports` fail.
+    pub fn refuse_watch(&mut self) {
+        self.refuse_watch = true;
+    }
+
     /// Makes `send` accept `messages` more messages, then fail as a full sequencer does;
     /// `None` for no limit.
     pub fn set_room(&mut self, messages: Option<usize>) {
@@ -188,6 +196,9 @@ impl Sequencer for FakeSequencer {
     }
 
     fn watch_ports(&mut self) -> io::Result<()> {
+        if self.refuse_watch {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
         self.watching = true;
         for info in std::mem::take(&mut self.others) {
             self.push(SeqInput::PortStarted(info));
