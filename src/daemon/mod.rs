@@ -6,35 +6,30 @@ use std::path::PathBuf;
 use std::time::Instant as StdInstant;
 
 use log::{debug, error, info, warn};
-use protocol::midi::MidiMessage;
 use protocol::session::SocketKind;
-use protocol::time::{Duration, Instant};
+use protocol::time::Instant;
 use reactor::{Context, Signal};
 
-use crate::bridge::{self, Bridge, ExportAs, PortMatch};
 use crate::config;
 use crate::config::CommandLine;
 use crate::control::Server;
 use crate::ctl::proto::Status;
-use crate::device::{Device, Devices};
-use crate::engine::{Engine, Local, Step};
+use crate::device::Device;
+use crate::engine::{Engine, Step};
 use crate::names::Names;
 use crate::net::ListenerSockets;
 use crate::options::Bind;
 use crate::reload::Watch;
-use crate::router::{Action, DeviceId, ListenerId, PeerPortId, Source};
-use crate::seq::{SeqAddr, Sequencer};
+use crate::router::{Action, ListenerId};
+use crate::seq::Sequencer;
 
+use self::local::LocalSide;
+
+mod local;
 mod names;
 mod requests;
 #[cfg(test)]
 mod tests;
-
-/// Retry period while the sequencer's output is full.
-const SEQ_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
-/// How often the raw MIDI devices' paths are looked for (a USB device comes and goes with its
-/// node).
-const DEVICE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerId {
@@ -76,45 +71,6 @@ pub struct Daemon {
     control: Option<Server>,
     /// The configuration file's watch, to reload when it is saved.
     watch: Option<Watch>,
-    /// Scratch, kept to not allocate per read.
-    bridge_actions: Vec<bridge::Action<PeerPortId>>,
-    messages: Vec<MidiMessage>,
-}
-
-/// This machine's side: the ALSA bridge (without `--no-alsa`) and the raw MIDI devices, where
-/// the engine's MIDI for it goes.
-struct LocalSide {
-    bridge: Option<Bridge<PeerPortId>>,
-    devices: Devices<DeviceId>,
-    clock: Clock,
-}
-
-impl LocalSide {
-    /// How long until `at`, from the clock read now: what the turn took before this send (a
-    /// long turn, as after a stall) must not delay the playout.
-    fn after(&self, at: Option<Instant>) -> Option<Duration> {
-        at.map(|at| at.saturating_duration_since(self.clock.at(StdInstant::now())))
-    }
-}
-
-impl Local for LocalSide {
-    fn to_port(&mut self, port: PeerPortId, message: &MidiMessage, at: Option<Instant>) {
-        let after = self.after(at);
-        if let Some(bridge) = self.bridge.as_mut() {
-            bridge.send_to_port(port, message, after);
-        }
-    }
-
-    fn to_exported(&mut self, local: SeqAddr, message: &MidiMessage, at: Option<Instant>) {
-        let after = self.after(at);
-        if let Some(bridge) = self.bridge.as_mut() {
-            bridge.send_to_exported(local, message, after);
-        }
-    }
-
-    fn to_device(&mut self, device: DeviceId, message: &MidiMessage) {
-        self.devices.send(device, message);
-    }
 }
 
 impl Daemon {
@@ -125,46 +81,25 @@ impl Daemon {
         sequencer: Option<Box<dyn Sequencer>>,
         seed: u64,
     ) -> Result<Daemon, String> {
-        let bridge = sequencer.map(Bridge::new).transpose();
-        let mut bridge = bridge.map_err(|e| format!("ALSA sequencer: {e}"))?;
-        if let Some(bridge) = bridge.as_mut() {
-            let watch = |e| format!("cannot watch ALSA ports to export: {e}");
-            if let Some(rule) = settings.export_auto.clone() {
-                bridge.set_auto_export(rule).map_err(watch)?;
-            }
-            for e in &settings.exports {
-                let how = ExportAs {
-                    name: e.name.clone(),
-                    port: e.port,
-                };
-                let ports = PortMatch::parse(&e.alsa_port);
-                bridge.add_export_section(ports, how).map_err(watch)?;
-            }
-        }
+        let clock = Clock(StdInstant::now());
+        let local = LocalSide::open(sequencer, &settings, clock)?;
         let mut sockets = ListenerSockets::new();
         let port = settings.port;
-        let engine = Engine::new(settings, bridge.is_some(), seed);
+        let engine = Engine::new(settings, local.bridge.is_some(), seed);
         let main = (engine.router.main(), &engine.settings().bind);
         sockets
             .bind(main.0, main.1, Bind::AppleMidi(port))
             .map_err(|e| format!("cannot start on UDP port {port}: {e}"))?;
-        let clock = Clock(StdInstant::now());
         Ok(Daemon {
             clock,
             engine,
             sockets,
             reload_from: None,
             about: Status::default(),
-            local: LocalSide {
-                bridge,
-                devices: Devices::new(),
-                clock,
-            },
+            local,
             names: Names::open(seed.rotate_left(17))?,
             control: None,
             watch: None,
-            bridge_actions: Vec::new(),
-            messages: Vec::new(),
         })
     }
 
@@ -180,11 +115,7 @@ impl Daemon {
         self.sockets
             .watch(ctx, main, name, ON_SOCKETS)
             .map_err(|e| format!("cannot register sockets: {e}"))?;
-        if let Some(bridge) = &self.local.bridge {
-            bridge
-                .watch(ctx, |d, ctx, e| d.read_sequencer(ctx, e))
-                .map_err(|e| format!("cannot watch the sequencer: {e}"))?;
-        }
+        self.watch_sequencer(ctx)?;
         self.names.watch(ctx, names::on_resolver)?;
         // The connections, `[listener]` and `[rawmidi]` sections: a listener that cannot open
         // stops the start (a device's waits for it instead).
@@ -231,51 +162,6 @@ impl Daemon {
         self.pump(ctx);
     }
 
-    /// What the sequencer has, to the engine.
-    fn read_sequencer(&mut self, ctx: &mut Ctx, event: reactor::Event) {
-        let now = self.now(ctx);
-        let mut actions = std::mem::take(&mut self.bridge_actions);
-        if let Some(bridge) = self.local.bridge.as_mut() {
-            bridge.read(ctx, event, &mut actions);
-        }
-        for action in actions.drain(..) {
-            self.engine.handle_alsa(now, action, &mut self.local);
-        }
-        self.bridge_actions = actions;
-        self.pump(ctx);
-    }
-
-    /// A device became writable or has bytes: its MIDI to wherever the router says.
-    fn read_device(&mut self, ctx: &mut Ctx, event: reactor::Event) {
-        let now = self.now(ctx);
-        let mut messages = std::mem::take(&mut self.messages);
-        let ready = self.local.devices.ready(ctx, now, event, &mut messages);
-        if let Some((id, failed)) = ready {
-            for message in messages.drain(..) {
-                let from = Source::Device(id);
-                self.engine
-                    .forward(now, from, message, (None, None), &mut self.local);
-            }
-            if failed {
-                self.engine.router.device_present(now, id, false);
-            }
-        }
-        self.messages = messages;
-        self.pump(ctx);
-    }
-
-    /// Looks for the devices' paths; the router hears of those that came or went.
-    fn look_for_devices(&mut self, ctx: &mut Ctx) {
-        let now = self.now(ctx);
-        let router = &mut self.engine.router;
-        let changed = |id, present| router.device_present(now, id, present);
-        self.local.devices.look(ctx, now, changed);
-        if !self.local.devices.is_empty() {
-            ctx.set_timer(TimerId::RawMidi, ctx.now() + DEVICE_POLL);
-        }
-        self.pump(ctx);
-    }
-
     /// Runs the engine until it has nothing more to say: timeouts, datagrams, happenings
     /// (which may queue more datagrams, as the hub does), the router's actions; then re-arms
     /// the loop's timers.
@@ -286,13 +172,7 @@ impl Daemon {
         loop {
             // A failure is logged where it happens; the rest goes on.
             let _ = self.run_actions(ctx);
-            // A device that failed has its sessions closed by the router.
-            let mut busy = false;
-            let router = &mut self.engine.router;
-            self.local.devices.flush(ctx, now, |id| {
-                router.device_present(now, id, false);
-                busy = true;
-            });
+            let mut busy = self.flush_devices(ctx, now);
             for (id, sockets) in self.sockets.each_mut() {
                 if let Some(sessions) = self.engine.sessions_mut(id) {
                     sockets.flush(now, sessions);
@@ -317,10 +197,7 @@ impl Daemon {
                 ctx.cancel_timer(&TimerId::Protocol);
             }
         }
-        if self.local.bridge.as_ref().is_some_and(|b| b.backlog() > 0) {
-            ctx.set_timer(TimerId::SeqFlush, ctx.now() + SEQ_RETRY);
-        }
-        self.local.devices.arm(ctx);
+        self.local.arm(ctx);
     }
 
     /// Carries out what the router asked; the first failure to open a listener is returned
@@ -341,18 +218,10 @@ impl Daemon {
     fn run_action(&mut self, ctx: &mut Ctx, action: Action) -> Result<(), String> {
         let now = self.now(ctx);
         match action {
-            Action::CreatePort { port, name } => {
-                let bridge = self.local.bridge.as_mut();
-                if let Some(Err(e)) = bridge.map(|b| b.add_peer(port, &name)) {
-                    self.engine.router.port_failed(port);
-                    return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
-                }
-            }
-            Action::DeletePort(port) => {
-                if let Some(bridge) = self.local.bridge.as_mut() {
-                    bridge.remove_peer(port);
-                }
-            }
+            Action::CreatePort { .. }
+            | Action::DeletePort(_)
+            | Action::OpenDevice(_)
+            | Action::CloseDevice(_) => return self.local_action(ctx, now, action),
             Action::Connect {
                 connection,
                 listener,
@@ -385,16 +254,6 @@ impl Daemon {
                 self.sockets.close(ctx, id, last);
             }
             Action::Announce(id) => self.announce(now, id),
-            Action::OpenDevice(id) => {
-                if !self
-                    .local
-                    .devices
-                    .open(ctx, now, id, |d, ctx, e| d.read_device(ctx, e))
-                {
-                    self.engine.router.device_present(now, id, false);
-                }
-            }
-            Action::CloseDevice(id) => self.local.devices.close(ctx, id),
             Action::Withdraw(id) => self.names.withdraw(now, id.index()),
         }
         Ok(())
@@ -444,11 +303,7 @@ const ON_SOCKETS: [reactor::Handler<Daemon, TimerId>; 2] = [
 pub fn on_timer(daemon: &mut Daemon, ctx: &mut Ctx, timer: TimerId) {
     match timer {
         TimerId::RawMidi => return daemon.look_for_devices(ctx),
-        TimerId::SeqFlush => {
-            if let Some(bridge) = daemon.local.bridge.as_mut() {
-                bridge.flush();
-            }
-        }
+        TimerId::SeqFlush => daemon.local.flush_sequencer(),
         TimerId::Protocol => {}
     }
     daemon.pump(ctx);
