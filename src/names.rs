@@ -46,13 +46,14 @@ impl Names {
             .map_err(|e| format!("cannot watch the resolver's socket: {e}"))
     }
 
-    /// Starts mDNS as `settings` say, its sockets watched with `on_mdns`
-    /// ([`Names::read_mdns`]); `.local` names are looked up through it from then on.
+    /// Starts mDNS as `settings` say (`seed` seeds its state machines), its sockets watched with
+    /// `on_mdns` ([`Names::read_mdns`]); `.local` names are looked up through it from then on.
     pub fn start_mdns<S, T: Eq + Hash + Clone>(
         &mut self,
         ctx: &mut Context<S, T>,
-        (now, seed): (Instant, u64),
+        now: Instant,
         settings: &config::Mdns,
+        seed: u64,
         on_mdns: Handler<S, T>,
     ) {
         self.mdns = Mdns::start(ctx, now, settings, seed, on_mdns);

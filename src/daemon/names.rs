@@ -15,7 +15,7 @@ impl Daemon {
         let seed = self.clock.0.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
         let now = self.now(ctx);
         let settings = &self.engine.settings().mdns;
-        self.names.start_mdns(ctx, (now, seed), settings, on_mdns);
+        self.names.start_mdns(ctx, now, settings, seed, on_mdns);
         let ids: Vec<ListenerId> = self.engine.listener_ids().collect();
         for id in ids {
             self.announce(now, id);

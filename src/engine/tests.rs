@@ -494,3 +494,33 @@ fn a_listener_binds_its_port_or_its_kind_s_default() {
     ];
     assert_eq!(binds, want);
 }
+
+#[test]
+fn ctl_export_answers_with_the_export_s_name_before_and_after_it_ends() {
+    let mut rig = Rig::new("[general]\nname = Stage\n", true);
+    let (now, mut sink) = (rig.now, Sink::default());
+    let keys = SeqAddr {
+        client: 20,
+        port: 0,
+    };
+    let export = |on| bridge::Action::Export {
+        local: keys,
+        name: "KeyStep".to_string(),
+        section: None,
+        on,
+    };
+    let name = rig
+        .engine
+        .exported(now, keys, vec![export(true)], &mut sink);
+    assert_eq!(name, "Stage KeyStep");
+    let name = rig
+        .engine
+        .exported(now, keys, vec![export(false)], &mut sink);
+    assert_eq!(name, "Stage KeyStep");
+    assert_eq!(rig.engine.export_name(keys), None);
+    // Nothing the bridge did: the port's address.
+    assert_eq!(
+        rig.engine.exported(now, keys, Vec::new(), &mut sink),
+        "20:0"
+    );
+}
