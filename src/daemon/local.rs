@@ -10,7 +10,7 @@ use crate::bridge::{self, Bridge, ExportAs, PortMatch};
 use crate::config::Settings;
 use crate::device::Devices;
 use crate::engine::Local;
-use crate::router::{Action, DeviceId, PeerPortId, Source};
+use crate::router::{DeviceId, PeerPortId, Source};
 use crate::seq::{SeqAddr, Sequencer};
 
 /// Retry period while the sequencer's output is full.
@@ -65,6 +65,12 @@ impl LocalSide {
     /// long turn, as after a stall) must not delay the playout.
     fn after(&self, at: Option<Instant>) -> Option<Duration> {
         at.map(|at| at.saturating_duration_since(self.clock.at(StdInstant::now())))
+    }
+
+    pub(super) fn delete_port(&mut self, port: PeerPortId) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.remove_peer(port);
+        }
     }
 
     /// Retries what the sequencer had no room for.
@@ -172,37 +178,22 @@ impl Daemon {
         failed
     }
 
-    /// The router's actions on ALSA ports and devices.
-    pub(super) fn local_action(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        action: Action,
-    ) -> Result<(), String> {
+    /// The router's `CreatePort`: a failure is the router's to know.
+    pub(super) fn create_port(&mut self, port: PeerPortId, name: &str) -> Result<(), String> {
         let bridge = self.local.bridge.as_mut();
-        match action {
-            Action::CreatePort { port, name } => {
-                if let Some(Err(e)) = bridge.map(|b| b.add_peer(port, &name)) {
-                    self.engine.router.port_failed(port);
-                    return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
-                }
-            }
-            Action::DeletePort(port) => {
-                if let Some(bridge) = bridge {
-                    bridge.remove_peer(port);
-                }
-            }
-            Action::OpenDevice(id) => {
-                let devices = &mut self.local.devices;
-                if !devices.open(ctx, now, id, |d, ctx, e| d.read_device(ctx, e)) {
-                    self.engine.router.device_present(now, id, false);
-                }
-            }
-            Action::CloseDevice(id) => self.local.devices.close(ctx, id),
-            // Not the local side's.
-            _ => {}
+        if let Some(Err(e)) = bridge.map(|b| b.add_peer(port, name)) {
+            self.engine.router.port_failed(port);
+            return Err(format!("cannot create an ALSA port for {name:?}: {e}"));
         }
         Ok(())
+    }
+
+    /// The router's `OpenDevice`: one that cannot open counts as not there.
+    pub(super) fn open_device(&mut self, ctx: &mut Ctx, now: Instant, id: DeviceId) {
+        let devices = &mut self.local.devices;
+        if !devices.open(ctx, now, id, |d, ctx, e| d.read_device(ctx, e)) {
+            self.engine.router.device_present(now, id, false);
+        }
     }
 
     /// `ctl export` (`on`) and `ctl unexport`: connects local port `addr` to the Network

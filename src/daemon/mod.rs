@@ -218,10 +218,10 @@ impl Daemon {
     fn run_action(&mut self, ctx: &mut Ctx, action: Action) -> Result<(), String> {
         let now = self.now(ctx);
         match action {
-            Action::CreatePort { .. }
-            | Action::DeletePort(_)
-            | Action::OpenDevice(_)
-            | Action::CloseDevice(_) => return self.local_action(ctx, now, action),
+            Action::CreatePort { port, name } => return self.create_port(port, &name),
+            Action::DeletePort(port) => self.local.delete_port(port),
+            Action::OpenDevice(id) => self.open_device(ctx, now, id),
+            Action::CloseDevice(id) => self.local.devices.close(ctx, id),
             Action::Connect {
                 connection,
                 listener,
